@@ -1,0 +1,1 @@
+"""The coverage benchmark: targets x theories x baselines -> table and plots."""

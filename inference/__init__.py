@@ -1,0 +1,1 @@
+"""The JAX engine: component kinds, theory -> predict function, fitting, search."""

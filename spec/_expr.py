@@ -1,0 +1,242 @@
+"""The safe expression language of variables, rules and attention patterns.
+
+An expression is parsed by Python's ``ast`` (parsing never runs code) and accepted only if every
+node is on a short whitelist; it is then evaluated node by node with numpy or jax.numpy, so one
+expression serves both the store (numpy) and the engine (jit). Semantics:
+
+- ``token`` is the input, ``[N, T]`` integer ids; ``token[k]`` reads position ``k`` of every
+  sequence, and ``k`` may depend on the current position (``token[i - 1]``). A position outside
+  the sequence reads as ``-1``.
+- ``i`` (alias ``position``) is the current position; ``j`` the key position inside an attention
+  rule; ``T`` the sequence length.
+- Arithmetic ``+ - * / // % **``, comparisons (chainable), ``and or not``, ``x if c else y``, and
+  the functions in FUNCTIONS. Results broadcast to ``[N, T]`` (``[N, T, T]`` for attention).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+POSITION_NAMES = frozenset({"token", "i", "position", "T"})
+PAIR_NAMES = POSITION_NAMES | {"j"}  # attention rules also see the key position
+FUNCTIONS = {"mod": 2, "abs": 1, "min": 2, "max": 2, "where": 3}
+MAX_LENGTH = 1000
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+           ast.Pow: operator.pow}
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+            ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_UNARY = (ast.USub, ast.UAdd, ast.Not)
+_NAMED_REJECTS = {ast.Attribute: "attribute access", ast.Lambda: "lambda", ast.ListComp: "a comprehension",
+                  ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
+                  ast.GeneratorExp: "a comprehension", ast.NamedExpr: "assignment (:=)",
+                  ast.Starred: "unpacking (*)", ast.JoinedStr: "an f-string", ast.Await: "await",
+                  ast.Yield: "yield", ast.YieldFrom: "yield", ast.Dict: "a dict", ast.Set: "a set",
+                  ast.List: "a list", ast.Tuple: "a tuple", ast.Slice: "a slice"}
+
+
+class ExprError(ValueError):
+    """An expression that is not in the language; ``offset`` is 0-based inside the text."""
+
+    def __init__(self, message: str, offset: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A checked expression. Equal when the text is equal; ``names`` are its free names."""
+
+    text: str
+    names: tuple[tuple[str, int], ...] = field(compare=False)  # (name, 0-based offset)
+    tree: ast.Expression = field(compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _offset(text: str, node: ast.AST) -> int:
+    """0-based character offset of ``node`` in ``text`` (ast gives lines and UTF-8 byte columns)."""
+    lines = text.split("\n")
+    before = sum(len(line) + 1 for line in lines[: node.lineno - 1])
+    line = lines[node.lineno - 1].encode()
+    return before + len(line[: node.col_offset].decode(errors="ignore"))
+
+
+def parse_expr(text: object) -> Expr:
+    """Parse and check ``text``; raises ExprError naming what is not allowed and where."""
+    if isinstance(text, bool) or isinstance(text, (int, float)):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ExprError(f"expected an expression (text), found {type(text).__name__}")
+    if not text.strip():
+        raise ExprError("expected an expression, found empty text")
+    control = next((k for k, c in enumerate(text) if (c < " " and c not in "\n\t") or c == "\x7f"), None)
+    if control is not None:
+        raise ExprError(f"expected printable text, found the control character {text[control]!r}", control)
+    if len(text) > MAX_LENGTH:
+        raise ExprError(f"expected an expression of at most {MAX_LENGTH} characters, found {len(text)}")
+    try:
+        tree = ast.parse(text.strip("\n"), mode="eval")
+    except SyntaxError as exc:
+        lines = text.split("\n")
+        line_start = sum(len(line) + 1 for line in lines[: (exc.lineno or 1) - 1])
+        # Python reports offset 0 when the text ends too early: point just past the end
+        column = exc.offset - 1 if exc.offset else len(lines[(exc.lineno or 1) - 1].rstrip())
+        reason = (exc.msg or "invalid syntax").replace("invalid syntax. ", "")
+        raise ExprError(f"invalid expression: {reason}", line_start + column) from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExprError("invalid expression: nested too deeply or contains a null byte") from None
+    names: list[tuple[str, int]] = []
+    try:
+        _check(tree.body, text, names)
+    except RecursionError:
+        raise ExprError("invalid expression: nested too deeply") from None
+    return Expr(text, tuple(names), tree)
+
+
+def _check(node: ast.AST, text: str, names: list) -> None:
+    def reject(what: str, at: ast.AST = node) -> None:
+        raise ExprError(what, _offset(text, at))
+
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, (bool, int, float)):
+            return
+        reject(f"expected a number or true/false, found the constant {node.value!r}")
+    if isinstance(node, ast.Name):
+        if node.id.startswith("_"):
+            reject(f"names starting with '_' are not allowed, found '{node.id}'")
+        if node.id == "token":
+            reject("'token' is the whole input: read one position as token[k], e.g. token[i]")
+        if node.id in FUNCTIONS:
+            reject(f"'{node.id}' is a function: call it as {node.id}(...)")
+        names.append((node.id, _offset(text, node)))
+        return
+    if isinstance(node, ast.Subscript):
+        if not (isinstance(node.value, ast.Name) and node.value.id == "token"):
+            reject("only 'token' can be indexed, as token[k]")
+        names.append(("token", _offset(text, node.value)))
+        return _check(node.slice, text, names)
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            reject(f"unknown function '{called}' (allowed: {', '.join(sorted(FUNCTIONS))})")
+        if node.keywords:
+            reject(f"{node.func.id}() takes no keyword arguments", node.keywords[0].value)
+        want = FUNCTIONS[node.func.id]
+        if len(node.args) != want:
+            reject(f"{node.func.id}() expects {want} argument{'s' * (want > 1)}, found {len(node.args)}")
+        for arg in node.args:
+            _check(arg, text, names)
+        return
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        _check(node.left, text, names)
+        return _check(node.right, text, names)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
+        return _check(node.operand, text, names)
+    if isinstance(node, ast.BoolOp):
+        for value in node.values:
+            _check(value, text, names)
+        return
+    if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+        for part in (node.left, *node.comparators):
+            _check(part, text, names)
+        return
+    if isinstance(node, ast.IfExp):
+        for part in (node.test, node.body, node.orelse):
+            _check(part, text, names)
+        return
+    what = _NAMED_REJECTS.get(type(node), f"'{type(node).__name__}' syntax")
+    if isinstance(node, (ast.BinOp, ast.Compare)):
+        what = "that operator"
+    reject(f"{what} is not allowed in expressions")
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+def position_env(tokens, xp) -> dict[str, Any]:
+    """Names visible to a per-position expression over ``tokens`` ``[N, T]``."""
+    n, t = tokens.shape
+    i = xp.arange(t)[None, :]  # [1, T]
+    return {"token": tokens, "i": i, "position": i, "T": t, "_shape": (n, t), "_xp": xp}
+
+
+def pair_env(tokens, variables: Mapping[str, Any], xp) -> dict[str, Any]:
+    """Names visible to an attention rule: query position ``i``, key position ``j``."""
+    n, t = tokens.shape
+    i = xp.arange(t)[None, :, None]  # [1, T_query, 1]
+    j = xp.arange(t)[None, None, :]  # [1, 1, T_key]
+    env = {name: value[:, :, None] for name, value in variables.items()}  # variables at the query
+    env.update(token=tokens, i=i, position=i, j=j, T=t, _shape=(n, t, t), _xp=xp)
+    return env
+
+
+def evaluate(expr: Expr, env: Mapping[str, Any]):
+    """Value of ``expr`` in ``env``, broadcast to the env's full shape."""
+    xp = env["_xp"]
+    return xp.broadcast_to(xp.asarray(_eval(expr.tree.body, env)), env["_shape"])
+
+
+def evaluate_variables(variables: Mapping[str, Expr], tokens, xp) -> dict[str, Any]:
+    """Every variable over ``tokens``, in the given (dependency) order; each ``[N, T]``."""
+    env = position_env(tokens, xp)
+    values = {}
+    for name, expr in variables.items():
+        env[name] = values[name] = evaluate(expr, env)
+    return values
+
+
+def _eval(node: ast.AST, env: Mapping[str, Any]):
+    xp = env["_xp"]
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return env[node.id]
+    if isinstance(node, ast.Subscript):
+        return _gather(env["token"], _eval(node.slice, env), env["_shape"], xp)
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)](_number(_eval(node.left, env), xp), _number(_eval(node.right, env), xp))
+    if isinstance(node, ast.UnaryOp):
+        value = _eval(node.operand, env)
+        if isinstance(node.op, ast.Not):
+            return xp.logical_not(value)
+        return -_number(value, xp) if isinstance(node.op, ast.USub) else _number(value, xp)
+    if isinstance(node, ast.BoolOp):
+        combine = xp.logical_and if isinstance(node.op, ast.And) else xp.logical_or
+        result = _eval(node.values[0], env)
+        for value in node.values[1:]:
+            result = combine(result, _eval(value, env))
+        return result
+    if isinstance(node, ast.Compare):
+        left, result = _eval(node.left, env), True
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, env)
+            result = xp.logical_and(result, _COMPARE[type(op)](left, right))
+            left = right
+        return result
+    if isinstance(node, ast.IfExp):
+        return xp.where(_eval(node.test, env), _eval(node.body, env), _eval(node.orelse, env))
+    args = [_eval(arg, env) for arg in node.args]
+    return {"mod": lambda a, m: a % m, "abs": xp.abs, "min": xp.minimum, "max": xp.maximum,
+            "where": xp.where}[node.func.id](*args)
+
+
+def _number(value, xp):
+    """Booleans count as 0/1 in arithmetic (numpy refuses ``bool - bool``)."""
+    if getattr(value, "dtype", None) == bool:
+        return value.astype(xp.int32)
+    return int(value) if isinstance(value, bool) else value
+
+
+def _gather(tokens, index, shape, xp):
+    """tokens ``[N, T]`` read at ``index`` (broadcast to ``shape`` = ``[N, ...]``); -1 outside."""
+    n, t = tokens.shape
+    flat = xp.broadcast_to(xp.asarray(index), shape).reshape(n, -1).astype(tokens.dtype)
+    inside = (flat >= 0) & (flat < t)
+    values = xp.take_along_axis(tokens, xp.clip(flat, 0, t - 1), axis=1)
+    return xp.where(inside, values, -1).reshape(shape)

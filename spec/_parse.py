@@ -1,0 +1,373 @@
+"""Parse and validate theory files: YAML -> structure -> includes -> names and cycles -> Theory.
+
+Every stage collects problems instead of stopping at the first, and each part is validated on
+its own, so one broken component does not hide the problems of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from pydantic import StrictStr, TypeAdapter, ValidationError
+
+from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
+from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, Expr
+from ._model import (KINDS, RESERVED_KEYS, Component, Doc, Expression, Fragment, Name, Site,
+                     SiteEntry, Target, TheoryFile, TheoryName, _list_of)
+from ._theory import Origin, Theory
+from ._yaml import Path, SourceMap, load_yaml
+
+SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression),
+            "components": TypeAdapter(Component)}
+SECTION_NOUN = {"sites": "site", "variables": "variable", "components": "component"}
+_SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "description": TypeAdapter(Doc),
+            "include": TypeAdapter(_list_of(StrictStr, min_length=0))}
+_NAME = TypeAdapter(Name)
+RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS)
+_PLAIN = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+          "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+          "bool_parsing": "true or false", "string_type": "text", "dict_type": "a mapping",
+          "model_type": "a mapping", "model_attributes_type": "a mapping", "tuple_type": "a list",
+          "list_type": "a list", "string_pattern_mismatch":
+          "a name of letters, digits and '_' that starts with a letter"}
+
+
+@dataclass(frozen=True)
+class _Part:
+    section: str
+    name: str
+    value: Any  # the validated model or expression
+    origin: Origin
+
+
+class _Reader:
+    """Reads a theory file and everything it includes, collecting parts and diagnostics."""
+
+    def __init__(self):
+        self.diagnostics: list[Diagnostic] = []
+        self.parts: list[_Part] = []
+        self.top: dict[str, Any] = {}
+        self.root_source: Optional[SourceMap] = None
+        self.seen: set[str] = set()
+
+    def error(self, source: SourceMap, path: Path, message: str, **kw) -> None:
+        self.diagnostics.append(source.diagnostic(path, message, **kw))
+
+    def read(self, display: str, chain: tuple[str, ...] = (), text: Optional[str] = None,
+             included_at: Optional[tuple[SourceMap, Path]] = None) -> None:
+        real = os.path.realpath(display) if text is None else display
+        if real in chain:
+            loop = " -> ".join(os.path.basename(p) for p in chain + (real,))
+            return self.error(*included_at, f"include cycle: {loop}")
+        if real in self.seen:  # a diamond: the same parts, included twice, are one set of parts
+            return
+        self.seen.add(real)
+        if text is None:
+            try:
+                with open(display, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                problem = f"cannot read '{display}': {reason}"
+                if included_at:
+                    return self.error(*included_at, problem)
+                self.diagnostics.append(Diagnostic(display, 1, 1, "error", problem))
+                return
+        data, source, problems = load_yaml(text, display)
+        self.diagnostics += problems
+        root = included_at is None
+        if root:
+            self.root_source = source
+        if data is None and not problems:
+            what = "a theory" if root else "shared parts"
+            return self.error(source, (), f"expected {what} (a mapping of keys), found an empty file")
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            return self.error(source, (), f"expected a mapping of keys ({', '.join(_allowed_top(root))}), "
+                                          f"found {describe(data)}")
+        self.read_top(data, source, root)
+        for section in SECTIONS:
+            self.read_section(section, data.get(section), source)
+        includes = self.top.get(("include", display)) or ()
+        for k, entry in enumerate(includes):
+            target = os.path.normpath(os.path.join(os.path.dirname(display), entry))
+            self.read(target, chain + (real,), included_at=(source, ("include", k)))
+
+    def read_top(self, data: dict, source: SourceMap, root: bool) -> None:
+        allowed = _allowed_top(root)
+        for key, value in data.items():
+            if key in RESERVED_KEYS:
+                self.error(source, (key,), RESERVED_KEYS[key], key=True)
+            elif key in ("theory", "target") and not root:
+                self.error(source, (key,), f"an included file holds shared parts only "
+                                           f"({', '.join(allowed)}), found '{key}'", key=True)
+            elif key not in allowed:
+                self.error(source, (key,), f"unknown key '{key}'{did_you_mean(key, allowed)}; "
+                                           f"expected one of: {', '.join(allowed)}", key=True)
+            elif key in _SCALARS:
+                value = self.validate(_SCALARS[key], value, source, (key,))
+                self.top[(key, source.path)] = value
+                if root:
+                    self.top[key] = value
+        for key in ("theory", "target") if root else ():
+            if key not in data:
+                what = "the theory's name" if key == "theory" else "what it explains, e.g. builtin:modadd-p113"
+                self.error(source, (), f"missing required key '{key}' ({what})")
+
+    def read_section(self, section: str, entries: Any, source: SourceMap) -> None:
+        if entries is None:
+            return
+        if not isinstance(entries, dict):
+            return self.error(source, (section,), f"expected a mapping of names to {section}, found {describe(entries)}")
+        for name, raw in entries.items():
+            path = (section, name)
+            if not isinstance(name, str) or not _valid(_NAME, name):
+                self.error(source, path, f"expected a name of letters, digits and '_' that starts with a "
+                                         f"letter, found {describe(name)}", key=True)
+                continue
+            if name in RESERVED_NAMES:
+                self.error(source, path, f"'{name}' is a reserved name of the expression language; "
+                                         f"choose another name", key=True)
+                continue
+            value = self.validate(SECTIONS[section], raw, source, path)
+            self.parts.append(_Part(section, name, value, Origin(source, path)))
+
+    def validate(self, adapter: TypeAdapter, raw: Any, source: SourceMap, path: Path):
+        try:
+            return adapter.validate_python(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.diagnostics.append(_pydantic_diagnostic(err, raw, source, path))
+            return None
+
+
+def _allowed_top(root: bool) -> tuple[str, ...]:
+    return tuple(TheoryFile.model_fields if root else Fragment.model_fields)
+
+
+def _valid(adapter: TypeAdapter, value: Any) -> bool:
+    try:
+        adapter.validate_python(value)
+        return True
+    except ValidationError:
+        return False
+
+
+def _field_names(model) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _pydantic_diagnostic(err: dict, raw: Any, source: SourceMap, path: Path) -> Diagnostic:
+    """One pydantic error, as a positioned message that says what was expected and found."""
+    loc, kind, found = list(err["loc"]), err["type"], err.get("input")
+    ctx = err.get("ctx") or {}
+    model = None
+    if path[0] == "components" and not isinstance(raw, dict):
+        return source.diagnostic(tuple(path), f"expected a component (a mapping with a 'kind'), "
+                                                            f"found {describe(raw)}")
+    if isinstance(raw, dict) and path[0] == "components":
+        model = KINDS.get(raw["kind"]) if isinstance(raw.get("kind"), str) else None
+        if loc and model is not None and loc[0] == raw.get("kind"):
+            loc = loc[1:]  # pydantic names the union member; the user never wrote it
+    elif path[0] == "sites":
+        model = Site
+    where = tuple(path) + tuple(loc)
+    noun = f"a {raw.get('kind')} component" if model is not None and model is not Site else "a site"
+    if kind == "union_tag_invalid":
+        tags = sorted(KINDS)
+        return source.diagnostic(where + ("kind",), f"unknown component kind {describe(ctx.get('tag'))}"
+                                 f"{did_you_mean(ctx.get('tag'), tags)}; expected one of: {', '.join(tags)}")
+    if kind == "union_tag_not_found":
+        return source.diagnostic(where, f"missing required key 'kind'; expected one of: {', '.join(sorted(KINDS))}")
+    if kind == "extra_forbidden":
+        allowed = _field_names(model) if model else []
+        return source.diagnostic(where, f"unknown key '{loc[-1]}' in {noun}{did_you_mean(loc[-1], allowed)}; "
+                                        f"expected one of: {', '.join(sorted(allowed))}", key=True)
+    if kind == "missing":
+        return source.diagnostic(where[:-1], f"missing required key '{loc[-1]}' in {noun}")
+    if kind in ("expression", "hook", "target"):
+        return source.diagnostic(where, ctx["message"], offset=ctx.get("offset", 0))
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx["expected"])
+        return source.diagnostic(where, f"expected one of {ctx['expected']}, found {describe(found)}"
+                                        f"{did_you_mean(found, choices)}")
+    if kind in ("greater_than", "greater_than_equal"):
+        bound = f"> {ctx['gt']}" if "gt" in ctx else f">= {ctx['ge']}"
+        return source.diagnostic(where, f"expected a number {bound}, found {describe(found)}")
+    if kind == "too_short":
+        return source.diagnostic(where, f"expected at least {ctx['min_length']} item, found none")
+    if kind == "string_pattern_mismatch" and where == ("theory",):
+        return source.diagnostic(where, f"expected a theory name of letters, digits, '_', '-' and '.' "
+                                        f"that starts with a letter, found {describe(found)}")
+    expected = _PLAIN.get(kind, err["msg"].replace("Input should be", "").strip())
+    return source.diagnostic(where, f"expected {expected}, found {describe(found)}")
+
+
+# --- names, references and cycles ---------------------------------------------------------------
+
+def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) -> None:
+    by_section = {s: {n: p for n, p in parts.items() if p.section == s} for s in SECTIONS}
+    variables, components, sites = by_section["variables"], by_section["components"], by_section["sites"]
+
+    def error(part: _Part, subpath: tuple, message: str, offset: int | None = None, key: bool = False,
+              severity: str = "error"):
+        diagnostics.append(part.origin.source.diagnostic(part.origin.path + subpath, message, key=key,
+                                                          offset=offset, severity=severity))
+
+    def check_expr(part: _Part, subpath: tuple, expr: Expr, builtins: frozenset) -> None:
+        for name, offset in expr.names:
+            if name in builtins or name in variables:
+                continue
+            if name == "j":
+                message = "'j' (the key position) exists only in attention rules"
+            elif name in parts:
+                message = (f"'{name}' is a {SECTION_NOUN[parts[name].section]}; expressions read "
+                           f"variables and {', '.join(sorted(POSITION_NAMES))}")
+            else:
+                message = f"undefined variable '{name}'{did_you_mean(name, [*variables, *builtins])}"
+            error(part, subpath, message, offset)
+
+    for part in variables.values():
+        if part.value is not None:
+            check_expr(part, (), part.value, POSITION_NAMES)
+    readers: dict[str, list[str]] = {}
+    for name, part in components.items():
+        comp = part.value
+        if comp is None:
+            continue
+        builtins = PAIR_NAMES if comp.kind == "attention" else POSITION_NAMES
+        for subpath, expr in comp.expressions():
+            check_expr(part, subpath, expr, frozenset(builtins))
+        field = "of" if comp.kind == "product" else "from"
+        for k, ref in enumerate(comp.reads()):
+            readers.setdefault(ref, []).append(name)
+            if ref not in parts:
+                error(part, (field, k), f"undefined name '{ref}': expected a component, site or variable"
+                                        f"{did_you_mean(ref, parts)}")
+        if comp.predicts is not None and comp.predicts not in sites:
+            error(part, ("predicts",), f"undefined site '{comp.predicts}'{did_you_mean(comp.predicts, sites)}"
+                                       f"; expected one of: {', '.join(sites) or '(no sites declared)'}")
+        if comp.kind == "attention" and comp.predicts is None:
+            error(part, (), "an attention component must name the pattern site it predicts ('predicts:')", key=True)
+
+    _check_cycles(variables, lambda p: [n for n, _ in p.value.names if n in variables], "variables", error)
+    _check_cycles(components, lambda p: [r for r in p.value.reads() if r in components], "components", error)
+    for name, part in components.items():
+        comp = part.value
+        if comp is None or comp.predicts is None or comp.kind == "dictionary":
+            continue
+        if comp.predicts in _upstream_sites(name, components):
+            error(part, ("predicts",), f"'{name}' predicts site '{comp.predicts}' from that same site; only a "
+                                       f"dictionary (an autoencoder whose codes are paid for) may")
+    if any(d.severity == "error" for d in diagnostics):
+        return  # unused-part warnings would mostly echo the errors above
+    predicted = {p.value.predicts for p in components.values()}
+    for name, part in sites.items():
+        if name not in predicted and name not in readers:
+            error(part, (), f"site '{name}' is neither predicted nor read by any component", severity="warning")
+    for name, part in components.items():
+        if part.value.predicts is None and name not in readers:
+            error(part, (), f"component '{name}' predicts no site and no component reads it", severity="warning")
+
+
+def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
+    seen, stack, found = set(), [name], set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in components or components[current].value is None:
+            found.add(current)
+            continue
+        seen.add(current)
+        stack.extend(components[current].value.reads())
+    return found
+
+
+def _check_cycles(parts: dict[str, _Part], edges, section: str, error) -> None:
+    """Report each cycle once, at its first member in file order."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in edges(parts[name]):
+            if parts[nxt].value is None:
+                continue
+            if state.get(nxt) == 1:
+                loop = trail[trail.index(nxt):] + [nxt]
+                error(parts[nxt], (), f"cycle in {section}: {' -> '.join(loop)}", key=True)
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[name] = 2
+
+    for name, part in parts.items():
+        if name not in state and part.value is not None:
+            visit(name, [name])
+
+
+def _dependency_order(parts: dict[str, _Part], edges) -> list[str]:
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        for nxt in edges(parts[name]):
+            if nxt in parts:
+                visit(nxt)
+        order.append(name)
+
+    for name in parts:
+        visit(name)
+    return order
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+def check_theory(path: str, text: Optional[str] = None) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
+    """Validate a theory file. Returns the Theory (None if any error) and all diagnostics,
+    warnings included, sorted by position."""
+    reader = _Reader()
+    reader.read(path, text=text)
+    parts: dict[str, _Part] = {}
+    for part in reader.parts:
+        first = parts.get(part.name)
+        if first is not None:
+            pos = first.origin.source.key(first.origin.path)
+            reader.error(part.origin.source, part.origin.path,
+                         f"duplicate name '{part.name}': already a {SECTION_NOUN[first.section]} at "
+                         f"{first.origin.source.path}:{pos.line}", key=True)
+            continue
+        parts[part.name] = part
+    _check_references(parts, reader.diagnostics)
+    diagnostics = tuple(sorted(set(reader.diagnostics)))
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    groups = {s: {n: p for n, p in parts.items() if p.section == s} for s in SECTIONS}
+    variable_order = _dependency_order(groups["variables"], lambda p: [n for n, _ in p.value.names])
+    component_order = _dependency_order(groups["components"], lambda p: list(p.value.reads()))
+    theory = Theory(
+        name=reader.top["theory"], target=reader.top["target"], description=reader.top.get("description"),
+        sites={n: p.value for n, p in groups["sites"].items()},
+        variables={n: groups["variables"][n].value for n in variable_order},
+        components={n: groups["components"][n].value for n in component_order},
+        origins={(p.section, n): p.origin for n, p in parts.items()},
+    )
+    return theory, diagnostics
+
+
+def load_theory(path: str) -> Theory:
+    """Parse and validate a theory file (and its includes); raises TheoryError listing every problem."""
+    theory, diagnostics = check_theory(str(path))
+    if theory is None:
+        raise TheoryError(diagnostics)
+    return theory
+
+
+def parse_theory(text: str, path: str = "<string>") -> Theory:
+    """Like load_theory, from text. Includes resolve relative to the current directory."""
+    theory, diagnostics = check_theory(path, text=text)
+    if theory is None:
+        raise TheoryError(diagnostics)
+    return theory

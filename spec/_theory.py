@@ -1,0 +1,79 @@
+"""The parsed theory: frozen, comparable, and able to say where each of its parts was written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+import yaml
+
+from ._diagnostics import Diagnostic
+from ._expr import Expr
+from ._model import Site, TargetRef
+from ._yaml import Path, SourceMap
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one named part (a site, variable or component) was written."""
+
+    source: SourceMap
+    path: Path  # e.g. ('components', 'waves')
+
+
+@dataclass(frozen=True)
+class Theory:
+    """A validated theory with includes resolved. Two theories are equal when they say the same
+    thing, wherever it was written; ``origins`` only serve error messages."""
+
+    name: str
+    target: TargetRef
+    sites: Mapping[str, Site]
+    variables: Mapping[str, Expr]  # in dependency order
+    components: Mapping[str, object]  # name -> a component kind model, in dependency order
+    description: Optional[str] = None
+    origins: Mapping[tuple[str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        for name in ("sites", "variables", "components", "origins"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def predictors(self, site: str) -> tuple[str, ...]:
+        """Components whose outputs add up to the prediction of ``site``."""
+        return tuple(name for name, c in self.components.items() if c.predicts == site)
+
+    def diagnostic(self, section: str, name: str, message: str, *subpath, key: bool = False,
+                   severity: str = "error") -> Diagnostic:
+        """A diagnostic at a part of the theory, e.g. ``('components', 'waves', 'width')``."""
+        origin = self.origins.get((section, name))
+        if origin is None:
+            return Diagnostic("<theory>", 1, 1, severity, message)
+        return origin.source.diagnostic(origin.path + tuple(subpath), message, key=key, severity=severity)
+
+    def to_dict(self) -> dict:
+        """The canonical plain-data form (includes flattened, defaults left out)."""
+        out: dict = {"theory": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["target"] = str(self.target)
+        if self.sites:
+            out["sites"] = {n: _site_data(s) for n, s in self.sites.items()}
+        if self.variables:
+            out["variables"] = {n: e.text for n, e in self.variables.items()}
+        if self.components:
+            out["components"] = {n: _component_data(c) for n, c in self.components.items()}
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+
+
+def _site_data(site: Site):
+    data = site.model_dump(mode="json", exclude_defaults=True)
+    return data["hook"] if list(data) == ["hook"] else data
+
+
+def _component_data(component) -> dict:
+    data = component.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return {"kind": data.pop("kind"), **data}

@@ -1,0 +1,98 @@
+"""The safe expression language: semantics under numpy and JAX, and hostile input."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from theorycraft.spec import ExprError, evaluate, evaluate_variables, pair_env, parse_expr, position_env
+
+TOKENS = np.array([[5, 7, 5, 7, 9], [1, 1, 2, 3, 1]], dtype=np.int32)
+
+
+def values(text, tokens=TOKENS, xp=np):
+    return np.asarray(evaluate(parse_expr(text), position_env(xp.asarray(tokens), xp)))
+
+
+def test_token_at_relative_position_reads_minus_one_outside():
+    assert values("token[i - 1]").tolist() == [[-1, 5, 7, 5, 7], [-1, 1, 1, 2, 3]]
+    assert values("token[i + 1]")[:, -1].tolist() == [-1, -1]
+
+
+def test_absolute_position_broadcasts_over_positions():
+    assert values("token[0]").tolist() == [[5] * 5, [1] * 5]
+
+
+def test_arithmetic_comparisons_and_logic():
+    assert values("mod(token[0] + token[1], 4)")[:, 0].tolist() == [0, 2]
+    assert values("-7 % 3")[0, 0] == 2  # Python's floor modulo, not C's
+    assert values("0 < position <= 2").tolist()[0] == [False, True, True, False, False]
+    assert values("token[i] == token[i - 2] and not i == 4").tolist()[0] == [False, False, True, True, False]
+    assert values("where(i > 1, token[i], 0)").tolist()[1] == [0, 0, 2, 3, 1]
+    assert values("max(token[i], 6) if i < 2 else T").tolist()[0] == [6, 7, 5, 5, 5]
+
+
+def test_numpy_and_jax_agree():
+    for text in ["token[i - 1] == token[i]", "mod(token[0] * 3 + i, 5)", "abs(token[i] - 6) // 2"]:
+        assert np.array_equal(values(text, xp=np), values(text, xp=jnp)), text
+
+
+def test_variables_see_each_other_in_order():
+    exprs = {"a": parse_expr("token[0]"), "b": parse_expr("token[1]"), "s": parse_expr("mod(a + b, 113)")}
+    out = evaluate_variables(exprs, TOKENS, np)
+    assert out["s"][:, 0].tolist() == [12, 2]
+    assert out["s"].shape == TOKENS.shape
+
+
+def test_attention_rule_sees_query_and_key():
+    env = pair_env(TOKENS, {}, np)
+    previous = np.asarray(evaluate(parse_expr("j == i - 1"), env))
+    assert previous.shape == (2, 5, 5)
+    assert previous[0].astype(int).tolist()[2] == [0, 1, 0, 0, 0]
+    induction = np.asarray(evaluate(parse_expr("token[j - 1] == token[i] and j <= i"), env))
+    # query 2 holds 5; the token after the earlier 5 (position 0) is at key 1
+    assert np.flatnonzero(induction[0, 2]).tolist() == [1]
+
+
+HOSTILE = [
+    "__import__('os').system('touch X')", "().__class__", "().__class__.__bases__[0].__subclasses__()",
+    "open('f')", "lambda: 1", "(lambda: 1)()", "[x for x in token]", "eval('1')", "exec('x=1')",
+    "__builtins__", "token.__class__", "globals()", "getattr(token, 'x')", "f'{1}'", "(x := 1)",
+    "'a' * 3", "token[::2]", "{1: 2}", "token[i](1)", "mod(1, m=2)", "import os",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_expression_is_rejected_and_runs_nothing(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExprError) as info:
+        parse_expr(text)
+    assert info.value.message
+    assert 0 <= info.value.offset <= len(text)
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_is_accepted_or_rejected_cleanly(text):
+    try:
+        expr = parse_expr(text)
+    except ExprError as exc:
+        assert 0 <= exc.offset <= len(text) + 1
+        return
+    assert expr.text == text
+
+
+ATOMS = st.sampled_from(["i", "T", "token[i]", "token[i - 1]", "token[0]", "1", "2", "3"])
+OPS = st.sampled_from(["+", "-", "*", "%", "==", "<", ">=", "and", "or"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.recursive(ATOMS, lambda inner: st.tuples(inner, OPS, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+                    max_leaves=8))
+def test_generated_expressions_evaluate_the_same_in_numpy_and_jax(text):
+    expr = parse_expr(text)
+    a = np.asarray(evaluate(expr, position_env(TOKENS, np)))
+    b = np.asarray(evaluate(expr, position_env(jnp.asarray(TOKENS), jnp)))
+    assert a.shape == TOKENS.shape
+    assert np.array_equal(a.astype(np.int64), b.astype(np.int64)), text

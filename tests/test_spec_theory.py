@@ -1,0 +1,112 @@
+"""Valid theories: parse, round-trip, immutability, explain and the JSON Schema."""
+
+import json
+from dataclasses import FrozenInstanceError
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import BROKEN, EXAMPLES, relative
+from theorycraft.cli import main
+from theorycraft.spec import (HookPoint, TargetRef, json_schema, load_theory, outline, parse_theory)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_round_trips_through_canonical_yaml(path, at_root):
+    theory = load_theory(relative(path))
+    again = parse_theory(theory.to_yaml(), path="canonical.yaml")
+    assert again == theory
+    assert again.to_yaml() == theory.to_yaml()
+
+
+def test_includes_are_resolved_and_flattened(at_root):
+    theory = load_theory("examples/modadd_fourier.yaml")
+    assert set(theory.variables) == {"a", "b"}  # from parts/modadd_inputs.yaml
+    assert theory.sites["mlp"].hook == HookPoint(("blocks", "0", "mlp", "hook_post"))
+    assert theory.sites["mlp"].position == -1
+    assert theory.target == TargetRef("builtin", "modadd-p113")
+    assert "include" not in theory.to_dict()
+    # the included variable still knows where it was written
+    assert theory.diagnostic("variables", "a", "x").path == "examples/parts/modadd_inputs.yaml"
+
+
+def test_theory_is_frozen(at_root):
+    theory = load_theory("examples/modadd_fourier.yaml")
+    with pytest.raises(FrozenInstanceError):
+        theory.name = "other"
+    with pytest.raises(TypeError):
+        theory.components["x"] = None
+    with pytest.raises(Exception):
+        theory.components["waves"].modulus = 7
+
+
+def test_changed_theory_is_not_equal(at_root):
+    theory = load_theory("examples/modadd_fourier.yaml")
+    text = theory.to_yaml().replace("- 52", "- 53")
+    assert parse_theory(text) != theory
+
+
+def test_components_come_in_dependency_order():
+    theory = parse_theory("theory: t\ntarget: builtin:x\nsites: {s: a.b}\n"
+                          "variables: {y: x + 1, x: 'token[0]'}\n"
+                          "components:\n  out: {kind: linear, from: [w], predicts: s}\n"
+                          "  w: {kind: fourier, of: y, modulus: 7, frequencies: [1]}\n")
+    assert list(theory.variables) == ["x", "y"]
+    assert list(theory.components) == ["w", "out"]
+
+
+def test_hook_points_parse_once():
+    assert str(HookPoint.parse("encoder.layer.3.output:input")) == "encoder.layer.3.output:input"
+    assert HookPoint.parse("encoder.layer.3.output:input").io == "input"
+    with pytest.raises(ValueError):
+        HookPoint.parse("blocks..0")
+
+
+def test_explain_names_reads_predictions_and_shapes(at_root, capsys):
+    assert main(["explain", "examples/modadd_fourier.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "waves        fourier    reads a, b; 20 features" in out
+    assert "pairs        product    reads waves; 210 features" in out
+    assert "param weight [230, D(mlp)]" in out
+    assert "predicted by: neurons" in out
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_explain_works_on_every_example(path, at_root, capsys):
+    assert main(["explain", relative(path)]) == 0
+    assert load_theory(relative(path)).name in capsys.readouterr().out
+
+
+def test_explain_of_broken_file_exits_1(at_root, capsys):
+    assert main(["explain", "tests/data/broken/cycles.yaml"]) == 1
+
+
+def _schema_validator():
+    return jsonschema.Draft202012Validator(json_schema())
+
+
+def test_schema_command_prints_the_schema(capsys):
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_schema_accepts_every_example(path):
+    errors = list(_schema_validator().iter_errors(yaml.safe_load(path.read_text())))
+    assert errors == []
+
+
+STRUCTURAL = ["unknown_keys", "kinds_and_types", "structure"]
+
+
+@pytest.mark.parametrize("stem", STRUCTURAL)
+def test_schema_rejects_structural_errors(stem):
+    path = next(p for p in BROKEN if p.stem == stem)
+    data = yaml.safe_load(path.read_text().replace("axioms: []", ""))
+    assert list(_schema_validator().iter_errors(data)), stem
+
+
+def test_outline_is_plain_text(at_root):
+    text = outline(load_theory("examples/induction.yaml"))
+    assert "previous_token attention  reads j == i - 1 -> predicts l0_pattern" in text
