@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from theorycraft.spec import check_theory, json_schema, outline
+from theorycraft.errors import USER_ERRORS
+from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -42,6 +43,30 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sites(args: argparse.Namespace) -> int:
+    from theorycraft.api import target_of
+
+    target = target_of(args.target, trust_code=args.trust_code)
+    hooks = target.hooks()
+    width = max(map(len, hooks), default=0)
+    for name, shape in hooks.items():
+        print(f"{name:<{width}}  {list(shape)}")
+    return EXIT_OK
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from theorycraft.api import capture
+    from theorycraft.targets._hf import read_texts
+
+    texts = read_texts(args.text, args.data) if (args.text or args.data) else None
+    acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
+                   cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size)
+    print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
+    for site, shape in acts.sites.items():
+        print(f"  {site}  {list(shape)}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="theorycraft", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -56,13 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     command("explain", _explain, "outline a theory: what reads what, what predicts what").add_argument(
         "file", metavar="FILE")
     command("schema", _schema, "print the JSON Schema of the theory language")
+
+    sites = command("sites", _sites, "list a target's sites (hook points) with their per-example shapes")
+    sites.add_argument("target", metavar="TARGET", help="builtin:NAME, hf:PATH, activations:DIR or torch:module:factory")
+    sites.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+
+    cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store")
+    cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
+    cap.add_argument("--sites", nargs="+", metavar="SITE", help="hook points to record (default: the theory's)")
+    cap.add_argument("--n", type=int, default=None, help="number of examples (default: the target's dataset)")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the data and its one shuffle")
+    cap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    cap.add_argument("--batch-size", type=int, default=256)
+    cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
+    cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    _common(cap)
     return parser
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
+    sub.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
     try:
         return args.run(args)
+    except TheoryError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

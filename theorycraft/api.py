@@ -1,0 +1,38 @@
+"""The library's front: parse -> capture -> infer -> score, one small function each."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from theorycraft.spec import HookPoint, Theory, load_theory
+from theorycraft.store import ActivationSet, capture as _capture
+from theorycraft.targets import Target, load_target
+
+
+def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None) -> Target:
+    if isinstance(theory_or_target, Target):
+        return theory_or_target
+    ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
+    if texts is not None and str(ref).startswith("hf:"):
+        from theorycraft.targets._hf import load_hf_model
+        return load_hf_model(str(ref).split(":", 1)[1], texts=texts)
+    return load_target(ref, trust_code=trust_code)
+
+
+def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
+            n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
+            trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
+            progress: bool = True) -> ActivationSet:
+    """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
+    same (target, sites, data) if there is one."""
+    if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
+        theory_or_target = load_theory(theory_or_target)
+    target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
+    if sites is None:
+        if not isinstance(theory_or_target, Theory):
+            raise ValueError("name the sites to capture (sites=[...]) or pass a theory")
+        hooks = [site.hook for site in theory_or_target.sites.values()]
+    else:
+        hooks = [s if isinstance(s, HookPoint) else HookPoint.parse(s) for s in sites]
+    return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
+                    progress=progress)

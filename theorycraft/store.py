@@ -1,0 +1,347 @@
+"""The activation store: sites of a target over a dataset, captured once, trusted, streamed.
+
+A capture is content-addressed by (target identity, hook points, dataset identity, dtype) and
+lives in ``CACHE/KEY/``: ``inputs.npy``, ``shard-NNNNN/SITE.npy`` (memory-mappable) and
+``manifest.json`` (shapes, dtypes, identities, sha256 of every file). Each file is written to a
+temporary name, fsync'd and renamed, so a file either is complete or is not there; the manifest
+is written last, so a capture is complete exactly when it has one. Finished shards are listed in
+``progress.json`` as they land, so an interrupted capture resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from theorycraft.errors import StoreError
+from theorycraft.spec import HookPoint
+
+FORMAT_VERSION = 1
+TEST_FRACTION = 0.2
+SHARD_BYTES = 64 << 20  # ~64 MiB of activations per shard
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else $THEORYCRAFT_CACHE, else ~/.cache/theorycraft."""
+    root = cache_dir or os.environ.get("THEORYCRAFT_CACHE") or Path.home() / ".cache" / "theorycraft"
+    return Path(root).expanduser()
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # ships with jax
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def split_is_test(n: int, dataset_identity: str) -> np.ndarray:
+    """The fixed train/test assignment: example k is a test example when a hash of (k, the
+    data's identity) falls in the lowest TEST_FRACTION. Same data, same split, everywhere."""
+    seed = np.uint64(int(hashlib.sha256(dataset_identity.encode()).hexdigest()[:15], 16))
+    x = np.arange(n, dtype=np.uint64) + seed
+    with np.errstate(over="ignore"):  # splitmix64: wrapping arithmetic is the point
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < TEST_FRACTION
+
+
+# --- durable writes --------------------------------------------------------------------------------
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_array(path: Path, array: np.ndarray) -> str:
+    """Write ``array`` as .npy atomically and durably; returns the file's sha256."""
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    digest = hashlib.sha256(header.getvalue())
+    data = memoryview(array.reshape(-1).view(np.uint8))
+    digest.update(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.getvalue())
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Writer:
+    """Writes shards on a background thread so the forward passes never wait on the disk."""
+
+    def __init__(self, on_done):
+        self.jobs: queue.Queue = queue.Queue(maxsize=2)  # at most two shards in memory in flight
+        self.on_done, self.error = on_done, None
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None:
+                try:
+                    shard, directory, arrays = job
+                    directory.mkdir(parents=True, exist_ok=True)
+                    sums = {name: write_array(directory / f"{name}.npy", a) for name, a in arrays.items()}
+                    _fsync_dir(directory)
+                    self.on_done(shard, sums)
+                except BaseException as exc:  # surfaced to the capturing thread
+                    self.error = exc
+
+    def put(self, job) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+# --- capture ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaptureKey:
+    target: str  # the target's identity (a weights hash)
+    hooks: tuple[str, ...]
+    dataset: str
+    dtype: str
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def site_filename(hook: HookPoint | str) -> str:
+    return str(hook).replace(":", "@")
+
+
+def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: int = 0,
+            dtype: str = "float32", cache_dir=None, batch_size: int = 256, progress: bool = True,
+            shard_rows: int | None = None) -> "ActivationSet":
+    """Record ``hooks`` of ``target`` over its dataset (n examples, shuffled once with ``seed``)
+    into the store, or return the capture already there."""
+    if dtype not in DTYPES:
+        raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
+    hooks = sorted(set(hooks), key=str)
+    target.check_hooks(hooks)
+    key = CaptureKey(target.identity, tuple(map(str, hooks)), target.dataset_identity(n, seed), dtype)
+    directory = cache_root(cache_dir) / key.digest()
+    if (directory / "manifest.json").exists():
+        return ActivationSet(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
+        if (directory / "manifest.json").exists():
+            return ActivationSet(directory)
+        _capture_into(directory, target, hooks, key, n, seed, dtype, batch_size, progress, shard_rows)
+    return ActivationSet(directory)
+
+
+def _capture_into(directory: Path, target, hooks, key: CaptureKey, n, seed, dtype, batch_size, progress,
+                  shard_rows) -> None:
+    from tqdm import tqdm
+
+    dataset = np.asarray(target.dataset(n, seed))
+    order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
+    inputs = dataset[order]
+    total = len(inputs)
+    store_dtype = numpy_dtype(dtype)
+    shapes = {str(h): tuple(s) for h, s in target.hooks().items() if h in key.hooks}
+    example_bytes = sum(int(np.prod(s)) for s in shapes.values()) * store_dtype.itemsize
+    rows = shard_rows or max(batch_size, (SHARD_BYTES // max(example_bytes, 1)) // batch_size * batch_size)
+    bounds = [(start, min(start + rows, total)) for start in range(0, total, rows)]
+
+    progress_path = directory / "progress.json"
+    done = _finished_shards(directory, progress_path, key)
+    inputs_sha = done.pop("__inputs__", None) or write_array(directory / "inputs.npy", inputs)
+    lock = threading.Lock()
+
+    def landed(shard: int, sums: dict) -> None:
+        with lock:
+            done[shard] = sums
+            write_json(progress_path, {"key": key.__dict__, "inputs": inputs_sha,
+                                       "shards": {str(k): v for k, v in done.items()}})
+
+    todo = [k for k in range(len(bounds)) if k not in done]
+    bar = tqdm(total=total, initial=total - sum(bounds[k][1] - bounds[k][0] for k in todo), unit="ex",
+               desc=f"capture {target.name}", disable=not progress, dynamic_ncols=True)
+    writer = _Writer(landed)
+    try:
+        for shard in todo:
+            start, stop = bounds[shard]
+            buffers = {name: np.empty((stop - start, *shapes[name]), store_dtype) for name in shapes}
+            for b in range(start, stop, batch_size):
+                e = min(b + batch_size, stop)
+                recorded = target.record(dataset, order[b:e], hooks)
+                for hook, values in recorded.items():
+                    _check_finite(values, str(hook), order[b:e], target.name)
+                    buffers[str(hook)][b - start:e - start] = values.astype(store_dtype)
+                bar.update(e - b)
+            writer.put((shard, directory / f"shard-{shard:05d}",
+                        {site_filename(name): buf for name, buf in buffers.items()}))
+    finally:
+        writer.close()
+        bar.close()
+    manifest = {
+        "format": "theorycraft-activations", "version": FORMAT_VERSION, "key": key.__dict__,
+        "target": {"name": target.name, "identity": target.identity, "input_kind": target.input_kind,
+                   "vocab_size": target.vocab_size},
+        "dataset": {"identity": key.dataset, "n": total, "seed": seed},
+        "dtype": dtype, "n_examples": total,
+        "sites": {name: {"shape": list(shapes[name]), "file": site_filename(name)} for name in shapes},
+        "inputs": {"file": "inputs.npy", "sha256": inputs_sha, "shape": list(inputs.shape), "dtype": str(inputs.dtype)},
+        "shards": [{"dir": f"shard-{k:05d}", "rows": list(bounds[k]), "sha256": done[k]} for k in range(len(bounds))],
+    }
+    write_json(directory / "manifest.json", manifest)
+    progress_path.unlink(missing_ok=True)
+
+
+def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey) -> dict:
+    """Shards an interrupted capture finished, each re-verified; anything doubtful is redone."""
+    try:
+        state = json.loads(progress_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if state.get("key") != json.loads(json.dumps(key.__dict__)):
+        return {}
+    done: dict = {}
+    inputs = directory / "inputs.npy"
+    if inputs.exists() and file_sha256(inputs) == state.get("inputs"):
+        done["__inputs__"] = state["inputs"]
+    else:
+        return {}
+    for shard, sums in state.get("shards", {}).items():
+        folder = directory / f"shard-{int(shard):05d}"
+        if all((folder / f"{name}.npy").exists() and file_sha256(folder / f"{name}.npy") == s
+               for name, s in sums.items()):
+            done[int(shard)] = sums
+    return done
+
+
+def _check_finite(values: np.ndarray, site: str, examples: np.ndarray, target_name: str) -> None:
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise StoreError(f"non-finite activation (NaN or Inf) at site '{site}' of {target_name}, "
+                         f"dataset example {int(examples[bad])}; nothing of this batch was stored")
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+class ActivationSet:
+    """A finished capture. Arrays are memory-mapped; each file's sha256 is checked before its
+    first read, so a torn or corrupted file is reported, never read."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        path = self.directory / "manifest.json"
+        try:
+            self.manifest = json.loads(path.read_text())
+            self.sites = {name: tuple(s["shape"]) for name, s in self.manifest["sites"].items()}
+            self.n = int(self.manifest["n_examples"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path}: not a readable capture manifest ({exc}); {self._fix}") from None
+        self._verified: set[Path] = set()
+        self.is_test = split_is_test(self.n, self.manifest["dataset"]["identity"])
+
+    @property
+    def _fix(self) -> str:
+        return f"delete {self.directory} and capture again (theorycraft capture ...)"
+
+    @property
+    def input_kind(self) -> str:
+        return self.manifest["target"]["input_kind"]
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.manifest["target"].get("vocab_size")
+
+    def _open(self, path: Path, expected: str) -> np.ndarray:
+        if path not in self._verified:
+            if not path.exists():
+                raise StoreError(f"{path}: missing from the capture; {self._fix}")
+            if file_sha256(path) != expected:
+                raise StoreError(f"{path}: checksum mismatch (the file is torn or corrupted); {self._fix}")
+            self._verified.add(path)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.dtype.kind == "V":  # .npy has no bfloat16: it stores raw 2-byte values
+            array = array.view(numpy_dtype(self.manifest["dtype"]))
+        return array
+
+    def verify(self) -> None:
+        """Check every file's checksum now (reads everything once)."""
+        self.inputs()
+        for shard in self.manifest["shards"]:
+            for name, expected in shard["sha256"].items():
+                self._open(self.directory / shard["dir"] / f"{name}.npy", expected)
+
+    def inputs(self) -> np.ndarray:
+        return self._open(self.directory / "inputs.npy", self.manifest["inputs"]["sha256"])
+
+    def _shard_array(self, shard: dict, site: str) -> np.ndarray:
+        name = self.manifest["sites"][site]["file"]
+        return self._open(self.directory / shard["dir"] / f"{name}.npy", shard["sha256"][name])
+
+    def site(self, site: str) -> np.ndarray:
+        """All of one site in memory, float32 ``[N, *shape]``."""
+        if site not in self.sites:
+            from theorycraft.spec._diagnostics import did_you_mean
+            raise StoreError(f"site '{site}' is not in this capture{did_you_mean(site, self.sites)}; "
+                             f"captured: {', '.join(self.sites)}")
+        return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])
+
+    def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None) -> Iterator[dict]:
+        """Stream ``{"index", "inputs", SITE...}`` minibatches in store order, shard by shard,
+        never holding more than one shard's rows in memory; ``split`` is 'train', 'test' or None."""
+        inputs = self.inputs()
+        for shard in self.manifest["shards"]:
+            start, stop = shard["rows"]
+            arrays = {s: self._shard_array(shard, s) for s in sites}
+            index = np.arange(start, stop)
+            if split is not None:
+                index = index[self.is_test[start:stop] == (split == "test")]
+            for b in range(0, len(index), batch_size):
+                rows = index[b:b + batch_size]
+                batch = {"index": rows, "inputs": np.asarray(inputs[rows])}
+                batch.update({s: np.asarray(arrays[s][rows - start], np.float32) for s in sites})
+                yield batch

@@ -1,0 +1,137 @@
+"""What every target offers: an identity, a dataset, and a forward pass that records sites."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from theorycraft.errors import TargetError
+from theorycraft.spec import HookPoint
+from theorycraft.spec._diagnostics import did_you_mean
+
+
+class Target:
+    """A model (or a recording of one) that activations are captured from.
+
+    ``identity`` changes whenever the weights do, so cached activations are never confused.
+    ``input_kind`` is ``"tokens"`` ([N, T] int ids) or ``"vectors"`` ([N, D] floats).
+    """
+
+    name: str
+    identity: str
+    input_kind: str = "tokens"
+    vocab_size: int | None = None
+
+    def dataset(self, n: int | None, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def dataset_identity(self, n: int | None, seed: int) -> str:
+        return f"{self.name}:n={n}:seed={seed}"
+
+    def hooks(self) -> dict[str, tuple[int, ...]]:
+        """Every hook point and its per-example shape."""
+        raise NotImplementedError
+
+    def run(self, inputs: np.ndarray, hooks: Sequence[HookPoint]) -> dict[HookPoint, np.ndarray]:
+        """One forward pass over a batch; the activation at each hook, as float32 numpy."""
+        raise NotImplementedError
+
+    def record(self, inputs: np.ndarray, rows: np.ndarray, hooks: Sequence[HookPoint]) -> dict[HookPoint, np.ndarray]:
+        """The activations of dataset rows ``rows`` (``inputs`` is the whole dataset, so that a
+        recording can answer by row instead of by running a model)."""
+        return self.run(inputs[rows], hooks)
+
+    def check_hooks(self, hooks: Iterable[HookPoint]) -> None:
+        known = self.hooks()
+        for hook in hooks:
+            if str(hook) not in known:
+                near = _nearest(str(hook), known)
+                raise TargetError(f"unknown site '{hook}' for {self.name}{did_you_mean(str(hook), known)}; "
+                                  f"nearest valid sites: {', '.join(near)} (list them all: theorycraft sites {self.name})")
+
+
+def _nearest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    import difflib
+    return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.0)
+
+
+def weights_identity(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over parameter names, shapes and bytes: the same weights, the same identity."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+class TorchTarget(Target):
+    """Any ``nn.Module``: a site is a module path (``blocks.0.mlp.hook_post``), read at the
+    module's output, or at its input with ``:input``."""
+
+    def __init__(self, name: str, module: nn.Module, dataset_fn, *, input_kind: str = "tokens",
+                 vocab_size: int | None = None, forward=None, example_inputs=None):
+        self.name, self.module, self._dataset = name, module.eval(), dataset_fn
+        self.input_kind, self.vocab_size = input_kind, vocab_size
+        self._forward = forward or (lambda module, x: module(x))
+        self._example = example_inputs
+        self.identity = weights_identity(module.state_dict())
+        self._hooks: dict[str, tuple[int, ...]] | None = None
+
+    def dataset(self, n: int | None, seed: int) -> np.ndarray:
+        return self._dataset(n, seed)
+
+    def to_torch(self, inputs: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.array(inputs))  # a copy: inputs may be a read-only memory map
+        return tensor.long() if self.input_kind == "tokens" else tensor.float()
+
+    def hooks(self) -> dict[str, tuple[int, ...]]:
+        if self._hooks is None:
+            example = self._example if self._example is not None else self.dataset(2, 0)
+            names = [name for name, _ in self.module.named_modules() if name]
+            shapes = {}
+            for name in names:
+                for io in ("output", "input"):
+                    shapes[f"{name}:{io}" if io == "input" else name] = None
+            recorded = self.run(example, [HookPoint.parse(n) for n in shapes], strict=False)
+            self._hooks = {str(h): tuple(a.shape[1:]) for h, a in recorded.items()}
+        return self._hooks
+
+    @torch.no_grad()
+    def run(self, inputs: np.ndarray, hooks: Sequence[HookPoint], strict: bool = True) -> dict[HookPoint, np.ndarray]:
+        out: dict[HookPoint, np.ndarray] = {}
+        handles = []
+        for hook in hooks:
+            try:
+                module = self.module.get_submodule(".".join(hook.module))
+            except AttributeError:
+                if strict:
+                    self.check_hooks([hook])
+                continue
+            if hook.io == "input":
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, args, hook=hook: _record(out, hook, args[0] if args else None)))
+            else:
+                handles.append(module.register_forward_hook(
+                    lambda m, args, result, hook=hook: _record(out, hook, result)))
+        try:
+            self._forward(self.module, self.to_torch(inputs))
+        finally:
+            for handle in handles:
+                handle.remove()
+        if strict:
+            missing = [h for h in hooks if h not in out]
+            if missing:
+                raise TargetError(f"site '{missing[0]}' of {self.name} is not a tensor (it produced no array)")
+        return out
+
+
+def _record(out: dict, hook: HookPoint, value) -> None:
+    if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
+        value = value[0]  # e.g. a Hugging Face layer returns (hidden_states, ...)
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        out[hook] = value.detach().float().cpu().numpy()

@@ -1,0 +1,72 @@
+"""``activations:DIR``: activations recorded elsewhere, brought into the store.
+
+The format (documented in the README): ``DIR/manifest.json`` with at least
+``{"sites": ["blocks.0.hook_resid_post", ...]}`` (optionally ``"target"``, a free-text identity,
+and ``"vocab_size"``), ``DIR/inputs.npy`` (``[N, T]`` int token ids, or ``[N, D]`` floats) and
+one ``DIR/SITE.npy`` per site (``[N, T, D]`` or ``[N, D]``, any float dtype), where SITE is the
+site name with ':' written as '@'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from theorycraft.spec import HookPoint
+
+from ._base import Target, TargetError
+
+
+class RecordedTarget(Target):
+    def __init__(self, directory: Path):
+        self.directory = directory
+        manifest_path = directory / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            sites = manifest["sites"]
+            sites = list(sites) if isinstance(sites, (dict, list)) else None
+            if not sites:
+                raise ValueError("expected a non-empty 'sites' list")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TargetError(f"{manifest_path}: expected a manifest.json with a 'sites' list ({exc})") from None
+        self.name = f"activations:{directory}"
+        self.inputs = self._load(directory / "inputs.npy")
+        self.input_kind = "tokens" if np.issubdtype(self.inputs.dtype, np.integer) else "vectors"
+        self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if self.input_kind == "tokens" else None)
+        self.arrays = {}
+        for site in sites:
+            array = self._load(directory / f"{str(site).replace(':', '@')}.npy")
+            if len(array) != len(self.inputs) or not np.issubdtype(array.dtype, np.floating):
+                raise TargetError(f"{directory}/{site}.npy: expected a float array with {len(self.inputs)} rows "
+                                  f"(one per input), found {array.dtype} {array.shape}")
+            self.arrays[str(site)] = array
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
+        for path in sorted(directory.glob("*.npy")):
+            digest.update(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
+        self.identity = digest.hexdigest()[:32]
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray:
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"{path}: expected a .npy array ({exc})") from None
+
+    def dataset(self, n: int | None, seed: int) -> np.ndarray:
+        return np.asarray(self.inputs[: n or len(self.inputs)])
+
+    def dataset_identity(self, n: int | None, seed: int) -> str:
+        return f"{self.identity}:n={n}:seed={seed}"
+
+    def hooks(self) -> dict[str, tuple[int, ...]]:
+        return {site: tuple(a.shape[1:]) for site, a in self.arrays.items()}
+
+    def record(self, inputs, rows, hooks):
+        return {h: np.asarray(self.arrays[str(h)][np.sort(rows)][np.argsort(np.argsort(rows))], np.float32)
+                for h in hooks}
+
+    def run(self, inputs, hooks):
+        raise TargetError(f"{self.name} is a recording: it can only replay the examples it holds")
