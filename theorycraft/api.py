@@ -36,3 +36,26 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         hooks = [s if isinstance(s, HookPoint) else HookPoint.parse(s) for s in sites]
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress)
+
+
+def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
+          max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
+          cache_dir=None, trust_code: bool = False, progress: bool = True, log=print):
+    """Fit ``theory`` to its target's activations (captured first if the store lacks them).
+    With ``out_dir`` the fit is checkpointed there (a rerun resumes) and saved as an artifact."""
+    from pathlib import Path
+
+    from theorycraft.inference import FitConfig, fit
+
+    theory = load_theory(theory) if isinstance(theory, str) else theory
+    if acts is None:
+        acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
+    config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                       progress=progress)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    fitted = fit(theory, acts, config, out_dir=out, log=log)
+    if out is not None:
+        fitted.save(out)
+    return fitted

@@ -67,6 +67,37 @@ def _capture(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _infer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from theorycraft.api import infer
+    from theorycraft.spec import load_theory
+
+    theory = load_theory(args.theory)
+    out = Path(args.out or Path("runs") / theory.name)
+    lines: list[str] = []
+
+    def log(message: str) -> None:
+        lines.append(message)
+        print(message, file=sys.stderr)
+
+    fitted = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
+                   batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code, log=log)
+    (out / "log.txt").write_text("\n".join(lines) + "\n")
+    print(scorecard_table(fitted.scorecard))
+    print(f"artifact: {out}")
+    return EXIT_OK
+
+
+def scorecard_table(card: dict) -> str:
+    rows = [f"{'site':<16} {'R2 train':>9} {'R2 test':>9} {'n test':>8}"]
+    for site, s in card["sites"].items():
+        rows.append(f"{site:<16} {s['r2_train']:>9.4f} {s['r2_test']:>9.4f} {s['n_test']:>8}")
+    rows.append(f"coverage (test) {card['coverage']:.4f}   params {card['size']['params']:,}   "
+                f"fit {card.get('seconds', 0):.1f}s")
+    return "\n".join(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="theorycraft", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -96,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
     _common(cap)
+
+    inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
+    inf.add_argument("theory", metavar="THEORY.yaml")
+    inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
+    inf.add_argument("--seed", type=int, default=0)
+    inf.add_argument("--max-steps", type=int, default=2000, help="Adam steps for parts without a closed form")
+    inf.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    inf.add_argument("--batch-size", type=int, default=512)
+    inf.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
+    _common(inf)
     return parser
 
 

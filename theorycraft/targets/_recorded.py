@@ -17,6 +17,8 @@ import numpy as np
 
 from theorycraft.spec import HookPoint
 
+from theorycraft.store import file_sha256
+
 from ._base import Target, TargetError
 
 
@@ -44,8 +46,8 @@ class RecordedTarget(Target):
                                   f"(one per input), found {array.dtype} {array.shape}")
             self.arrays[str(site)] = array
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
-        for path in sorted(directory.glob("*.npy")):
-            digest.update(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
+        for path in sorted(directory.glob("*.npy")):  # by content: the same recording, the same identity
+            digest.update(f"{path.name}:{file_sha256(path)}".encode())
         self.identity = digest.hexdigest()[:32]
 
     @staticmethod

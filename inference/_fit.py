@@ -1,0 +1,346 @@
+"""Fitting: exact ridge where a site is a linear map of fixed features (or a lookup table), and
+optax Adam with early stopping for everything else. Deterministic for a seed; resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from theorycraft.errors import FitError
+from theorycraft.spec import Theory
+
+from . import _ridge
+from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
+
+VALIDATION_FRACTION = 0.2  # of the training examples, for ridge strength and early stopping
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    seed: int = 0
+    max_steps: int = 2000
+    batch_size: int = 512  # examples per step
+    learning_rate: float = 3e-3
+    eval_every: int = 100
+    patience: int = 5  # evaluations without improvement before stopping
+    checkpoint_every: int = 200
+    progress: bool = True
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tuple]:
+    shapes = {}
+    for name, site in theory.sites.items():
+        shape = tuple(recorded[str(site.hook)])
+        shapes[name] = shape[1:] if site.position is not None else shape
+    return shapes
+
+
+def load_examples(theory: Theory, acts) -> dict[str, np.ndarray]:
+    """The inputs and every site (positions selected), all examples, in memory."""
+    data = {"inputs": np.asarray(acts.inputs())}
+    for name, site in theory.sites.items():
+        values = acts.site(str(site.hook))
+        data[name] = values[:, site.position] if site.position is not None else values
+    return data
+
+
+def validation_mask(acts) -> np.ndarray:
+    from theorycraft.store import split_is_test
+    return split_is_test(acts.n, acts.manifest["dataset"]["identity"] + ":validation") & ~acts.is_test
+
+
+def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in data.items()}
+
+
+# --- closed form ----------------------------------------------------------------------------------
+
+def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
+    """Sites whose predictors are all plain linear maps of fixed features, read by nobody else
+    (or a single lookup table): these are solved exactly."""
+    theory, out = plan.theory, {}
+    readers = {r for c in theory.components.values() for r in c.reads()}
+    for site in theory.sites:
+        names = theory.predictors(site)
+        if not names or len(plan.site_shapes[site]) == 3:
+            continue
+        linear = all(theory.components[n].kind == "linear" and not theory.components[n].rank
+                     and not theory.components[n].l1 and n not in readers
+                     and all(r in plan.fixed or r in theory.variables or r in theory.sites
+                             for r in theory.components[n].reads()) for n in names)
+        lookup = len(names) == 1 and theory.components[names[0]].kind == "lookup" and names[0] not in readers
+        if linear or lookup:
+            out[site] = names
+    return out
+
+
+def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
+    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
+    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
+
+
+def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, batch_rows: int = 8192):
+    """Stream train and validation batches into sufficient statistics; solve; split the weights
+    back into each component's parameters."""
+    stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
+    for split, index in (("train", train_idx), ("val", val_idx)):
+        for start in range(0, len(index), batch_rows):
+            batch = _take(data, index[start:start + batch_rows])
+            fixed = fixed_inputs(plan, batch, site)
+            stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
+    biased = [n for n in names if plan.theory.components[n].bias]
+    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
+    params, offset = {}, 0
+    for n in names:
+        c = plan.theory.components[n]
+        width = sum(plan.widths[r] for r in c.reads())
+        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
+        if c.bias:  # one intercept for the site: the first biased predictor holds it
+            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
+        offset += width
+    return params, alpha
+
+
+def fit_lookup_site(plan: Plan, site: str, name: str, data, train_idx, val_idx):
+    """A table's exact ridge fit is a shrunk per-cell mean; the shrinkage is chosen on validation."""
+    size = plan.shapes(name).inputs[0]
+
+    def sums(index):
+        batch = _take(data, index)
+        cell = fixed_inputs(plan, batch, site)[f"{name}/expr"][:, 0]
+        y = site_rows(plan, site, batch[site])
+        total = np.zeros((size, y.shape[1]))
+        np.add.at(total, cell, y)
+        return cell, y, total, np.bincount(cell, minlength=size)
+
+    _, _, total, count = sums(train_idx)
+    mean = total.sum(0) / max(count.sum(), 1)
+    vcell, vy, vtotal, vcount = sums(val_idx)
+    best, best_shrink = np.inf, 1.0
+    for shrink in (1e-3, 0.1, 1.0, 10.0):
+        table = mean + (total - count[:, None] * mean) / (count[:, None] + shrink)
+        sse = ((table[vcell] - vy) ** 2).sum()
+        if sse < best:
+            best, best_shrink = sse, shrink
+    total, count = total + vtotal, count + vcount
+    mean = total.sum(0) / max(count.sum(), 1)
+    table = mean + (total - count[:, None] * mean) / (count[:, None] + best_shrink)
+    return {name: {"table": jnp.asarray(table, jnp.float32)}}, best_shrink
+
+
+# --- gradient fitting -----------------------------------------------------------------------------
+
+def _rows_for(plan: Plan, site: str, examples: np.ndarray) -> np.ndarray:
+    shape = plan.site_shapes[site]
+    if len(shape) == 2:  # a row per position
+        return (examples[:, None] * shape[0] + np.arange(shape[0])).reshape(-1)
+    return examples
+
+
+def _fixed_by_site(plan: Plan, data, sites) -> dict[str, dict[str, np.ndarray]]:
+    return {s: fixed_inputs(plan, data, s) | {"__y__": site_rows(plan, s, data[s])} for s in sites}
+
+
+def make_loss(plan: Plan, sites, variances, means) -> Callable:
+    def loss(params, batch):
+        total = 0.0
+        for s in sites:
+            fixed = batch[s]
+            y = fixed["__y__"]
+            pred = predict_site(plan, params, s, fixed, means[s], y.shape[0])
+            total = total + jnp.mean(jnp.sum((pred - y) ** 2, axis=-1)) / variances[s]
+        return total + _penalties(plan, params)
+    return loss
+
+
+def _penalties(plan: Plan, params) -> jax.Array:
+    total = 0.0
+    for name, c in plan.theory.components.items():
+        if c.kind == "linear" and c.l1 and name in params:
+            total = total + c.l1 * sum(jnp.abs(v).sum() for k, v in params[name].items() if k != "bias")
+    return total
+
+
+def _gather(fixed_all, plan, sites, examples):
+    """A minibatch: every array of a site shares that site's rows."""
+    return {s: {k: v[_rows_for(plan, s, examples)] for k, v in fixed_all[s].items()} for s in sites}
+
+
+class Checkpoint:
+    """Everything needed to continue a fit exactly: params, optimiser state, step, best so far."""
+
+    def __init__(self, directory: Path | None, fingerprint: str):
+        self.path = directory / "checkpoint.npz" if directory else None
+        self.fingerprint = fingerprint
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        leaves, _ = jax.tree_util.tree_flatten(state["tree"])
+        arrays = {f"leaf{k}": np.asarray(v) for k, v in enumerate(leaves)}
+        meta = json.dumps({k: v for k, v in state.items() if k != "tree"} | {"fingerprint": self.fingerprint})
+        tmp = self.path.with_name(".checkpoint.tmp.npz")
+        np.savez(tmp, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
+        os.replace(tmp, self.path)
+
+    def load(self, like: dict) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            with np.load(self.path) as f:
+                meta = json.loads(f["__meta__"].tobytes().decode())
+                leaves = [f[f"leaf{k}"] for k in range(len(f.files) - 1)]
+        except (OSError, ValueError, KeyError):
+            return None  # a torn checkpoint: start over rather than trust it
+        if meta.pop("fingerprint") != self.fingerprint:
+            return None
+        treedef = jax.tree_util.tree_structure(like)
+        if treedef.num_leaves != len(leaves):
+            return None
+        return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
+
+
+def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
+                 checkpoint: Checkpoint, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
+    the validation split. Returns the best parameters and a summary."""
+    fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
+    fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
+    variances = {s: float(np.var(fixed_train[s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+    loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
+                                                  config.max_steps, config.learning_rate * 0.05)
+    optimiser = optax.adam(schedule)
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("data",))
+    shard, replicate = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+    per_step = max(len(devices), config.batch_size // len(devices) * len(devices))
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(params, batch)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    val_loss = jax.jit(loss)
+    state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
+             "step": 0, "best_val": float("inf"), "stale": 0}
+    resumed = checkpoint.load(state["tree"])
+    if resumed is not None:
+        state = resumed
+        log(f"resumed from step {state['step']}")
+    state["tree"] = jax.device_put(state["tree"], replicate)
+    n_train = len(train_idx)
+    from tqdm import tqdm
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
+               dynamic_ncols=True)
+    val_batch = jax.device_put(fixed_val, replicate)
+    try:
+        while state["step"] < config.max_steps and state["stale"] < config.patience:
+            k = state["step"]
+            order = np.random.default_rng([config.seed, k // max(n_train // per_step, 1)]).permutation(n_train)
+            start = (k % max(n_train // per_step, 1)) * per_step
+            examples = order[start:start + per_step]
+            if len(examples) < per_step:  # fewer examples than a batch: repeat, keeping shapes fixed
+                examples = np.resize(examples, per_step)
+            batch = jax.device_put(_gather(fixed_train, plan, sites, examples), shard)
+            tree = state["tree"]
+            new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
+            if not np.isfinite(float(value)):
+                checkpoint.save(state | {"tree": jax.device_get(tree)})
+                learned = ", ".join(plan.learned)
+                raise FitError(f"the fit diverged at step {k} (loss is NaN or Inf) in components {learned}; try a "
+                               f"lower learning rate (--lr) or more regularisation (l1:, a smaller rank); "
+                               f"the last good state is kept" + (f" in {checkpoint.path}" if checkpoint.path else ""))
+            state["tree"] = {"params": new_params, "opt": new_opt, "best": tree["best"]}
+            state["step"] = k + 1
+            bar.update(1)
+            if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+                current = float(val_loss(new_params, val_batch))
+                bar.set_postfix(loss=f"{float(value):.4f}", val=f"{current:.4f}")
+                if current < state["best_val"] - 1e-7:
+                    state.update(best_val=current, stale=0)
+                    state["tree"]["best"] = new_params
+                else:
+                    state["stale"] += 1
+            if state["step"] % config.checkpoint_every == 0:
+                checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
+    except KeyboardInterrupt:  # Ctrl-C: keep where we are, so a rerun continues from here
+        checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
+        raise
+    finally:
+        bar.close()
+    checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
+    best = jax.device_get(state["tree"]["best"] if np.isfinite(state["best_val"]) else state["tree"]["params"])
+    return best, {"steps": state["step"], "best_validation_loss": state["best_val"], "devices": len(devices)}
+
+
+def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
+    text = theory.to_yaml() + acts.manifest["key"]["target"] + acts.manifest["dataset"]["identity"]
+    text += json.dumps({k: v for k, v in config.__dict__.items() if k != "progress"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
+        log: Callable[[str], None] = lambda s: None):
+    """Fit every free parameter of ``theory`` to the captured activations ``acts``."""
+    from ._artifact import FittedTheory
+
+    start = time.time()
+    plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)
+    data = load_examples(theory, acts)
+    is_val = validation_mask(acts)
+    train_idx = np.flatnonzero(~acts.is_test & ~is_val)
+    val_idx = np.flatnonzero(is_val)
+    means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
+    params = init_params(plan, jax.random.PRNGKey(config.seed))
+    closed = closed_form_sites(plan)
+    summary: dict = {"closed_form": {}, "gradient": None}
+    for site, names in closed.items():
+        comp = theory.components[names[0]]
+        if comp.kind == "lookup":
+            solved, strength = fit_lookup_site(plan, site, names[0], data, train_idx, val_idx)
+        else:
+            solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx)
+        params.update(solved)
+        summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
+        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
+    rest = [s for s in theory.sites if s not in closed and theory.predictors(s)]
+    if rest and any(n in params for s in rest for n in _upstream(plan, s)):
+        checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config))
+        learned, info = fit_gradient(plan, params, rest, data, train_idx, val_idx, means, config, checkpoint, log)
+        params = {**params, **{k: v for k, v in learned.items() if k in _upstream_all(plan, rest)}}
+        summary["gradient"] = info
+        log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
+    fitted = FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
+                          acts.vocab_size)
+    fitted.scorecard = fitted.evaluate(acts, data) | {"fit": summary, "seconds": round(time.time() - start, 2)}
+    return fitted
+
+
+def _upstream(plan: Plan, site: str) -> set[str]:
+    seen, stack = set(), list(plan.theory.predictors(site))
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in plan.theory.components:
+            continue
+        seen.add(name)
+        stack.extend(plan.theory.components[name].reads())
+    return seen
+
+
+def _upstream_all(plan: Plan, sites) -> set[str]:
+    return set().union(*(_upstream(plan, s) for s in sites)) if sites else set()

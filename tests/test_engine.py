@@ -1,0 +1,228 @@
+"""The JAX engine: the kind conformance suite, exact ridge, devices, resume, errors, artifacts."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from theorycraft.errors import FitError
+from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
+from theorycraft.inference import _ridge
+from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError, parse_theory
+from theorycraft.store import capture
+from theorycraft.targets import load_target
+
+# --- the conformance suite: every registered kind ---------------------------------------------------
+
+ROWS, T = 6, 4
+CASES = {  # kind -> (spec keys, shapes, inputs)
+    "fourier": ({"of": ["a", "b"], "modulus": 7, "frequencies": [1, 3]}, Shapes((2,), 8),
+                lambda r: [r.integers(0, 7, (ROWS, 2)).astype(np.float32)]),
+    "rule": ({"when": ["a > 1"]}, Shapes((1,), 1), lambda r: [r.random((ROWS, 1)) > 0.5]),
+    "product": ({"of": "x"}, Shapes((4,), 10), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
+    "lookup": ({"of": "a", "size": 7}, Shapes((7,), 3), lambda r: [r.integers(0, 7, (ROWS, 1))]),
+    "linear": ({"from": "x", "rank": 2}, Shapes((4,), 3), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
+    "mlp": ({"from": "x", "hidden": [5]}, Shapes((4,), 3), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
+    "dictionary": ({"from": "x", "width": 8, "k": 2}, Shapes((4,), 4),
+                   lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
+    "attention": ({"rule": "j == i - 1"}, Shapes((T * T,), T * T), lambda r: [r.random((ROWS, T, T)) > 0.5]),
+}
+
+
+def test_every_kind_of_the_language_has_an_engine_and_a_case():
+    assert set(KINDS) == set(SPEC_KINDS) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kind_conformance(name):
+    keys, shapes, make_inputs = CASES[name]
+    spec = SPEC_KINDS[name].model_validate({"kind": name, **keys})
+    kind = KINDS[name]
+    inputs = [jnp.asarray(x) for x in make_inputs(np.random.default_rng(0))]
+    params = kind.init(jax.random.PRNGKey(0), spec, shapes)
+    again = kind.init(jax.random.PRNGKey(0), spec, shapes)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)  # deterministic for a key
+    assert (params == {}) == kind.fixed
+    out = kind.apply(params, spec, inputs)
+    jitted = jax.jit(lambda p, x: kind.apply(p, spec, x))(params, inputs)
+    assert out.shape == (ROWS, shapes.out)
+    assert bool(jnp.all(jnp.isfinite(out)))
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(out), rtol=1e-5, atol=1e-6)
+    if not kind.fixed:  # gradients flow to every parameter
+        grads = jax.grad(lambda p: jnp.sum(kind.apply(p, spec, inputs) ** 2))(params)
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp", "dictionary"])
+def test_kind_misuse_fails_clearly(name):
+    keys, shapes, _ = CASES[name]
+    spec = SPEC_KINDS[name].model_validate({"kind": name, **keys})
+    params = KINDS[name].init(jax.random.PRNGKey(0), spec, shapes)
+    with pytest.raises(TypeError, match="dot_general|incompatible|shape"):
+        KINDS[name].apply(params, spec, [jnp.ones((ROWS, 9))])  # 9 features, not the 4 it was built for
+
+
+# --- synthetic targets: recorded activations with known structure ---------------------------------
+
+def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, 7, size=(n, 3)).astype(np.int32)
+    x = r.normal(size=(n, 6)).astype(np.float32)
+    w = r.normal(size=(6, 4))
+    y = (x @ w + 1.5 + noise * r.normal(size=(n, 4))).astype(np.float32)
+    angle = 2 * np.pi * tokens[:, :2] / 7
+    z = np.stack([np.cos(angle[:, 0]) + 2 * np.sin(angle[:, 1]), np.tanh(x[:, 0] * x[:, 1])], 1).astype(np.float32)
+    d = tmp_path / "recorded"
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "inputs.npy", tokens)
+    for name, a in {"x": x, "y": y, "z": z}.items():
+        np.save(d / f"{name}.npy", a)
+    (d / "manifest.json").write_text(json.dumps({"sites": ["x", "y", "z"]}))
+    return d
+
+
+def theory_for(directory, components, extra_sites=""):
+    return parse_theory(textwrap.dedent(f"""\
+        theory: synthetic
+        target: activations:{directory}
+        sites: {{x: x, y: y, z: z{extra_sites}}}
+        variables: {{a: 'token[0]', b: 'token[1]'}}
+        components:
+        """) + textwrap.indent(textwrap.dedent(components), "  "), path="synthetic.yaml")
+
+
+def captured(tmp_path, theory):
+    return capture(load_target(theory.target), [s.hook for s in theory.sites.values()],
+                   cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_closed_form_matches_a_float64_reference(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), "lin: {kind: linear, from: x, predicts: y}\n")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    strength = fitted.scorecard["fit"]["closed_form"]["y"]["ridge_strength"]
+    train = ~acts.is_test  # ridge refits on train + validation
+    x, y = acts.site("x")[train].astype(np.float64), acts.site("y")[train].astype(np.float64)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    gram = xc.T @ xc
+    w = np.linalg.solve(gram + strength * np.trace(gram) / len(gram) * np.eye(len(gram)), xc.T @ yc)
+    b = y.mean(0) - x.mean(0) @ w
+    np.testing.assert_allclose(fitted.params["lin"]["weight"], w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fitted.params["lin"]["bias"], b, rtol=1e-4, atol=1e-5)
+    assert fitted.scorecard["sites"]["y"]["r2_test"] > 0.99
+
+
+def test_ridge_statistics_are_exact_sums():
+    r = np.random.default_rng(1)
+    x, y = r.normal(size=(300, 5)).astype(np.float32), r.normal(size=(300, 2)).astype(np.float32)
+    stats = _ridge.Stats()
+    for k in range(0, 300, 70):
+        stats.add(x[k:k + 70], y[k:k + 70])
+    np.testing.assert_allclose(np.triu(stats.xtx), np.triu(x.T.astype(np.float64) @ x), rtol=1e-5)
+    np.testing.assert_allclose(stats.xty, x.T.astype(np.float64) @ y, rtol=1e-5, atol=1e-5)
+
+
+def test_fourier_theory_recovers_a_planted_wave(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), """\
+        waves: {kind: fourier, of: [a, b], modulus: 7, frequencies: [1]}
+        read: {kind: linear, from: waves, predicts: z}
+        """)
+    fitted = fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+    # z[:, 0] is a wave of a and b: explained; z[:, 1] depends on x, not tokens: not explained
+    assert 0.2 < fitted.scorecard["sites"]["z"]["r2_test"] < 0.9
+
+
+MULTI_DEVICE = """
+import json, sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_engine import recorded_target, theory_for, captured
+from theorycraft.inference import fit, FitConfig
+tmp = Path({tmp!r})
+theory = theory_for(recorded_target(tmp), "net: {{kind: mlp, from: x, hidden: [8], predicts: z}}\\n")
+fitted = fit(theory, captured(tmp, theory), FitConfig(max_steps=60, batch_size=64, eval_every=20, progress=False))
+print(json.dumps({{"devices": len(jax.devices()), "w": np.asarray(fitted.params["net"]["layer0"]["w"]).tolist()}}))
+"""
+
+
+def run_fit_in_process(tmp_path, devices):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    code = MULTI_DEVICE.format(tests=os.path.dirname(__file__), tmp=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_fit_like_one(tmp_path):
+    one = run_fit_in_process(tmp_path / "one", 1)
+    four = run_fit_in_process(tmp_path / "four", 4)
+    assert (one["devices"], four["devices"]) == (1, 4)
+    np.testing.assert_allclose(four["w"], one["w"], rtol=1e-4, atol=1e-5)
+
+
+def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
+    import tqdm
+
+    theory = theory_for(recorded_target(tmp_path), "net: {kind: mlp, from: x, hidden: [8], predicts: z}\n")
+    acts = captured(tmp_path, theory)
+    config = FitConfig(max_steps=120, batch_size=64, eval_every=20, checkpoint_every=40, progress=False)
+    clean = fit(theory, acts, config, out_dir=None)
+
+    class Interrupting(tqdm.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if self.n == 70:  # between two checkpoints, like a Ctrl-C
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    out.mkdir()
+    monkeypatch.setattr(tqdm, "tqdm", Interrupting)
+    with pytest.raises(KeyboardInterrupt):  # a bar that is shown (a disabled bar counts nothing)
+        fit(theory, acts, FitConfig(**{**config.__dict__, "progress": True}), out_dir=out)
+    monkeypatch.undo()
+    assert (out / "checkpoint.npz").exists()
+    lines = []
+    resumed = fit(theory, acts, config, out_dir=out, log=lines.append)
+    assert "resumed from step 70" in lines
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           resumed.params, clean.params)
+
+
+def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: a, size: 7, width: 128, predicts: y}\n")
+    with pytest.raises(TheoryError) as info:
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+    assert str(info.value) == ("synthetic.yaml:6:44: error: width 128 cannot predict site 'y' of width 4; "
+                               "expected width 4 (or leave width out)")
+
+
+def test_divergence_names_the_components_and_a_fix(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), "net: {kind: mlp, from: x, hidden: [64, 64], predicts: y}\n")
+    with pytest.raises(FitError, match=r"diverged at step \d+ .* components net; try a lower learning rate"):
+        fit(theory, captured(tmp_path, theory), FitConfig(learning_rate=1e9, max_steps=200, progress=False))
+
+
+def test_artifact_round_trip_predicts_the_same(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), """\
+        waves: {kind: fourier, of: [a, b], modulus: 7, frequencies: [1, 2]}
+        read: {kind: linear, from: waves, predicts: z}
+        table: {kind: lookup, of: [a, b], predicts: y}
+        """)
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    fitted.save(tmp_path / "artifact")
+    loaded = FittedTheory.load(tmp_path / "artifact")
+    assert loaded.theory == theory and loaded.scorecard == json.loads(json.dumps(fitted.scorecard))
+    inputs = np.asarray(acts.inputs()[:50])
+    for site, values in fitted.predict(inputs).items():
+        np.testing.assert_allclose(loaded.predict(inputs)[site], values, rtol=1e-6)
+    card = loaded.scorecard
+    assert set(card) >= {"theory", "target", "sites", "coverage", "size"}
+    assert set(card["sites"]["z"]) >= {"r2_train", "r2_test", "n_test"}
+    assert card["size"]["params"] == 8 * 2 + 2 + 49 * 4  # 8 waves -> z (width 2) + bias, a 7x7 table -> y (width 4)
