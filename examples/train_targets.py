@@ -56,6 +56,8 @@ def train_modadd(seed: int = 0, max_steps: int = 40_000, train_fraction: float =
     torch.manual_seed(seed)
     spec = BUILTINS["modadd-p113"]
     model = spec.build()
+    with torch.no_grad():  # Nanda et al.'s scale: unit-norm token vectors, not torch's N(0, 1)
+        model.embed.weight.normal_(0, model.embed.embedding_dim ** -0.5)
     data = torch.from_numpy(modadd_pairs(None, np.random.default_rng(seed))).long()
     labels = (data[:, 0] + data[:, 1]) % P
     n_train = int(train_fraction * len(data))
@@ -166,13 +168,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="+", choices=sorted(TRAINERS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    args.weights_dir.mkdir(parents=True, exist_ok=True)
     for name in args.targets:
         model, report = TRAINERS[name]()
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, WEIGHTS / f"{name}.safetensors")
-        (WEIGHTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.weights_dir / f"{name}.safetensors")
+        (args.weights_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
         print(name, {k: v for k, v in report.items() if k != "log"})
 
 

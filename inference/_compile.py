@@ -189,8 +189,8 @@ def predict_site(plan: Plan, params, site: str, fixed: Mapping[str, jax.Array], 
     if len(shape) == 3:  # [head, query, key]
         heads = [jnp.broadcast_to(site_mean.reshape(shape)[h], shape[1:]) for h in range(shape[0])]
         for name in names:
-            rows = component_output(plan, params, name, fixed, memo)
-            heads[plan.theory.components[name].head or 0] = rows.reshape(-1, *shape[1:])
+            pattern = component_output(plan, params, name, fixed, memo)
+            heads[plan.theory.components[name].head or 0] = pattern.reshape(-1, *shape[1:])
         heads = [jnp.broadcast_to(h, (rows, *shape[1:])) for h in heads]
         return jnp.stack(heads, axis=1).reshape(heads[0].shape[0], -1)
     total = 0.0

@@ -140,7 +140,7 @@ def dictionary_apply(params, spec, inputs):
 
 
 def attention_init(key, spec, shapes):
-    return {"sharpness": jnp.asarray(4.0), "fallback": jnp.asarray(-2.0)}
+    return {"sharpness": jnp.asarray(8.0), "fallback": jnp.asarray(-4.0)}  # start sharp, little fallback
 
 
 def attention_apply(params, spec, inputs):

@@ -9,7 +9,7 @@ expression serves both the store (numpy) and the engine (jit). Semantics:
   the sequence reads as ``-1``.
 - ``i`` (alias ``position``) is the current position; ``j`` the key position inside an attention
   rule; ``T`` the sequence length.
-- Arithmetic ``+ - * / // % **``, comparisons (chainable), ``and or not``, ``x if c else y``, and
+- Arithmetic ``+ - * / // % **`` (``x % 0`` and ``x // 0`` are 0), comparisons (chainable), ``and or not``, ``x if c else y``, and
   the functions in FUNCTIONS. Results broadcast to ``[N, T]`` (``[N, T, T]`` for attention).
 """
 
@@ -163,7 +163,7 @@ def position_env(tokens, xp) -> dict[str, Any]:
     """Names visible to a per-position expression over ``tokens`` ``[N, T]``."""
     n, t = tokens.shape
     i = xp.arange(t)[None, :]  # [1, T]
-    return {"token": tokens, "i": i, "position": i, "T": t, "_shape": (n, t), "_xp": xp}
+    return {"token": tokens, "i": i, "position": i, "T": xp.asarray(t), "_shape": (n, t), "_xp": xp}
 
 
 def pair_env(tokens, variables: Mapping[str, Any], xp) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def pair_env(tokens, variables: Mapping[str, Any], xp) -> dict[str, Any]:
     i = xp.arange(t)[None, :, None]  # [1, T_query, 1]
     j = xp.arange(t)[None, None, :]  # [1, 1, T_key]
     env = {name: value[:, :, None] for name, value in variables.items()}  # variables at the query
-    env.update(token=tokens, i=i, position=i, j=j, T=t, _shape=(n, t, t), _xp=xp)
+    env.update(token=tokens, i=i, position=i, j=j, T=xp.asarray(t), _shape=(n, t, t), _xp=xp)
     return env
 
 
@@ -194,13 +194,17 @@ def evaluate_variables(variables: Mapping[str, Expr], tokens, xp) -> dict[str, A
 def _eval(node: ast.AST, env: Mapping[str, Any]):
     xp = env["_xp"]
     if isinstance(node, ast.Constant):
-        return node.value
+        return xp.asarray(node.value)
     if isinstance(node, ast.Name):
         return env[node.id]
     if isinstance(node, ast.Subscript):
         return _gather(env["token"], _eval(node.slice, env), env["_shape"], xp)
     if isinstance(node, ast.BinOp):
-        return _BINARY[type(node.op)](_number(_eval(node.left, env), xp), _number(_eval(node.right, env), xp))
+        left, right = _number(_eval(node.left, env), xp), _number(_eval(node.right, env), xp)
+        if isinstance(node.op, (ast.Mod, ast.FloorDiv)):  # x % 0 and x // 0 are 0, in numpy and JAX alike
+            zero = right == 0
+            return xp.where(zero, 0, _BINARY[type(node.op)](left, xp.where(zero, 1, right)))
+        return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)
         if isinstance(node.op, ast.Not):
@@ -222,15 +226,16 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
     if isinstance(node, ast.IfExp):
         return xp.where(_eval(node.test, env), _eval(node.body, env), _eval(node.orelse, env))
     args = [_eval(arg, env) for arg in node.args]
-    return {"mod": lambda a, m: a % m, "abs": xp.abs, "min": xp.minimum, "max": xp.maximum,
+    if node.func.id == "mod":
+        zero = args[1] == 0
+        return xp.where(zero, 0, args[0] % xp.where(zero, 1, args[1]))
+    return {"abs": xp.abs, "min": xp.minimum, "max": xp.maximum,
             "where": xp.where}[node.func.id](*args)
 
 
 def _number(value, xp):
     """Booleans count as 0/1 in arithmetic (numpy refuses ``bool - bool``)."""
-    if getattr(value, "dtype", None) == bool:
-        return value.astype(xp.int32)
-    return int(value) if isinstance(value, bool) else value
+    return value.astype(xp.int32) if getattr(value, "dtype", None) == bool else value
 
 
 def _gather(tokens, index, shape, xp):

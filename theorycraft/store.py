@@ -164,7 +164,9 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
         raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
     hooks = sorted(set(hooks), key=str)
     target.check_hooks(hooks)
-    key = CaptureKey(target.identity, tuple(map(str, hooks)), target.dataset_identity(n, seed), dtype)
+    dataset = np.asarray(target.dataset(n, seed))
+    content = hashlib.sha256(np.ascontiguousarray(dataset).tobytes()).hexdigest()[:16]  # what was fed, exactly
+    key = CaptureKey(target.identity, tuple(map(str, hooks)), f"{target.dataset_identity(n, seed)}:{content}", dtype)
     directory = cache_root(cache_dir) / key.digest()
     if (directory / "manifest.json").exists():
         return ActivationSet(directory)
@@ -173,15 +175,14 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
         if (directory / "manifest.json").exists():
             return ActivationSet(directory)
-        _capture_into(directory, target, hooks, key, n, seed, dtype, batch_size, progress, shard_rows)
+        _capture_into(directory, target, dataset, hooks, key, seed, dtype, batch_size, progress, shard_rows)
     return ActivationSet(directory)
 
 
-def _capture_into(directory: Path, target, hooks, key: CaptureKey, n, seed, dtype, batch_size, progress,
-                  shard_rows) -> None:
+def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: CaptureKey, seed, dtype, batch_size,
+                  progress, shard_rows) -> None:
     from tqdm import tqdm
 
-    dataset = np.asarray(target.dataset(n, seed))
     order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
     inputs = dataset[order]
     total = len(inputs)

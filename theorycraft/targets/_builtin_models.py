@@ -151,7 +151,9 @@ _ARCHITECTURES = {
     "induction": lambda: Transformer(vocab=INDUCTION_VOCAB, n_ctx=2 * INDUCTION_HALF, d_model=64, n_heads=4,
                                      n_layers=2, d_mlp=None, n_out=INDUCTION_VOCAB),
 }
-_DATASETS = {"modadd-p113": modadd_pairs, "superposition": superposition_vectors, "induction": repeated_sequences}
+_DATASETS = {"modadd-p113": modadd_pairs, "superposition": superposition_vectors,
+             # the model reads all but the last token and predicts each next one (its training input)
+             "induction": lambda n, rng: repeated_sequences(n, rng)[:, :-1]}
 
 BUILTINS = {
     "modadd-p113": BuiltinSpec("modadd-p113", "adds a and b by rotating waves of a few key frequencies: "
