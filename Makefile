@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test
+EXTRAS ?= test,minilm
 
 .PHONY: demo test
 
@@ -17,7 +17,7 @@ $(BIN)/theorycraft: pyproject.toml
 
 demo: $(BIN)/theorycraft
 	$(BIN)/theorycraft validate examples/*.yaml
-	$(BIN)/theorycraft explain examples/modadd_fourier.yaml
+	$(BIN)/theorycraft infer examples/modadd_fourier.yaml --out runs/modadd-fourier
 
 test: $(BIN)/theorycraft
 	$(BIN)/python -m pytest -q

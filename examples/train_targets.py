@@ -66,7 +66,9 @@ def train_modadd(seed: int = 0, max_steps: int = 40_000, train_fraction: float =
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(step / 10, 1))
     start, generalised_at, log = time.time(), None, []
     for step in range(1, max_steps + 1):
-        loss = torch.nn.functional.cross_entropy(answer_logits(model, x_train), y_train)
+        # the loss in float64, as Nanda et al. do: in float32 it underflows to exactly 0 once the
+        # training pairs are memorised, and the gradient that drives generalisation vanishes
+        loss = torch.nn.functional.cross_entropy(answer_logits(model, x_train).double(), y_train)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -74,7 +76,7 @@ def train_modadd(seed: int = 0, max_steps: int = 40_000, train_fraction: float =
         if step % 500 == 0:
             with torch.no_grad():
                 test_acc = (answer_logits(model, x_test).argmax(-1) == y_test).float().mean().item()
-            log.append({"step": step, "train_loss": round(loss.item(), 5), "test_acc": round(test_acc, 4)})
+            log.append({"step": step, "train_loss": float(f"{loss.item():.3g}"), "test_acc": round(test_acc, 4)})
             print(log[-1], flush=True)
             if generalised_at is None and test_acc >= 0.99:
                 generalised_at = step

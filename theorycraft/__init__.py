@@ -3,5 +3,17 @@ score it by what it predicts per bit it costs."""
 
 from theorycraft.spec import Theory, TheoryError, check_theory, load_theory, parse_theory
 
-__all__ = ["Theory", "TheoryError", "check_theory", "load_theory", "parse_theory"]
+__all__ = ["ActivationSet", "FittedTheory", "Theory", "TheoryError", "capture", "check_theory", "infer",
+           "load_theory", "parse_theory"]
 __version__ = "0.1.0"
+
+# torch and jax load only when a name that needs them is used, so `theorycraft validate` stays quick
+_LAZY = {"capture": "theorycraft.api", "infer": "theorycraft.api", "ActivationSet": "theorycraft.store",
+         "FittedTheory": "theorycraft.inference"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'theorycraft' has no attribute '{name}'")
