@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.errors import FitError
-from theorycraft.spec import Theory, TheoryError, evaluate, evaluate_variables, pair_env
+from theorycraft.spec import (Theory, TheoryError, evaluate, evaluate_variables, feature_width, pair_env,
+                              position_env)
 
 from ._kinds import KINDS, Shapes
 
@@ -69,7 +69,6 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
             widths[name] = shape[1] * shape[2]
             continue
         if c.kind in ("fourier", "rule", "product"):
-            from theorycraft.spec import feature_width
             widths[name] = int(feature_width(theory, name)) if c.kind != "product" else _product_width(c, widths)
         else:
             declared = getattr(c, "width", None)
@@ -136,7 +135,6 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
             out[f"{name}/expr"] = np.asarray(values, np.float32)
         elif exprs:
             if env is None:
-                from theorycraft.spec import position_env
                 env = {**position_env(tokens, np), **variables}
             values = np.stack([np.asarray(evaluate(e, env), np.float32) for e in exprs], axis=-1)  # [N, T, k]
             rows = _at_rows(values, shape, spec.position)

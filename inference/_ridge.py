@@ -34,12 +34,13 @@ class Stats:
             self.sx, self.sy, self.yy = np.zeros(f), np.zeros(d), np.zeros(d)
             self.xtx, self.xty = np.zeros((f, f)), np.zeros((f, d))
         self.n += len(x)
-        self.sx += x.sum(0, dtype=np.float64)
-        self.sy += y.sum(0, dtype=np.float64)
-        self.yy += np.einsum("ij,ij->j", y, y, dtype=np.float64)
+        ones = np.ones(len(x), np.float32)
+        self.sx += ones @ x  # BLAS column sums, float32 within a batch, float64 across batches
+        self.sy += ones @ y
+        self.yy += np.einsum("ij,ij->j", y, y)
         # a C-ordered [n, f] array is a Fortran-ordered [f, n] one: BLAS reads it without a copy
         self.xtx += blas.ssyrk(1.0, x.T)  # upper triangle of X'X
-        self.xty += blas.sgemm(1.0, x.T, y.T, trans_b=1)
+        self.xty += x.T @ y
 
     def __iadd__(self, other: "Stats") -> "Stats":
         if other.xtx is None:

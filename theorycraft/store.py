@@ -331,18 +331,29 @@ class ActivationSet:
                              f"captured: {', '.join(self.sites)}")
         return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])
 
-    def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None) -> Iterator[dict]:
+    def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None,
+                with_inputs: bool = True) -> Iterator[dict]:
         """Stream ``{"index", "inputs", SITE...}`` minibatches in store order, shard by shard,
-        never holding more than one shard's rows in memory; ``split`` is 'train', 'test' or None."""
-        inputs = self.inputs()
+        never holding more than one shard's rows in memory; ``split`` is 'train', 'test' or None.
+        Without a split, float32 batches are views of the memory-mapped shards (no copy)."""
+        inputs = self.inputs() if with_inputs else None
         for shard in self.manifest["shards"]:
             start, stop = shard["rows"]
             arrays = {s: self._shard_array(shard, s) for s in sites}
-            index = np.arange(start, stop)
-            if split is not None:
-                index = index[self.is_test[start:stop] == (split == "test")]
+            if split is None:
+                for b in range(start, stop, batch_size):
+                    e = min(b + batch_size, stop)
+                    batch = {"index": np.arange(b, e)}
+                    if inputs is not None:
+                        batch["inputs"] = np.asarray(inputs[b:e])
+                    batch.update({s: np.asarray(a[b - start:e - start], np.float32) for s, a in arrays.items()})
+                    yield batch
+                continue
+            index = np.arange(start, stop)[self.is_test[start:stop] == (split == "test")]
             for b in range(0, len(index), batch_size):
                 rows = index[b:b + batch_size]
-                batch = {"index": rows, "inputs": np.asarray(inputs[rows])}
+                batch = {"index": rows}
+                if inputs is not None:
+                    batch["inputs"] = np.asarray(inputs[rows])
                 batch.update({s: np.asarray(arrays[s][rows - start], np.float32) for s in sites})
                 yield batch
