@@ -24,15 +24,16 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "theorycraft" / "targets" / "wei
 
 
 def key_frequencies(embedding: np.ndarray, top: int = 8) -> list[dict]:
-    """Fourier analysis of the token embedding [P, d]: the norm of each frequency's cos+sin
-    component, largest first (Nanda et al.'s reading of the embedding)."""
+    """Fourier analysis of the token embedding [P, d]: the share of its squared norm in each
+    frequency's (cos, sin) plane, largest first (Nanda et al.'s reading of the embedding)."""
     x = np.arange(P)
-    norms = []
+    total = np.linalg.norm(embedding - embedding.mean(0)) ** 2
+    shares = []
     for f in range(1, P // 2 + 1):
-        basis = np.stack([np.cos(2 * np.pi * f * x / P), np.sin(2 * np.pi * f * x / P)])  # [2, P]
-        norms.append(float(np.linalg.norm(basis @ embedding) / np.linalg.norm(embedding)))
-    order = np.argsort(norms)[::-1][:top]
-    return [{"frequency": int(k + 1), "share": round(norms[k], 4)} for k in order]
+        basis = np.stack([np.cos(2 * np.pi * f * x / P), np.sin(2 * np.pi * f * x / P)]) / np.sqrt(P / 2)
+        shares.append(float(np.linalg.norm(basis @ embedding) ** 2 / total))
+    order = np.argsort(shares)[::-1][:top]
+    return [{"frequency": int(k + 1), "share": round(shares[k], 4)} for k in order]
 
 
 def answer_logits(model, tokens: torch.Tensor) -> torch.Tensor:
