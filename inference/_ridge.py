@@ -1,8 +1,10 @@
 """Exact ridge regression from streamed sufficient statistics.
 
-X'X is accumulated with BLAS ``syrk`` (only one triangle: half the flops of a general matrix
-product), X'Y with ``gemm``, both in float32 per batch and summed in float64. The ridge strength
-is chosen on a validation split from one eigendecomposition of the (centred) train X'X.
+Per batch, X'X is ``x.T @ x``, which numpy hands to BLAS ``syrk`` (it sees one buffer and its
+transpose, and computes one triangle: half the flops), and X'Y is one ``gemm``; both read the
+memory-mapped batch in place, with no copy. Sums run in float32 within a batch and float64
+across batches. The ridge strength is chosen on a validation split from one eigendecomposition
+of the centred train X'X.
 """
 
 from __future__ import annotations
@@ -10,21 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import blas
 
 ALPHAS = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative to the mean eigenvalue
 
 
 @dataclass
 class Stats:
-    """Running sums over rows: n, Σx, Σy, X'X (upper triangle), X'Y, Σ y² per column."""
+    """Running sums over rows: n, Σx, Σy, Σ y² per column, X'X and X'Y."""
 
     n: int = 0
     sx: np.ndarray | None = None
     sy: np.ndarray | None = None
+    yy: np.ndarray | None = None
     xtx: np.ndarray | None = None
     xty: np.ndarray | None = None
-    yy: np.ndarray | None = None
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         x = np.ascontiguousarray(x, np.float32)
@@ -34,29 +35,27 @@ class Stats:
             self.sx, self.sy, self.yy = np.zeros(f), np.zeros(d), np.zeros(d)
             self.xtx, self.xty = np.zeros((f, f)), np.zeros((f, d))
         self.n += len(x)
-        ones = np.ones(len(x), np.float32)
-        self.sx += ones @ x  # BLAS column sums, float32 within a batch, float64 across batches
-        self.sy += ones @ y
-        self.yy += np.einsum("ij,ij->j", y, y)
-        # a C-ordered [n, f] array is a Fortran-ordered [f, n] one: BLAS reads it without a copy
-        self.xtx += blas.ssyrk(1.0, x.T)  # upper triangle of X'X
+        self.xtx += x.T @ x  # syrk
         self.xty += x.T @ y
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.yy += np.einsum("ij,ij->j", y, y)
 
     def __iadd__(self, other: "Stats") -> "Stats":
         if other.xtx is None:
             return self
         if self.xtx is None:
-            self.n, self.sx, self.sy, self.xtx, self.xty, self.yy = (other.n, other.sx.copy(), other.sy.copy(),
-                                                                     other.xtx.copy(), other.xty.copy(), other.yy.copy())
+            self.n, self.sx, self.sy, self.yy, self.xtx, self.xty = (
+                other.n, other.sx.copy(), other.sy.copy(), other.yy.copy(), other.xtx.copy(), other.xty.copy())
             return self
         self.n += other.n
-        for name in ("sx", "sy", "xtx", "xty", "yy"):
+        for name in ("sx", "sy", "yy", "xtx", "xty"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     def centred(self, intercept: bool = True):
         """(C_xx, C_xy, means) around this set's means (around 0 without an intercept)."""
-        xtx = np.triu(self.xtx) + np.triu(self.xtx, 1).T
+        xtx = self.xtx
         if not intercept:
             return xtx, self.xty, np.zeros_like(self.sx), np.zeros_like(self.sy)
         mx, my = self.sx / self.n, self.sy / self.n
@@ -73,7 +72,7 @@ def solve(train: Stats, validation: Stats | None = None, alphas=ALPHAS,
     if validation is not None and validation.n and len(alphas) > 1:
         evals, evecs = np.linalg.eigh(cxx)
         rotated = evecs.T @ cxy
-        vxx, vxy = _raw_moments(validation)
+        vxx, vxy = validation.xtx, validation.xty
         best = np.inf
         for a in alphas:
             w = evecs @ (rotated / (evals + a * scale)[:, None])
@@ -87,10 +86,6 @@ def solve(train: Stats, validation: Stats | None = None, alphas=ALPHAS,
         cxx, cxy, mx, my = merged.centred(intercept)
     w = np.linalg.solve(cxx + alpha * scale * np.eye(len(cxx)), cxy) if len(cxx) else np.zeros_like(cxy)
     return w, my - mx @ w, alpha
-
-
-def _raw_moments(stats: Stats):
-    return np.triu(stats.xtx) + np.triu(stats.xtx, 1).T, stats.xty
 
 
 def _sse(w, b, xtx, xty, stats: Stats) -> float:
