@@ -106,10 +106,15 @@ def file_sha256(path: Path) -> str:
 
 
 class _Writer:
-    """Writes shards on a background thread so the forward passes never wait on the disk."""
+    """Writes shards on a background thread so the forward passes never wait on the disk.
+    Shard buffers come back through ``free`` once written, so memory is allocated (and
+    page-faulted in) once, not per shard."""
 
-    def __init__(self, on_done):
-        self.jobs: queue.Queue = queue.Queue(maxsize=2)  # at most two shards in memory in flight
+    def __init__(self, on_done, make_buffers, in_flight: int = 2):
+        self.jobs: queue.Queue = queue.Queue(maxsize=in_flight)
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(in_flight + 1):  # one being filled, the rest queued or being written
+            self.free.put(make_buffers())
         self.on_done, self.error = on_done, None
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -117,14 +122,21 @@ class _Writer:
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
             if self.error is None:
+                shard, directory, buffers, rows = job
                 try:
-                    shard, directory, arrays = job
                     directory.mkdir(parents=True, exist_ok=True)
-                    sums = {name: write_array(directory / f"{name}.npy", a) for name, a in arrays.items()}
+                    sums = {site_filename(name): write_array(directory / f"{site_filename(name)}.npy", a[:rows])
+                            for name, a in buffers.items()}
                     _fsync_dir(directory)
                     self.on_done(shard, sums)
                 except BaseException as exc:  # surfaced to the capturing thread
                     self.error = exc
+            self.free.put(job[2])
+
+    def buffers(self) -> dict:
+        if self.error is not None:
+            raise self.error
+        return self.free.get()
 
     def put(self, job) -> None:
         if self.error is not None:
@@ -206,11 +218,11 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
     todo = [k for k in range(len(bounds)) if k not in done]
     bar = tqdm(total=total, initial=total - sum(bounds[k][1] - bounds[k][0] for k in todo), unit="ex",
                desc=f"capture {target.name}", disable=not progress, dynamic_ncols=True)
-    writer = _Writer(landed)
+    writer = _Writer(landed, lambda: {name: np.empty((rows, *shapes[name]), store_dtype) for name in shapes})
     try:
         for shard in todo:
             start, stop = bounds[shard]
-            buffers = {name: np.empty((stop - start, *shapes[name]), store_dtype) for name in shapes}
+            buffers = writer.buffers()
             for b in range(start, stop, batch_size):
                 e = min(b + batch_size, stop)
                 recorded = target.record(dataset, order[b:e], hooks)
@@ -218,8 +230,7 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
                     _check_finite(values, str(hook), order[b:e], target.name)
                     buffers[str(hook)][b - start:e - start] = values.astype(store_dtype)
                 bar.update(e - b)
-            writer.put((shard, directory / f"shard-{shard:05d}",
-                        {site_filename(name): buf for name, buf in buffers.items()}))
+            writer.put((shard, directory / f"shard-{shard:05d}", buffers, stop - start))
     finally:
         writer.close()
         bar.close()

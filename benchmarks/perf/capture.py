@@ -49,8 +49,9 @@ def main() -> None:
             model.module(input_ids=torch.from_numpy(windows[b:b + BATCH]).long(),
                          attention_mask=torch.ones(BATCH, windows.shape[1], dtype=torch.long))
 
+    out = {h: np.empty((n, windows.shape[1], 384), np.float32) for h in hooks}  # allocated once
+
     def to_memory():
-        out = {h: np.empty((n, windows.shape[1], 384), np.float32) for h in hooks}
         for b in range(0, n, BATCH):
             for h, a in target.run(windows[b:b + BATCH], hooks).items():
                 out[h][b:b + BATCH] = a
