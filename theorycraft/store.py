@@ -10,7 +10,6 @@ is written last, so a capture is complete exactly when it has one. Finished shar
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import io

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from theorycraft.spec import HookPoint
 
 from theorycraft.store import file_sha256
 

@@ -1,0 +1,51 @@
+"""The CLI end to end: sites, capture and infer on a bundled target, and their user errors."""
+
+import json
+import re
+
+from theorycraft.cli import main
+from theorycraft.inference import FittedTheory
+
+
+def test_sites_lists_hooks_with_shapes(capsys):
+    assert main(["sites", "builtin:superposition"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^hook_hidden\s+\[5\]$", out, re.M) and re.search(r"^hook_output\s+\[20\]$", out, re.M)
+    assert re.search(r"^hook_hidden:input\s+\[5\]$", out, re.M)
+
+
+def test_capture_then_reuse(tmp_path, capsys):
+    args = ["capture", "builtin:superposition", "--sites", "hook_hidden", "--n", "500", "--cache", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "captured 500 examples of 1 sites (float32)" in first
+    assert main(args) == 0
+    assert capsys.readouterr().out == first  # the same capture, found in the store
+
+
+def test_capture_errors_exit_1_without_traceback(tmp_path, capsys):
+    assert main(["capture", "builtin:superposition", "--sites", "hook_hiden", "--cache", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown site 'hook_hiden'") and "did you mean 'hook_hidden'" in err
+    assert main(["capture", "builtin:nope", "--sites", "x", "--cache", str(tmp_path)]) == 1
+    assert main(["capture", "torch:os:getcwd", "--sites", "x", "--cache", str(tmp_path)]) == 1
+    assert "--trust-code" in capsys.readouterr().err
+
+
+def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root):
+    out = tmp_path / "run"
+    code = main(["infer", "examples/superposition.yaml", "--n", "3000", "--max-steps", "100", "--out", str(out),
+                 "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "R2 train" in printed and "coverage (test)" in printed
+    card = json.loads((out / "scorecard.json").read_text())
+    assert card["sites"]["h"]["r2_test"] > 0.999  # h = W x exactly: the closed form finds it
+    assert (out / "log.txt").read_text().startswith("site h: exact ridge over embed")
+    fitted = FittedTheory.load(out)
+    assert fitted.scorecard == card and set(fitted.params) == {"embed", "readout"}
+
+
+def test_infer_of_an_invalid_theory_exits_1(at_root, capsys):
+    assert main(["infer", "tests/data/broken/cycles.yaml"]) == 1
+    assert "cycle in variables" in capsys.readouterr().err
