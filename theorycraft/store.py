@@ -227,7 +227,7 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
                 recorded = target.record(dataset, order[b:e], hooks)
                 for hook, values in recorded.items():
                     _check_finite(values, str(hook), order[b:e], target.name)
-                    buffers[str(hook)][b - start:e - start] = values.astype(store_dtype)
+                    buffers[str(hook)][b - start:e - start] = values  # casts in place, no temporary
                 bar.update(e - b)
             writer.put((shard, directory / f"shard-{shard:05d}", buffers, stop - start))
     finally:
