@@ -151,16 +151,12 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     return out
 
 
-def _rows_of(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, np.float32)
-    return values.reshape(-1, values.shape[-1])
-
-
 def site_rows(plan: Plan, site: str, values: np.ndarray) -> np.ndarray:
     """A recorded site as the 2-D target the theory predicts: [rows, width]."""
-    if len(plan.site_shapes[site]) == 2:
-        return _rows_of(values)
-    return np.asarray(values, np.float32).reshape(len(values), -1)
+    values = np.asarray(values, np.float32)
+    if len(plan.site_shapes[site]) == 2:  # [N, T, D] -> a row per position
+        return values.reshape(-1, values.shape[-1])
+    return values.reshape(len(values), -1)
 
 
 # --- prediction ---------------------------------------------------------------------------------
