@@ -12,7 +12,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from theorycraft.errors import FitError
-from theorycraft.spec import parse_theory
+from theorycraft.spec import Theory, parse_theory
 
 from ._compile import Plan, fixed_inputs, make_plan, predict_site, site_rows
 
@@ -57,6 +57,14 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
+def coded_sites(theory) -> list[str]:
+    """The sites a theory is scored on: those it predicts; every site for the empty (mean-only)
+    theory, which predicts each site by its training mean."""
+    if not theory.components:
+        return list(theory.sites)
+    return [s for s in theory.sites if theory.predictors(s)]
+
+
 class FittedTheory:
     """A theory with its parameters: ``predict`` new inputs, ``save`` and ``load`` it."""
 
@@ -65,15 +73,31 @@ class FittedTheory:
         self.vocab_size = vocab_size
         self.scorecard: dict = {}
 
+    @property
+    def sites(self) -> list[str]:
+        return coded_sites(self.theory)
+
+    def replace(self, params: dict | None = None, means: Mapping[str, np.ndarray] | None = None) -> "FittedTheory":
+        """The same theory with other parameters (e.g. quantized ones)."""
+        return FittedTheory(self.theory, self.plan, self.params if params is None else params,
+                            self.means if means is None else means, self.vocab_size)
+
+    def mean_only(self) -> "FittedTheory":
+        """The baseline every score is measured against: each of this theory's sites predicted by
+        its training mean (the empty theory over the same sites and target)."""
+        sites = {s: self.theory.sites[s] for s in self.sites}
+        theory = Theory(name="mean-only", target=self.theory.target, sites=sites, variables={}, components={})
+        shapes = {s: self.plan.site_shapes[s] for s in sites}
+        return FittedTheory(theory, make_plan(theory, shapes, self.vocab_size), {},
+                            {s: self.means[s] for s in sites}, self.vocab_size)
+
     def predict(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predictions for every predicted site, shaped as the site is per example. ``sites``
         supplies recorded sites that mechanisms read."""
         batch = {"inputs": np.asarray(inputs), **(sites or {})}
         n = len(batch["inputs"])
         out = {}
-        for site in self.theory.sites:
-            if not self.theory.predictors(site):
-                continue
+        for site in self.sites:
             fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}
             rows = n * (self.plan.site_shapes[site][0] if len(self.plan.site_shapes[site]) == 2 else 1)
             pred = predict_site(self.plan, self.params, site, fixed, jnp.asarray(self.means[site]), rows)
@@ -104,7 +128,7 @@ class FittedTheory:
                 entry[f"r2_{split}"] = round(1 - sse / sst, 6) if sst > 0 else 0.0
                 entry[f"sst_{split}"] = sst
                 entry[f"n_{split}"] = int(len(index))
-        predicted = [s for s in sites if self.theory.predictors(s)]
+        predicted = self.sites
         weight = sum(sites[s]["sst_test"] for s in predicted)
         coverage = sum(sites[s]["sst_test"] * sites[s]["r2_test"] for s in predicted) / weight if weight else 0.0
         for entry in sites.values():

@@ -24,6 +24,7 @@ from . import _ridge
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 
 VALIDATION_FRACTION = 0.2  # of the training examples, for ridge strength and early stopping
+MAX_ONE_HOT = 4096  # lookups summed with other predictors are solved as ridge on one-hot cells up to this size
 
 
 @dataclass(frozen=True)
@@ -69,26 +70,42 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 # --- closed form ----------------------------------------------------------------------------------
 
 def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
-    """Sites whose predictors are all plain linear maps of fixed features, read by nobody else
-    (or a single lookup table): these are solved exactly."""
+    """Sites whose predictors, read by nobody else, are plain linear maps of fixed features and
+    small lookups (a lookup is linear in its one-hot cell), or one lookup of any size: these are
+    solved exactly."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
+
+    def linear_in_fixed(n: str) -> bool:
+        c = theory.components[n]
+        if c.kind == "lookup":
+            return plan.shapes(n).inputs[0] <= MAX_ONE_HOT
+        return (c.kind == "linear" and not c.rank and not c.l1
+                and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads()))
+
     for site in theory.sites:
         names = theory.predictors(site)
-        if not names or len(plan.site_shapes[site]) == 3:
+        if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
-        linear = all(theory.components[n].kind == "linear" and not theory.components[n].rank
-                     and not theory.components[n].l1 and n not in readers
-                     and all(r in plan.fixed or r in theory.variables or r in theory.sites
-                             for r in theory.components[n].reads()) for n in names)
-        lookup = len(names) == 1 and theory.components[names[0]].kind == "lookup" and names[0] not in readers
-        if linear or lookup:
-            out[site] = names
+        one_table = len(names) == 1 and theory.components[names[0]].kind == "lookup"
+        if one_table or all(linear_in_fixed(n) for n in names):
+            out[site] = list(names)
     return out
 
 
+def _columns(plan: Plan, name: str, fixed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """A predictor's design columns: its inputs, or for a lookup the one-hot of its cell."""
+    c = plan.theory.components[name]
+    if c.kind == "lookup":
+        cells = np.asarray(fixed[f"{name}/expr"][:, 0], np.int64)
+        one_hot = np.zeros((len(cells), plan.shapes(name).inputs[0]), np.float32)
+        one_hot[np.arange(len(cells)), cells] = 1.0
+        return [one_hot]
+    return [np.asarray(fixed[r], np.float32) for r in c.reads()]
+
+
 def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
-    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
+    cols = [col for n in names for col in _columns(plan, n, fixed)]
     return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
 
 
@@ -101,15 +118,23 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
             batch = _take(data, index[start:start + batch_rows])
             fixed = fixed_inputs(plan, batch, site)
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
-    biased = [n for n in names if plan.theory.components[n].bias]
-    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
+    components = plan.theory.components
+    # one intercept for the site, held by the first biased predictor, or added to every cell of
+    # the first table (each row reads exactly one cell of it)
+    holder = next((n for n in names if components[n].kind == "lookup" or components[n].bias), None)
+    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=holder is not None)
     params, offset = {}, 0
     for n in names:
-        c = plan.theory.components[n]
-        width = sum(plan.widths[r] for r in c.reads())
-        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
-        if c.bias:  # one intercept for the site: the first biased predictor holds it
-            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
+        c = components[n]
+        if c.kind == "lookup":
+            width = plan.shapes(n).inputs[0]
+            table = w[offset:offset + width] + (b if n == holder else 0.0)
+            params[n] = {"table": jnp.asarray(table, jnp.float32)}
+        else:
+            width = sum(plan.widths[r] for r in c.reads())
+            params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
+            if c.bias:
+                params[n]["bias"] = jnp.asarray(b if n == holder else np.zeros_like(b), jnp.float32)
         offset += width
     return params, alpha
 
@@ -207,9 +232,9 @@ class Checkpoint:
             return None  # a torn checkpoint: start over rather than trust it
         if meta.pop("fingerprint") != self.fingerprint:
             return None
-        treedef = jax.tree_util.tree_structure(like)
-        if treedef.num_leaves != len(leaves):
-            return None
+        like_leaves, treedef = jax.tree_util.tree_flatten(like)
+        if [np.shape(x) for x in like_leaves] != [x.shape for x in leaves]:
+            return None  # saved by a different version of the theory's kinds
         return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
 
 
@@ -295,18 +320,22 @@ def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
 
 
 def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
-        log: Callable[[str], None] = lambda s: None):
-    """Fit every free parameter of ``theory`` to the captured activations ``acts``."""
+        log: Callable[[str], None] = lambda s: None, *, examples: np.ndarray | None = None,
+        data: Mapping[str, np.ndarray] | None = None, evaluate: bool = True):
+    """Fit every free parameter of ``theory`` to the captured activations ``acts`` (only to the
+    training examples among ``examples``, when given: the prequential code fits on prefixes)."""
     from ._artifact import FittedTheory
 
     start = time.time()
     plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)
-    data = load_examples(theory, acts)
+    data = data if data is not None else load_examples(theory, acts)
     is_val = validation_mask(acts)
-    train_idx = np.flatnonzero(~acts.is_test & ~is_val)
-    val_idx = np.flatnonzero(is_val)
+    allowed = np.zeros(acts.n, bool)
+    allowed[examples if examples is not None else slice(None)] = True
+    train_idx = np.flatnonzero(~acts.is_test & ~is_val & allowed)
+    val_idx = np.flatnonzero(is_val & allowed)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
-    params = init_params(plan, jax.random.PRNGKey(config.seed))
+    params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     closed = closed_form_sites(plan)
     summary: dict = {"closed_form": {}, "gradient": None}
     for site, names in closed.items():
@@ -327,8 +356,22 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
     fitted = FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                           acts.vocab_size)
-    fitted.scorecard = fitted.evaluate(acts, data) | {"fit": summary, "seconds": round(time.time() - start, 2)}
+    if evaluate:
+        fitted.scorecard = fitted.evaluate(acts, data) | {"fit": summary, "seconds": round(time.time() - start, 2),
+                                                          "data": {"directory": str(acts.directory), "n": acts.n}}
     return fitted
+
+
+def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:
+    """An attention component's positional prior starts at the log of its head's mean pattern,
+    so the rule only has to explain what position does not."""
+    params = dict(params)
+    for name, c in plan.theory.components.items():
+        if c.kind == "attention" and name in params:
+            shape = plan.site_shapes[c.predicts]
+            head = np.asarray(means[c.predicts]).reshape(shape)[c.head or 0]
+            params[name] = {**params[name], "prior": jnp.asarray(np.log(np.maximum(head, 1e-6)), jnp.float32)}
+    return params
 
 
 def _upstream(plan: Plan, site: str) -> set[str]:

@@ -11,6 +11,7 @@ parameters: its features are computed once per batch and never during optimisati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
@@ -132,6 +133,8 @@ def dictionary_codes(params, spec, inputs):
     if spec.k:
         kth = jax.lax.top_k(codes, spec.k)[0][:, -1:]
         codes = jnp.where(codes >= kth, codes, 0.0)
+    if "code_step" in params:  # scoring: the codes as they are sent, at a fixed precision
+        codes = jnp.round(codes / params["code_step"]) * params["code_step"]
     return codes
 
 
@@ -140,20 +143,20 @@ def dictionary_apply(params, spec, inputs):
 
 
 def attention_init(key, spec, shapes):
-    return {"sharpness": jnp.asarray(8.0), "fallback": jnp.asarray(-4.0)}  # start sharp, little fallback
+    t = math.isqrt(shapes.out)
+    # start sharp; the positional prior starts uniform (the fit warm-starts it from the head's mean)
+    return {"sharpness": jnp.asarray(8.0), "prior": jnp.zeros((t, t), jnp.float32)}
 
 
 def attention_apply(params, spec, inputs):
-    """inputs[0]: the rule's truth value [rows, T, T]. Attention is a softmax of sharpness × rule
-    over the allowed keys (causal), so it concentrates on the keys where the rule holds."""
+    """inputs[0]: the rule's truth value [rows, T, T]. Attention is a softmax over the allowed
+    keys (causal) of sharpness × rule + a positional prior: it concentrates on the keys where the
+    rule holds, and follows the prior where no key matches."""
     rule = inputs[0].astype(jnp.float32)
     t = rule.shape[-1]
     allowed = jnp.tril(jnp.ones((t, t), bool)) if spec.causal else jnp.ones((t, t), bool)
-    logits = jnp.where(allowed, params["sharpness"] * rule, -jnp.inf)
-    pattern = jax.nn.softmax(logits, axis=-1)
-    uniform = allowed / allowed.sum(-1, keepdims=True)
-    mix = jax.nn.sigmoid(params["fallback"])
-    return ((1 - mix) * pattern + mix * uniform).reshape(rule.shape[0], -1)
+    logits = jnp.where(allowed, params["sharpness"] * rule + params["prior"], -jnp.inf)
+    return jax.nn.softmax(logits, axis=-1).reshape(rule.shape[0], -1)
 
 
 KINDS: dict[str, Kind] = {

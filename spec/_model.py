@@ -215,8 +215,8 @@ class Product(_Component):
 
 
 class Attention(_Component):
-    """An attention pattern: each query spreads its attention uniformly over the keys where
-    ``rule`` holds (mixed with a learned fallback); predicts a pattern site ``[N, T, T]``."""
+    """An attention pattern: each query concentrates its attention on the keys where ``rule``
+    holds, on top of a learned positional prior; predicts a pattern site ``[N, T, T]``."""
 
     kind: Literal["attention"]
     rule: Expression = Field(description="boolean over query position i and key position j")

@@ -51,7 +51,7 @@ def parameter_shapes(theory: Theory, name: str) -> dict[str, str]:
                   else {"weight": f"[{fan_in}, {out}]"})
         return {**shapes, **({"bias": f"[{out}]"} if c.bias else {})}
     if c.kind == "attention":
-        return {"sharpness": "[]", "fallback": "[]"}
+        return {"sharpness": "[]", "prior": "[T, T]"}
     if c.kind == "dictionary":
         fan_in = input_width(theory, c)
         return {"encoder": f"[{fan_in}, {c.width}]", "encoder_bias": f"[{c.width}]",

@@ -89,12 +89,40 @@ def _infer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _score(args: argparse.Namespace) -> int:
+    from theorycraft.scoring import score_run
+
+    card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
+                     limit=args.limit)
+    print(scorecard_table(card))
+    print(f"scorecard: {args.run_dir}/scorecard.json")
+    return EXIT_OK
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def scorecard_table(card: dict) -> str:
     rows = [f"{'site':<16} {'R2 train':>9} {'R2 test':>9} {'n test':>8}"]
     for site, s in card["sites"].items():
         rows.append(f"{site:<16} {s['r2_train']:>9.4f} {s['r2_test']:>9.4f} {s['n_test']:>8}")
     rows.append(f"coverage (test) {card['coverage']:.4f}   params {card['size']['params']:,}   "
                 f"fit {card.get('seconds', 0):.1f}s")
+    if "bits" in card["size"]:
+        size, mdl = card["size"], card["mdl"]
+        rows.append(f"size {size['bits']:,} bits (spec {size['bits_spec']:,}, params {size['bits_params']:,}, "
+                    f"latent codes {size['bits_latents']:,}; step {size['quantization']} x RMS)")
+        rows.append(f"MDL on {mdl['n_examples']} test examples: theory {mdl['bits_theory']:,} + residual "
+                    f"{mdl['bits_residual']:,} = {mdl['bits_total']:,} bits vs mean only {mdl['bits_baseline']:,}"
+                    f"  -> compression {mdl['compression']:.3f}")
+        if "prequential_bits" in mdl:
+            rows.append(f"prequential code {mdl['prequential_bits']:,} bits vs mean only "
+                        f"{mdl['prequential_baseline_bits']:,} -> compression {mdl['prequential_compression']:.3f}")
+    for site, s in card.get("splice", {}).items():
+        rows.append(f"splice {site}: KL {_number(s['kl'])}  top-1 agreement {_number(s['top1_agreement'])}  "
+                    f"loss recovered {_number(s['loss_recovered'])}  (clean {s['loss_clean']:.4g}, spliced "
+                    f"{s['loss_spliced']:.4g}, mean-ablated {s['loss_mean_ablated']:.4g})")
     return "\n".join(rows)
 
 
@@ -137,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--batch-size", type=int, default=512)
     inf.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
     _common(inf)
+
+    sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
+    sc.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
+    sc.add_argument("--prequential", action="store_true", help="also the prequential (online) code: refits the "
+                    "theory on growing prefixes of the data")
+    sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
+    sc.add_argument("--limit", type=int, default=None, metavar="N", help="score on the first N test examples")
+    sc.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
     return parser
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +13,26 @@ from torch import nn
 from theorycraft.errors import TargetError
 from theorycraft.spec import HookPoint
 from theorycraft.spec._diagnostics import did_you_mean
+
+
+@dataclass(frozen=True)
+class Task:
+    """How a target's final output is judged when a site is spliced. ``read(output, inputs)``
+    returns (rows [M, C], references): for ``"logits"`` rows are class scores (compared by KL and
+    top-1) and references the true labels [M]; for ``"vector"`` rows are compared by mean squared
+    error to references [M, C], or to the clean output where references are None."""
+
+    kind: str  # "logits" | "vector"
+    read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _whole_output(output: np.ndarray, inputs: np.ndarray):
+    return output.reshape(len(output), -1), None
+
+
+OUTPUT_ONLY = Task("vector", _whole_output)  # any model: how far the output moves from the clean one
+
+Replacement = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Target:
@@ -81,6 +102,7 @@ class TorchTarget(Target):
         self._example = example_inputs
         self.identity = weights_identity(module.state_dict())
         self._hooks: dict[str, tuple[int, ...]] | None = None
+        self.task = OUTPUT_ONLY
 
     def dataset(self, n: int | None, seed: int) -> np.ndarray:
         return self._dataset(n, seed)
@@ -128,6 +150,36 @@ class TorchTarget(Target):
             if missing:
                 raise TargetError(f"site '{missing[0]}' of {self.name} is not a tensor (it produced no array)")
         return out
+
+
+    @torch.no_grad()
+    def output(self, inputs: np.ndarray, replace: Mapping[HookPoint, Replacement] | None = None) -> np.ndarray:
+        """The model's final output (float32 numpy), with the activation at each hook in
+        ``replace`` swapped for what its function returns (splicing)."""
+        handles = []
+        for hook, fn in (replace or {}).items():
+            self.check_hooks([hook])
+            module = self.module.get_submodule(".".join(hook.module))
+            if hook.io == "input":
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, args, fn=fn: (fn(args[0]), *args[1:])))
+            else:
+                handles.append(module.register_forward_hook(lambda m, args, result, fn=fn: _swap(result, fn)))
+        try:
+            result = self._forward(self.module, self.to_torch(inputs))
+        finally:
+            for handle in handles:
+                handle.remove()
+        result = getattr(result, "last_hidden_state", result)  # Hugging Face model outputs
+        if isinstance(result, tuple):
+            result = result[0]
+        return result.detach().float().cpu().numpy()
+
+
+def _swap(result, fn: Replacement):
+    if isinstance(result, tuple):  # e.g. a Hugging Face layer returns (hidden_states, ...)
+        return (fn(result[0]), *result[1:])
+    return fn(result)
 
 
 def _record(out: dict, hook: HookPoint, value) -> None:

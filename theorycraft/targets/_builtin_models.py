@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._base import Task
+
 
 class Hook(nn.Identity):
     """A named place where an activation can be read (and, for splicing, replaced)."""
@@ -105,6 +107,7 @@ class BuiltinSpec:
     name: str
     mechanism: str  # the known mechanism, in a sentence
     input_kind: str  # "tokens" ([N, T] int) or "vectors" ([N, D] float)
+    task: Task  # what the model was trained to do: the loss a splice is judged by
 
     def build(self) -> nn.Module:
         return _ARCHITECTURES[self.name]()
@@ -155,12 +158,43 @@ _DATASETS = {"modadd-p113": modadd_pairs, "superposition": superposition_vectors
              # the model reads all but the last token and predicts each next one (its training input)
              "induction": lambda n, rng: repeated_sequences(n, rng)[:, :-1]}
 
+def _sum_at_last_position(logits, tokens):
+    return logits[:, -1], (tokens[:, 0] + tokens[:, 1]) % P
+
+
+def copy_lengths(tokens: np.ndarray) -> np.ndarray:
+    """The length L of each sequence's repeated segment, read off the tokens: the longest L whose
+    last L − 1 visible tokens repeat the L − 1 tokens L places before them."""
+    t = tokens.shape[1] + 1  # the full sequence; the model sees all but its last token
+    lengths = np.zeros(len(tokens), np.int64)
+    for length in range(4, INDUCTION_HALF + 1):
+        same = (tokens[:, t - length:] == tokens[:, t - 2 * length:t - 1 - length]).all(1)
+        lengths[same] = length
+    return lengths
+
+
+def _copied_tokens(logits, tokens):
+    """The predictions the model was trained on: the tokens of the copy after its first one."""
+    t = tokens.shape[1] + 1
+    start = t - copy_lengths(tokens)  # position of the copy's first token
+    query = np.arange(tokens.shape[1] - 1)  # position t predicts token t + 1 (visible up to the last)
+    mask = query[None, :] >= start[:, None]
+    return logits[:, :-1][mask], tokens[:, 1:][mask]
+
+
+def _reconstruction(output, features):
+    return output, features
+
+
 BUILTINS = {
     "modadd-p113": BuiltinSpec("modadd-p113", "adds a and b by rotating waves of a few key frequencies: "
-                               "cos(w(a+b)) from products of cos/sin of wa and wb (Nanda et al. 2023)", "tokens"),
+                               "cos(w(a+b)) from products of cos/sin of wa and wb (Nanda et al. 2023)", "tokens",
+                               Task("logits", _sum_at_last_position)),
     "superposition": BuiltinSpec("superposition", f"stores {SUPERPOSITION_FEATURES} sparse features in "
                                  f"{SUPERPOSITION_HIDDEN} dimensions as nearly-orthogonal directions, read out "
-                                 f"through a ReLU that filters interference (Elhage et al. 2022)", "vectors"),
+                                 f"through a ReLU that filters interference (Elhage et al. 2022)", "vectors",
+                                 Task("vector", _reconstruction)),
     "induction": BuiltinSpec("induction", "a layer-0 head attends to the previous token; a layer-1 head "
-                             "attends to the token after the earlier copy of the current token", "tokens"),
+                             "attends to the token after the earlier copy of the current token", "tokens",
+                             Task("logits", _copied_tokens)),
 }

@@ -47,7 +47,9 @@ def _builtin(name: str) -> Target:
     module = spec.build()
     module.load_state_dict(load_file(str(path)))
     vocab = getattr(getattr(module, "embed", None), "num_embeddings", None)
-    return TorchTarget(f"builtin:{name}", module, spec.dataset, input_kind=spec.input_kind, vocab_size=vocab)
+    target = TorchTarget(f"builtin:{name}", module, spec.dataset, input_kind=spec.input_kind, vocab_size=vocab)
+    target.task = spec.task
+    return target
 
 
 def _hugging_face(address: str) -> Target:

@@ -1,0 +1,154 @@
+"""A theory's size in bits: its compressed text, its parameters at the coarsest quantization that
+costs at most ``R2_TOLERANCE`` of test coverage, and the per-example codes of its dictionaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+
+from theorycraft.inference._compile import component_output, fixed_inputs
+from theorycraft.inference._fit import _upstream
+from theorycraft.inference._kinds import dictionary_codes
+
+from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
+from ._heldout import Examples, coverage, squared_errors
+
+R2_TOLERANCE = 0.001  # the most test coverage quantization may cost
+LOG2_SCALES = (-20.0, 2.0)  # step sizes searched, relative to each tensor's RMS
+SEARCH_STEPS = 12  # bisection steps in log₂(step): a resolution of about 0.005 octaves
+
+
+@dataclass
+class Size:
+    bits: float  # spec + params + latent codes
+    spec: float
+    params: float
+    latents: float
+    scale: float | None  # the step size relative to RMS (None: kept as float32)
+    coverage: float  # test coverage with the quantized parameters
+    coverage_full: float
+    quantized: object = field(repr=False, default=None)  # the FittedTheory as sent
+    sse: dict = field(repr=False, default_factory=dict)  # its test squared errors
+
+    def as_dict(self) -> dict:
+        return {"bits": round(self.bits), "bits_spec": round(self.spec), "bits_params": round(self.params),
+                "bits_latents": round(self.latents), "quantization": self.scale,
+                "coverage_quantized": round(self.coverage, 6)}
+
+
+def mean_sites(fitted) -> list[str]:
+    """Sites whose training mean is part of the prediction (so its bits are paid): sites the
+    theory predicts by the mean alone, and pattern sites (their unclaimed heads)."""
+    return [s for s in fitted.sites if not fitted.theory.predictors(s) or len(fitted.plan.site_shapes[s]) == 3]
+
+
+def _quantize(array: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(dequantized, integer symbols, step): a uniform grid at ``scale`` × the array's RMS."""
+    array = np.asarray(array, np.float64)
+    rms = float(np.sqrt(np.mean(array ** 2))) if array.size else 0.0
+    if rms == 0.0:
+        return array.astype(np.float32), np.zeros(array.shape, np.int64), 0.0
+    step = scale * rms
+    symbols = np.round(array / step).astype(np.int64)
+    return (symbols * step).astype(np.float32), symbols, step
+
+
+def _quantize_tree(tree, scale: float):
+    """(dequantized tree, bits): each leaf on its own grid, entropy coded, its step sent as a float."""
+    if isinstance(tree, dict):
+        out, bits = {}, 0.0
+        for k, v in tree.items():
+            out[k], b = _quantize_tree(v, scale)
+            bits += b
+        return out, bits
+    values, symbols, _ = _quantize(tree, scale)
+    return values, entropy_bits(symbols) + FLOAT_BITS
+
+
+def _float_bits(tree) -> float:
+    if isinstance(tree, dict):
+        return sum(_float_bits(v) for v in tree.values())
+    return FLOAT_BITS * float(np.size(tree))
+
+
+def dictionaries(fitted) -> list[str]:
+    return [n for n, c in fitted.theory.components.items() if c.kind == "dictionary"]
+
+
+def active_latents(fitted, examples: Examples, name: str, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
+    """A dictionary's codes on the test examples, in the rows of the site it feeds, as (active
+    latents per row, the active values, width): codes are [rows, width] but mostly zero."""
+    plan, data = fitted.plan, examples.data
+    site = next(s for s in fitted.sites if name in _upstream(plan, s))
+    c = fitted.theory.components[name]
+    counts, values = [], []
+    for start in range(0, len(examples.test), batch_size):
+        rows = examples.test[start:start + batch_size]
+        fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, {k: v[rows] for k, v in data.items()}, site).items()}
+        inputs = [component_output(plan, fitted.params, r, fixed, {}) for r in c.reads()]
+        codes = np.asarray(dictionary_codes(fitted.params[name], c, inputs))
+        counts.append((codes != 0).sum(1))
+        values.append(codes[codes != 0])
+    return np.concatenate(counts), np.concatenate(values), c.width
+
+
+def latent_bits(counts: np.ndarray, values: np.ndarray, width: int, step: float | None) -> float:
+    """Each row's active latents (which ones, as a subset) and their values on a grid of
+    ``step`` (None: as float32)."""
+    if step is None:
+        sent = FLOAT_BITS * float(values.size)
+    else:
+        sent = entropy_bits(np.round(values / step).astype(np.int64)) + FLOAT_BITS
+    return subset_bits(width, counts) + sent
+
+
+def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
+    """Search the coarsest step (relative to each tensor's RMS) whose test coverage is within
+    ``tolerance`` of the unquantized theory's; pay for the parameters at that step."""
+    means = {s: fitted.means[s] for s in mean_sites(fitted)}
+    code_rms = {}
+    for name in dictionaries(fitted):
+        _, values, _ = active_latents(fitted, examples, name)
+        code_rms[name] = float(np.sqrt(np.mean(values ** 2))) if values.size else 1.0
+
+    def at(scale: float | None):
+        """(theory as sent, parameter bits, test SSE, coverage) at a step ``scale`` (None: float32)."""
+        tree = {"params": fitted.params, "means": means}
+        if scale is None:
+            quantized, bits = fitted, _float_bits(tree)
+        else:
+            q, bits = _quantize_tree(tree, scale)
+            params = {n: dict(p) for n, p in q["params"].items()}
+            for name, rms in code_rms.items():
+                params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
+            quantized = fitted.replace(params=params, means={**fitted.means, **q["means"]})
+        sse = squared_errors(quantized, examples.data, examples.test)
+        return quantized, bits, sse, coverage(sse, examples.sst)
+
+    full = at(None)
+    floor = full[3] - tolerance
+    lo, hi = LOG2_SCALES
+    best, best_scale = None, None
+    coarse = at(2.0 ** hi)
+    if coarse[3] >= floor:
+        best, best_scale = coarse, 2.0 ** hi
+    else:
+        fine = at(2.0 ** lo)
+        if fine[3] >= floor:
+            best, best_scale = fine, 2.0 ** lo
+            for _ in range(SEARCH_STEPS):  # invariant: lo is within tolerance, hi is not
+                mid = (lo + hi) / 2
+                trial = at(2.0 ** mid)
+                if trial[3] >= floor:
+                    lo, best, best_scale = mid, trial, 2.0 ** mid
+                else:
+                    hi = mid
+    if best is None:  # even the finest grid costs too much: send float32
+        best, best_scale = full, None
+    quantized, param_bits, sse, cov = best
+    latents = sum(latent_bits(*active_latents(quantized, examples, name), best_scale * rms if best_scale else None)
+                  for name, rms in code_rms.items())
+    text = spec_bits(fitted.theory.to_yaml())
+    return Size(text + param_bits + latents, text, param_bits, latents, best_scale, cov, full[3], quantized, sse)
