@@ -70,6 +70,8 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
             continue
         if c.kind in ("fourier", "rule", "product"):
             widths[name] = int(feature_width(theory, name)) if c.kind != "product" else _product_width(c, widths)
+        elif c.kind == "dictionary":  # its width counts latents; it reconstructs its site (or its input)
+            widths[name] = target_width or sum(widths[r] for r in c.reads())
         else:
             declared = getattr(c, "width", None)
             if declared and target_width and declared != target_width:
@@ -125,7 +127,7 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     for name, values in variables.items():
         out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.position)[:, None]
     for name in theory.sites:
-        if name in batch and name != site:  # a recorded site read by a mechanism
+        if name in batch:  # a recorded site read by a mechanism (or by an autoencoder of itself)
             out[name] = site_rows(plan, name, batch[name])
     env = None
     for name, c in theory.components.items():

@@ -30,6 +30,8 @@ def feature_width(theory: Theory, name: str) -> Width:
         return prod(widths) if all(isinstance(w, int) for w in widths) else " x ".join(map(str, widths))
     if c.kind == "attention":
         return "T x T"
+    if c.kind == "dictionary":  # its width counts latents; it reconstructs its site (or its input)
+        return f"D({c.predicts})" if c.predicts else input_width(theory, c)
     return getattr(c, "width", None) or (f"D({c.predicts})" if c.predicts else "?")
 
 

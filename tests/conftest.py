@@ -1,6 +1,9 @@
+import json
 import os
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,3 +20,43 @@ def at_root(monkeypatch):
 
 def relative(path: Path) -> str:
     return os.path.relpath(path, ROOT)
+
+
+# --- synthetic targets: recorded activations with known structure --------------------------------
+
+def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
+    r = np.random.default_rng(seed)
+    tokens = r.integers(0, 7, size=(n, 3)).astype(np.int32)
+    x = r.normal(size=(n, 6)).astype(np.float32)
+    w = r.normal(size=(6, 4))
+    y = (x @ w + 1.5 + noise * r.normal(size=(n, 4))).astype(np.float32)
+    angle = 2 * np.pi * tokens[:, :2] / 7
+    u = r.normal(size=(7, 3)).astype(np.float32)[tokens[:, 0]]  # exactly a table of token[0]
+    z = np.stack([np.cos(angle[:, 0]) + 2 * np.sin(angle[:, 1]), np.tanh(x[:, 0] * x[:, 1])], 1).astype(np.float32)
+    d = tmp_path / "recorded"
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "inputs.npy", tokens)
+    for name, a in {"x": x, "y": y, "z": z, "u": u}.items():
+        np.save(d / f"{name}.npy", a)
+    (d / "manifest.json").write_text(json.dumps({"sites": ["x", "y", "z", "u"]}))
+    return d
+
+
+def theory_for(directory, components, extra_sites=""):
+    from theorycraft.spec import parse_theory
+
+    return parse_theory(textwrap.dedent(f"""\
+        theory: synthetic
+        target: activations:{directory}
+        sites: {{x: x, y: y, z: z{extra_sites}}}
+        variables: {{a: 'token[0]', b: 'token[1]'}}
+        components:
+        """) + textwrap.indent(textwrap.dedent(components), "  "), path="synthetic.yaml")
+
+
+def captured(tmp_path, theory):
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    return capture(load_target(theory.target), [s.hook for s in theory.sites.values()],
+                   cache_dir=tmp_path / "cache", progress=False)

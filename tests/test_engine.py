@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +14,9 @@ from theorycraft.errors import FitError
 from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
 from theorycraft.inference import _ridge
 from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError, parse_theory
-from theorycraft.store import capture
 from theorycraft.targets import load_target
+
+from conftest import captured, recorded_target, theory_for
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
@@ -68,39 +68,7 @@ def test_kind_misuse_fails_clearly(name):
         KINDS[name].apply(params, spec, [jnp.ones((ROWS, 9))])  # 9 features, not the 4 it was built for
 
 
-# --- synthetic targets: recorded activations with known structure ---------------------------------
-
-def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
-    r = np.random.default_rng(seed)
-    tokens = r.integers(0, 7, size=(n, 3)).astype(np.int32)
-    x = r.normal(size=(n, 6)).astype(np.float32)
-    w = r.normal(size=(6, 4))
-    y = (x @ w + 1.5 + noise * r.normal(size=(n, 4))).astype(np.float32)
-    angle = 2 * np.pi * tokens[:, :2] / 7
-    z = np.stack([np.cos(angle[:, 0]) + 2 * np.sin(angle[:, 1]), np.tanh(x[:, 0] * x[:, 1])], 1).astype(np.float32)
-    d = tmp_path / "recorded"
-    d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "inputs.npy", tokens)
-    for name, a in {"x": x, "y": y, "z": z}.items():
-        np.save(d / f"{name}.npy", a)
-    (d / "manifest.json").write_text(json.dumps({"sites": ["x", "y", "z"]}))
-    return d
-
-
-def theory_for(directory, components, extra_sites=""):
-    return parse_theory(textwrap.dedent(f"""\
-        theory: synthetic
-        target: activations:{directory}
-        sites: {{x: x, y: y, z: z{extra_sites}}}
-        variables: {{a: 'token[0]', b: 'token[1]'}}
-        components:
-        """) + textwrap.indent(textwrap.dedent(components), "  "), path="synthetic.yaml")
-
-
-def captured(tmp_path, theory):
-    return capture(load_target(theory.target), [s.hook for s in theory.sites.values()],
-                   cache_dir=tmp_path / "cache", progress=False)
-
+# --- synthetic targets: recorded activations with known structure (conftest) ----------------------
 
 def test_closed_form_matches_a_float64_reference(tmp_path):
     theory = theory_for(recorded_target(tmp_path), "lin: {kind: linear, from: x, predicts: y}\n")

@@ -23,7 +23,9 @@ def residual_bits(fitted, sse: Mapping[str, float], n_examples: int, precision: 
 
 
 def mdl(fitted, size: Size, baseline_size: Size, examples: Examples) -> dict:
-    """The test activations sent two ways: theory + residual, and mean + residual."""
+    """The test activations sent two ways: theory + residual, and mean + residual. The residual
+    is that of the fitted theory: rounding its parameters costs at most R2_TOLERANCE of coverage
+    by construction, and is kept out so that the code does not depend on the search's resolution."""
     n = len(examples.test)
     theory_residual = residual_bits(fitted, size.sse, n, examples.precision)
     base_residual = residual_bits(fitted, baseline_size.sse, n, examples.precision)

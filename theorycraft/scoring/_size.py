@@ -30,7 +30,7 @@ class Size:
     coverage: float  # test coverage with the quantized parameters
     coverage_full: float
     quantized: object = field(repr=False, default=None)  # the FittedTheory as sent
-    sse: dict = field(repr=False, default_factory=dict)  # its test squared errors
+    sse: dict = field(repr=False, default_factory=dict)  # test squared errors of the unquantized theory
 
     def as_dict(self) -> dict:
         return {"bits": round(self.bits), "bits_spec": round(self.spec), "bits_params": round(self.params),
@@ -147,8 +147,8 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
                     hi = mid
     if best is None:  # even the finest grid costs too much: send float32
         best, best_scale = full, None
-    quantized, param_bits, sse, cov = best
+    quantized, param_bits, _, cov = best
     latents = sum(latent_bits(*active_latents(quantized, examples, name), best_scale * rms if best_scale else None)
                   for name, rms in code_rms.items())
     text = spec_bits(fitted.theory.to_yaml())
-    return Size(text + param_bits + latents, text, param_bits, latents, best_scale, cov, full[3], quantized, sse)
+    return Size(text + param_bits + latents, text, param_bits, latents, best_scale, cov, full[3], quantized, full[2])

@@ -1,0 +1,162 @@
+"""Scores on cases that can be worked out by hand: code lengths, the precision floor, the
+mean-only baseline, the quantization tolerance, latent codes, the prequential code, splicing."""
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from theorycraft.inference import FitConfig, fit
+from theorycraft.scoring import (PRECISION, R2_TOLERANCE, block_edges, entropy_bits, examples_of, gaussian_bits,
+                                 measure, score, spec_bits, splice_scores, subset_bits)
+from theorycraft.scoring._codes import FLOAT_BITS
+
+from conftest import captured, recorded_target, theory_for
+
+QUIET = FitConfig(progress=False, max_steps=300)
+
+
+# --- code lengths ---------------------------------------------------------------------------------
+
+def test_gaussian_code_by_hand():
+    # σ² = 4, precision 0.5: ½·log₂(2πe·16) bits per value, plus σ sent as a float
+    per_value = 0.5 * math.log2(2 * math.pi * math.e * 4 / 0.25)
+    assert gaussian_bits(4.0 * 100, 100, 0.5) == pytest.approx(FLOAT_BITS + 100 * per_value)
+    # doubling σ costs exactly one more bit per value
+    assert gaussian_bits(16.0 * 100, 100, 0.5) - gaussian_bits(4.0 * 100, 100, 0.5) == pytest.approx(100)
+    # the precision floor: residuals at or below the precision cost nothing but σ
+    assert gaussian_bits(0.0, 1000, 0.1) == FLOAT_BITS
+    assert gaussian_bits(1e-6 * 1000, 1000, 0.1) == FLOAT_BITS
+
+
+def test_entropy_code_by_hand():
+    # no data bits, only the table: value 0 (gamma(1) = 1 bit), count 1000 (19 bits), one entry (1 bit)
+    assert entropy_bits(np.zeros(1000, int)) == 1 + 19 + 1
+    # one bit per symbol, and the table: values 0, 1 (1 + 3 bits), counts 500, 500 (17 + 17), two entries (3)
+    assert entropy_bits(np.array([0, 1] * 500)) == pytest.approx(1000 + 4 + 34 + 3)
+    assert entropy_bits(np.arange(1000)) > 1000 * math.log2(1000)  # all distinct: log₂ n each, plus the table
+
+
+def test_subset_and_spec_codes():
+    assert subset_bits(4, np.array([2])) == pytest.approx(math.log2(6) + 3)  # C(4, 2) = 6; gamma(3) = 3 bits
+    assert subset_bits(8, np.array([0, 0])) == pytest.approx(2.0)  # gamma(1) = 1 bit per empty row
+    text = "theory: t\ntarget: builtin:induction\n"
+    assert spec_bits(text) == 8 * len(zlib.compress(text.encode(), 9))
+
+
+def test_prequential_blocks_double():
+    edges = block_edges(6400, 7)
+    assert edges == [100, 200, 400, 800, 1600, 3200, 6400]
+
+
+# --- scores of fitted theories --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scoring")
+    directory = recorded_target(tmp)
+    return tmp, directory
+
+
+def _fitted(synthetic, components, extra_sites=""):
+    tmp, directory = synthetic
+    theory = theory_for(directory, components, extra_sites)
+    acts = captured(tmp, theory)
+    return fit(theory, acts, QUIET), acts
+
+
+def test_a_perfect_theory_has_r2_one_and_residual_at_the_precision_floor(synthetic):
+    fitted, acts = _fitted(synthetic, "table: {kind: lookup, of: a, size: 7, predicts: u}\n", ", u: u")
+    card = score(fitted, acts)
+    assert card["sites"]["u"]["r2_test"] == pytest.approx(1.0, abs=1e-6)
+    assert card["mdl"]["bits_residual"] == FLOAT_BITS  # one site: only its σ is sent
+    assert card["mdl"]["bits_total"] == card["mdl"]["bits_theory"] + FLOAT_BITS
+    assert card["mdl"]["compression"] > 2
+    assert card["size"]["coverage_quantized"] >= card["coverage"] - R2_TOLERANCE
+
+
+def test_the_mean_only_theory_has_compression_one_and_its_residual_by_hand(synthetic):
+    fitted, acts = _fitted(synthetic, "lin: {kind: linear, from: x, predicts: y}\n")
+    baseline = fitted.mean_only()
+    card = score(baseline, acts)
+    assert card["mdl"]["compression"] == pytest.approx(1.0)
+    assert card["coverage"] < 0.02  # the mean explains nothing on test
+    examples = examples_of(baseline, acts)
+    y = acts.site("y")
+    sse = float(((y[acts.is_test] - baseline.means["y"]) ** 2).sum())
+    train_sd = float(np.sqrt(((y[~acts.is_test] - baseline.means["y"]) ** 2).mean()))
+    assert examples.precision["y"] == pytest.approx(PRECISION * train_sd, rel=1e-5)
+    expected = gaussian_bits(sse, int(acts.is_test.sum()) * 4, PRECISION * train_sd)
+    assert card["mdl"]["bits_residual"] == pytest.approx(expected, abs=1)
+    # and a theory that predicts y compresses it
+    assert score(fitted, acts)["mdl"]["compression"] > 1.5
+
+
+@pytest.mark.parametrize("components", [
+    "lin: {kind: linear, from: x, predicts: y}\n",
+    "waves: {kind: fourier, of: [a, b], modulus: 7, frequencies: [1, 2, 3]}\nread: {kind: linear, from: waves, predicts: z}\n",
+    "sae: {kind: dictionary, from: y, width: 12, k: 3, predicts: y}\n",
+])
+def test_quantization_never_costs_more_than_the_tolerance(synthetic, components):
+    fitted, acts = _fitted(synthetic, components)
+    examples = examples_of(fitted, acts)
+    strict, loose = measure(fitted, examples), measure(fitted, examples, tolerance=0.05)
+    assert strict.coverage >= strict.coverage_full - R2_TOLERANCE
+    assert loose.coverage >= loose.coverage_full - 0.05
+    assert strict.scale is not None and loose.scale >= strict.scale  # a looser budget: a coarser grid ...
+    assert loose.params <= strict.params  # ... and fewer bits
+    assert strict.params < FLOAT_BITS * sum(np.size(v) for p in fitted.params.values() for v in p.values())
+
+
+def test_dictionary_latent_codes_are_paid_per_example(synthetic):
+    sparse, acts = _fitted(synthetic, "sae: {kind: dictionary, from: y, width: 16, k: 1, predicts: y}\n")
+    dense, _ = _fitted(synthetic, "sae: {kind: dictionary, from: y, width: 16, k: 4, predicts: y}\n")
+    examples = examples_of(sparse, acts)
+    s, d = measure(sparse, examples), measure(dense, examples)
+    n_test = len(examples.test)
+    assert s.latents > n_test * math.log2(16)  # at least which latent, per example
+    assert d.latents > s.latents  # four active latents cost more than one
+    assert measure(sparse, examples_of(sparse, acts, limit=n_test // 2)).latents < s.latents  # per example
+
+
+def test_prequential_code_rewards_a_theory_that_generalises(synthetic):
+    fitted, acts = _fitted(synthetic, "lin: {kind: linear, from: x, predicts: y}\n")
+    card = score(fitted, acts, prequential=True)
+    assert card["mdl"]["prequential_compression"] > 1.5
+    mean = score(fitted.mean_only(), acts, prequential=True)
+    assert mean["mdl"]["prequential_compression"] == pytest.approx(1.0, rel=0.02)  # the mean against itself
+
+
+# --- splicing on a real target --------------------------------------------------------------------
+
+class Exact:
+    """A 'theory' that predicts the recorded activations themselves (or their mean)."""
+
+    def __init__(self, fitted, mean=False):
+        self.theory, self.plan, self.means, self.sites = fitted.theory, fitted.plan, fitted.means, fitted.sites
+        self.mean = mean
+
+    def predict(self, inputs, sites):
+        return {s: np.broadcast_to(self.means[s].reshape(sites[s].shape[1:]), sites[s].shape) if self.mean
+                else sites[s] for s in self.sites}
+
+
+def test_splicing_the_recorded_site_back_changes_nothing_and_the_mean_recovers_nothing(tmp_path):
+    from theorycraft.spec import load_theory
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    from conftest import EXAMPLES
+    theory = load_theory(next(p for p in EXAMPLES if p.name == "modadd_fourier.yaml"))
+    target = load_target(theory.target)
+    acts = capture(target, [s.hook for s in theory.sites.values()], n=1500, cache_dir=tmp_path, progress=False)
+    fitted = fit(theory, acts, QUIET)
+    examples = examples_of(fitted, acts)
+    same = splice_scores(Exact(fitted), target, examples)["mlp"]
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6) and same["top1_agreement"] == 1.0
+    assert same["loss_recovered"] == pytest.approx(1.0, abs=1e-4)
+    mean = splice_scores(Exact(fitted, mean=True), target, examples)["mlp"]
+    assert mean["loss_recovered"] == pytest.approx(0.0, abs=1e-6) and mean["top1_agreement"] < 0.2
+    theory_scores = splice_scores(fitted, target, examples)["mlp"]
+    assert theory_scores["top1_agreement"] > 0.9 and theory_scores["loss_recovered"] > 0.9
