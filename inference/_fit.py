@@ -24,7 +24,6 @@ from . import _ridge
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 
 VALIDATION_FRACTION = 0.2  # of the training examples, for ridge strength and early stopping
-MAX_ONE_HOT = 4096  # lookups summed with other predictors are solved as ridge on one-hot cells up to this size
 
 
 @dataclass(frozen=True)
@@ -70,42 +69,25 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 # --- closed form ----------------------------------------------------------------------------------
 
 def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
-    """Sites whose predictors, read by nobody else, are plain linear maps of fixed features and
-    small lookups (a lookup is linear in its one-hot cell), or one lookup of any size: these are
-    solved exactly."""
+    """Sites whose predictors, read by nobody else, are all plain linear maps of fixed features
+    (exact ridge) or all lookup tables (exact least squares by backfitting): solved exactly."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
-
-    def linear_in_fixed(n: str) -> bool:
-        c = theory.components[n]
-        if c.kind == "lookup":
-            return plan.shapes(n).inputs[0] <= MAX_ONE_HOT
-        return (c.kind == "linear" and not c.rank and not c.l1
-                and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads()))
-
     for site in theory.sites:
         names = theory.predictors(site)
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
-        one_table = len(names) == 1 and theory.components[names[0]].kind == "lookup"
-        if one_table or all(linear_in_fixed(n) for n in names):
+        comps = [theory.components[n] for n in names]
+        linear = all(c.kind == "linear" and not c.rank and not c.l1
+                     and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads())
+                     for c in comps)
+        if linear or all(c.kind == "lookup" for c in comps):
             out[site] = list(names)
     return out
 
 
-def _columns(plan: Plan, name: str, fixed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """A predictor's design columns: its inputs, or for a lookup the one-hot of its cell."""
-    c = plan.theory.components[name]
-    if c.kind == "lookup":
-        cells = np.asarray(fixed[f"{name}/expr"][:, 0], np.int64)
-        one_hot = np.zeros((len(cells), plan.shapes(name).inputs[0]), np.float32)
-        one_hot[np.arange(len(cells)), cells] = 1.0
-        return [one_hot]
-    return [np.asarray(fixed[r], np.float32) for r in c.reads()]
-
-
 def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
-    cols = [col for n in names for col in _columns(plan, n, fixed)]
+    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
     return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
 
 
@@ -118,52 +100,64 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
             batch = _take(data, index[start:start + batch_rows])
             fixed = fixed_inputs(plan, batch, site)
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
-    components = plan.theory.components
-    # one intercept for the site, held by the first biased predictor, or added to every cell of
-    # the first table (each row reads exactly one cell of it)
-    holder = next((n for n in names if components[n].kind == "lookup" or components[n].bias), None)
-    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=holder is not None)
+    biased = [n for n in names if plan.theory.components[n].bias]
+    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
     params, offset = {}, 0
     for n in names:
-        c = components[n]
-        if c.kind == "lookup":
-            width = plan.shapes(n).inputs[0]
-            table = w[offset:offset + width] + (b if n == holder else 0.0)
-            params[n] = {"table": jnp.asarray(table, jnp.float32)}
-        else:
-            width = sum(plan.widths[r] for r in c.reads())
-            params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
-            if c.bias:
-                params[n]["bias"] = jnp.asarray(b if n == holder else np.zeros_like(b), jnp.float32)
+        c = plan.theory.components[n]
+        width = sum(plan.widths[r] for r in c.reads())
+        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
+        if c.bias:  # one intercept for the site: the first biased predictor holds it
+            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
         offset += width
     return params, alpha
 
 
-def fit_lookup_site(plan: Plan, site: str, name: str, data, train_idx, val_idx):
-    """A table's exact ridge fit is a shrunk per-cell mean; the shrinkage is chosen on validation."""
-    size = plan.shapes(name).inputs[0]
+SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell
+BACKFIT_SWEEPS = 8  # Gauss–Seidel sweeps over the tables of a sum (one is exact for a single table)
 
-    def sums(index):
+
+def _backfit(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, shrink: float) -> tuple[np.ndarray, list]:
+    """Least squares (ridge) for y ≈ mean + Σ table_k[cell_k]: each sweep refits each table as the
+    shrunk per-cell mean of what the others leave."""
+    from scipy import sparse
+
+    onehots = [sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(size, len(c)))
+               for c, size in zip(cells, sizes)]
+    counts = [np.asarray(m.sum(1)).reshape(-1, 1) for m in onehots]
+    mean = y.mean(0)
+    residual = (y - mean).astype(np.float64)
+    tables = [np.zeros((size, y.shape[1])) for size in sizes]
+    for _ in range(BACKFIT_SWEEPS if len(cells) > 1 else 1):
+        for k, (cell, onehot) in enumerate(zip(cells, onehots)):
+            residual += tables[k][cell]
+            tables[k] = (onehot @ residual) / (counts[k] + shrink)
+            residual -= tables[k][cell]
+    return mean, tables
+
+
+def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx):
+    """A sum of tables: exact ridge by backfitting (a single table is a shrunk per-cell mean); the
+    shrinkage is chosen on validation, then the tables are refit on train + validation."""
+    sizes = [plan.shapes(n).inputs[0] for n in names]
+
+    def read(index):
         batch = _take(data, index)
-        cell = fixed_inputs(plan, batch, site)[f"{name}/expr"][:, 0]
-        y = site_rows(plan, site, batch[site])
-        total = np.zeros((size, y.shape[1]))
-        np.add.at(total, cell, y)
-        return cell, y, total, np.bincount(cell, minlength=size)
+        fixed = fixed_inputs(plan, batch, site)
+        return [np.asarray(fixed[f"{n}/expr"][:, 0], np.int64) for n in names], site_rows(plan, site, batch[site])
 
-    _, _, total, count = sums(train_idx)
-    mean = total.sum(0) / max(count.sum(), 1)
-    vcell, vy, vtotal, vcount = sums(val_idx)
+    cells, y = read(train_idx)
+    vcells, vy = read(val_idx)
     best, best_shrink = np.inf, 1.0
-    for shrink in (1e-3, 0.1, 1.0, 10.0):
-        table = mean + (total - count[:, None] * mean) / (count[:, None] + shrink)
-        sse = ((table[vcell] - vy) ** 2).sum()
+    for shrink in SHRINKAGES:
+        mean, tables = _backfit(cells, sizes, y, shrink)
+        sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
         if sse < best:
             best, best_shrink = sse, shrink
-    total, count = total + vtotal, count + vcount
-    mean = total.sum(0) / max(count.sum(), 1)
-    table = mean + (total - count[:, None] * mean) / (count[:, None] + best_shrink)
-    return {name: {"table": jnp.asarray(table, jnp.float32)}}, best_shrink
+    mean, tables = _backfit([np.concatenate([c, v]) for c, v in zip(cells, vcells)], sizes,
+                            np.concatenate([y, vy]), best_shrink)
+    tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
+    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink
 
 
 # --- gradient fitting -----------------------------------------------------------------------------
@@ -339,9 +333,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     closed = closed_form_sites(plan)
     summary: dict = {"closed_form": {}, "gradient": None}
     for site, names in closed.items():
-        comp = theory.components[names[0]]
-        if comp.kind == "lookup":
-            solved, strength = fit_lookup_site(plan, site, names[0], data, train_idx, val_idx)
+        if theory.components[names[0]].kind == "lookup":
+            solved, strength = fit_lookup_site(plan, site, names, data, train_idx, val_idx)
         else:
             solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx)
         params.update(solved)

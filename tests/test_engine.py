@@ -167,6 +167,23 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
                            resumed.params, clean.params)
 
 
+def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), """\
+        by_a: {kind: lookup, of: a, size: 7, predicts: z}
+        by_b: {kind: lookup, of: b, size: 7, predicts: z}
+        """)
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    assert fitted.scorecard["fit"]["gradient"] is None  # solved exactly, by backfitting
+    tokens, z = np.asarray(acts.inputs()), acts.site("z")
+    onehot = np.concatenate([np.eye(7)[tokens[:, 0]], np.eye(7)[tokens[:, 1]], np.ones((len(z), 1))], axis=1)
+    train = ~acts.is_test
+    coef = np.linalg.lstsq(onehot[train], z[train], rcond=None)[0]
+    strength = fitted.scorecard["fit"]["closed_form"]["z"]["ridge_strength"]
+    np.testing.assert_allclose(fitted.predict(tokens)["z"], onehot @ coef, atol=0.02 + strength)
+    assert fitted.scorecard["sites"]["z"]["r2_test"] > 0.5  # cos(2πa/7) + 2 sin(2πb/7) is additive
+
+
 def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):
     theory = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: a, size: 7, width: 128, predicts: y}\n")
     with pytest.raises(TheoryError) as info:
