@@ -78,7 +78,7 @@ def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
         comps = [theory.components[n] for n in names]
-        linear = all(c.kind == "linear" and not c.rank and not c.l1
+        linear = all(c.kind == "linear" and not c.rank and not c.l1 and not c.activation
                      and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads())
                      for c in comps)
         if linear or all(c.kind == "lookup" for c in comps):

@@ -69,6 +69,9 @@ def _no_params(key, spec, shapes):
 
 # --- learned maps ------------------------------------------------------------------------------
 
+_ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
+
+
 def lookup_init(key, spec, shapes):
     return {"table": jnp.zeros((shapes.inputs[0], shapes.out), jnp.float32)}
 
@@ -91,7 +94,8 @@ def linear_init(key, spec, shapes):
 def linear_apply(params, spec, inputs):
     x = _concat(inputs)
     y = (x @ params["down"]) @ params["up"] if "down" in params else x @ params["weight"]
-    return y + params["bias"] if "bias" in params else y
+    y = y + params["bias"] if "bias" in params else y
+    return _ACTIVATIONS[spec.activation](y) if spec.activation else y
 
 
 def mlp_init(key, spec, shapes):
@@ -99,9 +103,6 @@ def mlp_init(key, spec, shapes):
     keys = jax.random.split(key, len(sizes) - 1)
     return {f"layer{k}": {"w": _dense(keys[k], a, b), "b": jnp.zeros((b,), jnp.float32)}
             for k, (a, b) in enumerate(zip(sizes, sizes[1:]))}
-
-
-_ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}
 
 
 def mlp_apply(params, spec, inputs):
@@ -124,21 +125,47 @@ def dictionary_init(key, spec, shapes):
             "decoder": decoder, "decoder_bias": jnp.zeros((out,), jnp.float32)}
 
 
-def dictionary_codes(params, spec, inputs):
-    """Sparse codes [rows, width]: ReLU pre-activations, the top k kept (or all, under L1)."""
+def _centred(params, inputs):
     x = _concat(inputs)
     if x.shape[-1] == params["decoder_bias"].shape[0]:  # an autoencoder: centre on the decoder bias
         x = x - params["decoder_bias"]
-    codes = jax.nn.relu(x @ params["encoder"] + params["encoder_bias"])
-    if spec.k:
-        kth = jax.lax.top_k(codes, spec.k)[0][:, -1:]
-        codes = jnp.where(codes >= kth, codes, 0.0)
+    return x
+
+
+def _sent(params, values):
     if "code_step" in params:  # scoring: the codes as they are sent, at a fixed precision
-        codes = jnp.round(codes / params["code_step"]) * params["code_step"]
-    return codes
+        return jnp.round(values / params["code_step"]) * params["code_step"]
+    return values
+
+
+def dictionary_active(params, spec, inputs):
+    """Top-k codes as (values [rows, k], latent indices [rows, k]). The k latents are chosen on
+    the full pre-activations without a gradient; their values are recomputed from the k gathered
+    encoder columns, so the backward pass touches only the active latents (k of width)."""
+    x = _centred(params, inputs)
+    pre = jax.lax.stop_gradient(x @ params["encoder"] + params["encoder_bias"])
+    index = jax.lax.top_k(pre, spec.k)[1]  # [rows, k]
+    columns = params["encoder"].T[index]  # [rows, k, d_in]
+    values = jax.nn.relu(jnp.einsum("rd,rkd->rk", x, columns) + params["encoder_bias"][index])
+    return _sent(params, values), index
+
+
+def dictionary_codes(params, spec, inputs):
+    """Sparse codes as a dense [rows, width] array: the top k kept (or all, under L1)."""
+    if spec.k:
+        values, index = dictionary_active(params, spec, inputs)
+        rows = jnp.arange(values.shape[0])[:, None]
+        return jnp.zeros((values.shape[0], spec.width), values.dtype).at[rows, index].set(values)
+    x = _centred(params, inputs)
+    return _sent(params, jax.nn.relu(x @ params["encoder"] + params["encoder_bias"]))
 
 
 def dictionary_apply(params, spec, inputs):
+    """Top-k dictionaries decode only their k active rows of the decoder (k × d, not width × d
+    per row); L1 dictionaries decode densely."""
+    if spec.k:
+        values, index = dictionary_active(params, spec, inputs)
+        return jnp.einsum("rk,rkd->rd", values, params["decoder"][index]) + params["decoder_bias"]
     return dictionary_codes(params, spec, inputs) @ params["decoder"] + params["decoder_bias"]
 
 

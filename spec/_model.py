@@ -171,13 +171,15 @@ class Lookup(_Component):
 
 
 class Linear(_Component):
-    """An affine map of the features it reads, optionally low-rank or L1-sparse."""
+    """An affine map of the features it reads, optionally low-rank or L1-sparse, optionally
+    followed by a nonlinearity (a single layer: ``ReLU(W x + b)``)."""
 
     kind: Literal["linear"]
     from_: Refs = Field(alias="from")
     rank: Optional[PositiveInt] = None
     l1: NonNegativeFloat = 0.0
     bias: StrictBool = True
+    activation: Optional[Literal["relu", "gelu", "tanh"]] = None
     width: Optional[PositiveInt] = None
 
 

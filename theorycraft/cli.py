@@ -99,6 +99,19 @@ def _score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from theorycraft.benchmarks.coverage import run_bench
+
+    result = run_bench(quick=args.quick, out=args.out, targets=args.targets, cache_dir=args.cache,
+                       log=lambda m: print(m, file=sys.stderr))
+    from pathlib import Path
+    print((Path(args.out) / "results.md").read_text())
+    for problem in result["validity"]:
+        print(f"validity: {problem}")
+    print(f"{len(result['rows'])} theories in {result['seconds']:.0f}s; results, table and plots in {args.out}/")
+    return EXIT_OK
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -173,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
     sc.add_argument("--limit", type=int, default=None, metavar="N", help="score on the first N test examples")
     sc.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+
+    bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
+    bench.add_argument("--quick", action="store_true", help="fewer examples, steps and baselines (minutes)")
+    bench.add_argument("--out", default="bench", metavar="DIR", help="where results.json, results.md and plots go")
+    bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
+    bench.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
     return parser
 
 

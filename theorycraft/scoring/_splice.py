@@ -51,7 +51,9 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
     out = {}
     for s in fitted.sites:
         site = fitted.theory.sites[s]
-        mean = np.broadcast_to(fitted.means[s].reshape(fitted.plan.site_shapes[s]), preds[s].shape)
+        shape = fitted.plan.site_shapes[s]
+        mean = fitted.means[s]  # per row: [D] for a site over positions, else the whole example
+        mean = np.broadcast_to(mean.reshape(shape) if mean.size == np.prod(shape) else mean, preds[s].shape)
         spliced_rows, _ = task.read(target.output(inputs, {site.hook: _put(preds[s], site.position)}), inputs)
         ablated_rows, _ = task.read(target.output(inputs, {site.hook: _put(mean, site.position)}), inputs)
         spliced, ablated = _loss(task, spliced_rows, refs, clean_rows), _loss(task, ablated_rows, refs, clean_rows)

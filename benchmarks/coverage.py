@@ -1,0 +1,201 @@
+"""The coverage benchmark: every bundled target × its reference theories (from ``examples/``) ×
+the baselines, fitted and scored alike; written as ``results.json``, ``results.md`` and plots.
+
+    theorycraft bench [--quick] [--out DIR] [--targets NAME ...]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from theorycraft.errors import TargetError
+from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fit import site_shapes
+from theorycraft.scoring import score
+from theorycraft.spec import load_theory
+
+from .baselines import Baseline, Context, baselines
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One target of the benchmark and how hard to work on it."""
+
+    target: str
+    references: tuple[str, ...]  # theory files in examples/
+    n: int | None = None  # examples to capture (None: the target's dataset)
+    n_quick: int | None = None
+    sae: tuple[tuple[int, int], ...] = ((2, 4), (8, 16))  # (width multiple, k)
+    sae_quick: tuple[tuple[int, int], ...] = ((2, 4),)
+    steps: int = 2000  # Adam steps for what has no closed form
+    steps_quick: int = 600
+    batch_size: int = 512  # examples per Adam step (a site over positions has T rows per example)
+    score_limit: int | None = None  # test examples scored (None: all)
+
+    @property
+    def name(self) -> str:
+        return self.target.split(":", 1)[1]
+
+
+SUITES = (
+    Suite("builtin:modadd-p113", ("modadd_fourier.yaml",)),
+    Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000),
+    Suite("builtin:induction", ("induction.yaml",), steps_quick=1000),
+    Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=384, n_quick=48,
+          sae=((2, 16), (8, 32)), sae_quick=((2, 16),), steps=1000, steps_quick=300, batch_size=16),
+)
+
+
+@dataclass
+class Row:
+    target: str
+    reference: str  # the reference theory this row belongs to
+    theory: str
+    family: str  # reference | mean | memorisation | probe | sae | random
+    params: int
+    bits: int
+    coverage: float
+    compression: float
+    r2: dict  # site -> test R²
+    splice: dict = field(default_factory=dict)  # site -> {kl, top1_agreement, loss_recovered, ...}
+    prequential_compression: float | None = None
+    seconds: float = 0.0
+
+
+def _row(card: dict, target: str, reference: str, family: str, seconds: float) -> Row:
+    return Row(target, reference, card["theory"], family, card["size"]["params"], card["size"]["bits"],
+               card["coverage"], card["mdl"]["compression"],
+               {s: v["r2_test"] for s, v in card["sites"].items()}, card.get("splice", {}),
+               card["mdl"].get("prequential_compression"), round(seconds, 1))
+
+
+def _shuffled(fitted, seed: int = 0):
+    """The fitted theory with each parameter tensor's values permuted: same size, no structure."""
+    rng = np.random.default_rng(seed)
+
+    def shuffle(tree):
+        if isinstance(tree, dict):
+            return {k: shuffle(v) for k, v in tree.items()}
+        flat = np.asarray(tree).reshape(-1).copy()
+        rng.shuffle(flat)
+        return flat.reshape(np.shape(tree))
+
+    shuffled = fitted.replace(params=shuffle(fitted.params))
+    return shuffled
+
+
+def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], None] = print) -> list[Row]:
+    from theorycraft.api import capture, target_of
+
+    references = [load_theory(EXAMPLES / name) for name in suite.references]
+    target = target_of(references[0])
+    hooks = sorted({site.hook for theory in references for site in theory.sites.values()}, key=str)
+    acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=False)
+    config = FitConfig(max_steps=suite.steps_quick if quick else suite.steps, batch_size=suite.batch_size,
+                       progress=False)
+    limit = suite.score_limit
+    rows = []
+    for reference in references:
+        start = time.time()
+        fitted = fit(reference, acts, config)
+        card = score(fitted, acts, target=target, limit=limit, prequential=not quick and suite.n is None)
+        rows.append(_row(card, suite.target, reference.name, "reference", time.time() - start))
+        log(f"{suite.name}: {reference.name}: coverage {card['coverage']:.4f}, {card['size']['bits']:,} bits, "
+            f"compression {card['mdl']['compression']:.3f}")
+        shapes = site_shapes(reference, acts.sites)
+        ctx = Context(shapes, np.asarray(acts.inputs()), acts.vocab_size)
+        for baseline in baselines(reference, ctx, suite.sae_quick if quick else suite.sae):
+            start = time.time()
+            model = _shuffled(fitted) if baseline.shuffle else fit(baseline.theory, acts, config)
+            if baseline.shuffle:
+                model.scorecard = model.evaluate(acts) | {"theory": f"{reference.name}.shuffled"}
+            card = score(model, acts, target=target, limit=limit)
+            rows.append(_row(card, suite.target, reference.name, baseline.family, time.time() - start))
+            log(f"{suite.name}: {card['theory']}: coverage {card['coverage']:.4f}, {card['size']['bits']:,} bits, "
+                f"compression {card['mdl']['compression']:.3f}")
+    return rows
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (as few bits, as much coverage, one strictly)."""
+    front = []
+    for k, (bits, cov) in enumerate(points):
+        dominated = any(b <= bits and c >= cov and (b < bits or c > cov) for j, (b, c) in enumerate(points) if j != k)
+        if not dominated:
+            front.append(k)
+    return front
+
+
+def validity(rows: Sequence[Row]) -> list[str]:
+    """Where a reference theory is not ranked first: off the Pareto frontier of its target, or
+    not better than a baseline that spends as many bits or more (by coverage, or where that
+    baseline's coverage is higher, by compression: fidelity per bit)."""
+    problems = []
+    for reference in [r for r in rows if r.family == "reference"]:
+        pool = [r for r in rows if r.target == reference.target and r.reference == reference.reference]
+        front = pareto_front([(r.bits, r.coverage) for r in pool])
+        if pool.index(reference) not in front:
+            problems.append(f"{reference.theory} is not on the Pareto frontier of {reference.target}")
+        for other in pool:
+            if other is reference or other.bits < reference.bits:
+                continue
+            if other.coverage >= reference.coverage and other.compression >= reference.compression:
+                problems.append(f"{other.theory} ({other.bits:,} bits, coverage {other.coverage:.4f}, compression "
+                                f"{other.compression:.3f}) is not beaten by {reference.theory} ({reference.bits:,} "
+                                f"bits, coverage {reference.coverage:.4f}, compression {reference.compression:.3f})")
+    return problems
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    lines = []
+    for target in dict.fromkeys(r.target for r in rows):
+        lines += [f"### {target}", "",
+                  "| theory | family | params | bits | coverage | compression | splice loss recovered | fit+score s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
+            recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
+            splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
+            name = f"**{r.theory}**" if r.family == "reference" else r.theory
+            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | "
+                         f"{r.compression:.3f} | {splice} | {r.seconds:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = None, cache_dir=None,
+              log: Callable[[str], None] = print) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    rows: list[Row] = []
+    skipped = {}
+    for suite in SUITES:
+        if targets and suite.name not in targets and suite.target not in targets:
+            continue
+        try:
+            rows += run_suite(suite, quick, cache_dir, log)
+        except TargetError as exc:  # e.g. hf:minilm without its extra
+            skipped[suite.target] = str(exc)
+            log(f"{suite.name}: skipped ({exc})")
+    result = {"quick": quick, "seconds": round(time.time() - start, 1), "machine": _machine(),
+              "rows": [r.__dict__ for r in rows], "skipped": skipped, "validity": validity(rows)}
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(rows))
+    from .plots import pareto_plot, site_bars
+    pareto_plot(rows, out / "pareto.png")
+    site_bars(rows, out / "sites.png")
+    return result
+
+
+def _machine() -> str:
+    import os
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

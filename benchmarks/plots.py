@@ -1,0 +1,75 @@
+"""The benchmark's pictures: fidelity against bits (log scale) with the Pareto frontier, one
+panel per target; and per-site test R² bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+MARKERS = {"reference": ("*", "black", 220), "mean": ("o", "tab:gray", 60), "memorisation": ("s", "tab:red", 60),
+           "probe": ("^", "tab:blue", 60), "sae": ("D", "tab:green", 50), "random": ("v", "tab:orange", 60)}
+
+
+def _targets(rows) -> list[str]:
+    return list(dict.fromkeys(r.target for r in rows))
+
+
+def pareto_plot(rows: Sequence, path: Path) -> None:
+    from .coverage import pareto_front
+
+    targets = _targets(rows)
+    if not targets:
+        return
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 4.2), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        pool = [r for r in rows if r.target == target]
+        for family, (marker, color, size) in MARKERS.items():
+            members = [r for r in pool if r.family == family]
+            if members:
+                ax.scatter([max(r.bits, 1) for r in members], [r.coverage for r in members], marker=marker,
+                           color=color, s=size, label=family, zorder=3, edgecolors="white", linewidths=0.5)
+        front = sorted((pool[k] for k in pareto_front([(r.bits, r.coverage) for r in pool])), key=lambda r: r.bits)
+        ax.step([max(r.bits, 1) for r in front], [r.coverage for r in front], where="post", color="black",
+                alpha=0.4, lw=1, zorder=2)
+        for r in pool:
+            if r.family == "reference":
+                ax.annotate(r.theory, (max(r.bits, 1), r.coverage), textcoords="offset points", xytext=(6, -10),
+                            fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(target, fontsize=10)
+        ax.set_xlabel("size (bits)")
+        ax.set_ylabel("coverage (test R²)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def site_bars(rows: Sequence, path: Path) -> None:
+    targets = _targets(rows)
+    if not targets:
+        return
+    fig, axes = plt.subplots(len(targets), 1, figsize=(9, 2.8 * len(targets)), squeeze=False)
+    for ax, target in zip(axes[:, 0], targets):
+        pool = [r for r in rows if r.target == target]
+        sites = list(dict.fromkeys(s for r in pool for s in r.r2))
+        width = 0.8 / max(len(pool), 1)
+        for k, r in enumerate(pool):
+            xs = [j + k * width for j, s in enumerate(sites) if s in r.r2]
+            ax.bar(xs, [max(r.r2[s], -0.1) for s in sites if s in r.r2], width, label=r.theory,
+                   color=MARKERS.get(r.family, ("", "tab:purple", 0))[1], alpha=0.55 + 0.45 * (r.family == "reference"),
+                   edgecolor="black" if r.family == "reference" else "none")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sites))], sites)
+        ax.set_ylabel("test R²")
+        ax.set_title(target, fontsize=10)
+        ax.set_ylim(-0.1, 1.05)
+        ax.legend(fontsize=6, ncol=3, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
