@@ -232,6 +232,16 @@ class Checkpoint:
         return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
 
 
+def make_step(loss: Callable, optimiser: optax.GradientTransformation) -> Callable:
+    """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss)."""
+    @jax.jit
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(params, batch)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+    return step
+
+
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
                  checkpoint: Checkpoint, log: Callable[[str], None]) -> tuple[dict, dict]:
     """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
@@ -248,12 +258,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     shard, replicate = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
     per_step = max(len(devices), config.batch_size // len(devices) * len(devices))
 
-    @jax.jit
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(loss)(params, batch)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
+    step = make_step(loss, optimiser)
     val_loss = jax.jit(loss)
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}

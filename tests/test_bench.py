@@ -1,0 +1,61 @@
+"""The coverage benchmark: its Pareto logic, and its validity on the targets whose mechanism is
+known: the reference theory must be ranked first, or the benchmark is broken."""
+
+import json
+
+import pytest
+
+from theorycraft.benchmarks.coverage import Row, pareto_front, run_bench, validity
+
+TOY_TARGETS = ["modadd-p113", "superposition", "induction"]
+
+
+def test_pareto_front_by_hand():
+    points = [(10, 0.5), (20, 0.9), (30, 0.8), (5, 0.0), (20, 0.4), (40, 0.95)]
+    assert pareto_front(points) == [0, 1, 3, 5]
+
+
+def _row(theory, family, bits, coverage, compression):
+    return Row("builtin:t", "ref", theory, family, 0, bits, coverage, compression, {})
+
+
+def test_validity_catches_a_reference_that_is_not_first():
+    fine = [_row("ref", "reference", 100, 0.9, 2.0), _row("mean", "mean", 10, 0.0, 1.0),
+            _row("sae", "sae", 1000, 0.95, 1.2)]  # better coverage, but at far worse compression
+    assert validity(fine) == []
+    dominated = fine + [_row("probe", "probe", 50, 0.92, 2.5)]
+    assert any("not on the Pareto frontier" in p for p in validity(dominated))
+    beaten = fine + [_row("big", "memorisation", 200, 0.95, 2.1)]
+    assert any("big" in p and "is not beaten" in p for p in validity(beaten))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = run_bench(quick=True, out=out, targets=TOY_TARGETS, cache_dir=out / "cache", log=lambda m: None)
+    return out, result
+
+
+def test_reference_theories_are_ranked_first_on_known_mechanisms(bench):
+    _, result = bench
+    assert result["validity"] == []
+    rows = result["rows"]
+    for target in TOY_TARGETS:
+        families = {r["family"] for r in rows if r["target"] == f"builtin:{target}"}
+        assert {"reference", "mean", "random"} <= families
+    reference = {r["target"]: r for r in rows if r["family"] == "reference"}
+    assert reference["builtin:modadd-p113"]["coverage"] > 0.95
+    assert reference["builtin:superposition"]["coverage"] > 0.99
+    assert reference["builtin:induction"]["r2"]["l1_pattern"] > 0.3
+    for r in reference.values():
+        assert r["compression"] > 1.0  # each explanation compresses its activations
+
+
+def test_bench_writes_results_table_and_plots(bench):
+    out, result = bench
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    table = (out / "results.md").read_text()
+    assert "### builtin:modadd-p113" in table and "| **modadd-fourier** | reference |" in table
+    for image in ("pareto.png", "sites.png"):
+        assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
