@@ -15,6 +15,9 @@ MARKERS = {"reference": ("*", "black", 220), "mean": ("o", "tab:gray", 60), "mem
            "probe": ("^", "tab:blue", 60), "sae": ("D", "tab:green", 50), "random": ("v", "tab:orange", 60)}
 
 
+FLOOR = -0.1  # coverage below this (worse than the mean) is drawn at the floor
+
+
 def _targets(rows) -> list[str]:
     return list(dict.fromkeys(r.target for r in rows))
 
@@ -31,22 +34,28 @@ def pareto_plot(rows: Sequence, path: Path) -> None:
         for family, (marker, color, size) in MARKERS.items():
             members = [r for r in pool if r.family == family]
             if members:
-                ax.scatter([max(r.bits, 1) for r in members], [r.coverage for r in members], marker=marker,
-                           color=color, s=size, label=family, zorder=3, edgecolors="white", linewidths=0.5)
-        front = sorted((pool[k] for k in pareto_front([(r.bits, r.coverage) for r in pool])), key=lambda r: r.bits)
-        ax.step([max(r.bits, 1) for r in front], [r.coverage for r in front], where="post", color="black",
-                alpha=0.4, lw=1, zorder=2)
+                ax.scatter([max(r.bits, 1) for r in members], [max(r.coverage, FLOOR) for r in members],
+                           marker=marker, color=color, s=size, label=family, zorder=3, edgecolors="white",
+                           linewidths=0.5)
+        for reference in dict.fromkeys(r.reference for r in pool):  # a frontier per set of sites
+            group = [r for r in pool if r.reference == reference]
+            front = sorted((group[k] for k in pareto_front([(r.bits, r.coverage) for r in group])),
+                           key=lambda r: r.bits)
+            ax.step([max(r.bits, 1) for r in front], [max(r.coverage, FLOOR) for r in front], where="post",
+                    color="black", alpha=0.4, lw=1, zorder=2)
         for r in pool:
             if r.family == "reference":
-                ax.annotate(r.theory, (max(r.bits, 1), r.coverage), textcoords="offset points", xytext=(6, -10),
-                            fontsize=7)
+                ax.annotate(r.theory, (max(r.bits, 1), max(r.coverage, FLOOR)), textcoords="offset points",
+                            xytext=(-6, 6), ha="right", fontsize=7)
         ax.set_xscale("log")
+        ax.set_ylim(FLOOR - 0.05, 1.05)
         ax.set_title(target, fontsize=10)
         ax.set_xlabel("size (bits)")
-        ax.set_ylabel("coverage (test R²)")
+        ax.set_ylabel(f"coverage (test R², shown from {FLOOR})")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(MARKERS), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
