@@ -21,7 +21,7 @@ from theorycraft.inference._fit import site_shapes
 from theorycraft.scoring import score
 from theorycraft.spec import load_theory
 
-from .baselines import Baseline, Context, baselines
+from .baselines import Context, baselines
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -89,8 +89,7 @@ def _shuffled(fitted, seed: int = 0):
         rng.shuffle(flat)
         return flat.reshape(np.shape(tree))
 
-    shuffled = fitted.replace(params=shuffle(fitted.params))
-    return shuffled
+    return fitted.replace(params=shuffle(fitted.params))
 
 
 def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], None] = print) -> list[Row]:

@@ -45,7 +45,22 @@ def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root
     fitted = FittedTheory.load(out)
     assert fitted.scorecard == card and set(fitted.params) == {"embed", "readout"}
 
+    # score the artifact: bits, MDL and splicing land in its scorecard and are printed
+    assert main(["score", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "MDL on" in printed and "splice out:" in printed
+    scored = json.loads((out / "scorecard.json").read_text())
+    assert scored["sites"] == card["sites"]  # fidelity is kept as it was
+    parts = sum(scored["size"][k] for k in ("bits_spec", "bits_params", "bits_latents"))
+    assert abs(scored["size"]["bits"] - parts) <= 2  # each part rounded on its own
+    assert scored["mdl"]["compression"] > 1 and scored["splice"]["h"]["loss_recovered"] > 0.99
+
 
 def test_infer_of_an_invalid_theory_exits_1(at_root, capsys):
     assert main(["infer", "tests/data/broken/cycles.yaml"]) == 1
     assert "cycle in variables" in capsys.readouterr().err
+
+
+def test_score_of_a_directory_that_is_no_artifact_exits_1(tmp_path, capsys):
+    assert main(["score", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: not a fitted theory directory")

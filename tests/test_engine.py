@@ -13,8 +13,7 @@ import pytest
 from theorycraft.errors import FitError
 from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
 from theorycraft.inference import _ridge
-from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError, parse_theory
-from theorycraft.targets import load_target
+from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError
 
 from conftest import captured, recorded_target, theory_for
 

@@ -4,12 +4,13 @@ score it by what it predicts per bit it costs."""
 from theorycraft.spec import Theory, TheoryError, check_theory, load_theory, parse_theory
 
 __all__ = ["ActivationSet", "FittedTheory", "Theory", "TheoryError", "capture", "check_theory", "infer",
-           "load_theory", "parse_theory"]
+           "load_target", "load_theory", "parse_theory", "score"]
 __version__ = "0.1.0"
 
 # torch and jax load only when a name that needs them is used, so `theorycraft validate` stays quick
 _LAZY = {"capture": "theorycraft.api", "infer": "theorycraft.api", "ActivationSet": "theorycraft.store",
-         "FittedTheory": "theorycraft.inference"}
+         "FittedTheory": "theorycraft.inference", "score": "theorycraft.scoring",
+         "load_target": "theorycraft.targets"}
 
 
 def __getattr__(name):
