@@ -50,8 +50,8 @@ SUITES = (
     Suite("builtin:modadd-p113", ("modadd_fourier.yaml",)),
     Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000),
     Suite("builtin:induction", ("induction.yaml",), steps_quick=1000),
-    Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=384, n_quick=48,
-          sae=((2, 16), (8, 32)), sae_quick=((2, 16),), steps=1000, steps_quick=300, batch_size=16),
+    Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=256, n_quick=48,
+          sae=((2, 16), (4, 32)), sae_quick=((2, 16),), steps=600, steps_quick=300, batch_size=16),
 )
 
 
