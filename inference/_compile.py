@@ -72,6 +72,10 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
             widths[name] = int(feature_width(theory, name)) if c.kind != "product" else _product_width(c, widths)
         elif c.kind == "dictionary":  # its width counts latents; it reconstructs its site (or its input)
             widths[name] = target_width or sum(widths[r] for r in c.reads())
+            if not c.k:
+                problems.append(theory.diagnostic("components", name, "expected 'k' (active latents per example): "
+                                                  "the engine fits top-k dictionaries; an L1 penalty on codes is "
+                                                  "not fitted yet", key=True))
         else:
             declared = getattr(c, "width", None)
             if declared and target_width and declared != target_width:

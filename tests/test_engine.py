@@ -191,6 +191,12 @@ def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):
                                "expected width 4 (or leave width out)")
 
 
+def test_a_dictionary_without_k_is_refused_before_fitting(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), "sae: {kind: dictionary, from: y, width: 8, l1: 0.1, predicts: y}\n")
+    with pytest.raises(TheoryError, match=r"synthetic.yaml:6:3: error: expected 'k' .* not fitted yet"):
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+
+
 def test_divergence_names_the_components_and_a_fix(tmp_path):
     theory = theory_for(recorded_target(tmp_path), "net: {kind: mlp, from: x, hidden: [64, 64], predicts: y}\n")
     with pytest.raises(FitError, match=r"diverged at step \d+ .* components net; try a lower learning rate"):

@@ -27,7 +27,7 @@ def test_capture_matches_the_models_own_hidden_states(minilm, tmp_path):
     hooks = [HookPoint.parse("encoder.layer.0.output"), HookPoint.parse("encoder.layer.5.output")]
     acts = capture(minilm, hooks, n=12, cache_dir=tmp_path, batch_size=4, progress=False)
     assert acts.sites == {"encoder.layer.0.output": (SEQ_LEN, 384), "encoder.layer.5.output": (SEQ_LEN, 384)}
-    tokens = torch.from_numpy(np.asarray(acts.inputs())).long()
+    tokens = torch.from_numpy(np.array(acts.inputs())).long()
     with torch.no_grad():
         states = minilm.module(input_ids=tokens, attention_mask=torch.ones_like(tokens),
                                output_hidden_states=True).hidden_states

@@ -11,6 +11,7 @@ from theorycraft.inference import FitConfig, fit
 from theorycraft.scoring import (PRECISION, R2_TOLERANCE, block_edges, entropy_bits, examples_of, gaussian_bits,
                                  measure, score, spec_bits, splice_scores, subset_bits)
 from theorycraft.scoring._codes import FLOAT_BITS
+from theorycraft.scoring._size import coarsest_scale
 
 from conftest import captured, recorded_target, theory_for
 
@@ -43,6 +44,13 @@ def test_subset_and_spec_codes():
     assert subset_bits(8, np.array([0, 0])) == pytest.approx(2.0)  # gamma(1) = 1 bit per empty row
     text = "theory: t\ntarget: builtin:induction\n"
     assert spec_bits(text) == 8 * len(zlib.compress(text.encode(), 9))
+
+
+def test_the_coarsest_step_is_found_by_bisection():
+    found = coarsest_scale(lambda step: step <= 0.3)
+    assert 0.3 * 2 ** -0.006 < found <= 0.3  # 22 octaves in 12 halvings: 0.0054 octaves
+    assert coarsest_scale(lambda step: True) == 4.0
+    assert coarsest_scale(lambda step: False) is None
 
 
 def test_prequential_blocks_double():

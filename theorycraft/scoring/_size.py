@@ -4,6 +4,7 @@ costs at most ``R2_TOLERANCE`` of test coverage, and the per-example codes of it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -104,6 +105,21 @@ def latent_bits(counts: np.ndarray, values: np.ndarray, width: int, step: float 
     return subset_bits(width, counts) + sent
 
 
+def coarsest_scale(within: Callable[[float], bool], log2_range: tuple[float, float] = LOG2_SCALES,
+                   steps: int = SEARCH_STEPS) -> float | None:
+    """The largest step 2^x in the range for which ``within`` holds, by bisection on x (to a
+    resolution of the range / 2^steps); None if not even the finest step does."""
+    lo, hi = log2_range
+    if within(2.0 ** hi):
+        return 2.0 ** hi
+    if not within(2.0 ** lo):
+        return None
+    for _ in range(steps):  # invariant: 2^lo is within, 2^hi is not
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if within(2.0 ** mid) else (lo, mid)
+    return 2.0 ** lo
+
+
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
     """Search the coarsest step (relative to each tensor's RMS) whose test coverage is within
     ``tolerance`` of the unquantized theory's; pay for the parameters at that step."""
@@ -128,25 +144,14 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
         return quantized, bits, sse, coverage(sse, examples.sst)
 
     full = at(None)
-    floor = full[3] - tolerance
-    lo, hi = LOG2_SCALES
-    best, best_scale = None, None
-    coarse = at(2.0 ** hi)
-    if coarse[3] >= floor:
-        best, best_scale = coarse, 2.0 ** hi
-    else:
-        fine = at(2.0 ** lo)
-        if fine[3] >= floor:
-            best, best_scale = fine, 2.0 ** lo
-            for _ in range(SEARCH_STEPS):  # invariant: lo is within tolerance, hi is not
-                mid = (lo + hi) / 2
-                trial = at(2.0 ** mid)
-                if trial[3] >= floor:
-                    lo, best, best_scale = mid, trial, 2.0 ** mid
-                else:
-                    hi = mid
-    if best is None:  # even the finest grid costs too much: send float32
-        best, best_scale = full, None
+    trials: dict = {}
+
+    def within(scale: float) -> bool:
+        trials[scale] = at(scale)
+        return trials[scale][3] >= full[3] - tolerance
+
+    best_scale = coarsest_scale(within)
+    best = trials[best_scale] if best_scale else full  # even the finest grid costs too much: float32
     quantized, param_bits, _, cov = best
     latents = sum(latent_bits(*active_latents(quantized, examples, name), best_scale * rms if best_scale else None)
                   for name, rms in code_rms.items())
