@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
 from theorycraft.errors import TargetError
@@ -83,15 +84,9 @@ def _row(card: dict, target: str, reference: str, family: str, seconds: float) -
 def _shuffled(fitted, seed: int = 0):
     """The fitted theory with each parameter tensor's values permuted: same size, no structure."""
     rng = np.random.default_rng(seed)
-
-    def shuffle(tree):
-        if isinstance(tree, dict):
-            return {k: shuffle(v) for k, v in tree.items()}
-        flat = np.asarray(tree).reshape(-1).copy()
-        rng.shuffle(flat)
-        return flat.reshape(np.shape(tree))
-
-    return fitted.replace(params=shuffle(fitted.params))
+    params = jax.tree_util.tree_map(lambda a: rng.permutation(np.asarray(a).reshape(-1)).reshape(np.shape(a)),
+                                    fitted.params)
+    return fitted.replace(params=params)
 
 
 def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], None] = print) -> list[Row]:

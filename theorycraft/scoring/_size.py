@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,20 +59,14 @@ def _quantize(array: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, 
 
 def _quantize_tree(tree, scale: float):
     """(dequantized tree, bits): each leaf on its own grid, entropy coded, its step sent as a float."""
-    if isinstance(tree, dict):
-        out, bits = {}, 0.0
-        for k, v in tree.items():
-            out[k], b = _quantize_tree(v, scale)
-            bits += b
-        return out, bits
-    values, symbols, _ = _quantize(tree, scale)
-    return values, entropy_bits(symbols) + FLOAT_BITS
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    quantized = [_quantize(leaf, scale) for leaf in leaves]
+    bits = sum(entropy_bits(symbols) + FLOAT_BITS for _, symbols, _ in quantized)
+    return treedef.unflatten([values for values, _, _ in quantized]), bits
 
 
 def _float_bits(tree) -> float:
-    if isinstance(tree, dict):
-        return sum(_float_bits(v) for v in tree.values())
-    return FLOAT_BITS * float(np.size(tree))
+    return FLOAT_BITS * float(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def dictionaries(fitted) -> list[str]:
