@@ -112,6 +112,22 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from theorycraft.inference import FittedTheory
+    from theorycraft.inference._diagnose import diagnose, render
+    from theorycraft.scoring._score import run_activations
+
+    run = Path(args.run_dir)
+    fitted = FittedTheory.load(run)
+    report = diagnose(fitted, run_activations(fitted.scorecard, run), top=args.top, worst=args.worst)
+    (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(render(report))
+    print(f"diagnosis: {run}/diagnosis.json")
+    return EXIT_OK
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -186,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
     sc.add_argument("--limit", type=int, default=None, metavar="N", help="score on the first N test examples")
     sc.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+
+    diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
+                   "with, the worst examples (into diagnosis.json)")
+    diag.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
+    diag.add_argument("--top", type=int, default=3, help="residual directions (and correlates of each) to report")
+    diag.add_argument("--worst", type=int, default=5, help="worst test examples to show")
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
     bench.add_argument("--quick", action="store_true", help="fewer examples, steps and baselines (minutes)")
