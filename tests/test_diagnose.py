@@ -36,3 +36,4 @@ def test_diagnose_command_writes_its_report(tmp_path, capsys, at_root):
     assert printed.startswith("site mlp: residual = ") and "direction 2:" in printed
     report = json.loads((out / "diagnosis.json").read_text())
     assert len(report["mlp"]["directions"]) == 2 and len(report["mlp"]["worst"]) == 5
+
