@@ -50,7 +50,7 @@ def _mean_code(fitted, data, seen: np.ndarray, block: np.ndarray, precision) -> 
     return bits
 
 
-def prequential(fitted, acts, examples: Examples, refit, blocks: int = PREQUENTIAL_BLOCKS) -> dict:
+def prequential(fitted, examples: Examples, refit, blocks: int = PREQUENTIAL_BLOCKS) -> dict:
     """Send the training examples block by block, each coded by the theory fitted on all blocks
     before it (``refit(indices) -> FittedTheory``); the first block is sent as floats. The mean-only
     code of the same blocks is the baseline. A theory that generalises from little data wins."""

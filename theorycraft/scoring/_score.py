@@ -30,7 +30,7 @@ def score(fitted, acts, *, target=None, prequential: bool = False, refit=None, l
         config = FitConfig(progress=False)
         refit = refit or (lambda index: fit(fitted.theory, acts, config, examples=index, data=examples.data,
                                             evaluate=False))
-        card["mdl"].update(prequential_code(fitted, acts, examples, refit))
+        card["mdl"].update(prequential_code(fitted, examples, refit))
     if target is not None and hasattr(target, "output"):
         card["splice"] = splice_scores(fitted, target, examples)
     return card
