@@ -346,7 +346,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
         log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
     rest = [s for s in theory.sites if s not in closed and theory.predictors(s)]
-    if rest and any(n in params for s in rest for n in _upstream(plan, s)):
+    if rest and any(n in params for s in rest for n in plan.theory.upstream(s)):
         checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config))
         learned, info = fit_gradient(plan, params, rest, data, train_idx, val_idx, means, config, checkpoint, log)
         params = {**params, **{k: v for k, v in learned.items() if k in _upstream_all(plan, rest)}}
@@ -372,16 +372,5 @@ def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dic
     return params
 
 
-def _upstream(plan: Plan, site: str) -> set[str]:
-    seen, stack = set(), list(plan.theory.predictors(site))
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in plan.theory.components:
-            continue
-        seen.add(name)
-        stack.extend(plan.theory.components[name].reads())
-    return seen
-
-
 def _upstream_all(plan: Plan, sites) -> set[str]:
-    return set().union(*(_upstream(plan, s) for s in sites)) if sites else set()
+    return set().union(*(plan.theory.upstream(s) for s in sites))

@@ -17,7 +17,7 @@ from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
 from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, Expr
 from ._model import (KINDS, RESERVED_KEYS, Component, Doc, Expression, Fragment, Name, Site,
                      SiteEntry, Target, TheoryFile, TheoryName, _list_of)
-from ._theory import Origin, Theory
+from ._theory import Origin, Theory, walk_reads
 from ._yaml import Path, SourceMap, load_yaml
 
 SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression),
@@ -275,15 +275,9 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
 
 
 def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
-    seen, stack, found = set(), [name], set()
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in components or components[current].value is None:
-            found.add(current)
-            continue
-        seen.add(current)
-        stack.extend(components[current].value.reads())
-    return found
+    """The sites and variables a component reads, directly or through other components."""
+    return walk_reads([name], lambda n: components[n].value.reads()
+                      if n in components and components[n].value is not None else None)[1]
 
 
 def _check_cycles(parts: dict[str, _Part], edges, section: str, error) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import yaml
 
@@ -12,6 +12,25 @@ from ._diagnostics import Diagnostic
 from ._expr import Expr
 from ._model import Site, TargetRef
 from ._yaml import Path, SourceMap
+
+
+def walk_reads(start: Iterable[str], reads: Callable[[str], Optional[Iterable[str]]]) -> tuple[set[str], set[str]]:
+    """Everything reachable from ``start`` along ``reads`` (None for a name that reads nothing: a
+    site or a variable): (the names passed through, the names reached that read nothing)."""
+    inner: set[str] = set()
+    leaves: set[str] = set()
+    stack = list(start)
+    while stack:
+        name = stack.pop()
+        if name in inner or name in leaves:
+            continue
+        names = reads(name)
+        if names is None:
+            leaves.add(name)
+        else:
+            inner.add(name)
+            stack.extend(names)
+    return inner, leaves
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,11 @@ class Theory:
     def predictors(self, site: str) -> tuple[str, ...]:
         """Components whose outputs add up to the prediction of ``site``."""
         return tuple(name for name, c in self.components.items() if c.predicts == site)
+
+    def upstream(self, site: str) -> set[str]:
+        """The components a site's prediction depends on: its predictors and all they read."""
+        return walk_reads(self.predictors(site),
+                          lambda n: self.components[n].reads() if n in self.components else None)[0]
 
     def diagnostic(self, section: str, name: str, message: str, *subpath, key: bool = False,
                    severity: str = "error") -> Diagnostic:

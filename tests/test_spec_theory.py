@@ -110,3 +110,10 @@ def test_schema_rejects_structural_errors(stem):
 def test_outline_is_plain_text(at_root):
     text = outline(load_theory("examples/induction.yaml"))
     assert "previous_token attention  reads j == i - 1 -> predicts l0_pattern" in text
+
+
+def test_upstream_follows_reads_through_components_to_the_site():
+    theory = load_theory(next(p for p in EXAMPLES if p.name == "modadd_fourier.yaml"))
+    assert theory.upstream("mlp") == {"waves", "pairs", "neurons"}
+    mechanism = load_theory(next(p for p in EXAMPLES if p.name == "superposition.yaml"))
+    assert mechanism.upstream("out") == {"readout"} and mechanism.upstream("x") == set()

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from theorycraft.inference._compile import component_output, fixed_inputs
-from theorycraft.inference._fit import _upstream
 from theorycraft.inference._kinds import dictionary_codes
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
@@ -77,7 +76,7 @@ def active_latents(fitted, examples: Examples, name: str, batch_size: int = 256)
     """A dictionary's codes on the test examples, in the rows of the site it feeds, as (active
     latents per row, the active values, width): codes are [rows, width] but mostly zero."""
     plan, data = fitted.plan, examples.data
-    site = next(s for s in fitted.sites if name in _upstream(plan, s))
+    site = next(s for s in fitted.sites if name in fitted.theory.upstream(s))
     c = fitted.theory.components[name]
     counts, values = [], []
     for start in range(0, len(examples.test), batch_size):
