@@ -40,7 +40,6 @@ class Suite:
     steps: int = 2000  # Adam steps for what has no closed form
     steps_quick: int = 600
     batch_size: int = 512  # examples per Adam step (a site over positions has T rows per example)
-    score_limit: int | None = None  # test examples scored (None: all)
     mechanism_known: bool = True  # its reference theories must come first (the benchmark's validity)
 
     @property
@@ -98,12 +97,11 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=False)
     config = FitConfig(max_steps=suite.steps_quick if quick else suite.steps, batch_size=suite.batch_size,
                        progress=False)
-    limit = suite.score_limit
     rows = []
     for reference in references:
         start = time.time()
         fitted = fit(reference, acts, config)
-        card = score(fitted, acts, target=target, limit=limit, prequential=not quick and suite.n is None)
+        card = score(fitted, acts, target=target, prequential=not quick and suite.n is None)
         rows.append(_row(card, suite.target, reference.name, "reference", time.time() - start))
         log(f"{suite.name}: {reference.name}: coverage {card['coverage']:.4f}, {card['size']['bits']:,} bits, "
             f"compression {card['mdl']['compression']:.3f}")
@@ -114,7 +112,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
             model = _shuffled(fitted) if baseline.shuffle else fit(baseline.theory, acts, config)
             if baseline.shuffle:
                 model.scorecard = model.evaluate(acts) | {"theory": f"{reference.name}.shuffled"}
-            card = score(model, acts, target=target, limit=limit)
+            card = score(model, acts, target=target)
             rows.append(_row(card, suite.target, reference.name, baseline.family, time.time() - start))
             log(f"{suite.name}: {card['theory']}: coverage {card['coverage']:.4f}, {card['size']['bits']:,} bits, "
                 f"compression {card['mdl']['compression']:.3f}")
