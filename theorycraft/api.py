@@ -59,3 +59,36 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     if out is not None:
         fitted.save(out)
     return fitted
+
+
+def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
+           budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
+           target_coverage: float = 0.99, n: int | None = None, cache_dir=None, trust_code: bool = False,
+           log=print) -> dict:
+    """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
+    default: generated for the target's sites). With ``out_dir``, writes the found theory, the
+    trail, the plot and the fitted artifact there. Returns the trail summary."""
+    from pathlib import Path
+
+    from theorycraft.inference import FitConfig
+    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference._search import Judge, explained_sites, search as run
+    from theorycraft.inference._trail import write_search
+    from theorycraft.inference._vocabulary import default_vocabulary, load_vocabulary, parse_vocabulary
+
+    path = start if isinstance(start, str) else "<theory>"
+    theory = load_theory(start) if isinstance(start, str) else start
+    acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
+    if vocabulary:
+        vocab = load_vocabulary(vocabulary, theory)
+    else:
+        text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
+        vocab = parse_vocabulary(text, "<default vocabulary>", theory)
+    config = FitConfig(seed=seed, max_steps=max_steps, progress=False)
+    judge = Judge(theory, acts, explained_sites(theory, vocab), config)
+    result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
+                 budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log)
+    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+    summary = write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
+                           config={"seed": seed, "max_steps": max_steps})
+    return summary | {"out": str(out)}

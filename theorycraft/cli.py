@@ -128,6 +128,30 @@ def _diagnose(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _search(args: argparse.Namespace) -> int:
+    from theorycraft.api import search
+
+    summary = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
+                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
+                     target_coverage=args.target_coverage, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
+                     log=lambda m: print(m, file=sys.stderr))
+    final, out = summary["final"], summary["out"]
+    print(f"found in {len(summary['trail']) - 1} steps ({summary['stopped']}): coverage {final['coverage']:.4f}, "
+          f"{final['params']:,} params, theory {final['bits_theory']:,} bits, total {final['bits_total']:,} bits "
+          f"(start {summary['trail'][0]['bits_total']:,})")
+    scaling = summary["scaling"]
+    if scaling:
+        need = scaling["bits_for_target"]
+        print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f}: "
+              f"coverage {scaling['target_coverage']} needs "
+              + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
+    for h in summary["heads_left_to_mean"]:
+        print(f"{h['site']} head {h['head']}: left to its mean pattern, closest rule {h['rule_name']} "
+              f"({h['rule']}, cosine {h['cosine']:.2f})")
+    print(f"theory: {out}/theory.yaml  trail: {out}/trail.json, {out}/trail.png  fitted: {out}/fitted")
+    return EXIT_OK
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -208,6 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
     diag.add_argument("--top", type=int, default=3, help="residual directions (and correlates of each) to report")
     diag.add_argument("--worst", type=int, default=5, help="worst test examples to show")
+
+    se = command("search", _search, "grow a theory from a start by held-out MDL, pruning what does not pay; "
+                 "write the found theory, the trail and its scaling curve")
+    se.add_argument("start", metavar="START.yaml", help="the theory to start from (its sites; components optional)")
+    se.add_argument("--vocabulary", metavar="VOCAB.yaml", help="candidate components (default: generated for the "
+                    "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
+    budget = se.add_mutually_exclusive_group()
+    budget.add_argument("--budget-bits", type=float, metavar="B", help="never grow the theory past B bits")
+    budget.add_argument("--budget-minutes", type=float, metavar="M", help="stop after M minutes")
+    se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
+    se.add_argument("--tries", type=int, default=4, help="best-estimated candidates fitted and scored per step")
+    se.add_argument("--max-steps", type=int, default=2000, help="Adam steps per fit (re-infer with the same)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--target-coverage", type=float, default=0.99, help="the coverage the scaling curve is asked "
+                    "about")
+    se.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
+    _common(se)
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
     bench.add_argument("--quick", action="store_true", help="fewer examples, steps and baselines (minutes)")

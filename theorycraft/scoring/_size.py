@@ -39,10 +39,37 @@ class Size:
                 "coverage_quantized": round(self.coverage, 6)}
 
 
-def mean_sites(fitted) -> list[str]:
-    """Sites whose training mean is part of the prediction (so its bits are paid): sites the
-    theory predicts by the mean alone, and pattern sites (their unclaimed heads)."""
-    return [s for s in fitted.sites if not fitted.theory.predictors(s) or len(fitted.plan.site_shapes[s]) == 3]
+def paid_means(fitted) -> dict[str, np.ndarray]:
+    """The training means that are part of the prediction (so their bits are paid): of sites the
+    theory predicts by the mean alone, and of the heads no attention component claims."""
+    out = {}
+    for s in fitted.sites:
+        shape = fitted.plan.site_shapes[s]
+        if not fitted.theory.predictors(s):
+            out[s] = np.asarray(fitted.means[s])
+        elif len(shape) == 3:
+            heads = unclaimed_heads(fitted, s)
+            if heads:
+                out[s] = np.asarray(fitted.means[s]).reshape(shape[0], -1)[heads]
+    return out
+
+
+def unclaimed_heads(fitted, site: str) -> list[int]:
+    claimed = {fitted.theory.components[n].head or 0 for n in fitted.theory.predictors(site)}
+    return [h for h in range(fitted.plan.site_shapes[site][0]) if h not in claimed]
+
+
+def _with_means(fitted, sent: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The full means with the paid parts replaced by their values as sent."""
+    means = dict(fitted.means)
+    for s, values in sent.items():
+        shape = fitted.plan.site_shapes[s]
+        if fitted.theory.predictors(s) and len(shape) == 3:
+            full = np.array(fitted.means[s], np.float32).reshape(shape[0], -1)
+            full[unclaimed_heads(fitted, s)] = values
+            values = full.reshape(np.shape(fitted.means[s]))
+        means[s] = values
+    return means
 
 
 def _quantize(array: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -117,7 +144,7 @@ def coarsest_scale(within: Callable[[float], bool], log2_range: tuple[float, flo
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
     """Search the coarsest step (relative to each tensor's RMS) whose test coverage is within
     ``tolerance`` of the unquantized theory's; pay for the parameters at that step."""
-    means = {s: fitted.means[s] for s in mean_sites(fitted)}
+    means = paid_means(fitted)
     code_rms = {}
     for name in dictionaries(fitted):
         _, values, _ = active_latents(fitted, examples, name)
@@ -133,7 +160,7 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
             params = {n: dict(p) for n, p in q["params"].items()}
             for name, rms in code_rms.items():
                 params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
-            quantized = fitted.replace(params=params, means={**fitted.means, **q["means"]})
+            quantized = fitted.replace(params=params, means=_with_means(fitted, q["means"]))
         sse = squared_errors(quantized, examples.data, examples.test)
         return quantized, bits, sse, coverage(sse, examples.sst)
 

@@ -1,0 +1,158 @@
+"""Cheap estimates of what each candidate would buy, computed on the current residual R.
+
+    fixed features Z   ridge gain tr(RᵀZ (ZᵀZ + λ)⁻¹ ZᵀR): per candidate two small statistics
+                       (ZᵀZ, ZᵀR), all candidates of one width in one jitted batch
+    lookup             the same for a one-hot Z: Σ_cells ‖Σ r‖² / (count + 1), by bincount
+    mechanism (rank r) reduced-rank regression: the top r eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR)
+    dictionary (k)     the top k principal components of R (what k directions per row at least buy)
+    attention          the head's error now minus with attention spread evenly on the rule's keys
+
+A gain in squared error becomes an estimate in bits through the Gaussian residual code, minus
+``BITS_PER_PARAM`` for each parameter the candidate adds; the search then fits and scores only
+the best few for real.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._compile import fixed_inputs, init_params, make_plan, site_rows
+from ._kinds import product_apply
+from ._vocabulary import FEATURES, Candidate, rebuild
+
+BITS_PER_PARAM = 8.0  # a typical quantized parameter; the real fit measures it
+MAX_ROWS = 16384  # rows per site the estimates use (sites over positions have many per example)
+RIDGE = 1e-3  # relative to the mean eigenvalue
+
+
+@jax.jit
+def ridge_gains(z: jax.Array, r: jax.Array) -> jax.Array:
+    """[candidates, rows, k] features and [rows, d] residual -> each candidate's ridge gain."""
+    z = z - z.mean(axis=1, keepdims=True)
+    gram = jnp.einsum("cnk,cnl->ckl", z, z)
+    cross = jnp.einsum("cnk,nd->ckd", z, r)
+    k = z.shape[-1]
+    scale = jnp.trace(gram, axis1=1, axis2=2) / k
+    weights = jnp.linalg.solve(gram + (RIDGE * scale + 1e-9)[:, None, None] * jnp.eye(k), cross)
+    return jnp.sum(cross * weights, axis=(1, 2))
+
+
+def lookup_gain(cells: np.ndarray, size: int, r: np.ndarray) -> float:
+    sums = np.zeros((size, r.shape[1]))
+    np.add.at(sums, cells, r)
+    counts = np.bincount(cells, minlength=size)
+    return float(((sums ** 2).sum(1) / (counts + 1.0)).sum())
+
+
+def mechanism_gain(x: np.ndarray, r: np.ndarray, rank: int | None) -> float:
+    x = x - x.mean(0)
+    gram = x.T @ x
+    gram += (RIDGE * np.trace(gram) / len(gram) + 1e-9) * np.eye(len(gram))
+    cross = x.T @ r
+    explained = np.linalg.eigvalsh(cross.T @ np.linalg.solve(gram, cross))[::-1]
+    return float(np.maximum(explained[:rank], 0).sum())
+
+
+def pca_gain(r: np.ndarray, k: int) -> float:
+    centred = r - r.mean(0)
+    return float((np.linalg.svd(centred, compute_uv=False)[:k] ** 2).sum())
+
+
+def attention_gain(rule: np.ndarray, head: int, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:
+    """``y``, ``pred``: [n, heads, T, T]; ``rule``: [n, T, T] truth values."""
+    t = rule.shape[-1]
+    keys = rule.astype(bool) & (np.tril(np.ones((t, t), bool)) if causal else True)
+    counts = keys.sum(-1, keepdims=True)
+    spread = np.where(counts > 0, keys / np.maximum(counts, 1), pred[:, head])
+    return float(((pred[:, head] - y[:, head]) ** 2).sum() - ((spread - y[:, head]) ** 2).sum())
+
+
+# --- per candidate ------------------------------------------------------------------------------
+
+def _probe(cand: Candidate, theory, judge, batch: dict, item: dict):
+    """The candidate's inputs in its site's rows: a tiny theory of just the candidate (and what it
+    reads), through the engine's own feature code."""
+    data = theory.to_dict()
+    components = {r: data["components"][r] for r in item.get("of", []) if cand.kind == "product"}
+    components["candidate_features"] = item
+    probe = rebuild({"theory": "probe", "target": data["target"], "sites": judge.start.to_dict()["sites"],
+                     "variables": {**cand.variables, **data.get("variables", {})}, "components": components})
+    plan = make_plan(probe, judge.shapes, judge.acts.vocab_size)
+    return plan, fixed_inputs(plan, batch, cand.site)
+
+
+def _features(cand: Candidate, theory, judge, batch, products_of: set[str]) -> np.ndarray:
+    item = {k: v for k, v in cand.item.items() if k != "predicts"}
+    if cand.kind == "product":
+        item = {**item, "of": list(cand.data["of"]) if isinstance(cand.data["of"], (list, tuple)) else [cand.data["of"]]}
+    _, fixed = _probe(cand, theory, judge, batch, item)
+    z = np.asarray(fixed["candidate_features"], np.float32)
+    if cand.template in products_of:  # its products with itself come with it (cos a · cos b)
+        z = np.concatenate([z, np.asarray(product_apply({}, None, [jnp.asarray(z)]))], axis=1)
+    return z
+
+
+def _param_count(theory, judge) -> int:
+    plan = make_plan(theory, judge.shapes, judge.acts.vocab_size)
+    shapes = jax.eval_shape(lambda: init_params(plan, jax.random.PRNGKey(0)))
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes)))
+
+
+def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tuple[Candidate, float]]:
+    """Candidates with their estimated gain in bits, best first."""
+    residual = judge.residuals(current, rows)
+    residual = {s: r[:MAX_ROWS] for s, r in residual.items()}
+    batch = {k: v[rows] for k, v in judge.data.items()}
+    theory = current.theory
+    products_of = {n for c in offered if c.kind == "product"
+                   for n in (c.data["of"] if isinstance(c.data["of"], (list, tuple)) else [c.data["of"]])}
+    products_of |= {r for name, c in theory.components.items() if c.kind == "product" for r in c.of}
+    gains: dict[int, float] = {}
+    grouped = defaultdict(list)  # (site, width) -> [(index, features)]
+    for k, cand in enumerate(offered):
+        r = residual[cand.site]
+        if cand.kind in FEATURES:
+            z = _features(cand, theory, judge, batch, products_of)[:MAX_ROWS]
+            grouped[(cand.site, z.shape[1])].append((k, z))
+        elif cand.kind == "lookup":
+            plan, fixed = _probe(cand, theory, judge, batch, cand.item)
+            cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
+            gains[k] = lookup_gain(cells, int(np.prod(plan.lookup_sizes["candidate_features"])), r)
+        elif cand.kind in ("linear", "mlp"):
+            x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in _as_list(cand.data["from"])], 1)
+            gains[k] = mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank"))
+        elif cand.kind == "dictionary":
+            gains[k] = pca_gain(r, cand.data.get("k") or 1)
+        elif cand.kind == "attention":
+            _, fixed = _probe(cand, theory, judge, batch, cand.item)
+            shape = judge.shapes[cand.site]
+            y = site_rows(current.fitted.plan, cand.site, batch[cand.site]).reshape(-1, *shape)
+            pred = y - residual[cand.site].reshape(-1, *shape)
+            rule = np.broadcast_to(fixed["candidate_features/expr"], (len(y), *shape[1:]))  # position rules: [T, T]
+            gains[k] = attention_gain(rule[:len(pred)], cand.data.get("head") or 0,
+                                      y[:len(pred)], pred,
+                                      cand.data.get("causal", True))
+    for (site, _), members in grouped.items():
+        z = jnp.asarray(np.stack([m[1] for m in members]))
+        for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
+            gains[k] = float(g)
+    base_params = _param_count(theory, judge)
+    scored = []
+    for k, cand in enumerate(offered):
+        r = residual[cand.site]
+        sse = float((r ** 2).sum())
+        gain = min(max(gains.get(k, 0.0), 0.0), sse * (1 - 1e-9))
+        values = len(judge.examples.test) * int(np.prod(judge.shapes[cand.site]))
+        bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
+        added = _param_count(cand.apply(theory), judge) - base_params
+        scored.append((cand, bits - BITS_PER_PARAM * max(added, 0)))
+    return sorted(scored, key=lambda s: -s[1])
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

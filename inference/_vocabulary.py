@@ -1,0 +1,438 @@
+"""The search vocabulary: candidate components written in the theory language.
+
+A vocabulary file names variables and *templates*: components of the language whose fields may
+hold ``{each: [...]}`` (or ``{each: "1..56"}``), one candidate per item (the product of items
+where several fields vary). Every template says which site it ``predicts``; a template of fixed
+features (fourier, rule, product) is read out into that site by the site's linear read-out.
+
+    vocabulary: modadd
+    variables: {a: token[0], b: token[1]}
+    components:
+      waves: {kind: fourier, of: [a, b], modulus: 113, frequencies: {each: 1..56}, predicts: mlp}
+      pairs: {kind: product, of: waves, predicts: mlp}
+
+How a candidate joins a theory (``Candidate.apply``): fourier and rule candidates of a template
+*merge* into its component (one more frequency, one more condition); product, lookup and
+mechanism (linear, mlp, dictionary) candidates add a component, replacing an earlier choice of
+the same template; an attention candidate takes over its head.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from theorycraft.spec import Theory, TheoryError, parse_theory
+from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
+from theorycraft.spec._model import Component, Expression, Name
+from theorycraft.spec._parse import _pydantic_diagnostic
+from theorycraft.spec._yaml import SourceMap, load_yaml
+
+TOP_KEYS = ("vocabulary", "description", "variables", "components")
+MERGED = {"fourier": "frequencies", "rule": "when"}  # kinds whose candidates add one list item
+FEATURES = ("fourier", "rule", "product")  # fixed features: read out by the site's linear map
+_RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
+_COMPONENT = TypeAdapter(Component)
+_EXPRESSION = TypeAdapter(Expression)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    raw: dict  # as written, with {each: ...} fields
+    choices: dict[str, list]  # field -> the items it ranges over
+    labels: dict[str, list[str]]  # field -> a name for each item (mapping keys, or the values)
+
+    @property
+    def kind(self) -> str:
+        return self.raw["kind"]
+
+    @property
+    def site(self) -> str:
+        return self.raw["predicts"]
+
+    def items(self):
+        """(component data, label) for every combination of the varying fields."""
+        fields = list(self.choices)
+        for combo in itertools.product(*(range(len(self.choices[f])) for f in fields)):
+            data = dict(self.raw)
+            for f, k in zip(fields, combo):
+                data[f] = self.choices[f][k]
+            yield data, "_".join(self.labels[f][k] for f, k in zip(fields, combo))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    name: str
+    variables: dict[str, str]
+    templates: dict[str, Template]
+    text: str = field(default="", compare=False)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(dict.fromkeys(t.site for t in self.templates.values()))
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def _each(value: Any) -> tuple[list, list[str]] | None:
+    """The items of an ``{each: ...}`` field (None for a plain field)."""
+    if not (isinstance(value, dict) and list(value) == ["each"]):
+        return None
+    items = value["each"]
+    if isinstance(items, str) and _RANGE.match(items):
+        lo, hi = map(int, _RANGE.match(items).groups())
+        items = list(range(lo, hi + 1))
+    if isinstance(items, dict):
+        return list(items.values()), [str(k) for k in items]
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"expected 'each:' to hold a non-empty list, a mapping of named items or a range "
+                         f"'LO..HI', found {describe(items)}")
+    return items, [_label(v, k) for k, v in enumerate(items)]
+
+
+def _label(value: Any, index: int) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else str(index)
+
+
+def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None) -> Vocabulary:
+    """Parse and check a vocabulary; with ``theory`` (the start of a search) also check that each
+    template joins it as a valid theory. Raises TheoryError with every problem at file:line:col."""
+    data, source, problems = load_yaml(text, path)
+    problems = list(problems)
+    if not problems and not isinstance(data, dict):
+        problems.append(source.diagnostic((), f"expected a vocabulary (a mapping with 'components:'), "
+                                              f"found {describe(data)}"))
+    if problems:
+        raise TheoryError(problems)
+    for key in data:
+        if key not in TOP_KEYS:
+            problems.append(source.diagnostic((key,), f"unknown key '{key}' in a vocabulary"
+                                                      f"{did_you_mean(key, TOP_KEYS)}; expected one of: "
+                                                      f"{', '.join(TOP_KEYS)}", key=True))
+    variables = data.get("variables") or {}
+    for name, expr in (variables.items() if isinstance(variables, dict) else ()):
+        _check(_EXPRESSION, expr, source, ("variables", name), problems)
+    templates = {}
+    components = data.get("components")
+    if not isinstance(components, dict) or not components:
+        problems.append(source.diagnostic(("components",), f"expected 'components:' holding at least one "
+                                                          f"template, found {describe(components)}"))
+        components = {}
+    for name, raw in components.items():
+        template = _template(name, raw, source, problems)
+        if template is not None:
+            templates[name] = template
+    if problems:
+        raise TheoryError(problems)
+    vocab = Vocabulary(str(data.get("vocabulary", path)), {k: str(v) for k, v in variables.items()}, templates, text)
+    if theory is not None:
+        check_against(vocab, theory, source)
+    return vocab
+
+
+def _check(adapter: TypeAdapter, raw: Any, source: SourceMap, path: tuple, problems: list) -> bool:
+    try:
+        adapter.validate_python(raw)
+        return True
+    except ValidationError as exc:
+        if path[0] == "variables":
+            problems.append(source.diagnostic(path, exc.errors()[0]["ctx"].get("message", exc.errors()[0]["msg"])
+                                              if exc.errors()[0].get("ctx") else exc.errors()[0]["msg"]))
+        else:
+            problems.extend(_pydantic_diagnostic(err, raw, source, path) for err in exc.errors()[:1])
+        return False
+
+
+def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Template | None:
+    path = ("components", name)
+    if not _valid_name(name):
+        problems.append(source.diagnostic(path, f"expected a name of letters, digits and '_' that starts with a "
+                                                f"letter, found {describe(name)}", key=True))
+        return None
+    if not isinstance(raw, dict) or "kind" not in raw:
+        problems.append(source.diagnostic(path, f"expected a component template (a mapping with a 'kind'), "
+                                                f"found {describe(raw)}"))
+        return None
+    if "predicts" not in raw:
+        problems.append(source.diagnostic(path, "missing required key 'predicts' in a template: the site its "
+                                                "candidates explain"))
+        return None
+    choices, labels = {}, {}
+    for key, value in raw.items():
+        try:
+            each = _each(value)
+        except ValueError as exc:
+            problems.append(source.diagnostic(path + (key, "each"), str(exc)))
+            return None
+        if each is not None:
+            choices[key], labels[key] = each
+    template = Template(name, dict(raw), choices, labels)
+    first = len(problems)
+    for data, _ in template.items():  # every candidate must be a valid component of the language
+        if not _check(_COMPONENT, data, source, path, problems):
+            break
+    return template if len(problems) == first else None
+
+
+def _valid_name(name: Any) -> bool:
+    try:
+        TypeAdapter(Name).validate_python(name)
+        return True
+    except ValidationError:
+        return False
+
+
+def check_against(vocab: Vocabulary, theory: Theory, source: SourceMap | None = None) -> None:
+    """Every template predicts a site of the theory, and its first candidate joins it validly."""
+    problems: list[Diagnostic] = []
+
+    def error(path, message):
+        problems.append(source.diagnostic(path, message) if source else Diagnostic(vocab.name, 1, 1, "error", message))
+
+    for name, t in vocab.templates.items():
+        if t.site not in theory.sites:
+            error(("components", name, "predicts"), f"expected a site of the start theory "
+                  f"({', '.join(theory.sites)}), found {describe(t.site)}{did_you_mean(t.site, list(theory.sites))}")
+            continue
+        for candidate in candidates(vocab, theory, templates=[name], state={}):
+            try:
+                candidate.apply(theory)
+            except TheoryError as exc:
+                error(("components", name), f"this template does not join the start theory: "
+                      f"{exc.diagnostics[0].message}")
+            break
+    if problems:
+        raise TheoryError(problems)
+
+
+def load_vocabulary(path: str, theory: Theory | None = None) -> Vocabulary:
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise TheoryError([Diagnostic(path, 1, 1, "error", f"cannot read the vocabulary: {exc.strerror}")]) from None
+    return parse_vocabulary(text, path, theory)
+
+
+# --- candidates ----------------------------------------------------------------------------------
+
+def readout_name(site: str) -> str:
+    return f"{site}_readout"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One edit of a theory: add (or merge, or swap in) one component."""
+
+    template: str
+    kind: str
+    site: str
+    name: str  # the component it adds or extends
+    data: dict  # the component as it will be written (merged where it merges)
+    item: dict  # the candidate alone (for a merge: the template with just this item)
+    variables: dict[str, str]
+    replaces: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def description(self) -> str:
+        if self.kind in MERGED:
+            return f"{self.name} += {self.label}"
+        return f"{self.name} ({self.kind}{', replaces ' + ', '.join(self.replaces) if self.replaces else ''})"
+
+    def apply(self, theory: Theory) -> Theory:
+        data = theory.to_dict()
+        components = {k: v for k, v in data.get("components", {}).items() if k not in self.replaces}
+        for old in self.replaces:
+            _drop_reads(components, old)
+        components[self.name] = self.data
+        if self.kind in FEATURES:
+            readout = components.get(readout_name(self.site)) or {"kind": "linear", "from": [], "predicts": self.site}
+            reads = list(readout["from"])
+            if self.name not in reads:
+                reads.append(self.name)
+            components.pop(readout_name(self.site), None)
+            components[readout_name(self.site)] = {**readout, "from": reads}  # last: it reads the others
+        data["components"] = components
+        data["variables"] = {**self.variables, **data.get("variables", {})}
+        return rebuild(data)
+
+
+def _drop_reads(components: dict, name: str) -> None:
+    for other in list(components.values()):
+        for key in ("from", "of"):
+            if isinstance(other.get(key), list) and name in other[key]:
+                other[key] = [r for r in other[key] if r != name]
+
+
+def rebuild(data: dict) -> Theory:
+    """A theory from plain data, with unused variables and empty read-outs dropped."""
+    import yaml
+
+    components = {k: dict(v) for k, v in data.get("components", {}).items()}
+    while True:  # a component left reading nothing goes (a read-out after its last feature)
+        empty = [k for k, v in components.items() if _reads_nothing(v)]
+        if not empty:
+            break
+        for k in empty:
+            components.pop(k)
+            _drop_reads(components, k)
+    data = {**data, "components": components}
+    used = _used_variables(data)
+    data["variables"] = {k: v for k, v in data.get("variables", {}).items() if k in used}
+    if not data["variables"]:
+        data.pop("variables")
+    if not components:
+        data.pop("components")
+    return parse_theory(yaml.safe_dump(data, sort_keys=False, width=100), path="<search>")
+
+
+def _reads_nothing(component: dict) -> bool:
+    key = "of" if component["kind"] == "product" else "from"
+    return isinstance(component.get(key), list) and not component[key]
+
+
+def _used_variables(data: dict) -> set[str]:
+    text = " ".join(str(v) for c in data.get("components", {}).values() for k, v in c.items()
+                    if k in ("of", "when", "rule"))
+    names = set(re.findall(r"[A-Za-z_]\w*", text))
+    variables = data.get("variables", {})
+    for _ in range(len(variables)):  # variables may be defined through each other
+        names |= {n for k in list(names) if k in variables for n in re.findall(r"[A-Za-z_]\w*", str(variables[k]))}
+    return names
+
+
+def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict[str, str]) -> list[Candidate]:
+    """Every edit the vocabulary offers the theory now. ``state`` maps component names the search
+    added to their templates (so a new choice of a template replaces the old)."""
+    out = []
+    components = theory.components
+    for name in templates or vocab.templates:
+        t = vocab.templates[name]
+        if t.kind == "product" and not all(r in components for r in _as_list(t.raw["of"])):
+            continue  # products of features not chosen yet
+        for data, label in t.items():
+            data = {k: v for k, v in data.items() if not (t.kind in FEATURES and k == "predicts")}
+            if t.kind in MERGED:
+                key = MERGED[t.kind]
+                items = _as_list(data[key])
+                current = components.get(name)
+                have = list(getattr(current, key, ())) if current is not None and current.kind == t.kind else []
+                have = [str(x) if key == "when" else x for x in have]
+                if all((str(i) if key == "when" else i) in have for i in items):
+                    continue
+                merged = {**data, key: have + [i for i in items if (str(i) if key == "when" else i) not in have]}
+                out.append(Candidate(name, t.kind, t.site, name, merged, data, vocab.variables, label=label))
+                continue
+            cname = name if not t.choices else (label if t.kind == "attention" or label[:1].isalpha() else f"{name}_{label}")
+            if t.kind == "attention":
+                head = data.get("head") or 0
+                taken = tuple(n for n, c in components.items() if c.kind == "attention"
+                              and c.predicts == data["predicts"] and (c.head or 0) == head)
+                cname = f"{t.site}_{cname}" if sum(x.kind == "attention" for x in vocab.templates.values()) > 1 else cname
+                if any(_same(components[n], data) for n in taken):
+                    continue
+                out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, taken, label))
+                continue
+            if cname in components and _same(components[cname], data):
+                continue
+            replaces = tuple(n for n, tmpl in state.items() if tmpl == name and n in components)
+            out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, replaces, label))
+    return out
+
+
+def _same(component, data: dict) -> bool:
+    """The same component, whatever shorthand the template wrote it in."""
+    return _dump(component) == _dump(_COMPONENT.validate_python(data))
+
+
+def _dump(component) -> dict:
+    return {k: v for k, v in component.model_dump(mode="json", by_alias=True, exclude_defaults=True).items()
+            if k not in ("doc", "predicts")}
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# --- defaults --------------------------------------------------------------------------------------
+
+RULE_OFFSETS = {"previous_token": "j == i - 1", "same_position": "j == i", "two_back": "j == i - 2",
+                "first_token": "j == 0", "same_token": "token[j] == token[i] and j < i",
+                "induction": "token[j - 1] == token[i] and j < i",
+                "induction_2": "token[j - 2] == token[i - 1] and j < i"}
+MECHANISM_RANKS = (8, 32, 64, 128)
+
+
+def _numeric_modulus(values: np.ndarray) -> int | None:
+    """A token position that takes every value 0..m-1 (m ≥ 8) holds numbers mod m, as far as a
+    default vocabulary can tell."""
+    distinct = np.unique(values)
+    m = len(distinct)
+    return m if m >= 8 and distinct[0] == 0 and distinct[-1] == m - 1 else None
+
+
+def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndarray | None) -> str:
+    """A vocabulary for a bare target, as YAML text: per site, by what its shape and inputs allow.
+    Token sites at one position: lookups of each varying token, Fourier features of numeric
+    tokens at every frequency and their products, equality and comparison rules. Token sites over
+    positions: lookups of the token, its predecessors and the position. Pattern sites: attention
+    rules from a small grammar, for every head. Vector sites: linear maps (full and low rank) from
+    each site before them."""
+    import yaml
+
+    variables: dict[str, str] = {}
+    components: dict[str, dict] = {}
+    token_inputs = inputs is not None and np.issubdtype(np.asarray(inputs).dtype, np.integer)
+    names = list(theory.sites)
+    for k, (site, spec) in enumerate(theory.sites.items()):
+        shape = shapes[site]
+        if len(shape) == 3:  # [head, query, key]
+            components[f"{site}_heads"] = {"kind": "attention", "rule": {"each": dict(RULE_OFFSETS)},
+                                           "head": {"each": f"0..{shape[0] - 1}"}, "predicts": site}
+            continue
+        if token_inputs and len(shape) == 2:  # one row per position
+            per_position = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]", "pos": "i"}
+            variables.update(per_position)
+            components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_position}},
+                                            "predicts": site}
+        elif token_inputs and spec.position is not None:
+            tokens = np.asarray(inputs)
+            varying = [p for p in range(tokens.shape[1]) if len(np.unique(tokens[:, p])) > 1]
+            letters = {p: "abcdefgh"[n] if n < 8 else f"t{p}" for n, p in enumerate(varying)}
+            variables.update({letters[p]: f"token[{p}]" for p in varying})
+            numeric = {p: _numeric_modulus(tokens[:, p]) for p in varying}
+            moduli = {m for m in numeric.values() if m}
+            if len(moduli) == 1:
+                m = next(iter(moduli))
+                of = [letters[p] for p in varying if numeric[p] == m]
+                components[f"{site}_waves"] = {"kind": "fourier", "of": of, "modulus": m,
+                                               "frequencies": {"each": f"1..{m // 2}"}, "predicts": site}
+                components[f"{site}_pairs"] = {"kind": "product", "of": f"{site}_waves", "predicts": site}
+            rules = [f"{x} == {y}" for x, y in itertools.combinations(letters.values(), 2)]
+            rules += [f"{x} < {y}" for x, y in itertools.combinations(letters.values(), 2)]
+            components[f"{site}_rules"] = {"kind": "rule", "when": {"each": rules or ["a == a"]}, "predicts": site}
+            if not moduli:  # (a numeric token's table is its Fourier features at every frequency)
+                components[f"{site}_tables"] = {"kind": "lookup", "predicts": site,
+                                                "of": {"each": {f"{site}_{v}": v for v in letters.values()}}}
+        upstream = [u for u in names[:k] if len(shapes[u]) == len(shape) and len(shape) in (1, 2)]
+        width = shape[-1] if shape else 1
+        for u in upstream:
+            ranks = [r for r in MECHANISM_RANKS if r < min(width, shapes[u][-1]) // 2]
+            components[f"{u}_to_{site}"] = {"kind": "linear", "from": u, "predicts": site,
+                                            **({"rank": {"each": ranks}} if ranks else {})}
+            if not ranks:
+                components[f"{u}_to_{site}_relu"] = {"kind": "linear", "from": u, "activation": "relu",
+                                                     "predicts": site}
+    components = {k: v for k, v in components.items() if not (v["kind"] == "rule" and v["when"] == {"each": ["a == a"]})}
+    doc = {"vocabulary": f"default for {theory.target}",
+           "description": "generated by theorycraft search from the start theory's sites and inputs"}
+    if variables:
+        doc["variables"] = variables
+    doc["components"] = components
+    return yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=None)
