@@ -370,11 +370,11 @@ MECHANISM_RANKS = (8, 32, 64, 128)
 
 
 def _numeric_modulus(values: np.ndarray) -> int | None:
-    """A token position that takes every value 0..m-1 (m ≥ 8) holds numbers mod m, as far as a
+    """A token position that takes every value 0..m-1 (m ≥ 5) holds numbers mod m, as far as a
     default vocabulary can tell."""
     distinct = np.unique(values)
     m = len(distinct)
-    return m if m >= 8 and distinct[0] == 0 and distinct[-1] == m - 1 else None
+    return m if m >= 5 and distinct[0] == 0 and distinct[-1] == m - 1 else None
 
 
 def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndarray | None) -> str:
@@ -401,7 +401,7 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
             variables.update(per_position)
             components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_position}},
                                             "predicts": site}
-        elif token_inputs and spec.position is not None:
+        elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             tokens = np.asarray(inputs)
             varying = [p for p in range(tokens.shape[1]) if len(np.unique(tokens[:, p])) > 1]
             letters = {p: "abcdefgh"[n] if n < 8 else f"t{p}" for n, p in enumerate(varying)}
@@ -417,9 +417,8 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
             rules = [f"{x} == {y}" for x, y in itertools.combinations(letters.values(), 2)]
             rules += [f"{x} < {y}" for x, y in itertools.combinations(letters.values(), 2)]
             components[f"{site}_rules"] = {"kind": "rule", "when": {"each": rules or ["a == a"]}, "predicts": site}
-            if not moduli:  # (a numeric token's table is its Fourier features at every frequency)
-                components[f"{site}_tables"] = {"kind": "lookup", "predicts": site,
-                                                "of": {"each": {f"{site}_{v}": v for v in letters.values()}}}
+            components[f"{site}_tables"] = {"kind": "lookup", "predicts": site,
+                                            "of": {"each": {f"{site}_{v}": v for v in letters.values()}}}
         upstream = [u for u in names[:k] if len(shapes[u]) == len(shape) and len(shape) in (1, 2)]
         width = shape[-1] if shape else 1
         for u in upstream:

@@ -1,0 +1,183 @@
+"""theorycraft search: planted mechanisms are found, planted useless parts are pruned, the written
+theory re-infers to the trail's score; vocabularies are checked like theories; estimates are exact
+where they claim to be."""
+
+import json
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from theorycraft.api import search
+from theorycraft.cli import main
+from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fit import site_shapes
+from theorycraft.inference._proxy import lookup_gain, mechanism_gain, ridge_gains
+from theorycraft.inference._search import Judge, explained_sites
+from theorycraft.inference._vocabulary import candidates, default_vocabulary, parse_vocabulary
+from theorycraft.spec import TheoryError, parse_theory
+
+from conftest import captured, recorded_target
+
+# u is exactly a table of token[0]; y = x W + 1.5 + noise; the other tokens carry nothing
+VOCABULARY = """\
+vocabulary: planted
+variables: {a: 'token[0]', b: 'token[1]', c: 'token[2]'}
+components:
+  tables: {kind: lookup, of: {each: {by_a: a, by_b: b, by_c: c}}, predicts: u}
+  x_to_y: {kind: linear, from: x, predicts: y}
+  waves: {kind: fourier, of: [b], modulus: 7, frequencies: {each: 1..3}, predicts: y}
+"""
+
+
+def start_theory(directory, components=""):
+    return parse_theory(textwrap.dedent(f"""\
+        theory: planted
+        target: activations:{directory}
+        sites: {{x: x, y: y, u: u}}
+        variables: {{a: 'token[0]', b: 'token[1]'}}
+        """) + (f"components:\n{textwrap.indent(textwrap.dedent(components), '  ')}" if components else ""),
+        path="start.yaml")
+
+
+def run_search(tmp_path, start, vocabulary=VOCABULARY):
+    vocab_path = tmp_path / "vocab.yaml"
+    vocab_path.write_text(vocabulary)
+    return search(start, vocabulary=str(vocab_path), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
+                  max_steps=300, log=lambda m: None)
+
+
+def test_search_finds_the_planted_mechanisms_and_nothing_else(tmp_path):
+    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, noise=0.05)))
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert set(found.components) == {"by_a", "x_to_y"}
+    assert found.components["by_a"].predicts == "u" and found.components["x_to_y"].predicts == "y"
+    final = summary["final"]
+    assert final["r2"]["u"] > 0.999 and final["r2"]["y"] > 0.99
+    totals = [s["bits_total"] for s in summary["trail"]]
+    assert totals == sorted(totals, reverse=True) and totals[-1] < 0.5 * totals[0]
+    assert (tmp_path / "out" / "trail.png").stat().st_size > 0
+    assert (tmp_path / "out" / "fitted" / "params.safetensors").exists()
+
+
+def test_pruning_removes_a_planted_useless_component(tmp_path):
+    start = start_theory(recorded_target(tmp_path), """\
+        by_a: {kind: lookup, of: a, size: 7, predicts: u}
+        by_b: {kind: lookup, of: b, size: 7, predicts: u, doc: "u does not depend on b"}
+        """)
+    summary = run_search(tmp_path, start)
+    actions = [s["action"] for s in summary["trail"]]
+    assert actions[:2] == ["start", "remove by_b"]
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert "by_a" in found.components and "by_b" not in found.components
+    assert summary["trail"][1]["bits_total"] < summary["trail"][0]["bits_total"]
+
+
+def test_the_written_theory_reinfers_to_the_trails_score(tmp_path):
+    directory = recorded_target(tmp_path)
+    summary = run_search(tmp_path, start_theory(directory))
+    written = parse_theory((tmp_path / "out" / "theory.yaml").read_text(), path="theory.yaml")
+    vocab = parse_vocabulary(VOCABULARY, "vocab.yaml", written)
+    acts = captured(tmp_path, written)
+    judge = Judge(written, acts, explained_sites(written, vocab), FitConfig(max_steps=300, progress=False))
+    again = judge.assess(written)
+    assert round(again.bits_total) == summary["final"]["bits_total"]
+    assert round(again.coverage, 6) == summary["final"]["coverage"]
+
+
+def test_search_command_reports_the_trail(tmp_path, capsys):
+    directory = recorded_target(tmp_path)
+    (tmp_path / "start.yaml").write_text(start_theory(directory).to_yaml())
+    (tmp_path / "vocab.yaml").write_text(VOCABULARY)
+    code = main(["search", str(tmp_path / "start.yaml"), "--vocabulary", str(tmp_path / "vocab.yaml"), "--out",
+                 str(tmp_path / "out"), "--max-steps", "300", "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("found in ") and "trail.json" in printed
+    trail = json.loads((tmp_path / "out" / "trail.json").read_text())
+    assert trail["trail"][0]["action"] == "start" and trail["fit"]["max_steps"] == 300
+
+
+@pytest.mark.parametrize("text, where, message", [
+    ("vocabulary: v\ncomponent: {}\n", "1:1", "expected 'components:'"),
+    ("vocabulary: v\ncomponents:\n  t: {kind: lookup, of: a, predicts: u}\nextra: 1\n", "4:1", "unknown key 'extra'"),
+    ("components:\n  t: {kind: lookup, of: a}\n", "2:6", "missing required key 'predicts'"),
+    ("components:\n  t: {kind: fourier, of: a, modulus: 7, frequencies: {each: []}, predicts: u}\n", "2:61",
+     "expected 'each:' to hold a non-empty list"),
+    ("components:\n  t: {kind: fourier, of: a, modulus: 7, frequencies: {each: [1, -2]}, predicts: u}\n", "2:54",
+     "expected a number > 0, found -2"),
+    ("components:\n  t: {kind: lookup, of: a, predicts: w}\n", "2:38", "expected a site of the start theory"),
+    ("components:\n  t: {kind: lookp, of: a, predicts: u}\n", "2:13", "did you mean 'lookup'"),
+])
+def test_vocabulary_errors_name_the_place(tmp_path, text, where, message):
+    start = start_theory(recorded_target(tmp_path))
+    with pytest.raises(TheoryError) as err:
+        parse_vocabulary(text, "v.yaml", start)
+    first = str(err.value.diagnostics[0])
+    assert first.startswith(f"v.yaml:{where}: error:") and message in first, first
+
+
+def test_vocabulary_file_errors_exit_1(tmp_path, capsys):
+    directory = recorded_target(tmp_path)
+    (tmp_path / "start.yaml").write_text(start_theory(directory).to_yaml())
+    (tmp_path / "vocab.yaml").write_text("components:\n  t: {kind: lookup, of: a, predicts: nowhere}\n")
+    assert main(["search", str(tmp_path / "start.yaml"), "--vocabulary", str(tmp_path / "vocab.yaml"),
+                 "--cache", str(tmp_path / "cache")]) == 1
+    assert "vocab.yaml:2:38: error: expected a site of the start theory" in capsys.readouterr().err
+
+
+def test_default_vocabulary_offers_tables_rules_and_mechanisms(tmp_path):
+    start = start_theory(recorded_target(tmp_path))
+    acts = captured(tmp_path, start)
+    vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
+    offered = candidates(vocab, start, state={})
+    kinds = {(c.kind, c.site) for c in offered}
+    assert ("linear", "y") in kinds and ("linear", "u") in kinds  # from the sites before them
+    assert ("lookup", "u") in kinds and ("rule", "u") in kinds
+    assert ("fourier", "u") in kinds  # tokens take every value 0..6: numbers mod 7
+    assert all(c.apply(start) for c in offered)  # every candidate joins as a valid theory
+
+
+def test_merging_candidates_add_one_frequency_at_a_time(tmp_path):
+    start = start_theory(recorded_target(tmp_path))
+    vocab = parse_vocabulary(VOCABULARY, "v.yaml", start)
+    first = next(c for c in candidates(vocab, start, state={}) if c.kind == "fourier" and c.label == "2")
+    grown = first.apply(start)
+    assert list(grown.components["waves"].frequencies) == [2]
+    assert grown.components["y_readout"].from_ == ("waves",)
+    more = [c for c in candidates(vocab, grown, state={}) if c.kind == "fourier"]
+    assert sorted(c.label for c in more) == ["1", "3"]
+    assert sorted(more[0].apply(grown).components["waves"].frequencies) == [1, 2]
+
+
+def test_estimates_match_exact_least_squares():
+    r = np.random.default_rng(0)
+    z = r.normal(size=(3, 200, 4)).astype(np.float32)
+    residual = r.normal(size=(200, 5)).astype(np.float32)
+    gains = np.asarray(ridge_gains(jnp.asarray(z), jnp.asarray(residual)))
+    for k in range(3):
+        design = np.c_[z[k], np.ones(200)]
+        fitted = design @ np.linalg.lstsq(design, residual, rcond=None)[0]
+        centred = residual - residual.mean(0)
+        exact = (centred ** 2).sum() - ((residual - fitted) ** 2).sum()
+        assert gains[k] == pytest.approx(exact, rel=5e-3)  # ridge: 1e-3 of the mean eigenvalue
+    cells = r.integers(0, 6, 200)
+    exact = sum((residual[cells == c].sum(0) ** 2).sum() / ((cells == c).sum() + 1) for c in range(6))
+    assert lookup_gain(cells, 6, residual) == pytest.approx(exact)
+    x = r.normal(size=(200, 3))
+    full = mechanism_gain(x, residual.astype(np.float64), None)
+    design = np.c_[x, np.ones(200)]
+    fitted = design @ np.linalg.lstsq(design, residual, rcond=None)[0]
+    assert full == pytest.approx(((fitted - residual.mean(0)) ** 2).sum(), rel=5e-3)
+    assert mechanism_gain(x, residual.astype(np.float64), 1) < full
+
+
+def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
+    directory = recorded_target(tmp_path)
+    run_search(tmp_path, start_theory(directory))
+    written = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    acts = captured(tmp_path, written)
+    card = fit(written, acts, FitConfig(max_steps=300, progress=False)).scorecard
+    saved = json.loads((tmp_path / "out" / "fitted" / "scorecard.json").read_text())
+    assert card["coverage"] == pytest.approx(saved["coverage"], abs=1e-6)
