@@ -377,6 +377,28 @@ def _numeric_modulus(values: np.ndarray) -> int | None:
     return m if m >= 5 and distinct[0] == 0 and distinct[-1] == m - 1 else None
 
 
+def _token_templates(site: str, tokens: np.ndarray, variables: dict) -> dict[str, dict]:
+    """Templates for a site with one row per example, over the token positions that vary."""
+    varying = [p for p in range(tokens.shape[1]) if len(np.unique(tokens[:, p])) > 1]
+    letters = {p: "abcdefgh"[n] if n < 8 else f"t{p}" for n, p in enumerate(varying)}
+    variables.update({letters[p]: f"token[{p}]" for p in varying})
+    out = {}
+    numeric = {p: _numeric_modulus(tokens[:, p]) for p in varying}
+    moduli = {m for m in numeric.values() if m}
+    if len(moduli) == 1:
+        m = next(iter(moduli))
+        out[f"{site}_waves"] = {"kind": "fourier", "of": [letters[p] for p in varying if numeric[p] == m],
+                                "modulus": m, "frequencies": {"each": f"1..{m // 2}"}, "predicts": site}
+        out[f"{site}_pairs"] = {"kind": "product", "of": f"{site}_waves", "predicts": site}
+    pairs = list(itertools.combinations(letters.values(), 2))
+    rules = [f"{x} == {y}" for x, y in pairs] + [f"{x} < {y}" for x, y in pairs]
+    rules += [f"{letters[p]} < {int(np.median(tokens[:, p]))}" for p in varying]  # comparisons with a constant
+    out[f"{site}_rules"] = {"kind": "rule", "when": {"each": rules}, "predicts": site}
+    out[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in letters.values()}},
+                             "predicts": site}
+    return out
+
+
 def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndarray | None) -> str:
     """A vocabulary for a bare target, as YAML text: per site, by what its shape and inputs allow.
     Token sites at one position: lookups of each varying token, Fourier features of numeric
@@ -392,43 +414,28 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
     names = list(theory.sites)
     for k, (site, spec) in enumerate(theory.sites.items()):
         shape = shapes[site]
+        upstream = [u for u in names[:k] if len(shapes[u]) == len(shape) and len(shape) in (1, 2)]
         if len(shape) == 3:  # [head, query, key]
             components[f"{site}_heads"] = {"kind": "attention", "rule": {"each": dict(RULE_OFFSETS)},
                                            "head": {"each": f"0..{shape[0] - 1}"}, "predicts": site}
             continue
-        if token_inputs and len(shape) == 2:  # one row per position
+        if token_inputs and len(shape) == 2 and not upstream:  # one row per position, read off the tokens
             per_position = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]", "pos": "i"}
             variables.update(per_position)
             components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_position}},
                                             "predicts": site}
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
-            tokens = np.asarray(inputs)
-            varying = [p for p in range(tokens.shape[1]) if len(np.unique(tokens[:, p])) > 1]
-            letters = {p: "abcdefgh"[n] if n < 8 else f"t{p}" for n, p in enumerate(varying)}
-            variables.update({letters[p]: f"token[{p}]" for p in varying})
-            numeric = {p: _numeric_modulus(tokens[:, p]) for p in varying}
-            moduli = {m for m in numeric.values() if m}
-            if len(moduli) == 1:
-                m = next(iter(moduli))
-                of = [letters[p] for p in varying if numeric[p] == m]
-                components[f"{site}_waves"] = {"kind": "fourier", "of": of, "modulus": m,
-                                               "frequencies": {"each": f"1..{m // 2}"}, "predicts": site}
-                components[f"{site}_pairs"] = {"kind": "product", "of": f"{site}_waves", "predicts": site}
-            rules = [f"{x} == {y}" for x, y in itertools.combinations(letters.values(), 2)]
-            rules += [f"{x} < {y}" for x, y in itertools.combinations(letters.values(), 2)]
-            components[f"{site}_rules"] = {"kind": "rule", "when": {"each": rules or ["a == a"]}, "predicts": site}
-            components[f"{site}_tables"] = {"kind": "lookup", "predicts": site,
-                                            "of": {"each": {f"{site}_{v}": v for v in letters.values()}}}
-        upstream = [u for u in names[:k] if len(shapes[u]) == len(shape) and len(shape) in (1, 2)]
+            components.update(_token_templates(site, np.asarray(inputs), variables))
         width = shape[-1] if shape else 1
-        for u in upstream:
+        for u in upstream:  # mechanisms: maps from the sites before this one
+            components[f"{u}_to_{site}"] = {"kind": "linear", "from": u, "predicts": site}
             ranks = [r for r in MECHANISM_RANKS if r < min(width, shapes[u][-1]) // 2]
-            components[f"{u}_to_{site}"] = {"kind": "linear", "from": u, "predicts": site,
-                                            **({"rank": {"each": ranks}} if ranks else {})}
-            if not ranks:
+            if ranks:
+                components[f"{u}_to_{site}_low"] = {"kind": "linear", "from": u, "rank": {"each": ranks},
+                                                    "predicts": site}
+            else:
                 components[f"{u}_to_{site}_relu"] = {"kind": "linear", "from": u, "activation": "relu",
                                                      "predicts": site}
-    components = {k: v for k, v in components.items() if not (v["kind"] == "rule" and v["when"] == {"each": ["a == a"]})}
     doc = {"vocabulary": f"default for {theory.target}",
            "description": "generated by theorycraft search from the start theory's sites and inputs"}
     if variables:
