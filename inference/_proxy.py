@@ -8,8 +8,9 @@
     attention          the head's error now minus with attention spread evenly on the rule's keys
 
 A gain in squared error becomes an estimate in bits through the Gaussian residual code, minus
-``BITS_PER_PARAM`` for each parameter the candidate adds; the search then fits and scores only
-the best few for real.
+the bits of the parameters the candidate adds (at the current theory's measured bits per
+parameter; ``BITS_PER_PARAM`` before it has any); the search then fits and scores only the best
+few for real.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
             gains[k] = float(g)
     base_params = _param_count(theory, judge)
+    per_param = current.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured so far
     scored = []
     for k, cand in enumerate(offered):
         r = residual[cand.site]
@@ -150,7 +152,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         values = len(judge.examples.test) * int(np.prod(judge.shapes[cand.site]))
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
         added = _param_count(cand.apply(theory), judge) - base_params
-        scored.append((cand, bits - BITS_PER_PARAM * max(added, 0)))
+        scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
 
 

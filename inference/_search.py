@@ -164,6 +164,15 @@ def removals(theory: Theory, protect: str = "") -> list[tuple[str, Theory]]:
     return out
 
 
+def shortlist(ranked: list, tries: int) -> list:
+    """The candidates worth a real fit: the best estimate of each template (estimates compare
+    poorly across kinds), then the best of the rest, ``tries`` in all, best estimate first."""
+    firsts = list({c.template: (c, g) for c, g in reversed(ranked)}.values())
+    chosen = sorted(firsts, key=lambda cg: -cg[1])[:tries]
+    rest = [cg for cg in ranked if cg not in chosen]
+    return sorted(chosen + rest[:tries - len(chosen)], key=lambda cg: -cg[1])
+
+
 def explained_sites(start: Theory, vocab: Vocabulary) -> list[str]:
     """The sites a search explains: those its vocabulary predicts and those the start predicts."""
     return list(dict.fromkeys(vocab.sites + [s for s in start.sites if start.predictors(s)]))
@@ -213,10 +222,10 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             break
         train = judge.examples.train
         rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
-        ranked = _proxy.rank(offered, current, judge, rows)
-        log("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked[:tries]))
+        ranked = shortlist(_proxy.rank(offered, current, judge, rows), tries)
+        log("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
         chosen = None
-        for cand, _ in ranked[:tries]:
+        for cand, _ in ranked:
             a = judge.assess(cand.apply(current.theory))
             if budget_bits is not None and a.bits_theory > budget_bits:
                 continue

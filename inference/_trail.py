@@ -62,7 +62,7 @@ def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
 
 
 def write_search(result: SearchResult, judge, out: Path, *, start_path: str, target_coverage: float,
-                 config: dict) -> dict:
+                 config: dict, reference: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     trail = [s.as_dict() for s in result.trail]
     heads = head_names(result, judge)
@@ -76,7 +76,8 @@ def write_search(result: SearchResult, judge, out: Path, *, start_path: str, tar
         "data": {"directory": str(judge.acts.directory), "n": judge.acts.n}}
     fitted.save(out / "fitted")
     summary = {"start": start_path, "stopped": result.stopped, "fit": config, "final": trail[-1] | {"theory": None},
-               "heads_left_to_mean": heads, "scaling": scaling_of(trail, target_coverage), "trail": trail}
+               "heads_left_to_mean": heads, "scaling": scaling_of(trail, target_coverage), "reference": reference,
+               "trail": trail}
     (out / "trail.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_trail(trail, summary["scaling"], out / "trail.png")
     return summary
@@ -97,7 +98,7 @@ def plot_trail(trail: list[dict], scaling: dict | None, path: Path) -> None:
     twin.plot(steps, [s["coverage"] for s in trail], "s--", color="tab:green", label="test coverage")
     twin.set_ylabel("test coverage")
     left.set_xticks(steps, [s["action"][:28] for s in trail], rotation=70, ha="right", fontsize=7)
-    left.legend(loc="upper center", fontsize=8)
+    left.legend(loc="lower left", fontsize=8)
     twin.legend(loc="center right", fontsize=8)
     sized = [s for s in trail if s["bits_theory"] > 0]
     right.scatter([s["bits_theory"] for s in sized], [max(1 - s["coverage"], 1e-9) for s in sized], zorder=3,

@@ -63,11 +63,12 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
 
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
-           target_coverage: float = 0.99, n: int | None = None, cache_dir=None, trust_code: bool = False,
-           log=print) -> dict:
+           target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
+           trust_code: bool = False, log=print) -> dict:
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
-    default: generated for the target's sites). With ``out_dir``, writes the found theory, the
-    trail, the plot and the fitted artifact there. Returns the trail summary."""
+    default: generated for the target's sites). Writes the found theory, the trail, the plot and
+    the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is scored
+    the same way, for reference. Returns the trail summary."""
     from pathlib import Path
 
     from theorycraft.inference import FitConfig
@@ -89,6 +90,21 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log)
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+    reference = None
+    if compare:
+        reference = judge.assess(_same_sites(load_theory(compare), theory, compare))
+        reference = {"theory": compare, "bits_theory": round(reference.bits_theory),
+                     "bits_total": round(reference.bits_total), "coverage": round(reference.coverage, 6),
+                     "params": reference.params}
     summary = write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
-                           config={"seed": seed, "max_steps": max_steps})
+                           config={"seed": seed, "max_steps": max_steps}, reference=reference)
     return summary | {"out": str(out)}
+
+
+def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
+    from theorycraft.errors import FitError
+
+    if theory.target != start.target or any(start.sites.get(n) != s for n, s in theory.sites.items()):
+        raise FitError(f"{path}: a theory to compare with must have the start's target and sites "
+                       f"({start.target}: {', '.join(start.sites)})")
+    return theory

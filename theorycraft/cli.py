@@ -133,8 +133,8 @@ def _search(args: argparse.Namespace) -> int:
 
     summary = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
                      budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
-                     target_coverage=args.target_coverage, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                     log=lambda m: print(m, file=sys.stderr))
+                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
+                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
     final, out = summary["final"], summary["out"]
     print(f"found in {len(summary['trail']) - 1} steps ({summary['stopped']}): coverage {final['coverage']:.4f}, "
           f"{final['params']:,} params, theory {final['bits_theory']:,} bits, total {final['bits_total']:,} bits "
@@ -145,6 +145,11 @@ def _search(args: argparse.Namespace) -> int:
         print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f}: "
               f"coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
+    ref = summary["reference"]
+    if ref:
+        print(f"compared with {ref['theory']}: coverage {ref['coverage']:.4f}, {ref['params']:,} params, theory "
+              f"{ref['bits_theory']:,} bits, total {ref['bits_total']:,} bits -> found/reference: coverage "
+              f"{final['coverage'] / ref['coverage']:.3f}x, theory bits {final['bits_theory'] / ref['bits_theory']:.2f}x")
     for h in summary["heads_left_to_mean"]:
         print(f"{h['site']} head {h['head']}: left to its mean pattern, closest rule {h['rule_name']} "
               f"({h['rule']}, cosine {h['cosine']:.2f})")
@@ -247,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--target-coverage", type=float, default=0.99, help="the coverage the scaling curve is asked "
                     "about")
+    se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
     se.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
     _common(se)
 
