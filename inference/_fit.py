@@ -70,7 +70,8 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
     """Sites whose predictors, read by nobody else, are all plain linear maps of fixed features
-    (exact ridge) or all lookup tables (exact least squares by backfitting): solved exactly."""
+    (exact ridge; a single low-rank map: reduced-rank ridge) or all lookup tables (exact least
+    squares by backfitting): solved exactly."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
     for site in theory.sites:
@@ -78,7 +79,7 @@ def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
         comps = [theory.components[n] for n in names]
-        linear = all(c.kind == "linear" and not c.rank and not c.l1 and not c.activation
+        linear = all(c.kind == "linear" and (not c.rank or len(comps) == 1) and not c.l1 and not c.activation
                      and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads())
                      for c in comps)
         if linear or all(c.kind == "lookup" for c in comps):
@@ -102,6 +103,9 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
     biased = [n for n in names if plan.theory.components[n].bias]
     w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
+    rank = plan.theory.components[names[0]].rank
+    if rank:
+        return {names[0]: _reduced_rank(w, stats["train"], stats["val"], rank, bool(biased))}, alpha
     params, offset = {}, 0
     for n in names:
         c = plan.theory.components[n]
@@ -111,6 +115,22 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
             params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
         offset += width
     return params, alpha
+
+
+def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
+    """Reduced-rank ridge: the full map projected on the top ``rank`` principal directions of its
+    fitted values (Izenman 1975), as ``down`` [in, rank] and ``up`` [rank, out]."""
+    merged = _ridge.Stats()
+    merged += train
+    merged += val
+    cxx = merged.centred(intercept)[0]
+    _, vectors = np.linalg.eigh(w.T @ cxx @ w)
+    top = vectors[:, ::-1][:, :rank]  # [out, rank]
+    mx, my = (merged.sx / merged.n, merged.sy / merged.n) if intercept else (0.0, 0.0)
+    params = {"down": jnp.asarray(w @ top, jnp.float32), "up": jnp.asarray(top.T, jnp.float32)}
+    if intercept:
+        params["bias"] = jnp.asarray(my - mx @ (w @ top @ top.T), jnp.float32)
+    return params
 
 
 SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell

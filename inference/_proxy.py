@@ -114,6 +114,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
                    for n in (c.data["of"] if isinstance(c.data["of"], (list, tuple)) else [c.data["of"]])}
     products_of |= {r for name, c in theory.components.items() if c.kind == "product" for r in c.of}
     gains: dict[int, float] = {}
+    unseen: dict[int, int] = {}  # a table's rows no example reaches stay zero: nearly free to send
     grouped = defaultdict(list)  # (site, width) -> [(index, features)]
     for k, cand in enumerate(offered):
         r = residual[cand.site]
@@ -124,6 +125,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
             plan, fixed = _probe(cand, theory, judge, batch, cand.item)
             cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
             gains[k] = lookup_gain(cells, int(np.prod(plan.lookup_sizes["candidate_features"])), r)
+            unseen[k] = (int(np.prod(plan.lookup_sizes["candidate_features"])) - len(np.unique(cells))) * r.shape[1]
         elif cand.kind in ("linear", "mlp"):
             x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in _as_list(cand.data["from"])], 1)
             gains[k] = mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank"))
@@ -151,7 +153,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         gain = min(max(gains.get(k, 0.0), 0.0), sse * (1 - 1e-9))
         values = len(judge.examples.test) * int(np.prod(judge.shapes[cand.site]))
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
-        added = _param_count(cand.apply(theory), judge) - base_params
+        added = _param_count(cand.apply(theory), judge) - base_params - unseen.get(k, 0)
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
 

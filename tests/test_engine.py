@@ -85,6 +85,26 @@ def test_closed_form_matches_a_float64_reference(tmp_path):
     assert fitted.scorecard["sites"]["y"]["r2_test"] > 0.99
 
 
+def test_low_rank_map_is_reduced_rank_ridge(tmp_path):
+    theory = theory_for(recorded_target(tmp_path), "lin: {kind: linear, from: x, rank: 2, predicts: y}\n")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    assert fitted.scorecard["fit"]["gradient"] is None  # solved in closed form, no Adam steps
+    strength = fitted.scorecard["fit"]["closed_form"]["y"]["ridge_strength"]
+    train = ~acts.is_test
+    x, y = acts.site("x")[train].astype(np.float64), acts.site("y")[train].astype(np.float64)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    gram = xc.T @ xc
+    w = np.linalg.solve(gram + strength * np.trace(gram) / len(gram) * np.eye(len(gram)), xc.T @ yc)
+    top = np.linalg.svd(xc @ w)[2][:2].T  # the fitted values' top 2 directions
+    reference = w @ top @ top.T
+    params = fitted.params["lin"]
+    np.testing.assert_allclose(np.asarray(params["down"]) @ np.asarray(params["up"]), reference, rtol=1e-3, atol=1e-4)
+    full = fit(theory_for(tmp_path / "recorded", "lin: {kind: linear, from: x, predicts: y}\n"), acts,
+               FitConfig(progress=False)).scorecard["sites"]["y"]["r2_test"]
+    assert 0.3 < fitted.scorecard["sites"]["y"]["r2_test"] < full  # rank 2 of a rank-4 map: most, not all
+
+
 def test_ridge_statistics_are_exact_sums():
     r = np.random.default_rng(1)
     x, y = r.normal(size=(300, 5)).astype(np.float32), r.normal(size=(300, 2)).astype(np.float32)
