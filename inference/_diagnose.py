@@ -22,11 +22,27 @@ def _correlations(scores: np.ndarray, candidates: dict[str, np.ndarray], top: in
     return sorted(out, key=lambda c: -abs(c["correlation"]))[:top]
 
 
-def _candidates(fitted, batch: dict, site: str) -> dict[str, np.ndarray]:
-    """Every number the theory already computes in the site's rows: its variables and the
-    columns of its fixed features (``waves[3]``), and the position for sites over positions."""
-    fixed = fixed_inputs(fitted.plan, batch, site)
+def _vocabulary_columns(fitted, batch: dict, site: str, vocab) -> dict[str, np.ndarray]:
+    """The columns of every fixed-feature candidate a search vocabulary offers for ``site``
+    (``mlp_waves += 23[1]``): features the theory could add."""
+    from ._proxy import feature_columns
+    from ._vocabulary import FEATURES, candidates
+
     out = {}
+    for cand in candidates(vocab, fitted.theory, state={}):
+        if cand.site == site and cand.kind in FEATURES:
+            values = feature_columns(cand, fitted.theory, fitted.plan.site_shapes, fitted.vocab_size, batch)
+            for k in range(values.shape[1]):
+                out[f"candidate {cand.description}[{k}]"] = values[:, k].astype(np.float64)
+    return out
+
+
+def _candidates(fitted, batch: dict, site: str, vocab=None) -> dict[str, np.ndarray]:
+    """Every number the theory already computes in the site's rows: its variables and the
+    columns of its fixed features (``waves[3]``), and the position for sites over positions;
+    with a search vocabulary, also the features it offers."""
+    fixed = fixed_inputs(fitted.plan, batch, site)
+    out = _vocabulary_columns(fitted, batch, site, vocab) if vocab is not None else {}
     for name in list(fitted.theory.variables) + sorted(fitted.plan.fixed):
         if name in fixed:
             values = np.asarray(fixed[name], np.float64).reshape(len(fixed[name]), -1)
@@ -38,8 +54,9 @@ def _candidates(fitted, batch: dict, site: str) -> dict[str, np.ndarray]:
     return out
 
 
-def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096) -> dict:
-    """A report per coded (non-pattern) site, on up to ``limit`` test examples."""
+def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, vocabulary=None) -> dict:
+    """A report per coded (non-pattern) site, on up to ``limit`` test examples; ``vocabulary``
+    (a search vocabulary) adds its candidate features to what residual directions are compared with."""
     data = load_examples(fitted.theory, acts)
     test = np.flatnonzero(acts.is_test)[:limit]
     batch = {k: v[test] for k, v in data.items()}
@@ -54,7 +71,7 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096) -> d
         centred = residual - residual.mean(0)
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
         share = singular ** 2 / max((singular ** 2).sum(), 1e-30)
-        candidates = _candidates(fitted, batch, site)
+        candidates = _candidates(fitted, batch, site, vocabulary)
         components = []
         for k in range(min(top, len(singular))):
             scores = centred @ directions[k]

@@ -75,24 +75,30 @@ def attention_gain(rule: np.ndarray, head: int, y: np.ndarray, pred: np.ndarray,
 
 # --- per candidate ------------------------------------------------------------------------------
 
-def _probe(cand: Candidate, theory, judge, batch: dict, item: dict):
-    """The candidate's inputs in its site's rows: a tiny theory of just the candidate (and what it
-    reads), through the engine's own feature code."""
+def probe(cand: Candidate, theory, shapes, vocab_size, batch: dict, item: dict | None = None):
+    """The candidate's inputs in its site's rows, as (plan, fixed inputs): a tiny theory of just
+    the candidate (``item``, default the candidate alone) and what it reads, through the engine's
+    own feature code; the candidate's name there is ``candidate_features``."""
     data = theory.to_dict()
+    item = cand.item if item is None else item
     components = {r: data["components"][r] for r in item.get("of", []) if cand.kind == "product"}
     components["candidate_features"] = item
-    probe = rebuild({"theory": "probe", "target": data["target"], "sites": judge.start.to_dict()["sites"],
-                     "variables": {**cand.variables, **data.get("variables", {})}, "components": components})
-    plan = make_plan(probe, judge.shapes, judge.acts.vocab_size)
+    tiny = rebuild({"theory": "probe", "target": data["target"], "sites": data["sites"],
+                    "variables": {**cand.variables, **data.get("variables", {})}, "components": components})
+    plan = make_plan(tiny, shapes, vocab_size)
     return plan, fixed_inputs(plan, batch, cand.site)
 
 
-def _features(cand: Candidate, theory, judge, batch, products_of: set[str]) -> np.ndarray:
+def feature_columns(cand: Candidate, theory, shapes, vocab_size, batch) -> np.ndarray:
+    """A fixed-feature candidate's own columns ([rows, k]): a merge candidate's one new item."""
     item = {k: v for k, v in cand.item.items() if k != "predicts"}
     if cand.kind == "product":
-        item = {**item, "of": list(cand.data["of"]) if isinstance(cand.data["of"], (list, tuple)) else [cand.data["of"]]}
-    _, fixed = _probe(cand, theory, judge, batch, item)
-    z = np.asarray(fixed["candidate_features"], np.float32)
+        item = {**item, "of": _as_list(cand.data["of"])}
+    return np.asarray(probe(cand, theory, shapes, vocab_size, batch, item)[1]["candidate_features"], np.float32)
+
+
+def _features(cand: Candidate, theory, judge, batch, products_of: set[str]) -> np.ndarray:
+    z = feature_columns(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
     if cand.template in products_of:  # its products with itself come with it (cos a · cos b)
         z = np.concatenate([z, np.asarray(product_apply({}, None, [jnp.asarray(z)]))], axis=1)
     return z
@@ -122,7 +128,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
             z = _features(cand, theory, judge, batch, products_of)[:MAX_ROWS]
             grouped[(cand.site, z.shape[1])].append((k, z))
         elif cand.kind == "lookup":
-            plan, fixed = _probe(cand, theory, judge, batch, cand.item)
+            plan, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
             cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
             gains[k] = lookup_gain(cells, int(np.prod(plan.lookup_sizes["candidate_features"])), r)
             unseen[k] = (int(np.prod(plan.lookup_sizes["candidate_features"])) - len(np.unique(cells))) * r.shape[1]
@@ -132,7 +138,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         elif cand.kind == "dictionary":
             gains[k] = pca_gain(r, cand.data.get("k") or 1)
         elif cand.kind == "attention":
-            _, fixed = _probe(cand, theory, judge, batch, cand.item)
+            _, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
             shape = judge.shapes[cand.site]
             y = site_rows(current.fitted.plan, cand.site, batch[cand.site]).reshape(-1, *shape)
             pred = y - residual[cand.site].reshape(-1, *shape)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._proxy import probe
 from ._scaling import fit_scaling
 from ._search import SearchResult
 
@@ -46,8 +47,7 @@ def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
             for cand in offered:
                 if (cand.data.get("head") or 0) != head:
                     continue
-                from ._proxy import _probe
-                _, fixed = _probe(cand, theory, judge, batch, cand.item)
+                _, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
                 keys = np.broadcast_to(fixed["candidate_features/expr"], actual.shape[:1] + shape[1:]).astype(bool)
                 keys = keys & np.tril(np.ones(shape[1:], bool))
                 spread = keys / np.maximum(keys.sum(-1, keepdims=True), 1)

@@ -97,6 +97,8 @@ def _each(value: Any) -> tuple[list, list[str]] | None:
 
 
 def _label(value: Any, index: int) -> str:
+    if value is None:
+        return "full"
     return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else str(index)
 
 
@@ -427,13 +429,11 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             components.update(_token_templates(site, np.asarray(inputs), variables))
         width = shape[-1] if shape else 1
-        for u in upstream:  # mechanisms: maps from the sites before this one
-            components[f"{u}_to_{site}"] = {"kind": "linear", "from": u, "predicts": site}
+        for u in upstream:  # mechanisms: maps from the sites before this one, low rank or full (null)
             ranks = [r for r in MECHANISM_RANKS if r < min(width, shapes[u][-1]) // 2]
-            if ranks:
-                components[f"{u}_to_{site}_low"] = {"kind": "linear", "from": u, "rank": {"each": ranks},
-                                                    "predicts": site}
-            else:
+            components[f"{u}_to_{site}"] = {"kind": "linear", "from": u, "predicts": site,
+                                            **({"rank": {"each": ranks + [None]}} if ranks else {})}
+            if not ranks:
                 components[f"{u}_to_{site}_relu"] = {"kind": "linear", "from": u, "activation": "relu",
                                                      "predicts": site}
     doc = {"vocabulary": f"default for {theory.target}",

@@ -26,6 +26,22 @@ def test_the_residual_points_at_what_the_theory_left_out(tmp_path):
     assert errors == sorted(errors, reverse=True) and len(report["worst"]) == 3
 
 
+def test_the_residual_points_at_the_vocabulary_candidate_it_lacks(tmp_path):
+    from theorycraft.inference._vocabulary import parse_vocabulary
+
+    theory = theory_for(recorded_target(tmp_path), """\
+        waves: {kind: fourier, of: [a], modulus: 7, frequencies: [1]}
+        read: {kind: linear, from: waves, predicts: z}
+        """)
+    vocab = parse_vocabulary("components:\n  waves_b: {kind: fourier, of: [b], modulus: 7, frequencies: {each: 1..3},"
+                             " predicts: z}\n", "v.yaml", theory)
+    acts = captured(tmp_path, theory)
+    report = diagnose(fit(theory, acts, FitConfig(progress=False)), acts, top=1, vocabulary=vocab)["z"]
+    best = report["directions"][0]["correlated"]
+    # the missing 2 sin(2πb/7) is column 1 (sin) of the frequency-1 candidate: closer than b itself
+    assert best[0]["name"] == "candidate waves_b += 1[1]" and abs(best[0]["correlation"]) > 0.9
+
+
 def test_diagnose_command_writes_its_report(tmp_path, capsys, at_root):
     out = tmp_path / "run"
     assert main(["infer", "examples/modadd_fourier.yaml", "--n", "3000", "--out", str(out),

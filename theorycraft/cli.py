@@ -121,7 +121,12 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     run = Path(args.run_dir)
     fitted = FittedTheory.load(run)
-    report = diagnose(fitted, run_activations(fitted.scorecard, run), top=args.top, worst=args.worst)
+    vocabulary = None
+    if args.vocabulary:
+        from theorycraft.inference._vocabulary import load_vocabulary
+        vocabulary = load_vocabulary(args.vocabulary, fitted.theory)
+    report = diagnose(fitted, run_activations(fitted.scorecard, run), top=args.top, worst=args.worst,
+                      vocabulary=vocabulary)
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")
@@ -237,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
     diag.add_argument("--top", type=int, default=3, help="residual directions (and correlates of each) to report")
     diag.add_argument("--worst", type=int, default=5, help="worst test examples to show")
+    diag.add_argument("--vocabulary", metavar="VOCAB.yaml", help="also correlate with the candidate features of "
+                      "a search vocabulary (e.g. a search's vocabulary.yaml)")
 
     se = command("search", _search, "grow a theory from a start by held-out MDL, pruning what does not pay; "
                  "write the found theory, the trail and its scaling curve")
