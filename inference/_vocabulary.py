@@ -47,6 +47,7 @@ class Template:
     raw: dict  # as written, with {each: ...} fields
     choices: dict[str, list]  # field -> the items it ranges over
     labels: dict[str, list[str]]  # field -> a name for each item (mapping keys, or the values)
+    named: bool = False  # items were given names (a mapping): a candidate is named by its items
 
     @property
     def kind(self) -> str:
@@ -165,7 +166,7 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Templat
         problems.append(source.diagnostic(path, "missing required key 'predicts' in a template: the site its "
                                                 "candidates explain"))
         return None
-    choices, labels = {}, {}
+    choices, labels, named = {}, {}, False
     for key, value in raw.items():
         try:
             each = _each(value)
@@ -174,7 +175,8 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Templat
             return None
         if each is not None:
             choices[key], labels[key] = each
-    template = Template(name, dict(raw), choices, labels)
+            named |= isinstance(value["each"], dict)
+    template = Template(name, dict(raw), choices, labels, named)
     first = len(problems)
     for data, _ in template.items():  # every candidate must be a valid component of the language
         if not _check(_COMPONENT, data, source, path, problems):
@@ -331,7 +333,7 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
                 merged = {**data, key: have + [i for i in items if (str(i) if key == "when" else i) not in have]}
                 out.append(Candidate(name, t.kind, t.site, name, merged, data, vocab.variables, label=label))
                 continue
-            cname = name if not t.choices else (label if t.kind == "attention" or label[:1].isalpha() else f"{name}_{label}")
+            cname = label if t.named else f"{name}_{label}" if t.choices else name
             if t.kind == "attention":
                 head = data.get("head") or 0
                 taken = tuple(n for n, c in components.items() if c.kind == "attention"
@@ -422,10 +424,11 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
                                            "head": {"each": f"0..{shape[0] - 1}"}, "predicts": site}
             continue
         if token_inputs and len(shape) == 2 and not upstream:  # one row per position, read off the tokens
-            per_position = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]", "pos": "i"}
-            variables.update(per_position)
-            components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_position}},
+            per_token = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]"}
+            variables.update(per_token, pos="i")
+            components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_token}},
                                             "predicts": site}
+            components[f"{site}_pos"] = {"kind": "lookup", "of": "pos", "size": shape[0], "predicts": site}
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             components.update(_token_templates(site, np.asarray(inputs), variables))
         width = shape[-1] if shape else 1

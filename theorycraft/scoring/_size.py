@@ -141,6 +141,26 @@ def coarsest_scale(within: Callable[[float], bool], log2_range: tuple[float, flo
     return 2.0 ** lo
 
 
+def split_tables(fitted) -> dict:
+    """Parameters as sent: a lookup table as its shared row (the column medians: what rows that
+    no example reaches hold) plus each row's difference from it, so unreached rows cost ~0 bits."""
+    params = {}
+    for name, p in fitted.params.items():
+        if fitted.theory.components[name].kind == "lookup":
+            table = np.asarray(p["table"], np.float64)
+            base = np.median(table, axis=0, keepdims=True)
+            params[name] = {"base": base, "rows": table - base}
+        else:
+            params[name] = p
+    return params
+
+
+def join_table(params: dict) -> dict:
+    if "base" not in params:
+        return dict(params)
+    return {"table": np.asarray(params["base"], np.float32) + np.asarray(params["rows"], np.float32)}
+
+
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
     """Search the coarsest step (relative to each tensor's RMS) whose test coverage is within
     ``tolerance`` of the unquantized theory's; pay for the parameters at that step."""
@@ -152,12 +172,12 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
 
     def at(scale: float | None):
         """(theory as sent, parameter bits, test SSE, coverage) at a step ``scale`` (None: float32)."""
-        tree = {"params": fitted.params, "means": means}
+        tree = {"params": split_tables(fitted), "means": means}
         if scale is None:
             quantized, bits = fitted, _float_bits(tree)
         else:
             q, bits = _quantize_tree(tree, scale)
-            params = {n: dict(p) for n, p in q["params"].items()}
+            params = {n: join_table(p) for n, p in q["params"].items()}
             for name, rms in code_rms.items():
                 params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
             quantized = fitted.replace(params=params, means=_with_means(fitted, q["means"]))
