@@ -13,8 +13,10 @@ features (fourier, rule, product) is read out into that site by the site's linea
 
 How a candidate joins a theory (``Candidate.apply``): fourier and rule candidates of a template
 *merge* into its component (one more frequency, one more condition); product, lookup and
-mechanism (linear, mlp, dictionary) candidates add a component, replacing an earlier choice of
-the same template; an attention candidate takes over its head.
+mechanism (linear, mlp, dictionary) candidates add a component; where a template's items are
+unnamed choices (``rank: {each: [8, 32]}``) a new choice replaces the earlier one, where they are
+named (``of: {each: {tok: token[i], prev: token[i - 1]}}``) they coexist. An attention candidate
+takes over its head.
 """
 
 from __future__ import annotations
@@ -345,7 +347,8 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
                 continue
             if cname in components and _same(components[cname], data):
                 continue
-            replaces = tuple(n for n, tmpl in state.items() if tmpl == name and n in components)
+            # a template's unnamed choices (a rank, a width) are alternatives; its named items coexist
+            replaces = () if t.named else tuple(n for n, tmpl in state.items() if tmpl == name and n in components)
             out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, replaces, label))
     return out
 

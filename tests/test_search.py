@@ -181,3 +181,17 @@ def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     card = fit(written, acts, FitConfig(max_steps=300, progress=False)).scorecard
     saved = json.loads((tmp_path / "out" / "fitted" / "scorecard.json").read_text())
     assert card["coverage"] == pytest.approx(saved["coverage"], abs=1e-6)
+
+
+def test_named_items_coexist_and_unnamed_choices_replace_each_other(tmp_path):
+    start = start_theory(recorded_target(tmp_path))
+    vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [1, 2]}, predicts: y}\n",
+                             "v.yaml", start)
+    with_a = next(c for c in candidates(vocab, start, state={}) if c.name == "by_a").apply(start)
+    by_b = next(c for c in candidates(vocab, with_a, state={"by_a": "tables"}) if c.name == "by_b")
+    assert by_b.replaces == () and {"by_a", "by_b"} <= set(by_b.apply(with_a).components)
+    with_rank_1 = next(c for c in candidates(vocab, start, state={}) if c.name == "low_1").apply(start)
+    rank_2 = next(c for c in candidates(vocab, with_rank_1, state={"low_1": "low"}) if c.name == "low_2")
+    assert rank_2.replaces == ("low_1",)
+    swapped = rank_2.apply(with_rank_1)
+    assert "low_1" not in swapped.components and swapped.components["low_2"].rank == 2
