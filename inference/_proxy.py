@@ -24,7 +24,7 @@ import numpy as np
 
 from ._compile import fixed_inputs, init_params, make_plan, site_rows
 from ._kinds import product_apply
-from ._vocabulary import FEATURES, Candidate, rebuild
+from ._vocabulary import FEATURES, Candidate, as_list, rebuild
 
 BITS_PER_PARAM = 8.0  # a typical quantized parameter; the real fit measures it
 MAX_ROWS = 16384  # rows per site the estimates use (sites over positions have many per example)
@@ -93,7 +93,7 @@ def feature_columns(cand: Candidate, theory, shapes, vocab_size, batch) -> np.nd
     """A fixed-feature candidate's own columns ([rows, k]): a merge candidate's one new item."""
     item = {k: v for k, v in cand.item.items() if k != "predicts"}
     if cand.kind == "product":
-        item = {**item, "of": _as_list(cand.data["of"])}
+        item = {**item, "of": as_list(cand.data["of"])}
     return np.asarray(probe(cand, theory, shapes, vocab_size, batch, item)[1]["candidate_features"], np.float32)
 
 
@@ -133,7 +133,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
             gains[k] = lookup_gain(cells, int(np.prod(plan.lookup_sizes["candidate_features"])), r)
             unseen[k] = (int(np.prod(plan.lookup_sizes["candidate_features"])) - len(np.unique(cells))) * r.shape[1]
         elif cand.kind in ("linear", "mlp"):
-            x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in _as_list(cand.data["from"])], 1)
+            x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
             gains[k] = mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank"))
         elif cand.kind == "dictionary":
             gains[k] = pca_gain(r, cand.data.get("k") or 1)
@@ -163,6 +163,3 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
 
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]

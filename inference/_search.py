@@ -25,7 +25,7 @@ from . import _proxy
 from ._artifact import FittedTheory, count_params
 from ._compile import make_plan, site_rows
 from ._fit import FitConfig, fit, load_examples, site_shapes
-from ._vocabulary import MERGED, Vocabulary, _drop_reads, candidates, readout_name, rebuild
+from ._vocabulary import MERGED, Vocabulary, drop_reads, candidates, readout_name, rebuild
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
 
@@ -152,7 +152,7 @@ def removals(theory: Theory, protect: str = "") -> list[tuple[str, Theory]]:
         data = theory.to_dict()
         components = dict(data["components"])
         components.pop(name)
-        _drop_reads(components, name)
+        drop_reads(components, name)
         out.append((f"remove {name}", rebuild({**data, "components": components})))
         key = MERGED.get(c.kind)
         if key and len(getattr(c, key)) > 1:
@@ -195,52 +195,56 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     def out_of_time() -> bool:
         return budget_seconds is not None and time.time() - began > budget_seconds
 
-    def prune(current: Assessment, protect: str = "") -> Assessment:
-        while not out_of_time():
-            options = [(action, judge.assess(t)) for action, t in removals(current.theory, protect)]
-            if not options:
-                return current
-            action, best = min(options, key=lambda o: o[1].bits_total)
-            if best.bits_total >= current.bits_total:
-                return current
-            current = best
-            record(action, current)
-        return current
-
     current = judge.assess(start)
     record("start", current)
-    current = prune(current)
-    stopped = "nothing in the vocabulary pays for itself"
-    rng = np.random.default_rng(0)
-    while True:
-        if out_of_time():
-            stopped = "time budget spent"
-            break
-        offered = candidates(vocab, current.theory, state=state)
-        if not offered:
-            stopped = "the vocabulary is exhausted"
-            break
-        train = judge.examples.train
-        rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
-        ranked = shortlist(_proxy.rank(offered, current, judge, rows), tries)
-        log("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
-        chosen = None
-        for cand, _ in ranked:
-            a = judge.assess(cand.apply(current.theory))
-            if budget_bits is not None and a.bits_theory > budget_bits:
-                continue
-            if a.bits_total < (chosen[1].bits_total if chosen else current.bits_total):
-                chosen = (cand, a)
-        if chosen is None:
-            stopped = ("nothing within the bit budget pays for itself" if budget_bits is not None
-                       else "nothing in the vocabulary pays for itself")
-            break
-        cand, current = chosen
-        for old in cand.replaces:
-            state.pop(old, None)
-        state[cand.name] = cand.template
-        record(f"add {cand.description}", current)
-        current = prune(current, protect=cand.name)
+    best = {"now": current}  # the latest accepted theory, kept if the search is interrupted
+
+    def prune(protect: str = "") -> None:
+        while not out_of_time():
+            options = [(action, judge.assess(t)) for action, t in removals(best["now"].theory, protect)]
+            if not options:
+                return
+            action, smaller = min(options, key=lambda o: o[1].bits_total)
+            if smaller.bits_total >= best["now"].bits_total:
+                return
+            best["now"] = smaller
+            record(action, smaller)
+
+    def grow() -> str:
+        prune()
+        rng = np.random.default_rng(0)
+        while not out_of_time():
+            current = best["now"]
+            offered = candidates(vocab, current.theory, state=state)
+            if not offered:
+                return "the vocabulary is exhausted"
+            train = judge.examples.train
+            rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
+            ranked = shortlist(_proxy.rank(offered, current, judge, rows), tries)
+            log("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
+            chosen = None
+            for cand, _ in ranked:
+                a = judge.assess(cand.apply(current.theory))
+                if budget_bits is not None and a.bits_theory > budget_bits:
+                    continue
+                if a.bits_total < (chosen[1].bits_total if chosen else current.bits_total):
+                    chosen = (cand, a)
+            if chosen is None:
+                return ("nothing within the bit budget pays for itself" if budget_bits is not None
+                        else "nothing in the vocabulary pays for itself")
+            cand, best["now"] = chosen
+            for old in cand.replaces:
+                state.pop(old, None)
+            state[cand.name] = cand.template
+            record(f"add {cand.description}", best["now"])
+            prune(protect=cand.name)
+        return "time budget spent"
+
+    try:
+        stopped = grow()
+    except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
+        stopped = "interrupted"
+    current = best["now"]
     log(f"stopped: {stopped}")
     return SearchResult(current.theory, current, trail, stopped, vocab)
 

@@ -255,7 +255,7 @@ class Candidate:
         data = theory.to_dict()
         components = {k: v for k, v in data.get("components", {}).items() if k not in self.replaces}
         for old in self.replaces:
-            _drop_reads(components, old)
+            drop_reads(components, old)
         components[self.name] = self.data
         if self.kind in FEATURES:
             readout = components.get(readout_name(self.site)) or {"kind": "linear", "from": [], "predicts": self.site}
@@ -269,7 +269,7 @@ class Candidate:
         return rebuild(data)
 
 
-def _drop_reads(components: dict, name: str) -> None:
+def drop_reads(components: dict, name: str) -> None:
     for other in list(components.values()):
         for key in ("from", "of"):
             if isinstance(other.get(key), list) and name in other[key]:
@@ -287,7 +287,7 @@ def rebuild(data: dict) -> Theory:
             break
         for k in empty:
             components.pop(k)
-            _drop_reads(components, k)
+            drop_reads(components, k)
     data = {**data, "components": components}
     used = _used_variables(data)
     data["variables"] = {k: v for k, v in data.get("variables", {}).items() if k in used}
@@ -320,13 +320,13 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
     components = theory.components
     for name in templates or vocab.templates:
         t = vocab.templates[name]
-        if t.kind == "product" and not all(r in components for r in _as_list(t.raw["of"])):
+        if t.kind == "product" and not all(r in components for r in as_list(t.raw["of"])):
             continue  # products of features not chosen yet
         for data, label in t.items():
             data = {k: v for k, v in data.items() if not (t.kind in FEATURES and k == "predicts")}
             if t.kind in MERGED:
                 key = MERGED[t.kind]
-                items = _as_list(data[key])
+                items = as_list(data[key])
                 current = components.get(name)
                 have = list(getattr(current, key, ())) if current is not None and current.kind == t.kind else []
                 have = [str(x) if key == "when" else x for x in have]
@@ -363,7 +363,7 @@ def _dump(component) -> dict:
             if k not in ("doc", "predicts")}
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

@@ -195,3 +195,22 @@ def test_named_items_coexist_and_unnamed_choices_replace_each_other(tmp_path):
     assert rank_2.replaces == ("low_1",)
     swapped = rank_2.apply(with_rank_1)
     assert "low_1" not in swapped.components and swapped.components["low_2"].rank == 2
+
+
+def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
+    from theorycraft.inference import _search
+
+    assess = _search.Judge.assess
+    calls = {"n": 0}
+
+    def interrupt_later(self, theory):
+        calls["n"] += 1
+        if calls["n"] > 6:  # after the first additions: as if Ctrl-C were pressed mid-step
+            raise KeyboardInterrupt
+        return assess(self, theory)
+
+    monkeypatch.setattr(_search.Judge, "assess", interrupt_later)
+    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path)))
+    assert summary["stopped"] == "interrupted" and len(summary["trail"]) >= 2
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert found.to_yaml() == summary["trail"][-1]["theory"]  # the last accepted step, written out
