@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from theorycraft.spec import Theory, TheoryError, parse_theory
+from theorycraft.spec import ExprError, Theory, TheoryError, parse_expr, parse_theory
 from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
-from theorycraft.spec._model import Component, Expression, Name
+from theorycraft.spec._model import Component, Name
 from theorycraft.spec._parse import _pydantic_diagnostic
 from theorycraft.spec._yaml import SourceMap, load_yaml
 
@@ -40,7 +40,6 @@ MERGED = {"fourier": "frequencies", "rule": "when"}  # kinds whose candidates ad
 FEATURES = ("fourier", "rule", "product")  # fixed features: read out by the site's linear map
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
 _COMPONENT = TypeAdapter(Component)
-_EXPRESSION = TypeAdapter(Expression)
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,15 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
                                                       f"{did_you_mean(key, TOP_KEYS)}; expected one of: "
                                                       f"{', '.join(TOP_KEYS)}", key=True))
     variables = data.get("variables") or {}
-    for name, expr in (variables.items() if isinstance(variables, dict) else ()):
-        _check(_EXPRESSION, expr, source, ("variables", name), problems)
+    if not isinstance(variables, dict):
+        problems.append(source.diagnostic(("variables",), f"expected a mapping of names to expressions, "
+                                                         f"found {describe(variables)}"))
+        variables = {}
+    for name, expr in variables.items():
+        try:
+            parse_expr(expr)
+        except ExprError as exc:
+            problems.append(source.diagnostic(("variables", name), exc.message, offset=exc.offset))
     templates = {}
     components = data.get("components")
     if not isinstance(components, dict) or not components:
@@ -141,16 +147,12 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     return vocab
 
 
-def _check(adapter: TypeAdapter, raw: Any, source: SourceMap, path: tuple, problems: list) -> bool:
+def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list) -> bool:
     try:
-        adapter.validate_python(raw)
+        _COMPONENT.validate_python(raw)
         return True
-    except ValidationError as exc:
-        if path[0] == "variables":
-            problems.append(source.diagnostic(path, exc.errors()[0]["ctx"].get("message", exc.errors()[0]["msg"])
-                                              if exc.errors()[0].get("ctx") else exc.errors()[0]["msg"]))
-        else:
-            problems.extend(_pydantic_diagnostic(err, raw, source, path) for err in exc.errors()[:1])
+    except ValidationError as exc:  # the first problem only: the other candidates repeat it
+        problems.append(_pydantic_diagnostic(exc.errors()[0], raw, source, path))
         return False
 
 
@@ -181,7 +183,7 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Templat
     template = Template(name, dict(raw), choices, labels, named)
     first = len(problems)
     for data, _ in template.items():  # every candidate must be a valid component of the language
-        if not _check(_COMPONENT, data, source, path, problems):
+        if not _valid_component(data, source, path, problems):
             break
     return template if len(problems) == first else None
 

@@ -214,3 +214,11 @@ def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
     assert summary["stopped"] == "interrupted" and len(summary["trail"]) >= 2
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert found.to_yaml() == summary["trail"][-1]["theory"]  # the last accepted step, written out
+
+
+def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):
+    start = start_theory(recorded_target(tmp_path))
+    with pytest.raises(TheoryError) as err:
+        parse_vocabulary("variables: {c: 'token[2] +'}\ncomponents:\n  t: {kind: lookup, of: c, predicts: u}\n",
+                         "v.yaml", start)
+    assert str(err.value.diagnostics[0]).startswith("v.yaml:1:27: error: invalid expression")  # at the end, where it breaks
