@@ -110,42 +110,46 @@ def _param_count(theory, judge) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes)))
 
 
+def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) -> tuple[float, int]:
+    """(squared-error gain, table cells no example reaches) of a candidate that is not a fixed
+    feature (those are estimated together, in ``ridge_gains``)."""
+    theory = current.theory
+    if cand.kind == "lookup":
+        plan, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
+        cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
+        size = int(np.prod(plan.lookup_sizes["candidate_features"]))
+        return lookup_gain(cells, size, r), (size - len(np.unique(cells))) * r.shape[1]
+    if cand.kind in ("linear", "mlp"):
+        x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
+        return mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank")), 0
+    if cand.kind == "dictionary":
+        return pca_gain(r, cand.data.get("k") or 1), 0
+    if cand.kind == "attention":
+        _, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
+        shape = judge.shapes[cand.site]
+        pred = (site_rows(current.fitted.plan, cand.site, batch[cand.site])[:len(r)] - r).reshape(-1, *shape)
+        y = pred + r.reshape(-1, *shape)
+        rule = np.broadcast_to(fixed["candidate_features/expr"], (len(batch["inputs"]), *shape[1:]))  # or [T, T]
+        return attention_gain(rule[:len(pred)], cand.data.get("head") or 0, y, pred, cand.data.get("causal", True)), 0
+    return 0.0, 0
+
+
 def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tuple[Candidate, float]]:
     """Candidates with their estimated gain in bits, best first."""
-    residual = judge.residuals(current, rows)
-    residual = {s: r[:MAX_ROWS] for s, r in residual.items()}
+    residual = {s: r[:MAX_ROWS] for s, r in judge.residuals(current, rows).items()}
     batch = {k: v[rows] for k, v in judge.data.items()}
     theory = current.theory
-    products_of = {n for c in offered if c.kind == "product"
-                   for n in (c.data["of"] if isinstance(c.data["of"], (list, tuple)) else [c.data["of"]])}
-    products_of |= {r for name, c in theory.components.items() if c.kind == "product" for r in c.of}
+    products_of = {n for c in offered if c.kind == "product" for n in as_list(c.data["of"])}
+    products_of |= {r for c in theory.components.values() if c.kind == "product" for r in c.of}
     gains: dict[int, float] = {}
     unseen: dict[int, int] = {}  # a table's rows no example reaches stay zero: nearly free to send
     grouped = defaultdict(list)  # (site, width) -> [(index, features)]
     for k, cand in enumerate(offered):
-        r = residual[cand.site]
         if cand.kind in FEATURES:
             z = _features(cand, theory, judge, batch, products_of)[:MAX_ROWS]
             grouped[(cand.site, z.shape[1])].append((k, z))
-        elif cand.kind == "lookup":
-            plan, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
-            cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
-            gains[k] = lookup_gain(cells, int(np.prod(plan.lookup_sizes["candidate_features"])), r)
-            unseen[k] = (int(np.prod(plan.lookup_sizes["candidate_features"])) - len(np.unique(cells))) * r.shape[1]
-        elif cand.kind in ("linear", "mlp"):
-            x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
-            gains[k] = mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank"))
-        elif cand.kind == "dictionary":
-            gains[k] = pca_gain(r, cand.data.get("k") or 1)
-        elif cand.kind == "attention":
-            _, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
-            shape = judge.shapes[cand.site]
-            y = site_rows(current.fitted.plan, cand.site, batch[cand.site]).reshape(-1, *shape)
-            pred = y - residual[cand.site].reshape(-1, *shape)
-            rule = np.broadcast_to(fixed["candidate_features/expr"], (len(y), *shape[1:]))  # position rules: [T, T]
-            gains[k] = attention_gain(rule[:len(pred)], cand.data.get("head") or 0,
-                                      y[:len(pred)], pred,
-                                      cand.data.get("causal", True))
+        else:
+            gains[k], unseen[k] = _single_gain(cand, current, judge, batch, residual[cand.site])
     for (site, _), members in grouped.items():
         z = jnp.asarray(np.stack([m[1] for m in members]))
         for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
@@ -154,12 +158,10 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
     per_param = current.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured so far
     scored = []
     for k, cand in enumerate(offered):
-        r = residual[cand.site]
-        sse = float((r ** 2).sum())
+        sse = float((residual[cand.site] ** 2).sum())
         gain = min(max(gains.get(k, 0.0), 0.0), sse * (1 - 1e-9))
         values = len(judge.examples.test) * int(np.prod(judge.shapes[cand.site]))
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
         added = _param_count(cand.apply(theory), judge) - base_params - unseen.get(k, 0)
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
-
