@@ -222,3 +222,12 @@ def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):
         parse_vocabulary("variables: {c: 'token[2] +'}\ncomponents:\n  t: {kind: lookup, of: c, predicts: u}\n",
                          "v.yaml", start)
     assert str(err.value.diagnostics[0]).startswith("v.yaml:1:27: error: invalid expression")  # at the end, where it breaks
+
+
+def test_bundled_vocabularies_join_their_start_theories(at_root):
+    from theorycraft.inference._vocabulary import load_vocabulary
+    from theorycraft.spec import load_theory
+
+    start = load_theory("examples/search_superposition.yaml")
+    vocab = load_vocabulary("examples/vocabularies/superposition_bottleneck.yaml", start)
+    assert vocab.sites == ["h", "out"] and len(candidates(vocab, start, state={})) == 10
