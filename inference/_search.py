@@ -135,8 +135,7 @@ class Step:
 
 @dataclass
 class SearchResult:
-    theory: Theory
-    best: Assessment
+    best: Assessment  # the found theory, fitted and scored
     trail: list[Step]
     stopped: str
     vocabulary: Vocabulary
@@ -246,5 +245,5 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         stopped = "interrupted"
     current = best["now"]
     log(f"stopped: {stopped}")
-    return SearchResult(current.theory, current, trail, stopped, vocab)
+    return SearchResult(current, trail, stopped, vocab)
 

@@ -32,7 +32,7 @@ def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
 
     from theorycraft.scoring._size import unclaimed_heads
 
-    theory, fitted = result.theory, result.best.fitted
+    theory, fitted = result.best.theory, result.best.fitted
     rows = judge.examples.test[:sample]
     batch = {k: v[rows] for k, v in judge.data.items()}
     out = []
@@ -69,7 +69,7 @@ def write_search(result: SearchResult, judge, out: Path, *, start_path: str, tar
     comments = [f"# found by theorycraft search from {start_path} in {len(trail) - 1} steps ({result.stopped})"]
     comments += [f"# {h['site']} head {h['head']} is left to its mean pattern; of the vocabulary's rules it is "
                  f"closest to {h['rule_name']} ({h['rule']}), cosine {h['cosine']:.2f}" for h in heads]
-    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + result.theory.to_yaml())
+    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + result.best.theory.to_yaml())
     (out / "vocabulary.yaml").write_text(result.vocabulary.text)
     fitted = result.best.fitted
     fitted.scorecard = fitted.evaluate(judge.acts, judge.data) | {
