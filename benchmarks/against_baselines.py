@@ -21,7 +21,7 @@ from theorycraft.benchmarks.coverage import _row
 from theorycraft.inference import FitConfig, FittedTheory, fit
 from theorycraft.inference._fit import site_shapes
 from theorycraft.scoring import score
-from theorycraft.scoring._score import run_activations
+from theorycraft.api import run_activations
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from theorycraft.inference._artifact import coded_sites
+from theorycraft.inference._fitted import coded_sites
 from theorycraft.spec import Theory, parse_theory
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built

@@ -1,6 +1,6 @@
 """The JAX engine: component kinds (init/apply pairs), theory -> predict function, fitting."""
 
-from ._artifact import FittedTheory, r2
+from ._fitted import FittedTheory, r2
 from ._compile import Plan, make_plan
 from ._fit import FitConfig, fit
 from ._kinds import KINDS, Kind, Shapes, register

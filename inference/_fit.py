@@ -343,7 +343,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         data: Mapping[str, np.ndarray] | None = None, evaluate: bool = True):
     """Fit every free parameter of ``theory`` to the captured activations ``acts`` (only to the
     training examples among ``examples``, when given: the prequential code fits on prefixes)."""
-    from ._artifact import FittedTheory
+    from ._fitted import FittedTheory
 
     start = time.time()
     plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)

@@ -4,7 +4,7 @@ import json
 
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._diagnose import diagnose
+from theorycraft.refine._diagnose import diagnose
 
 from conftest import captured, recorded_target, theory_for
 
@@ -27,7 +27,7 @@ def test_the_residual_points_at_what_the_theory_left_out(tmp_path):
 
 
 def test_the_residual_points_at_the_vocabulary_candidate_it_lacks(tmp_path):
-    from theorycraft.inference._vocabulary import parse_vocabulary
+    from theorycraft.refine._vocabulary import parse_vocabulary
 
     theory = theory_for(recorded_target(tmp_path), """\
         waves: {kind: fourier, of: [a], modulus: 7, frequencies: [1]}

@@ -1,6 +1,6 @@
 """The theory scaling curve L(N) = E + A·N^(−α)."""
 
-from theorycraft.inference._scaling import ScalingCurve, fit_scaling
+from theorycraft.refine._scaling import ScalingCurve, fit_scaling
 
 
 def test_scaling_curve_recovers_a_planted_power_law():

@@ -13,9 +13,9 @@ from theorycraft.api import search
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference._fit import site_shapes
-from theorycraft.inference._proxy import lookup_gain, mechanism_gain, ridge_gains
-from theorycraft.inference._search import Judge, explained_sites
-from theorycraft.inference._vocabulary import candidates, default_vocabulary, parse_vocabulary
+from theorycraft.refine._proxy import lookup_gain, mechanism_gain, ridge_gains
+from theorycraft.refine._search import Judge, explained_sites
+from theorycraft.refine._vocabulary import candidates, default_vocabulary, parse_vocabulary
 from theorycraft.spec import TheoryError, parse_theory
 
 from conftest import captured, recorded_target
@@ -198,7 +198,7 @@ def test_named_items_coexist_and_unnamed_choices_replace_each_other(tmp_path):
 
 
 def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
-    from theorycraft.inference import _search
+    from theorycraft.refine import _search
 
     assess = _search.Judge.assess
     calls = {"n": 0}
@@ -225,7 +225,7 @@ def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):
 
 
 def test_bundled_vocabularies_join_their_start_theories(at_root):
-    from theorycraft.inference._vocabulary import load_vocabulary
+    from theorycraft.refine._vocabulary import load_vocabulary
     from theorycraft.spec import load_theory
 
     start = load_theory("examples/search_superposition.yaml")

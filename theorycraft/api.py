@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Iterable, Sequence
+
+from theorycraft.errors import FitError
 
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, capture as _capture
@@ -73,9 +77,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
 
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
-    from theorycraft.inference._search import Judge, explained_sites, search as run
-    from theorycraft.inference._trail import write_search
-    from theorycraft.inference._vocabulary import default_vocabulary, load_vocabulary, parse_vocabulary
+    from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
+                                    search as run, write_search)
 
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start) if isinstance(start, str) else start
@@ -108,3 +111,32 @@ def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
         raise FitError(f"{path}: a theory to compare with must have the start's target and sites "
                        f"({start.target}: {', '.join(start.sites)})")
     return theory
+
+
+def run_activations(card: dict, run_dir: Path):
+    directory = card.get("data", {}).get("directory")
+    if not directory:
+        raise FitError(f"{run_dir}/scorecard.json does not say which activations it was fitted on; "
+                       f"rerun theorycraft infer")
+    if not Path(directory, "manifest.json").exists():
+        raise FitError(f"the activations {run_dir} was fitted on are gone ({directory}); rerun theorycraft infer")
+    return ActivationSet(directory)
+
+
+def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
+              limit: int | None = None) -> dict:
+    """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import score
+
+    run_dir = Path(run_dir)
+    fitted = FittedTheory.load(run_dir)
+    acts = run_activations(fitted.scorecard, run_dir)
+    target = None
+    if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+        target = target_of(fitted.theory, trust_code=trust_code)
+    card = score(fitted, acts, target=target, prequential=prequential, limit=limit)
+    tmp = run_dir / ".scorecard.tmp.json"
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(run_dir / "scorecard.json")
+    return card

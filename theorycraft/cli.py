@@ -90,7 +90,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from theorycraft.scoring import score_run
+    from theorycraft.api import score_run
 
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
                      limit=args.limit)
@@ -116,14 +116,14 @@ def _diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.inference import FittedTheory
-    from theorycraft.inference._diagnose import diagnose, render
-    from theorycraft.scoring._score import run_activations
+    from theorycraft.refine import diagnose, render
+    from theorycraft.api import run_activations
 
     run = Path(args.run_dir)
     fitted = FittedTheory.load(run)
     vocabulary = None
     if args.vocabulary:
-        from theorycraft.inference._vocabulary import load_vocabulary
+        from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory)
     report = diagnose(fitted, run_activations(fitted.scorecard, run), top=args.top, worst=args.worst,
                       vocabulary=vocabulary)

@@ -19,12 +19,16 @@ from typing import Callable
 
 import numpy as np
 
+from theorycraft.inference._compile import make_plan, site_rows
+from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shapes
+from theorycraft.inference._fitted import FittedTheory, count_params
+from theorycraft.scoring import examples_of, measure
+from theorycraft.scoring._codes import gaussian_bits
+from theorycraft.scoring._heldout import values_of
+from theorycraft.scoring._mdl import residual_bits
 from theorycraft.spec import Theory
 
 from . import _proxy
-from ._artifact import FittedTheory, count_params
-from ._compile import make_plan, site_rows
-from ._fit import FitConfig, fit, load_examples, site_shapes
 from ._vocabulary import MERGED, Vocabulary, drop_reads, candidates, readout_name, rebuild
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
@@ -57,10 +61,6 @@ class Judge:
     config: FitConfig = field(default_factory=lambda: FitConfig(progress=False))
 
     def __post_init__(self):
-        from theorycraft.scoring import examples_of, measure
-        from theorycraft.scoring._codes import gaussian_bits
-        from theorycraft.scoring._heldout import values_of
-
         self.data = load_examples(self.start, self.acts)
         self.shapes = site_shapes(self.start, self.acts.sites)
         bare = Theory(self.start.name, self.start.target, dict(self.start.sites), {}, {})
@@ -78,9 +78,6 @@ class Judge:
         self.seen: dict[str, Assessment] = {}
 
     def assess(self, theory: Theory) -> Assessment:
-        from theorycraft.scoring import measure
-        from theorycraft.scoring._mdl import residual_bits
-
         key = theory.to_yaml()
         if key in self.seen:
             return self.seen[key]

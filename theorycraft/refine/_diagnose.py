@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._compile import fixed_inputs, site_rows
-from ._fit import load_examples
+from theorycraft.inference._compile import fixed_inputs, site_rows
+from theorycraft.inference._fit import load_examples
+
+from ._proxy import feature_columns
+from ._vocabulary import FEATURES, candidates
 
 
 def _correlations(scores: np.ndarray, candidates: dict[str, np.ndarray], top: int) -> list[dict]:
@@ -25,9 +28,6 @@ def _correlations(scores: np.ndarray, candidates: dict[str, np.ndarray], top: in
 def _vocabulary_columns(fitted, batch: dict, site: str, vocab) -> dict[str, np.ndarray]:
     """The columns of every fixed-feature candidate a search vocabulary offers for ``site``
     (``mlp_waves += 23[1]``): features the theory could add."""
-    from ._proxy import feature_columns
-    from ._vocabulary import FEATURES, candidates
-
     out = {}
     for cand in candidates(vocab, fitted.theory, state={}):
         if cand.site == site and cand.kind in FEATURES:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compile import fixed_inputs, init_params, make_plan, site_rows
-from ._kinds import product_apply
+from theorycraft.inference._compile import fixed_inputs, init_params, make_plan, site_rows
+from theorycraft.inference._kinds import product_apply
 from ._vocabulary import FEATURES, Candidate, as_list, rebuild
 
 BITS_PER_PARAM = 8.0  # a typical quantized parameter; the real fit measures it

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from theorycraft.scoring._size import unclaimed_heads
+
 from ._proxy import probe
 from ._scaling import fit_scaling
 from ._search import SearchResult
+from ._vocabulary import candidates
 
 
 def scaling_of(trail: list[dict], target_coverage: float) -> dict | None:
@@ -28,10 +31,6 @@ def scaling_of(trail: list[dict], target_coverage: float) -> dict | None:
 def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
     """For each head the found theory leaves to its mean pattern (no rule bought bits over it),
     the vocabulary rule whose pattern its mean pattern is closest to (cosine)."""
-    from ._vocabulary import candidates
-
-    from theorycraft.scoring._size import unclaimed_heads
-
     theory, fitted = result.best.theory, result.best.fitted
     rows = judge.examples.test[:sample]
     batch = {k: v[rows] for k, v in judge.data.items()}

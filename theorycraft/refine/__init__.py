@@ -1,0 +1,13 @@
+"""Refinement, a stage of its own above the engine and the scorer: search vocabularies, cheap
+estimates of what a candidate buys, greedy search by held-out MDL, its trail and scaling curve,
+and diagnosis of where a fitted theory fails."""
+
+from ._diagnose import diagnose, render
+from ._scaling import ScalingCurve, fit_scaling
+from ._search import Judge, SearchResult, explained_sites, search
+from ._trail import write_search
+from ._vocabulary import Vocabulary, default_vocabulary, load_vocabulary, parse_vocabulary
+
+__all__ = ["Judge", "ScalingCurve", "SearchResult", "Vocabulary", "default_vocabulary", "diagnose",
+           "explained_sites", "fit_scaling", "load_vocabulary", "parse_vocabulary", "render", "search",
+           "write_search"]
