@@ -10,6 +10,7 @@ writes them to RUN_DIR/baselines.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from theorycraft.benchmarks.baselines import Context, mean_only, probe, saes
-from theorycraft.benchmarks.coverage import _row
+from theorycraft.benchmarks.coverage import Row
 from theorycraft.inference import FitConfig, FittedTheory, fit
 from theorycraft.inference._fit import site_shapes
 from theorycraft.scoring import score
@@ -33,22 +34,22 @@ def main() -> None:
     args = parser.parse_args()
     run = Path(args.run_dir)
     fitted = FittedTheory.load(run)
-    acts = run_activations(fitted.scorecard, run)
+    acts = run_activations(fitted, run)
     theory = fitted.theory
     ctx = Context(site_shapes(theory, acts.sites), np.asarray(acts.inputs()), acts.vocab_size)
     configs = [tuple(int(v) for v in text.split("x")) for text in args.sae]
     config = FitConfig(max_steps=args.steps, batch_size=args.batch_size, progress=False)
     rows = []
     start = time.time()
-    rows.append(_row(score(fitted, acts), str(theory.target), theory.name, "found", time.time() - start))
+    rows.append(Row.of(score(fitted, acts), str(theory.target), theory.name, "found", time.time() - start))
     for baseline in mean_only(theory, ctx) + probe(theory, ctx) + saes(theory, ctx, configs):
         start = time.time()
         card = score(fit(baseline.theory, acts, config), acts)
-        rows.append(_row(card, str(theory.target), theory.name, baseline.family, time.time() - start))
+        rows.append(Row.of(card, str(theory.target), theory.name, baseline.family, time.time() - start))
     print(f"{'theory':<36} {'family':<8} {'params':>12} {'bits':>13} {'coverage':>9} {'compression':>12}")
     for r in rows:
         print(f"{r.theory:<36} {r.family:<8} {r.params:>12,} {r.bits:>13,} {r.coverage:>9.4f} {r.compression:>12.3f}")
-    (run / "baselines.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
+    (run / "baselines.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from theorycraft.inference._fitted import coded_sites
 from theorycraft.spec import Theory, parse_theory
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
@@ -51,7 +50,7 @@ class Context:
 
 def _theory(reference: Theory, name: str, description: str, components: dict, variables: dict | None = None,
             sites: Sequence[str] | None = None) -> Theory:
-    sites = list(sites if sites is not None else coded_sites(reference))
+    sites = list(sites if sites is not None else reference.covered)
     data = {"theory": f"{reference.name}.{name}", "description": description, "target": str(reference.target),
             "sites": {s: reference.to_dict()["sites"][s] for s in sites}}
     if variables:
@@ -74,7 +73,7 @@ def mean_only(reference: Theory, ctx: Context) -> list[Baseline]:
 
 
 def memorisation(reference: Theory, ctx: Context) -> list[Baseline]:
-    sites = [s for s in coded_sites(reference) if not _is_pattern(ctx, s) and len(ctx.shapes[s]) == 1]
+    sites = [s for s in reference.covered if not _is_pattern(ctx, s) and len(ctx.shapes[s]) == 1]
     if not sites or ctx.inputs.ndim != 2 or not np.issubdtype(ctx.inputs.dtype, np.integer):
         return []
     positions = _varying_positions(ctx.inputs)
@@ -88,7 +87,7 @@ def memorisation(reference: Theory, ctx: Context) -> list[Baseline]:
 
 
 def probe(reference: Theory, ctx: Context) -> list[Baseline]:
-    sites = [s for s in coded_sites(reference) if not _is_pattern(ctx, s)]
+    sites = [s for s in reference.covered if not _is_pattern(ctx, s)]
     if not sites:
         return []
     components, variables = {}, {}
@@ -117,7 +116,7 @@ def probe(reference: Theory, ctx: Context) -> list[Baseline]:
 
 def saes(reference: Theory, ctx: Context, configs: Sequence[tuple[int, int]]) -> list[Baseline]:
     """One sparse autoencoder per site for each (width multiple, k)."""
-    sites = [s for s in coded_sites(reference) if not _is_pattern(ctx, s)]
+    sites = [s for s in reference.covered if not _is_pattern(ctx, s)]
     out = []
     for multiple, k in configs:
         components = {f"sae_{s}": {"kind": "dictionary", "from": s, "width": multiple * ctx.shapes[s][-1], "k": k,

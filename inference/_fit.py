@@ -23,9 +23,6 @@ from theorycraft.spec import Theory
 from . import _ridge
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 
-VALIDATION_FRACTION = 0.2  # of the training examples, for ridge strength and early stopping
-
-
 @dataclass(frozen=True)
 class FitConfig:
     seed: int = 0
@@ -36,6 +33,9 @@ class FitConfig:
     patience: int = 5  # evaluations without improvement before stopping
     checkpoint_every: int = 200
     progress: bool = True
+    # closed-form fits choose their strength on validation, then refit on train + validation; a
+    # judge comparing theories on validation needs fits that never saw it
+    refit_on_validation: bool = True
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -55,11 +55,6 @@ def load_examples(theory: Theory, acts) -> dict[str, np.ndarray]:
         values = acts.site(str(site.hook))
         data[name] = values[:, site.position] if site.position is not None else values
     return data
-
-
-def validation_mask(acts) -> np.ndarray:
-    from theorycraft.store import split_is_test
-    return split_is_test(acts.n, acts.manifest["dataset"]["identity"] + ":validation") & ~acts.is_test
 
 
 def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
@@ -92,7 +87,8 @@ def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np
     return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
 
 
-def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, batch_rows: int = 8192):
+def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
+                   batch_rows: int = 8192):
     """Stream train and validation batches into sufficient statistics; solve; split the weights
     back into each component's parameters."""
     stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
@@ -102,10 +98,10 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
             fixed = fixed_inputs(plan, batch, site)
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
     biased = [n for n in names if plan.theory.components[n].bias]
-    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
+    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
     rank = plan.theory.components[names[0]].rank
     if rank:
-        return {names[0]: _reduced_rank(w, stats["train"], stats["val"], rank, bool(biased))}, alpha
+        return {names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha
     params, offset = {}, 0
     for n in names:
         c = plan.theory.components[n]
@@ -122,7 +118,8 @@ def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
     fitted values (Izenman 1975), as ``down`` [in, rank] and ``up`` [rank, out]."""
     merged = _ridge.Stats()
     merged += train
-    merged += val
+    if val is not None:
+        merged += val
     cxx = merged.centred(intercept)[0]
     _, vectors = np.linalg.eigh(w.T @ cxx @ w)
     top = vectors[:, ::-1][:, :rank]  # [out, rank]
@@ -156,7 +153,7 @@ def _backfit(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, shrink: f
     return mean, tables
 
 
-def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx):
+def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True):
     """A sum of tables: exact ridge by backfitting (a single table is a shrunk per-cell mean); the
     shrinkage is chosen on validation, then the tables are refit on train + validation."""
     sizes = [plan.shapes(n).inputs[0] for n in names]
@@ -174,8 +171,9 @@ def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, va
         sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
         if sse < best:
             best, best_shrink = sse, shrink
-    mean, tables = _backfit([np.concatenate([c, v]) for c, v in zip(cells, vcells)], sizes,
-                            np.concatenate([y, vy]), best_shrink)
+    if refit:
+        cells, y = [np.concatenate([c, v]) for c, v in zip(cells, vcells)], np.concatenate([y, vy])
+    mean, tables = _backfit(cells, sizes, y, best_shrink)
     tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
     return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink
 
@@ -340,28 +338,29 @@ def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
 
 def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
         log: Callable[[str], None] = lambda s: None, *, examples: np.ndarray | None = None,
-        data: Mapping[str, np.ndarray] | None = None, evaluate: bool = True):
-    """Fit every free parameter of ``theory`` to the captured activations ``acts`` (only to the
-    training examples among ``examples``, when given: the prequential code fits on prefixes)."""
+        data: Mapping[str, np.ndarray] | None = None):
+    """Fit every free parameter of ``theory`` to the captured activations ``acts``: on the
+    training split, every choice on the validation split; the test split is never read. With
+    ``examples``, only those among them (the prequential code fits on prefixes)."""
     from ._fitted import FittedTheory
 
     start = time.time()
     plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)
     data = data if data is not None else load_examples(theory, acts)
-    is_val = validation_mask(acts)
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
-    train_idx = np.flatnonzero(~acts.is_test & ~is_val & allowed)
-    val_idx = np.flatnonzero(is_val & allowed)
+    train_idx = np.flatnonzero(~acts.is_test & ~acts.is_validation & allowed)
+    val_idx = np.flatnonzero(acts.is_validation & allowed)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     closed = closed_form_sites(plan)
     summary: dict = {"closed_form": {}, "gradient": None}
+    refit = config.refit_on_validation
     for site, names in closed.items():
         if theory.components[names[0]].kind == "lookup":
-            solved, strength = fit_lookup_site(plan, site, names, data, train_idx, val_idx)
+            solved, strength = fit_lookup_site(plan, site, names, data, train_idx, val_idx, refit)
         else:
-            solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx)
+            solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx, refit)
         params.update(solved)
         summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
         log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
@@ -372,12 +371,9 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         params = {**params, **{k: v for k, v in learned.items() if k in _upstream_all(plan, rest)}}
         summary["gradient"] = info
         log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
-    fitted = FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
-                          acts.vocab_size)
-    if evaluate:
-        fitted.scorecard = fitted.evaluate(acts, data) | {"fit": summary, "seconds": round(time.time() - start, 2),
-                                                          "data": {"directory": str(acts.directory), "n": acts.n}}
-    return fitted
+    summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
+    return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
+                        acts.vocab_size, summary)
 
 
 def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:

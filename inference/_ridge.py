@@ -62,10 +62,11 @@ class Stats:
         return xtx - self.n * np.outer(mx, mx), self.xty - self.n * np.outer(mx, my), mx, my
 
 
-def solve(train: Stats, validation: Stats | None = None, alphas=ALPHAS,
-          intercept: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+def solve(train: Stats, validation: Stats | None = None, alphas=ALPHAS, intercept: bool = True,
+          refit: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
     """Ridge weights and bias (float64), and the chosen strength. With a validation set the
-    strength minimises its squared error; the weights are then refit on train + validation."""
+    strength minimises its squared error; the weights are then refit on train + validation
+    (unless ``refit`` is off)."""
     cxx, cxy, mx, my = train.centred(intercept)
     scale = max(np.trace(cxx) / len(cxx), 1e-12)
     alpha = alphas[0]
@@ -80,10 +81,11 @@ def solve(train: Stats, validation: Stats | None = None, alphas=ALPHAS,
             sse = _sse(w, b, vxx, vxy, validation)
             if sse < best:
                 best, alpha = sse, a
-        merged = Stats()
-        merged += train
-        merged += validation
-        cxx, cxy, mx, my = merged.centred(intercept)
+        if refit:
+            merged = Stats()
+            merged += train
+            merged += validation
+            cxx, cxy, mx, my = merged.centred(intercept)
     w = np.linalg.solve(cxx + alpha * scale * np.eye(len(cxx)), cxy) if len(cxx) else np.zeros_like(cxy)
     return w, my - mx @ w, alpha
 

@@ -62,6 +62,18 @@ class Theory:
         """Components whose outputs add up to the prediction of ``site``."""
         return tuple(name for name, c in self.components.items() if c.predicts == site)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Recorded sites the theory reads but does not predict: given, not explained."""
+        read = {r for c in self.components.values() for r in c.reads()}
+        return tuple(s for s in self.sites if s in read and not self.predictors(s))
+
+    @property
+    def covered(self) -> tuple[str, ...]:
+        """The sites the theory answers for, and that coverage and MDL are computed over: every
+        site it names but its inputs; a site it does not predict counts at its training mean."""
+        return tuple(s for s in self.sites if s not in self.inputs)
+
     def upstream(self, site: str) -> set[str]:
         """The components a site's prediction depends on: its predictors and all they read."""
         return walk_reads(self.predictors(site),

@@ -42,13 +42,13 @@ def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
     return d
 
 
-def theory_for(directory, components, extra_sites=""):
+def theory_for(directory, components, extra_sites="", sites="x: x, y: y, z: z"):
     from theorycraft.spec import parse_theory
 
     return parse_theory(textwrap.dedent(f"""\
         theory: synthetic
         target: activations:{directory}
-        sites: {{x: x, y: y, z: z{extra_sites}}}
+        sites: {{{sites}{extra_sites}}}
         variables: {{a: 'token[0]', b: 'token[1]'}}
         components:
         """) + textwrap.indent(textwrap.dedent(components), "  "), path="synthetic.yaml")
@@ -60,3 +60,10 @@ def captured(tmp_path, theory):
 
     return capture(load_target(theory.target), [s.hook for s in theory.sites.values()],
                    cache_dir=tmp_path / "cache", progress=False)
+
+
+def r2_test(fitted, acts, site):
+    """A fitted theory's test R² at one site, as the scorer computes it."""
+    from theorycraft.scoring import score
+
+    return score(fitted, acts, bits=False).sites[site].r2_test

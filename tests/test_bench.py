@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from theorycraft.benchmarks.coverage import Row, pareto_front, run_bench, validity
+from theorycraft.benchmarks.coverage import RIVALS, SEEDS, BenchResult, Row, pareto_front, run_bench, validity
 
 TOY_TARGETS = ["modadd-p113", "superposition", "induction"]
 
@@ -38,23 +38,30 @@ def bench(tmp_path_factory):
 
 def test_reference_theories_are_ranked_first_on_known_mechanisms(bench):
     _, result = bench
-    assert result["validity"] == []
-    rows = result["rows"]
+    assert result.validity == ()
+    rows = result.rows
     for target in TOY_TARGETS:
-        families = {r["family"] for r in rows if r["target"] == f"builtin:{target}"}
-        assert {"reference", "mean", "random"} <= families
-    reference = {r["target"]: r for r in rows if r["family"] == "reference"}
-    assert reference["builtin:modadd-p113"]["coverage"] > 0.95
-    assert reference["builtin:superposition"]["coverage"] > 0.99
-    assert reference["builtin:induction"]["r2"]["l1_pattern"] > 0.3
+        pool = [r for r in rows if r.target == f"builtin:{target}"]
+        assert {"reference", "mean", "random"} <= {r.family for r in pool}
+        # the close comparison, over seeds: the reference and the rival best on validation
+        compared = [r for r in pool if r.seeds]
+        rivals = [r for r in pool if r.family in RIVALS]
+        assert [r.family for r in compared][:1] == ["reference"] and len(compared) == 1 + bool(rivals)
+        if rivals:
+            assert compared[1] == max(rivals, key=lambda r: r.coverage_validation)
+        assert all(len(v) == len(SEEDS) for r in compared for v in r.seeds.values())
+    reference = {r.target: r for r in rows if r.family == "reference"}
+    assert reference["builtin:modadd-p113"].coverage > 0.95
+    assert reference["builtin:superposition"].coverage > 0.99
+    assert reference["builtin:induction"].r2["l1_pattern"] > 0.3
     for r in reference.values():
-        assert r["compression"] > 1.0  # each explanation compresses its activations
+        assert r.compression > 1.0  # each explanation compresses its activations
+        assert min(r.seeds["compression"]) > 1.0  # whatever the seed
 
 
 def test_bench_writes_results_table_and_plots(bench):
     out, result = bench
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    assert BenchResult.from_json(json.loads((out / "results.json").read_text())) == result
     table = (out / "results.md").read_text()
     assert "### builtin:modadd-p113" in table and "| **modadd-fourier** | reference |" in table
     for image in ("pareto.png", "sites.png"):

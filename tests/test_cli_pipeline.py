@@ -38,19 +38,20 @@ def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root
                  "--cache", str(tmp_path / "cache")])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "R2 train" in printed and "coverage (test)" in printed
+    assert "R2 train" in printed and "coverage (test, over h, out) (inputs: x)" in printed
     card = json.loads((out / "scorecard.json").read_text())
     assert card["sites"]["h"]["r2_test"] > 0.999  # h = W x exactly: the closed form finds it
+    assert card["covered"] == ["h", "out"] and card["size"]["bits"] is None  # bits: theorycraft score
     assert (out / "log.txt").read_text().startswith("site h: exact ridge over embed")
     fitted = FittedTheory.load(out)
-    assert fitted.scorecard == card and set(fitted.params) == {"embed", "readout"}
+    assert fitted.fit_info == card["fit"] and set(fitted.params) == {"embed", "readout"}
 
     # score the artifact: bits, MDL and splicing land in its scorecard and are printed
     assert main(["score", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "MDL on" in printed and "splice out:" in printed
     scored = json.loads((out / "scorecard.json").read_text())
-    assert scored["sites"] == card["sites"]  # fidelity is kept as it was
+    assert scored["sites"] == card["sites"]  # fidelity is the same, computed again
     parts = sum(scored["size"][k] for k in ("bits_spec", "bits_params", "bits_latents"))
     assert abs(scored["size"]["bits"] - parts) <= 2  # each part rounded on its own
     assert scored["mdl"]["compression"] > 1 and scored["splice"]["h"]["loss_recovered"] > 0.99

@@ -13,9 +13,10 @@ import pytest
 from theorycraft.errors import FitError
 from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
 from theorycraft.inference import _ridge
+from theorycraft.scoring import Scorecard, score
 from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError
 
-from conftest import captured, recorded_target, theory_for
+from conftest import captured, r2_test, recorded_target, theory_for
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
@@ -73,8 +74,8 @@ def test_closed_form_matches_a_float64_reference(tmp_path):
     theory = theory_for(recorded_target(tmp_path), "lin: {kind: linear, from: x, predicts: y}\n")
     acts = captured(tmp_path, theory)
     fitted = fit(theory, acts, FitConfig(progress=False))
-    strength = fitted.scorecard["fit"]["closed_form"]["y"]["ridge_strength"]
-    train = ~acts.is_test  # ridge refits on train + validation
+    strength = fitted.fit_info["closed_form"]["y"]["ridge_strength"]
+    train = ~acts.is_test  # ridge refits on train + validation (never on test)
     x, y = acts.site("x")[train].astype(np.float64), acts.site("y")[train].astype(np.float64)
     xc, yc = x - x.mean(0), y - y.mean(0)
     gram = xc.T @ xc
@@ -82,15 +83,15 @@ def test_closed_form_matches_a_float64_reference(tmp_path):
     b = y.mean(0) - x.mean(0) @ w
     np.testing.assert_allclose(fitted.params["lin"]["weight"], w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fitted.params["lin"]["bias"], b, rtol=1e-4, atol=1e-5)
-    assert fitted.scorecard["sites"]["y"]["r2_test"] > 0.99
+    assert r2_test(fitted, acts, "y") > 0.99
 
 
 def test_low_rank_map_is_reduced_rank_ridge(tmp_path):
     theory = theory_for(recorded_target(tmp_path), "lin: {kind: linear, from: x, rank: 2, predicts: y}\n")
     acts = captured(tmp_path, theory)
     fitted = fit(theory, acts, FitConfig(progress=False))
-    assert fitted.scorecard["fit"]["gradient"] is None  # solved in closed form, no Adam steps
-    strength = fitted.scorecard["fit"]["closed_form"]["y"]["ridge_strength"]
+    assert fitted.fit_info["gradient"] is None  # solved in closed form, no Adam steps
+    strength = fitted.fit_info["closed_form"]["y"]["ridge_strength"]
     train = ~acts.is_test
     x, y = acts.site("x")[train].astype(np.float64), acts.site("y")[train].astype(np.float64)
     xc, yc = x - x.mean(0), y - y.mean(0)
@@ -100,9 +101,9 @@ def test_low_rank_map_is_reduced_rank_ridge(tmp_path):
     reference = w @ top @ top.T
     params = fitted.params["lin"]
     np.testing.assert_allclose(np.asarray(params["down"]) @ np.asarray(params["up"]), reference, rtol=1e-3, atol=1e-4)
-    full = fit(theory_for(tmp_path / "recorded", "lin: {kind: linear, from: x, predicts: y}\n"), acts,
-               FitConfig(progress=False)).scorecard["sites"]["y"]["r2_test"]
-    assert 0.3 < fitted.scorecard["sites"]["y"]["r2_test"] < full  # rank 2 of a rank-4 map: most, not all
+    full = r2_test(fit(theory_for(tmp_path / "recorded", "lin: {kind: linear, from: x, predicts: y}\n"), acts,
+                       FitConfig(progress=False)), acts, "y")
+    assert 0.3 < r2_test(fitted, acts, "y") < full  # rank 2 of a rank-4 map: most, not all
 
 
 def test_ridge_statistics_are_exact_sums():
@@ -123,7 +124,8 @@ def test_fourier_theory_recovers_a_planted_wave(tmp_path):
             waves: {{kind: fourier, of: [a, b], modulus: 7, frequencies: [{frequency}]}}
             read: {{kind: linear, from: waves, predicts: z}}
             """)
-        return fit(theory, captured(tmp_path, theory), FitConfig(progress=False)).scorecard["sites"]["z"]["r2_test"]
+        acts = captured(tmp_path, theory)
+        return r2_test(fit(theory, acts, FitConfig(progress=False)), acts, "z")
 
     # z[:, 0] is a frequency-1 wave of a and b; the wrong frequency explains none of it
     assert coverage(1) > 0.8
@@ -193,14 +195,14 @@ def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
         """)
     acts = captured(tmp_path, theory)
     fitted = fit(theory, acts, FitConfig(progress=False))
-    assert fitted.scorecard["fit"]["gradient"] is None  # solved exactly, by backfitting
+    assert fitted.fit_info["gradient"] is None  # solved exactly, by backfitting
     tokens, z = np.asarray(acts.inputs()), acts.site("z")
     onehot = np.concatenate([np.eye(7)[tokens[:, 0]], np.eye(7)[tokens[:, 1]], np.ones((len(z), 1))], axis=1)
     train = ~acts.is_test
     coef = np.linalg.lstsq(onehot[train], z[train], rcond=None)[0]
-    strength = fitted.scorecard["fit"]["closed_form"]["z"]["ridge_strength"]
+    strength = fitted.fit_info["closed_form"]["z"]["ridge_strength"]
     np.testing.assert_allclose(fitted.predict(tokens)["z"], onehot @ coef, atol=0.02 + strength)
-    assert fitted.scorecard["sites"]["z"]["r2_test"] > 0.5  # cos(2πa/7) + 2 sin(2πb/7) is additive
+    assert r2_test(fitted, acts, "z") > 0.5  # cos(2πa/7) + 2 sin(2πb/7) is additive
 
 
 def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):
@@ -233,11 +235,13 @@ def test_artifact_round_trip_predicts_the_same(tmp_path):
     fitted = fit(theory, acts, FitConfig(progress=False))
     fitted.save(tmp_path / "artifact")
     loaded = FittedTheory.load(tmp_path / "artifact")
-    assert loaded.theory == theory and loaded.scorecard == json.loads(json.dumps(fitted.scorecard))
+    assert loaded.theory == theory and loaded.fit_info == json.loads(json.dumps(fitted.fit_info))
     inputs = np.asarray(acts.inputs()[:50])
     for site, values in fitted.predict(inputs).items():
         np.testing.assert_allclose(loaded.predict(inputs)[site], values, rtol=1e-6)
-    card = loaded.scorecard
-    assert set(card) >= {"theory", "target", "sites", "coverage", "size"}
-    assert set(card["sites"]["z"]) >= {"r2_train", "r2_test", "n_test"}
-    assert card["size"]["params"] == 8 * 2 + 2 + 49 * 4  # 8 waves -> z (width 2) + bias, a 7x7 table -> y (width 4)
+    card = score(loaded, acts, bits=False)
+    card.save(tmp_path / "artifact")
+    assert Scorecard.load(tmp_path / "artifact") == card  # typed, and the same after a round trip through JSON
+    assert card.covered == ("x", "y", "z") and card.inputs == ()  # x is named and unread: at its mean
+    assert set(card.sites) == {"x", "y", "z"} and card.sites["x"].r2_train == pytest.approx(0.0, abs=1e-6)
+    assert card.size.params == 8 * 2 + 2 + 49 * 4  # 8 waves -> z (width 2) + bias, a 7x7 table -> y (width 4)

@@ -14,7 +14,9 @@ from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference._fit import site_shapes
 from theorycraft.refine._proxy import lookup_gain, mechanism_gain, ridge_gains
+from theorycraft.refine import SearchResult, Step
 from theorycraft.refine._search import Judge, explained_sites
+from theorycraft.scoring import Scorecard, score
 from theorycraft.refine._vocabulary import candidates, default_vocabulary, parse_vocabulary
 from theorycraft.spec import TheoryError, parse_theory
 
@@ -53,9 +55,9 @@ def test_search_finds_the_planted_mechanisms_and_nothing_else(tmp_path):
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert set(found.components) == {"by_a", "x_to_y"}
     assert found.components["by_a"].predicts == "u" and found.components["x_to_y"].predicts == "y"
-    final = summary["final"]
-    assert final["r2"]["u"] > 0.999 and final["r2"]["y"] > 0.99
-    totals = [s["bits_total"] for s in summary["trail"]]
+    final = summary.final.report
+    assert final.r2["u"] > 0.999 and final.r2["y"] > 0.99
+    totals = [s.selection.bits_total for s in summary.trail]  # what the search decides on: validation
     assert totals == sorted(totals, reverse=True) and totals[-1] < 0.5 * totals[0]
     assert (tmp_path / "out" / "trail.png").stat().st_size > 0
     assert (tmp_path / "out" / "fitted" / "params.safetensors").exists()
@@ -67,11 +69,11 @@ def test_pruning_removes_a_planted_useless_component(tmp_path):
         by_b: {kind: lookup, of: b, size: 7, predicts: u, doc: "u does not depend on b"}
         """)
     summary = run_search(tmp_path, start)
-    actions = [s["action"] for s in summary["trail"]]
+    actions = [s.action for s in summary.trail]
     assert actions[:2] == ["start", "remove by_b"]
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert "by_a" in found.components and "by_b" not in found.components
-    assert summary["trail"][1]["bits_total"] < summary["trail"][0]["bits_total"]
+    assert summary.trail[1].selection.bits_total < summary.trail[0].selection.bits_total
 
 
 def test_the_written_theory_reinfers_to_the_trails_score(tmp_path):
@@ -82,8 +84,8 @@ def test_the_written_theory_reinfers_to_the_trails_score(tmp_path):
     acts = captured(tmp_path, written)
     judge = Judge(written, acts, explained_sites(written, vocab), FitConfig(max_steps=300, progress=False))
     again = judge.assess(written)
-    assert round(again.bits_total) == summary["final"]["bits_total"]
-    assert round(again.coverage, 6) == summary["final"]["coverage"]
+    for ours, trail in ((again.selection, summary.final.selection), (again.report, summary.final.report)):
+        assert ours.bits_total == pytest.approx(trail.bits_total) and ours.coverage == pytest.approx(trail.coverage)
 
 
 def test_search_command_reports_the_trail(tmp_path, capsys):
@@ -97,6 +99,8 @@ def test_search_command_reports_the_trail(tmp_path, capsys):
     assert printed.startswith("found in ") and "trail.json" in printed
     trail = json.loads((tmp_path / "out" / "trail.json").read_text())
     assert trail["trail"][0]["action"] == "start" and trail["fit"]["max_steps"] == 300
+    assert {"validation", "test"} <= set(trail["trail"][-1])  # what chose each step, and what it reports
+    assert SearchResult.from_json(trail).trail == tuple(Step.from_json(s) for s in trail["trail"])
 
 
 @pytest.mark.parametrize("text, where, message", [
@@ -178,9 +182,8 @@ def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     run_search(tmp_path, start_theory(directory))
     written = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     acts = captured(tmp_path, written)
-    card = fit(written, acts, FitConfig(max_steps=300, progress=False)).scorecard
-    saved = json.loads((tmp_path / "out" / "fitted" / "scorecard.json").read_text())
-    assert card["coverage"] == pytest.approx(saved["coverage"], abs=1e-6)
+    card = score(fit(written, acts, FitConfig(max_steps=300, progress=False)), acts)
+    assert card == Scorecard.load(tmp_path / "out" / "fitted").replace(fit=card.fit)  # every score: infer's
 
 
 def test_named_items_coexist_and_unnamed_choices_replace_each_other(tmp_path):
@@ -211,9 +214,9 @@ def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_search.Judge, "assess", interrupt_later)
     summary = run_search(tmp_path, start_theory(recorded_target(tmp_path)))
-    assert summary["stopped"] == "interrupted" and len(summary["trail"]) >= 2
+    assert summary.stopped == "interrupted" and len(summary.trail) >= 2
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
-    assert found.to_yaml() == summary["trail"][-1]["theory"]  # the last accepted step, written out
+    assert found.to_yaml() == summary.trail[-1].theory  # the last accepted step, written out
 
 
 def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft.errors import FitError
 
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, capture as _capture
 from theorycraft.targets import Target, load_target
+
+if TYPE_CHECKING:
+    from theorycraft.inference import FittedTheory
+    from theorycraft.refine import SearchResult
+    from theorycraft.scoring import Scorecard
 
 
 def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None) -> Target:
@@ -42,14 +46,21 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                     progress=progress)
 
 
+class Inferred(NamedTuple):
+    """What ``infer`` returns: the fitted theory and its scorecard (fidelity on every split)."""
+
+    fitted: "FittedTheory"
+    scorecard: "Scorecard"
+
+
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
-          cache_dir=None, trust_code: bool = False, progress: bool = True, log=print):
-    """Fit ``theory`` to its target's activations (captured first if the store lacks them).
-    With ``out_dir`` the fit is checkpointed there (a rerun resumes) and saved as an artifact."""
-    from pathlib import Path
-
+          cache_dir=None, trust_code: bool = False, progress: bool = True, log=print) -> Inferred:
+    """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
+    score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
+    saved as an artifact with its scorecard."""
     from theorycraft.inference import FitConfig, fit
+    from theorycraft.scoring import score
 
     theory = load_theory(theory) if isinstance(theory, str) else theory
     if acts is None:
@@ -60,21 +71,21 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
+    card = score(fitted, acts, bits=False)
     if out is not None:
         fitted.save(out)
-    return fitted
+        card.save(out)
+    return Inferred(fitted, card)
 
 
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
            target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
-           trust_code: bool = False, log=print) -> dict:
+           trust_code: bool = False, log=print) -> "SearchResult":
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
     default: generated for the target's sites). Writes the found theory, the trail, the plot and
-    the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is scored
-    the same way, for reference. Returns the trail summary."""
-    from pathlib import Path
-
+    the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
+    the same way, for reference."""
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
@@ -95,13 +106,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     reference = None
     if compare:
-        reference = judge.assess(_same_sites(load_theory(compare), theory, compare))
-        reference = {"theory": compare, "bits_theory": round(reference.bits_theory),
-                     "bits_total": round(reference.bits_total), "coverage": round(reference.coverage, 6),
-                     "params": reference.params}
-    summary = write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
-                           config={"seed": seed, "max_steps": max_steps}, reference=reference)
-    return summary | {"out": str(out)}
+        judged = judge.assess(_same_sites(load_theory(compare), theory, compare))
+        reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
+    return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
+                        config=config, reference=reference)
 
 
 def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
@@ -113,30 +121,28 @@ def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
     return theory
 
 
-def run_activations(card: dict, run_dir: Path):
-    directory = card.get("data", {}).get("directory")
+def run_activations(fitted: "FittedTheory", run_dir: Path) -> ActivationSet:
+    """The capture a fitted theory was fitted on (named in its fit record)."""
+    directory = fitted.fit_info.get("data", {}).get("directory")
     if not directory:
-        raise FitError(f"{run_dir}/scorecard.json does not say which activations it was fitted on; "
-                       f"rerun theorycraft infer")
+        raise FitError(f"{run_dir} does not say which activations it was fitted on; rerun theorycraft infer")
     if not Path(directory, "manifest.json").exists():
         raise FitError(f"the activations {run_dir} was fitted on are gone ({directory}); rerun theorycraft infer")
     return ActivationSet(directory)
 
 
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
-              limit: int | None = None) -> dict:
+              limit: int | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""
     from theorycraft.inference import FittedTheory
     from theorycraft.scoring import score
 
     run_dir = Path(run_dir)
     fitted = FittedTheory.load(run_dir)
-    acts = run_activations(fitted.scorecard, run_dir)
+    acts = run_activations(fitted, run_dir)
     target = None
     if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
         target = target_of(fitted.theory, trust_code=trust_code)
     card = score(fitted, acts, target=target, prequential=prequential, limit=limit)
-    tmp = run_dir / ".scorecard.tmp.json"
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    tmp.replace(run_dir / "scorecard.json")
+    card.save(run_dir)
     return card

@@ -81,10 +81,10 @@ def _infer(args: argparse.Namespace) -> int:
         lines.append(message)
         print(message, file=sys.stderr)
 
-    fitted = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                   batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code, log=log)
+    _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
+                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code, log=log)
     (out / "log.txt").write_text("\n".join(lines) + "\n")
-    print(scorecard_table(fitted.scorecard))
+    print(scorecard_table(card))
     print(f"artifact: {out}")
     return EXIT_OK
 
@@ -106,9 +106,12 @@ def _bench(args: argparse.Namespace) -> int:
                        log=lambda m: print(m, file=sys.stderr))
     from pathlib import Path
     print((Path(args.out) / "results.md").read_text())
-    for problem in result["validity"]:
+    for problem in result.validity:
         print(f"validity: {problem}")
-    print(f"{len(result['rows'])} theories in {result['seconds']:.0f}s; results, table and plots in {args.out}/")
+    print(f"{len(result.rows)} theories in {result.seconds:.0f}s; results, table and plots in {args.out}/")
+    if result.validity:  # a reference theory not ranked first: the benchmark does not hold
+        print(f"error: the benchmark's validity check failed ({len(result.validity)} problems)", file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK
 
 
@@ -125,7 +128,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory)
-    report = diagnose(fitted, run_activations(fitted.scorecard, run), top=args.top, worst=args.worst,
+    report = diagnose(fitted, run_activations(fitted, run), top=args.top, worst=args.worst,
                       vocabulary=vocabulary)
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))
@@ -136,56 +139,66 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from theorycraft.api import search
 
-    summary = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
-                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
-                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
-                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
-    final, out = summary["final"], summary["out"]
-    print(f"found in {len(summary['trail']) - 1} steps ({summary['stopped']}): coverage {final['coverage']:.4f}, "
-          f"{final['params']:,} params, theory {final['bits_theory']:,} bits, total {final['bits_total']:,} bits "
-          f"(start {summary['trail'][0]['bits_total']:,})")
-    scaling = summary["scaling"]
+    result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
+                    budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
+                    target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
+    final, out = result.final, result.out
+    print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
+          f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
+    print(f"reported on test: {_totals(final.report)}")
+    print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
+          f"{', '.join(result.scorecard.covered)}")
+    scaling = result.scaling
     if scaling:
         need = scaling["bits_for_target"]
-        print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f}: "
-              f"coverage {scaling['target_coverage']} needs "
+        print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f} "
+              f"(validation): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
-    ref = summary["reference"]
+    ref = result.reference
     if ref:
-        print(f"compared with {ref['theory']}: coverage {ref['coverage']:.4f}, {ref['params']:,} params, theory "
-              f"{ref['bits_theory']:,} bits, total {ref['bits_total']:,} bits -> found/reference: coverage "
-              f"{final['coverage'] / ref['coverage']:.3f}x, theory bits {final['bits_theory'] / ref['bits_theory']:.2f}x")
-    for h in summary["heads_left_to_mean"]:
+        print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
+              f"{_totals(ref['test'])}; {ref['params']:,} params -> found/reference on test: coverage "
+              f"{final.report.coverage / ref['test'].coverage:.3f}x, theory bits "
+              f"{final.report.bits_theory / ref['test'].bits_theory:.2f}x")
+    for h in result.heads_left_to_mean:
         print(f"{h['site']} head {h['head']}: left to its mean pattern, closest rule {h['rule_name']} "
               f"({h['rule']}, cosine {h['cosine']:.2f})")
     print(f"theory: {out}/theory.yaml  trail: {out}/trail.json, {out}/trail.png  fitted: {out}/fitted")
     return EXIT_OK
 
 
+def _totals(t) -> str:
+    return f"coverage {t.coverage:.4f}, theory {t.bits_theory:,.0f} bits, total {t.bits_total:,.0f} bits"
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def scorecard_table(card: dict) -> str:
-    rows = [f"{'site':<16} {'R2 train':>9} {'R2 test':>9} {'n test':>8}"]
-    for site, s in card["sites"].items():
-        rows.append(f"{site:<16} {s['r2_train']:>9.4f} {s['r2_test']:>9.4f} {s['n_test']:>8}")
-    rows.append(f"coverage (test) {card['coverage']:.4f}   params {card['size']['params']:,}   "
-                f"fit {card.get('seconds', 0):.1f}s")
-    if "bits" in card["size"]:
-        size, mdl = card["size"], card["mdl"]
-        rows.append(f"size {size['bits']:,} bits (spec {size['bits_spec']:,}, params {size['bits_params']:,}, "
-                    f"latent codes {size['bits_latents']:,}; step {size['quantization']} x RMS)")
-        rows.append(f"MDL on {mdl['n_examples']} test examples: theory {mdl['bits_theory']:,} + residual "
-                    f"{mdl['bits_residual']:,} = {mdl['bits_total']:,} bits vs mean only {mdl['bits_baseline']:,}"
-                    f"  -> compression {mdl['compression']:.3f}")
-        if "prequential_bits" in mdl:
-            rows.append(f"prequential code {mdl['prequential_bits']:,} bits vs mean only "
-                        f"{mdl['prequential_baseline_bits']:,} -> compression {mdl['prequential_compression']:.3f}")
-    for site, s in card.get("splice", {}).items():
-        rows.append(f"splice {site}: KL {_number(s['kl'])}  top-1 agreement {_number(s['top1_agreement'])}  "
-                    f"loss recovered {_number(s['loss_recovered'])}  (clean {s['loss_clean']:.4g}, spliced "
-                    f"{s['loss_spliced']:.4g}, mean-ablated {s['loss_mean_ablated']:.4g})")
+def scorecard_table(card) -> str:
+    """A Scorecard as the terminal shows it."""
+    rows = [f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'n test':>8}"]
+    for site, s in card.sites.items():
+        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.n_test:>8}")
+    inputs = f" (inputs: {', '.join(card.inputs)})" if card.inputs else ""
+    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs} {card.coverage:.4f}   "
+                f"params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    size, mdl = card.size, card.mdl
+    if size.bits is not None:
+        rows.append(f"size {size.bits:,} bits (spec {size.bits_spec:,}, params {size.bits_params:,}, "
+                    f"latent codes {size.bits_latents:,}; step {size.quantization} x RMS, chosen on validation)")
+    if mdl is not None:
+        rows.append(f"MDL on {mdl.n_examples} test examples: theory {mdl.bits_theory:,} + residual "
+                    f"{mdl.bits_residual:,} = {mdl.bits_total:,} bits vs mean only {mdl.bits_baseline:,}"
+                    f"  -> compression {mdl.compression:.3f}")
+        if mdl.prequential_bits is not None:
+            rows.append(f"prequential code {mdl.prequential_bits:,} bits vs mean only "
+                        f"{mdl.prequential_baseline_bits:,} -> compression {mdl.prequential_compression:.3f}")
+    for site, s in card.splice.items():
+        rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
+                    f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
+                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
     return "\n".join(rows)
 
 

@@ -28,6 +28,7 @@ from theorycraft.spec import HookPoint
 
 FORMAT_VERSION = 1
 TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.2  # drawn from all examples, kept where not test: ~16% of them
 SHARD_BYTES = 64 << 20  # ~64 MiB of activations per shard
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -46,16 +47,29 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def split_is_test(n: int, dataset_identity: str) -> np.ndarray:
-    """The fixed train/test assignment: example k is a test example when a hash of (k, the
-    data's identity) falls in the lowest TEST_FRACTION. Same data, same split, everywhere."""
-    seed = np.uint64(int(hashlib.sha256(dataset_identity.encode()).hexdigest()[:15], 16))
+def _hashed_below(n: int, identity: str, fraction: float) -> np.ndarray:
+    """Example k is drawn when a hash of (k, identity) falls in the lowest ``fraction``."""
+    seed = np.uint64(int(hashlib.sha256(identity.encode()).hexdigest()[:15], 16))
     x = np.arange(n, dtype=np.uint64) + seed
     with np.errstate(over="ignore"):  # splitmix64: wrapping arithmetic is the point
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < TEST_FRACTION
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
+def split_is_test(n: int, dataset_identity: str) -> np.ndarray:
+    """The fixed test assignment: TEST_FRACTION of the examples, by a hash of (k, the data's
+    identity). Same data, same split, everywhere. Test examples are only ever reported on."""
+    return _hashed_below(n, dataset_identity, TEST_FRACTION)
+
+
+def split_is_validation(n: int, dataset_identity: str) -> np.ndarray:
+    """The fixed validation assignment: VALIDATION_FRACTION of the non-test examples, drawn by a
+    second hash. Every choice the tool makes (ridge strength, early stopping, quantization,
+    search steps) is made on these; the rest of the non-test examples are fitted."""
+    drawn = _hashed_below(n, dataset_identity + ":validation", VALIDATION_FRACTION)
+    return drawn & ~split_is_test(n, dataset_identity)
 
 
 # --- durable writes --------------------------------------------------------------------------------
@@ -293,7 +307,18 @@ class ActivationSet:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{path}: not a readable capture manifest ({exc}); {self._fix}") from None
         self._verified: set[Path] = set()
-        self.is_test = split_is_test(self.n, self.manifest["dataset"]["identity"])
+        identity = self.manifest["dataset"]["identity"]
+        self.is_test = split_is_test(self.n, identity)
+        self.is_validation = split_is_validation(self.n, identity)
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of the 'train' (fitted), 'validation' (every choice) or 'test' (reported)
+        examples, in store order."""
+        masks = {"train": ~self.is_test & ~self.is_validation, "validation": self.is_validation,
+                 "test": self.is_test}
+        if name not in masks:
+            raise ValueError(f"expected a split 'train', 'validation' or 'test', found {name!r}")
+        return np.flatnonzero(masks[name])
 
     @property
     def _fix(self) -> str:

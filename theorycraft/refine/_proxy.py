@@ -120,14 +120,14 @@ def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) ->
         size = int(np.prod(plan.lookup_sizes["candidate_features"]))
         return lookup_gain(cells, size, r), (size - len(np.unique(cells))) * r.shape[1]
     if cand.kind in ("linear", "mlp"):
-        x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
+        x = np.concatenate([site_rows(judge.mean.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
         return mechanism_gain(x[:MAX_ROWS].astype(np.float64), r.astype(np.float64), cand.data.get("rank")), 0
     if cand.kind == "dictionary":
         return pca_gain(r, cand.data.get("k") or 1), 0
     if cand.kind == "attention":
         _, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
         shape = judge.shapes[cand.site]
-        pred = (site_rows(current.fitted.plan, cand.site, batch[cand.site])[:len(r)] - r).reshape(-1, *shape)
+        pred = (site_rows(judge.mean.plan, cand.site, batch[cand.site])[:len(r)] - r).reshape(-1, *shape)
         y = pred + r.reshape(-1, *shape)
         rule = np.broadcast_to(fixed["candidate_features/expr"], (len(batch["inputs"]), *shape[1:]))  # or [T, T]
         return attention_gain(rule[:len(pred)], cand.data.get("head") or 0, y, pred, cand.data.get("causal", True)), 0
@@ -155,12 +155,12 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
         for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
             gains[k] = float(g)
     base_params = _param_count(theory, judge)
-    per_param = current.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured so far
+    per_param = current.selection.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured
     scored = []
     for k, cand in enumerate(offered):
         sse = float((residual[cand.site] ** 2).sum())
         gain = min(max(gains.get(k, 0.0), 0.0), sse * (1 - 1e-9))
-        values = len(judge.examples.test) * int(np.prod(judge.shapes[cand.site]))
+        values = len(judge.examples.validation) * int(np.prod(judge.shapes[cand.site]))  # the split that decides
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
         added = _param_count(cand.apply(theory), judge) - base_params - unseen.get(k, 0)
         scored.append((cand, bits - per_param * max(added, 0)))

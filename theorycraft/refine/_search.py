@@ -2,10 +2,11 @@
 
 Each step ranks every candidate of the vocabulary by a cheap estimate (``_proxy``: the ridge gain
 of its features on the current residual, from per-candidate sufficient statistics computed in
-batches under jit), then fits and scores the best few for real: held-out MDL (the theory's bits
-+ the test residual's bits, ``theorycraft.scoring``). The candidate that lowers the total most
-is taken; then every part of the theory is offered for removal, and a removal that lowers the
-total is taken too. The search stops when nothing pays, or at its budget.
+batches under jit), then fits (on the training split) and scores the best few for real: held-out MDL on the
+*validation* split (the theory's bits + the validation residual's bits, ``theorycraft.scoring``).
+The candidate that lowers that total most is taken; then every part of the theory is offered for
+removal, and a removal that lowers it is taken too. The search stops when nothing pays, or at its
+budget. The test split is only reported: every step records both totals.
 
 Totals are comparable across steps because the sites being explained stay fixed: a site the
 theory does not predict yet is sent as its training mean plus the residual around it.
@@ -13,6 +14,7 @@ theory does not predict yet is sent as its training mean plus the residual aroun
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,10 +24,7 @@ import numpy as np
 from theorycraft.inference._compile import make_plan, site_rows
 from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shapes
 from theorycraft.inference._fitted import FittedTheory, count_params
-from theorycraft.scoring import examples_of, measure
-from theorycraft.scoring._codes import gaussian_bits
-from theorycraft.scoring._heldout import values_of
-from theorycraft.scoring._mdl import residual_bits
+from theorycraft.scoring import coverage, examples_of, measure, r2, total_bits
 from theorycraft.spec import Theory
 
 from . import _proxy
@@ -34,26 +33,48 @@ from ._vocabulary import MERGED, Vocabulary, drop_reads, candidates, readout_nam
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
 
 
-@dataclass
-class Assessment:
-    """One theory, fitted on the training split and scored on the test split."""
+@dataclass(frozen=True)
+class Totals:
+    """A theory's two-part code on one split: its bits, the residual's, and its fidelity."""
 
-    theory: Theory
-    fitted: FittedTheory
     bits_theory: float
     bits_residual: float
-    coverage: float
+    coverage: float  # over the judge's explained sites
     r2: dict[str, float]
-    params: int
 
     @property
     def bits_total(self) -> float:
         return self.bits_theory + self.bits_residual
 
+    def as_dict(self) -> dict:
+        return {"bits_theory": round(self.bits_theory), "bits_residual": round(self.bits_residual),
+                "bits_total": round(self.bits_total), "coverage": round(self.coverage, 6),
+                "r2": {s: round(v, 6) for s, v in self.r2.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Totals":
+        return cls(data["bits_theory"], data["bits_residual"], data["coverage"], dict(data["r2"]))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One theory, fitted on the training split; ``selection`` is its code on validation (every
+    choice reads this), ``report`` its code on test (read only to report)."""
+
+    theory: Theory
+    fitted: FittedTheory
+    selection: Totals
+    report: Totals
+    params: int
+
+
+SPLITS = ("validation", "test")
+
 
 @dataclass
 class Judge:
-    """Fits and scores theories on one capture, over a fixed set of explained sites."""
+    """Fits and scores theories on one capture, over a fixed set of explained sites. Its fits
+    never see the validation split (no refit on it), so validation totals are honest."""
 
     start: Theory
     acts: object
@@ -61,41 +82,46 @@ class Judge:
     config: FitConfig = field(default_factory=lambda: FitConfig(progress=False))
 
     def __post_init__(self):
+        self.config = dataclasses.replace(self.config, refit_on_validation=False)
         self.data = load_examples(self.start, self.acts)
         self.shapes = site_shapes(self.start, self.acts.sites)
-        bare = Theory(self.start.name, self.start.target, dict(self.start.sites), {}, {})
-        self.mean = fit(bare, self.acts, self.config, data=self.data, evaluate=False)
+        bare = Theory(self.start.name, self.start.target, dict(self.start.sites), {}, {})  # every site, at its mean
+        self.mean = fit(bare, self.acts, self.config, data=self.data)
         self.examples = examples_of(self.mean, self.acts, self.data)
-        self.mean_bits, self.mean_sse = {}, {}
+        self.mean_sse: dict[str, dict[str, float]] = {split: {} for split in SPLITS}
+        self.mean_bits: dict[str, dict[str, float]] = {split: {} for split in SPLITS}
         for s in self.explained:  # a site sent as its mean: the mean's bits + the residual's
             one = Theory(self.start.name, self.start.target, {s: self.start.sites[s]}, {}, {})
             alone = FittedTheory(one, make_plan(one, {s: self.shapes[s]}, self.acts.vocab_size), {},
                                  {s: self.mean.means[s]}, self.acts.vocab_size)
             size = measure(alone, self.examples)
-            self.mean_sse[s] = size.sse[s]
-            self.mean_bits[s] = size.bits + gaussian_bits(size.sse[s], values_of(alone, s, len(self.examples.test)),
-                                                          self.examples.precision[s])
+            for split in SPLITS:
+                self.mean_sse[split][s] = size.sse[split][s]
+                self.mean_bits[split][s] = sum(total_bits(alone, size, self.examples, split))
         self.seen: dict[str, Assessment] = {}
+
+    def judged(self, theory: Theory) -> Theory:
+        """The theory over the explained sites and the sites it reads (other sites it names are
+        left out, so that every theory's code covers the same activations)."""
+        read = {r for c in theory.components.values() for r in c.reads()}
+        sites = {s: v for s, v in theory.sites.items() if s in self.explained or s in read}
+        return dataclasses.replace(theory, sites=sites)
 
     def assess(self, theory: Theory) -> Assessment:
         key = theory.to_yaml()
         if key in self.seen:
             return self.seen[key]
-        fitted = fit(theory, self.acts, self.config, data=self.data, evaluate=False)
-        predicted = [s for s in self.explained if theory.predictors(s)]
-        sse = dict(self.mean_sse)
-        if predicted:
-            size = measure(fitted, self.examples)
-            bits = size.bits
-            residual = residual_bits(fitted, size.sse, len(self.examples.test), self.examples.precision)
-            sse.update({s: size.sse[s] for s in predicted})
-        else:
-            bits, residual = 0.0, 0.0
-        residual += sum(self.mean_bits[s] for s in self.explained if s not in predicted)
-        sst = self.examples.sst
-        result = Assessment(theory, fitted, bits, residual,
-                            1 - sum(sse[s] for s in self.explained) / sum(sst[s] for s in self.explained),
-                            {s: 1 - sse[s] / sst[s] for s in self.explained}, count_params(fitted.params))
+        fitted = fit(self.judged(theory), self.acts, self.config, data=self.data)
+        size = measure(fitted, self.examples)
+        covered = set(fitted.sites)
+        totals = {}
+        for split in SPLITS:
+            bits, residual = total_bits(fitted, size, self.examples, split)
+            residual += sum(self.mean_bits[split][s] for s in self.explained if s not in covered)
+            sse = {s: size.sse[split][s] if s in covered else self.mean_sse[split][s] for s in self.explained}
+            sst = self.examples.sst[split]
+            totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained})
+        result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params))
         self.seen[key] = result
         return result
 
@@ -103,7 +129,7 @@ class Judge:
         """Per explained site, target − prediction on examples ``rows`` (in the site's rows)."""
         batch = {k: v[rows] for k, v in self.data.items()}
         fitted = assessment.fitted
-        preds = fitted.predict(batch["inputs"], {s: batch[s] for s in self.start.sites}) if fitted.theory.components else {}
+        preds = fitted.predict(batch["inputs"], {s: batch[s] for s in fitted.theory.sites})
         out = {}
         for s in self.explained:
             y = site_rows(fitted.plan, s, batch[s])
@@ -111,29 +137,33 @@ class Judge:
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
+    """One accepted step of a search, with its code on validation (what chose it) and on test."""
+
     action: str
     theory: str  # the YAML
-    bits_theory: float
-    bits_residual: float
-    bits_total: float
-    coverage: float
-    r2: dict[str, float]
+    selection: Totals
+    report: Totals
     params: int
     seconds: float
 
     def as_dict(self) -> dict:
-        return {"action": self.action, "bits_theory": round(self.bits_theory), "bits_residual": round(self.bits_residual),
-                "bits_total": round(self.bits_total), "coverage": round(self.coverage, 6),
-                "r2": {s: round(v, 6) for s, v in self.r2.items()}, "params": self.params,
-                "seconds": round(self.seconds, 1), "theory": self.theory}
+        return {"action": self.action, "validation": self.selection.as_dict(), "test": self.report.as_dict(),
+                "params": self.params, "seconds": round(self.seconds, 1), "theory": self.theory}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Step":
+        return cls(data["action"], data["theory"], Totals.from_json(data["validation"]),
+                   Totals.from_json(data["test"]), data["params"], data["seconds"])
 
 
-@dataclass
-class SearchResult:
-    best: Assessment  # the found theory, fitted and scored
-    trail: list[Step]
+@dataclass(frozen=True)
+class Found:
+    """What a search leaves in memory: the found theory (fitted, judged), the accepted steps."""
+
+    best: Assessment
+    trail: tuple[Step, ...]
     stopped: str
     vocabulary: Vocabulary
 
@@ -176,17 +206,18 @@ def explained_sites(start: Theory, vocab: Vocabulary) -> list[str]:
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None
-           ) -> SearchResult:
+           ) -> Found:
     began = time.time()
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
     state: dict[str, str] = {}  # component -> the template it came from
 
     def record(action: str, a: Assessment) -> None:
-        trail.append(Step(action, a.theory.to_yaml(), a.bits_theory, a.bits_residual, a.bits_total, a.coverage,
-                          a.r2, a.params, time.time() - began))
-        log(f"[{time.time() - began:6.0f}s] {action}: {a.bits_total:,.0f} bits (theory {a.bits_theory:,.0f}), "
-            f"coverage {a.coverage:.4f}, {a.params:,} params")
+        trail.append(Step(action, a.theory.to_yaml(), a.selection, a.report, a.params, time.time() - began))
+        v = a.selection
+        log(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
+            f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f}; test coverage {a.report.coverage:.4f}; "
+            f"{a.params:,} params")
 
     def out_of_time() -> bool:
         return budget_seconds is not None and time.time() - began > budget_seconds
@@ -200,8 +231,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             options = [(action, judge.assess(t)) for action, t in removals(best["now"].theory, protect)]
             if not options:
                 return
-            action, smaller = min(options, key=lambda o: o[1].bits_total)
-            if smaller.bits_total >= best["now"].bits_total:
+            action, smaller = min(options, key=lambda o: o[1].selection.bits_total)
+            if smaller.selection.bits_total >= best["now"].selection.bits_total:
                 return
             best["now"] = smaller
             record(action, smaller)
@@ -221,9 +252,9 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             chosen = None
             for cand, _ in ranked:
                 a = judge.assess(cand.apply(current.theory))
-                if budget_bits is not None and a.bits_theory > budget_bits:
+                if budget_bits is not None and a.selection.bits_theory > budget_bits:
                     continue
-                if a.bits_total < (chosen[1].bits_total if chosen else current.bits_total):
+                if a.selection.bits_total < (chosen[1] if chosen else current).selection.bits_total:
                     chosen = (cand, a)
             if chosen is None:
                 return ("nothing within the bit budget pays for itself" if budget_bits is not None
@@ -242,5 +273,5 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         stopped = "interrupted"
     current = best["now"]
     log(f"stopped: {stopped}")
-    return SearchResult(current, trail, stopped, vocab)
+    return Found(current, tuple(trail), stopped, vocab)
 

@@ -1,25 +1,77 @@
-"""What a search leaves behind: the found theory as YAML, the trail (every step's theory, bits
-and test fidelity) as JSON, the scaling curve fitted to the trail, and a plot of both."""
+"""What a search leaves behind: the found theory as YAML, the trail (every step's theory, and its
+bits and fidelity on validation, which chose it, and on test) as JSON, the scaling curve fitted
+to the trail, a plot of both, and the found theory refitted and scored as ``infer`` would."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+from theorycraft.inference import FitConfig, fit
+from theorycraft.scoring import Scorecard, score
 
 from theorycraft.scoring._size import unclaimed_heads
 
 from ._proxy import probe
 from ._scaling import fit_scaling
-from ._search import SearchResult
+from ._search import Found, Step, Totals
 from ._vocabulary import candidates
 
 
-def scaling_of(trail: list[dict], target_coverage: float) -> dict | None:
-    """L(N) = E + A·N^-α over the trail's (theory bits, 1 − coverage); None under 3 points."""
-    points = sorted({(s["bits_theory"], 1 - s["coverage"]) for s in trail if s["bits_theory"] > 0})
+SEARCH_FORMAT = 2  # 2: every step's code on validation (selection) and test (report)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished search, as written to ``trail.json``: every accepted step, why it stopped, the
+    scaling curve, the found theory's scorecard (refitted on train + validation, as ``infer``
+    fits it) and, with ``--compare``, a reference theory judged the same way."""
+
+    start: str
+    stopped: str
+    fit: Mapping
+    trail: tuple[Step, ...]
+    scorecard: Scorecard
+    scaling: Optional[Mapping] = None
+    reference: Optional[Mapping] = None  # {"theory": path, "validation": Totals, "test": Totals, "params"}
+    heads_left_to_mean: tuple[Mapping, ...] = ()
+    out: str = ""
+    format: int = SEARCH_FORMAT
+
+    @property
+    def final(self) -> Step:
+        return self.trail[-1]
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        reference = self.reference and {**self.reference, "validation": self.reference["validation"].as_dict(),
+                                         "test": self.reference["test"].as_dict()}
+        return data | {"trail": [step.as_dict() for step in self.trail], "scorecard": self.scorecard.to_json(),
+                       "reference": reference, "heads_left_to_mean": list(self.heads_left_to_mean)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "SearchResult":
+        if data.get("format") != SEARCH_FORMAT:
+            raise ValueError(f"expected trail format {SEARCH_FORMAT}, found {data.get('format', 1)}")
+        reference = data.get("reference")
+        if reference:
+            reference = {**reference, "validation": Totals.from_json(reference["validation"]),
+                         "test": Totals.from_json(reference["test"])}
+        return cls(data["start"], data["stopped"], data["fit"], tuple(Step.from_json(s) for s in data["trail"]),
+                   Scorecard.from_json(data["scorecard"]), data.get("scaling"), reference,
+                   tuple(data.get("heads_left_to_mean", ())), data.get("out", ""))
+
+
+def scaling_of(trail: Sequence[Step], target_coverage: float) -> dict | None:
+    """L(N) = E + A·N^-α over the trail's (theory bits, 1 − validation coverage); None under 3
+    points. Fitted on validation: it is a model the tool builds, so it does not read test."""
+    points = sorted({(s.selection.bits_theory, 1 - s.selection.coverage) for s in trail if s.selection.bits_theory > 0})
     if len(points) < 3:
         return None
     curve = fit_scaling([p[0] for p in points], [max(p[1], 1e-9) for p in points])
@@ -28,11 +80,11 @@ def scaling_of(trail: list[dict], target_coverage: float) -> dict | None:
             "target_coverage": target_coverage, "bits_for_target": None if math.isinf(need) else need}
 
 
-def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
+def head_names(result: Found, judge, sample: int = 1024) -> list[dict]:
     """For each head the found theory leaves to its mean pattern (no rule bought bits over it),
     the vocabulary rule whose pattern its mean pattern is closest to (cosine)."""
     theory, fitted = result.best.theory, result.best.fitted
-    rows = judge.examples.test[:sample]
+    rows = judge.examples.validation[:sample]  # naming is a choice: made on validation
     batch = {k: v[rows] for k, v in judge.data.items()}
     out = []
     for site, shape in judge.shapes.items():
@@ -60,29 +112,30 @@ def head_names(result: SearchResult, judge, sample: int = 1024) -> list[dict]:
     return out
 
 
-def write_search(result: SearchResult, judge, out: Path, *, start_path: str, target_coverage: float,
-                 config: dict, reference: dict | None = None) -> dict:
+def write_search(result: Found, judge, out: Path, *, start_path: str, target_coverage: float, config: FitConfig,
+                 reference: dict | None = None) -> SearchResult:
+    """Write theory.yaml, vocabulary.yaml, fitted/ (with its scorecard), trail.json and
+    trail.png into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    trail = [s.as_dict() for s in result.trail]
     heads = head_names(result, judge)
-    comments = [f"# found by theorycraft search from {start_path} in {len(trail) - 1} steps ({result.stopped})"]
+    comments = [f"# found by theorycraft search from {start_path} in {len(result.trail) - 1} steps ({result.stopped})"]
     comments += [f"# {h['site']} head {h['head']} is left to its mean pattern; of the vocabulary's rules it is "
                  f"closest to {h['rule_name']} ({h['rule']}), cosine {h['cosine']:.2f}" for h in heads]
     (out / "theory.yaml").write_text("\n".join(comments) + "\n" + result.best.theory.to_yaml())
     (out / "vocabulary.yaml").write_text(result.vocabulary.text)
-    fitted = result.best.fitted
-    fitted.scorecard = fitted.evaluate(judge.acts, judge.data) | {
-        "data": {"directory": str(judge.acts.directory), "n": judge.acts.n}}
+    fitted = fit(result.best.theory, judge.acts, config, data=judge.data)  # as infer fits it
+    card = score(fitted, judge.acts, data=judge.data)
     fitted.save(out / "fitted")
-    summary = {"start": start_path, "stopped": result.stopped, "fit": config, "final": trail[-1] | {"theory": None},
-               "heads_left_to_mean": heads, "scaling": scaling_of(trail, target_coverage), "reference": reference,
-               "trail": trail}
-    (out / "trail.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_trail(trail, summary["scaling"], out / "trail.png")
+    card.save(out / "fitted")
+    summary = SearchResult(start_path, result.stopped, {"seed": config.seed, "max_steps": config.max_steps},
+                           result.trail, card, scaling_of(result.trail, target_coverage), reference, tuple(heads),
+                           str(out))
+    (out / "trail.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+    plot_trail(result.trail, summary.scaling, out / "trail.png")
     return summary
 
 
-def plot_trail(trail: list[dict], scaling: dict | None, path: Path) -> None:
+def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,26 +143,27 @@ def plot_trail(trail: list[dict], scaling: dict | None, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     steps = np.arange(len(trail))
-    left.plot(steps, [s["bits_total"] for s in trail], "o-", label="total (theory + test residual)")
+    left.plot(steps, [s.selection.bits_total for s in trail], "o-", label="validation total (theory + residual)")
+    left.plot(steps, [s.report.bits_total for s in trail], ".:", color="tab:gray", label="test total")
     left.set_xlabel("step")
     left.set_ylabel("bits")
     twin = left.twinx()
-    twin.plot(steps, [s["coverage"] for s in trail], "s--", color="tab:green", label="test coverage")
+    twin.plot(steps, [s.report.coverage for s in trail], "s--", color="tab:green", label="test coverage")
     twin.set_ylabel("test coverage")
-    left.set_xticks(steps, [s["action"][:28] for s in trail], rotation=70, ha="right", fontsize=7)
+    left.set_xticks(steps, [s.action[:28] for s in trail], rotation=70, ha="right", fontsize=7)
     left.legend(loc="lower left", fontsize=8)
     twin.legend(loc="center right", fontsize=8)
-    sized = [s for s in trail if s["bits_theory"] > 0]
-    right.scatter([s["bits_theory"] for s in sized], [max(1 - s["coverage"], 1e-9) for s in sized], zorder=3,
-                  label="trail")
+    sized = [s.selection for s in trail if s.selection.bits_theory > 0]
+    right.scatter([s.bits_theory for s in sized], [max(1 - s.coverage, 1e-9) for s in sized], zorder=3,
+                  label="trail (validation)")
     if scaling:
-        grid = np.geomspace(min(s["bits_theory"] for s in sized), max(s["bits_theory"] for s in sized) * 4, 100)
+        grid = np.geomspace(min(s.bits_theory for s in sized), max(s.bits_theory for s in sized) * 4, 100)
         right.plot(grid, scaling["floor"] + scaling["scale"] * grid ** -scaling["exponent"], "k-",
                    label=f"E + A·N^-α: E={scaling['floor']:.3g}, α={scaling['exponent']:.2f}")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("theory size N (bits)")
-    right.set_ylabel("test loss 1 − coverage")
+    right.set_ylabel("validation loss 1 − coverage")
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -11,7 +11,8 @@ import numpy as np
 from theorycraft.inference._compile import site_rows
 
 from ._codes import FLOAT_BITS, gaussian_bits
-from ._heldout import Examples, squared_errors, values_of
+from ._card import MDLScore
+from ._fidelity import Examples, squared_errors, values_of
 from ._size import Size
 
 PREQUENTIAL_BLOCKS = 7  # blocks of doubling size: the first holds 1/64 of the training examples
@@ -22,17 +23,22 @@ def residual_bits(fitted, sse: Mapping[str, float], n_examples: int, precision: 
     return sum(gaussian_bits(sse[s], values_of(fitted, s, n_examples), precision[s]) for s in fitted.sites)
 
 
-def mdl(fitted, size: Size, baseline_size: Size, examples: Examples) -> dict:
-    """The test activations sent two ways: theory + residual, and mean + residual. The residual
-    is that of the fitted theory: rounding its parameters costs at most R2_TOLERANCE of coverage
-    by construction, and is kept out so that the code does not depend on the search's resolution."""
-    n = len(examples.test)
-    theory_residual = residual_bits(fitted, size.sse, n, examples.precision)
-    base_residual = residual_bits(fitted, baseline_size.sse, n, examples.precision)
-    total, base_total = size.bits + theory_residual, baseline_size.bits + base_residual
-    return {"bits_theory": round(size.bits), "bits_residual": round(theory_residual),
-            "bits_total": round(total), "bits_baseline": round(base_total),
-            "compression": round(base_total / total, 6)}
+def total_bits(fitted, size: Size, examples: Examples, split: str) -> tuple[float, float]:
+    """(theory bits, residual bits) of sending ``split``'s activations with the theory. The
+    residual is that of the unquantized theory: rounding its parameters costs at most
+    R2_TOLERANCE of coverage by construction, and is kept out so that the code does not depend
+    on the search's resolution."""
+    n = len(examples.index[split])
+    return size.bits(split), residual_bits(fitted, size.sse[split], n, examples.precision)
+
+
+def mdl(fitted, size: Size, baseline_size: Size, examples: Examples) -> MDLScore:
+    """The test activations sent two ways: theory + residual, and mean + residual."""
+    theory, residual = total_bits(fitted, size, examples, "test")
+    base_theory, base_residual = total_bits(fitted.mean_only(), baseline_size, examples, "test")
+    total, base_total = theory + residual, base_theory + base_residual
+    return MDLScore(round(theory), round(residual), round(total), round(base_total), round(base_total / total, 6),
+                    int(len(examples.test)))
 
 
 def block_edges(n: int, blocks: int = PREQUENTIAL_BLOCKS) -> list[int]:
@@ -54,7 +60,7 @@ def prequential(fitted, examples: Examples, refit, blocks: int = PREQUENTIAL_BLO
     """Send the training examples block by block, each coded by the theory fitted on all blocks
     before it (``refit(indices) -> FittedTheory``); the first block is sent as floats. The mean-only
     code of the same blocks is the baseline. A theory that generalises from little data wins."""
-    order, data = examples.train, examples.data
+    order, data = np.union1d(examples.train, examples.validation), examples.data  # every non-test example
     edges = block_edges(len(order), blocks)
     first = order[:edges[0]]
     head = sum(FLOAT_BITS * values_of(fitted, s, len(first)) for s in fitted.sites)
@@ -66,4 +72,4 @@ def prequential(fitted, examples: Examples, refit, blocks: int = PREQUENTIAL_BLO
         bits += residual_bits(fitted, sse, len(block), examples.precision)
         base += _mean_code(fitted, data, seen, block, examples.precision)
     return {"prequential_bits": round(bits), "prequential_baseline_bits": round(base),
-            "prequential_compression": round(base / bits, 6), "prequential_blocks": blocks}
+            "prequential_compression": round(base / bits, 6), "prequential_blocks": blocks}  # MDLScore fields

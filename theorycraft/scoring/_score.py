@@ -1,31 +1,49 @@
-"""The scorecard: fidelity, size, MDL and splice fidelity of one fitted theory, in one place."""
+"""The scorecard of one fitted theory: fidelity per split, size, MDL and splice fidelity."""
 
 from __future__ import annotations
 
-from theorycraft.inference import FitConfig, fit
+import dataclasses
 
-from ._heldout import examples_of
+from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fitted import count_params
+
+from ._card import Scorecard, SiteScore, SizeScore
+from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, squared_errors
 from ._mdl import mdl, prequential as prequential_code
 from ._size import measure
 from ._splice import splice_scores
 
 
-def score(fitted, acts, *, target=None, prequential: bool = False, refit=None, limit: int | None = None,
-          data=None) -> dict:
-    """The fitted theory's scorecard. ``target`` (a runnable model) adds splice fidelity;
-    ``prequential`` adds the online code, refitting with ``refit(indices)`` (default: the
-    theory's own fit on those examples). ``limit`` caps the test examples (quick benchmarks)."""
+def fidelity(fitted, examples: Examples) -> Scorecard:
+    """R² of every covered site on each split, and coverage on validation and test: the
+    scorecard before bits (what ``infer`` prints)."""
+    sse = {split: squared_errors(fitted, examples.data, examples.index[split]) for split in SPLITS}
+    sst = examples.sst
+    sites = {s: SiteScore(*(round(r2(sse[split][s], sst[split][s]), 6) for split in SPLITS),
+                          *(int(len(examples.index[split])) for split in SPLITS)) for s in fitted.sites}
+    theory = fitted.theory
+    return Scorecard(theory.name, str(theory.target), theory.covered, theory.inputs, sites,
+                     round(coverage(sse["test"], sst["test"]), 6), round(coverage(sse["validation"], sst["validation"]), 6),
+                     SizeScore(count_params(fitted.params)), fit=fitted.fit_info)
+
+
+def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = False, refit=None,
+          limit: int | None = None, data=None) -> Scorecard:
+    """The fitted theory's scorecard. ``bits`` adds size and MDL; ``target`` (a runnable model)
+    adds splice fidelity; ``prequential`` adds the online code, refitting with ``refit(indices)``
+    (default: the theory's own fit on those examples). ``limit`` caps the validation and test
+    examples (quick benchmarks)."""
     examples = examples_of(fitted, acts, data, limit)
-    card = fitted.evaluate(acts, examples.data) if not fitted.scorecard else dict(fitted.scorecard)
-    size = measure(fitted, examples)
-    baseline = measure(fitted.mean_only(), examples)
-    card["size"] = {"params": card.get("size", {}).get("params", 0), **size.as_dict()}
-    card["mdl"] = mdl(fitted, size, baseline, examples) | {"n_examples": int(len(examples.test))}
+    card = fidelity(fitted, examples)
+    if bits or prequential:  # the online code is a part of the MDL record
+        size = measure(fitted, examples)
+        card = card.replace(size=size.score(card.size.params, examples),
+                            mdl=mdl(fitted, size, measure(fitted.mean_only(), examples), examples))
     if prequential:
-        config = FitConfig(progress=False)
-        refit = refit or (lambda index: fit(fitted.theory, acts, config, examples=index, data=examples.data,
-                                            evaluate=False))
-        card["mdl"].update(prequential_code(fitted, examples, refit))
+        refit = refit or (lambda index: fit(fitted.theory, acts, FitConfig(progress=False), examples=index,
+                                            data=examples.data))
+        extra = prequential_code(fitted, examples, refit)
+        card = card.replace(mdl=dataclasses.replace(card.mdl, **extra))
     if target is not None and hasattr(target, "output"):
-        card["splice"] = splice_scores(fitted, target, examples)
+        card = card.replace(splice=splice_scores(fitted, target, examples))
     return card

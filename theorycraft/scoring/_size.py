@@ -1,5 +1,6 @@
 """A theory's size in bits: its compressed text, its parameters at the coarsest quantization that
-costs at most ``R2_TOLERANCE`` of test coverage, and the per-example codes of its dictionaries."""
+costs at most ``R2_TOLERANCE`` of validation coverage, and the per-example codes of its
+dictionaries."""
 
 from __future__ import annotations
 
@@ -14,29 +15,34 @@ from theorycraft.inference._compile import component_output, fixed_inputs
 from theorycraft.inference._kinds import dictionary_codes
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
-from ._heldout import Examples, coverage, squared_errors
+from ._card import SizeScore
+from ._fidelity import Examples, coverage, squared_errors
 
-R2_TOLERANCE = 0.001  # the most test coverage quantization may cost
+R2_TOLERANCE = 0.001  # the most validation coverage quantization may cost
 LOG2_SCALES = (-20.0, 2.0)  # step sizes searched, relative to each tensor's RMS
 SEARCH_STEPS = 12  # bisection steps in log₂(step): a resolution of about 0.005 octaves
 
 
 @dataclass
 class Size:
-    bits: float  # spec + params + latent codes
+    """A theory's size, and its squared errors (unquantized, and as sent) on validation and test.
+    The step is chosen on validation; latent codes are paid for the examples of each split."""
+
     spec: float
     params: float
-    latents: float
+    latents: dict[str, float]  # split -> bits of that split's examples' latent codes
     scale: float | None  # the step size relative to RMS (None: kept as float32)
-    coverage: float  # test coverage with the quantized parameters
-    coverage_full: float
+    sse: dict[str, dict[str, float]]  # split -> site -> squared error of the unquantized theory
+    sse_sent: dict[str, dict[str, float]]  # the same with the parameters as sent
     quantized: object = field(repr=False, default=None)  # the FittedTheory as sent
-    sse: dict = field(repr=False, default_factory=dict)  # test squared errors of the unquantized theory
 
-    def as_dict(self) -> dict:
-        return {"bits": round(self.bits), "bits_spec": round(self.spec), "bits_params": round(self.params),
-                "bits_latents": round(self.latents), "quantization": self.scale,
-                "coverage_quantized": round(self.coverage, 6)}
+    def bits(self, split: str = "test") -> float:
+        """spec + parameters + the latent codes of ``split``'s examples."""
+        return self.spec + self.params + self.latents[split]
+
+    def score(self, params: int, examples: Examples) -> SizeScore:
+        return SizeScore(params, round(self.bits()), round(self.spec), round(self.params), round(self.latents["test"]),
+                         self.scale, round(coverage(self.sse_sent["test"], examples.sst["test"]), 6))
 
 
 def paid_means(fitted) -> dict[str, np.ndarray]:
@@ -99,15 +105,16 @@ def dictionaries(fitted) -> list[str]:
     return [n for n, c in fitted.theory.components.items() if c.kind == "dictionary"]
 
 
-def active_latents(fitted, examples: Examples, name: str, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
-    """A dictionary's codes on the test examples, in the rows of the site it feeds, as (active
+def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
+                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
+    """A dictionary's codes on examples ``index``, in the rows of the site it feeds, as (active
     latents per row, the active values, width): codes are [rows, width] but mostly zero."""
     plan, data = fitted.plan, examples.data
     site = next(s for s in fitted.sites if name in fitted.theory.upstream(s))
     c = fitted.theory.components[name]
     counts, values = [], []
-    for start in range(0, len(examples.test), batch_size):
-        rows = examples.test[start:start + batch_size]
+    for start in range(0, len(index), batch_size):
+        rows = index[start:start + batch_size]
         fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, {k: v[rows] for k, v in data.items()}, site).items()}
         inputs = [component_output(plan, fitted.params, r, fixed, {}) for r in c.reads()]
         codes = np.asarray(dictionary_codes(fitted.params[name], c, inputs))
@@ -162,39 +169,43 @@ def join_table(params: dict) -> dict:
 
 
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
-    """Search the coarsest step (relative to each tensor's RMS) whose test coverage is within
-    ``tolerance`` of the unquantized theory's; pay for the parameters at that step."""
+    """Search the coarsest step (relative to each tensor's RMS) whose *validation* coverage is
+    within ``tolerance`` of the unquantized theory's; pay for the parameters at that step. Test
+    examples are read only to report (their squared errors and latent codes)."""
     means = paid_means(fitted)
     code_rms = {}
     for name in dictionaries(fitted):
-        _, values, _ = active_latents(fitted, examples, name)
+        _, values, _ = active_latents(fitted, examples, name, examples.validation)
         code_rms[name] = float(np.sqrt(np.mean(values ** 2))) if values.size else 1.0
 
-    def at(scale: float | None):
-        """(theory as sent, parameter bits, test SSE, coverage) at a step ``scale`` (None: float32)."""
-        tree = {"params": split_tables(fitted), "means": means}
-        if scale is None:
-            quantized, bits = fitted, _float_bits(tree)
-        else:
-            q, bits = _quantize_tree(tree, scale)
-            params = {n: join_table(p) for n, p in q["params"].items()}
-            for name, rms in code_rms.items():
-                params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
-            quantized = fitted.replace(params=params, means=_with_means(fitted, q["means"]))
-        sse = squared_errors(quantized, examples.data, examples.test)
-        return quantized, bits, sse, coverage(sse, examples.sst)
+    def sent(scale: float) -> tuple[object, float]:
+        """(the theory as sent, parameter bits) at a step ``scale``."""
+        q, bits = _quantize_tree({"params": split_tables(fitted), "means": means}, scale)
+        params = {n: join_table(p) for n, p in q["params"].items()}
+        for name, rms in code_rms.items():
+            params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
+        return fitted.replace(params=params, means=_with_means(fitted, q["means"])), bits
 
-    full = at(None)
+    def errors(model, split: str) -> dict[str, float]:
+        return squared_errors(model, examples.data, examples.index[split])
+
+    full = errors(fitted, "validation")
+    floor = coverage(full, examples.sst["validation"]) - tolerance
     trials: dict = {}
 
     def within(scale: float) -> bool:
-        trials[scale] = at(scale)
-        return trials[scale][3] >= full[3] - tolerance
+        model, bits = trials[scale] = sent(scale)
+        return coverage(errors(model, "validation"), examples.sst["validation"]) >= floor
 
     best_scale = coarsest_scale(within)
-    best = trials[best_scale] if best_scale else full  # even the finest grid costs too much: float32
-    quantized, param_bits, _, cov = best
-    latents = sum(latent_bits(*active_latents(quantized, examples, name), best_scale * rms if best_scale else None)
-                  for name, rms in code_rms.items())
+    if best_scale is None:  # even the finest grid costs too much: float32
+        quantized, param_bits = fitted, _float_bits({"params": split_tables(fitted), "means": means})
+    else:
+        quantized, param_bits = trials[best_scale]
+    latents = {split: sum(latent_bits(*active_latents(quantized, examples, name, examples.index[split]),
+                                      best_scale * rms if best_scale else None) for name, rms in code_rms.items())
+               for split in ("validation", "test")}
+    sse = {"validation": full, "test": errors(fitted, "test")}
+    sse_sent = {split: errors(quantized, split) for split in sse}
     text = spec_bits(fitted.theory.to_yaml())
-    return Size(text + param_bits + latents, text, param_bits, latents, best_scale, cov, full[3], quantized, full[2])
+    return Size(text, param_bits, latents, best_scale, sse, sse_sent, quantized)

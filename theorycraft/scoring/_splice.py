@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._heldout import Examples
+from ._card import SpliceScore
+from ._fidelity import Examples
 
 SPLICE_EXAMPLES = 1024  # test examples run through the model per site
 MIN_GAP = 0.01  # mean ablation must raise the loss by 1% for "loss recovered" to mean anything
@@ -38,7 +39,7 @@ def _loss(task, rows: np.ndarray, refs, clean_rows: np.ndarray) -> float:
     return float(((rows - target) ** 2).mean())
 
 
-def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPLES) -> dict[str, dict]:
+def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPLES) -> dict[str, SpliceScore]:
     """Per coded site: KL(clean ‖ spliced) and top-1 agreement (logit outputs), and the loss
     recovered = (L_mean_ablated − L_spliced) / (L_mean_ablated − L_clean)."""
     rows = examples.test[:limit]
@@ -67,5 +68,5 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
             p_log, q_log = _log_softmax(clean_rows), _log_softmax(spliced_rows)
             entry["kl"] = round(float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean()), 6)
             entry["top1_agreement"] = round(float((clean_rows.argmax(-1) == spliced_rows.argmax(-1)).mean()), 6)
-        out[s] = entry
+        out[s] = SpliceScore(**entry)
     return out

@@ -1,0 +1,114 @@
+"""The scorecard: typed, frozen records of every score of one fitted theory, written as
+``scorecard.json`` with a format version. Definitions: the README's "Scores"."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+SCORECARD_FORMAT = 2  # 2: splits train / validation / test; coverage over the covered sites
+
+
+@dataclass(frozen=True)
+class SiteScore:
+    """R² of one site per split (SST around the train mean) and the examples it was computed on."""
+
+    r2_train: float
+    r2_validation: float
+    r2_test: float
+    n_train: int
+    n_validation: int
+    n_test: int
+
+
+@dataclass(frozen=True)
+class SizeScore:
+    """What the theory costs to state: free parameters, and bits (spec + parameters at the chosen
+    quantization + the test examples' latent codes); bits are None until measured (``score``)."""
+
+    params: int
+    bits: Optional[int] = None
+    bits_spec: Optional[int] = None
+    bits_params: Optional[int] = None
+    bits_latents: Optional[int] = None
+    quantization: Optional[float] = None  # step relative to each tensor's RMS, chosen on validation (None: float32)
+    coverage_quantized: Optional[float] = None  # test coverage with the parameters as sent
+
+
+@dataclass(frozen=True)
+class MDLScore:
+    """The test activations sent two ways: theory + residual against mean only + residual."""
+
+    bits_theory: int
+    bits_residual: int
+    bits_total: int
+    bits_baseline: int
+    compression: float
+    n_examples: int
+    prequential_bits: Optional[int] = None
+    prequential_baseline_bits: Optional[int] = None
+    prequential_compression: Optional[float] = None
+    prequential_blocks: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SpliceScore:
+    """The target run with one site replaced by the theory's prediction."""
+
+    loss_clean: float
+    loss_spliced: float
+    loss_mean_ablated: float
+    loss_recovered: Optional[float]
+    kl: Optional[float]
+    top1_agreement: Optional[float]
+    n: int
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """Every score of one fitted theory. ``covered``: the sites coverage and MDL are over (a site
+    the theory does not predict counts at its train mean); ``inputs``: recorded sites it reads."""
+
+    theory: str
+    target: str
+    covered: tuple[str, ...]
+    inputs: tuple[str, ...]
+    sites: Mapping[str, SiteScore]
+    coverage: float  # test
+    coverage_validation: float
+    size: SizeScore
+    mdl: Optional[MDLScore] = None
+    splice: Mapping[str, SpliceScore] = field(default_factory=dict)
+    fit: Mapping = field(default_factory=dict)  # how it was fitted (the engine's record)
+    format: int = SCORECARD_FORMAT
+
+    def replace(self, **changes) -> "Scorecard":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Scorecard":
+        if data.get("format") != SCORECARD_FORMAT:
+            raise ValueError(f"expected scorecard format {SCORECARD_FORMAT}, found {data.get('format', 1)}")
+        mdl = data.get("mdl")
+        return cls(data["theory"], data["target"], tuple(data["covered"]), tuple(data["inputs"]),
+                   {s: SiteScore(**v) for s, v in data["sites"].items()}, data["coverage"],
+                   data["coverage_validation"], SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
+                   {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}))
+
+    def save(self, directory) -> Path:
+        """Write ``scorecard.json`` atomically (a temporary file, then a rename)."""
+        path = Path(directory) / "scorecard.json"
+        tmp = path.with_name(".scorecard.tmp.json")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, directory) -> "Scorecard":
+        return cls.from_json(json.loads((Path(directory) / "scorecard.json").read_text()))

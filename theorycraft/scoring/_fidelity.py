@@ -1,0 +1,90 @@
+"""Fidelity: the one place where a theory's predictions meet the activations. Every R², coverage
+and residual in the project is computed here, on one split at a time.
+
+Splits are fixed per capture (``ActivationSet.split``): *train* examples are fitted, every choice
+(ridge strength, early stopping, quantization step, search steps) is made on *validation*, and
+*test* is only ever reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from theorycraft.inference._compile import site_rows
+from theorycraft.inference._fit import load_examples
+
+PRECISION = 0.01  # residuals are coded to 1% of their site's standard deviation (on the non-test examples)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A fitted theory's data in memory, the indices of each split, and per covered site its
+    spread around the train mean (per split) and the precision its residuals are coded to."""
+
+    data: Mapping[str, np.ndarray]  # inputs and every site of the theory, positions selected
+    index: Mapping[str, np.ndarray]  # split -> example indices
+    sst: Mapping[str, Mapping[str, float]]  # split -> site -> Σ (y − train mean)²
+    precision: Mapping[str, float]
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.index["train"]
+
+    @property
+    def validation(self) -> np.ndarray:
+        return self.index["validation"]
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.index["test"]
+
+
+def examples_of(fitted, acts, data: Mapping[str, np.ndarray] | None = None, limit: int | None = None) -> Examples:
+    """``limit`` caps the validation and test examples (the first ones; the store is shuffled once)."""
+    data = data if data is not None else load_examples(fitted.theory, acts)
+    index = {split: acts.split(split) for split in SPLITS}
+    if limit:
+        index |= {split: index[split][:limit] for split in ("validation", "test")}
+    sst = {split: spreads(fitted, data, rows) for split, rows in index.items()}
+    seen = np.flatnonzero(~acts.is_test)
+    precision = {s: PRECISION * max(np.sqrt(v / values_of(fitted, s, len(seen))), 1e-12)
+                 for s, v in spreads(fitted, data, seen).items()}
+    return Examples(data, index, sst, precision)
+
+
+def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
+    """Per covered site, Σ (y − train mean)² over examples ``index``: the SST of R²."""
+    return {s: float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum()) for s in fitted.sites}
+
+
+def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray,
+                   batch_size: int = 2048) -> dict[str, float]:
+    """Per covered site, the summed squared error of ``fitted`` over examples ``index`` (a site it
+    does not predict is predicted by its training mean)."""
+    sse = {s: 0.0 for s in fitted.sites}
+    for start in range(0, len(index), batch_size):
+        rows = index[start:start + batch_size]
+        preds = fitted.predict(data["inputs"][rows], {s: data[s][rows] for s in fitted.theory.sites})
+        for s in sse:
+            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - site_rows(fitted.plan, s, data[s][rows])) ** 2).sum())
+    return sse
+
+
+def values_of(fitted, s: str, n_examples: int) -> int:
+    """How many numbers site ``s`` holds over ``n_examples`` examples."""
+    return n_examples * int(np.prod(fitted.plan.site_shapes[s]))
+
+
+def coverage(sse: Mapping[str, float], sst: Mapping[str, float]) -> float:
+    """Variance-weighted mean R² over the sites of ``sse`` = 1 − ΣSSE / ΣSST."""
+    total = sum(sst[s] for s in sse)
+    return 1.0 - sum(sse.values()) / total if total > 0 else 0.0
+
+
+def r2(sse: float, sst: float) -> float:
+    """1 − SSE/SST, pooled over a site's dimensions, SST around the *train* mean."""
+    return 1.0 - sse / sst if sst > 0 else 0.0
