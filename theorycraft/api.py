@@ -51,7 +51,7 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
 
     from theorycraft.inference import FitConfig, fit
 
-    theory = load_theory(theory) if isinstance(theory, str) else theory
+    theory = load_theory(theory, trust_code=trust_code) if isinstance(theory, str) else theory
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
@@ -81,10 +81,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
                                     search as run, write_search)
 
     path = start if isinstance(start, str) else "<theory>"
-    theory = load_theory(start) if isinstance(start, str) else start
+    theory = load_theory(start, trust_code=trust_code) if isinstance(start, str) else start
     acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
     if vocabulary:
-        vocab = load_vocabulary(vocabulary, theory)
+        vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
@@ -95,7 +95,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     reference = None
     if compare:
-        reference = judge.assess(_same_sites(load_theory(compare), theory, compare))
+        reference = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code), theory, compare))
         reference = {"theory": compare, "bits_theory": round(reference.bits_theory),
                      "bits_total": round(reference.bits_total), "coverage": round(reference.coverage, 6),
                      "params": reference.params}
@@ -130,7 +130,7 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     from theorycraft.scoring import score
 
     run_dir = Path(run_dir)
-    fitted = FittedTheory.load(run_dir)
+    fitted = FittedTheory.load(run_dir, trust_code=trust_code)
     acts = run_activations(fitted.scorecard, run_dir)
     target = None
     if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):

@@ -103,9 +103,11 @@ def _label(value: Any, index: int) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else str(index)
 
 
-def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None) -> Vocabulary:
+def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None, *,
+                     trust_code: bool = False) -> Vocabulary:
     """Parse and check a vocabulary; with ``theory`` (the start of a search) also check that each
-    template joins it as a valid theory. Raises TheoryError with every problem at file:line:col."""
+    template joins it as a valid theory. Raises TheoryError with every problem at file:line:col.
+    ``trust_code``: templates of ``kind: module:attr`` may import their modules."""
     data, source, problems = load_yaml(text, path)
     problems = list(problems)
     if not problems and not isinstance(data, dict):
@@ -135,7 +137,7 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
                                                           f"template, found {describe(components)}"))
         components = {}
     for name, raw in components.items():
-        template = _template(name, raw, source, problems)
+        template = _template(name, raw, source, problems, trust_code)
         if template is not None:
             templates[name] = template
     if problems:
@@ -146,8 +148,8 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     return vocab
 
 
-def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list) -> bool:
-    value, found = validate_component(raw, source, path)
+def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list, trust_code: bool) -> bool:
+    value, found = validate_component(raw, source, path, trust_code=trust_code)
     problems += found[:1]  # the first problem only: the other candidates repeat it
     return value is not None
 
@@ -157,7 +159,7 @@ def spec_of(data: dict):
     return kind_of(data["kind"]).schema.model_validate(data)
 
 
-def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Template | None:
+def _template(name: str, raw: Any, source: SourceMap, problems: list, trust_code: bool = False) -> Template | None:
     path = ("components", name)
     if not _valid_name(name):
         problems.append(source.diagnostic(path, f"expected a name of letters, digits and '_' that starts with a "
@@ -184,7 +186,7 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Templat
     template = Template(name, dict(raw), choices, labels, named)
     first = len(problems)
     for data, _ in template.items():  # every candidate must be a valid component of the language
-        if not _valid_component(data, source, path, problems):
+        if not _valid_component(data, source, path, problems, trust_code):
             break
     return template if len(problems) == first else None
 
@@ -220,12 +222,12 @@ def check_against(vocab: Vocabulary, theory: Theory, source: SourceMap | None = 
         raise TheoryError(problems)
 
 
-def load_vocabulary(path: str, theory: Theory | None = None) -> Vocabulary:
+def load_vocabulary(path: str, theory: Theory | None = None, *, trust_code: bool = False) -> Vocabulary:
     try:
         text = open(path, encoding="utf-8").read()
     except OSError as exc:
         raise TheoryError([Diagnostic(path, 1, 1, "error", f"cannot read the vocabulary: {exc.strerror}")]) from None
-    return parse_vocabulary(text, path, theory)
+    return parse_vocabulary(text, path, theory, trust_code=trust_code)
 
 
 # --- candidates ----------------------------------------------------------------------------------
