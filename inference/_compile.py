@@ -89,7 +89,7 @@ def _at_rows(values: np.ndarray, site_shape: tuple, position: int | None) -> np.
     return values[:, -1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExpressionContext:
     """How a kind's ``expression_inputs`` evaluates its expressions on one batch, for one site."""
 

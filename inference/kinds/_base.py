@@ -19,7 +19,7 @@ every kind for its schema, and ``theorycraft validate`` must not pay ~1 s for ja
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Callable, ClassVar, Optional, Union
 
 from theorycraft.spec._expr import POSITION_NAMES
 from theorycraft.spec._model import ComponentSpec
