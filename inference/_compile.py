@@ -11,17 +11,15 @@ head; heads no component claims are predicted by their training mean.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.spec import (Theory, TheoryError, evaluate, evaluate_variables, feature_width, pair_env,
-                              position_env)
+from theorycraft.spec import Theory, TheoryError, evaluate, evaluate_variables, pair_env, position_env
 
-from ._kinds import KINDS, Shapes
+from .kinds import Shapes, kind_of
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class Plan:
     site_shapes: Mapping[str, tuple[int, ...]]  # per example, after position selection
     widths: Mapping[str, int]  # features each variable / site / component hands on
     fixed: frozenset[str]  # components computed once per batch (no parameters upstream)
-    lookup_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    lookup_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # values per key of each table
 
     @property
     def learned(self) -> list[str]:
@@ -38,73 +36,46 @@ class Plan:
 
     def shapes(self, name: str) -> Shapes:
         c = self.theory.components[name]
-        if c.kind == "lookup":
-            return Shapes((prod(self.lookup_sizes[name]),), self.widths[name])
-        return Shapes(tuple(self.widths[r] for r in c.reads()), self.widths[name])
+        return kind_of(c).input_shapes(name, c, self)
 
 
 def _site_width(shape: tuple[int, ...]) -> int:
     return shape[-1] if len(shape) else 1
 
 
+@dataclass
+class PlanContext:
+    """What a kind's ``plan_width`` sees while ``make_plan`` runs: the widths so far (dependency
+    order), the captured shapes, and where to report problems and table sizes."""
+
+    theory: Theory
+    site_shapes: Mapping[str, tuple[int, ...]]
+    widths: dict[str, int]
+    vocab_size: int | None
+    lookup_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+    def problem(self, name: str, message: str, *subpath, key: bool = False) -> None:
+        self.problems.append(self.theory.diagnostic("components", name, message, *subpath, key=key))
+
+
 def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_size: int | None) -> Plan:
     """Work out every width; report every shape problem at once, with file:line:col."""
-    problems = []
     widths: dict[str, int] = {v: 1 for v in theory.variables}
     widths.update({s: _site_width(shape) for s, shape in site_shapes.items()})
-    lookup_sizes: dict[str, tuple[int, ...]] = {}
+    ctx = PlanContext(theory, site_shapes, widths, vocab_size)
     fixed: set[str] = set()
     for name, c in theory.components.items():  # dependency order
-        target = theory.sites.get(c.predicts) if c.predicts else None
-        target_width = widths.get(c.predicts) if c.predicts else None
-        if c.kind == "attention":
-            shape = site_shapes[c.predicts]
-            if len(shape) != 3 or shape[1] != shape[2]:
-                problems.append(theory.diagnostic("components", name, f"an attention component predicts a pattern "
-                                f"site [head, query, key]; '{c.predicts}' has per-example shape {list(shape)}", "predicts"))
-                continue
-            if (c.head or 0) >= shape[0]:
-                problems.append(theory.diagnostic("components", name, f"expected a head below {shape[0]} "
-                                                  f"(the site's head count), found {c.head}", "head"))
-            widths[name] = shape[1] * shape[2]
-            continue
-        if c.kind in ("fourier", "rule", "product"):
-            widths[name] = int(feature_width(theory, name)) if c.kind != "product" else _product_width(c, widths)
-        elif c.kind == "dictionary":  # its width counts latents; it reconstructs its site (or its input)
-            widths[name] = target_width or sum(widths[r] for r in c.reads())
-            if not c.k:
-                problems.append(theory.diagnostic("components", name, "expected 'k' (active latents per example): "
-                                                  "the engine fits top-k dictionaries; an L1 penalty on codes is "
-                                                  "not fitted yet", key=True))
-        else:
-            declared = getattr(c, "width", None)
-            if declared and target_width and declared != target_width:
-                problems.append(theory.diagnostic("components", name, f"width {declared} cannot predict site "
-                                f"'{c.predicts}' of width {target_width}; expected width {target_width} "
-                                f"(or leave width out)", "width"))
-            widths[name] = declared or target_width or 0
-            if not widths[name]:
-                problems.append(theory.diagnostic("components", name, "cannot tell this component's output "
-                                                  "width: give 'width:' or 'predicts:'", key=True))
-        if c.kind == "lookup":
-            sizes = c.size or tuple(vocab_size or 0 for _ in c.of)
-            if len(sizes) != len(c.of) or not all(sizes):
-                problems.append(theory.diagnostic("components", name, f"expected one size per key in 'of' "
-                                f"({len(c.of)}), found {len(sizes) if c.size else 'none (no vocabulary known)'}", "size" if c.size else "of"))
-            lookup_sizes[name] = tuple(sizes)
-        if KINDS[c.kind].fixed and all(r in fixed or r in theory.variables for r in c.reads()):
+        kind = kind_of(c)
+        widths[name] = kind.plan_width(name, c, ctx)
+        if kind.fixed and all(r in fixed or r in theory.variables for r in c.reads()):
             fixed.add(name)
-        if target is not None and len(site_shapes[c.predicts]) == 3:
-            problems.append(theory.diagnostic("components", name, f"site '{c.predicts}' is an attention pattern; "
-                                              f"expected an attention component to predict it", "predicts"))
-    if problems:
-        raise TheoryError(problems)
-    return Plan(theory, dict(site_shapes), widths, frozenset(fixed), lookup_sizes)
-
-
-def _product_width(c, widths) -> int:
-    ws = [widths[r] for r in c.of]
-    return ws[0] * (ws[0] + 1) // 2 if len(ws) == 1 else prod(ws)
+        if c.predicts and not kind.pattern and len(site_shapes[c.predicts]) == 3:
+            ctx.problem(name, f"site '{c.predicts}' is an attention pattern; expected an attention component "
+                              f"to predict it", "predicts")
+    if ctx.problems:
+        raise TheoryError(ctx.problems)
+    return Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes)
 
 
 # --- rows and fixed inputs --------------------------------------------------------------------
@@ -116,6 +87,27 @@ def _at_rows(values: np.ndarray, site_shape: tuple, position: int | None) -> np.
     if len(site_shape) == 2:  # [T, D]: a row per position
         return values.reshape(-1, *values.shape[2:])
     return values[:, -1]
+
+
+@dataclass(frozen=True)
+class ExpressionContext:
+    """How a kind's ``expression_inputs`` evaluates its expressions on one batch, for one site."""
+
+    plan: Plan
+    tokens: np.ndarray | None
+    variables: Mapping[str, np.ndarray]
+    site_shape: tuple[int, ...]
+    position: int | None
+
+    def rows(self, exprs) -> np.ndarray:
+        """Expressions over positions, read in the site's rows: [rows, len(exprs)]."""
+        env = {**position_env(self.tokens, np), **self.variables}
+        values = np.stack([np.asarray(evaluate(e, env), np.float32) for e in exprs], axis=-1)  # [N, T, k]
+        return _at_rows(values, self.site_shape, self.position)
+
+    def pairs(self, expr) -> np.ndarray:
+        """An expression over (query i, key j) pairs: [N, T, T]."""
+        return np.asarray(evaluate(expr, pair_env(self.tokens, self.variables, np)), np.float32)
 
 
 def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict[str, np.ndarray]:
@@ -133,27 +125,14 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     for name in theory.sites:
         if name in batch:  # a recorded site read by a mechanism (or by an autoencoder of itself)
             out[name] = site_rows(plan, name, batch[name])
-    env = None
+    expressions = ExpressionContext(plan, tokens, variables, shape, spec.position)
     for name, c in theory.components.items():
         exprs = [e for _, e in c.expressions()]
-        if c.kind == "attention":
-            values = evaluate(c.rule, pair_env(tokens, variables, np))  # [N, T, T]
-            out[f"{name}/expr"] = np.asarray(values, np.float32)
-        elif exprs:
-            if env is None:
-                env = {**position_env(tokens, np), **variables}
-            values = np.stack([np.asarray(evaluate(e, env), np.float32) for e in exprs], axis=-1)  # [N, T, k]
-            rows = _at_rows(values, shape, spec.position)
-            if c.kind == "lookup":
-                sizes = plan.lookup_sizes[name]
-                cell = np.zeros(len(rows), np.int64)
-                for k, size in enumerate(sizes):
-                    cell = cell * size + np.clip(rows[:, k].astype(np.int64), 0, size - 1)
-                rows = cell[:, None]
-            out[f"{name}/expr"] = rows
+        if exprs:
+            out[f"{name}/expr"] = kind_of(c).expression_inputs(name, c, expressions)
         if name in plan.fixed:
             inputs = [out[f"{name}/expr"]] if exprs else [out[r] for r in c.reads()]
-            out[name] = np.asarray(KINDS[c.kind].apply({}, c, [jnp.asarray(x) for x in inputs]))
+            out[name] = np.asarray(kind_of(c).apply({}, c, [jnp.asarray(x) for x in inputs]))
     return out
 
 
@@ -173,11 +152,11 @@ def component_output(plan: Plan, params, name: str, fixed: Mapping[str, jax.Arra
     if name in memo:
         return memo[name]
     c = plan.theory.components[name]
-    if c.kind in ("lookup", "attention"):
+    if c.expressions():  # its expressions' values, computed once per batch (fixed_inputs)
         inputs = [fixed[f"{name}/expr"]]
     else:
         inputs = [component_output(plan, params, r, fixed, memo) for r in c.reads()]
-    memo[name] = KINDS[c.kind].apply(params.get(name, {}), c, inputs)
+    memo[name] = kind_of(c).apply(params.get(name, {}), c, inputs)
     return memo[name]
 
 
@@ -203,5 +182,5 @@ def predict_site(plan: Plan, params, site: str, fixed: Mapping[str, jax.Array], 
 
 def init_params(plan: Plan, key: jax.Array) -> dict:
     keys = jax.random.split(key, max(len(plan.theory.components), 1))
-    return {name: KINDS[c.kind].init(k, c, plan.shapes(name))
+    return {name: kind_of(c).init(k, c, plan.shapes(name))
             for k, (name, c) in zip(keys, plan.theory.components.items()) if name not in plan.fixed}

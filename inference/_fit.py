@@ -20,8 +20,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory
 
-from . import _ridge
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
+from .kinds import kind_of
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -63,10 +63,10 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 # --- closed form ----------------------------------------------------------------------------------
 
-def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
-    """Sites whose predictors, read by nobody else, are all plain linear maps of fixed features
-    (exact ridge; a single low-rank map: reduced-rank ridge) or all lookup tables (exact least
-    squares by backfitting): solved exactly."""
+def closed_form_sites(plan: Plan) -> dict[str, tuple[Callable, list[str]]]:
+    """Sites solved exactly, with their solver: those whose predictors, read by nobody else, all
+    offer the same closed-form solver (each kind says when: plain linear maps of fixed features
+    -> ridge; lookup tables -> backfitting)."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
     for site in theory.sites:
@@ -74,108 +74,10 @@ def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
         comps = [theory.components[n] for n in names]
-        linear = all(c.kind == "linear" and (not c.rank or len(comps) == 1) and not c.l1 and not c.activation
-                     and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in c.reads())
-                     for c in comps)
-        if linear or all(c.kind == "lookup" for c in comps):
-            out[site] = list(names)
+        solvers = {kind_of(c).closed_form(c, plan, len(comps)) for c in comps}
+        if len(solvers) == 1 and None not in solvers:
+            out[site] = (solvers.pop(), list(names))
     return out
-
-
-def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
-    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
-    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
-
-
-def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
-                   batch_rows: int = 8192):
-    """Stream train and validation batches into sufficient statistics; solve; split the weights
-    back into each component's parameters."""
-    stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
-    for split, index in (("train", train_idx), ("val", val_idx)):
-        for start in range(0, len(index), batch_rows):
-            batch = _take(data, index[start:start + batch_rows])
-            fixed = fixed_inputs(plan, batch, site)
-            stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
-    biased = [n for n in names if plan.theory.components[n].bias]
-    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
-    rank = plan.theory.components[names[0]].rank
-    if rank:
-        return {names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha
-    params, offset = {}, 0
-    for n in names:
-        c = plan.theory.components[n]
-        width = sum(plan.widths[r] for r in c.reads())
-        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
-        if c.bias:  # one intercept for the site: the first biased predictor holds it
-            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
-        offset += width
-    return params, alpha
-
-
-def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
-    """Reduced-rank ridge: the full map projected on the top ``rank`` principal directions of its
-    fitted values (Izenman 1975), as ``down`` [in, rank] and ``up`` [rank, out]."""
-    merged = _ridge.Stats()
-    merged += train
-    if val is not None:
-        merged += val
-    cxx = merged.centred(intercept)[0]
-    _, vectors = np.linalg.eigh(w.T @ cxx @ w)
-    top = vectors[:, ::-1][:, :rank]  # [out, rank]
-    mx, my = (merged.sx / merged.n, merged.sy / merged.n) if intercept else (0.0, 0.0)
-    params = {"down": jnp.asarray(w @ top, jnp.float32), "up": jnp.asarray(top.T, jnp.float32)}
-    if intercept:
-        params["bias"] = jnp.asarray(my - mx @ (w @ top @ top.T), jnp.float32)
-    return params
-
-
-SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell
-BACKFIT_SWEEPS = 8  # Gauss–Seidel sweeps over the tables of a sum (one is exact for a single table)
-
-
-def _backfit(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, shrink: float) -> tuple[np.ndarray, list]:
-    """Least squares (ridge) for y ≈ mean + Σ table_k[cell_k]: each sweep refits each table as the
-    shrunk per-cell mean of what the others leave."""
-    from scipy import sparse
-
-    onehots = [sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(size, len(c)))
-               for c, size in zip(cells, sizes)]
-    counts = [np.asarray(m.sum(1)).reshape(-1, 1) for m in onehots]
-    mean = y.mean(0)
-    residual = (y - mean).astype(np.float64)
-    tables = [np.zeros((size, y.shape[1])) for size in sizes]
-    for _ in range(BACKFIT_SWEEPS if len(cells) > 1 else 1):
-        for k, (cell, onehot) in enumerate(zip(cells, onehots)):
-            residual += tables[k][cell]
-            tables[k] = (onehot @ residual) / (counts[k] + shrink)
-            residual -= tables[k][cell]
-    return mean, tables
-
-
-def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True):
-    """A sum of tables: exact ridge by backfitting (a single table is a shrunk per-cell mean); the
-    shrinkage is chosen on validation, then the tables are refit on train + validation."""
-    sizes = [plan.shapes(n).inputs[0] for n in names]
-
-    def read(index):
-        batch = _take(data, index)
-        fixed = fixed_inputs(plan, batch, site)
-        return [np.asarray(fixed[f"{n}/expr"][:, 0], np.int64) for n in names], site_rows(plan, site, batch[site])
-
-    cells, y = read(train_idx)
-    vcells, vy = read(val_idx)
-    best, best_shrink = np.inf, 1.0
-    for shrink in SHRINKAGES:
-        mean, tables = _backfit(cells, sizes, y, shrink)
-        sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
-        if sse < best:
-            best, best_shrink = sse, shrink
-    if refit:
-        cells, y = [np.concatenate([c, v]) for c, v in zip(cells, vcells)], np.concatenate([y, vy])
-    mean, tables = _backfit(cells, sizes, y, best_shrink)
-    tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
-    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink
 
 
 # --- gradient fitting -----------------------------------------------------------------------------
@@ -206,8 +108,8 @@ def make_loss(plan: Plan, sites, variances, means) -> Callable:
 def _penalties(plan: Plan, params) -> jax.Array:
     total = 0.0
     for name, c in plan.theory.components.items():
-        if c.kind == "linear" and c.l1 and name in params:
-            total = total + c.l1 * sum(jnp.abs(v).sum() for k, v in params[name].items() if k != "bias")
+        if name in params:
+            total = total + kind_of(c).penalty(params[name], c)
     return total
 
 
@@ -355,12 +257,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     closed = closed_form_sites(plan)
     summary: dict = {"closed_form": {}, "gradient": None}
-    refit = config.refit_on_validation
-    for site, names in closed.items():
-        if theory.components[names[0]].kind == "lookup":
-            solved, strength = fit_lookup_site(plan, site, names, data, train_idx, val_idx, refit)
-        else:
-            solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx, refit)
+    for site, (solve, names) in closed.items():
+        solved, strength = solve(plan, site, names, data, train_idx, val_idx, config.refit_on_validation)
         params.update(solved)
         summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
         log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
@@ -377,14 +275,12 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
 
 
 def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:
-    """An attention component's positional prior starts at the log of its head's mean pattern,
-    so the rule only has to explain what position does not."""
+    """Each kind's start from its predicted site's training mean (an attention prior starts at
+    the log of its head's mean pattern, so the rule only explains what position does not)."""
     params = dict(params)
     for name, c in plan.theory.components.items():
-        if c.kind == "attention" and name in params:
-            shape = plan.site_shapes[c.predicts]
-            head = np.asarray(means[c.predicts]).reshape(shape)[c.head or 0]
-            params[name] = {**params[name], "prior": jnp.asarray(np.log(np.maximum(head, 1e-6)), jnp.float32)}
+        if name in params and c.predicts:
+            params[name] = kind_of(c).warm_start(params[name], c, means[c.predicts], plan.site_shapes[c.predicts])
     return params
 
 

@@ -111,10 +111,12 @@ class FittedTheory:
         return directory
 
     @classmethod
-    def load(cls, directory) -> "FittedTheory":
+    def load(cls, directory, *, trust_code: bool = False) -> "FittedTheory":
+        """``trust_code``: a theory with ``kind: module:attr`` components may import their modules."""
         directory = Path(directory)
         try:
-            theory = parse_theory((directory / "theory.yaml").read_text(), path=str(directory / "theory.yaml"))
+            theory = parse_theory((directory / "theory.yaml").read_text(), path=str(directory / "theory.yaml"),
+                                  trust_code=trust_code)
             from safetensors import safe_open
             with safe_open(str(directory / "params.safetensors"), "numpy") as f:
                 meta = f.metadata()

@@ -1,4 +1,5 @@
-"""The theory language's structure: one pydantic model per block and per component kind.
+"""The theory language's structure: one pydantic model per block (each component kind's model
+lives with its kind, in ``theorycraft/inference/kinds/``).
 
 Validation of *structure* (keys, types, ranges) lives here; references between names, cycles
 and includes are checked in ``_parse``. Everything is frozen: a parsed theory never changes.
@@ -10,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator, StrictBool,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
                       StrictInt, StrictStr, WithJsonSchema)
 from pydantic_core import PydanticCustomError
 
@@ -140,12 +141,16 @@ class Site(_Frozen):
 SiteEntry = Annotated[Site, BeforeValidator(_site_shorthand, json_schema_input_type=Union[str, Site])]
 
 
-# --- component kinds ----------------------------------------------------------------------------
+# --- components ---------------------------------------------------------------------------------
 
 Refs = _list_of(Name)
 
 
-class _Component(_Frozen):
+class ComponentSpec(_Frozen):
+    """The keys every component has. Each kind's schema (``theorycraft/inference/kinds/``)
+    subclasses this; ``kind`` is the registry key the component was written with."""
+
+    kind: StrictStr
     predicts: Optional[Name] = Field(None, description="the site this component's output adds to")
     doc: Doc = None
 
@@ -158,104 +163,6 @@ class _Component(_Frozen):
         return ()
 
 
-class Lookup(_Component):
-    """A learned table: one row per value of the variables in ``of`` (jointly)."""
-
-    kind: Literal["lookup"]
-    of: _list_of(Expression)
-    size: Optional[_list_of(PositiveInt)] = Field(None, description="values per variable (default: from the target's vocabulary)")
-    width: Optional[PositiveInt] = Field(None, description="output features (default: the predicted site's width)")
-
-    def expressions(self):
-        return tuple((("of", k), e) for k, e in enumerate(self.of))
-
-
-class Linear(_Component):
-    """An affine map of the features it reads, optionally low-rank or L1-sparse, optionally
-    followed by a nonlinearity (a single layer: ``ReLU(W x + b)``)."""
-
-    kind: Literal["linear"]
-    from_: Refs = Field(alias="from")
-    rank: Optional[PositiveInt] = None
-    l1: NonNegativeFloat = 0.0
-    bias: StrictBool = True
-    activation: Optional[Literal["relu", "gelu", "tanh"]] = None
-    width: Optional[PositiveInt] = None
-
-
-class Fourier(_Component):
-    """cos and sin of 2*pi*f*x/modulus for each expression x in ``of`` and each frequency f."""
-
-    kind: Literal["fourier"]
-    of: _list_of(Expression)
-    modulus: Annotated[StrictInt, Field(ge=2)]
-    frequencies: _list_of(PositiveInt)
-
-    def expressions(self):
-        return tuple((("of", k), e) for k, e in enumerate(self.of))
-
-
-class Rule(_Component):
-    """Indicator features: 1 where each boolean expression in ``when`` holds, else 0."""
-
-    kind: Literal["rule"]
-    when: _list_of(Expression)
-
-    def expressions(self):
-        return tuple((("when", k), e) for k, e in enumerate(self.when))
-
-
-class Product(_Component):
-    """Products of features: the outer product of two or more components, or all pairwise
-    products (with squares) of one component's features."""
-
-    kind: Literal["product"]
-    of: Refs
-
-    def reads(self):
-        return self.of
-
-
-class Attention(_Component):
-    """An attention pattern: each query concentrates its attention on the keys where ``rule``
-    holds, on top of a learned positional prior; predicts a pattern site ``[N, T, T]``."""
-
-    kind: Literal["attention"]
-    rule: Expression = Field(description="boolean over query position i and key position j")
-    head: Optional[Annotated[StrictInt, Field(ge=0)]] = Field(None, description="which head of the pattern site")
-    causal: StrictBool = True
-
-    def expressions(self):
-        return ((("rule",), self.rule),)
-
-
-class Dictionary(_Component):
-    """A sparse code (SAE-like): ``width`` latents, at most ``k`` active per example or an L1
-    penalty; each example's active latents are paid for in bits."""
-
-    kind: Literal["dictionary"]
-    from_: Refs = Field(alias="from")
-    width: PositiveInt
-    k: Optional[PositiveInt] = None
-    l1: Optional[NonNegativeFloat] = None
-
-
-class MLP(_Component):
-    """An honest black box: a multilayer perceptron, paid for at full price."""
-
-    kind: Literal["mlp"]
-    from_: Refs = Field(alias="from")
-    hidden: _list_of(PositiveInt)
-    activation: Literal["relu", "gelu", "tanh"] = "relu"
-    width: Optional[PositiveInt] = None
-
-
-KINDS: dict[str, type[_Component]] = {cls.model_fields["kind"].annotation.__args__[0]: cls
-                                      for cls in (Lookup, Linear, Fourier, Rule, Product, Attention,
-                                                  Dictionary, MLP)}
-Component = Annotated[Union[tuple(KINDS.values())], Field(discriminator="kind")]
-
-
 # --- files --------------------------------------------------------------------------------------
 
 class Fragment(_Frozen):
@@ -265,7 +172,7 @@ class Fragment(_Frozen):
     include: _list_of(StrictStr, min_length=0) = ()
     sites: dict[Name, SiteEntry] = {}
     variables: dict[Name, Expression] = {}
-    components: dict[Name, Component] = {}
+    components: dict[Name, ComponentSpec] = {}  # validated per kind by _parse
 
 
 class TheoryFile(Fragment):

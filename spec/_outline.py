@@ -3,12 +3,16 @@ parameter shapes known before any activations are seen (``D(site)`` stands for a
 
 from __future__ import annotations
 
-from math import prod
 from typing import Union
 
 from ._theory import Theory
 
 Width = Union[int, str]
+
+
+def _kind(component):
+    from theorycraft.inference.kinds import kind_of  # late: the kinds' schemas import spec
+    return kind_of(component)
 
 
 def feature_width(theory: Theory, name: str) -> Width:
@@ -18,21 +22,7 @@ def feature_width(theory: Theory, name: str) -> Width:
     if name in theory.sites:
         return f"D({name})"
     c = theory.components[name]
-    if c.kind == "fourier":
-        return 2 * len(c.frequencies) * len(c.of)
-    if c.kind == "rule":
-        return len(c.when)
-    if c.kind == "product":
-        widths = [feature_width(theory, r) for r in c.of]
-        if len(widths) == 1:
-            w = widths[0]
-            return w * (w + 1) // 2 if isinstance(w, int) else f"{w}({w}+1)/2"
-        return prod(widths) if all(isinstance(w, int) for w in widths) else " x ".join(map(str, widths))
-    if c.kind == "attention":
-        return "T x T"
-    if c.kind == "dictionary":  # its width counts latents; it reconstructs its site (or its input)
-        return f"D({c.predicts})" if c.predicts else input_width(theory, c)
-    return getattr(c, "width", None) or (f"D({c.predicts})" if c.predicts else "?")
+    return _kind(c).features(c, lambda r: feature_width(theory, r))
 
 
 def input_width(theory: Theory, component) -> Width:
@@ -41,27 +31,9 @@ def input_width(theory: Theory, component) -> Width:
 
 
 def parameter_shapes(theory: Theory, name: str) -> dict[str, str]:
-    """Named parameter shapes of a component, as text."""
+    """Named parameter shapes of a component, as text (none for fixed features)."""
     c = theory.components[name]
-    out = feature_width(theory, name)
-    if c.kind == "lookup":
-        sizes = " x ".join(str(s) for s in c.size) if c.size else " x ".join("V" for _ in c.of)
-        return {"table": f"[{sizes}, {out}]"}
-    if c.kind == "linear":
-        fan_in = input_width(theory, c)
-        shapes = ({"down": f"[{fan_in}, {c.rank}]", "up": f"[{c.rank}, {out}]"} if c.rank
-                  else {"weight": f"[{fan_in}, {out}]"})
-        return {**shapes, **({"bias": f"[{out}]"} if c.bias else {})}
-    if c.kind == "attention":
-        return {"sharpness": "[]", "prior": "[T, T]"}
-    if c.kind == "dictionary":
-        fan_in = input_width(theory, c)
-        return {"encoder": f"[{fan_in}, {c.width}]", "encoder_bias": f"[{c.width}]",
-                "decoder": f"[{c.width}, {out}]", "decoder_bias": f"[{out}]"}
-    if c.kind == "mlp":
-        sizes = [input_width(theory, c), *c.hidden, out]
-        return {f"layer{k}": f"[{a}, {b}] + [{b}]" for k, (a, b) in enumerate(zip(sizes, sizes[1:]))}
-    return {}  # fourier, rule, product: fixed features, nothing to fit
+    return _kind(c).parameter_shapes(c, input_width(theory, c), feature_width(theory, name))
 
 
 def outline(theory: Theory) -> str:

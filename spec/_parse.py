@@ -15,13 +15,13 @@ from pydantic import StrictStr, TypeAdapter, ValidationError
 
 from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
 from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, Expr
-from ._model import (KINDS, RESERVED_KEYS, Component, Doc, Expression, Fragment, Name, Site,
-                     SiteEntry, Target, TheoryFile, TheoryName, _list_of)
+from ._model import (RESERVED_KEYS, Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile,
+                     TheoryName, _list_of)
 from ._theory import Origin, Theory, walk_reads
 from ._yaml import Path, SourceMap, load_yaml
 
 SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression),
-            "components": TypeAdapter(Component)}
+            "components": None}  # components: validated by their kind's schema (validate_component)
 SECTION_NOUN = {"sites": "site", "variables": "variable", "components": "component"}
 _SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "description": TypeAdapter(Doc),
             "include": TypeAdapter(_list_of(StrictStr, min_length=0))}
@@ -46,7 +46,8 @@ class _Part:
 class _Reader:
     """Reads a theory file and everything it includes, collecting parts and diagnostics."""
 
-    def __init__(self):
+    def __init__(self, trust_code: bool = False):
+        self.trust_code = trust_code  # may a 'kind: module:attr' import its module?
         self.diagnostics: list[Diagnostic] = []
         self.parts: list[_Part] = []
         self.top: dict[str, Any] = {}
@@ -133,7 +134,11 @@ class _Reader:
                 self.error(source, path, f"'{name}' is a reserved name of the expression language; "
                                          f"choose another name", key=True)
                 continue
-            value = self.validate(SECTIONS[section], raw, source, path)
+            if section == "components":
+                value, problems = validate_component(raw, source, path, trust_code=self.trust_code)
+                self.diagnostics += problems
+            else:
+                value = self.validate(SECTIONS[section], raw, source, path)
             self.parts.append(_Part(section, name, value, Origin(source, path)))
 
     def validate(self, adapter: TypeAdapter, raw: Any, source: SourceMap, path: Path):
@@ -161,49 +166,65 @@ def _field_names(model) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _pydantic_diagnostic(err: dict, raw: Any, source: SourceMap, path: Path) -> Diagnostic:
+def _kinds():
+    """The one registry of component kinds (imported late: the kinds' schemas import spec)."""
+    from theorycraft.inference import kinds
+    return kinds
+
+
+def validate_component(raw: Any, source: SourceMap, path: Path, *, trust_code: bool = False):
+    """(the component, or None; diagnostics): its ``kind`` looked up in the registry (a
+    ``module:attr`` kind imported only with ``trust_code``), then its keys by that kind's schema."""
+    kinds = _kinds()
+    if not isinstance(raw, dict):
+        return None, [source.diagnostic(tuple(path), f"expected a component (a mapping with a 'kind'), "
+                                                     f"found {describe(raw)}")]
+    names = sorted(k for k in kinds.KINDS if not kinds.is_reference(k))
+    if "kind" not in raw:
+        return None, [source.diagnostic(tuple(path), f"missing required key 'kind'; expected one of: {', '.join(names)}")]
+    name = raw["kind"]
+    if not isinstance(name, str) or (name not in kinds.KINDS and not kinds.is_reference(name)):
+        return None, [source.diagnostic(tuple(path) + ("kind",), f"unknown component kind {describe(name)}"
+                                        f"{did_you_mean(name, names)}; expected one of: {', '.join(names)}")]
+    try:
+        model = kinds.resolve(name, trust_code=trust_code).schema
+    except kinds.KindError as exc:
+        return None, [source.diagnostic(tuple(path) + ("kind",), str(exc))]
+    try:
+        return model.model_validate(raw), []
+    except ValidationError as exc:
+        return None, [_pydantic_diagnostic(err, raw, source, path, model) for err in exc.errors()]
+
+
+def _pydantic_diagnostic(err: dict, raw: Any, source: SourceMap, path: Path, model=None) -> Diagnostic:
     """One pydantic error, as a positioned message that says what was expected and found."""
-    loc, kind, found = list(err["loc"]), err["type"], err.get("input")
+    loc, error, found = list(err["loc"]), err["type"], err.get("input")
     ctx = err.get("ctx") or {}
-    model = None
-    if path[0] == "components" and not isinstance(raw, dict):
-        return source.diagnostic(tuple(path), f"expected a component (a mapping with a 'kind'), "
-                                                            f"found {describe(raw)}")
-    if isinstance(raw, dict) and path[0] == "components":
-        model = KINDS.get(raw["kind"]) if isinstance(raw.get("kind"), str) else None
-        if loc and model is not None and loc[0] == raw.get("kind"):
-            loc = loc[1:]  # pydantic names the union member; the user never wrote it
-    elif path[0] == "sites":
+    if path[0] == "sites":
         model = Site
     where = tuple(path) + tuple(loc)
     noun = f"a {raw.get('kind')} component" if model is not None and model is not Site else "a site"
-    if kind == "union_tag_invalid":
-        tags = sorted(KINDS)
-        return source.diagnostic(where + ("kind",), f"unknown component kind {describe(ctx.get('tag'))}"
-                                 f"{did_you_mean(ctx.get('tag'), tags)}; expected one of: {', '.join(tags)}")
-    if kind == "union_tag_not_found":
-        return source.diagnostic(where, f"missing required key 'kind'; expected one of: {', '.join(sorted(KINDS))}")
-    if kind == "extra_forbidden":
+    if error == "extra_forbidden":
         allowed = _field_names(model) if model else []
         return source.diagnostic(where, f"unknown key '{loc[-1]}' in {noun}{did_you_mean(loc[-1], allowed)}; "
                                         f"expected one of: {', '.join(sorted(allowed))}", key=True)
-    if kind == "missing":
+    if error == "missing":
         return source.diagnostic(where[:-1], f"missing required key '{loc[-1]}' in {noun}")
-    if kind in ("expression", "hook", "target"):
+    if error in ("expression", "hook", "target"):
         return source.diagnostic(where, ctx["message"], offset=ctx.get("offset", 0))
-    if kind == "literal_error":
+    if error == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx["expected"])
         return source.diagnostic(where, f"expected one of {ctx['expected']}, found {describe(found)}"
                                         f"{did_you_mean(found, choices)}")
-    if kind in ("greater_than", "greater_than_equal"):
+    if error in ("greater_than", "greater_than_equal"):
         bound = f"> {ctx['gt']}" if "gt" in ctx else f">= {ctx['ge']}"
         return source.diagnostic(where, f"expected a number {bound}, found {describe(found)}")
-    if kind == "too_short":
+    if error == "too_short":
         return source.diagnostic(where, f"expected at least {ctx['min_length']} item, found none")
-    if kind == "string_pattern_mismatch" and where == ("theory",):
+    if error == "string_pattern_mismatch" and where == ("theory",):
         return source.diagnostic(where, f"expected a theory name of letters, digits, '_', '-' and '.' "
                                         f"that starts with a letter, found {describe(found)}")
-    expected = _PLAIN.get(kind, err["msg"].replace("Input should be", "").strip())
+    expected = _PLAIN.get(error, err["msg"].replace("Input should be", "").strip())
     return source.diagnostic(where, f"expected {expected}, found {describe(found)}")
 
 
@@ -239,10 +260,10 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
         comp = part.value
         if comp is None:
             continue
-        builtins = PAIR_NAMES if comp.kind == "attention" else POSITION_NAMES
+        kind = _kinds().kind_of(comp)
         for subpath, expr in comp.expressions():
-            check_expr(part, subpath, expr, frozenset(builtins))
-        field = "of" if comp.kind == "product" else "from"
+            check_expr(part, subpath, expr, frozenset(kind.expression_names()))
+        field = kind.reads_field or "from"
         for k, ref in enumerate(comp.reads()):
             readers.setdefault(ref, []).append(name)
             if ref not in parts:
@@ -251,14 +272,14 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
         if comp.predicts is not None and comp.predicts not in sites:
             error(part, ("predicts",), f"undefined site '{comp.predicts}'{did_you_mean(comp.predicts, sites)}"
                                        f"; expected one of: {', '.join(sites) or '(no sites declared)'}")
-        if comp.kind == "attention" and comp.predicts is None:
-            error(part, (), "an attention component must name the pattern site it predicts ('predicts:')", key=True)
+        for subpath, message in kind.problems(comp):
+            error(part, subpath, message, key=not subpath)
 
     _check_cycles(variables, lambda p: [n for n, _ in p.value.names if n in variables], "variables", error)
     _check_cycles(components, lambda p: [r for r in p.value.reads() if r in components], "components", error)
     for name, part in components.items():
         comp = part.value
-        if comp is None or comp.predicts is None or comp.kind == "dictionary":
+        if comp is None or comp.predicts is None or _kinds().kind_of(comp).may_read_its_site:
             continue
         if comp.predicts in _upstream_sites(name, components):
             error(part, ("predicts",), f"'{name}' predicts site '{comp.predicts}' from that same site; only a "
@@ -319,10 +340,12 @@ def _dependency_order(parts: dict[str, _Part], edges) -> list[str]:
 
 # --- the driver -----------------------------------------------------------------------------------
 
-def check_theory(path: str, text: Optional[str] = None) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
+def check_theory(path: str, text: Optional[str] = None, *,
+                 trust_code: bool = False) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
     """Validate a theory file. Returns the Theory (None if any error) and all diagnostics,
-    warnings included, sorted by position."""
-    reader = _Reader()
+    warnings included, sorted by position. ``trust_code`` lets a ``kind: module:attr`` import
+    its module (it runs that module's code)."""
+    reader = _Reader(trust_code)
     reader.read(path, text=text)
     parts: dict[str, _Part] = {}
     for part in reader.parts:
@@ -351,17 +374,17 @@ def check_theory(path: str, text: Optional[str] = None) -> tuple[Optional[Theory
     return theory, diagnostics
 
 
-def load_theory(path: str) -> Theory:
+def load_theory(path: str, *, trust_code: bool = False) -> Theory:
     """Parse and validate a theory file (and its includes); raises TheoryError listing every problem."""
-    theory, diagnostics = check_theory(str(path))
+    theory, diagnostics = check_theory(str(path), trust_code=trust_code)
     if theory is None:
         raise TheoryError(diagnostics)
     return theory
 
 
-def parse_theory(text: str, path: str = "<string>") -> Theory:
+def parse_theory(text: str, path: str = "<string>", *, trust_code: bool = False) -> Theory:
     """Like load_theory, from text. Includes resolve relative to the current directory."""
-    theory, diagnostics = check_theory(path, text=text)
+    theory, diagnostics = check_theory(path, text=text, trust_code=trust_code)
     if theory is None:
         raise TheoryError(diagnostics)
     return theory

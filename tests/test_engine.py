@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from theorycraft.errors import FitError
-from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
+from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit, register_kind
 from theorycraft.inference import _ridge
 from theorycraft.scoring import Scorecard, score
-from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError
+from theorycraft.spec import TheoryError
 
 from conftest import captured, r2_test, recorded_target, theory_for
+from custom_kind import Square
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
@@ -31,20 +32,33 @@ CASES = {  # kind -> (spec keys, shapes, inputs)
     "mlp": ({"from": "x", "hidden": [5]}, Shapes((4,), 3), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
     "dictionary": ({"from": "x", "width": 8, "k": 2}, Shapes((4,), 4),
                    lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "attention": ({"rule": "j == i - 1"}, Shapes((T * T,), T * T), lambda r: [r.random((ROWS, T, T)) > 0.5]),
+    "attention": ({"rule": "j == i - 1", "predicts": "p"}, Shapes((T * T,), T * T),
+                  lambda r: [r.random((ROWS, T, T)) > 0.5]),
+    "square": ({"of": ["a", "b"]}, Shapes((2,), 2), lambda r: [r.normal(size=(ROWS, 2)).astype(np.float32)]),
 }
 
 
-def test_every_kind_of_the_language_has_an_engine_and_a_case():
-    assert set(KINDS) == set(SPEC_KINDS) == set(CASES)
+@pytest.fixture(scope="module", autouse=True)
+def square_registered():
+    """The custom kind of tests/custom_kind.py, registered for this module's tests only."""
+    register_kind("square", Square())
+    yield
+    KINDS.pop("square")
+
+
+def _case(name):
+    keys, shapes, make_inputs = CASES[name]
+    spec = KINDS[name].schema.model_validate({"kind": name, **keys})
+    return KINDS[name], spec, shapes, [jnp.asarray(x) for x in make_inputs(np.random.default_rng(0))]
+
+
+def test_every_registered_kind_has_a_case():
+    assert set(KINDS) == set(CASES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kind_conformance(name):
-    keys, shapes, make_inputs = CASES[name]
-    spec = SPEC_KINDS[name].model_validate({"kind": name, **keys})
-    kind = KINDS[name]
-    inputs = [jnp.asarray(x) for x in make_inputs(np.random.default_rng(0))]
+    kind, spec, shapes, inputs = _case(name)
     params = kind.init(jax.random.PRNGKey(0), spec, shapes)
     again = kind.init(jax.random.PRNGKey(0), spec, shapes)
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)  # deterministic for a key
@@ -57,15 +71,69 @@ def test_kind_conformance(name):
     if not kind.fixed:  # gradients flow to every parameter
         grads = jax.grad(lambda p: jnp.sum(kind.apply(p, spec, inputs) ** 2))(params)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    width = kind.features(spec, lambda r: 4)  # the outline's width agrees with the engine's, where known
+    assert width == shapes.out or isinstance(width, str) or not kind.fixed
+    assert isinstance(kind.parameter_shapes(spec, 4, shapes.out), dict)
+    assert kind.penalty(params, spec) is not None
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kind_pricing_hooks(name):
+    """What the scorer sends is what it receives back; kinds with latents send sparse codes."""
+    kind, spec, shapes, inputs = _case(name)
+    params = jax.device_get(kind.init(jax.random.PRNGKey(1), spec, shapes))
+    if "table" in params:
+        params = {"table": np.random.default_rng(0).normal(size=params["table"].shape).astype(np.float32)}
+    back = kind.receive(kind.send(params))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), back, params)
+    if kind.latents:
+        codes = np.asarray(kind.codes(params, spec, inputs))
+        assert codes.shape == (ROWS, spec.width) and ((codes != 0).sum(1) <= spec.k).all()
+    else:
+        with pytest.raises(NotImplementedError, match="no per-example codes"):
+            kind.codes(params, spec, inputs)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kind_estimate_hooks(name):
+    """Every kind estimates a search candidate to a finite gain and a count of nearly free
+    parameters (fixed features are estimated by ridge together: their hook says 0)."""
+    from types import SimpleNamespace
+
+    from theorycraft.refine._proxy import EstimateContext
+
+    kind, spec, shapes, inputs = _case(name)
+    r = np.random.default_rng(2)
+    site_shape = (1, T, T) if kind.pattern else (3,)
+    residual = r.normal(size=(ROWS, int(np.prod(site_shape))))
+    fixed = {"candidate_features/expr": np.asarray(inputs[0])}
+    plan = SimpleNamespace(lookup_sizes={"candidate_features": tuple(getattr(spec, "size", None) or (7,))})
+    context = EstimateContext("y", site_shape, residual, ROWS, probe=lambda: (plan, fixed),
+                              site_rows=lambda u: r.normal(size=(ROWS, residual.shape[1] if u == "y" else 4)))
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    gain, free = kind.estimate(data, context)
+    assert np.isfinite(gain) and isinstance(free, int) and free >= 0
+    if kind.fixed:
+        assert (gain, free) == (0.0, 0)
+    elif not kind.pattern:
+        assert gain > 0  # random residuals: some of it is always explained in-sample
 
 
 @pytest.mark.parametrize("name", ["linear", "mlp", "dictionary"])
 def test_kind_misuse_fails_clearly(name):
-    keys, shapes, _ = CASES[name]
-    spec = SPEC_KINDS[name].model_validate({"kind": name, **keys})
-    params = KINDS[name].init(jax.random.PRNGKey(0), spec, shapes)
+    kind, spec, shapes, _ = _case(name)
+    params = kind.init(jax.random.PRNGKey(0), spec, shapes)
     with pytest.raises(TypeError, match="dot_general|incompatible|shape"):
-        KINDS[name].apply(params, spec, [jnp.ones((ROWS, 9))])  # 9 features, not the 4 it was built for
+        kind.apply(params, spec, [jnp.ones((ROWS, 9))])  # 9 features, not the 4 it was built for
+
+
+def test_a_kind_without_apply_says_what_to_write():
+    from theorycraft.inference.kinds import Kind
+
+    with pytest.raises(NotImplementedError, match="must define apply"):
+        Kind().apply({}, None, [])
+    with pytest.raises(TypeError, match="Kind instance"):
+        register_kind("broken", object())
 
 
 # --- synthetic targets: recorded activations with known structure (conftest) ----------------------

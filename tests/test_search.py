@@ -13,8 +13,10 @@ from theorycraft.api import search
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference._fit import site_shapes
-from theorycraft.refine._proxy import lookup_gain, mechanism_gain, ridge_gains
+from theorycraft.inference.kinds.linear import mechanism_gain
+from theorycraft.inference.kinds.lookup import lookup_gain
 from theorycraft.refine import SearchResult, Step
+from theorycraft.refine._proxy import ridge_gains
 from theorycraft.refine._search import Judge, explained_sites
 from theorycraft.scoring import Scorecard, score
 from theorycraft.refine._vocabulary import candidates, default_vocabulary, parse_vocabulary

@@ -62,7 +62,7 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
-    theory = load_theory(theory) if isinstance(theory, str) else theory
+    theory = load_theory(theory, trust_code=trust_code) if isinstance(theory, str) else theory
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
@@ -92,10 +92,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
                                     search as run, write_search)
 
     path = start if isinstance(start, str) else "<theory>"
-    theory = load_theory(start) if isinstance(start, str) else start
+    theory = load_theory(start, trust_code=trust_code) if isinstance(start, str) else start
     acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
     if vocabulary:
-        vocab = load_vocabulary(vocabulary, theory)
+        vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
@@ -106,7 +106,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     reference = None
     if compare:
-        judged = judge.assess(_same_sites(load_theory(compare), theory, compare))
+        judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code), theory, compare))
         reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
     return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
                         config=config, reference=reference)
@@ -138,7 +138,7 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     from theorycraft.scoring import score
 
     run_dir = Path(run_dir)
-    fitted = FittedTheory.load(run_dir)
+    fitted = FittedTheory.load(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir)
     target = None
     if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):

@@ -11,12 +11,13 @@ from theorycraft.errors import USER_ERRORS
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+TRUST_HELP = "allow torch: targets and 'kind: module:attr' components to run their Python"
 
 
 def _validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
-        theory, diagnostics = check_theory(path)
+        theory, diagnostics = check_theory(path, trust_code=args.trust_code)
         for d in diagnostics:
             print(d, file=sys.stderr)
         if theory is None:
@@ -29,7 +30,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    theory, diagnostics = check_theory(args.file)
+    theory, diagnostics = check_theory(args.file, trust_code=args.trust_code)
     for d in diagnostics:
         print(d, file=sys.stderr)
     if theory is None:
@@ -73,7 +74,7 @@ def _infer(args: argparse.Namespace) -> int:
     from theorycraft.api import infer
     from theorycraft.spec import load_theory
 
-    theory = load_theory(args.theory)
+    theory = load_theory(args.theory, trust_code=args.trust_code)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
 
@@ -123,11 +124,11 @@ def _diagnose(args: argparse.Namespace) -> int:
     from theorycraft.api import run_activations
 
     run = Path(args.run_dir)
-    fitted = FittedTheory.load(run)
+    fitted = FittedTheory.load(run, trust_code=args.trust_code)
     vocabulary = None
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
-        vocabulary = load_vocabulary(args.vocabulary, fitted.theory)
+        vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
     report = diagnose(fitted, run_activations(fitted, run), top=args.top, worst=args.worst,
                       vocabulary=vocabulary)
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -211,15 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    command("validate", _validate, "check theory files; report every problem as file:line:col").add_argument(
-        "files", nargs="+", metavar="FILE")
-    command("explain", _explain, "outline a theory: what reads what, what predicts what").add_argument(
-        "file", metavar="FILE")
+    val = command("validate", _validate, "check theory files; report every problem as file:line:col")
+    val.add_argument("files", nargs="+", metavar="FILE")
+    val.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    exp = command("explain", _explain, "outline a theory: what reads what, what predicts what")
+    exp.add_argument("file", metavar="FILE")
+    exp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     command("schema", _schema, "print the JSON Schema of the theory language")
 
     sites = command("sites", _sites, "list a target's sites (hook points) with their per-example shapes")
     sites.add_argument("target", metavar="TARGET", help="builtin:NAME, hf:PATH, activations:DIR or torch:module:factory")
-    sites.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+    sites.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store")
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "theory on growing prefixes of the data")
     sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
     sc.add_argument("--limit", type=int, default=None, metavar="N", help="score on the first N test examples")
-    sc.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+    sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
@@ -257,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--worst", type=int, default=5, help="worst test examples to show")
     diag.add_argument("--vocabulary", metavar="VOCAB.yaml", help="also correlate with the candidate features of "
                       "a search vocabulary (e.g. a search's vocabulary.yaml)")
+    diag.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     se = command("search", _search, "grow a theory from a start by held-out MDL, pruning what does not pay; "
                  "write the found theory, the trail and its scaling curve")
@@ -286,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
-    sub.add_argument("--trust-code", action="store_true", help="allow torch: targets to run their Python")
+    sub.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,10 @@ import numpy as np
 
 from theorycraft.inference._compile import fixed_inputs, site_rows
 from theorycraft.inference._fit import load_examples
+from theorycraft.inference.kinds import kind_of
 
 from ._proxy import feature_columns
-from ._vocabulary import FEATURES, candidates
+from ._vocabulary import candidates
 
 
 def _correlations(scores: np.ndarray, candidates: dict[str, np.ndarray], top: int) -> list[dict]:
@@ -30,7 +31,7 @@ def _vocabulary_columns(fitted, batch: dict, site: str, vocab) -> dict[str, np.n
     (``mlp_waves += 23[1]``): features the theory could add."""
     out = {}
     for cand in candidates(vocab, fitted.theory, state={}):
-        if cand.site == site and cand.kind in FEATURES:
+        if cand.site == site and kind_of(cand.kind).fixed:
             values = feature_columns(cand, fitted.theory, fitted.plan.site_shapes, fitted.vocab_size, batch)
             for k in range(values.shape[1]):
                 out[f"candidate {cand.description}[{k}]"] = values[:, k].astype(np.float64)

@@ -24,11 +24,12 @@ import numpy as np
 from theorycraft.inference._compile import make_plan, site_rows
 from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shapes
 from theorycraft.inference._fitted import FittedTheory, count_params
+from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import coverage, examples_of, measure, r2, total_bits
 from theorycraft.spec import Theory
 
 from . import _proxy
-from ._vocabulary import MERGED, Vocabulary, drop_reads, candidates, readout_name, rebuild
+from ._vocabulary import Vocabulary, drop_reads, candidates, readout_name, rebuild
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
 
@@ -180,7 +181,7 @@ def removals(theory: Theory, protect: str = "") -> list[tuple[str, Theory]]:
         components.pop(name)
         drop_reads(components, name)
         out.append((f"remove {name}", rebuild({**data, "components": components})))
-        key = MERGED.get(c.kind)
+        key = kind_of(c).merges
         if key and len(getattr(c, key)) > 1:
             for item in getattr(c, key):
                 data = theory.to_dict()

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from theorycraft.inference import FitConfig, fit
+from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import Scorecard, score
 
 from theorycraft.scoring._size import unclaimed_heads
@@ -92,7 +93,7 @@ def head_names(result: Found, judge, sample: int = 1024) -> list[dict]:
             continue
         actual = np.asarray(batch[site], np.float64).reshape(len(rows), *shape)
         heads = unclaimed_heads(fitted, site) if theory.predictors(site) else list(range(shape[0]))
-        offered = [c for c in candidates(result.vocabulary, theory, state={}) if c.site == site and c.kind == "attention"]
+        offered = [c for c in candidates(result.vocabulary, theory, state={}) if c.site == site and kind_of(c.kind).takes_head]
         for head in heads:
             best = None
             for cand in offered:

@@ -3,7 +3,8 @@
 A vocabulary file names variables and *templates*: components of the language whose fields may
 hold ``{each: [...]}`` (or ``{each: "1..56"}``), one candidate per item (the product of items
 where several fields vary). Every template says which site it ``predicts``; a template of fixed
-features (fourier, rule, product) is read out into that site by the site's linear read-out.
+features (a kind with ``fixed``: fourier, rule, product) is read out into that site by the
+site's linear read-out.
 
     vocabulary: modadd
     variables: {a: token[0], b: token[1]}
@@ -11,12 +12,12 @@ features (fourier, rule, product) is read out into that site by the site's linea
       waves: {kind: fourier, of: [a, b], modulus: 113, frequencies: {each: 1..56}, predicts: mlp}
       pairs: {kind: product, of: waves, predicts: mlp}
 
-How a candidate joins a theory (``Candidate.apply``): fourier and rule candidates of a template
-*merge* into its component (one more frequency, one more condition); product, lookup and
-mechanism (linear, mlp, dictionary) candidates add a component; where a template's items are
+How a candidate joins a theory (``Candidate.apply``) is its kind's: candidates of a kind with
+``merges`` (fourier, rule) *merge* into its component (one more frequency, one more condition);
+others (product, lookup, linear, mlp, dictionary) add a component; where a template's items are
 unnamed choices (``rank: {each: [8, 32]}``) a new choice replaces the earlier one, where they are
-named (``of: {each: {tok: token[i], prev: token[i - 1]}}``) they coexist. An attention candidate
-takes over its head.
+named (``of: {each: {tok: token[i], prev: token[i - 1]}}``) they coexist. A candidate of a kind
+with ``takes_head`` (attention) takes over its head.
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from theorycraft.spec import ExprError, Theory, TheoryError, parse_expr, parse_theory
 from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
-from theorycraft.spec._model import Component, Name
-from theorycraft.spec._parse import _pydantic_diagnostic
+from theorycraft.inference.kinds import kind_of
+from theorycraft.spec._model import Name
+from theorycraft.spec._parse import validate_component
 from theorycraft.spec._yaml import SourceMap, load_yaml
 
 TOP_KEYS = ("vocabulary", "description", "variables", "components")
-MERGED = {"fourier": "frequencies", "rule": "when"}  # kinds whose candidates add one list item
-FEATURES = ("fourier", "rule", "product")  # fixed features: read out by the site's linear map
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
-_COMPONENT = TypeAdapter(Component)
 
 
 @dataclass(frozen=True)
@@ -104,9 +103,11 @@ def _label(value: Any, index: int) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else str(index)
 
 
-def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None) -> Vocabulary:
+def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None, *,
+                     trust_code: bool = False) -> Vocabulary:
     """Parse and check a vocabulary; with ``theory`` (the start of a search) also check that each
-    template joins it as a valid theory. Raises TheoryError with every problem at file:line:col."""
+    template joins it as a valid theory. Raises TheoryError with every problem at file:line:col.
+    ``trust_code``: templates of ``kind: module:attr`` may import their modules."""
     data, source, problems = load_yaml(text, path)
     problems = list(problems)
     if not problems and not isinstance(data, dict):
@@ -136,7 +137,7 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
                                                           f"template, found {describe(components)}"))
         components = {}
     for name, raw in components.items():
-        template = _template(name, raw, source, problems)
+        template = _template(name, raw, source, problems, trust_code)
         if template is not None:
             templates[name] = template
     if problems:
@@ -147,16 +148,18 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     return vocab
 
 
-def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list) -> bool:
-    try:
-        _COMPONENT.validate_python(raw)
-        return True
-    except ValidationError as exc:  # the first problem only: the other candidates repeat it
-        problems.append(_pydantic_diagnostic(exc.errors()[0], raw, source, path))
-        return False
+def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list, trust_code: bool) -> bool:
+    value, found = validate_component(raw, source, path, trust_code=trust_code)
+    problems += found[:1]  # the first problem only: the other candidates repeat it
+    return value is not None
 
 
-def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Template | None:
+def spec_of(data: dict):
+    """A component's plain data (already valid) as its kind's frozen spec."""
+    return kind_of(data["kind"]).schema.model_validate(data)
+
+
+def _template(name: str, raw: Any, source: SourceMap, problems: list, trust_code: bool = False) -> Template | None:
     path = ("components", name)
     if not _valid_name(name):
         problems.append(source.diagnostic(path, f"expected a name of letters, digits and '_' that starts with a "
@@ -183,7 +186,7 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list) -> Templat
     template = Template(name, dict(raw), choices, labels, named)
     first = len(problems)
     for data, _ in template.items():  # every candidate must be a valid component of the language
-        if not _valid_component(data, source, path, problems):
+        if not _valid_component(data, source, path, problems, trust_code):
             break
     return template if len(problems) == first else None
 
@@ -219,12 +222,12 @@ def check_against(vocab: Vocabulary, theory: Theory, source: SourceMap | None = 
         raise TheoryError(problems)
 
 
-def load_vocabulary(path: str, theory: Theory | None = None) -> Vocabulary:
+def load_vocabulary(path: str, theory: Theory | None = None, *, trust_code: bool = False) -> Vocabulary:
     try:
         text = open(path, encoding="utf-8").read()
     except OSError as exc:
         raise TheoryError([Diagnostic(path, 1, 1, "error", f"cannot read the vocabulary: {exc.strerror}")]) from None
-    return parse_vocabulary(text, path, theory)
+    return parse_vocabulary(text, path, theory, trust_code=trust_code)
 
 
 # --- candidates ----------------------------------------------------------------------------------
@@ -249,7 +252,7 @@ class Candidate:
 
     @property
     def description(self) -> str:
-        if self.kind in MERGED:
+        if kind_of(self.kind).merges:
             return f"{self.name} += {self.label}"
         return f"{self.name} ({self.kind}{', replaces ' + ', '.join(self.replaces) if self.replaces else ''})"
 
@@ -259,7 +262,7 @@ class Candidate:
         for old in self.replaces:
             drop_reads(components, old)
         components[self.name] = self.data
-        if self.kind in FEATURES:
+        if kind_of(self.kind).fixed:  # fixed features: read out by the site's linear map
             readout = components.get(readout_name(self.site)) or {"kind": "linear", "from": [], "predicts": self.site}
             reads = list(readout["from"])
             if self.name not in reads:
@@ -301,8 +304,8 @@ def rebuild(data: dict) -> Theory:
 
 
 def _reads_nothing(component: dict) -> bool:
-    key = "of" if component["kind"] == "product" else "from"
-    return isinstance(component.get(key), list) and not component[key]
+    key = kind_of(component["kind"]).reads_field
+    return key is not None and isinstance(component.get(key), list) and not component[key]
 
 
 def _used_variables(data: dict) -> set[str]:
@@ -320,29 +323,30 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
     added to their templates (so a new choice of a template replaces the old)."""
     out = []
     components = theory.components
+    written = theory.to_dict().get("components", {})
     for name in templates or vocab.templates:
         t = vocab.templates[name]
-        if t.kind == "product" and not all(r in components for r in as_list(t.raw["of"])):
+        kind = kind_of(t.kind)
+        if kind.fixed and kind.reads_field and not all(r in components for r in as_list(t.raw[kind.reads_field])):
             continue  # products of features not chosen yet
         for data, label in t.items():
-            data = {k: v for k, v in data.items() if not (t.kind in FEATURES and k == "predicts")}
-            if t.kind in MERGED:
-                key = MERGED[t.kind]
+            data = {k: v for k, v in data.items() if not (kind.fixed and k == "predicts")}
+            if kind.merges:
+                key = kind.merges
                 items = as_list(data[key])
                 current = components.get(name)
-                have = list(getattr(current, key, ())) if current is not None and current.kind == t.kind else []
-                have = [str(x) if key == "when" else x for x in have]
-                if all((str(i) if key == "when" else i) in have for i in items):
+                have = list(written[name][key]) if current is not None and kind_of(current) is kind else []
+                if all(str(i) in map(str, have) for i in items):
                     continue
-                merged = {**data, key: have + [i for i in items if (str(i) if key == "when" else i) not in have]}
+                merged = {**data, key: have + [i for i in items if str(i) not in map(str, have)]}
                 out.append(Candidate(name, t.kind, t.site, name, merged, data, vocab.variables, label=label))
                 continue
             cname = label if t.named else f"{name}_{label}" if t.choices else name
-            if t.kind == "attention":
+            if kind.takes_head:
                 head = data.get("head") or 0
-                taken = tuple(n for n, c in components.items() if c.kind == "attention"
+                taken = tuple(n for n, c in components.items() if kind_of(c).takes_head
                               and c.predicts == data["predicts"] and (c.head or 0) == head)
-                cname = f"{t.site}_{cname}" if sum(x.kind == "attention" for x in vocab.templates.values()) > 1 else cname
+                cname = f"{t.site}_{cname}" if sum(kind_of(x.kind).takes_head for x in vocab.templates.values()) > 1 else cname
                 if any(_same(components[n], data) for n in taken):
                     continue
                 out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, taken, label))
@@ -357,7 +361,7 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
 
 def _same(component, data: dict) -> bool:
     """The same component, whatever shorthand the template wrote it in."""
-    return _dump(component) == _dump(_COMPONENT.validate_python(data))
+    return _dump(component) == _dump(spec_of(data))
 
 
 def _dump(component) -> dict:

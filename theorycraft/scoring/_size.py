@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theorycraft.inference._compile import component_output, fixed_inputs
-from theorycraft.inference._kinds import dictionary_codes
+from theorycraft.inference.kinds import kind_of
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
 from ._card import SizeScore
@@ -102,7 +102,8 @@ def _float_bits(tree) -> float:
 
 
 def dictionaries(fitted) -> list[str]:
-    return [n for n, c in fitted.theory.components.items() if c.kind == "dictionary"]
+    """Components that send per-example codes (dictionaries)."""
+    return [n for n, c in fitted.theory.components.items() if kind_of(c).latents]
 
 
 def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
@@ -117,7 +118,7 @@ def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
         rows = index[start:start + batch_size]
         fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, {k: v[rows] for k, v in data.items()}, site).items()}
         inputs = [component_output(plan, fitted.params, r, fixed, {}) for r in c.reads()]
-        codes = np.asarray(dictionary_codes(fitted.params[name], c, inputs))
+        codes = np.asarray(kind_of(c).codes(fitted.params[name], c, inputs))
         counts.append((codes != 0).sum(1))
         values.append(codes[codes != 0])
     return np.concatenate(counts), np.concatenate(values), c.width
@@ -149,23 +150,15 @@ def coarsest_scale(within: Callable[[float], bool], log2_range: tuple[float, flo
 
 
 def split_tables(fitted) -> dict:
-    """Parameters as sent: a lookup table as its shared row (the column medians: what rows that
-    no example reaches hold) plus each row's difference from it, so unreached rows cost ~0 bits."""
-    params = {}
-    for name, p in fitted.params.items():
-        if fitted.theory.components[name].kind == "lookup":
-            table = np.asarray(p["table"], np.float64)
-            base = np.median(table, axis=0, keepdims=True)
-            params[name] = {"base": base, "rows": table - base}
-        else:
-            params[name] = p
-    return params
+    """Parameters as sent, each kind's own way: a lookup table as its shared row (the column
+    medians: what rows that no example reaches hold) plus each row's difference from it, so
+    unreached rows cost ~0 bits."""
+    return {name: kind_of(fitted.theory.components[name]).send(p) for name, p in fitted.params.items()}
 
 
-def join_table(params: dict) -> dict:
-    if "base" not in params:
-        return dict(params)
-    return {"table": np.asarray(params["base"], np.float32) + np.asarray(params["rows"], np.float32)}
+def join_tables(fitted, sent: dict) -> dict:
+    """``split_tables``'s inverse, on the quantized values."""
+    return {name: kind_of(fitted.theory.components[name]).receive(p) for name, p in sent.items()}
 
 
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
@@ -181,7 +174,7 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
     def sent(scale: float) -> tuple[object, float]:
         """(the theory as sent, parameter bits) at a step ``scale``."""
         q, bits = _quantize_tree({"params": split_tables(fitted), "means": means}, scale)
-        params = {n: join_table(p) for n, p in q["params"].items()}
+        params = join_tables(fitted, q["params"])
         for name, rms in code_rms.items():
             params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
         return fitted.replace(params=params, means=_with_means(fitted, q["means"])), bits

@@ -1,0 +1,127 @@
+"""``dictionary``: a sparse code (SAE-like), ``width`` latents with at most ``k`` active per
+example; each example's active latents are paid for in bits.
+
+Top-k dictionaries pick their k latents on the full pre-activations without a gradient, then
+recompute those k values from the k gathered encoder columns and decode only the k active
+decoder rows: the backward pass touches k of ``width`` latents per row.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from pydantic import Field
+
+from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+
+from ._base import Kind, concat, dense
+
+
+class Dictionary(ComponentSpec):
+    """A sparse code (SAE-like): ``width`` latents, at most ``k`` active per example or an L1
+    penalty; each example's active latents are paid for in bits."""
+
+    from_: Refs = Field(alias="from")
+    width: PositiveInt
+    k: Optional[PositiveInt] = None
+    l1: Optional[NonNegativeFloat] = None
+
+
+class DictionaryKind(Kind):
+    schema = Dictionary
+    may_read_its_site = True  # an autoencoder: its codes are paid for, so it may reconstruct its input
+    latents = True
+
+    def features(self, spec, width_of):  # its width counts latents; it reconstructs its site (or its input)
+        if spec.predicts:
+            return f"D({spec.predicts})"
+        widths = [width_of(r) for r in spec.reads()]
+        return sum(widths) if all(isinstance(w, int) for w in widths) else " + ".join(map(str, widths))
+
+    def parameter_shapes(self, spec, fan_in, out):
+        return {"encoder": f"[{fan_in}, {spec.width}]", "encoder_bias": f"[{spec.width}]",
+                "decoder": f"[{spec.width}, {out}]", "decoder_bias": f"[{out}]"}
+
+    def plan_width(self, name, spec, ctx):
+        if not spec.k:
+            ctx.problem(name, "expected 'k' (active latents per example): the engine fits top-k dictionaries; "
+                              "an L1 penalty on codes is not fitted yet", key=True)
+        target = ctx.widths.get(spec.predicts) if spec.predicts else None
+        return target or sum(ctx.widths[r] for r in spec.reads())
+
+    def init(self, key, spec, shapes):
+        import jax
+        import jax.numpy as jnp
+
+        n_in, out = sum(shapes.inputs), shapes.out
+        k1, k2 = jax.random.split(key)
+        decoder = jax.random.normal(k2, (spec.width, out), jnp.float32)
+        decoder = decoder / jnp.linalg.norm(decoder, axis=-1, keepdims=True)
+        encoder = decoder.T if n_in == out else dense(k1, n_in, spec.width)
+        return {"encoder": encoder, "encoder_bias": jnp.zeros((spec.width,), jnp.float32),
+                "decoder": decoder, "decoder_bias": jnp.zeros((out,), jnp.float32)}
+
+    def apply(self, params, spec, inputs):
+        """Top-k dictionaries decode only their k active rows of the decoder (k × d, not width × d
+        per row); L1 dictionaries decode densely."""
+        import jax.numpy as jnp
+
+        if spec.k:
+            values, index = active(params, spec, inputs)
+            return jnp.einsum("rk,rkd->rd", values, params["decoder"][index]) + params["decoder_bias"]
+        return self.codes(params, spec, inputs) @ params["decoder"] + params["decoder_bias"]
+
+    def codes(self, params, spec, inputs):
+        """Sparse codes as a dense [rows, width] array: the top k kept (or all, under L1)."""
+        import jax
+        import jax.numpy as jnp
+
+        if spec.k:
+            values, index = active(params, spec, inputs)
+            rows = jnp.arange(values.shape[0])[:, None]
+            return jnp.zeros((values.shape[0], spec.width), values.dtype).at[rows, index].set(values)
+        x = _centred(params, inputs)
+        return _sent(params, jax.nn.relu(x @ params["encoder"] + params["encoder_bias"]))
+
+    def estimate(self, data, ctx):
+        """The top k principal components of the residual: what k directions per row at least buy."""
+        return pca_gain(ctx.residual, data.get("k") or 1), 0
+
+
+def _centred(params, inputs):
+    x = concat(inputs)
+    if x.shape[-1] == params["decoder_bias"].shape[0]:  # an autoencoder: centre on the decoder bias
+        x = x - params["decoder_bias"]
+    return x
+
+
+def _sent(params, values):
+    import jax.numpy as jnp
+
+    if "code_step" in params:  # scoring: the codes as they are sent, at a fixed precision
+        return jnp.round(values / params["code_step"]) * params["code_step"]
+    return values
+
+
+def active(params, spec, inputs):
+    """Top-k codes as (values [rows, k], latent indices [rows, k]). The k latents are chosen on
+    the full pre-activations without a gradient; their values are recomputed from the k gathered
+    encoder columns, so the backward pass touches only the active latents (k of width)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = _centred(params, inputs)
+    pre = jax.lax.stop_gradient(x @ params["encoder"] + params["encoder_bias"])
+    index = jax.lax.top_k(pre, spec.k)[1]  # [rows, k]
+    columns = params["encoder"].T[index]  # [rows, k, d_in]
+    values = jax.nn.relu(jnp.einsum("rd,rkd->rk", x, columns) + params["encoder_bias"][index])
+    return _sent(params, values), index
+
+
+def pca_gain(r: np.ndarray, k: int) -> float:
+    centred = r - r.mean(0)
+    return float((np.linalg.svd(centred, compute_uv=False)[:k] ** 2).sum())
+
+
+KIND = DictionaryKind()

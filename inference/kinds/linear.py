@@ -1,0 +1,151 @@
+"""``linear``: an affine map of the features it reads, optionally low-rank or L1-sparse,
+optionally followed by a nonlinearity (one layer: ``ReLU(W x + b)``).
+
+Where a site is predicted by plain linear maps of fixed features, it is solved exactly: ridge
+from streamed sufficient statistics (reduced-rank ridge for one low-rank map).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Optional
+
+import numpy as np
+from pydantic import Field, StrictBool
+
+from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+
+from ._base import Kind, activation, concat, dense
+
+
+class Linear(ComponentSpec):
+    """An affine map of the features it reads, optionally low-rank or L1-sparse, optionally
+    followed by a nonlinearity (a single layer: ``ReLU(W x + b)``)."""
+
+    from_: Refs = Field(alias="from")
+    rank: Optional[PositiveInt] = None
+    l1: NonNegativeFloat = 0.0
+    bias: StrictBool = True
+    activation: Optional[Literal["relu", "gelu", "tanh"]] = None
+    width: Optional[PositiveInt] = None
+
+
+class LinearKind(Kind):
+    schema = Linear
+
+    def parameter_shapes(self, spec, fan_in, out):
+        shapes = ({"down": f"[{fan_in}, {spec.rank}]", "up": f"[{spec.rank}, {out}]"} if spec.rank
+                  else {"weight": f"[{fan_in}, {out}]"})
+        return {**shapes, **({"bias": f"[{out}]"} if spec.bias else {})}
+
+    def init(self, key, spec, shapes):
+        import jax
+        import jax.numpy as jnp
+
+        n_in, out = sum(shapes.inputs), shapes.out
+        k1, k2 = jax.random.split(key)
+        params = ({"down": dense(k1, n_in, spec.rank), "up": dense(k2, spec.rank, out)} if spec.rank
+                  else {"weight": dense(k1, n_in, out) * 0.1})
+        if spec.bias:
+            params["bias"] = jnp.zeros((out,), jnp.float32)
+        return params
+
+    def apply(self, params, spec, inputs):
+        x = concat(inputs)
+        y = (x @ params["down"]) @ params["up"] if "down" in params else x @ params["weight"]
+        y = y + params["bias"] if "bias" in params else y
+        return activation(spec.activation)(y) if spec.activation else y
+
+    def penalty(self, params, spec):
+        import jax.numpy as jnp
+
+        return spec.l1 * sum(jnp.abs(v).sum() for k, v in params.items() if k != "bias") if spec.l1 else 0.0
+
+    def closed_form(self, spec, plan, predictors):
+        """Exact ridge for plain maps of fixed features; a low-rank map only alone on its site."""
+        theory = plan.theory
+        plain = (not spec.rank or predictors == 1) and not spec.l1 and not spec.activation
+        fixed = all(r in plan.fixed or r in theory.variables or r in theory.sites for r in spec.reads())
+        return fit_ridge_site if plain and fixed else None
+
+    def estimate(self, data, ctx):
+        """Reduced-rank regression of the residual on the sites it reads: the top ``rank``
+        eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR)."""
+        x = np.concatenate([ctx.site_rows(u) for u in _as_list(data["from"])], 1)
+        return mechanism_gain(x[:ctx.max_rows].astype(np.float64), ctx.residual.astype(np.float64),
+                              data.get("rank"), ctx.ridge), 0
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def mechanism_gain(x: np.ndarray, r: np.ndarray, rank: int | None, ridge: float = 1e-3) -> float:
+    x = x - x.mean(0)
+    gram = x.T @ x
+    gram += (ridge * np.trace(gram) / len(gram) + 1e-9) * np.eye(len(gram))
+    cross = x.T @ r
+    explained = np.linalg.eigvalsh(cross.T @ np.linalg.solve(gram, cross))[::-1]
+    return float(np.maximum(explained[:rank], 0).sum())
+
+
+# --- the exact solve: ridge from streamed sufficient statistics -----------------------------------
+
+def _design(plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
+    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
+    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
+
+
+def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
+                   batch_rows: int = 8192):
+    """Stream train and validation batches into sufficient statistics; solve; split the weights
+    back into each component's parameters."""
+    import jax.numpy as jnp
+
+    from .. import _ridge
+    from .._compile import fixed_inputs, site_rows
+    from .._fit import _take
+
+    stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
+    for split, index in (("train", train_idx), ("val", val_idx)):
+        for start in range(0, len(index), batch_rows):
+            batch = _take(data, index[start:start + batch_rows])
+            fixed = fixed_inputs(plan, batch, site)
+            stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
+    biased = [n for n in names if plan.theory.components[n].bias]
+    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
+    rank = plan.theory.components[names[0]].rank
+    if rank:
+        return {names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha
+    params, offset = {}, 0
+    for n in names:
+        c = plan.theory.components[n]
+        width = sum(plan.widths[r] for r in c.reads())
+        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
+        if c.bias:  # one intercept for the site: the first biased predictor holds it
+            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
+        offset += width
+    return params, alpha
+
+
+def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
+    """Reduced-rank ridge: the full map projected on the top ``rank`` principal directions of its
+    fitted values (Izenman 1975), as ``down`` [in, rank] and ``up`` [rank, out]."""
+    import jax.numpy as jnp
+
+    from .. import _ridge
+
+    merged = _ridge.Stats()
+    merged += train
+    if val is not None:
+        merged += val
+    cxx = merged.centred(intercept)[0]
+    _, vectors = np.linalg.eigh(w.T @ cxx @ w)
+    top = vectors[:, ::-1][:, :rank]  # [out, rank]
+    mx, my = (merged.sx / merged.n, merged.sy / merged.n) if intercept else (0.0, 0.0)
+    params = {"down": jnp.asarray(w @ top, jnp.float32), "up": jnp.asarray(top.T, jnp.float32)}
+    if intercept:
+        params["bias"] = jnp.asarray(my - mx @ (w @ top @ top.T), jnp.float32)
+    return params
+
+
+KIND = LinearKind()

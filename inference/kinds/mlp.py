@@ -1,0 +1,53 @@
+"""``mlp``: an honest black box, a multilayer perceptron, paid for at full price."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from theorycraft.spec._model import ComponentSpec, PositiveInt, Refs, _list_of
+
+from ._base import Kind, activation, concat, dense
+from .linear import KIND as LINEAR
+
+
+class MLP(ComponentSpec):
+    """An honest black box: a multilayer perceptron, paid for at full price."""
+
+    from_: Refs = Field(alias="from")
+    hidden: _list_of(PositiveInt)
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    width: Optional[PositiveInt] = None
+
+
+class MLPKind(Kind):
+    schema = MLP
+
+    def parameter_shapes(self, spec, fan_in, out):
+        sizes = [fan_in, *spec.hidden, out]
+        return {f"layer{k}": f"[{a}, {b}] + [{b}]" for k, (a, b) in enumerate(zip(sizes, sizes[1:]))}
+
+    def init(self, key, spec, shapes):
+        import jax
+        import jax.numpy as jnp
+
+        sizes = [sum(shapes.inputs), *spec.hidden, shapes.out]
+        keys = jax.random.split(key, len(sizes) - 1)
+        return {f"layer{k}": {"w": dense(keys[k], a, b), "b": jnp.zeros((b,), jnp.float32)}
+                for k, (a, b) in enumerate(zip(sizes, sizes[1:]))}
+
+    def apply(self, params, spec, inputs):
+        x = concat(inputs)
+        n = len(params)
+        for k in range(n):
+            x = x @ params[f"layer{k}"]["w"] + params[f"layer{k}"]["b"]
+            if k < n - 1:
+                x = activation(spec.activation)(x)
+        return x
+
+    def estimate(self, data, ctx):
+        return LINEAR.estimate(data, ctx)  # at least what a linear map of the same inputs buys
+
+
+KIND = MLPKind()

@@ -1,0 +1,34 @@
+"""``rule``: indicator features, 1 where each boolean expression holds, else 0."""
+
+from __future__ import annotations
+
+from theorycraft.spec._model import ComponentSpec, Expression, _list_of
+
+from ._base import Kind, concat
+
+
+class Rule(ComponentSpec):
+    """Indicator features: 1 where each boolean expression in ``when`` holds, else 0."""
+
+    when: _list_of(Expression)
+
+    def expressions(self):
+        return tuple((("when", k), e) for k, e in enumerate(self.when))
+
+
+class RuleKind(Kind):
+    schema = Rule
+    fixed = True
+    reads_field = None
+    merges = "when"  # a search candidate adds one condition
+
+    def features(self, spec, width_of):
+        return len(spec.when)
+
+    def apply(self, params, spec, inputs):
+        import jax.numpy as jnp
+
+        return concat(inputs).astype(jnp.float32)  # the expressions' truth values, 0/1
+
+
+KIND = RuleKind()
