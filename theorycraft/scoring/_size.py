@@ -196,5 +196,5 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
     quantized, param_bits, _, cov = best
     latents = sum(latent_bits(*active_latents(quantized, examples, name), best_scale * rms if best_scale else None)
                   for name, rms in code_rms.items())
-    text = spec_bits(fitted.theory.to_yaml())
+    text = spec_bits(fitted.theory.claim())
     return Size(text + param_bits + latents, text, param_bits, latents, best_scale, cov, full[3], quantized, full[2])
