@@ -94,7 +94,7 @@ def _design(plan: Plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np
 
 def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx, batch_rows: int = 8192):
     """Stream train and validation batches into sufficient statistics; solve; split the weights
-    back into each component's parameters."""
+    back into each component's parameters. Returns (params, ridge strength, the method)."""
     stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
     for split, index in (("train", train_idx), ("val", val_idx)):
         for start in range(0, len(index), batch_rows):
@@ -105,7 +105,8 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
     w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased))
     rank = plan.theory.components[names[0]].rank
     if rank:
-        return {names[0]: _reduced_rank(w, stats["train"], stats["val"], rank, bool(biased))}, alpha
+        return ({names[0]: _reduced_rank(w, stats["train"], stats["val"], rank, bool(biased))}, alpha,
+                f"a direct solve of the normal equations, projected to rank {rank}")
     params, offset = {}, 0
     for n in names:
         c = plan.theory.components[n]
@@ -114,7 +115,7 @@ def fit_ridge_site(plan: Plan, site: str, names: list[str], data, train_idx, val
         if c.bias:  # one intercept for the site: the first biased predictor holds it
             params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
         offset += width
-    return params, alpha
+    return params, alpha, "a direct solve of the normal equations"
 
 
 def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
@@ -134,31 +135,81 @@ def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
 
 
 SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell
-BACKFIT_SWEEPS = 8  # Gauss–Seidel sweeps over the tables of a sum (one is exact for a single table)
+CG_TOLERANCE = 1e-10  # relative residual of the normal equations at which a table solve stops
+CG_CAP = 2000  # iterations; a solve that reaches the cap says so in the fit log and the scorecard
 
 
-def _backfit(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, shrink: float) -> tuple[np.ndarray, list]:
-    """Least squares (ridge) for y ≈ mean + Σ table_k[cell_k]: each sweep refits each table as the
-    shrunk per-cell mean of what the others leave."""
+def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray):
+    """(XᵀX sparse, Xᵀy dense) of the one-hot design of a sum of tables, with an intercept column
+    first: X [rows, 1 + Σ sizes] has one 1 per table and row, so XᵀX holds each table's cell counts
+    on its diagonal and the co-occurrence counts of two tables' cells off it."""
     from scipy import sparse
 
-    onehots = [sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(size, len(c)))
-               for c, size in zip(cells, sizes)]
-    counts = [np.asarray(m.sum(1)).reshape(-1, 1) for m in onehots]
-    mean = y.mean(0)
-    residual = (y - mean).astype(np.float64)
-    tables = [np.zeros((size, y.shape[1])) for size in sizes]
-    for _ in range(BACKFIT_SWEEPS if len(cells) > 1 else 1):
-        for k, (cell, onehot) in enumerate(zip(cells, onehots)):
-            residual += tables[k][cell]
-            tables[k] = (onehot @ residual) / (counts[k] + shrink)
-            residual -= tables[k][cell]
-    return mean, tables
+    n = len(y)
+    offsets = np.cumsum([1, *sizes[:-1]])
+    columns = np.stack([np.zeros(n, np.int64)] + [c + o for c, o in zip(cells, offsets)], axis=1)
+    rows = np.arange(0, columns.size + 1, columns.shape[1])  # csr row pointers: K + 1 entries a row
+    x = sparse.csr_matrix((np.ones(columns.size), columns.reshape(-1), rows), shape=(n, 1 + sum(sizes)))
+    return (x.T @ x).tocsr(), np.asarray(x.T @ np.asarray(y, np.float64))
+
+
+def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray,
+                         x: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    """Jacobi-preconditioned conjugate gradients for A x = rhs (A symmetric positive definite)
+    from a first guess ``x``, every column of rhs at once; stops when each column's residual is
+    within CG_TOLERANCE of its right-hand side, or at CG_CAP iterations. Returns (x, iterations,
+    converged)."""
+    scale = np.maximum(np.linalg.norm(rhs, axis=0), 1e-300)
+    x = x.copy()
+    r = rhs - matvec(x)
+    z = r / diagonal[:, None]
+    p, rz = z.copy(), np.einsum("ij,ij->j", r, z)
+    for iteration in range(1, CG_CAP + 1):
+        ap = matvec(p)
+        pap = np.einsum("ij,ij->j", p, ap)
+        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)  # converged columns stay put
+        x += alpha * p
+        r -= alpha * ap
+        if np.max(np.linalg.norm(r, axis=0) / scale) <= CG_TOLERANCE:
+            return x, iteration, True
+        z = r / diagonal[:, None]
+        rz, previous = np.einsum("ij,ij->j", r, z), rz
+        p = z + np.divide(rz, previous, out=np.zeros_like(rz), where=previous > 0) * p
+    return x, CG_CAP, False
+
+
+def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray) -> tuple[np.ndarray, str]:
+    """Exact ridge for y ≈ b + Σ table_k[cell_k] (the intercept b not shrunk, each table by
+    ``shrink``): the normal equations by conjugate gradients from ``start`` (a nearby solution:
+    fewer iterations), over the cells some row reads (the others are 0, as ridge sets them).
+    Returns ([b; tables stacked], how the solve went)."""
+    reached = np.flatnonzero(gram.diagonal() > 0)
+    gram = gram[reached][:, reached]
+    penalty = np.where(reached == 0, 0.0, float(shrink))  # column 0 is the intercept
+
+    def matvec(v):
+        return gram @ v + penalty[:, None] * v
+
+    solved, iterations, converged = _conjugate_gradients(matvec, xty[reached], gram.diagonal() + penalty,
+                                                         start[reached])
+    scale = np.maximum(np.linalg.norm(xty, axis=0), 1e-300)
+    residual = float(np.max(np.linalg.norm(xty[reached] - matvec(solved), axis=0) / scale))  # recomputed
+    how = (f"relative residual {residual:.0e} after {iterations} iterations" if converged else
+           f"NOT CONVERGED: stopped at the cap of {CG_CAP} iterations with relative residual {residual:.0e}")
+    w = np.zeros_like(xty)
+    w[reached] = solved
+    return w, f"conjugate gradients on the one-hot normal equations, {how}"
+
+
+def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """[b; tables stacked] -> (b, [table_k])."""
+    return w[0], np.split(w[1:], np.cumsum(sizes)[:-1])
 
 
 def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, val_idx):
-    """A sum of tables: exact ridge by backfitting (a single table is a shrunk per-cell mean); the
-    shrinkage is chosen on validation, then the tables are refit on train + validation."""
+    """A sum of tables: exact ridge of the one-hot design (sparse normal equations, conjugate
+    gradients); the shrinkage is chosen on validation, then the tables are refit on train +
+    validation. Returns (params, shrinkage, how the final solve went)."""
     sizes = [plan.shapes(n).inputs[0] for n in names]
 
     def read(index):
@@ -168,16 +219,20 @@ def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, va
 
     cells, y = read(train_idx)
     vcells, vy = read(val_idx)
-    best, best_shrink = np.inf, 1.0
-    for shrink in SHRINKAGES:
-        mean, tables = _backfit(cells, sizes, y, shrink)
+    gram, xty = _normal_equations(cells, sizes, y)
+    w = np.zeros_like(xty)
+    best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
+    for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
+        w, _ = _solve_tables(gram, xty, shrink, w)
+        mean, tables = _split_tables(w, sizes)
         sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
-        if sse < best:
-            best, best_shrink = sse, shrink
-    mean, tables = _backfit([np.concatenate([c, v]) for c, v in zip(cells, vcells)], sizes,
-                            np.concatenate([y, vy]), best_shrink)
+        if sse <= best:  # a tie goes to the weaker shrinkage
+            best, best_shrink, best_w = sse, shrink, w
+    vgram, vxty = _normal_equations(vcells, sizes, vy)
+    w, method = _solve_tables(gram + vgram, xty + vxty, best_shrink, best_w)
+    mean, tables = _split_tables(w, sizes)
     tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
-    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink
+    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink, method
 
 
 # --- gradient fitting -----------------------------------------------------------------------------
@@ -359,12 +414,12 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     summary: dict = {"closed_form": {}, "gradient": None}
     for site, names in closed.items():
         if theory.components[names[0]].kind == "lookup":
-            solved, strength = fit_lookup_site(plan, site, names, data, train_idx, val_idx)
+            solved, strength, method = fit_lookup_site(plan, site, names, data, train_idx, val_idx)
         else:
-            solved, strength = fit_ridge_site(plan, site, names, data, train_idx, val_idx)
+            solved, strength, method = fit_ridge_site(plan, site, names, data, train_idx, val_idx)
         params.update(solved)
-        summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
-        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
+        summary["closed_form"][site] = {"components": names, "ridge_strength": strength, "method": method}
+        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
     rest = [s for s in theory.sites if s not in closed and theory.predictors(s)]
     if rest and any(n in params for s in rest for n in plan.theory.upstream(s)):
         checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config))

@@ -193,7 +193,7 @@ def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
         """)
     acts = captured(tmp_path, theory)
     fitted = fit(theory, acts, FitConfig(progress=False))
-    assert fitted.scorecard["fit"]["gradient"] is None  # solved exactly, by backfitting
+    assert fitted.scorecard["fit"]["gradient"] is None  # solved exactly, in closed form
     tokens, z = np.asarray(acts.inputs()), acts.site("z")
     onehot = np.concatenate([np.eye(7)[tokens[:, 0]], np.eye(7)[tokens[:, 1]], np.ones((len(z), 1))], axis=1)
     train = ~acts.is_test
@@ -201,6 +201,51 @@ def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
     strength = fitted.scorecard["fit"]["closed_form"]["z"]["ridge_strength"]
     np.testing.assert_allclose(fitted.predict(tokens)["z"], onehot @ coef, atol=0.02 + strength)
     assert fitted.scorecard["sites"]["z"]["r2_test"] > 0.5  # cos(2πa/7) + 2 sin(2πb/7) is additive
+
+
+def _correlated_tables(tmp_path, m=13, n=2000):
+    """Keys that are functions of each other: b is a or a + 1 (mod m), and y = F[a] + G[b]."""
+    r = np.random.default_rng(1)
+    a = r.integers(0, m, n)
+    b = (a + r.integers(0, 2, n)) % m
+    y = r.normal(size=(m, 3))[a] + r.normal(size=(m, 3))[b] + 0.01 * r.normal(size=(n, 3))
+    d = tmp_path / "correlated"
+    d.mkdir()
+    np.save(d / "inputs.npy", np.stack([a, b], 1).astype(np.int32))
+    np.save(d / "y.npy", y.astype(np.float32))
+    (d / "manifest.json").write_text(json.dumps({"sites": ["y"]}))
+    from theorycraft.spec import parse_theory
+    return parse_theory(f"""\
+theory: correlated
+target: activations:{d}
+sites: {{y: y}}
+variables: {{a: 'token[0]', b: 'token[1]'}}
+components:
+  by_a: {{kind: lookup, of: a, size: {m}, predicts: y}}
+  by_b: {{kind: lookup, of: b, size: {m}, predicts: y}}
+""", path="correlated.yaml")
+
+
+def test_tables_of_correlated_keys_reach_the_exact_ridge_solution(tmp_path):
+    theory = _correlated_tables(tmp_path)
+    acts = captured(tmp_path, theory)
+    log = []
+    fitted = fit(theory, acts, FitConfig(progress=False), log=log.append)
+    solve = fitted.scorecard["fit"]["closed_form"]["y"]
+    assert "relative residual" in solve["method"] and "NOT CONVERGED" not in solve["method"]
+    assert solve["method"] in log[0]
+    # the same ridge by a dense solve: one-hot columns of a and b, an unshrunk intercept, tables
+    # shrunk by the chosen strength, fitted on train + validation
+    tokens, y = np.asarray(acts.inputs()), acts.site("y").astype(np.float64)
+    onehot = np.concatenate([np.ones((len(y), 1)), np.eye(13)[tokens[:, 0]], np.eye(13)[tokens[:, 1]]], axis=1)
+    fit_rows, test = ~acts.is_test, acts.is_test
+    penalty = np.diag([0.0] + [solve["ridge_strength"]] * 26)
+    coef = np.linalg.solve(onehot[fit_rows].T @ onehot[fit_rows] + penalty, onehot[fit_rows].T @ y[fit_rows])
+    sst = ((y[test] - fitted.means["y"]) ** 2).sum()
+    exact = 1 - ((onehot[test] @ coef - y[test]) ** 2).sum() / sst
+    found = 1 - ((fitted.predict(tokens[test])["y"] - y[test]) ** 2).sum() / sst
+    assert found == pytest.approx(exact, abs=1e-6)
+    assert exact > 0.999
 
 
 def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):
