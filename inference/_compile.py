@@ -36,10 +36,14 @@ class Plan:
     def learned(self) -> list[str]:
         return [n for n in self.theory.components if n not in self.fixed]
 
+    def table_rows(self, name: str) -> int:
+        """Rows of a lookup table: one per joint value of its keys, and its ``outside`` row."""
+        return prod(self.lookup_sizes[name]) + (self.theory.components[name].outside == "row")
+
     def shapes(self, name: str) -> Shapes:
         c = self.theory.components[name]
         if c.kind == "lookup":
-            return Shapes((prod(self.lookup_sizes[name]),), self.widths[name])
+            return Shapes((self.table_rows(name),), self.widths[name])
         return Shapes(tuple(self.widths[r] for r in c.reads()), self.widths[name])
 
 
@@ -145,16 +149,36 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
             values = np.stack([np.asarray(evaluate(e, env), np.float32) for e in exprs], axis=-1)  # [N, T, k]
             rows = _at_rows(values, shape, spec.position)
             if c.kind == "lookup":
-                sizes = plan.lookup_sizes[name]
-                cell = np.zeros(len(rows), np.int64)
-                for k, size in enumerate(sizes):
-                    cell = cell * size + np.clip(rows[:, k].astype(np.int64), 0, size - 1)
-                rows = cell[:, None]
+                rows = lookup_cells(theory, name, rows, plan.lookup_sizes[name])[:, None]
             out[f"{name}/expr"] = rows
         if name in plan.fixed:
             inputs = [out[f"{name}/expr"]] if exprs else [out[r] for r in c.reads()]
             out[name] = np.asarray(KINDS[c.kind].apply({}, c, [jnp.asarray(x) for x in inputs]))
     return out
+
+
+def lookup_cells(theory: Theory, name: str, keys: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
+    """Each row's joint cell of a lookup's keys ([rows, k] -> [rows]). A key that is not an integer
+    below its size is an error naming the component, or (``outside: row``) reads the last row."""
+    inside = (keys >= 0) & (keys < np.asarray(sizes)) & (keys == np.floor(keys))
+    if not inside.all() and theory.components[name].outside != "row":
+        raise TheoryError([_outside_key(theory, name, keys[:, k], sizes[k], k)
+                           for k in np.flatnonzero(~inside.all(axis=0))])
+    cell = np.zeros(len(keys), np.int64)
+    for k, size in enumerate(sizes):
+        cell = cell * size + np.where(inside[:, k], keys[:, k], 0).astype(np.int64)
+    return np.where(inside.all(axis=1), cell, prod(sizes))
+
+
+def _outside_key(theory: Theory, name: str, values: np.ndarray, size: int, k: int):
+    bad = (values < 0) | (values >= size) | (values != np.floor(values))
+    found = np.unique(values[bad])
+    shown = ", ".join(f"{v:g}" for v in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    hint = " (token[k] reads -1 where k is outside the sequence)" if -1 in found else ""
+    return theory.diagnostic("components", name, (
+        f"lookup '{name}': key '{theory.components[name].of[k]}' must be an integer from 0 to {size - 1} "
+        f"(its size), found {shown} in {int(bad.sum())} of {len(values)} rows{hint}; give the lookup "
+        f"'outside: row' for one extra row shared by every key outside its size, or a larger 'size'"), "of", k)
 
 
 def site_rows(plan: Plan, site: str, values: np.ndarray) -> np.ndarray:

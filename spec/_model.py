@@ -159,12 +159,17 @@ class _Component(_Frozen):
 
 
 class Lookup(_Component):
-    """A learned table: one row per value of the variables in ``of`` (jointly)."""
+    """A learned table: one row per value of the variables in ``of`` (jointly). A key that is not
+    an integer from 0 to its size - 1 (``token[i - 1]`` reads -1 at the first position) is an
+    error when the theory is fitted, unless ``outside: row`` gives the table one more row, shared
+    by every row of data with a key outside its size."""
 
     kind: Literal["lookup"]
     of: _list_of(Expression)
     size: Optional[_list_of(PositiveInt)] = Field(None, description="values per variable (default: from the target's vocabulary)")
     width: Optional[PositiveInt] = Field(None, description="output features (default: the predicted site's width)")
+    outside: Literal["error", "row"] = Field("error", description="a key outside its size: an error, or one "
+                                                                   "extra row shared by all such keys")
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))

@@ -46,7 +46,8 @@ def parameter_shapes(theory: Theory, name: str) -> dict[str, str]:
     out = feature_width(theory, name)
     if c.kind == "lookup":
         sizes = " x ".join(str(s) for s in c.size) if c.size else " x ".join("V" for _ in c.of)
-        return {"table": f"[{sizes}, {out}]"}
+        outside = " + 1" if c.outside == "row" else ""  # the row shared by keys outside their sizes
+        return {"table": f"[{sizes}{outside}, {out}]"}
     if c.kind == "linear":
         fan_in = input_width(theory, c)
         shapes = ({"down": f"[{fan_in}, {c.rank}]", "up": f"[{c.rank}, {out}]"} if c.rank

@@ -15,7 +15,7 @@ from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit
 from theorycraft.inference import _ridge
 from theorycraft.spec import KINDS as SPEC_KINDS, TheoryError
 
-from conftest import captured, recorded_target, theory_for
+from conftest import captured, per_position_target, recorded_target, theory_for
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
@@ -246,6 +246,50 @@ def test_tables_of_correlated_keys_reach_the_exact_ridge_solution(tmp_path):
     found = 1 - ((fitted.predict(tokens[test])["y"] - y[test]) ** 2).sum() / sst
     assert found == pytest.approx(exact, abs=1e-6)
     assert exact > 0.999
+
+
+def _previous_token_theory(directory, outside=""):
+    from theorycraft.spec import parse_theory
+    return parse_theory(f"""\
+theory: previous
+target: activations:{directory}
+sites: {{h: h}}
+variables: {{tok: 'token[i]', prev: 'token[i - 1]'}}
+components:
+  by_token: {{kind: lookup, of: tok, size: 7, predicts: h}}
+  by_previous: {{kind: lookup, of: prev, size: 7, predicts: h{outside}}}
+""", path="previous.yaml")
+
+
+def test_a_key_outside_its_table_is_an_error_naming_the_component_key_and_value(tmp_path):
+    theory = _previous_token_theory(per_position_target(tmp_path))
+    with pytest.raises(TheoryError) as info:
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+    message = str(info.value)
+    assert message.startswith("previous.yaml:7:35: error: lookup 'by_previous': key 'prev' must be an integer "
+                              "from 0 to 6 (its size), found -1 in ")
+    assert "'outside: row'" in message
+    shifted = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: a + 5, size: 7, predicts: z}\n")
+    with pytest.raises(TheoryError, match=r"key 'a \+ 5' must be an integer from 0 to 6 \(its size\), "
+                                          r"found 7, 8, 9 and 2 more in \d+ of \d+ rows"):
+        fit(shifted, captured(tmp_path, shifted), FitConfig(progress=False))
+
+
+def test_an_outside_row_is_one_row_shared_by_every_key_outside_the_table(tmp_path):
+    theory = _previous_token_theory(per_position_target(tmp_path), outside=", outside: row")
+    fitted = fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+    assert fitted.params["by_previous"]["table"].shape == (8, 2)  # 7 tokens and the row before the start
+    assert fitted.scorecard["sites"]["h"]["r2_test"] == pytest.approx(1.0, abs=1e-4)  # h is exactly such a sum
+    # two keys: any key outside its size sends the row to the shared row (the 50th cell)
+    pairs = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: [a, b + 5], size: [7, 7], outside: row, "
+                                                  "predicts: u}\n", ", u: u")
+    acts = captured(tmp_path, pairs)
+    fitted = fit(pairs, acts, FitConfig(progress=False))
+    tokens, u = np.asarray(acts.inputs()), acts.site("u")
+    predicted = fitted.predict(tokens)["u"]
+    outside = tokens[:, 1] >= 2
+    np.testing.assert_allclose(predicted[outside], np.broadcast_to(predicted[outside][0], predicted[outside].shape))
+    np.testing.assert_allclose(predicted[~outside], u[~outside], atol=0.05)  # u is a table of a
 
 
 def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):

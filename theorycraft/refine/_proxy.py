@@ -117,7 +117,7 @@ def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) ->
     if cand.kind == "lookup":
         plan, fixed = probe(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
         cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:MAX_ROWS]
-        size = int(np.prod(plan.lookup_sizes["candidate_features"]))
+        size = plan.table_rows("candidate_features")
         return lookup_gain(cells, size, r), (size - len(np.unique(cells))) * r.shape[1]
     if cand.kind in ("linear", "mlp"):
         x = np.concatenate([site_rows(current.fitted.plan, u, batch[u]) for u in as_list(cand.data["from"])], 1)
