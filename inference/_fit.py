@@ -135,7 +135,8 @@ def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
 
 
 SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell
-CG_TOLERANCE = 1e-10  # relative residual of the normal equations at which a table solve stops
+CG_TOLERANCE = 1e-10  # relative residual of the normal equations at which the final table solve stops
+SELECTION_TOLERANCE = 1e-6  # enough to compare shrinkages on validation, at a quarter of the iterations
 CG_CAP = 2000  # iterations; a solve that reaches the cap says so in the fit log and the scorecard
 
 
@@ -153,11 +154,11 @@ def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray):
     return (x.T @ x).tocsr(), np.asarray(x.T @ np.asarray(y, np.float64))
 
 
-def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray,
-                         x: np.ndarray) -> tuple[np.ndarray, int, bool]:
+def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray, x: np.ndarray,
+                         tolerance: float) -> tuple[np.ndarray, int, bool]:
     """Jacobi-preconditioned conjugate gradients for A x = rhs (A symmetric positive definite)
     from a first guess ``x``, every column of rhs at once; stops when each column's residual is
-    within CG_TOLERANCE of its right-hand side, or at CG_CAP iterations. Returns (x, iterations,
+    within ``tolerance`` of its right-hand side, or at CG_CAP iterations. Returns (x, iterations,
     converged)."""
     scale = np.maximum(np.linalg.norm(rhs, axis=0), 1e-300)
     x = x.copy()
@@ -170,7 +171,7 @@ def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray
         alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)  # converged columns stay put
         x += alpha * p
         r -= alpha * ap
-        if np.max(np.linalg.norm(r, axis=0) / scale) <= CG_TOLERANCE:
+        if np.max(np.linalg.norm(r, axis=0) / scale) <= tolerance:
             return x, iteration, True
         z = r / diagonal[:, None]
         rz, previous = np.einsum("ij,ij->j", r, z), rz
@@ -178,7 +179,8 @@ def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray
     return x, CG_CAP, False
 
 
-def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray) -> tuple[np.ndarray, str]:
+def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray,
+                  tolerance: float = CG_TOLERANCE) -> tuple[np.ndarray, str]:
     """Exact ridge for y ≈ b + Σ table_k[cell_k] (the intercept b not shrunk, each table by
     ``shrink``): the normal equations by conjugate gradients from ``start`` (a nearby solution:
     fewer iterations), over the cells some row reads (the others are 0, as ridge sets them).
@@ -191,7 +193,7 @@ def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray) -> tu
         return gram @ v + penalty[:, None] * v
 
     solved, iterations, converged = _conjugate_gradients(matvec, xty[reached], gram.diagonal() + penalty,
-                                                         start[reached])
+                                                         start[reached], tolerance)
     scale = np.maximum(np.linalg.norm(xty, axis=0), 1e-300)
     residual = float(np.max(np.linalg.norm(xty[reached] - matvec(solved), axis=0) / scale))  # recomputed
     how = (f"relative residual {residual:.0e} after {iterations} iterations" if converged else
@@ -223,7 +225,7 @@ def fit_lookup_site(plan: Plan, site: str, names: list[str], data, train_idx, va
     w = np.zeros_like(xty)
     best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
     for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
-        w, _ = _solve_tables(gram, xty, shrink, w)
+        w, _ = _solve_tables(gram, xty, shrink, w, SELECTION_TOLERANCE)
         mean, tables = _split_tables(w, sizes)
         sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
         if sse <= best:  # a tie goes to the weaker shrinkage
