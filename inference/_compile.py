@@ -162,7 +162,7 @@ def lookup_cells(theory: Theory, name: str, keys: np.ndarray, sizes: tuple[int, 
     below its size is an error naming the component, or (``outside: row``) reads the last row."""
     inside = (keys >= 0) & (keys < np.asarray(sizes)) & (keys == np.floor(keys))
     if not inside.all() and theory.components[name].outside != "row":
-        raise TheoryError([_outside_key(theory, name, keys[:, k], sizes[k], k)
+        raise TheoryError([_outside_key(theory, name, k, sizes[k], keys[~inside[:, k], k], len(keys))
                            for k in np.flatnonzero(~inside.all(axis=0))])
     cell = np.zeros(len(keys), np.int64)
     for k, size in enumerate(sizes):
@@ -170,15 +170,15 @@ def lookup_cells(theory: Theory, name: str, keys: np.ndarray, sizes: tuple[int, 
     return np.where(inside.all(axis=1), cell, prod(sizes))
 
 
-def _outside_key(theory: Theory, name: str, values: np.ndarray, size: int, k: int):
-    bad = (values < 0) | (values >= size) | (values != np.floor(values))
-    found = np.unique(values[bad])
+def _outside_key(theory: Theory, name: str, k: int, size: int, bad: np.ndarray, rows: int):
+    """The error for key ``k`` of a lookup, whose values ``bad`` (of ``rows``) are outside its size."""
+    found = np.unique(bad)
     shown = ", ".join(f"{v:g}" for v in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
     hint = " (token[k] reads -1 where k is outside the sequence)" if -1 in found else ""
     return theory.diagnostic("components", name, (
         f"lookup '{name}': key '{theory.components[name].of[k]}' must be an integer from 0 to {size - 1} "
-        f"(its size), found {shown} in {int(bad.sum())} of {len(values)} rows{hint}; give the lookup "
-        f"'outside: row' for one extra row shared by every key outside its size, or a larger 'size'"), "of", k)
+        f"(its size), found {shown} in {len(bad)} of {rows} rows{hint}; give the lookup 'outside: row' "
+        f"for one extra row shared by every key outside its size, or a larger 'size'"), "of", k)
 
 
 def site_rows(plan: Plan, site: str, values: np.ndarray) -> np.ndarray:

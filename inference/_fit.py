@@ -70,8 +70,8 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 def closed_form_sites(plan: Plan) -> dict[str, list[str]]:
     """Sites whose predictors, read by nobody else, are all plain linear maps of fixed features
-    (exact ridge; a single low-rank map: reduced-rank ridge) or all lookup tables (exact least
-    squares by backfitting): solved exactly."""
+    (exact ridge; a single low-rank map: reduced-rank ridge) or all lookup tables (exact ridge of
+    their one-hot design, by conjugate gradients): solved exactly."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
     for site in theory.sites:
