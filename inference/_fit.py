@@ -66,7 +66,7 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 def closed_form_sites(plan: Plan) -> dict[str, tuple[Callable, list[str]]]:
     """Sites solved exactly, with their solver: those whose predictors, read by nobody else, all
     offer the same closed-form solver (each kind says when: plain linear maps of fixed features
-    -> ridge; lookup tables -> backfitting)."""
+    -> ridge; lookup tables -> ridge of their one-hot design by conjugate gradients)."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
     for site in theory.sites:
@@ -258,10 +258,10 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     closed = closed_form_sites(plan)
     summary: dict = {"closed_form": {}, "gradient": None}
     for site, (solve, names) in closed.items():
-        solved, strength = solve(plan, site, names, data, train_idx, val_idx, config.refit_on_validation)
+        solved, strength, method = solve(plan, site, names, data, train_idx, val_idx, config.refit_on_validation)
         params.update(solved)
-        summary["closed_form"][site] = {"components": names, "ridge_strength": strength}
-        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g})")
+        summary["closed_form"][site] = {"components": names, "ridge_strength": strength, "method": method}
+        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
     rest = [s for s in theory.sites if s not in closed and theory.predictors(s)]
     if rest and any(n in params for s in rest for n in plan.theory.upstream(s)):
         checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config))

@@ -16,6 +16,7 @@ expression serves both the store (numpy) and the engine (jit). Semantics:
 from __future__ import annotations
 
 import ast
+import copy
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -155,6 +156,16 @@ def _check(node: ast.AST, text: str, names: list) -> None:
     if isinstance(node, (ast.BinOp, ast.Compare)):
         what = "that operator"
     reject(f"{what} is not allowed in expressions")
+
+
+def renamed(expr: Expr, names: Mapping[str, str]) -> str:
+    """``expr`` with its free names replaced as ``names`` says (others kept), spelled one way
+    (Python's unparse): spacing and redundant parentheses are not part of what it says."""
+    tree = copy.deepcopy(expr.tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in names:
+            node.id = names[node.id]
+    return ast.unparse(tree)
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import yaml
 
 from ._diagnostics import Diagnostic
-from ._expr import Expr
+from ._expr import Expr, renamed
 from ._model import Site, TargetRef
 from ._yaml import Path, SourceMap
 
@@ -104,6 +104,29 @@ class Theory:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
 
+    def claim(self) -> str:
+        """What the theory says, not how it is worded or where it lives: kinds, wiring,
+        expressions and hyperparameters as YAML, every name (of sites, variables, components,
+        also inside expressions) replaced by its index (``s0``, ``v0``, ``c0``), without the
+        theory's name, description, docs or target. Its compressed length is the theory's
+        ``bits_spec``.
+
+        A site is coded by its index alone: its hook and position say *which* activations are
+        explained, the question that the mean-only baseline over the same sites asks too, not
+        how they are explained; and they are spelled in the target's own module paths, so
+        coding them would make one claim dearer on a model with longer module names."""
+        index = {name: f"{prefix}{k}" for prefix, names in (("s", self.sites), ("v", self.variables),
+                                                             ("c", self.components))
+                 for k, name in enumerate(names)}
+        out: dict = {}
+        if self.sites:
+            out["sites"] = len(self.sites)
+        if self.variables:
+            out["variables"] = [renamed(e, index) for e in self.variables.values()]
+        if self.components:
+            out["components"] = [_component_claim(c, index) for c in self.components.values()]
+        return yaml.safe_dump(out, sort_keys=False, width=100, default_flow_style=None)
+
 
 def _site_data(site: Site):
     data = site.model_dump(mode="json", exclude_defaults=True)
@@ -112,4 +135,24 @@ def _site_data(site: Site):
 
 def _component_data(component) -> dict:
     data = component.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return {"kind": data.pop("kind"), **data}
+
+
+def _component_claim(component, index: Mapping[str, str]) -> dict:
+    """A component's fields without its doc, its references and expressions renamed by
+    ``index``. Generic over kinds: a reference is a field value naming what the component
+    reads or predicts; an expression is one the component lists in ``expressions()``."""
+    data = component.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude={"doc"})
+    refs = set(component.reads()) | {component.predicts}
+    for key, value in data.items():
+        if isinstance(value, str) and value in refs:
+            data[key] = index[value]
+        elif isinstance(value, list) and value and all(isinstance(v, str) and v in refs for v in value):
+            data[key] = [index[v] for v in value]
+    for path, expr in component.expressions():
+        *parents, last = path
+        node = data
+        for step in parents:
+            node = node[step]
+        node[last] = renamed(expr, index)
     return {"kind": data.pop("kind"), **data}

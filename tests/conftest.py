@@ -42,6 +42,20 @@ def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
     return d
 
 
+def per_position_target(tmp_path, n=400, t=5):
+    """A site over every position: h = F[token[i]] + G[token[i - 1]], with G[-1] for the first."""
+    r = np.random.default_rng(2)
+    tokens = r.integers(0, 7, size=(n, t))
+    prev = np.concatenate([np.full((n, 1), 7), tokens[:, :-1]], axis=1)  # row 7: before the start
+    h = r.normal(size=(7, 2))[tokens] + r.normal(size=(8, 2))[prev]
+    d = tmp_path / "positions"
+    d.mkdir()
+    np.save(d / "inputs.npy", tokens.astype(np.int32))
+    np.save(d / "h.npy", h.astype(np.float32))
+    (d / "manifest.json").write_text(json.dumps({"sites": ["h"]}))
+    return d
+
+
 def theory_for(directory, components, extra_sites="", sites="x: x, y: y, z: z"):
     from theorycraft.spec import parse_theory
 

@@ -16,7 +16,7 @@ from theorycraft.inference import _ridge
 from theorycraft.scoring import Scorecard, score
 from theorycraft.spec import TheoryError
 
-from conftest import captured, r2_test, recorded_target, theory_for
+from conftest import captured, per_position_target, r2_test, recorded_target, theory_for
 from custom_kind import Square
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
@@ -263,7 +263,7 @@ def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
         """)
     acts = captured(tmp_path, theory)
     fitted = fit(theory, acts, FitConfig(progress=False))
-    assert fitted.fit_info["gradient"] is None  # solved exactly, by backfitting
+    assert fitted.fit_info["gradient"] is None  # solved exactly, in closed form
     tokens, z = np.asarray(acts.inputs()), acts.site("z")
     onehot = np.concatenate([np.eye(7)[tokens[:, 0]], np.eye(7)[tokens[:, 1]], np.ones((len(z), 1))], axis=1)
     train = ~acts.is_test
@@ -271,6 +271,96 @@ def test_a_sum_of_tables_is_the_least_squares_fit_of_one_hot_columns(tmp_path):
     strength = fitted.fit_info["closed_form"]["z"]["ridge_strength"]
     np.testing.assert_allclose(fitted.predict(tokens)["z"], onehot @ coef, atol=0.02 + strength)
     assert r2_test(fitted, acts, "z") > 0.5  # cos(2πa/7) + 2 sin(2πb/7) is additive
+
+
+def _correlated_tables(tmp_path, m=13, n=2000):
+    """Keys that are functions of each other: b is a or a + 1 (mod m), and y = F[a] + G[b]."""
+    r = np.random.default_rng(1)
+    a = r.integers(0, m, n)
+    b = (a + r.integers(0, 2, n)) % m
+    y = r.normal(size=(m, 3))[a] + r.normal(size=(m, 3))[b] + 0.01 * r.normal(size=(n, 3))
+    d = tmp_path / "correlated"
+    d.mkdir()
+    np.save(d / "inputs.npy", np.stack([a, b], 1).astype(np.int32))
+    np.save(d / "y.npy", y.astype(np.float32))
+    (d / "manifest.json").write_text(json.dumps({"sites": ["y"]}))
+    from theorycraft.spec import parse_theory
+    return parse_theory(f"""\
+theory: correlated
+target: activations:{d}
+sites: {{y: y}}
+variables: {{a: 'token[0]', b: 'token[1]'}}
+components:
+  by_a: {{kind: lookup, of: a, size: {m}, predicts: y}}
+  by_b: {{kind: lookup, of: b, size: {m}, predicts: y}}
+""", path="correlated.yaml")
+
+
+def test_tables_of_correlated_keys_reach_the_exact_ridge_solution(tmp_path):
+    theory = _correlated_tables(tmp_path)
+    acts = captured(tmp_path, theory)
+    log = []
+    fitted = fit(theory, acts, FitConfig(progress=False), log=log.append)
+    solve = fitted.fit_info["closed_form"]["y"]
+    assert "relative residual" in solve["method"] and "NOT CONVERGED" not in solve["method"]
+    assert solve["method"] in log[0]
+    # the same ridge by a dense solve: one-hot columns of a and b, an unshrunk intercept, tables
+    # shrunk by the chosen strength, fitted on train + validation
+    tokens, y = np.asarray(acts.inputs()), acts.site("y").astype(np.float64)
+    onehot = np.concatenate([np.ones((len(y), 1)), np.eye(13)[tokens[:, 0]], np.eye(13)[tokens[:, 1]]], axis=1)
+    fit_rows, test = ~acts.is_test, acts.is_test
+    penalty = np.diag([0.0] + [solve["ridge_strength"]] * 26)
+    coef = np.linalg.solve(onehot[fit_rows].T @ onehot[fit_rows] + penalty, onehot[fit_rows].T @ y[fit_rows])
+    sst = ((y[test] - fitted.means["y"]) ** 2).sum()
+    exact = 1 - ((onehot[test] @ coef - y[test]) ** 2).sum() / sst
+    found = 1 - ((fitted.predict(tokens[test])["y"] - y[test]) ** 2).sum() / sst
+    assert found == pytest.approx(exact, abs=1e-6)
+    assert exact > 0.999
+
+
+def _previous_token_theory(directory, outside=""):
+    from theorycraft.spec import parse_theory
+    return parse_theory(f"""\
+theory: previous
+target: activations:{directory}
+sites: {{h: h}}
+variables: {{tok: 'token[i]', prev: 'token[i - 1]'}}
+components:
+  by_token: {{kind: lookup, of: tok, size: 7, predicts: h}}
+  by_previous: {{kind: lookup, of: prev, size: 7, predicts: h{outside}}}
+""", path="previous.yaml")
+
+
+def test_a_key_outside_its_table_is_an_error_naming_the_component_key_and_value(tmp_path):
+    theory = _previous_token_theory(per_position_target(tmp_path))
+    with pytest.raises(TheoryError) as info:
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+    message = str(info.value)
+    assert message.startswith("previous.yaml:7:35: error: lookup 'by_previous': key 'prev' must be an integer "
+                              "from 0 to 6 (its size), found -1 in ")
+    assert "'outside: row'" in message
+    shifted = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: a + 5, size: 7, predicts: z}\n")
+    with pytest.raises(TheoryError, match=r"key 'a \+ 5' must be an integer from 0 to 6 \(its size\), "
+                                          r"found 7, 8, 9 and 2 more in \d+ of \d+ rows"):
+        fit(shifted, captured(tmp_path, shifted), FitConfig(progress=False))
+
+
+def test_an_outside_row_is_one_row_shared_by_every_key_outside_the_table(tmp_path):
+    theory = _previous_token_theory(per_position_target(tmp_path), outside=", outside: row")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    assert fitted.params["by_previous"]["table"].shape == (8, 2)  # 7 tokens and the row before the start
+    assert r2_test(fitted, acts, "h") == pytest.approx(1.0, abs=1e-4)  # h is exactly such a sum
+    # two keys: any key outside its size sends the row to the shared row (the 50th cell)
+    pairs = theory_for(recorded_target(tmp_path), "t: {kind: lookup, of: [a, b + 5], size: [7, 7], outside: row, "
+                                                  "predicts: u}\n", ", u: u")
+    acts = captured(tmp_path, pairs)
+    fitted = fit(pairs, acts, FitConfig(progress=False))
+    tokens, u = np.asarray(acts.inputs()), acts.site("u")
+    predicted = fitted.predict(tokens)["u"]
+    outside = tokens[:, 1] >= 2
+    np.testing.assert_allclose(predicted[outside], np.broadcast_to(predicted[outside][0], predicted[outside].shape))
+    np.testing.assert_allclose(predicted[~outside], u[~outside], atol=0.05)  # u is a table of a
 
 
 def test_shape_mismatch_is_refused_before_fitting_with_its_position(tmp_path):

@@ -133,6 +133,49 @@ def test_dictionary_latent_codes_are_paid_per_example(synthetic):
     assert halved.latents["test"] < s.latents["test"]  # per example
 
 
+# --- bits measure the claim, not its prose -------------------------------------------------------
+
+WORDED = """\
+theory: {theory}
+description: {prose}
+target: activations:{directory}
+sites: {{{x}: {{hook: x, doc: {prose}}}, {z}: z}}
+variables: {{{a}: 'token[0]', {b}: 'token[1]', {c}: '{a}{op}{b}'}}
+components:
+  {waves}: {{kind: fourier, of: [{a}, {c}], modulus: 7, frequencies: {frequencies}, doc: {prose}}}
+  {read}: {{kind: linear, from: [{waves}, {x}], predicts: {z}}}
+"""
+NAMES = dict(theory="t", prose="short", x="x", z="z", a="a", b="b", c="ab", waves="waves", read="read",
+             frequencies="[1, 2]", op="+")
+
+
+def _bits_spec(synthetic, directory=None, **changes):
+    from theorycraft.spec import parse_theory
+
+    tmp, recorded = synthetic
+    theory = parse_theory(WORDED.format(directory=directory or recorded, **NAMES | changes), path="worded.yaml")
+    fitted = fit(theory, captured(tmp, theory), QUIET)
+    return measure(fitted, examples_of(fitted, captured(tmp, theory))).spec
+
+
+def test_bits_spec_codes_the_claim_not_its_names_prose_or_place(synthetic):
+    import shutil
+
+    before = _bits_spec(synthetic)
+    # every name changed; 'a' becomes a prefix of another name, which a textual rename would trip on
+    renamed = dict(theory="a-much-longer-theory-name", x="inputs_recorded", z="zeta", a="b", b="a_first_token",
+                   c="a", waves="cosine_waves_of_both", read="the_read_out")
+    assert _bits_spec(synthetic, **renamed) == before
+    prose = "'" + "A far longer account of why this theory should hold, " * 8 + "'"
+    assert _bits_spec(synthetic, prose=prose) == before
+    moved = synthetic[0] / "a" / "much" / "deeper" / "directory" / "with_the_same_activations"
+    shutil.copytree(synthetic[1], moved)
+    assert _bits_spec(synthetic, directory=moved) == before
+    # a real change to the claim changes its bits
+    assert _bits_spec(synthetic, frequencies="[1, 2, 3]") > before
+    assert _bits_spec(synthetic, op=" - 2 * ") > before  # another expression
+
+
 def test_prequential_code_rewards_a_theory_that_generalises(synthetic):
     fitted, acts = _fitted(synthetic, "lin: {kind: linear, from: x, predicts: y}\n")
     card = score(fitted, acts, prequential=True)

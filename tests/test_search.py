@@ -22,7 +22,7 @@ from theorycraft.scoring import Scorecard, score
 from theorycraft.refine._vocabulary import candidates, default_vocabulary, parse_vocabulary
 from theorycraft.spec import TheoryError, parse_theory
 
-from conftest import captured, recorded_target
+from conftest import captured, per_position_target, r2_test, recorded_target
 
 # u is exactly a table of token[0]; y = x W + 1.5 + noise; the other tokens carry nothing
 VOCABULARY = """\
@@ -143,6 +143,18 @@ def test_default_vocabulary_offers_tables_rules_and_mechanisms(tmp_path):
     assert ("lookup", "u") in kinds and ("rule", "u") in kinds
     assert ("fourier", "u") in kinds  # tokens take every value 0..6: numbers mod 7
     assert all(c.apply(start) for c in offered)  # every candidate joins as a valid theory
+
+
+def test_default_tables_of_previous_tokens_fit_where_there_is_no_previous_token(tmp_path):
+    directory = per_position_target(tmp_path)
+    start = parse_theory(f"theory: s\ntarget: activations:{directory}\nsites: {{h: h}}\n", path="s.yaml")
+    acts = captured(tmp_path, start)
+    vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
+    tables = {c.label: c for c in candidates(vocab, start, state={}) if c.kind == "lookup"}
+    assert {"h_prev", "h_prev2"} <= set(tables)
+    for label in ("h_prev", "h_prev2"):  # token[i - 1], token[i - 2] read -1 at the first positions
+        fitted = fit(tables[label].apply(start), acts, FitConfig(progress=False))
+        assert r2_test(fitted, acts, "h") > 0
 
 
 def test_merging_candidates_add_one_frequency_at_a_time(tmp_path):

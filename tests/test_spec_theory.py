@@ -117,3 +117,16 @@ def test_upstream_follows_reads_through_components_to_the_site():
     assert theory.upstream("mlp") == {"waves", "pairs", "neurons"}
     mechanism = load_theory(next(p for p in EXAMPLES if p.name == "superposition.yaml"))
     assert mechanism.upstream("out") == {"readout"} and mechanism.upstream("x") == set()
+
+
+def test_the_claim_renames_through_the_expression_parser_and_drops_prose():
+    def claim(variables, rule, doc=""):
+        return parse_theory("theory: t\ntarget: builtin:x\nsites: {s: {hook: a.b, doc: d}}\n"
+                            f"variables: {variables}\ncomponents:\n"
+                            f"  r: {{kind: rule, when: '{rule}'{doc}}}\n"
+                            "  out: {kind: linear, from: r, predicts: s}\n").claim()
+
+    base = claim("{a: 'token[0]', ab: 'a + 1'}", "ab == a")
+    assert base == claim("{x: 'token[0]', ax: '(x)+1'}", "ax==x", doc=", doc: a comment")
+    assert "v1 == v0" in base and "token[0]" in base and "a.b" not in base
+    assert base != claim("{a: 'token[0]', ab: 'a + 1'}", "ab == a + 1")

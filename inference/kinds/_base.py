@@ -107,7 +107,8 @@ class Kind:
         return params
 
     def closed_form(self, spec, plan, predictors: int) -> Optional[Callable]:
-        """A solver ``(plan, site, names, data, train_idx, val_idx, refit) -> (params by name, strength)``
+        """A solver ``(plan, site, names, data, train_idx, val_idx, refit) -> (params by name, strength,
+        how the solve went)``
         when a site predicted by ``predictors`` components of this kind has an exact solution
         (``refit``: refit on train + validation once the strength is chosen)."""
         return None

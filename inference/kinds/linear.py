@@ -97,7 +97,7 @@ def _design(plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarr
 
 def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
                    batch_rows: int = 8192):
-    """Stream train and validation batches into sufficient statistics; solve; split the weights
+    """Accumulate train and validation batches into sufficient statistics; solve; split the weights
     back into each component's parameters."""
     import jax.numpy as jnp
 
@@ -115,7 +115,8 @@ def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, 
     w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
     rank = plan.theory.components[names[0]].rank
     if rank:
-        return {names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha
+        return ({names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha,
+                f"a direct solve of the normal equations, projected to rank {rank}")
     params, offset = {}, 0
     for n in names:
         c = plan.theory.components[n]
@@ -124,7 +125,7 @@ def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, 
         if c.bias:  # one intercept for the site: the first biased predictor holds it
             params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
         offset += width
-    return params, alpha
+    return params, alpha, "a direct solve of the normal equations"
 
 
 def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:

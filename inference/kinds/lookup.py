@@ -1,28 +1,35 @@
 """``lookup``: a learned table, one row per value of the variables in ``of`` (jointly).
 
-Solved exactly where a site is a sum of tables (backfitting); sent as a shared row plus each
-row's difference from it, so rows no example reaches cost almost nothing.
+Solved exactly where a site is a sum of tables (ridge of the one-hot design by conjugate
+gradients); sent as a shared row plus each row's difference from it, so rows no example reaches
+cost almost nothing. A key outside its size is an error, or reads the ``outside`` row.
 """
 
 from __future__ import annotations
 
 from math import prod
-from typing import Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
+from theorycraft.spec import TheoryError
 from theorycraft.spec._model import ComponentSpec, Expression, PositiveInt, _list_of
 
 from ._base import Kind, Shapes
 
 
 class Lookup(ComponentSpec):
-    """A learned table: one row per value of the variables in ``of`` (jointly)."""
+    """A learned table: one row per value of the variables in ``of`` (jointly). A key that is not
+    an integer from 0 to its size - 1 (``token[i - 1]`` reads -1 at the first position) is an
+    error when the theory is fitted, unless ``outside: row`` gives the table one more row, shared
+    by every row of data with a key outside its size."""
 
     of: _list_of(Expression)
     size: Optional[_list_of(PositiveInt)] = Field(None, description="values per variable (default: from the target's vocabulary)")
     width: Optional[PositiveInt] = Field(None, description="output features (default: the predicted site's width)")
+    outside: Literal["error", "row"] = Field("error", description="a key outside its size: an error, or one "
+                                                                   "extra row shared by all such keys")
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))
@@ -34,7 +41,8 @@ class LookupKind(Kind):
 
     def parameter_shapes(self, spec, fan_in, out):
         sizes = " x ".join(str(s) for s in spec.size) if spec.size else " x ".join("V" for _ in spec.of)
-        return {"table": f"[{sizes}, {out}]"}
+        outside = " + 1" if spec.outside == "row" else ""  # the row shared by keys outside their sizes
+        return {"table": f"[{sizes}{outside}, {out}]"}
 
     def plan_width(self, name, spec, ctx):
         width = super().plan_width(name, spec, ctx)
@@ -46,15 +54,12 @@ class LookupKind(Kind):
         return width
 
     def input_shapes(self, name, spec, plan):
-        return Shapes((prod(plan.lookup_sizes[name]),), plan.widths[name])  # one input: the joint cell
+        """One input, the joint cell: a row per joint value of the keys, and the outside row."""
+        return Shapes((table_rows(plan.lookup_sizes[name], spec.outside),), plan.widths[name])
 
     def expression_inputs(self, name, spec, ctx):
-        rows = ctx.rows([e for _, e in spec.expressions()])
-        sizes = ctx.plan.lookup_sizes[name]
-        cell = np.zeros(len(rows), np.int64)
-        for k, size in enumerate(sizes):
-            cell = cell * size + np.clip(rows[:, k].astype(np.int64), 0, size - 1)
-        return cell[:, None]
+        keys = ctx.rows([e for _, e in spec.expressions()])
+        return lookup_cells(ctx.plan.theory, name, keys, ctx.plan.lookup_sizes[name])[:, None]
 
     def init(self, key, spec, shapes):
         import jax.numpy as jnp
@@ -84,8 +89,13 @@ class LookupKind(Kind):
         """Shrunk per-cell sums of the residual; the table's unreached rows are nearly free."""
         plan, fixed = ctx.probe()
         cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:ctx.max_rows]
-        size = int(np.prod(plan.lookup_sizes["candidate_features"]))
+        size = table_rows(plan.lookup_sizes["candidate_features"], data.get("outside", "error"))
         return lookup_gain(cells, size, ctx.residual), (size - len(np.unique(cells))) * ctx.residual.shape[1]
+
+
+def table_rows(sizes: tuple[int, ...], outside: str) -> int:
+    """A row per joint value of the keys, and the row shared by keys outside their sizes."""
+    return prod(sizes) + (outside == "row")
 
 
 def lookup_gain(cells: np.ndarray, size: int, r: np.ndarray) -> float:
@@ -98,31 +108,83 @@ def lookup_gain(cells: np.ndarray, size: int, r: np.ndarray) -> float:
 # --- the exact solve of a sum of tables -------------------------------------------------------------
 
 SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples per cell
-BACKFIT_SWEEPS = 8  # Gauss–Seidel sweeps over the tables of a sum (one is exact for a single table)
+CG_TOLERANCE = 1e-10  # relative residual of the normal equations at which the final table solve stops
+SELECTION_TOLERANCE = 1e-6  # enough to compare shrinkages on validation, at a quarter of the iterations
+CG_CAP = 2000  # iterations; a solve that reaches the cap says so in the fit log and the scorecard
 
 
-def _backfit(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, shrink: float) -> tuple[np.ndarray, list]:
-    """Least squares (ridge) for y ≈ mean + Σ table_k[cell_k]: each sweep refits each table as the
-    shrunk per-cell mean of what the others leave."""
+def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray):
+    """(XᵀX sparse, Xᵀy dense) of the one-hot design of a sum of tables, with an intercept column
+    first: X [rows, 1 + Σ sizes] has one 1 per table and row, so XᵀX holds each table's cell counts
+    on its diagonal and the co-occurrence counts of two tables' cells off it."""
     from scipy import sparse
 
-    onehots = [sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(size, len(c)))
-               for c, size in zip(cells, sizes)]
-    counts = [np.asarray(m.sum(1)).reshape(-1, 1) for m in onehots]
-    mean = y.mean(0)
-    residual = (y - mean).astype(np.float64)
-    tables = [np.zeros((size, y.shape[1])) for size in sizes]
-    for _ in range(BACKFIT_SWEEPS if len(cells) > 1 else 1):
-        for k, (cell, onehot) in enumerate(zip(cells, onehots)):
-            residual += tables[k][cell]
-            tables[k] = (onehot @ residual) / (counts[k] + shrink)
-            residual -= tables[k][cell]
-    return mean, tables
+    n = len(y)
+    offsets = np.cumsum([1, *sizes[:-1]])
+    columns = np.stack([np.zeros(n, np.int64)] + [c + o for c, o in zip(cells, offsets)], axis=1)
+    rows = np.arange(0, columns.size + 1, columns.shape[1])  # csr row pointers: K + 1 entries a row
+    x = sparse.csr_matrix((np.ones(columns.size), columns.reshape(-1), rows), shape=(n, 1 + sum(sizes)))
+    return (x.T @ x).tocsr(), np.asarray(x.T @ np.asarray(y, np.float64))
+
+
+def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray, x: np.ndarray,
+                         tolerance: float) -> tuple[np.ndarray, int, bool]:
+    """Jacobi-preconditioned conjugate gradients for A x = rhs (A symmetric positive definite)
+    from a first guess ``x``, every column of rhs at once; stops when each column's residual is
+    within ``tolerance`` of its right-hand side, or at CG_CAP iterations. Returns (x, iterations,
+    converged)."""
+    scale = np.maximum(np.linalg.norm(rhs, axis=0), 1e-300)
+    x = x.copy()
+    r = rhs - matvec(x)
+    z = r / diagonal[:, None]
+    p, rz = z.copy(), np.einsum("ij,ij->j", r, z)
+    for iteration in range(1, CG_CAP + 1):
+        ap = matvec(p)
+        pap = np.einsum("ij,ij->j", p, ap)
+        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)  # converged columns stay put
+        x += alpha * p
+        r -= alpha * ap
+        if np.max(np.linalg.norm(r, axis=0) / scale) <= tolerance:
+            return x, iteration, True
+        z = r / diagonal[:, None]
+        rz, previous = np.einsum("ij,ij->j", r, z), rz
+        p = z + np.divide(rz, previous, out=np.zeros_like(rz), where=previous > 0) * p
+    return x, CG_CAP, False
+
+
+def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray,
+                  tolerance: float = CG_TOLERANCE) -> tuple[np.ndarray, str]:
+    """Exact ridge for y ≈ b + Σ table_k[cell_k] (the intercept b not shrunk, each table by
+    ``shrink``): the normal equations by conjugate gradients from ``start`` (a nearby solution:
+    fewer iterations), over the cells some row reads (the others are 0, as ridge sets them).
+    Returns ([b; tables stacked], how the solve went)."""
+    reached = np.flatnonzero(gram.diagonal() > 0)
+    gram = gram[reached][:, reached]
+    penalty = np.where(reached == 0, 0.0, float(shrink))  # column 0 is the intercept
+
+    def matvec(v):
+        return gram @ v + penalty[:, None] * v
+
+    solved, iterations, converged = _conjugate_gradients(matvec, xty[reached], gram.diagonal() + penalty,
+                                                         start[reached], tolerance)
+    scale = np.maximum(np.linalg.norm(xty, axis=0), 1e-300)
+    residual = float(np.max(np.linalg.norm(xty[reached] - matvec(solved), axis=0) / scale))  # recomputed
+    how = (f"relative residual {residual:.0e} after {iterations} iterations" if converged else
+           f"NOT CONVERGED: stopped at the cap of {CG_CAP} iterations with relative residual {residual:.0e}")
+    w = np.zeros_like(xty)
+    w[reached] = solved
+    return w, f"conjugate gradients on the one-hot normal equations, {how}"
+
+
+def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """[b; tables stacked] -> (b, [table_k])."""
+    return w[0], np.split(w[1:], np.cumsum(sizes)[:-1])
 
 
 def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True):
-    """A sum of tables: exact ridge by backfitting (a single table is a shrunk per-cell mean); the
-    shrinkage is chosen on validation, then the tables are refit on train + validation."""
+    """A sum of tables: exact ridge of the one-hot design (sparse normal equations, conjugate
+    gradients); the shrinkage is chosen on validation, then the tables are refit on train +
+    validation (unless ``refit`` is off). Returns (params, shrinkage, how the final solve went)."""
     import jax.numpy as jnp
 
     from .._compile import fixed_inputs, site_rows
@@ -137,17 +199,49 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
 
     cells, y = read(train_idx)
     vcells, vy = read(val_idx)
-    best, best_shrink = np.inf, 1.0
-    for shrink in SHRINKAGES:
-        mean, tables = _backfit(cells, sizes, y, shrink)
+    gram, xty = _normal_equations(cells, sizes, y)
+    w = np.zeros_like(xty)
+    best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
+    for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
+        w, _ = _solve_tables(gram, xty, shrink, w, SELECTION_TOLERANCE)
+        mean, tables = _split_tables(w, sizes)
         sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
-        if sse < best:
-            best, best_shrink = sse, shrink
+        if sse <= best:  # a tie goes to the weaker shrinkage
+            best, best_shrink, best_w = sse, shrink, w
     if refit:
-        cells, y = [np.concatenate([c, v]) for c, v in zip(cells, vcells)], np.concatenate([y, vy])
-    mean, tables = _backfit(cells, sizes, y, best_shrink)
+        vgram, vxty = _normal_equations(vcells, sizes, vy)
+        gram, xty = gram + vgram, xty + vxty
+    w, method = _solve_tables(gram, xty, best_shrink, best_w)
+    mean, tables = _split_tables(w, sizes)
     tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
-    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink
+    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink, method
+
+
+# --- gradient fitting -----------------------------------------------------------------------------
+
+
+def lookup_cells(theory, name: str, keys: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
+    """Each row's joint cell of a lookup's keys ([rows, k] -> [rows]). A key that is not an integer
+    below its size is an error naming the component, or (``outside: row``) reads the last row."""
+    inside = (keys >= 0) & (keys < np.asarray(sizes)) & (keys == np.floor(keys))
+    if not inside.all() and theory.components[name].outside != "row":
+        raise TheoryError([_outside_key(theory, name, k, sizes[k], keys[~inside[:, k], k], len(keys))
+                           for k in np.flatnonzero(~inside.all(axis=0))])
+    cell = np.zeros(len(keys), np.int64)
+    for k, size in enumerate(sizes):
+        cell = cell * size + np.where(inside[:, k], keys[:, k], 0).astype(np.int64)
+    return np.where(inside.all(axis=1), cell, prod(sizes))
+
+
+def _outside_key(theory, name: str, k: int, size: int, bad: np.ndarray, rows: int):
+    """The error for key ``k`` of a lookup, whose values ``bad`` (of ``rows``) are outside its size."""
+    found = np.unique(bad)
+    shown = ", ".join(f"{v:g}" for v in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    hint = " (token[k] reads -1 where k is outside the sequence)" if -1 in found else ""
+    return theory.diagnostic("components", name, (
+        f"lookup '{name}': key '{theory.components[name].of[k]}' must be an integer from 0 to {size - 1} "
+        f"(its size), found {shown} in {len(bad)} of {rows} rows{hint}; give the lookup 'outside: row' "
+        f"for one extra row shared by every key outside its size, or a larger 'size'"), "of", k)
 
 
 KIND = LookupKind()

@@ -435,8 +435,9 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
         if token_inputs and len(shape) == 2 and not upstream:  # one row per position, read off the tokens
             per_token = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]"}
             variables.update(per_token, pos="i")
+            # token[i - 1] and token[i - 2] read -1 before the sequence starts: one shared row for that
             components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_token}},
-                                            "predicts": site}
+                                            "outside": "row", "predicts": site}
             components[f"{site}_pos"] = {"kind": "lookup", "of": "pos", "size": shape[0], "predicts": site}
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             components.update(_token_templates(site, np.asarray(inputs), variables))

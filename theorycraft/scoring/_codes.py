@@ -16,7 +16,8 @@ FLOAT_BITS = 32  # a real number sent as a float32 (a step size, a variance, an 
 
 
 def spec_bits(text: str) -> int:
-    """The theory's text, compressed (zlib, level 9): what it costs to state the theory's form."""
+    """A theory's canonical claim (``Theory.claim()``), compressed (zlib, level 9): what it costs
+    to state the theory's form."""
     return 8 * len(zlib.compress(text.encode("utf-8"), 9))
 
 

@@ -200,5 +200,5 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
                for split in ("validation", "test")}
     sse = {"validation": full, "test": errors(fitted, "test")}
     sse_sent = {split: errors(quantized, split) for split in sse}
-    text = spec_bits(fitted.theory.to_yaml())
+    text = spec_bits(fitted.theory.claim())
     return Size(text, param_bits, latents, best_scale, sse, sse_sent, quantized)
