@@ -65,3 +65,16 @@ def test_infer_of_an_invalid_theory_exits_1(at_root, capsys):
 def test_score_of_a_directory_that_is_no_artifact_exits_1(tmp_path, capsys):
     assert main(["score", str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: not a fitted theory directory")
+
+
+def test_bench_exits_1_when_its_validity_check_fails(tmp_path, capsys, monkeypatch):
+    from theorycraft.benchmarks import coverage
+
+    def broken_bench(out, **_):
+        (tmp_path / "results.md").write_text("### builtin:t\n")
+        return coverage.BenchResult(True, 1.0, "here", (), {}, ("sae is not beaten by ref",))
+
+    monkeypatch.setattr(coverage, "run_bench", broken_bench)
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "validity: sae is not beaten by ref" in captured.out and "validity check failed" in captured.err

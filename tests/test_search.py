@@ -248,3 +248,12 @@ def test_bundled_vocabularies_join_their_start_theories(at_root):
     start = load_theory("examples/search_superposition.yaml")
     vocab = load_vocabulary("examples/vocabularies/superposition_bottleneck.yaml", start)
     assert vocab.sites == ["h", "out"] and len(candidates(vocab, start, state={})) == 10
+
+
+def test_a_trail_of_the_start_alone_is_plotted(tmp_path):
+    from theorycraft.refine._search import Totals
+    from theorycraft.refine._trail import plot_trail
+
+    start = Totals(0.0, 1000.0, 0.0, {"y": 0.0})  # nothing accepted: no theory bits to put on a log axis
+    plot_trail((Step("start", "theory: t", start, start, 0, 0.0),), None, tmp_path / "trail.png")
+    assert (tmp_path / "trail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

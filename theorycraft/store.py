@@ -340,7 +340,7 @@ class ActivationSet:
                 raise StoreError(f"{path}: checksum mismatch (the file is torn or corrupted); {self._fix}")
             self._verified.add(path)
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-        if array.dtype.kind == "V":  # .npy has no bfloat16: it stores raw 2-byte values
+        if np.issubdtype(array.dtype, np.void):  # .npy has no bfloat16: it stores raw 2-byte values
             array = array.view(numpy_dtype(self.manifest["dtype"]))
         return array
 

@@ -161,8 +161,9 @@ def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> No
         grid = np.geomspace(min(s.bits_theory for s in sized), max(s.bits_theory for s in sized) * 4, 100)
         right.plot(grid, scaling["floor"] + scaling["scale"] * grid ** -scaling["exponent"], "k-",
                    label=f"E + A·N^-α: E={scaling['floor']:.3g}, α={scaling['exponent']:.2f}")
-    right.set_xscale("log")
-    right.set_yscale("log")
+    if sized:  # a trail of the start alone has no theory bits to put on a log axis
+        right.set_xscale("log")
+        right.set_yscale("log")
     right.set_xlabel("theory size N (bits)")
     right.set_ylabel("validation loss 1 − coverage")
     right.legend(fontsize=8)

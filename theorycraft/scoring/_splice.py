@@ -33,7 +33,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _loss(task, rows: np.ndarray, refs, clean_rows: np.ndarray) -> float:
-    if task.kind == "logits":
+    if task.output == "logits":
         return float(-_log_softmax(rows)[np.arange(len(rows)), refs].mean())
     target = clean_rows if refs is None else refs.reshape(rows.shape)
     return float(((rows - target) ** 2).mean())
@@ -64,7 +64,7 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
                  # when mean ablation barely moves the loss there is nothing to recover: no ratio
                  "loss_recovered": round((ablated - spliced) / gap, 6) if gap > MIN_GAP * max(clean_loss, 1e-3) else None,
                  "kl": None, "top1_agreement": None, "n": int(len(rows))}
-        if task.kind == "logits":
+        if task.output == "logits":
             p_log, q_log = _log_softmax(clean_rows), _log_softmax(spliced_rows)
             entry["kl"] = round(float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean()), 6)
             entry["top1_agreement"] = round(float((clean_rows.argmax(-1) == spliced_rows.argmax(-1)).mean()), 6)

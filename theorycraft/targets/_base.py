@@ -22,7 +22,7 @@ class Task:
     top-1) and references the true labels [M]; for ``"vector"`` rows are compared by mean squared
     error to references [M, C], or to the clean output where references are None."""
 
-    kind: str  # "logits" | "vector"
+    output: str  # "logits" | "vector": what the target's final output is
     read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
