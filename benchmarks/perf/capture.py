@@ -1,6 +1,6 @@
 """Capture throughput on all-MiniLM-L6-v2 (needs the `minilm` extra).
 
-    python benchmarks/perf/capture.py [--batches 8] [--rounds 3] [--quick]
+    python benchmarks/perf/capture.py [--batches 4] [--rounds 3] [--quick]
 
 Batches of 64 x 128 tokens, the outputs of all six layers. Variants, alternated in rounds in one
 process:
@@ -76,7 +76,7 @@ def capture_variants(model: TorchTarget, windows: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 batches, 2 rounds")
     args = parser.parse_args()

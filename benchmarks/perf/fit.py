@@ -12,8 +12,9 @@ in rounds in one process:
   validation split, refit on train + validation, the scorecard (R² over all examples), the artifact;
 - the same without ``out_dir`` (no artifact), and ``theorycraft.inference.fit(evaluate=False)``
   (the fit alone: the job the peers do); ``load_examples`` alone, for the breakdown;
-- numpy normal equations doing the same job in memory: one ``x.T @ x`` on the same train rows, one
-  eigendecomposition, the same 8 strengths scored on the same validation rows, refit on both;
+- numpy normal equations doing the same job in memory, the engine's algorithm without its
+  batches: X'X and X'Y of the same train and validation rows (one pass), one eigendecomposition,
+  the same 8 strengths scored on the validation rows from those sums, refit on both;
 - scikit-learn ``RidgeCV`` over the same strengths (efficient leave-one-out GCV, its default
   mode), fitted on the same train + validation rows, and the default ``Ridge()`` (alpha = 1, no
   selection) on them.
@@ -77,22 +78,26 @@ def engine_variants(theory, acts, out_dir: Path) -> dict:
 
 
 def numpy_select(xt, yt, xv, yv, alphas) -> tuple[np.ndarray, np.ndarray, float]:
-    """Ridge with the strength chosen on the validation rows, refit on train + validation."""
-    mx, my = xt.mean(0), yt.mean(0)
-    gram, cross = xt.T @ xt, xt.T @ yt
-    cxx, cxy = gram - len(xt) * np.outer(mx, mx), cross - len(xt) * np.outer(mx, my)
+    """Ridge with the strength chosen on the validation rows, refit on train + validation; every
+    product is one pass over the rows (the validation error of each strength from X'X and X'Y)."""
+    nt, nv = len(xt), len(xv)
+    gram, cross, vgram, vcross = xt.T @ xt, xt.T @ yt, xv.T @ xv, xv.T @ yv
+    sxt, syt, sxv, syv = xt.sum(0), yt.sum(0), xv.sum(0), yv.sum(0)
+    mx, my = sxt / nt, syt / nt
+    cxx, cxy = gram - nt * np.outer(mx, mx), cross - nt * np.outer(mx, my)
     scale = np.trace(cxx) / len(cxx)
     evals, evecs = np.linalg.eigh(cxx)
     rotated = evecs.T @ cxy
     errors = []
-    for a in alphas:
+    for a in alphas:  # Σ||y - xW - b||² over the validation rows, up to the constant Σy²
         w = evecs @ (rotated / (evals + a * scale)[:, None])
-        errors.append(float(np.sum((xv @ w + (my - mx @ w) - yv) ** 2)))
+        b = my - mx @ w
+        errors.append(-2 * np.sum(w * vcross) - 2 * b @ syv + np.sum(w * (vgram @ w)) + 2 * (sxv @ w) @ b + nv * b @ b)
     alpha = alphas[int(np.argmin(errors))]
-    n = len(xt) + len(xv)
-    mx, my = (mx * len(xt) + xv.mean(0) * len(xv)) / n, (my * len(xt) + yv.mean(0) * len(xv)) / n
-    cxx = gram + xv.T @ xv - n * np.outer(mx, mx)
-    cxy = cross + xv.T @ yv - n * np.outer(mx, my)
+    n = nt + nv
+    mx, my = (sxt + sxv) / n, (syt + syv) / n
+    cxx = gram + vgram - n * np.outer(mx, mx)
+    cxy = cross + vcross - n * np.outer(mx, my)
     w = np.linalg.solve(cxx + alpha * scale * np.eye(len(cxx)), cxy)
     return w, my - mx @ w, alpha
 

@@ -58,7 +58,7 @@ def activations(seed: int = 0) -> np.ndarray:
     return (codes @ directions + 0.05 * r.normal(size=(n, D_IN))).astype(np.float32)
 
 
-def batches(x: np.ndarray):
+def batches():
     """Example indices of the next batch: the pool's batches in turn."""
     step = 0
     while True:
@@ -88,7 +88,7 @@ components:
     shard, replicate = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
     step = make_step(loss, optimiser)
     state = jax.device_put({"params": params, "opt": optimiser.init(params)}, replicate)
-    order = batches(x)
+    order = batches()
 
     def run():
         batch = jax.device_put(_gather(fixed_train, plan, ["resid"], next(order)), shard)
@@ -108,7 +108,7 @@ def sae_lens_step(x: np.ndarray, speed: bool):
     trainer = SAETrainer(SAETrainerConfig(total_training_samples=10 ** 9, train_batch_size_samples=BATCH, lr=LR,
                                           lr_end=LR),
                          TopKTrainingSAE(cfg), data_provider=iter(()))
-    pool, order = torch.from_numpy(x), batches(x)
+    pool, order = torch.from_numpy(x), batches()
 
     def run():
         trainer.step(pool[next(order)])
@@ -149,7 +149,7 @@ def torch_step(x: np.ndarray, module: type, compiled: bool):
     model = module()
     loss_fn = torch.compile(model) if compiled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=LR)
-    pool, order = torch.from_numpy(x), batches(x)
+    pool, order = torch.from_numpy(x), batches()
 
     def run():
         loss = loss_fn(pool[next(order)])
