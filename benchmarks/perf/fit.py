@@ -1,11 +1,27 @@
-"""Ridge fit throughput: theorycraft's streamed engine vs numpy normal equations vs scikit-learn.
+"""Ridge fit: ``theorycraft.infer`` on a captured ``activations:DIR`` target vs numpy and scikit-learn.
 
-    python benchmarks/perf/fit.py [--n 200000] [--rounds 3]
+    python benchmarks/perf/fit.py [--n 100000] [--rounds 3] [--quick]
 
-N examples, F in {64, 512} features -> D = 384 outputs. The engine reads X and Y from the
-activation store (memory-mapped shards) and accumulates X'X with syrk; numpy and scikit-learn
-get the arrays in memory. Flops counted as 2·N·F·(F+D). Prints, per F, seconds and GFLOP/s of
-each, this machine's float32 GEMM rate, and the median [min, max] of the paired speed ratios.
+N examples of x (F in {64, 512} features) and y (D = 384), brought as ``activations:DIR`` and
+captured into the store once, outside the timings. The theory is one ``linear`` map x -> y, which
+the engine solves as exact ridge with the strength chosen on its validation split. Timed, alternated
+in rounds in one process:
+
+- ``theorycraft.infer(theory, acts, out_dir=...)``: what ``theorycraft infer`` runs: read every
+  shard into RAM (``load_examples``), sufficient statistics in batches, strength selection on the
+  validation split, refit on train + validation, the scorecard (R² over all examples), the artifact;
+- the same without ``out_dir`` (no artifact), and ``theorycraft.inference.fit(evaluate=False)``
+  (the fit alone: the job the peers do); ``load_examples`` alone, for the breakdown;
+- numpy normal equations doing the same job in memory, the engine's algorithm without its
+  batches: X'X and X'Y of the same train and validation rows (one pass), one eigendecomposition,
+  the same 8 strengths scored on the validation rows from those sums, refit on both;
+- scikit-learn ``RidgeCV`` over the same strengths (efficient leave-one-out GCV, its default
+  mode), fitted on the same train + validation rows, and the default ``Ridge()`` (alpha = 1, no
+  selection) on them.
+
+The peers get their rows in memory, already split (prepared outside the timings): the strongest
+version of each. Prints seconds, GFLOP/s (2·N·F·(F+D), the work of one pass) and the median
+[min, max] of the paired speed ratios against the engine's paths.
 """
 
 from __future__ import annotations
@@ -14,85 +30,132 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import Ridge, RidgeCV
 
-from theorycraft.inference import _ridge
-from theorycraft.spec import HookPoint
-from theorycraft.store import capture
-from theorycraft.targets import load_target
+import theorycraft as tc
+from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fit import load_examples, validation_mask
+from theorycraft.inference._ridge import ALPHAS
+from theorycraft.spec import parse_theory
 
 from _rounds import ratio, rounds
 
-D, ALPHA = 384, 1.0
+D = 384
+QUIET = FitConfig(progress=False)
 
 
-def make_store(n: int, f: int, root: Path):
+def make_capture(n: int, f: int, root: Path):
+    """A recorded ``activations:DIR`` (y a noisy linear map of x), captured into the store."""
     r = np.random.default_rng(f)
     recorded = root / f"recorded-{f}"
     recorded.mkdir(parents=True)
     x = r.normal(size=(n, f)).astype(np.float32)
     np.save(recorded / "inputs.npy", np.zeros((n, 1), np.int32))
     np.save(recorded / "x.npy", x)
-    np.save(recorded / "y.npy", (x @ r.normal(size=(f, D)).astype(np.float32) + r.normal(size=(n, D)).astype(np.float32)))
+    np.save(recorded / "y.npy", x @ r.normal(size=(f, D)).astype(np.float32) + r.normal(size=(n, D)).astype(np.float32))
     (recorded / "manifest.json").write_text(json.dumps({"sites": ["x", "y"]}))
-    acts = capture(load_target(f"activations:{recorded}"), [HookPoint.parse("x"), HookPoint.parse("y")],
-                   cache_dir=root / "cache", progress=False, batch_size=8192)
-    acts.verify()  # checksums once, as the first read would; timings below are of the fit
-    return acts
+    theory = parse_theory(f"""
+theory: ridge-{f}
+target: activations:{recorded}
+sites: {{x: x, y: y}}
+components:
+  map: {{kind: linear, from: x, predicts: y}}
+""")
+    acts = tc.capture(theory, cache_dir=root / "cache", progress=False, batch_size=8192)
+    acts.verify()  # checksums once, as the first read would; the timings below are of the fit
+    return theory, acts
 
 
-def engine_fit(acts) -> np.ndarray:
-    stats = _ridge.Stats()
-    for batch in acts.batches(["x", "y"], batch_size=16384, with_inputs=False):
-        stats.add(batch["x"], batch["y"])
-    w, b, _ = _ridge.solve(stats, None, alphas=(ALPHA / (np.trace(stats.centred()[0]) / stats.xtx.shape[0]),))
-    return w
+def engine_variants(theory, acts, out_dir: Path) -> dict:
+    quiet = {"progress": False, "log": lambda s: None}
+    return {"infer + artifact": lambda: tc.infer(theory, acts, out_dir=out_dir, **quiet),
+            "infer": lambda: tc.infer(theory, acts, **quiet),
+            "fit only": lambda: fit(theory, acts, QUIET, evaluate=False),
+            "load_examples": lambda: load_examples(theory, acts)}
 
 
-def numpy_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    mx, my = x.mean(0), y.mean(0)
-    xtx = x.T @ x - len(x) * np.outer(mx, mx)
-    xty = x.T @ y - len(x) * np.outer(mx, my)
-    return np.linalg.solve(xtx + ALPHA * np.eye(len(xtx)), xty)
+def numpy_select(xt, yt, xv, yv, alphas) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge with the strength chosen on the validation rows, refit on train + validation; every
+    product is one pass over the rows (the validation error of each strength from X'X and X'Y)."""
+    nt, nv = len(xt), len(xv)
+    gram, cross, vgram, vcross = xt.T @ xt, xt.T @ yt, xv.T @ xv, xv.T @ yv
+    sxt, syt, sxv, syv = xt.sum(0), yt.sum(0), xv.sum(0), yv.sum(0)
+    mx, my = sxt / nt, syt / nt
+    cxx, cxy = gram - nt * np.outer(mx, mx), cross - nt * np.outer(mx, my)
+    scale = np.trace(cxx) / len(cxx)
+    evals, evecs = np.linalg.eigh(cxx)
+    rotated = evecs.T @ cxy
+    errors = []
+    for a in alphas:  # Σ||y - xW - b||² over the validation rows, up to the constant Σy²
+        w = evecs @ (rotated / (evals + a * scale)[:, None])
+        b = my - mx @ w
+        errors.append(-2 * np.sum(w * vcross) - 2 * b @ syv + np.sum(w * (vgram @ w)) + 2 * (sxv @ w) @ b + nv * b @ b)
+    alpha = alphas[int(np.argmin(errors))]
+    n = nt + nv
+    mx, my = (sxt + sxv) / n, (syt + syv) / n
+    cxx = gram + vgram - n * np.outer(mx, mx)
+    cxy = cross + vcross - n * np.outer(mx, my)
+    w = np.linalg.solve(cxx + alpha * scale * np.eye(len(cxx)), cxy)
+    return w, my - mx @ w, alpha
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
+def peer_variants(theory, acts) -> tuple[dict, Path]:
+    data = load_examples(theory, acts)
+    is_val = validation_mask(acts)
+    train, val = np.flatnonzero(~acts.is_test & ~is_val), np.flatnonzero(is_val)
+    both = np.sort(np.concatenate([train, val]))
+    xt, yt, xv, yv = data["x"][train], data["y"][train], data["x"][val], data["y"][val]
+    xf, yf = data["x"][both], data["y"][both]
+    centred = xf - xf.mean(0)
+    absolute = tuple(a * float(np.einsum("ij,ij->", centred, centred)) / xf.shape[1] for a in ALPHAS)
+    variants = {"numpy normal eq. + selection": lambda: numpy_select(xt, yt, xv, yv, ALPHAS),
+                "sklearn RidgeCV (GCV)": lambda: RidgeCV(alphas=absolute).fit(xf, yf),
+                "sklearn Ridge() default": lambda: Ridge().fit(xf, yf)}
+    return variants, (xt, yt, xv, yv)
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def check_same_answer(theory, acts, split) -> None:
+    fitted = fit(theory, acts, QUIET, evaluate=False)
+    w, b, _ = numpy_select(*split, ALPHAS)
+    np.testing.assert_allclose(np.asarray(fitted.params["map"]["weight"]), w, rtol=1e-2, atol=1e-3)
+
+
+ENGINE = ("infer + artifact", "infer", "fit only")
+PEERS = ("numpy normal eq. + selection", "sklearn RidgeCV (GCV)", "sklearn Ridge() default")
+
+
+def report(f: int, n: int, times: dict) -> None:
+    flops = 2 * n * f * (f + D)
+    print(f"\nN={n} F={f} D={D}  ({flops / 1e9:.1f} GFLOP per pass)\n")
+    print("| variant | s (this run) | GFLOP/s (this run) |\n|---|---:|---:|")
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"| {name} | {m:.3f} | {flops / m / 1e9:.1f} |")
+    print("\nspeed ratio (> 1: theorycraft faster)\n")
+    print("| theorycraft | " + " | ".join(f"÷ {p}" for p in PEERS) + " |\n|---|" + "---:|" * len(PEERS))
+    for name in ENGINE:
+        print(f"| {name} | " + " | ".join(ratio(times, name, p) for p in PEERS) + " |")
+    print(f"\nartifact write: speed of infer + artifact ÷ speed of infer = {ratio(times, 'infer + artifact', 'infer')}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="N = 40,000 and 2 rounds")
     args = parser.parse_args()
-    print(f"float32 GEMM (2048^3): {gemm_gflops():.1f} GFLOP/s")
+    n, n_rounds = (40_000, 2) if args.quick else (args.n, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         for f in (64, 512):
-            acts = make_store(args.n, f, Path(tmp))
-            x, y = acts.site("x"), acts.site("y")  # in memory, in the store's order
-            flops = 2 * args.n * f * (f + D)
-            times = rounds({"engine (streamed)": lambda: engine_fit(acts), "numpy normal eq.": lambda: numpy_fit(x, y),
-                            "sklearn Ridge": lambda: Ridge(alpha=ALPHA).fit(x, y)}, n_rounds=args.rounds)
-            np.testing.assert_allclose(engine_fit(acts), numpy_fit(x, y), rtol=1e-2, atol=1e-3)
-            print(f"\nN={args.n} F={f} D={D}  ({flops / 1e9:.1f} GFLOP)")
-            for name, t in times.items():
-                m = statistics.median(t)
-                print(f"  {name:<18} {m:7.3f} s  {flops / m / 1e9:6.1f} GFLOP/s")
-            print(f"  engine rate / numpy rate: {ratio(times, 'engine (streamed)', 'numpy normal eq.')}")
-            print(f"  engine speed-up over sklearn Ridge: {ratio(times, 'engine (streamed)', 'sklearn Ridge')}")
+            theory, acts = make_capture(n, f, Path(tmp))
+            peers, split = peer_variants(theory, acts)
+            check_same_answer(theory, acts, split)
+            times = rounds(engine_variants(theory, acts, Path(tmp) / f"run-{f}") | peers, n_rounds=n_rounds)
+            report(f, n, times)
+            del peers, split
 
 
 if __name__ == "__main__":
