@@ -10,7 +10,7 @@ in rounds in one process:
 - ``theorycraft.infer(theory, acts, out_dir=...)``: what ``theorycraft infer`` runs: read every
   shard into RAM (``load_examples``), sufficient statistics in batches, strength selection on the
   validation split, refit on train + validation, the scorecard (R² over all examples), the artifact;
-- the same without ``out_dir`` (no artifact), and ``theorycraft.inference.fit(evaluate=False)``
+- the same without ``out_dir`` (no artifact), and ``theorycraft.inference.fit`` (which no longer scores)
   (the fit alone: the job the peers do); ``load_examples`` alone, for the breakdown;
 - numpy normal equations doing the same job in memory, the engine's algorithm without its
   batches: X'X and X'Y of the same train and validation rows (one pass), one eigendecomposition,
@@ -37,7 +37,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 
 import theorycraft as tc
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import load_examples, validation_mask
+from theorycraft.inference._fit import load_examples
 from theorycraft.inference._ridge import ALPHAS
 from theorycraft.spec import parse_theory
 
@@ -73,7 +73,7 @@ def engine_variants(theory, acts, out_dir: Path) -> dict:
     quiet = {"progress": False, "log": lambda s: None}
     return {"infer + artifact": lambda: tc.infer(theory, acts, out_dir=out_dir, **quiet),
             "infer": lambda: tc.infer(theory, acts, **quiet),
-            "fit only": lambda: fit(theory, acts, QUIET, evaluate=False),
+            "fit only": lambda: fit(theory, acts, QUIET),
             "load_examples": lambda: load_examples(theory, acts)}
 
 
@@ -104,8 +104,7 @@ def numpy_select(xt, yt, xv, yv, alphas) -> tuple[np.ndarray, np.ndarray, float]
 
 def peer_variants(theory, acts) -> tuple[dict, Path]:
     data = load_examples(theory, acts)
-    is_val = validation_mask(acts)
-    train, val = np.flatnonzero(~acts.is_test & ~is_val), np.flatnonzero(is_val)
+    train, val = acts.split("train"), acts.split("validation")
     both = np.sort(np.concatenate([train, val]))
     xt, yt, xv, yv = data["x"][train], data["y"][train], data["x"][val], data["y"][val]
     xf, yf = data["x"][both], data["y"][both]
@@ -118,7 +117,7 @@ def peer_variants(theory, acts) -> tuple[dict, Path]:
 
 
 def check_same_answer(theory, acts, split) -> None:
-    fitted = fit(theory, acts, QUIET, evaluate=False)
+    fitted = fit(theory, acts, QUIET)
     w, b, _ = numpy_select(*split, ALPHAS)
     np.testing.assert_allclose(np.asarray(fitted.params["map"]["weight"]), w, rtol=1e-2, atol=1e-3)
 
