@@ -130,8 +130,9 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     target = target_of(references[0])
     hooks = sorted({site.hook for theory in references for site in theory.sites.values()}, key=str)
     acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=False)
+    # the benchmark is a judge: it picks the best rival on validation, so its fits never see it
     config = FitConfig(max_steps=suite.steps_quick if quick else suite.steps, batch_size=suite.batch_size,
-                       progress=False)
+                       progress=False, refit_on_validation=False)
     rows = []
     for reference in references:
         start = time.time()
