@@ -33,6 +33,7 @@ def _whole_output(output: np.ndarray, inputs: np.ndarray):
 OUTPUT_ONLY = Task("vector", _whole_output)  # any model: how far the output moves from the clean one
 
 Replacement = Callable[[torch.Tensor], torch.Tensor]
+INPUT_DTYPES = {"tokens": torch.long, "vectors": torch.float32}  # a target's input kind -> its tensor type
 
 
 class Target:
@@ -109,7 +110,7 @@ class TorchTarget(Target):
 
     def to_torch(self, inputs: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.array(inputs))  # a copy: inputs may be a read-only memory map
-        return tensor.long() if self.input_kind == "tokens" else tensor.float()
+        return tensor.to(INPUT_DTYPES[self.input_kind])
 
     def hooks(self) -> dict[str, tuple[int, ...]]:
         if self._hooks is None:

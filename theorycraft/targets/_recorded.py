@@ -35,8 +35,9 @@ class RecordedTarget(Target):
             raise TargetError(f"{manifest_path}: expected a manifest.json with a 'sites' list ({exc})") from None
         self.name = f"activations:{directory}"
         self.inputs = self._load(directory / "inputs.npy")
-        self.input_kind = "tokens" if np.issubdtype(self.inputs.dtype, np.integer) else "vectors"
-        self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if self.input_kind == "tokens" else None)
+        tokens = np.issubdtype(self.inputs.dtype, np.integer)
+        self.input_kind = "tokens" if tokens else "vectors"
+        self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if tokens else None)
         self.arrays = {}
         for site in sites:
             array = self._load(directory / f"{str(site).replace(':', '@')}.npy")
