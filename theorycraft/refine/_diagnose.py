@@ -7,6 +7,7 @@ import numpy as np
 
 from theorycraft.inference._compile import fixed_inputs, site_rows
 from theorycraft.inference._fit import load_examples
+from theorycraft.scoring import r2, spreads, squared_errors
 from theorycraft.inference.kinds import kind_of
 
 from ._proxy import feature_columns
@@ -62,6 +63,7 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
     test = np.flatnonzero(acts.is_test)[:limit]
     batch = {k: v[test] for k, v in data.items()}
     preds = fitted.predict(batch["inputs"], {s: batch[s] for s in fitted.theory.sites})
+    sse, sst = squared_errors(fitted, data, test), spreads(fitted, data, test)  # the scorer's figures
     report = {}
     for site in fitted.sites:
         shape = fitted.plan.site_shapes[site]
@@ -82,8 +84,7 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
         per_example = (residual ** 2).reshape(len(test), -1).sum(1)
         order = np.argsort(-per_example)[:worst]
         inputs = np.asarray(batch["inputs"])
-        report[site] = {"residual_share_of_variance": round(float((residual ** 2).sum() /
-                                                                  max(((y - fitted.means[site]) ** 2).sum(), 1e-30)), 4),
+        report[site] = {"residual_share_of_variance": round(1 - r2(sse[site], sst[site]), 4),
                         "directions": components,
                         "worst": [{"example": int(test[k]), "squared_error": round(float(per_example[k]), 4),
                                    "input": inputs[k].round(4).tolist()} for k in order]}

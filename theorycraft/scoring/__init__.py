@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._card import MDLScore, Scorecard, SiteScore, SizeScore, SpliceScore
 from ._codes import entropy_bits, gaussian_bits, spec_bits, subset_bits
-from ._fidelity import PRECISION, Examples, coverage, examples_of, r2, squared_errors
+from ._fidelity import PRECISION, Examples, coverage, examples_of, r2, spreads, squared_errors
 from ._mdl import block_edges, mdl, prequential, residual_bits, total_bits
 from ._score import fidelity, score
 from ._size import R2_TOLERANCE, Size, measure
@@ -20,5 +20,5 @@ from ._splice import splice_scores
 
 __all__ = ["MDLScore", "PRECISION", "R2_TOLERANCE", "Examples", "Scorecard", "SiteScore", "Size", "SizeScore",
            "SpliceScore", "block_edges", "coverage", "entropy_bits", "examples_of", "fidelity", "gaussian_bits", "mdl",
-           "measure", "prequential", "r2", "residual_bits", "score", "spec_bits", "splice_scores", "squared_errors",
+           "measure", "prequential", "r2", "residual_bits", "score", "spec_bits", "splice_scores", "spreads", "squared_errors",
            "subset_bits", "total_bits"]
