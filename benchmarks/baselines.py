@@ -18,7 +18,6 @@ mean and the random rules.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from math import prod
 from typing import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
+from theorycraft.inference.kinds import kind_of
 from theorycraft.spec import Theory, parse_theory
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
@@ -128,23 +128,14 @@ def saes(reference: Theory, ctx: Context, configs: Sequence[tuple[int, int]]) ->
     return out
 
 
-def _random_rule(rule: str, rng: np.random.Generator) -> str:
-    """The same rule with each offset constant drawn anew (``j == i - 1`` -> ``j == i - 4``)."""
-    return re.sub(r"(?<=[-+] )\d+", lambda m: str(int(rng.integers(2, 7))), rule)
-
-
 def random_same_size(reference: Theory, ctx: Context, seed: int = 0) -> list[Baseline]:
     rng = np.random.default_rng(seed)
     data = reference.to_dict()
     changed = False
-    for c in data.get("components", {}).values():
-        if c["kind"] == "fourier":
-            pool = [f for f in range(1, c["modulus"] // 2 + 1) if f not in c["frequencies"]]
-            c["frequencies"] = sorted(int(f) for f in rng.choice(pool, len(c["frequencies"]), replace=False))
-            changed = True
-        elif c["kind"] == "attention" and re.search(r"[-+] \d+", c["rule"]):
-            c["rule"] = _random_rule(c["rule"], rng)
-            changed = True
+    for name, c in data.get("components", {}).items():
+        drawn = kind_of(reference.components[name]).randomised(c, rng)
+        if drawn is not None:
+            data["components"][name], changed = drawn, True
     if not changed:
         return [Baseline("shuffled", "random", reference, shuffle=True)]
     theory = _theory(reference, "random", "the reference's structure with its features drawn at random",

@@ -177,10 +177,19 @@ def test_split_is_fixed_and_about_a_fifth():
     assert np.array_equal(split_is_test(500, "data-1"), a[:500])  # a prefix keeps its assignment
 
 
+def test_three_splits_partition_the_examples():
+    from theorycraft.store import split_is_validation
+
+    test, validation = split_is_test(10_000, "data-1"), split_is_validation(10_000, "data-1")
+    assert not (test & validation).any() and 0.14 < validation.mean() < 0.18  # a fifth of the non-test
+    assert np.array_equal(split_is_validation(500, "data-1"), validation[:500])
+
+
 def test_batches_stream_the_split(tmp_path):
     acts = capture(Counting(), HOOKS, n=100, cache_dir=tmp_path, batch_size=16, shard_rows=32, progress=False)
-    seen = np.concatenate([b["index"] for b in acts.batches(["out"], 7, split="test")])
-    assert np.array_equal(np.sort(seen), np.flatnonzero(acts.is_test))
+    for split in ("train", "validation", "test"):
+        seen = np.concatenate([b["index"] for b in acts.batches(["out"], 7, split=split)])
+        assert np.array_equal(np.sort(seen), acts.split(split))
     batch = next(acts.batches(["out"], 7))
     np.testing.assert_array_equal(batch["out"], acts.site("out")[batch["index"]])
 

@@ -311,14 +311,17 @@ class ActivationSet:
         self.is_test = split_is_test(self.n, identity)
         self.is_validation = split_is_validation(self.n, identity)
 
-    def split(self, name: str) -> np.ndarray:
-        """Indices of the 'train' (fitted), 'validation' (every choice) or 'test' (reported)
-        examples, in store order."""
+    def split_mask(self, name: str) -> np.ndarray:
+        """Which examples are 'train' (fitted), 'validation' (every choice) or 'test' (reported)."""
         masks = {"train": ~self.is_test & ~self.is_validation, "validation": self.is_validation,
                  "test": self.is_test}
         if name not in masks:
             raise ValueError(f"expected a split 'train', 'validation' or 'test', found {name!r}")
-        return np.flatnonzero(masks[name])
+        return masks[name]
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of one split's examples, in store order."""
+        return np.flatnonzero(self.split_mask(name))
 
     @property
     def _fix(self) -> str:
@@ -369,7 +372,7 @@ class ActivationSet:
     def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None,
                 with_inputs: bool = True) -> Iterator[dict]:
         """Stream ``{"index", "inputs", SITE...}`` minibatches in store order, shard by shard,
-        never holding more than one shard's rows in memory; ``split`` is 'train', 'test' or None.
+        never holding more than one shard's rows in memory; ``split`` is 'train', 'validation', 'test' or None.
         Without a split, float32 batches are views of the memory-mapped shards (no copy)."""
         inputs = self.inputs() if with_inputs else None
         for shard in self.manifest["shards"]:
@@ -384,7 +387,7 @@ class ActivationSet:
                     batch.update({s: np.asarray(a[b - start:e - start], np.float32) for s, a in arrays.items()})
                     yield batch
                 continue
-            index = np.arange(start, stop)[self.is_test[start:stop] == (split == "test")]
+            index = np.arange(start, stop)[self.split_mask(split)[start:stop]]
             for b in range(0, len(index), batch_size):
                 rows = index[b:b + batch_size]
                 batch = {"index": rows}

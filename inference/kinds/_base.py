@@ -41,7 +41,7 @@ class Kind:
     fixed: ClassVar[bool] = False  # no parameters: features computed once per batch, never per step
     reads_field: ClassVar[Optional[str]] = "from"  # the key that names what it reads (for messages)
     may_read_its_site: ClassVar[bool] = False  # an autoencoder may predict the site it reads
-    pattern: ClassVar[bool] = False  # predicts a head of an attention-pattern site [head, query, key]
+    pattern: ClassVar[bool] = False  # predicts one head (schema key `head`) of a pattern site [head, query, key]
     latents: ClassVar[bool] = False  # sends per-example codes (priced by ``codes``)
     merges: ClassVar[Optional[str]] = None  # search: a candidate adds one item to this list key
     takes_head: ClassVar[bool] = False  # search: a candidate replaces what predicts its head
@@ -126,6 +126,13 @@ class Kind:
     def codes(self, params, spec, inputs):
         """Per-example codes [rows, latents], mostly zero (kinds with ``latents``)."""
         raise NotImplementedError(f"{type(self).__name__} sends no per-example codes")
+
+    # --- baselines ------------------------------------------------------------------------------
+
+    def randomised(self, data: dict, rng) -> Optional[dict]:
+        """The component ``data`` (plain data) with its fixed choices drawn at random, same size
+        (the benchmark's "random" baseline); None where the kind has none to draw."""
+        return None
 
     # --- search ---------------------------------------------------------------------------------
 

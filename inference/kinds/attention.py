@@ -5,6 +5,7 @@ the log of its head's mean pattern, so the rule only has to explain what positio
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Optional
 
 import numpy as np
@@ -99,6 +100,16 @@ class AttentionKind(Kind):
         y = pred + r.reshape(-1, *shape)
         rule = np.broadcast_to(fixed["candidate_features/expr"], (ctx.examples, *shape[1:]))  # or [T, T]
         return attention_gain(rule[:len(pred)], data.get("head") or 0, y, pred, data.get("causal", True)), 0
+
+    def randomised(self, data, rng):
+        """The same rule with its offset constants drawn anew; None for a rule with none."""
+        rule = str(data["rule"])
+        return {**data, "rule": _random_offsets(rule, rng)} if re.search(r"[-+] \d+", rule) else None
+
+
+def _random_offsets(rule: str, rng) -> str:
+    """The same rule with each offset constant drawn anew (``j == i - 1`` -> ``j == i - 4``)."""
+    return re.sub(r"(?<=[-+] )\d+", lambda m: str(int(rng.integers(2, 7))), rule)
 
 
 def attention_gain(rule: np.ndarray, head: int, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:

@@ -39,5 +39,10 @@ class FourierKind(Kind):
         angle = 2 * jnp.pi * x[:, :, None] * freqs[None, None, :] / spec.modulus  # [rows, of, freqs]
         return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1).reshape(x.shape[0], -1)
 
+    def randomised(self, data, rng):
+        """As many frequencies, drawn from those the component does not use."""
+        pool = [f for f in range(1, data["modulus"] // 2 + 1) if f not in data["frequencies"]]
+        return {**data, "frequencies": sorted(int(f) for f in rng.choice(pool, len(data["frequencies"]), replace=False))}
+
 
 KIND = FourierKind()

@@ -1,5 +1,6 @@
-"""Where a fitted theory fails: per site, the top principal directions of its test residual,
-the variables and fixed features most correlated with each, and the worst test examples."""
+"""Where a fitted theory fails: per site, the top principal directions of its residual, the
+variables and fixed features most correlated with each, and the worst examples. On validation
+examples: what it points at steers the next theory, a choice, so it never reads test."""
 
 from __future__ import annotations
 
@@ -57,13 +58,13 @@ def _candidates(fitted, batch: dict, site: str, vocab=None) -> dict[str, np.ndar
 
 
 def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, vocabulary=None) -> dict:
-    """A report per coded (non-pattern) site, on up to ``limit`` test examples; ``vocabulary``
+    """A report per coded (non-pattern) site, on up to ``limit`` validation examples; ``vocabulary``
     (a search vocabulary) adds its candidate features to what residual directions are compared with."""
     data = load_examples(fitted.theory, acts)
-    test = np.flatnonzero(acts.is_test)[:limit]
-    batch = {k: v[test] for k, v in data.items()}
+    rows = acts.split("validation")[:limit]
+    batch = {k: v[rows] for k, v in data.items()}
     preds = fitted.predict(batch["inputs"], {s: batch[s] for s in fitted.theory.sites})
-    sse, sst = squared_errors(fitted, data, test), spreads(fitted, data, test)  # the scorer's figures
+    sse, sst = squared_errors(fitted, data, rows), spreads(fitted, data, rows)  # the scorer's figures
     report = {}
     for site in fitted.sites:
         shape = fitted.plan.site_shapes[site]
@@ -81,12 +82,12 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
             components.append({"variance_share": round(float(share[k]), 4),
                                "direction": [round(float(v), 4) for v in directions[k]],
                                "correlated": _correlations(scores, candidates, top)})
-        per_example = (residual ** 2).reshape(len(test), -1).sum(1)
+        per_example = (residual ** 2).reshape(len(rows), -1).sum(1)
         order = np.argsort(-per_example)[:worst]
         inputs = np.asarray(batch["inputs"])
         report[site] = {"residual_share_of_variance": round(1 - r2(sse[site], sst[site]), 4),
                         "directions": components,
-                        "worst": [{"example": int(test[k]), "squared_error": round(float(per_example[k]), 4),
+                        "worst": [{"example": int(rows[k]), "squared_error": round(float(per_example[k]), 4),
                                    "input": inputs[k].round(4).tolist()} for k in order]}
     return report
 
@@ -94,11 +95,11 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
 def render(report: dict) -> str:
     lines = []
     for site, r in report.items():
-        lines.append(f"site {site}: residual = {r['residual_share_of_variance']:.1%} of the variance (test)")
+        lines.append(f"site {site}: residual = {r['residual_share_of_variance']:.1%} of the variance (validation)")
         for k, d in enumerate(r["directions"]):
             near = ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"]) or "nothing"
             lines.append(f"  direction {k + 1}: {d['variance_share']:.1%} of the residual; correlated with {near}")
-        lines.append("  worst test examples:")
+        lines.append("  worst validation examples:")
         for w in r["worst"]:
             lines.append(f"    #{w['example']}: squared error {w['squared_error']:.4g}, input {w['input']}")
     return "\n".join(lines)

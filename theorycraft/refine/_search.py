@@ -143,7 +143,7 @@ class Step:
     """One accepted step of a search, with its code on validation (what chose it) and on test."""
 
     action: str
-    theory: str  # the YAML
+    theory: str  # the YAML, over the judge's sites: what was fitted and judged
     selection: Totals
     report: Totals
     params: int
@@ -214,7 +214,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     state: dict[str, str] = {}  # component -> the template it came from
 
     def record(action: str, a: Assessment) -> None:
-        trail.append(Step(action, a.theory.to_yaml(), a.selection, a.report, a.params, time.time() - began))
+        trail.append(Step(action, judge.judged(a.theory).to_yaml(), a.selection, a.report, a.params,
+                          time.time() - began))
         v = a.selection
         log(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
             f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f}; test coverage {a.report.coverage:.4f}; "

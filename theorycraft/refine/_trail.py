@@ -32,7 +32,9 @@ SEARCH_FORMAT = 2  # 2: every step's code on validation (selection) and test (re
 class SearchResult:
     """A finished search, as written to ``trail.json``: every accepted step, why it stopped, the
     scaling curve, the found theory's scorecard (refitted on train + validation, as ``infer``
-    fits it) and, with ``--compare``, a reference theory judged the same way."""
+    fits it) and, with ``--compare``, a reference theory judged the same way. The JSON rounds
+    bits to whole numbers and coverage to 6 decimals, so a reloaded result equals the written
+    one only to that precision."""
 
     start: str
     stopped: str
@@ -122,9 +124,10 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     comments = [f"# found by theorycraft search from {start_path} in {len(result.trail) - 1} steps ({result.stopped})"]
     comments += [f"# {h['site']} head {h['head']} is left to its mean pattern; of the vocabulary's rules it is "
                  f"closest to {h['rule_name']} ({h['rule']}), cosine {h['cosine']:.2f}" for h in heads]
-    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + result.best.theory.to_yaml())
+    found = judge.judged(result.best.theory)  # over the sites the trail's figures cover
+    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + found.to_yaml())
     (out / "vocabulary.yaml").write_text(result.vocabulary.text)
-    fitted = fit(result.best.theory, judge.acts, config, data=judge.data)  # as infer fits it
+    fitted = fit(found, judge.acts, config, data=judge.data)  # as infer fits it
     card = score(fitted, judge.acts, data=judge.data)
     fitted.save(out / "fitted")
     card.save(out / "fitted")

@@ -190,7 +190,9 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
         model, bits = trials[scale] = sent(scale)
         return coverage(errors(model, "validation"), examples.sst["validation"]) >= floor
 
-    best_scale = coarsest_scale(within)
+    # no validation spread to keep (an empty or constant split): nothing to choose a step on
+    choosable = sum(examples.sst["validation"].values()) > 0
+    best_scale = coarsest_scale(within) if choosable else None
     if best_scale is None:  # even the finest grid costs too much: float32
         quantized, param_bits = fitted, _float_bits({"params": split_tables(fitted), "means": means})
     else:
