@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -19,15 +20,7 @@ from ._compile import Plan, fixed_inputs, make_plan, predict_site
 
 
 def count_params(params) -> int:
-    return int(sum(np.size(v) for comp in params.values() for v in _leaves(comp)))
-
-
-def _leaves(tree):
-    if isinstance(tree, Mapping):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
 
 
 def _flatten(params, prefix="") -> dict[str, np.ndarray]:
