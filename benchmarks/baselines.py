@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from theorycraft.inference.kinds import kind_of
-from theorycraft.spec import Theory, parse_theory
+from theorycraft.spec import Theory, declare_inputs, parse_theory
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
 
@@ -57,7 +57,7 @@ def _theory(reference: Theory, name: str, description: str, components: dict, va
         data["variables"] = variables
     if components:
         data["components"] = components
-    return parse_theory(yaml.safe_dump(data, sort_keys=False), path=f"<baseline {name} of {reference.name}>")
+    return parse_theory(yaml.safe_dump(declare_inputs(data), sort_keys=False), path=f"<baseline {name} of {reference.name}>")
 
 
 def _is_pattern(ctx: Context, site: str) -> bool:
@@ -104,7 +104,7 @@ def probe(reference: Theory, ctx: Context) -> list[Baseline]:
                     components[f"t{k}_{s}"] = {"kind": "lookup", "of": f"t{k}", "size": vocab, "predicts": s}
         coded = sites
     else:  # vector inputs: a linear map of the sites the reference reads but does not predict
-        inputs = [s for s in reference.sites if not reference.predictors(s)]
+        inputs = list(reference.inputs)
         coded = [s for s in sites if s not in inputs]
         if not inputs or not coded:
             return []

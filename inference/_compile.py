@@ -70,11 +70,18 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
     for name, c in theory.components.items():  # dependency order
         kind = kind_of(c)
         widths[name] = kind.plan_width(name, c, ctx)
-        if kind.fixed and all(r in fixed or r in theory.variables for r in c.reads()):
+        # fixed: no parameters upstream (a site it reads is data: recorded, or predicted before it)
+        if kind.fixed and all(r in fixed or r in theory.variables or r in theory.sites for r in c.reads()):
             fixed.add(name)
         if c.predicts and not kind.pattern and len(site_shapes[c.predicts]) == 3:
             ctx.problem(name, f"site '{c.predicts}' is an attention pattern; expected an attention component "
                               f"to predict it", "predicts")
+    for site, shape in site_shapes.items():
+        for name in sorted(theory.upstream(site)):
+            if kind_of(theory.components[name]).per_position and len(shape) != 2:
+                ctx.problem(name, f"'{name}' reads values at every position of a sequence, so it can feed only "
+                                  f"sites over every position ([T, D]); site '{site}' has per-example shape "
+                                  f"{list(shape)}", key=True)
     if ctx.problems:
         raise TheoryError(ctx.problems)
     return Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes)
@@ -108,8 +115,10 @@ class ExpressionContext:
         return _at_rows(values, self.site_shape, self.position)
 
     def pairs(self, expr) -> np.ndarray:
-        """An expression over (query i, key j) pairs: [N, T, T]."""
-        return np.asarray(evaluate(expr, pair_env(self.tokens, self.variables, np)), np.float32)
+        """An expression over (query i, key j) pairs in the site's rows: [N, T, T] for a site with
+        a row per example (a pattern site), [N * T, T] (each query's keys) for one over positions."""
+        values = np.asarray(evaluate(expr, pair_env(self.tokens, self.variables, np)), np.float32)
+        return values.reshape(-1, values.shape[-1]) if len(self.site_shape) == 2 else values
 
 
 def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict[str, np.ndarray]:
@@ -124,16 +133,20 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     variables = evaluate_variables(theory.variables, tokens, np) if token_inputs and theory.variables else {}
     for name, values in variables.items():
         out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.position)[:, None]
+    upstream = theory.upstream(site)  # only what this site's prediction depends on, in its rows
+    read = {r for name in upstream for r in theory.components[name].reads()}
     for name in theory.sites:
-        if name in batch:  # a recorded site read by a mechanism (or by an autoencoder of itself)
+        if name in batch and name in read:  # a recorded site read by a mechanism (or by an autoencoder of itself)
             out[name] = site_rows(plan, name, batch[name])
     expressions = ExpressionContext(plan, tokens, variables, shape, spec.position)
     for name, c in theory.components.items():
+        if name not in upstream:
+            continue
         exprs = [e for _, e in c.expressions()]
         if exprs:
             out[f"{name}/expr"] = kind_of(c).expression_inputs(name, c, expressions)
         if name in plan.fixed:
-            inputs = [out[f"{name}/expr"]] if exprs else [out[r] for r in c.reads()]
+            inputs = ([out[f"{name}/expr"]] if exprs else []) + [out[r] for r in c.reads()]
             out[name] = np.asarray(kind_of(c).apply({}, c, [jnp.asarray(x) for x in inputs]))
     return out
 
@@ -154,10 +167,9 @@ def component_output(plan: Plan, params, name: str, fixed: Mapping[str, jax.Arra
     if name in memo:
         return memo[name]
     c = plan.theory.components[name]
-    if c.expressions():  # its expressions' values, computed once per batch (fixed_inputs)
-        inputs = [fixed[f"{name}/expr"]]
-    else:
-        inputs = [component_output(plan, params, r, fixed, memo) for r in c.reads()]
+    # its expressions' values (computed once per batch by fixed_inputs), then what it reads
+    inputs = [fixed[f"{name}/expr"]] if c.expressions() else []
+    inputs += [component_output(plan, params, r, fixed, memo) for r in c.reads()]
     memo[name] = kind_of(c).apply(params.get(name, {}), c, inputs)
     return memo[name]
 

@@ -76,19 +76,39 @@ class FittedTheory:
         return FittedTheory(theory, make_plan(theory, shapes, self.vocab_size), {},
                             {s: self.means[s] for s in sites}, self.vocab_size, self.fit_info)
 
-    def predict(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def predict(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray] | None = None, *,
+                free: bool = False) -> dict[str, np.ndarray]:
         """Predictions for every site it answers for (sites it does not predict: their training
-        mean), shaped as the site is per example. ``sites`` supplies recorded sites that
-        mechanisms read."""
-        batch = {"inputs": np.asarray(inputs), **(sites or {})}
-        n = len(batch["inputs"])
-        out = {}
-        for site in self.sites:
-            fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}
-            rows = n * (self.plan.site_shapes[site][0] if len(self.plan.site_shapes[site]) == 2 else 1)
-            pred = predict_site(self.plan, self.params, site, fixed, jnp.asarray(self.means[site]), rows)
-            out[site] = np.asarray(pred).reshape(n, *self.plan.site_shapes[site])
-        return out
+        mean), shaped as the site is per example. ``sites`` supplies recorded sites.
+
+        Teacher-forced (default): a component that reads a site reads the recorded one. Free
+        (``free=True``): it reads the theory's own prediction of that site, computed first from
+        the input alone; only the declared ``inputs`` (and an autoencoder's own site, whose
+        codes are paid for) are read from ``sites``."""
+        sites = dict(sites or {})
+        needed = self.theory.inputs if free else sorted(set().union(*(self.theory.site_reads(s) for s in self.sites)))
+        missing = [s for s in needed if s not in sites]
+        if missing:
+            why = "its inputs" if free else "read teacher-forced; predict(..., free=True) reads only its inputs"
+            raise FitError(f"theory '{self.theory.name}' needs the recorded site(s) {', '.join(missing)} ({why}): "
+                           f"pass them as predict(inputs, sites={{...}})")
+        n = len(inputs)
+        if not free:
+            batch = {"inputs": np.asarray(inputs), **sites}
+            return {site: self._predict_site(batch, site, n) for site in self.sites}
+        # free: sites in dependency order, each prediction handed on as the data later sites read
+        batch = {"inputs": np.asarray(inputs), **{s: sites[s] for s in self.theory.inputs}}
+        for site in self.theory.site_order()[0]:
+            own = {site: sites[site]} if site in sites else {}  # an autoencoder reads its own site
+            batch[site] = self._predict_site({**batch, **own}, site, n)
+        return {s: batch[s] for s in self.sites}
+
+    def _predict_site(self, batch: Mapping[str, np.ndarray], site: str, n: int) -> np.ndarray:
+        fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}
+        shape = self.plan.site_shapes[site]
+        rows = n * (shape[0] if len(shape) == 2 else 1)
+        pred = predict_site(self.plan, self.params, site, fixed, jnp.asarray(self.means[site]), rows)
+        return np.asarray(pred).reshape(n, *shape)
 
     # --- the artifact directory -------------------------------------------------------------
 

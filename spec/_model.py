@@ -175,6 +175,11 @@ class ComponentSpec(_Frozen):
         """Names of components, sites or variables whose *features* this component takes."""
         return getattr(self, "from_", ())
 
+    def read_paths(self) -> Optional[tuple[tuple, ...]]:
+        """The key path of each name in ``reads()``, where they come from several keys (None:
+        all from the kind's ``reads_field``)."""
+        return None
+
     def expressions(self) -> tuple[tuple[tuple, Expr], ...]:
         """(key path inside the component, expression) for every expression it holds."""
         return ()
@@ -193,10 +198,12 @@ class Fragment(_Frozen):
 
 
 class TheoryFile(Fragment):
-    """A theory: a name, a target, and the parts (its own and included)."""
+    """A theory: a name, a target, the recorded sites it is given (``inputs``), and the parts
+    (its own and included)."""
 
     theory: TheoryName
     target: Target
+    inputs: _list_of(Name, min_length=0) = ()
 
 
 TOP_LEVEL_KEYS = tuple(TheoryFile.model_fields)

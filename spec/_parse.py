@@ -24,7 +24,7 @@ SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression
             "components": None}  # components: validated by their kind's schema (validate_component)
 SECTION_NOUN = {"sites": "site", "variables": "variable", "components": "component"}
 _SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "description": TypeAdapter(Doc),
-            "include": TypeAdapter(_list_of(StrictStr, min_length=0))}
+            "include": TypeAdapter(_list_of(StrictStr, min_length=0)), "inputs": TypeAdapter(_list_of(Name, min_length=0))}
 _NAME = TypeAdapter(Name)
 RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS)
 _PLAIN = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
@@ -103,7 +103,7 @@ class _Reader:
         for key, value in data.items():
             if key in RESERVED_KEYS:
                 self.error(source, (key,), RESERVED_KEYS[key], key=True)
-            elif key in ("theory", "target") and not root:
+            elif key in ("theory", "target", "inputs") and not root:
                 self.error(source, (key,), f"an included file holds shared parts only "
                                            f"({', '.join(allowed)}), found '{key}'", key=True)
             elif key not in allowed:
@@ -269,10 +269,11 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
         for subpath, expr in comp.expressions():
             check_expr(part, subpath, expr, frozenset(kind.expression_names()))
         field = kind.reads_field or "from"
-        for k, ref in enumerate(comp.reads()):
+        paths = comp.read_paths() or tuple((field, k) for k in range(len(comp.reads())))
+        for path, ref in zip(paths, comp.reads()):
             readers.setdefault(ref, []).append(name)
             if ref not in parts:
-                error(part, (field, k), f"undefined name '{ref}': expected a component, site or variable"
+                error(part, path, f"undefined name '{ref}': expected a component, site or variable"
                                         f"{did_you_mean(ref, parts)}")
         several = len(comp.predicted()) > 1
         for k, site in enumerate(comp.predicted()):
@@ -303,6 +304,44 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
     for name, part in components.items():
         if part.value.predicts is None and name not in readers:
             error(part, (), f"component '{name}' predicts no site and no component reads it", severity="warning")
+
+
+def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: SourceMap,
+                  diagnostics: list[Diagnostic]) -> None:
+    """Every recorded site a theory reads is either predicted by it or declared in ``inputs:``
+    (given to it, and paid for in bits), so that it can run free from the input alone; the
+    sites it predicts form no cycle."""
+    sites = {n for n, p in parts.items() if p.section == "sites"}
+    components = {n: p for n, p in parts.items() if p.section == "components"}
+    predicted = {s for p in components.values() for s in p.value.predicted()}
+    for k, name in enumerate(inputs):
+        if name not in sites:
+            diagnostics.append(root.diagnostic(("inputs", k), f"undefined site '{name}'{did_you_mean(name, sites)}; "
+                                                              f"inputs name recorded sites the theory is given"))
+        elif name in predicted:
+            diagnostics.append(root.diagnostic(("inputs", k), f"site '{name}' is predicted by the theory, so it is not "
+                                                              f"an input; remove it from 'inputs'"))
+    for name, part in components.items():
+        comp = part.value
+        kind = _kinds().kind_of(comp)
+        paths = comp.read_paths() or tuple((kind.reads_field or "from", k) for k in range(len(comp.reads())))
+        for path, ref in zip(paths, comp.reads()):
+            if ref in sites and ref not in predicted and ref not in inputs:
+                diagnostics.append(part.origin.source.diagnostic(part.origin.path + path, (
+                    f"'{name}' reads site '{ref}', which no component predicts; declare it as an input "
+                    f"(inputs: [{ref}]: its recorded values are given to the theory and paid for in bits) "
+                    f"or predict it")))
+    if any(d.severity == "error" for d in diagnostics):
+        return
+    theory = Theory(name="t", target=None, sites={n: parts[n].value for n in sites}, variables={},
+                    components={n: p.value for n, p in components.items()}, inputs=inputs)
+    _, loop = theory.site_order()
+    if loop:
+        first = next(n for n in components if loop[0] in components[n].value.predicted())
+        part = components[first]
+        diagnostics.append(part.origin.source.diagnostic(part.origin.path, (
+            f"cycle through sites: {' -> '.join(loop)} (each is predicted from the next); a theory must be "
+            f"able to run from the input alone, so its sites cannot feed each other in a loop"), key=True))
 
 
 def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
@@ -368,6 +407,8 @@ def check_theory(path: str, text: Optional[str] = None, *,
             continue
         parts[part.name] = part
     _check_references(parts, reader.diagnostics)
+    if reader.root_source is not None and not any(d.severity == "error" for d in reader.diagnostics):
+        _check_inputs(parts, tuple(reader.top.get("inputs") or ()), reader.root_source, reader.diagnostics)
     diagnostics = tuple(sorted(set(reader.diagnostics)))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
@@ -379,9 +420,25 @@ def check_theory(path: str, text: Optional[str] = None, *,
         sites={n: p.value for n, p in groups["sites"].items()},
         variables={n: groups["variables"][n].value for n in variable_order},
         components={n: groups["components"][n].value for n in component_order},
+        inputs=tuple(reader.top.get("inputs") or ()),
         origins={(p.section, n): p.origin for n, p in parts.items()},
     )
     return theory, diagnostics
+
+
+def declare_inputs(data: dict) -> dict:
+    """Theory data (plain, as YAML holds it) with ``inputs:`` naming every site a component reads
+    that none predicts: for theories built by program (baselines, search candidates), which are
+    given those sites and pay for them. Components that do not validate are left to the parser."""
+    predicted, read = set(), []
+    for raw in (data.get("components") or {}).values():
+        component, problems = validate_component(raw, SourceMap("<data>"), ("components",))
+        if component is None:
+            continue
+        predicted |= set(component.predicted())
+        read += [r for r in component.reads() if r in (data.get("sites") or {})]
+    inputs = list(dict.fromkeys([*data.get("inputs", []), *(r for r in read if r not in predicted)]))
+    return {**data, "inputs": inputs} if inputs else data
 
 
 def load_theory(path: str, *, trust_code: bool = False) -> Theory:

@@ -52,6 +52,7 @@ class Theory:
     variables: Mapping[str, Expr]  # in dependency order
     components: Mapping[str, object]  # name -> a component kind model, in dependency order
     description: Optional[str] = None
+    inputs: tuple[str, ...] = ()  # recorded sites it is given (and pays for), declared with `inputs:`
     origins: Mapping[tuple[str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -61,12 +62,6 @@ class Theory:
     def predictors(self, site: str) -> tuple[str, ...]:
         """Components whose outputs add up to the prediction of ``site``."""
         return tuple(name for name, c in self.components.items() if site in c.predicted())
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """Recorded sites the theory reads but does not predict: given, not explained."""
-        read = {r for c in self.components.values() for r in c.reads()}
-        return tuple(s for s in self.sites if s in read and not self.predictors(s))
 
     @property
     def covered(self) -> tuple[str, ...]:
@@ -89,7 +84,37 @@ class Theory:
                 components[f"{name}@{site}"] = c.model_copy(update={"predicts": site})
                 if ("components", name) in self.origins:
                     origins[("components", f"{name}@{site}")] = self.origins[("components", name)]
-        return Theory(self.name, self.target, self.sites, self.variables, components, self.description, origins)
+        return Theory(self.name, self.target, self.sites, self.variables, components, self.description,
+                      self.inputs, origins)
+
+    def site_reads(self, site: str) -> set[str]:
+        """The other sites a site's prediction reads (through its predictors and all they read)."""
+        return {r for name in self.upstream(site) for r in self.components[name].reads()
+                if r in self.sites and r != site}
+
+    def site_order(self) -> tuple[list[str], list[str]]:
+        """(the covered sites in an order where each comes after every site it reads, a cycle of
+        sites if there is one: then free-running evaluation is not defined)."""
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(site: str, trail: list[str]) -> list[str]:
+            state[site] = 1
+            for r in sorted(self.site_reads(site)):
+                if r in self.inputs:
+                    continue
+                if state.get(r) == 1:
+                    return trail[trail.index(r):] + [r]
+                if r not in state and (loop := visit(r, trail + [r])):
+                    return loop
+            state[site] = 2
+            order.append(site)
+            return []
+
+        for site in self.covered:
+            if site not in state and (loop := visit(site, [site])):
+                return order, loop
+        return order, []
 
     def upstream(self, site: str) -> set[str]:
         """The components a site's prediction depends on: its predictors and all they read."""
@@ -114,6 +139,8 @@ class Theory:
             out["sites"] = {n: _site_data(s) for n, s in self.sites.items()}
         if self.variables:
             out["variables"] = {n: e.text for n, e in self.variables.items()}
+        if self.inputs:
+            out["inputs"] = list(self.inputs)
         if self.components:
             out["components"] = {n: _component_data(c) for n, c in self.components.items()}
         return out
@@ -138,6 +165,8 @@ class Theory:
         out: dict = {}
         if self.sites:
             out["sites"] = len(self.sites)
+        if self.inputs:
+            out["inputs"] = [index[s] for s in self.inputs]
         if self.variables:
             out["variables"] = [renamed(e, index) for e in self.variables.values()]
         if self.components:

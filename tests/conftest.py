@@ -57,15 +57,21 @@ def per_position_target(tmp_path, n=400, t=5):
 
 
 def theory_for(directory, components, extra_sites="", sites="x: x, y: y, z: z"):
-    from theorycraft.spec import parse_theory
+    """A theory of the synthetic target; the sites its components read but do not predict are
+    declared as its inputs (on a last line, so the components keep their line numbers)."""
+    import yaml
 
-    return parse_theory(textwrap.dedent(f"""\
+    from theorycraft.spec import declare_inputs, parse_theory
+
+    text = textwrap.dedent(f"""\
         theory: synthetic
         target: activations:{directory}
         sites: {{{sites}{extra_sites}}}
         variables: {{a: 'token[0]', b: 'token[1]'}}
         components:
-        """) + textwrap.indent(textwrap.dedent(components), "  "), path="synthetic.yaml")
+        """) + textwrap.indent(textwrap.dedent(components), "  ")
+    inputs = declare_inputs(yaml.safe_load(text)).get("inputs")
+    return parse_theory(text + (f"\ninputs: [{', '.join(inputs)}]\n" if inputs else ""), path="synthetic.yaml")
 
 
 def captured(tmp_path, theory):

@@ -84,3 +84,60 @@ def test_predicts_lists_are_checked_item_by_item(tmp_path):
     messages = [str(d) for d in diagnostics]
     assert any(m.startswith("p.yaml:10:52: error: undefined site 'r2'") for m in messages), messages
     assert any("p.yaml:11:" in m and "a site is named twice in 'predicts'" in m for m in messages), messages
+
+
+CHAIN = """\
+theory: chain
+target: activations:{directory}
+sites: {{r0: r0, r1: r1}}
+variables: {{tok: "token[i]", hist: "count(j: token[j] == token[i])", frac: "aggregate(j: j <= i, token[j] == 0)"}}
+components:
+  by_token: {{kind: lookup, of: tok, predicts: r0}}
+  layer: {{kind: linear, from: r0, predicts: r1}}
+  by_count: {{kind: lookup, of: hist, size: 7, predicts: r1}}
+  fraction: {{kind: linear, from: frac, predicts: r1}}
+"""
+
+
+def test_a_theory_that_reads_no_recorded_site_is_the_same_free_and_teacher_forced(tmp_path):
+    directory = _program_target(tmp_path)
+    theory = parse_theory(PROGRAM.format(directory=directory, T=T, size=T + 1), path="program.yaml")
+    acts = captured(tmp_path, theory)
+    card = score(fit(theory, acts, FitConfig(progress=False)), acts, bits=False)
+    assert card.coverage_free == card.coverage and card.coverage_validation_free == card.coverage_validation
+    assert all(s.r2_test_free == s.r2_test and s.r2_validation_free == s.r2_validation for s in card.sites.values())
+
+
+def test_free_running_feeds_each_site_the_theorys_own_prediction(tmp_path):
+    """r0 is only partly a table of the token (positions matter too), so r1, read from the
+    recorded r0, is exact teacher-forced and worse free-running, where it reads the table."""
+    directory = _program_target(tmp_path)
+    theory = parse_theory(CHAIN.format(directory=directory), path="chain.yaml")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    card = score(fitted, acts, bits=False)
+    r1 = card.sites["r1"]
+    assert r1.r2_test > 0.999 and r1.r2_test_free < r1.r2_test - 0.05
+    assert card.sites["r0"].r2_test_free == card.sites["r0"].r2_test
+    assert card.coverage_free < card.coverage
+    inputs = np.asarray(acts.inputs())[:5]
+    free = fitted.predict(inputs, free=True)  # from the input alone
+    by_hand = fitted.predict(inputs, {"r0": free["r0"], "r1": free["r1"]})  # teacher-forced on its own r0
+    np.testing.assert_allclose(free["r1"], by_hand["r1"], rtol=1e-5, atol=1e-5)
+    from theorycraft.errors import FitError
+    with pytest.raises(FitError, match="needs the recorded site"):
+        fitted.predict(inputs)  # teacher-forced needs the recorded r0
+
+
+def test_a_declared_input_is_given_and_paid_for(tmp_path):
+    directory = _program_target(tmp_path)
+    text = CHAIN.format(directory=directory).replace("  by_token: {kind: lookup, of: tok, predicts: r0}\n", "")
+    with pytest.raises(TheoryError, match=r"reads site 'r0', which no component predicts; declare it"):
+        parse_theory(text, path="chain.yaml")
+    theory = parse_theory(text.replace("components:", "inputs: [r0]\ncomponents:"), path="chain.yaml")
+    assert theory.inputs == ("r0",) and theory.covered == ("r1",)
+    acts = captured(tmp_path, theory)
+    card = score(fit(theory, acts, FitConfig(progress=False)), acts)
+    assert card.coverage_free == card.coverage > 0.99  # given, the input is the same in both modes
+    assert card.size.bits_inputs > 1000
+    assert card.size.bits == card.size.bits_spec + card.size.bits_params + card.size.bits_latents + card.size.bits_inputs

@@ -21,7 +21,7 @@ from custom_kind import Square
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
-ROWS, T = 6, 4
+ROWS, T = 8, 4  # rows: 2 sequences of T positions
 CASES = {  # kind -> (spec keys, shapes, inputs)
     "fourier": ({"of": ["a", "b"], "modulus": 7, "frequencies": [1, 3]}, Shapes((2,), 8),
                 lambda r: [r.integers(0, 7, (ROWS, 2)).astype(np.float32)]),
@@ -34,6 +34,8 @@ CASES = {  # kind -> (spec keys, shapes, inputs)
                    lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
     "attention": ({"rule": "j == i - 1", "predicts": "p"}, Shapes((T * T,), T * T),
                   lambda r: [r.random((ROWS, T, T)) > 0.5]),
+    "aggregate": ({"rule": "j <= i", "value": "x", "width": 4}, Shapes((4,), 4),
+                  lambda r: [r.random((ROWS, T)) > 0.5, r.normal(size=(ROWS, 4)).astype(np.float32)]),
     "square": ({"of": ["a", "b"]}, Shapes((2,), 2), lambda r: [r.normal(size=(ROWS, 2)).astype(np.float32)]),
 }
 

@@ -98,8 +98,12 @@ def test_the_mean_only_theory_has_compression_one_and_its_residual_by_hand(synth
     assert examples.precision["y"] == pytest.approx(PRECISION * train_sd, rel=1e-5)
     expected = gaussian_bits(sse, int(acts.is_test.sum()) * 4, PRECISION * train_sd)
     assert card.mdl.bits_residual == pytest.approx(expected, abs=1)
-    # and a theory that predicts y compresses it
-    assert score(fitted, acts).mdl.compression > 1.5
+    # a theory that predicts a site from the input compresses it
+    tables, table_acts = _fitted(synthetic, "t: {kind: lookup, of: a, size: 7, predicts: u}\n", "u: u")
+    assert score(tables, table_acts).mdl.compression > 1.5
+    # a mechanism is given its input site, and pays for it: y from x costs x's bits
+    mechanism = score(fitted, acts)
+    assert mechanism.inputs == ("x",) and mechanism.size.bits_inputs > mechanism.size.bits_params
 
 
 @pytest.mark.parametrize("components", [
@@ -141,6 +145,7 @@ description: {prose}
 target: activations:{directory}
 sites: {{{x}: {{hook: x, doc: {prose}}}, {z}: z}}
 variables: {{{a}: 'token[0]', {b}: 'token[1]', {c}: '{a}{op}{b}'}}
+inputs: [{x}]
 components:
   {waves}: {{kind: fourier, of: [{a}, {c}], modulus: 7, frequencies: {frequencies}, doc: {prose}}}
   {read}: {{kind: linear, from: [{waves}, {x}], predicts: {z}}}

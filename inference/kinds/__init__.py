@@ -14,10 +14,10 @@ import importlib
 import re
 
 from ._base import Kind, Shapes, Width
-from . import attention, dictionary, fourier, linear, lookup, mlp, product, rule
+from . import aggregate, attention, dictionary, fourier, linear, lookup, mlp, product, rule
 
 KINDS: dict[str, Kind] = {m.__name__.rsplit(".", 1)[1]: m.KIND
-                          for m in (lookup, linear, fourier, rule, product, attention, dictionary, mlp)}
+                          for m in (lookup, linear, fourier, rule, product, attention, aggregate, dictionary, mlp)}
 _REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 

@@ -5,7 +5,7 @@ the parameters, ``apply`` never stores anything). Every other hook has a default
 learned map that reads features (``from:``) and predicts a site; a kind overrides only what it
 means differently. The hooks, by stage:
 
-    language   schema, expression_names, problems, reads_field, may_read_its_site
+    language   schema, expression_names, problems, reads_field, may_read_its_site, per_position
     outline    features (output width, symbolic), parameter_shapes
     plan       plan_width (with plan-time checks), input_shapes, expression_inputs
     engine     init, apply, fixed, penalty, warm_start, closed_form (-> a site solver)
@@ -42,6 +42,7 @@ class Kind:
     reads_field: ClassVar[Optional[str]] = "from"  # the key that names what it reads (for messages)
     may_read_its_site: ClassVar[bool] = False  # an autoencoder may predict the site it reads
     pattern: ClassVar[bool] = False  # predicts one head (schema key `head`) of a pattern site [head, query, key]
+    per_position: ClassVar[bool] = False  # reads its inputs at every position: feeds only sites over every position
     latents: ClassVar[bool] = False  # sends per-example codes (priced by ``codes``)
     merges: ClassVar[Optional[str]] = None  # search: a candidate adds one item to this list key
     takes_head: ClassVar[bool] = False  # search: a candidate replaces what predicts its head

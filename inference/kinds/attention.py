@@ -73,17 +73,19 @@ class AttentionKind(Kind):
         return {"sharpness": jnp.asarray(8.0), "prior": jnp.zeros((t, t), jnp.float32)}
 
     def apply(self, params, spec, inputs):
-        """inputs[0]: the rule's truth value [rows, T, T]. Attention is a softmax over the allowed
+        """inputs[0]: the rule's truth value, [N, T, T] (a row per example) or [N * T, T] (a row
+        per query, where it feeds a site over positions through an aggregate). Attention is a softmax over the allowed
         keys (causal) of sharpness × rule + a positional prior: it concentrates on the keys where the
         rule holds, and follows the prior where no key matches."""
         import jax
         import jax.numpy as jnp
 
-        rule = inputs[0].astype(jnp.float32)
-        t = rule.shape[-1]
+        rows = inputs[0].shape[0]  # an example ([N, T, T]) or a query ([N * T, T]) per row
+        t = inputs[0].shape[-1]
+        rule = inputs[0].astype(jnp.float32).reshape(-1, t, t)
         allowed = jnp.tril(jnp.ones((t, t), bool)) if spec.causal else jnp.ones((t, t), bool)
         logits = jnp.where(allowed, params["sharpness"] * rule + params["prior"], -jnp.inf)
-        return jax.nn.softmax(logits, axis=-1).reshape(rule.shape[0], -1)
+        return jax.nn.softmax(logits, axis=-1).reshape(rows, -1)
 
     def warm_start(self, params, spec, site_mean, site_shape):
         import jax.numpy as jnp

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from theorycraft.spec import ExprError, Theory, TheoryError, parse_expr, parse_theory
+from theorycraft.spec import ExprError, Theory, TheoryError, declare_inputs, parse_expr, parse_theory
 from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec._model import Name
@@ -300,7 +300,8 @@ def rebuild(data: dict) -> Theory:
         data.pop("variables")
     if not components:
         data.pop("components")
-    return parse_theory(yaml.safe_dump(data, sort_keys=False, width=100), path="<search>")
+    data.pop("inputs", None)  # declared anew: a candidate may predict a site that was an input
+    return parse_theory(yaml.safe_dump(declare_inputs(data), sort_keys=False, width=100), path="<search>")
 
 
 def _reads_nothing(component: dict) -> bool:

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-SCORECARD_FORMAT = 2  # 2: splits train / validation / test; coverage over the covered sites
+SCORECARD_FORMAT = 3  # 3: free-running fidelity beside teacher-forced; bits of declared inputs
 
 
 @dataclass(frozen=True)
 class SiteScore:
-    """R² of one site per split (SST around the train mean) and the examples it was computed on."""
+    """R² of one site per split (SST around the train mean) and the examples it was computed on:
+    teacher-forced (every site a component reads is the recorded one), and free-running (the
+    theory's own prediction of it, computed from the input and its declared inputs alone)."""
 
     r2_train: float
     r2_validation: float
@@ -22,6 +24,8 @@ class SiteScore:
     n_train: int
     n_validation: int
     n_test: int
+    r2_validation_free: float
+    r2_test_free: float
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class SizeScore:
     bits_spec: Optional[int] = None
     bits_params: Optional[int] = None
     bits_latents: Optional[int] = None
+    bits_inputs: Optional[int] = None  # the declared inputs' test values, coded around their train mean
     quantization: Optional[float] = None  # step relative to each tensor's RMS, chosen on validation (None: float32)
     coverage_quantized: Optional[float] = None  # test coverage with the parameters as sent
 
@@ -77,8 +82,10 @@ class Scorecard:
     covered: tuple[str, ...]
     inputs: tuple[str, ...]
     sites: Mapping[str, SiteScore]
-    coverage: float  # test
+    coverage: float  # test, teacher-forced
     coverage_validation: float
+    coverage_free: float  # test, free-running: the theory from the input (and its declared inputs) alone
+    coverage_validation_free: float
     size: SizeScore
     mdl: Optional[MDLScore] = None
     splice: Mapping[str, SpliceScore] = field(default_factory=dict)
@@ -98,7 +105,8 @@ class Scorecard:
         mdl = data.get("mdl")
         return cls(data["theory"], data["target"], tuple(data["covered"]), tuple(data["inputs"]),
                    {s: SiteScore(**v) for s, v in data["sites"].items()}, data["coverage"],
-                   data["coverage_validation"], SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
+                   data["coverage_validation"], data["coverage_free"], data["coverage_validation_free"],
+                   SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
                    {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}))
 
     def save(self, directory) -> Path:

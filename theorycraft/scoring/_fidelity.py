@@ -61,14 +61,15 @@ def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[s
     return {s: float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum()) for s in fitted.sites}
 
 
-def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray,
-                   batch_size: int = 2048) -> dict[str, float]:
+def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, batch_size: int = 2048, *,
+                   free: bool = False) -> dict[str, float]:
     """Per covered site, the summed squared error of ``fitted`` over examples ``index`` (a site it
-    does not predict is predicted by its training mean)."""
+    does not predict is predicted by its training mean), teacher-forced (every site a component
+    reads is the recorded one) or ``free`` (the theory's own prediction of it, from the input)."""
     sse = {s: 0.0 for s in fitted.sites}
     for start in range(0, len(index), batch_size):
         rows = index[start:start + batch_size]
-        preds = fitted.predict(data["inputs"][rows], {s: data[s][rows] for s in fitted.theory.sites})
+        preds = fitted.predict(data["inputs"][rows], {s: data[s][rows] for s in fitted.theory.sites}, free=free)
         for s in sse:
             sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - site_rows(fitted.plan, s, data[s][rows])) ** 2).sum())
     return sse

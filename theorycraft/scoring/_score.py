@@ -15,15 +15,21 @@ from ._splice import splice_scores
 
 
 def fidelity(fitted, examples: Examples) -> Scorecard:
-    """R² of every covered site on each split, and coverage on validation and test: the
-    scorecard before bits (what ``infer`` prints)."""
+    """R² of every covered site on each split, and coverage on validation and test, teacher-forced
+    and free-running: the scorecard before bits (what ``infer`` prints)."""
     sse = {split: squared_errors(fitted, examples.data, examples.index[split]) for split in SPLITS}
+    free = {split: squared_errors(fitted, examples.data, examples.index[split], free=True)
+            for split in ("validation", "test")}
     sst = examples.sst
     sites = {s: SiteScore(*(round(r2(sse[split][s], sst[split][s]), 6) for split in SPLITS),
-                          *(int(len(examples.index[split])) for split in SPLITS)) for s in fitted.sites}
+                          *(int(len(examples.index[split])) for split in SPLITS),
+                          *(round(r2(free[split][s], sst[split][s]), 6) for split in ("validation", "test")))
+             for s in fitted.sites}
     theory = fitted.theory
     return Scorecard(theory.name, str(theory.target), theory.covered, theory.inputs, sites,
                      round(coverage(sse["test"], sst["test"]), 6), round(coverage(sse["validation"], sst["validation"]), 6),
+                     round(coverage(free["test"], sst["test"]), 6),
+                     round(coverage(free["validation"], sst["validation"]), 6),
                      SizeScore(count_params(fitted.params)), fit=fitted.fit_info)
 
 

@@ -31,18 +31,41 @@ class Size:
     spec: float
     params: float
     latents: dict[str, float]  # split -> bits of that split's examples' latent codes
+    inputs: dict[str, float]  # split -> bits of that split's values of the declared inputs
     scale: float | None  # the step size relative to RMS (None: kept as float32)
     sse: dict[str, dict[str, float]]  # split -> site -> squared error of the unquantized theory
     sse_sent: dict[str, dict[str, float]]  # the same with the parameters as sent
     quantized: object = field(repr=False, default=None)  # the FittedTheory as sent
 
     def bits(self, split: str = "test") -> float:
-        """spec + parameters + the latent codes of ``split``'s examples."""
-        return self.spec + self.params + self.latents[split]
+        """spec + parameters + the latent codes and the declared inputs of ``split``'s examples."""
+        return self.spec + self.params + self.latents[split] + self.inputs[split]
 
     def score(self, params: int, examples: Examples) -> SizeScore:
         return SizeScore(params, round(self.bits()), round(self.spec), round(self.params), round(self.latents["test"]),
-                         self.scale, round(coverage(self.sse_sent["test"], examples.sst["test"]), 6))
+                         round(self.inputs["test"]), self.scale, round(coverage(self.sse_sent["test"], examples.sst["test"]), 6))
+
+
+def input_bits(fitted, examples: Examples) -> dict[str, float]:
+    """Per split, the bits of the declared inputs' values (recorded sites the theory is given):
+    each coded around its train mean, to the precision of any site. A site that holds exactly the
+    network's input (a vector input's hook) is given to every theory: it costs nothing."""
+    from ._codes import gaussian_bits
+    from ._fidelity import PRECISION, values_of
+    from theorycraft.inference._compile import site_rows
+
+    seen = np.union1d(examples.train, examples.validation)
+    data, out = examples.data, {"validation": 0.0, "test": 0.0}
+    for s in fitted.theory.inputs:
+        if np.shape(data[s]) == np.shape(data["inputs"]) and np.array_equal(data[s], data["inputs"]):
+            continue
+        spread = ((site_rows(fitted.plan, s, data[s][seen]) - fitted.means[s]) ** 2).sum()
+        precision = PRECISION * max(np.sqrt(spread / values_of(fitted, s, len(seen))), 1e-12)
+        for split in out:
+            index = examples.index[split]
+            sse = float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum())
+            out[split] += gaussian_bits(sse, values_of(fitted, s, len(index)), precision)
+    return out
 
 
 def paid_means(fitted) -> dict[str, np.ndarray]:
@@ -203,4 +226,4 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
     sse = {"validation": full, "test": errors(fitted, "test")}
     sse_sent = {split: errors(quantized, split) for split in sse}
     text = spec_bits(fitted.theory.claim())
-    return Size(text, param_bits, latents, best_scale, sse, sse_sent, quantized)
+    return Size(text, param_bits, latents, input_bits(fitted, examples), best_scale, sse, sse_sent, quantized)
