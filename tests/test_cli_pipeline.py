@@ -38,7 +38,7 @@ def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root
                  "--cache", str(tmp_path / "cache")])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "R2 train" in printed and "coverage (test, over h, out) (inputs: x)" in printed
+    assert "R2 train" in printed and "coverage (test, over h, out) (given: x): teacher-forced" in printed
     card = json.loads((out / "scorecard.json").read_text())
     assert card["sites"]["h"]["r2_test"] > 0.999  # h = W x exactly: the closed form finds it
     assert card["covered"] == ["h", "out"] and card["size"]["bits"] is None  # bits: theorycraft score

@@ -179,16 +179,20 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
-    rows = [f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'n test':>8}"]
+    rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
+            "prediction of it, from the input alone)",
+            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'free test':>10} {'n test':>8}"]
     for site, s in card.sites.items():
-        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.n_test:>8}")
-    inputs = f" (inputs: {', '.join(card.inputs)})" if card.inputs else ""
-    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs} {card.coverage:.4f}   "
-                f"params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.r2_test_free:>10.4f} "
+                    f"{s.n_test:>8}")
+    inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
+    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
+                f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
     size, mdl = card.size, card.mdl
     if size.bits is not None:
+        given = f", inputs {size.bits_inputs:,}" if card.inputs else ""
         rows.append(f"size {size.bits:,} bits (spec {size.bits_spec:,}, params {size.bits_params:,}, "
-                    f"latent codes {size.bits_latents:,}; step {size.quantization} x RMS, chosen on validation)")
+                    f"latent codes {size.bits_latents:,}{given}; step {size.quantization} x RMS, chosen on validation)")
     if mdl is not None:
         rows.append(f"MDL on {mdl.n_examples} test examples: theory {mdl.bits_theory:,} + residual "
                     f"{mdl.bits_residual:,} = {mdl.bits_total:,} bits vs mean only {mdl.bits_baseline:,}"
