@@ -1,0 +1,108 @@
+"""Hostile-but-fair inputs (issue 15), one regression test per class: each bad input is refused
+with a clear message and exit code (1 bad input, 2 usage, 3 internal error), never a traceback, and
+nothing unverified is ever read."""
+
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from theorycraft.cli import main
+from theorycraft.errors import ArgumentError, StoreError
+from theorycraft.spec import HookPoint
+from theorycraft.store import ActivationSet, capture
+
+from test_store import HOOKS, Counting
+
+SUPERPOSITION = ["builtin:superposition", "--sites", "hook_hidden", "--n", "300"]
+
+
+def no_traceback(captured) -> None:
+    assert "Traceback" not in captured.out + captured.err
+
+
+# --- store poisoning ----------------------------------------------------------------------------
+
+class Dropping(Counting):
+    """A target whose record leaves one site out of one batch: its rows would stay zeros."""
+
+    def record(self, inputs, rows, hooks):
+        recorded = super().record(inputs, rows, hooks)
+        if self.calls == 3:
+            recorded.pop(HOOKS[1])
+        return recorded
+
+
+def test_a_capture_missing_rows_is_never_marked_finished(tmp_path):
+    with pytest.raises(StoreError, match=r"shard 1 \(examples 32 to 63\) is incomplete, rows written of 32: out 16"):
+        capture(Dropping(), HOOKS, n=64, cache_dir=tmp_path, batch_size=16, shard_rows=32, progress=False)
+    assert not list(tmp_path.glob("*/manifest.json"))
+    with pytest.raises(ArgumentError, match="batch_size must be an integer >= 1, got -1"):
+        capture(Counting(), HOOKS, n=64, cache_dir=tmp_path, batch_size=-1, progress=False)
+
+
+def test_an_edited_or_flipped_manifest_is_refused_naming_the_file(tmp_path, capsys):
+    acts = capture(Counting(), HOOKS, n=64, cache_dir=tmp_path, batch_size=16, shard_rows=32, progress=False)
+    path = acts.directory / "manifest.json"
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b"64", b"96"))  # shard rows and example count, still valid JSON
+    with pytest.raises(StoreError, match="checksum mismatch") as info:
+        ActivationSet(acts.directory)
+    assert str(path) in str(info.value) and "capture again" in str(info.value)
+    for at in range(0, len(original), 11):  # every 11th byte, one bit flipped
+        flipped = bytearray(original)
+        flipped[at] ^= 0x04
+        path.write_bytes(bytes(flipped))
+        try:
+            ActivationSet(acts.directory)
+        except StoreError as exc:
+            assert str(path) in str(exc)
+        else:  # only a flip that leaves the same content (none we know of) may pass
+            assert json.loads(bytes(flipped)) == json.loads(original)
+    path.write_bytes(original.replace(b"64", b"96"))
+    # the CLI: the capture is found in the store, refused, exit 1, no traceback
+    cache = tmp_path / "cli"
+    assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 0
+    manifest = next(cache.glob("*/manifest.json"))
+    manifest.write_text(manifest.read_text().replace('"n_examples": 300', '"n_examples": 301'))
+    capsys.readouterr()
+    assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {manifest}: checksum mismatch")
+    no_traceback(captured)
+
+
+def test_a_resumed_capture_removes_stale_temporaries(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        capture(Counting(fail_on=6), HOOKS, n=128, cache_dir=tmp_path, batch_size=16, shard_rows=32, progress=False)
+    directory = next(tmp_path.iterdir())
+    (directory / "shard-00002").mkdir(exist_ok=True)
+    stale = [directory / ".inputs.npy.999.1.tmp", directory / "shard-00002" / ".out.npy.999.1.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    acts = capture(Counting(), HOOKS, n=128, cache_dir=tmp_path, batch_size=16, shard_rows=32, progress=False)
+    assert not any(path.exists() for path in stale) and not list(directory.rglob("*.tmp"))
+    acts.verify()
+
+
+def test_a_full_disk_stops_the_capture_cleanly_and_says_how_much_space(tmp_path, capsys, monkeypatch):
+    from theorycraft import store
+
+    real = store._write_file
+
+    def full_disk(tmp, chunks):
+        if tmp.parent.name.startswith("shard-"):  # inputs.npy fits, the first shard does not
+            tmp.write_bytes(b"\0" * 4096)  # a partly written temporary file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tmp, chunks)
+
+    monkeypatch.setattr(store, "_write_file", full_disk)
+    cache = tmp_path / "cache"
+    assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 1
+    captured = capsys.readouterr()
+    assert "no space left on the device" in captured.err and "needs about 6.0 KB more" in captured.err
+    no_traceback(captured)
+    assert not list(cache.rglob("*.tmp")) and not list(cache.glob("*/manifest.json"))
+    monkeypatch.setattr(store, "_write_file", real)
+    assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 0  # the rerun finishes it
