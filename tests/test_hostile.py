@@ -106,3 +106,67 @@ def test_a_full_disk_stops_the_capture_cleanly_and_says_how_much_space(tmp_path,
     assert not list(cache.rglob("*.tmp")) and not list(cache.glob("*/manifest.json"))
     monkeypatch.setattr(store, "_write_file", real)
     assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 0  # the rerun finishes it
+
+
+# --- artifacts ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """A fitted and scored artifact of examples/superposition.yaml, written once."""
+    from conftest import ROOT
+
+    base = tmp_path_factory.mktemp("artifact")
+    out = base / "run"
+    code = main(["infer", str(ROOT / "examples" / "superposition.yaml"), "--n", "1000", "--max-steps", "20",
+                 "--out", str(out), "--cache", str(base / "cache")])
+    assert code == 0
+    return out
+
+
+def _damaged(artifact, tmp_path, name, how):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(artifact, run)
+    data = bytearray((run / name).read_bytes())
+    if how == "flip":
+        data[-5] ^= 0x10  # a data byte (the last tensor's), not the header
+    else:
+        data = data[: len(data) // 2]
+    (run / name).write_bytes(bytes(data))
+    return run
+
+
+@pytest.mark.parametrize("name", ["theory.yaml", "params.safetensors", "scorecard.json"])
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_a_damaged_artifact_is_refused_naming_the_file(artifact, tmp_path, capsys, name, how):
+    from theorycraft.errors import ArtifactError
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import Scorecard
+
+    run = _damaged(artifact, tmp_path, name, how)
+    expected = f"{run / name}: checksum mismatch"
+    if name == "scorecard.json":
+        with pytest.raises(ArtifactError, match="checksum mismatch"):
+            Scorecard.load(run)
+        FittedTheory.load(run)  # the theory and its parameters are intact
+    else:
+        with pytest.raises(ArtifactError, match="checksum mismatch") as info:
+            FittedTheory.load(run)
+        assert str(run / name) in str(info.value)
+    capsys.readouterr()
+    for command in (["score", str(run), "--no-splice"], ["diagnose", str(run)]):
+        assert main(command) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {expected}")
+        no_traceback(captured)
+
+
+def test_an_artifact_without_checksums_is_refused(artifact, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(artifact, run)
+    (run / "checksums.json").unlink()
+    assert main(["score", str(run)]) == 1
+    assert "no checksums.json" in capsys.readouterr().err

@@ -131,14 +131,23 @@ def run_activations(fitted: "FittedTheory", run_dir: Path) -> ActivationSet:
     return ActivationSet(directory)
 
 
+def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
+    """The fitted theory of an artifact directory, every file of it (the scorecard too) verified
+    against its recorded checksum first."""
+    from theorycraft import _artifact
+    from theorycraft.inference import FittedTheory
+
+    _artifact.verify(run_dir)
+    return FittedTheory.load(run_dir, trust_code=trust_code)
+
+
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
               limit: int | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""
-    from theorycraft.inference import FittedTheory
     from theorycraft.scoring import score
 
     run_dir = Path(run_dir)
-    fitted = FittedTheory.load(run_dir, trust_code=trust_code)
+    fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir)
     target = None
     if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):

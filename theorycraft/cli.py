@@ -119,12 +119,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from theorycraft.inference import FittedTheory
     from theorycraft.refine import diagnose, render
-    from theorycraft.api import run_activations
+    from theorycraft.api import load_run, run_activations
 
     run = Path(args.run_dir)
-    fitted = FittedTheory.load(run, trust_code=args.trust_code)
+    fitted = load_run(run, trust_code=args.trust_code)
     vocabulary = None
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
