@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from theorycraft import _arguments
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory
 
@@ -36,6 +37,10 @@ class FitConfig:
     # closed-form fits choose their strength on validation, then refit on train + validation; a
     # judge comparing theories on validation needs fits that never saw it
     refit_on_validation: bool = True
+
+    def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
+        for name in ("seed", "max_steps", "batch_size", "learning_rate"):
+            _arguments.check(name, getattr(self, name))
 
 
 # --- data -----------------------------------------------------------------------------------------

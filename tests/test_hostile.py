@@ -170,3 +170,80 @@ def test_an_artifact_without_checksums_is_refused(artifact, tmp_path, capsys):
     (run / "checksums.json").unlink()
     assert main(["score", str(run)]) == 1
     assert "no checksums.json" in capsys.readouterr().err
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+BAD_FLAGS = [
+    (["capture", *SUPERPOSITION[:3], "--n", "-5"], "argument --n: n must be an integer >= 1, got -5"),
+    (["capture", *SUPERPOSITION[:3], "--n", "0"], "argument --n: n must be an integer >= 1, got 0"),
+    (["capture", *SUPERPOSITION[:3], "--n", "1e3"], "argument --n: n must be an integer >= 1, got '1e3'"),
+    (["capture", *SUPERPOSITION[:3], "--batch-size", "0"], "argument --batch-size: batch_size must be an integer >= 1"),
+    (["capture", *SUPERPOSITION[:3], "--batch-size", "-1"], "argument --batch-size: batch_size must be an integer >= 1"),
+    (["capture", *SUPERPOSITION[:3], "--seed", "-1"], "argument --seed: seed must be an integer >= 0, got -1"),
+    (["capture", "builtin:induction"], "name the sites to capture from builtin:induction (--sites"),
+    (["capture", "builtin:induction", "--sites", "a/b"], "argument --sites: expected a site (hook point) like"),
+    (["infer", "examples/superposition.yaml", "--max-steps", "-3"], "argument --max-steps: max_steps must be an "
+                                                                     "integer >= 1, got -3"),
+    (["infer", "examples/superposition.yaml", "--lr", "-1"], "argument --lr: learning_rate must be a finite number > 0"),
+    (["infer", "examples/superposition.yaml", "--lr", "nan"], "learning_rate must be a finite number > 0, got nan"),
+    (["infer", "examples/superposition.yaml", "--seed", "-1"], "seed must be an integer >= 0"),
+    (["score", "runs/x", "--limit", "0"], "argument --limit: limit must be an integer >= 1"),
+    (["diagnose", "runs/x", "--top", "0"], "argument --top: top must be an integer >= 1"),
+    (["diagnose", "runs/x", "--worst", "-1"], "argument --worst: worst must be an integer >= 0"),
+    (["search", "examples/superposition.yaml", "--budget-bits", "0"], "budget_bits must be a finite number > 0"),
+    (["search", "examples/superposition.yaml", "--budget-minutes", "-2"], "budget_minutes must be a finite number > 0"),
+    (["search", "examples/superposition.yaml", "--tries", "0"], "tries must be an integer >= 1"),
+    (["search", "examples/superposition.yaml", "--target-coverage", "1.5"], "target_coverage must be a finite "
+                                                                            "number in (0, 1), got 1.5"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_FLAGS])
+def test_every_numeric_flag_is_range_checked_as_a_usage_error(argv, message, capsys, tmp_path, at_root):
+    with pytest.raises(SystemExit) as info:
+        code = main([*argv, *(["--cache", str(tmp_path)] if argv[0] in ("capture", "infer", "search") else [])])
+        raise SystemExit(code)
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.startswith(f"usage: theorycraft {argv[0]}")
+    assert f"theorycraft {argv[0]}: error: " in captured.err and message in captured.err
+    no_traceback(captured)
+    assert not list(tmp_path.iterdir())  # refused before anything was captured
+
+
+def test_library_functions_raise_the_same_message(tmp_path):
+    import theorycraft
+    from theorycraft.inference import FitConfig
+
+    with pytest.raises(ArgumentError, match=r"^n must be an integer >= 1, got -5$"):
+        theorycraft.capture("builtin:superposition", ["hook_hidden"], n=-5, cache_dir=tmp_path)
+    with pytest.raises(ArgumentError, match=r"^expected a site \(hook point\) like .* got 'a/b'$"):
+        theorycraft.capture("builtin:superposition", ["a/b"], cache_dir=tmp_path)
+    with pytest.raises(ArgumentError, match="name the sites to capture from builtin:induction"):
+        theorycraft.capture("builtin:induction", cache_dir=tmp_path)
+    with pytest.raises(ArgumentError, match=r"^learning_rate must be a finite number > 0, got -1$"):
+        theorycraft.infer("examples/superposition.yaml", learning_rate=-1, cache_dir=tmp_path)
+    with pytest.raises(ArgumentError, match=r"^max_steps must be an integer >= 1, got 0$"):
+        FitConfig(max_steps=0)
+    with pytest.raises(ArgumentError, match=r"^seed must be an integer >= 0, got True$"):
+        capture(Counting(), HOOKS, seed=True, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+# --- the last resort ----------------------------------------------------------------------------
+
+def test_an_unexpected_exception_is_an_internal_error_exit_3(monkeypatch, capsys):
+    from theorycraft import cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_schema", broken)
+    monkeypatch.delenv("THEORYCRAFT_DEBUG", raising=False)
+    assert main(["schema"]) == 3
+    captured = capsys.readouterr()
+    assert captured.err.startswith("internal error: RuntimeError: a bug\n") and "Please report it" in captured.err
+    no_traceback(captured)
+    monkeypatch.setenv("THEORYCRAFT_DEBUG", "1")  # the traceback, for the report
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["schema"])
