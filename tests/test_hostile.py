@@ -247,3 +247,60 @@ def test_an_unexpected_exception_is_an_internal_error_exit_3(monkeypatch, capsys
     monkeypatch.setenv("THEORYCRAFT_DEBUG", "1")  # the traceback, for the report
     with pytest.raises(RuntimeError, match="a bug"):
         main(["schema"])
+
+
+# --- recorded activations -----------------------------------------------------------------------
+
+def _recording(tmp_path, inputs, site):
+    d = tmp_path / "recorded"
+    d.mkdir()
+    np.save(d / "inputs.npy", inputs)
+    np.save(d / "x.npy", site)
+    (d / "manifest.json").write_text(json.dumps({"sites": ["x"]}))
+    return d
+
+
+@pytest.mark.parametrize("inputs, site, message", [
+    (np.arange(50), np.zeros((50, 4), np.float32),
+     r"inputs.npy: expected \[N, T\] integer token ids or \[N, D\] floats \(N >= 1\), found int64 \[50\]"),
+    (np.zeros((50, 2, 2), np.int32), np.zeros((50, 4), np.float32), r"inputs.npy: expected .* found int32 \[50, 2, 2\]"),
+    (np.zeros((50, 2), np.int32), np.zeros(50, np.float32),
+     r"x.npy: expected a float array \[N, D\] or \[N, T, D\] with N = 50 rows \(one per input\), found float32 \[50\]"),
+    (np.zeros((50, 2), np.int32), np.zeros((50, 4), np.int64), r"x.npy: expected a float array .* found int64 \[50, 4\]"),
+], ids=["1-D inputs", "3-D inputs", "1-D site", "int site"])
+def test_a_recording_of_the_wrong_shape_names_file_and_shapes(tmp_path, capsys, inputs, site, message):
+    from theorycraft.errors import TargetError
+    from theorycraft.targets import load_target
+
+    d = _recording(tmp_path, inputs, site)
+    with pytest.raises(TargetError, match=message):
+        load_target(f"activations:{d}")
+    assert main(["sites", f"activations:{d}"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {d}/") and "found" in captured.err
+    no_traceback(captured)
+
+
+def test_token_variables_over_float_inputs_are_a_theory_error(tmp_path, capsys):
+    d = _recording(tmp_path, np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32),
+                   np.zeros((60, 4), np.float32))
+    theory = tmp_path / "t.yaml"
+    theory.write_text(f"theory: t\ntarget: activations:{d}\nsites: {{x: x}}\nvariables: {{a: 'token[0]'}}\n"
+                      "components:\n  waves: {kind: fourier, of: [a], modulus: 7, frequencies: [1]}\n"
+                      "  read: {kind: linear, from: waves, predicts: x}\n")
+    assert main(["infer", str(theory), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]) == 1
+    captured = capsys.readouterr()
+    assert f"{theory}:4:16: error: variable 'a' reads token[...], but the inputs of activations:{d} are float32 " \
+           f"vectors [60, 3], not integer token ids [N, T]" in captured.err
+    no_traceback(captured)
+
+
+def test_an_hf_directory_without_weights_says_what_it_lacks(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1,
+                                                      "num_attention_heads": 2, "intermediate_size": 16,
+                                                      "vocab_size": 30}))
+    assert main(["sites", f"hf:{tmp_path}"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: hf:{tmp_path}: {tmp_path} is not a loadable Hugging Face model directory")
+    no_traceback(captured)
