@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from typing import NamedTuple
 
 from theorycraft.errors import ArgumentError
@@ -24,10 +25,9 @@ class Range(NamedTuple):
             return f"{what} {low}"
         return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
-    def holds(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.integer and not float(value).is_integer() or not math.isfinite(value):
+    def holds(self, value) -> bool:  # numpy scalars count; True and False do not
+        number = numbers.Integral if self.integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)

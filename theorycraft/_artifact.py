@@ -30,8 +30,9 @@ def _recorded(directory: Path) -> dict:
         return {}
     try:
         sums = json.loads(path.read_text())
-        if not (isinstance(sums, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in sums.items())):
-            raise ValueError("expected {file: sha256}")
+        if not (isinstance(sums, dict) and all(isinstance(k, str) and Path(k).name == k and isinstance(v, str)
+                                               for k, v in sums.items())):
+            raise ValueError("expected {file name in the directory: sha256}")
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable checksum list ({exc}); the artifact cannot be trusted: "
                             f"fit it again (theorycraft infer)") from None
