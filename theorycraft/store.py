@@ -308,23 +308,29 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        _remove_stale_temporaries(directory)
         needed = (inputs_sha is None) * inputs.nbytes + example_bytes * sum(
             stop - start for k, (start, stop) in enumerate(bounds) if k not in done)
-        free = shutil.disk_usage(directory).free
-        raise StoreError(f"{directory}: no space left on the device; this capture needs about {_size(needed)} "
-                         f"more ({_size(free)} free now). Free some space "
-                         f"or point --cache (or $THEORYCRAFT_CACHE) at a bigger disk, then run the same command "
-                         f"again: the shards already written are kept") from None
+        raise _out_of_space(directory, needed) from None
     progress_path.unlink(missing_ok=True)
 
 
-def _size(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} TB"
+def _out_of_space(directory: Path, needed: int) -> StoreError:
+    """A full disk: the temporary file is gone, the finished shards stay, and the user learns how much more
+    space the capture needs."""
+    _remove_stale_temporaries(directory)
+    free = shutil.disk_usage(directory).free
+    return StoreError(f"{directory}: no space left on the device; this capture needs about {_size(needed)} more "
+                      f"({_size(free)} free now). Free some space or point --cache (or $THEORYCRAFT_CACHE) at a "
+                      f"bigger disk, then run the same command again: the shards already written are kept")
+
+
+def _size(n: float) -> str:
+    unit = "bytes"
+    for bigger in ("KB", "MB", "GB"):
+        if n < 1000:
+            break
+        n, unit = n / 1000, bigger
+    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
