@@ -17,8 +17,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from theorycraft import _arguments
 from theorycraft.errors import FitError
-from theorycraft.spec import Theory
+from theorycraft.spec import Theory, TheoryError
 
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 from .kinds import kind_of
@@ -36,6 +37,10 @@ class FitConfig:
     # closed-form fits choose their strength on validation, then refit on train + validation; a
     # judge comparing theories on validation needs fits that never saw it
     refit_on_validation: bool = True
+
+    def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
+        for name in ("seed", "max_steps", "batch_size", "learning_rate"):
+            _arguments.check(name, getattr(self, name))
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -240,6 +245,20 @@ def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def check_inputs(theory: Theory, acts) -> None:
+    """A theory reads ``token[...]`` only of token inputs ``[N, T]``: every variable that reads
+    them from float inputs is reported at file:line:col, naming what the inputs are."""
+    if acts.input_kind == "tokens":
+        return
+    shape = acts.manifest["inputs"]["shape"]
+    problems = [theory.diagnostic("variables", name, f"variable '{name}' reads token[...], but the inputs of "
+                                  f"{theory.target} are {acts.manifest['inputs']['dtype']} vectors {shape}, not "
+                                  f"integer token ids [N, T]; read a site instead, or record token inputs")
+                for name, expr in theory.variables.items() if any(n == "token" for n, _ in expr.names)]
+    if problems:
+        raise TheoryError(problems)
+
+
 def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
         log: Callable[[str], None] = lambda s: None, *, examples: np.ndarray | None = None,
         data: Mapping[str, np.ndarray] | None = None):
@@ -249,6 +268,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     from ._fitted import FittedTheory
 
     start = time.time()
+    check_inputs(theory, acts)
     plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)
     data = data if data is not None else load_examples(theory, acts)
     allowed = np.zeros(acts.n, bool)

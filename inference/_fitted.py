@@ -1,6 +1,7 @@
 """A fitted theory: the theory, its parameters, its training means and how it was fitted, saved as
 a directory: ``theory.yaml`` (normalised) and ``params.safetensors`` (with the fit's record and the
-artifact's format version in its metadata). Scores are the scorer's (``scorecard.json``)."""
+artifact's format version in its metadata), their sha256 in ``checksums.json``, verified on load.
+Scores are the scorer's (``scorecard.json``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from theorycraft import _artifact
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, parse_theory
 
@@ -44,7 +47,8 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
-ARTIFACT_FORMAT = 2  # 2: fit record in the parameters' metadata; scores in scorecard.json only
+ARTIFACT_FORMAT = 3  # 2: fit record in the parameters' metadata; scores in scorecard.json only. 3: checksums.json
+ARTIFACT_FILES = ("theory.yaml", "params.safetensors")
 
 
 class FittedTheory:
@@ -121,12 +125,14 @@ class FittedTheory:
                   metadata={"format": str(ARTIFACT_FORMAT),
                             "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
                             "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
+        _artifact.record(directory, *ARTIFACT_FILES)
         return directory
 
     @classmethod
     def load(cls, directory, *, trust_code: bool = False) -> "FittedTheory":
         """``trust_code``: a theory with ``kind: module:attr`` components may import their modules."""
         directory = Path(directory)
+        _artifact.verify(directory, ARTIFACT_FILES)  # nothing unverified is read
         try:
             theory = parse_theory((directory / "theory.yaml").read_text(), path=str(directory / "theory.yaml"),
                                   trust_code=trust_code)
@@ -140,7 +146,7 @@ class FittedTheory:
             shapes = {s: tuple(v) for s, v in json.loads(meta["site_shapes"]).items()}
             vocab = json.loads(meta["vocab_size"])
             fit_info = json.loads(meta["fit"])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, SafetensorError) as exc:
             raise FitError(f"{directory}: not a fitted theory directory ({exc}); run theorycraft infer") from None
         means = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("__mean__/")}
         params = _unflatten({k: v for k, v in tensors.items() if not k.startswith("__mean__/")})

@@ -14,7 +14,7 @@ from theorycraft.inference import FitConfig, fit
 from theorycraft.refine import Judge, explained_sites, search
 from theorycraft.refine._vocabulary import parse_vocabulary
 from theorycraft.scoring import score
-from theorycraft.store import ActivationSet, file_sha256
+from theorycraft.store import ActivationSet, file_sha256, manifest_digest
 
 from conftest import captured, recorded_target, theory_for
 from test_search import VOCABULARY, start_theory
@@ -36,6 +36,7 @@ def scrambled_copy(acts: ActivationSet, directory) -> ActivationSet:
             values[test] = rng.normal(size=values[test].shape).astype(values.dtype) * 10
             np.save(path, values)
             shard["sha256"][name] = file_sha256(path)
+    manifest["sha256"] = manifest_digest(manifest)  # the manifest signs itself; edited on purpose here
     (directory / "manifest.json").write_text(json.dumps(manifest))
     scrambled = ActivationSet(directory)
     assert np.array_equal(scrambled.is_test, acts.is_test)  # the same data identity: the same splits

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
-from theorycraft.errors import FitError
-
+from theorycraft import _arguments
+from theorycraft.errors import ArgumentError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, capture as _capture
 from theorycraft.targets import Target, load_target
@@ -33,15 +33,18 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             progress: bool = True) -> ActivationSet:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one."""
+    n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
+                           _arguments.check("batch_size", batch_size))
+    if sites is not None:
+        sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
         theory_or_target = load_theory(theory_or_target)
+    if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
+        name = getattr(theory_or_target, "name", theory_or_target)
+        raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
+                            f"theorycraft sites {name} lists them), or capture a theory file")
     target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
-    if sites is None:
-        if not isinstance(theory_or_target, Theory):
-            raise ValueError("name the sites to capture (sites=[...]) or pass a theory")
-        hooks = [site.hook for site in theory_or_target.sites.values()]
-    else:
-        hooks = [s if isinstance(s, HookPoint) else HookPoint.parse(s) for s in sites]
+    hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress)
 
@@ -62,11 +65,12 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
+    _arguments.check("n", n, optional=True)
+    config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                       progress=progress)  # checks its arguments before anything loads
     theory = load_theory(theory, trust_code=trust_code) if isinstance(theory, str) else theory
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
-    config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,11 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 
+    for name, value in {"budget_bits": budget_bits, "budget_minutes": budget_minutes, "n": n}.items():
+        _arguments.check(name, value, optional=True)
+    _arguments.check("tries", tries)
+    _arguments.check("target_coverage", target_coverage)
+    config = FitConfig(seed=seed, max_steps=max_steps, progress=False)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code) if isinstance(start, str) else start
     acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
@@ -99,7 +108,6 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     else:
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
-    config = FitConfig(seed=seed, max_steps=max_steps, progress=False)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config)
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log)
@@ -131,14 +139,24 @@ def run_activations(fitted: "FittedTheory", run_dir: Path) -> ActivationSet:
     return ActivationSet(directory)
 
 
+def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
+    """The fitted theory of an artifact directory, every file of it (the scorecard too) verified
+    against its recorded checksum first."""
+    from theorycraft import _artifact
+    from theorycraft.inference import FittedTheory
+
+    _artifact.verify(run_dir)
+    return FittedTheory.load(run_dir, trust_code=trust_code)
+
+
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
               limit: int | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""
-    from theorycraft.inference import FittedTheory
     from theorycraft.scoring import score
 
+    _arguments.check("limit", limit, optional=True)
     run_dir = Path(run_dir)
-    fitted = FittedTheory.load(run_dir, trust_code=trust_code)
+    fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir)
     target = None
     if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):

@@ -1,16 +1,21 @@
-"""The ``theorycraft`` command. Exit codes: 0 ok, 1 invalid input, 2 usage error."""
+"""The ``theorycraft`` command. Exit codes: 0 ok, 1 invalid input, 2 usage error (a bad flag or
+argument), 3 internal error (a bug in theorycraft: reported without a traceback unless
+THEORYCRAFT_DEBUG=1), 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft.errors import USER_ERRORS
+from theorycraft._arguments import flag, site_flag
+from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+DEBUG_ENV = "THEORYCRAFT_DEBUG"
 TRUST_HELP = "allow torch: targets and 'kind: module:attr' components to run their Python"
 
 
@@ -119,12 +124,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from theorycraft.inference import FittedTheory
     from theorycraft.refine import diagnose, render
-    from theorycraft.api import run_activations
+    from theorycraft.api import load_run, run_activations
 
     run = Path(args.run_dir)
-    fitted = FittedTheory.load(run, trust_code=args.trust_code)
+    fitted = load_run(run, trust_code=args.trust_code)
     vocabulary = None
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
@@ -213,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, run: Callable, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=run, parser=sub)
         return sub
 
     val = command("validate", _validate, "check theory files; report every problem as file:line:col")
@@ -230,11 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store")
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
-    cap.add_argument("--sites", nargs="+", metavar="SITE", help="hook points to record (default: the theory's)")
-    cap.add_argument("--n", type=int, default=None, help="number of examples (default: the target's dataset)")
-    cap.add_argument("--seed", type=int, default=0, help="seed of the data and its one shuffle")
+    cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
+                     help="hook points to record (default: the theory's; a target needs them)")
+    cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
+    cap.add_argument("--seed", type=flag("seed"), default=0, help="seed of the data and its one shuffle")
     cap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    cap.add_argument("--batch-size", type=int, default=256)
+    cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
     _common(cap)
@@ -242,11 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
-    inf.add_argument("--seed", type=int, default=0)
-    inf.add_argument("--max-steps", type=int, default=2000, help="Adam steps for parts without a closed form")
-    inf.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    inf.add_argument("--batch-size", type=int, default=512)
-    inf.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
+    inf.add_argument("--seed", type=flag("seed"), default=0)
+    inf.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps for parts without a "
+                     "closed form")
+    inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
+    inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
+    inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
     _common(inf)
 
     sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
@@ -254,14 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--prequential", action="store_true", help="also the prequential (online) code: refits the "
                     "theory on growing prefixes of the data")
     sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
-    sc.add_argument("--limit", type=int, default=None, metavar="N", help="score on the first N test examples")
+    sc.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="score on the first N test examples")
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
     diag.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
-    diag.add_argument("--top", type=int, default=3, help="residual directions (and correlates of each) to report")
-    diag.add_argument("--worst", type=int, default=5, help="worst test examples to show")
+    diag.add_argument("--top", type=flag("top"), default=3, help="residual directions (and correlates of each) to report")
+    diag.add_argument("--worst", type=flag("worst"), default=5, help="worst test examples to show")
     diag.add_argument("--vocabulary", metavar="VOCAB.yaml", help="also correlate with the candidate features of "
                       "a search vocabulary (e.g. a search's vocabulary.yaml)")
     diag.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
@@ -272,16 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--vocabulary", metavar="VOCAB.yaml", help="candidate components (default: generated for the "
                     "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
     budget = se.add_mutually_exclusive_group()
-    budget.add_argument("--budget-bits", type=float, metavar="B", help="never grow the theory past B bits")
-    budget.add_argument("--budget-minutes", type=float, metavar="M", help="stop after M minutes")
+    budget.add_argument("--budget-bits", type=flag("budget_bits"), metavar="B", help="never grow the theory past B bits")
+    budget.add_argument("--budget-minutes", type=flag("budget_minutes"), metavar="M", help="stop after M minutes")
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
-    se.add_argument("--tries", type=int, default=4, help="best-estimated candidates fitted and scored per step")
-    se.add_argument("--max-steps", type=int, default=2000, help="Adam steps per fit (re-infer with the same)")
-    se.add_argument("--seed", type=int, default=0)
-    se.add_argument("--target-coverage", type=float, default=0.99, help="the coverage the scaling curve is asked "
+    se.add_argument("--tries", type=flag("tries"), default=4, help="best-estimated candidates fitted and scored per step")
+    se.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps per fit (re-infer with the same)")
+    se.add_argument("--seed", type=flag("seed"), default=0)
+    se.add_argument("--target-coverage", type=flag("target_coverage"), default=0.99, help="the coverage the scaling curve is asked "
                     "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
-    se.add_argument("--n", type=int, default=None, help="examples to capture (default: the target's dataset)")
+    se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
     _common(se)
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
@@ -304,12 +310,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TheoryError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
+    except ArgumentError as exc:  # an argument the parser could not judge alone: a usage error too
+        args.parser.print_usage(sys.stderr)
+        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (theorycraft schema | head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
+    except Exception as exc:  # the last resort: anything else is a bug in theorycraft, said so
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n"
+              f"This is a bug in theorycraft, not in your input. Please report it with the command you ran and "
+              f"the traceback that {DEBUG_ENV}=1 shows (rerun with {DEBUG_ENV}=1 theorycraft ...).",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Errors a user can cause and fix; the CLI prints them without a traceback and exits 1."""
+"""Errors a user can cause and fix; the CLI prints them without a traceback and exits 1 (2 for
+an ``ArgumentError``: a bad argument is a usage error)."""
 
 from theorycraft.spec import TheoryError
 
@@ -13,6 +14,16 @@ class StoreError(Exception):
 
 class FitError(Exception):
     """A fit that cannot start or went wrong (shapes, divergence); the message names the part and the fix."""
+
+
+class ArtifactError(FitError):
+    """An artifact directory (theory.yaml, params.safetensors, scorecard.json) that is missing,
+    torn or corrupted; the message names the file and the fix."""
+
+
+class ArgumentError(ValueError):
+    """An argument out of its range (``n=-5``, ``learning_rate=0``); the message is the one the CLI
+    prints for the matching flag."""
 
 
 USER_ERRORS = (TheoryError, TargetError, StoreError, FitError)

@@ -2,20 +2,24 @@
 
 A capture is content-addressed by (target identity, hook points, dataset identity, dtype) and
 lives in ``CACHE/KEY/``: ``inputs.npy``, ``shard-NNNNN/SITE.npy`` (memory-mappable) and
-``manifest.json`` (shapes, dtypes, identities, sha256 of every file). Each file is written to a
-temporary name, fsync'd and renamed, so a file either is complete or is not there; the manifest
-is written last, so a capture is complete exactly when it has one. Finished shards are listed in
-``progress.json`` as they land, so an interrupted capture resumes where it stopped.
+``manifest.json`` (shapes, dtypes, identities, sha256 of every file, and a sha256 of the manifest
+itself, checked on open). Each file is written to a temporary name, fsync'd and renamed, so a file
+either is complete or is not there; the manifest is written last, and only once every row of every
+site was counted in, so a capture is complete exactly when it has one. Finished shards are listed
+in ``progress.json`` as they land, so an interrupted capture resumes where it stopped (its stale
+temporary files removed first). A full disk stops the capture with the space it needs.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
 import queue
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +27,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from theorycraft import _arguments
 from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries its own sha256 (a version-1 capture is captured again)
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.2  # drawn from all examples, kept where not test: ~16% of them
 SHARD_BYTES = 64 << 20  # ~64 MiB of activations per shard
@@ -82,6 +87,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def _write_file(tmp: Path, chunks) -> None:
+    """Write ``chunks`` (bytes-like) to ``tmp`` and fsync it."""
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_atomically(path: Path, chunks) -> None:
+    """``path`` gets ``chunks`` whole or not at all: written to a temporary name (removed again
+    on any failure, a full disk included), then renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
+    try:
+        _write_file(tmp, chunks)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_array(path: Path, array: np.ndarray) -> str:
     """Write ``array`` as .npy atomically and durably; returns the file's sha256."""
     array = np.ascontiguousarray(array)
@@ -90,24 +119,19 @@ def write_array(path: Path, array: np.ndarray) -> str:
     digest = hashlib.sha256(header.getvalue())
     data = memoryview(array.reshape(-1).view(np.uint8))
     digest.update(data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.getvalue())
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomically(path, [header.getvalue(), data])
     return digest.hexdigest()
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomically(path, [json.dumps(data, indent=1).encode()])
     _fsync_dir(path.parent)
+
+
+def manifest_digest(manifest: dict) -> str:
+    """The sha256 a manifest carries of itself: of its canonical JSON, without the digest field."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -172,8 +196,9 @@ class CaptureKey:
     dataset: str
     dtype: str
 
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:20]
+    def digest(self) -> str:  # the store's format is part of the address: a new format, a new capture
+        key = {**self.__dict__, "format": FORMAT_VERSION}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def site_filename(hook: HookPoint | str) -> str:
@@ -187,7 +212,13 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
     into the store, or return the capture already there."""
     if dtype not in DTYPES:
         raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
-    hooks = sorted(set(hooks), key=str)
+    n, seed = _arguments.check("n", n, optional=True), _arguments.check("seed", seed)
+    batch_size = _arguments.check("batch_size", batch_size)
+    if shard_rows is not None and shard_rows < 1:
+        raise _arguments.ArgumentError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
+    hooks = sorted(set(_arguments.site(h) for h in hooks), key=str)
+    if not hooks:
+        raise _arguments.ArgumentError("name at least one site to capture")
     target.check_hooks(hooks)
     dataset = np.asarray(target.dataset(n, seed))
     content = hashlib.sha256(np.ascontiguousarray(dataset).tobytes()).hexdigest()[:16]  # what was fed, exactly
@@ -211,63 +242,127 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
     order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
     inputs = dataset[order]
     total = len(inputs)
+    if total == 0:
+        raise StoreError(f"{target.name} gave no examples to capture")
     store_dtype = numpy_dtype(dtype)
     shapes = {str(h): tuple(s) for h, s in target.hooks().items() if h in key.hooks}
     example_bytes = sum(int(np.prod(s)) for s in shapes.values()) * store_dtype.itemsize
     rows = shard_rows or max(batch_size, (SHARD_BYTES // max(example_bytes, 1)) // batch_size * batch_size)
     bounds = [(start, min(start + rows, total)) for start in range(0, total, rows)]
 
+    _remove_stale_temporaries(directory)  # left by a killed capture; we hold the key's lock
     progress_path = directory / "progress.json"
-    done = _finished_shards(directory, progress_path, key)
-    inputs_sha = done.pop("__inputs__", None) or write_array(directory / "inputs.npy", inputs)
-    lock = threading.Lock()
-
-    def landed(shard: int, sums: dict) -> None:
-        with lock:
-            done[shard] = sums
-            write_json(progress_path, {"key": key.__dict__, "inputs": inputs_sha,
-                                       "shards": {str(k): v for k, v in done.items()}})
-
+    done = _finished_shards(directory, progress_path, key, bounds, {site_filename(s) for s in shapes})
     todo = [k for k in range(len(bounds)) if k not in done]
-    bar = tqdm(total=total, initial=total - sum(bounds[k][1] - bounds[k][0] for k in todo), unit="ex",
-               desc=f"capture {target.name}", disable=not progress, dynamic_ncols=True)
-    writer = _Writer(landed, lambda: {name: np.empty((rows, *shapes[name]), store_dtype) for name in shapes})
+    inputs_sha = done.pop("__inputs__", None)
     try:
-        for shard in todo:
-            start, stop = bounds[shard]
-            buffers = writer.buffers()
-            for b in range(start, stop, batch_size):
-                e = min(b + batch_size, stop)
-                recorded = target.record(dataset, order[b:e], hooks)
-                for hook, values in recorded.items():
-                    _check_finite(values, str(hook), order[b:e], target.name)
-                    buffers[str(hook)][b - start:e - start] = values  # casts in place, no temporary
-                bar.update(e - b)
-            writer.put((shard, directory / f"shard-{shard:05d}", buffers, stop - start))
-    finally:
-        writer.close()
-        bar.close()
-    manifest = {
-        "format": "theorycraft-activations", "version": FORMAT_VERSION, "key": key.__dict__,
-        "target": {"name": target.name, "identity": target.identity, "input_kind": target.input_kind,
-                   "vocab_size": target.vocab_size},
-        "dataset": {"identity": key.dataset, "n": total, "seed": seed},
-        "dtype": dtype, "n_examples": total,
-        "sites": {name: {"shape": list(shapes[name]), "file": site_filename(name)} for name in shapes},
-        "inputs": {"file": "inputs.npy", "sha256": inputs_sha, "shape": list(inputs.shape), "dtype": str(inputs.dtype)},
-        "shards": [{"dir": f"shard-{k:05d}", "rows": list(bounds[k]), "sha256": done[k]} for k in range(len(bounds))],
-    }
-    write_json(directory / "manifest.json", manifest)
+        inputs_sha = inputs_sha or write_array(directory / "inputs.npy", inputs)
+        lock = threading.Lock()
+
+        def landed(shard: int, sums: dict) -> None:
+            with lock:
+                done[shard] = sums
+                write_json(progress_path, {"key": key.__dict__, "inputs": inputs_sha, "bounds": bounds,
+                                           "shards": {str(k): v for k, v in done.items()}})
+
+        bar = tqdm(total=total, initial=total - sum(bounds[k][1] - bounds[k][0] for k in todo), unit="ex",
+                   desc=f"capture {target.name}", disable=not progress, dynamic_ncols=True)
+        writer = _Writer(landed, lambda: {name: np.empty((rows, *shapes[name]), store_dtype) for name in shapes})
+        try:
+            for shard in todo:
+                start, stop = bounds[shard]
+                buffers = writer.buffers()
+                filled = dict.fromkeys(shapes, 0)  # rows of each site that landed in this shard's buffers
+                for b in range(start, stop, batch_size):
+                    e = min(b + batch_size, stop)
+                    recorded = {str(h): v for h, v in target.record(dataset, order[b:e], hooks).items()}
+                    for site, values in recorded.items():
+                        if site not in shapes:
+                            continue
+                        _check_batch(values, site, (e - b, *shapes[site]), target.name)
+                        _check_finite(values, site, order[b:e], target.name)
+                        buffers[site][b - start:e - start] = values  # casts in place, no temporary
+                        filled[site] += e - b
+                    bar.update(e - b)
+                _check_filled(filled, stop - start, f"shard {shard} (examples {start} to {stop - 1})", target.name)
+                writer.put((shard, directory / f"shard-{shard:05d}", buffers, stop - start))
+        finally:
+            writer.close()
+            bar.close()
+        _check_filled({site: sum(bounds[k][1] - bounds[k][0] for k in done if site_filename(site) in done[k])
+                       for site in shapes}, total, "the capture", target.name)
+        manifest = {
+            "format": "theorycraft-activations", "version": FORMAT_VERSION, "key": key.__dict__,
+            "target": {"name": target.name, "identity": target.identity, "input_kind": target.input_kind,
+                       "vocab_size": target.vocab_size},
+            "dataset": {"identity": key.dataset, "n": total, "seed": seed},
+            "dtype": dtype, "n_examples": total,
+            "sites": {name: {"shape": list(shapes[name]), "file": site_filename(name)} for name in shapes},
+            "inputs": {"file": "inputs.npy", "sha256": inputs_sha, "shape": list(inputs.shape),
+                       "dtype": str(inputs.dtype)},
+            "shards": [{"dir": f"shard-{k:05d}", "rows": list(bounds[k]), "sha256": done[k]}
+                       for k in range(len(bounds))],
+        }
+        manifest["sha256"] = manifest_digest(manifest)
+        write_json(directory / "manifest.json", manifest)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        needed = (inputs_sha is None) * inputs.nbytes + example_bytes * sum(
+            stop - start for k, (start, stop) in enumerate(bounds) if k not in done)
+        raise _out_of_space(directory, needed) from None
     progress_path.unlink(missing_ok=True)
 
 
-def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey) -> dict:
+def _out_of_space(directory: Path, needed: int) -> StoreError:
+    """A full disk: the temporary file is gone, the finished shards stay, and the user learns how much more
+    space the capture needs."""
+    _remove_stale_temporaries(directory)
+    free = shutil.disk_usage(directory).free
+    return StoreError(f"{directory}: no space left on the device; this capture needs about {_size(needed)} more "
+                      f"({_size(free)} free now). Free some space or point --cache (or $THEORYCRAFT_CACHE) at a "
+                      f"bigger disk, then run the same command again: the shards already written are kept")
+
+
+def _size(n: float) -> str:
+    unit = "bytes"
+    for bigger in ("KB", "MB", "GB"):
+        if n < 1000:
+            break
+        n, unit = n / 1000, bigger
+    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    for tmp in [*directory.glob(f".*{TMP_SUFFIX}"), *directory.glob(f"shard-*/.*{TMP_SUFFIX}")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_batch(values, site: str, expected: tuple, target_name: str) -> None:
+    shape = tuple(getattr(values, "shape", ()))
+    if shape != expected:
+        raise StoreError(f"{target_name} recorded site '{site}' with shape {list(shape)} for a batch, expected "
+                         f"{list(expected)} (rows, *the site's shape); nothing of this batch was stored")
+
+
+def _check_filled(filled: dict, expected: int, where: str, target_name: str) -> None:
+    """Every site has ``expected`` rows in ``where``: a capture with a row missing is never finished."""
+    short = {site: rows for site, rows in filled.items() if rows != expected}
+    if short:
+        raise StoreError(f"{target_name}: {where} is incomplete, rows written of {expected}: "
+                         + ", ".join(f"{site} {rows}" for site, rows in short.items())
+                         + "; the capture was not marked finished (a bug in the target's record, or in theorycraft)")
+
+
+def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey, bounds: list, files: set) -> dict:
     """Shards an interrupted capture finished, each re-verified; anything doubtful is redone."""
     try:
         state = json.loads(progress_path.read_text())
     except (OSError, ValueError):
         return {}
-    if state.get("key") != json.loads(json.dumps(key.__dict__)):
+    if not isinstance(state, dict) or state.get("key") != json.loads(json.dumps(key.__dict__)):
+        return {}
+    if state.get("bounds") != json.loads(json.dumps(bounds)):  # shards cut another way (another batch size)
         return {}
     done: dict = {}
     inputs = directory / "inputs.npy"
@@ -275,7 +370,10 @@ def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey) -> d
         done["__inputs__"] = state["inputs"]
     else:
         return {}
-    for shard, sums in state.get("shards", {}).items():
+    shards = state.get("shards")
+    for shard, sums in (shards.items() if isinstance(shards, dict) else ()):
+        if not (shard.isdigit() and int(shard) < len(bounds) and isinstance(sums, dict) and set(sums) == files):
+            continue
         folder = directory / f"shard-{int(shard):05d}"
         if all((folder / f"{name}.npy").exists() and file_sha256(folder / f"{name}.npy") == s
                for name, s in sums.items()):
@@ -293,6 +391,30 @@ def _check_finite(values: np.ndarray, site: str, examples: np.ndarray, target_na
 
 # --- reading ---------------------------------------------------------------------------------------
 
+def _check_manifest(manifest, path: Path, fix: str) -> None:
+    """A manifest is used only if it is this format's, its own sha256 matches, and its shards
+    cover every example once, in order, with a file for every site."""
+    if not isinstance(manifest, dict) or manifest.get("format") != "theorycraft-activations":
+        raise StoreError(f"{path}: not a capture manifest; {fix}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise StoreError(f"{path}: a capture of store format {manifest.get('version')!r}, expected "
+                         f"{FORMAT_VERSION}; {fix}")
+    if manifest.get("sha256") != manifest_digest(manifest):
+        raise StoreError(f"{path}: checksum mismatch (the manifest is corrupted or was edited); {fix}")
+    try:  # a manifest this code wrote has these; checked anyway, so nothing below can trip on them
+        files = {site["file"] for site in manifest["sites"].values()}
+        assert all(isinstance(d, int) and d >= 0 for site in manifest["sites"].values() for d in site["shape"])
+        n, end = manifest["n_examples"], 0
+        for shard in manifest["shards"]:
+            start, stop = shard["rows"]
+            assert start == end and stop > start and set(shard["sha256"]) == files
+            end = stop
+        assert end == n == manifest["inputs"]["shape"][0] and manifest["dataset"]["identity"]
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise StoreError(f"{path}: an inconsistent capture manifest (its shards do not cover its "
+                         f"{manifest.get('n_examples')!r} examples with every site); {fix}") from None
+
+
 class ActivationSet:
     """A finished capture. Arrays are memory-mapped; each file's sha256 is checked before its
     first read, so a torn or corrupted file is reported, never read."""
@@ -302,10 +424,11 @@ class ActivationSet:
         path = self.directory / "manifest.json"
         try:
             self.manifest = json.loads(path.read_text())
-            self.sites = {name: tuple(s["shape"]) for name, s in self.manifest["sites"].items()}
-            self.n = int(self.manifest["n_examples"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: not a readable capture manifest ({exc}); {self._fix}") from None
+        _check_manifest(self.manifest, path, self._fix)
+        self.sites = {name: tuple(s["shape"]) for name, s in self.manifest["sites"].items()}
+        self.n = int(self.manifest["n_examples"])
         self._verified: set[Path] = set()
         identity = self.manifest["dataset"]["identity"]
         self.is_test = split_is_test(self.n, identity)

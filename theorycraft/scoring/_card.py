@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
+from theorycraft import _artifact
+from theorycraft.errors import ArtifactError
+
 SCORECARD_FORMAT = 3  # 3: free-running fidelity beside teacher-forced; bits of declared inputs
 
 
@@ -115,8 +118,16 @@ class Scorecard:
         tmp = path.with_name(".scorecard.tmp.json")
         tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         tmp.replace(path)
+        _artifact.record(path.parent, path.name)
         return path
 
     @classmethod
     def load(cls, directory) -> "Scorecard":
-        return cls.from_json(json.loads((Path(directory) / "scorecard.json").read_text()))
+        """The scorecard of an artifact directory, its checksum verified first."""
+        path = Path(directory) / "scorecard.json"
+        _artifact.verify(directory, [path.name])
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{path}: not a readable scorecard ({exc}); "
+                                f"{_artifact.FIXES[path.name].format(run=directory)}") from None

@@ -92,8 +92,13 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None) -> TorchTa
     if not (path / "config.json").exists():
         raise TargetError(f"hf:{address}: expected a local Hugging Face model directory with config.json at {path}")
     transformers.logging.set_verbosity_error()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
+    try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TargetError(f"hf:{address}: {path} is not a loadable Hugging Face model directory (expected "
+                          f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
+                          f"{exc}") from None
     corpus = texts if texts is not None else stdlib_docstrings()
     corpus_id = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:16]
 

@@ -36,14 +36,20 @@ class RecordedTarget(Target):
         self.name = f"activations:{directory}"
         self.inputs = self._load(directory / "inputs.npy")
         tokens = np.issubdtype(self.inputs.dtype, np.integer)
+        if self.inputs.ndim != 2 or len(self.inputs) == 0 or not (tokens or np.issubdtype(self.inputs.dtype, np.floating)):
+            raise TargetError(f"{directory / 'inputs.npy'}: expected [N, T] integer token ids or [N, D] floats "
+                              f"(N >= 1), found {self.inputs.dtype} {list(self.inputs.shape)}")
+        if tokens and self.inputs.min() < 0:
+            raise TargetError(f"{directory / 'inputs.npy'}: expected token ids >= 0, found {int(self.inputs.min())}")
         self.input_kind = "tokens" if tokens else "vectors"
         self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if tokens else None)
         self.arrays = {}
         for site in sites:
-            array = self._load(directory / f"{str(site).replace(':', '@')}.npy")
-            if len(array) != len(self.inputs) or not np.issubdtype(array.dtype, np.floating):
-                raise TargetError(f"{directory}/{site}.npy: expected a float array with {len(self.inputs)} rows "
-                                  f"(one per input), found {array.dtype} {array.shape}")
+            path = directory / f"{str(site).replace(':', '@')}.npy"
+            array = self._load(path)
+            if len(array) != len(self.inputs) or array.ndim not in (2, 3) or not np.issubdtype(array.dtype, np.floating):
+                raise TargetError(f"{path}: expected a float array [N, D] or [N, T, D] with N = {len(self.inputs)} "
+                                  f"rows (one per input), found {array.dtype} {list(array.shape)}")
             self.arrays[str(site)] = array
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
         for path in sorted(directory.glob("*.npy")):  # by content: the same recording, the same identity
@@ -54,7 +60,7 @@ class RecordedTarget(Target):
     def _load(path: Path) -> np.ndarray:
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise TargetError(f"{path}: expected a .npy array ({exc})") from None
 
     def dataset(self, n: int | None, seed: int) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""The numeric arguments of the library and the CLI, with their ranges: one table, checked by the
+CLI's parser (a usage error) and by the library functions (an ``ArgumentError``), with one message."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+from typing import NamedTuple
+
+from theorycraft.errors import ArgumentError
+
+
+class Range(NamedTuple):
+    integer: bool
+    low: float
+    low_open: bool = False  # low itself excluded
+    high: float | None = None
+    high_open: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.integer else "a finite number"
+        low = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+        if self.high is None:
+            return f"{what} {low}"
+        return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def holds(self, value) -> bool:  # numpy scalars count; True and False do not
+        number = numbers.Integral if self.integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+
+RANGES = {
+    "n": Range(True, 1),
+    "seed": Range(True, 0),
+    "batch_size": Range(True, 1),
+    "max_steps": Range(True, 1),
+    "learning_rate": Range(False, 0, low_open=True),
+    "limit": Range(True, 1),
+    "top": Range(True, 1),
+    "worst": Range(True, 0),
+    "tries": Range(True, 1),
+    "budget_bits": Range(False, 0, low_open=True),
+    "budget_minutes": Range(False, 0, low_open=True),
+    "target_coverage": Range(False, 0, low_open=True, high=1, high_open=True),
+}
+
+
+def message(name: str, value) -> str:
+    return f"{name} must be {RANGES[name].describe()}, got {value!r}"
+
+
+def check(name: str, value, *, optional: bool = False):
+    """``value`` if it is in ``name``'s range (or None where ``optional``), else an ArgumentError."""
+    if value is None and optional:
+        return None
+    if not RANGES[name].holds(value):
+        raise ArgumentError(message(name, value))
+    return int(value) if RANGES[name].integer else float(value)
+
+
+def flag(name: str):
+    """An argparse ``type=`` for ``name``: a bad value is a usage error with the same message."""
+    def parse(text: str):
+        try:
+            value = int(text) if RANGES[name].integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(message(name, text)) from None
+        try:
+            return check(name, value)
+        except ArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def site(text):
+    """A site (hook point) named by the user, parsed once; a malformed name is an ArgumentError."""
+    from theorycraft.spec import HookPoint
+
+    if isinstance(text, HookPoint):
+        return text
+    try:
+        return HookPoint.parse(text)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"expected a site (hook point) like 'blocks.0.mlp.hook_post' or "
+                            f"'encoder.layer.3.output:input', got {text!r}") from None
+
+
+def site_flag(text: str):
+    try:
+        return site(text)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
