@@ -101,7 +101,7 @@ class ExpressionContext:
 
     def rows(self, exprs) -> np.ndarray:
         """Expressions over positions, read in the site's rows: [rows, len(exprs)]."""
-        env = {**position_env(self.tokens, np), **self.variables}
+        env = position_env(self.tokens, np, self.variables)
         values = np.stack([np.asarray(evaluate(e, env), np.float32) for e in exprs], axis=-1)  # [N, T, k]
         return _at_rows(values, self.site_shape, self.position)
 

@@ -6,9 +6,14 @@ expression serves both the store (numpy) and the engine (jit). Semantics:
 
 - ``token`` is the input, ``[N, T]`` integer ids; ``token[k]`` reads position ``k`` of every
   sequence, and ``k`` may depend on the current position (``token[i - 1]``). A position outside
-  the sequence reads as ``-1``.
+  the sequence reads as ``-1``. Any variable is indexed the same way (``x[i - 1]``, ``x[j]``).
 - ``i`` (alias ``position``) is the current position; ``j`` the key position inside an attention
-  rule; ``T`` the sequence length.
+  rule or a reduction; ``T`` the sequence length.
+- Reductions over the key positions ``j`` of the same sequence (all of them, 0 to T - 1):
+  ``count(j: COND)`` (how many keys a rule selects: selector width), ``sum(j: EXPR)`` and
+  ``aggregate(j: COND, VALUE)`` (the mean of VALUE over the keys where COND holds, 0 where none
+  does: RASP's aggregate of a select). Inside, a bare variable is read at the query ``i``;
+  ``x[j]`` at the key.
 - Arithmetic ``+ - * / // % **`` (``x % 0`` and ``x // 0`` are 0), comparisons (chainable), ``and or not``, ``x if c else y``, and
   the functions in FUNCTIONS. Results broadcast to ``[N, T]`` (``[N, T, T]`` for attention).
 """
@@ -18,12 +23,17 @@ from __future__ import annotations
 import ast
 import copy
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-POSITION_NAMES = frozenset({"token", "i", "position", "T"})
+POSITION_NAMES = frozenset({"token", "i", "position", "T", "true", "false"})
 PAIR_NAMES = POSITION_NAMES | {"j"}  # attention rules also see the key position
 FUNCTIONS = {"mod": 2, "abs": 1, "min": 2, "max": 2, "where": 3}
+REDUCTIONS = {"count": 1, "sum": 1, "aggregate": 2}  # arguments after ``j:``
+CONSTANTS = {"true": True, "false": False}  # YAML's spelling, besides Python's True / False
+INDEX_NAMES = frozenset({"i", "position", "T", "j"})  # positions, not values: never indexed
+_REDUCTION_HEAD = re.compile(r"\b([A-Za-z_]\w*)(\s*\(\s*[A-Za-z_]\w*\s*):")  # f(x: ...), e.g. count(j: ...)
 MAX_LENGTH = 1000
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -54,8 +64,9 @@ class Expr:
     """A checked expression. Equal when the text is equal; ``names`` are its free names."""
 
     text: str
-    names: tuple[tuple[str, int], ...] = field(compare=False)  # (name, 0-based offset)
+    names: tuple[tuple[str, int], ...] = field(compare=False)  # (name, 0-based offset); a reduction's j is bound
     tree: ast.Expression = field(compare=False, repr=False)
+    reductions: tuple[tuple[str, int], ...] = field(default=(), compare=False)  # (function, offset)
 
     def __str__(self) -> str:
         return self.text
@@ -82,8 +93,11 @@ def parse_expr(text: object) -> Expr:
         raise ExprError(f"expected printable text, found the control character {text[control]!r}", control)
     if len(text) > MAX_LENGTH:
         raise ExprError(f"expected an expression of at most {MAX_LENGTH} characters, found {len(text)}")
+    # ``count(j: ...)`` is not Python: the colon becomes a comma (same length, so every offset
+    # stays true) and the reduction is parsed as a call whose first argument is ``j``
+    python = _REDUCTION_HEAD.sub(lambda m: m[1] + m[2] + ",", text)
     try:
-        tree = ast.parse(text.strip("\n"), mode="eval")
+        tree = ast.parse(python.strip("\n"), mode="eval")
     except SyntaxError as exc:
         lines = text.split("\n")
         line_start = sum(len(line) + 1 for line in lines[: (exc.lineno or 1) - 1])
@@ -94,16 +108,21 @@ def parse_expr(text: object) -> Expr:
     except (ValueError, RecursionError, MemoryError):
         raise ExprError("invalid expression: nested too deeply or contains a null byte") from None
     names: list[tuple[str, int]] = []
+    reductions: list[tuple[str, int]] = []
     try:
-        _check(tree.body, text, names)
+        _check(tree.body, text, names, reductions)
     except RecursionError:
         raise ExprError("invalid expression: nested too deeply") from None
-    return Expr(text, tuple(names), tree)
+    return Expr(text, tuple(names), tree, tuple(reductions))
 
 
-def _check(node: ast.AST, text: str, names: list) -> None:
+def _check(node: ast.AST, text: str, names: list, reductions: list, bound: bool = False) -> None:
+    """Whitelist ``node``; ``bound``: inside a reduction, where ``j`` is the reduction's own."""
     def reject(what: str, at: ast.AST = node) -> None:
         raise ExprError(what, _offset(text, at))
+
+    def check(child: ast.AST) -> None:
+        _check(child, text, names, reductions, bound)
 
     if isinstance(node, ast.Constant):
         if isinstance(node.value, (bool, int, float)):
@@ -114,48 +133,71 @@ def _check(node: ast.AST, text: str, names: list) -> None:
             reject(f"names starting with '_' are not allowed, found '{node.id}'")
         if node.id == "token":
             reject("'token' is the whole input: read one position as token[k], e.g. token[i]")
-        if node.id in FUNCTIONS:
+        if node.id in CONSTANTS:
+            return
+        if node.id in FUNCTIONS or node.id in REDUCTIONS:
             reject(f"'{node.id}' is a function: call it as {node.id}(...)")
-        names.append((node.id, _offset(text, node)))
+        if not (bound and node.id == "j"):
+            names.append((node.id, _offset(text, node)))
         return
     if isinstance(node, ast.Subscript):
-        if not (isinstance(node.value, ast.Name) and node.value.id == "token"):
-            reject("only 'token' can be indexed, as token[k]")
-        names.append(("token", _offset(text, node.value)))
-        return _check(node.slice, text, names)
+        if not isinstance(node.value, ast.Name) or node.value.id in INDEX_NAMES or node.value.id.startswith("_"):
+            reject("only 'token' and variables can be indexed, as token[k] or x[i - 1]")
+        names.append((node.value.id, _offset(text, node.value)))
+        return check(node.slice)
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            reject(f"unknown function '{called}' (allowed: {', '.join(sorted(FUNCTIONS))})")
-        if node.keywords:
-            reject(f"{node.func.id}() takes no keyword arguments", node.keywords[0].value)
-        want = FUNCTIONS[node.func.id]
-        if len(node.args) != want:
-            reject(f"{node.func.id}() expects {want} argument{'s' * (want > 1)}, found {len(node.args)}")
-        for arg in node.args:
-            _check(arg, text, names)
-        return
+        return _check_call(node, text, names, reductions, bound)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        _check(node.left, text, names)
-        return _check(node.right, text, names)
+        check(node.left)
+        return check(node.right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
-        return _check(node.operand, text, names)
+        return check(node.operand)
     if isinstance(node, ast.BoolOp):
         for value in node.values:
-            _check(value, text, names)
+            check(value)
         return
     if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
         for part in (node.left, *node.comparators):
-            _check(part, text, names)
+            check(part)
         return
     if isinstance(node, ast.IfExp):
         for part in (node.test, node.body, node.orelse):
-            _check(part, text, names)
+            check(part)
         return
     what = _NAMED_REJECTS.get(type(node), f"'{type(node).__name__}' syntax")
     if isinstance(node, (ast.BinOp, ast.Compare)):
         what = "that operator"
     reject(f"{what} is not allowed in expressions")
+
+
+def _check_call(node: ast.Call, text: str, names: list, reductions: list, bound: bool) -> None:
+    """A function call, or a reduction over keys: ``count(j: COND)`` (parsed as ``count(j, COND)``)."""
+    def reject(what: str, at: ast.AST = node) -> None:
+        raise ExprError(what, _offset(text, at))
+
+    name = node.func.id if isinstance(node.func, ast.Name) else None
+    if name not in FUNCTIONS and name not in REDUCTIONS:
+        allowed = ", ".join(sorted(FUNCTIONS) + [f"{r}(j: ...)" for r in REDUCTIONS])
+        reject(f"unknown function '{name or ast.unparse(node.func)}' (allowed: {allowed})")
+    if node.keywords:
+        reject(f"{name}() takes no keyword arguments", node.keywords[0].value)
+    if name in REDUCTIONS:
+        usage = {"count": "count(j: CONDITION)", "sum": "sum(j: VALUE)", "aggregate": "aggregate(j: CONDITION, VALUE)"}[name]
+        if not (node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "j"):
+            reject(f"{name} ranges over the key positions j: write {usage}")
+        if len(node.args) - 1 != REDUCTIONS[name]:
+            reject(f"expected {usage}, found {len(node.args) - 1} argument{'s' * (len(node.args) != 2)} after 'j:'")
+        if bound:
+            reject(f"{name}(j: ...) cannot be nested inside another reduction over j")
+        reductions.append((name, _offset(text, node)))
+        for arg in node.args[1:]:
+            _check(arg, text, names, reductions, True)
+        return
+    want = FUNCTIONS[name]
+    if len(node.args) != want:
+        reject(f"{name}() expects {want} argument{'s' * (want > 1)}, found {len(node.args)}")
+    for arg in node.args:
+        _check(arg, text, names, reductions, bound)
 
 
 def renamed(expr: Expr, names: Mapping[str, str]) -> str:
@@ -170,21 +212,30 @@ def renamed(expr: Expr, names: Mapping[str, str]) -> str:
 
 # --- evaluation --------------------------------------------------------------------------------
 
-def position_env(tokens, xp) -> dict[str, Any]:
-    """Names visible to a per-position expression over ``tokens`` ``[N, T]``."""
+def position_env(tokens, xp, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Names visible to a per-position expression over ``tokens`` ``[N, T]`` (and ``variables``,
+    each ``[N, T]``). ``_full`` holds what can be indexed (``token[k]``, ``x[k]``)."""
     n, t = tokens.shape
     i = xp.arange(t)[None, :]  # [1, T]
-    return {"token": tokens, "i": i, "position": i, "T": xp.asarray(t), "_shape": (n, t), "_xp": xp}
+    variables = dict(variables or {})
+    return {**variables, "token": tokens, "i": i, "position": i, "T": xp.asarray(t), "_shape": (n, t), "_xp": xp,
+            "_full": {"token": tokens, **variables}}
 
 
 def pair_env(tokens, variables: Mapping[str, Any], xp) -> dict[str, Any]:
     """Names visible to an attention rule: query position ``i``, key position ``j``."""
-    n, t = tokens.shape
+    return _pairs(position_env(tokens, xp, variables))
+
+
+def _pairs(env: Mapping[str, Any]) -> dict[str, Any]:
+    """A per-position env widened to (query i, key j) pairs: a bare variable is read at the query."""
+    xp, (n, t) = env["_xp"], env["_shape"]
+    full = env["_full"]
+    out = {name: value[:, :, None] for name, value in full.items() if name != "token"}
     i = xp.arange(t)[None, :, None]  # [1, T_query, 1]
-    j = xp.arange(t)[None, None, :]  # [1, 1, T_key]
-    env = {name: value[:, :, None] for name, value in variables.items()}  # variables at the query
-    env.update(token=tokens, i=i, position=i, j=j, T=xp.asarray(t), _shape=(n, t, t), _xp=xp)
-    return env
+    out.update(token=full["token"], i=i, position=i, j=xp.arange(t)[None, None, :], T=xp.asarray(t),
+               _shape=(n, t, t), _xp=xp, _full=full)
+    return out
 
 
 def evaluate(expr: Expr, env: Mapping[str, Any]):
@@ -198,7 +249,7 @@ def evaluate_variables(variables: Mapping[str, Expr], tokens, xp) -> dict[str, A
     env = position_env(tokens, xp)
     values = {}
     for name, expr in variables.items():
-        env[name] = values[name] = evaluate(expr, env)
+        env[name] = env["_full"][name] = values[name] = evaluate(expr, env)
     return values
 
 
@@ -207,9 +258,9 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
     if isinstance(node, ast.Constant):
         return xp.asarray(node.value)
     if isinstance(node, ast.Name):
-        return env[node.id]
+        return xp.asarray(CONSTANTS[node.id]) if node.id in CONSTANTS else env[node.id]
     if isinstance(node, ast.Subscript):
-        return _gather(env["token"], _eval(node.slice, env), env["_shape"], xp)
+        return _gather(env["_full"][node.value.id], _eval(node.slice, env), env["_shape"], xp)
     if isinstance(node, ast.BinOp):
         left, right = _number(_eval(node.left, env), xp), _number(_eval(node.right, env), xp)
         if isinstance(node.op, (ast.Mod, ast.FloorDiv)):  # x % 0 and x // 0 are 0, in numpy and JAX alike
@@ -236,6 +287,8 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
         return result
     if isinstance(node, ast.IfExp):
         return xp.where(_eval(node.test, env), _eval(node.body, env), _eval(node.orelse, env))
+    if node.func.id in REDUCTIONS:
+        return _reduce(node, env)
     args = [_eval(arg, env) for arg in node.args]
     if node.func.id == "mod":
         zero = args[1] == 0
@@ -244,15 +297,29 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
             "where": xp.where}[node.func.id](*args)
 
 
+def _reduce(node: ast.Call, env: Mapping[str, Any]):
+    """``count`` / ``sum`` / ``aggregate`` over the key positions: the arguments evaluated on
+    (query, key) pairs ``[N, T, T]``, reduced over the keys."""
+    pairs = _pairs(env)
+    xp, shape = env["_xp"], pairs["_shape"]
+    args = [xp.broadcast_to(_number(xp.asarray(_eval(arg, pairs)), xp), shape) for arg in node.args[1:]]
+    if node.func.id != "aggregate":
+        return args[0].sum(-1)
+    selected = args[0] != 0
+    width = selected.sum(-1)
+    total = xp.where(selected, args[1], 0).sum(-1)
+    return xp.where(width > 0, total / xp.maximum(width, 1), 0.0)
+
+
 def _number(value, xp):
     """Booleans count as 0/1 in arithmetic (numpy refuses ``bool - bool``)."""
     return value.astype(xp.int32) if getattr(value, "dtype", None) == bool else value
 
 
-def _gather(tokens, index, shape, xp):
-    """tokens ``[N, T]`` read at ``index`` (broadcast to ``shape`` = ``[N, ...]``); -1 outside."""
-    n, t = tokens.shape
-    flat = xp.broadcast_to(xp.asarray(index), shape).reshape(n, -1).astype(tokens.dtype)
-    inside = (flat >= 0) & (flat < t)
-    values = xp.take_along_axis(tokens, xp.clip(flat, 0, t - 1), axis=1)
-    return xp.where(inside, values, -1).reshape(shape)
+def _gather(values, index, shape, xp):
+    """values ``[N, T]`` read at ``index`` (broadcast to ``shape`` = ``[N, ...]``); -1 outside."""
+    n, t = values.shape
+    flat = xp.broadcast_to(_number(xp.asarray(index), xp), shape).reshape(n, -1)
+    inside = (flat >= 0) & (flat < t) & (flat == xp.floor(flat))
+    read = xp.take_along_axis(_number(values, xp), xp.clip(flat, 0, t - 1).astype(xp.int32), axis=1)
+    return xp.where(inside, read, -1).reshape(shape)

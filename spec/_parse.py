@@ -240,11 +240,16 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
                                                           offset=offset, severity=severity))
 
     def check_expr(part: _Part, subpath: tuple, expr: Expr, builtins: frozenset) -> None:
+        if "j" in builtins:  # a rule over (query, key) pairs already ranges over the keys
+            for function, offset in expr.reductions:
+                error(part, subpath, f"{function}(j: ...) is not allowed here: this expression is already "
+                                     f"over key positions j (use it in a variable instead)", offset)
         for name, offset in expr.names:
             if name in builtins or name in variables:
                 continue
             if name == "j":
-                message = "'j' (the key position) exists only in attention rules"
+                message = ("'j' (the key position) exists only in attention rules and inside "
+                           "count(j: ...), sum(j: ...) and aggregate(j: ...)")
             elif name in parts:
                 message = (f"'{name}' is a {SECTION_NOUN[parts[name].section]}; expressions read "
                            f"variables and {', '.join(sorted(POSITION_NAMES))}")

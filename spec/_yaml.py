@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import re
+
 import yaml
 
 from ._diagnostics import Diagnostic
@@ -135,6 +137,9 @@ def load_yaml(text: str, path: str) -> tuple[object, SourceMap, list[Diagnostic]
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = (exc.problem or "invalid YAML").strip()
         context = f" {exc.context}" if exc.context else ""
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and re.search(r"\w\s*\(\s*\w+:\s", lines[mark.line]):
+            context += " (an expression with ': ' inside, such as count(j: ...), must be quoted: \"count(j: ...)\")"
         return None, source, [Diagnostic(path, line, col, "error", f"invalid YAML: {problem}{context}")]
     except yaml.YAMLError as exc:  # e.g. a reader error for non-printable characters
         return None, source, [Diagnostic(path, 1, 1, "error", f"invalid YAML: {exc}")]

@@ -54,6 +54,42 @@ def test_attention_rule_sees_query_and_key():
     assert np.flatnonzero(induction[0, 2]).tolist() == [1]
 
 
+def _loops(tokens):
+    """RASP's reference semantics, written as plain loops over one sequence at a time."""
+    out = {"length": [], "reverse": [], "hist": [], "frac": [], "before": [], "prev2": []}
+    for seq in tokens.tolist():
+        t = len(seq)
+        out["length"].append([t] * t)
+        out["reverse"].append([seq[t - q - 1] for q in range(t)])
+        out["hist"].append([seq.count(x) for x in seq])
+        out["frac"].append([sum(seq[k] == 5 for k in range(q + 1)) / (q + 1) for q in range(t)])
+        out["before"].append([sum(seq[:q]) for q in range(t)])
+        out["prev2"].append([seq[q - 2] if q >= 2 else -1 for q in range(t)])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+RASP = {"length": "count(j: true)", "reverse": "aggregate(j: j == length - i - 1, token[j])",
+        "hist": "count(j: token[j] == token[i])", "frac": "aggregate(j: j <= i, token[j] == 5)",
+        "before": "sum(j: token[j] * (j < i))", "previous": "token[i - 1]", "prev2": "previous[i - 1]"}
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_reductions_and_indexed_variables_compute_rasp_programs(xp):
+    out = evaluate_variables({k: parse_expr(v) for k, v in RASP.items()}, xp.asarray(TOKENS), xp)
+    for name, expected in _loops(TOKENS).items():
+        assert np.allclose(np.asarray(out[name]), expected), name
+
+
+def test_aggregate_with_no_selected_key_is_zero_and_a_rule_sees_variables_at_the_key():
+    assert values("aggregate(j: j > i, token[j])").tolist()[0] == [7, 7, 8, 9, 0]  # the last query selects none
+    exprs = {"previous": parse_expr("token[i - 1]")}
+    env = pair_env(TOKENS, evaluate_variables(exprs, TOKENS, np), np)
+    # the induction rule with the previous token read at the key: the same keys as token[j - 1]
+    a = np.asarray(evaluate(parse_expr("previous[j] == token[i] and j <= i"), env))
+    b = np.asarray(evaluate(parse_expr("token[j - 1] == token[i] and j <= i"), env))
+    assert a.any() and np.array_equal(a, b)
+
+
 HOSTILE = [
     "__import__('os').system('touch X')", "().__class__", "().__class__.__bases__[0].__subclasses__()",
     "open('f')", "lambda: 1", "(lambda: 1)()", "[x for x in token]", "eval('1')", "exec('x=1')",
