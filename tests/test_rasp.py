@@ -125,6 +125,22 @@ def test_each_site_is_exactly_a_sum_of_codes_of_the_program_variables(program, r
             assert 1 - ((fewer @ coef - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum() < 0.999
 
 
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_the_theory_variables_are_the_program_variables(program):
+    """The theory's expressions, evaluated by the language, give the variables checked above."""
+    import yaml
+    from theorycraft.spec import evaluate_variables, parse_expr
+
+    part = yaml.safe_load((ROOT / "examples" / "parts" / f"rasp_{program}.yaml").read_text())
+    x = _load(RASP / program)[1]
+    values = evaluate_variables({k: parse_expr(v) for k, v in part["variables"].items()}, x, np)
+    expected = _variables(program, x)
+    names = {"bos_share": "width_attn", "frac_prevs": "frac"}
+    assert set(names.get(k, k) for k in values) == set(expected) - {"token", "position"}
+    for name, value in values.items():
+        np.testing.assert_allclose(np.asarray(value, float), expected[names.get(name, name)][0], atol=1e-12)
+
+
 @pytest.mark.skip(reason="needs the computation syntax from main")
 @pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("program", PROGRAMS)
