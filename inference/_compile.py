@@ -60,7 +60,9 @@ class PlanContext:
 
 
 def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_size: int | None) -> Plan:
-    """Work out every width; report every shape problem at once, with file:line:col."""
+    """Work out every width; report every shape problem at once, with file:line:col. The plan's
+    theory is ``theory.expanded()``: one instance per site of a component that predicts several."""
+    theory = theory.expanded()
     widths: dict[str, int] = {v: 1 for v in theory.variables}
     widths.update({s: _site_width(shape) for s, shape in site_shapes.items()})
     ctx = PlanContext(theory, site_shapes, widths, vocab_size)

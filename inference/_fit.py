@@ -65,8 +65,9 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 def closed_form_sites(plan: Plan) -> dict[str, tuple[Callable, list[str]]]:
     """Sites solved exactly, with their solver: those whose predictors, read by nobody else, all
-    offer the same closed-form solver (each kind says when: plain linear maps of fixed features
-    -> ridge; lookup tables -> ridge of their one-hot design by conjugate gradients)."""
+    offer a closed-form solver that one of them covers (each kind says when: plain linear maps of
+    fixed features -> ridge; lookup tables, with or without such maps -> ridge of their one-hot
+    design by conjugate gradients)."""
     theory, out = plan.theory, {}
     readers = {r for c in theory.components.values() for r in c.reads()}
     for site in theory.sites:
@@ -75,8 +76,9 @@ def closed_form_sites(plan: Plan) -> dict[str, tuple[Callable, list[str]]]:
             continue
         comps = [theory.components[n] for n in names]
         solvers = {kind_of(c).closed_form(c, plan, len(comps)) for c in comps}
-        if len(solvers) == 1 and None not in solvers:
-            out[site] = (solvers.pop(), list(names))
+        general = [s for s in solvers if s is not None and solvers <= {s, *getattr(s, "covers", ())}]
+        if general:  # one solver for them all (a solver may say which others it covers)
+            out[site] = (general[0], list(names))
     return out
 
 

@@ -146,13 +146,30 @@ SiteEntry = Annotated[Site, BeforeValidator(_site_shorthand, json_schema_input_t
 Refs = _list_of(Name)
 
 
+def _one_or_several(value: Any) -> Any:
+    """``predicts: [a]`` is ``predicts: a``: one site is always spelled as a name."""
+    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+
+
+SiteTargets = Annotated[Optional[Union[Name, Annotated[tuple[Name, ...], Field(min_length=2)]]],
+                        BeforeValidator(_one_or_several)]
+
+
 class ComponentSpec(_Frozen):
     """The keys every component has. Each kind's schema (``theorycraft/inference/kinds/``)
     subclasses this; ``kind`` is the registry key the component was written with."""
 
     kind: StrictStr
-    predicts: Optional[Name] = Field(None, description="the site this component's output adds to")
+    predicts: SiteTargets = Field(None, description="the site (or sites) this component's output adds to; "
+                                                   "each site it names gets its own parameters")
     doc: Doc = None
+
+    def predicted(self) -> tuple[str, ...]:
+        """The sites its output adds to: none, one, or several (a residual stream carries a
+        variable from the layer that writes it to every later layer)."""
+        if self.predicts is None:
+            return ()
+        return (self.predicts,) if isinstance(self.predicts, str) else tuple(self.predicts)
 
     def reads(self) -> tuple[str, ...]:
         """Names of components, sites or variables whose *features* this component takes."""

@@ -37,6 +37,9 @@ def parameter_shapes(theory: Theory, name: str) -> dict[str, str]:
 
 
 def outline(theory: Theory) -> str:
+    """The theory as the engine sees it: a component that predicts several sites is listed once
+    per site (``NAME@SITE``), with the parameters of each."""
+    theory = theory.expanded()
     lines = [f"theory {theory.name}  (target {theory.target})"]
     if theory.description:
         lines.append(f"  {theory.description.strip()}")

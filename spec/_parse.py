@@ -274,9 +274,14 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
             if ref not in parts:
                 error(part, (field, k), f"undefined name '{ref}': expected a component, site or variable"
                                         f"{did_you_mean(ref, parts)}")
-        if comp.predicts is not None and comp.predicts not in sites:
-            error(part, ("predicts",), f"undefined site '{comp.predicts}'{did_you_mean(comp.predicts, sites)}"
-                                       f"; expected one of: {', '.join(sites) or '(no sites declared)'}")
+        several = len(comp.predicted()) > 1
+        for k, site in enumerate(comp.predicted()):
+            if site not in sites:
+                error(part, ("predicts", k) if several else ("predicts",),
+                      f"undefined site '{site}'{did_you_mean(site, sites)}"
+                      f"; expected one of: {', '.join(sites) or '(no sites declared)'}")
+        if several and len(set(comp.predicted())) < len(comp.predicted()):
+            error(part, ("predicts",), "a site is named twice in 'predicts'; name each site once")
         for subpath, message in kind.problems(comp):
             error(part, subpath, message, key=not subpath)
 
@@ -284,14 +289,14 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
     _check_cycles(components, lambda p: [r for r in p.value.reads() if r in components], "components", error)
     for name, part in components.items():
         comp = part.value
-        if comp is None or comp.predicts is None or _kinds().kind_of(comp).may_read_its_site:
+        if comp is None or _kinds().kind_of(comp).may_read_its_site:
             continue
-        if comp.predicts in _upstream_sites(name, components):
-            error(part, ("predicts",), f"'{name}' predicts site '{comp.predicts}' from that same site; only a "
+        for site in sorted(set(comp.predicted()) & _upstream_sites(name, components)):
+            error(part, ("predicts",), f"'{name}' predicts site '{site}' from that same site; only a "
                                        f"dictionary (an autoencoder whose codes are paid for) may")
     if any(d.severity == "error" for d in diagnostics):
         return  # unused-part warnings would mostly echo the errors above
-    predicted = {p.value.predicts for p in components.values()}
+    predicted = {s for p in components.values() for s in p.value.predicted()}
     for name, part in sites.items():
         if name not in predicted and name not in readers:
             error(part, (), f"site '{name}' is neither predicted nor read by any component", severity="warning")

@@ -60,7 +60,7 @@ class Theory:
 
     def predictors(self, site: str) -> tuple[str, ...]:
         """Components whose outputs add up to the prediction of ``site``."""
-        return tuple(name for name, c in self.components.items() if c.predicts == site)
+        return tuple(name for name, c in self.components.items() if site in c.predicted())
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -73,6 +73,23 @@ class Theory:
         """The sites the theory answers for, and that coverage and MDL are computed over: every
         site it names but its inputs; a site it does not predict counts at its training mean."""
         return tuple(s for s in self.sites if s not in self.inputs)
+
+    def expanded(self) -> "Theory":
+        """The theory as the engine fits it: a component that predicts several sites becomes one
+        instance per site, each with its own parameters (its read-out into that site): ``C``
+        for the first site, ``C@SITE`` for each other. A component that reads ``C`` reads its
+        first instance."""
+        if all(len(c.predicted()) <= 1 for c in self.components.values()):
+            return self
+        components, origins = {}, dict(self.origins)
+        for name, c in self.components.items():
+            first, *others = c.predicted() or (None,)
+            components[name] = c.model_copy(update={"predicts": first})
+            for site in others:
+                components[f"{name}@{site}"] = c.model_copy(update={"predicts": site})
+                if ("components", name) in self.origins:
+                    origins[("components", f"{name}@{site}")] = self.origins[("components", name)]
+        return Theory(self.name, self.target, self.sites, self.variables, components, self.description, origins)
 
     def upstream(self, site: str) -> set[str]:
         """The components a site's prediction depends on: its predictors and all they read."""
@@ -143,7 +160,7 @@ def _component_claim(component, index: Mapping[str, str]) -> dict:
     ``index``. Generic over kinds: a reference is a field value naming what the component
     reads or predicts; an expression is one the component lists in ``expressions()``."""
     data = component.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude={"doc"})
-    refs = set(component.reads()) | {component.predicts}
+    refs = set(component.reads()) | set(component.predicted())
     for key, value in data.items():
         if isinstance(value, str) and value in refs:
             data[key] = index[value]

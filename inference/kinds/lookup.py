@@ -113,10 +113,11 @@ SELECTION_TOLERANCE = 1e-6  # enough to compare shrinkages on validation, at a q
 CG_CAP = 2000  # iterations; a solve that reaches the cap says so in the fit log and the scorecard
 
 
-def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray):
+def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, dense: np.ndarray | None = None):
     """(XᵀX sparse, Xᵀy dense) of the one-hot design of a sum of tables, with an intercept column
     first: X [rows, 1 + Σ sizes] has one 1 per table and row, so XᵀX holds each table's cell counts
-    on its diagonal and the co-occurrence counts of two tables' cells off it."""
+    on its diagonal and the co-occurrence counts of two tables' cells off it. ``dense`` features
+    (linear maps of fixed features on the same site) are further columns after the cells."""
     from scipy import sparse
 
     n = len(y)
@@ -124,6 +125,8 @@ def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray):
     columns = np.stack([np.zeros(n, np.int64)] + [c + o for c, o in zip(cells, offsets)], axis=1)
     rows = np.arange(0, columns.size + 1, columns.shape[1])  # csr row pointers: K + 1 entries a row
     x = sparse.csr_matrix((np.ones(columns.size), columns.reshape(-1), rows), shape=(n, 1 + sum(sizes)))
+    if dense is not None and dense.shape[1]:
+        x = sparse.hstack([x, sparse.csr_matrix(np.asarray(dense, np.float64))], format="csr")
     return (x.T @ x).tocsr(), np.asarray(x.T @ np.asarray(y, np.float64))
 
 
@@ -152,15 +155,17 @@ def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray
     return x, CG_CAP, False
 
 
-def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray,
+def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray, dense: int = 0,
                   tolerance: float = CG_TOLERANCE) -> tuple[np.ndarray, str]:
-    """Exact ridge for y ≈ b + Σ table_k[cell_k] (the intercept b not shrunk, each table by
-    ``shrink``): the normal equations by conjugate gradients from ``start`` (a nearby solution:
-    fewer iterations), over the cells some row reads (the others are 0, as ridge sets them).
-    Returns ([b; tables stacked], how the solve went)."""
+    """Exact ridge for y ≈ b + Σ table_k[cell_k] + F w (the intercept b not shrunk, each table
+    by ``shrink``, the last ``dense`` columns F by a trace-relative 1e-8): the normal equations by
+    conjugate gradients from ``start`` (a nearby solution: fewer iterations), over the columns
+    some row reads (the others are 0, as ridge sets them). Returns ([b; tables; w], how it went)."""
     reached = np.flatnonzero(gram.diagonal() > 0)
+    diagonal = gram.diagonal()
     gram = gram[reached][:, reached]
-    penalty = np.where(reached == 0, 0.0, float(shrink))  # column 0 is the intercept
+    is_dense = reached >= gram_size(xty) - dense
+    penalty = np.where(reached == 0, 0.0, np.where(is_dense, 1e-8 * diagonal[reached], float(shrink)))
 
     def matvec(v):
         return gram @ v + penalty[:, None] * v
@@ -176,45 +181,80 @@ def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray,
     return w, f"conjugate gradients on the one-hot normal equations, {how}"
 
 
-def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """[b; tables stacked] -> (b, [table_k])."""
-    return w[0], np.split(w[1:], np.cumsum(sizes)[:-1])
+def gram_size(xty: np.ndarray) -> int:
+    return xty.shape[0]
+
+
+def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """[b; tables stacked; dense weights] -> (b, [table_k], dense weights)."""
+    end = 1 + sum(sizes)
+    return w[0], np.split(w[1:end], np.cumsum(sizes)[:-1]), w[end:]
 
 
 def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True):
-    """A sum of tables: exact ridge of the one-hot design (sparse normal equations, conjugate
-    gradients); the shrinkage is chosen on validation, then the tables are refit on train +
-    validation (unless ``refit`` is off). Returns (params, shrinkage, how the final solve went)."""
+    """A sum of tables (and of plain linear maps of fixed features, read as dense columns):
+    exact ridge of the one-hot design (sparse normal equations, conjugate gradients); the
+    shrinkage is chosen on validation, then the tables are refit on train + validation (unless
+    ``refit`` is off). Returns (params, shrinkage, how the final solve went)."""
     import jax.numpy as jnp
 
     from .._compile import fixed_inputs, site_rows
     from .._fit import _take
+    from .linear import _design
 
-    sizes = [plan.shapes(n).inputs[0] for n in names]
+    from . import kind_of
+
+    tables = [n for n in names if kind_of(plan.theory.components[n]) is KIND]
+    maps = [n for n in names if n not in tables]
+    sizes = [plan.shapes(n).inputs[0] for n in tables]
 
     def read(index):
         batch = _take(data, index)
         fixed = fixed_inputs(plan, batch, site)
-        return [np.asarray(fixed[f"{n}/expr"][:, 0], np.int64) for n in names], site_rows(plan, site, batch[site])
+        dense = _design(plan, maps, fixed) if maps else None
+        return [np.asarray(fixed[f"{n}/expr"][:, 0], np.int64) for n in tables], dense, site_rows(plan, site, batch[site])
 
-    cells, y = read(train_idx)
-    vcells, vy = read(val_idx)
-    gram, xty = _normal_equations(cells, sizes, y)
+    cells, dense, y = read(train_idx)
+    vcells, vdense, vy = read(val_idx)
+    n_dense = 0 if dense is None else dense.shape[1]
+    gram, xty = _normal_equations(cells, sizes, y, dense)
+
+    def predict(w, cells, dense):
+        mean, parts, weights = _split_tables(w, sizes)
+        out = mean + sum(t[c] for t, c in zip(parts, cells))
+        return out + dense @ weights if n_dense else out
+
     w = np.zeros_like(xty)
     best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
     for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
-        w, _ = _solve_tables(gram, xty, shrink, w, SELECTION_TOLERANCE)
-        mean, tables = _split_tables(w, sizes)
-        sse = ((mean + sum(t[c] for t, c in zip(tables, vcells)) - vy) ** 2).sum()
+        w, _ = _solve_tables(gram, xty, shrink, w, n_dense, SELECTION_TOLERANCE)
+        sse = ((predict(w, vcells, vdense) - vy) ** 2).sum()
         if sse <= best:  # a tie goes to the weaker shrinkage
             best, best_shrink, best_w = sse, shrink, w
     if refit:
-        vgram, vxty = _normal_equations(vcells, sizes, vy)
+        vgram, vxty = _normal_equations(vcells, sizes, vy, vdense)
         gram, xty = gram + vgram, xty + vxty
-    w, method = _solve_tables(gram, xty, best_shrink, best_w)
-    mean, tables = _split_tables(w, sizes)
-    tables[0] = tables[0] + mean  # every row reads exactly one cell of the first table
-    return {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(names, tables)}, best_shrink, method
+    w, method = _solve_tables(gram, xty, best_shrink, best_w, n_dense)
+    mean, parts, weights = _split_tables(w, sizes)
+    parts[0] = parts[0] + mean  # every row reads exactly one cell of the first table
+    params = {n: {"table": jnp.asarray(t, jnp.float32)} for n, t in zip(tables, parts)}
+    offset = 0
+    for n in maps:
+        c = plan.theory.components[n]
+        width = sum(plan.widths[r] for r in c.reads())
+        params[n] = {"weight": jnp.asarray(weights[offset:offset + width], jnp.float32)}
+        if c.bias:  # the intercept is in the first table
+            params[n]["bias"] = jnp.zeros((y.shape[1],), jnp.float32)
+        offset += width
+    return params, best_shrink, method
+
+
+def _covers():
+    from .linear import fit_ridge_site
+    return (fit_ridge_site,)
+
+
+fit_lookup_site.covers = _covers()  # it also solves a site that mixes tables with plain linear maps
 
 
 # --- gradient fitting -----------------------------------------------------------------------------

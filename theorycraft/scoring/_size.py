@@ -61,7 +61,7 @@ def paid_means(fitted) -> dict[str, np.ndarray]:
 
 
 def unclaimed_heads(fitted, site: str) -> list[int]:
-    claimed = {fitted.theory.components[n].head or 0 for n in fitted.theory.predictors(site)}
+    claimed = {fitted.plan.theory.components[n].head or 0 for n in fitted.plan.theory.predictors(site)}
     return [h for h in range(fitted.plan.site_shapes[site][0]) if h not in claimed]
 
 
@@ -103,7 +103,7 @@ def _float_bits(tree) -> float:
 
 def dictionaries(fitted) -> list[str]:
     """Components that send per-example codes (dictionaries)."""
-    return [n for n, c in fitted.theory.components.items() if kind_of(c).latents]
+    return [n for n, c in fitted.plan.theory.components.items() if kind_of(c).latents]
 
 
 def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
@@ -111,8 +111,8 @@ def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
     """A dictionary's codes on examples ``index``, in the rows of the site it feeds, as (active
     latents per row, the active values, width): codes are [rows, width] but mostly zero."""
     plan, data = fitted.plan, examples.data
-    site = next(s for s in fitted.sites if name in fitted.theory.upstream(s))
-    c = fitted.theory.components[name]
+    site = next(s for s in fitted.sites if name in fitted.plan.theory.upstream(s))
+    c = fitted.plan.theory.components[name]
     counts, values = [], []
     for start in range(0, len(index), batch_size):
         rows = index[start:start + batch_size]
@@ -153,12 +153,12 @@ def split_tables(fitted) -> dict:
     """Parameters as sent, each kind's own way: a lookup table as its shared row (the column
     medians: what rows that no example reaches hold) plus each row's difference from it, so
     unreached rows cost ~0 bits."""
-    return {name: kind_of(fitted.theory.components[name]).send(p) for name, p in fitted.params.items()}
+    return {name: kind_of(fitted.plan.theory.components[name]).send(p) for name, p in fitted.params.items()}
 
 
 def join_tables(fitted, sent: dict) -> dict:
     """``split_tables``'s inverse, on the quantized values."""
-    return {name: kind_of(fitted.theory.components[name]).receive(p) for name, p in sent.items()}
+    return {name: kind_of(fitted.plan.theory.components[name]).receive(p) for name, p in sent.items()}
 
 
 def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
