@@ -141,7 +141,6 @@ def test_the_theory_variables_are_the_program_variables(program):
         np.testing.assert_allclose(np.asarray(value, float), expected[names.get(name, name)][0], atol=1e-12)
 
 
-@pytest.mark.skip(reason="needs the computation syntax from main")
 @pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_rasp_theory_reaches_exact_fidelity(program, rotated, tmp_path, monkeypatch):
@@ -149,7 +148,7 @@ def test_rasp_theory_reaches_exact_fidelity(program, rotated, tmp_path, monkeypa
 
     monkeypatch.chdir(ROOT)  # the theories' targets are paths from the repository root
     theory = ROOT / "examples" / f"rasp_{program}{'_rotated' * rotated}.yaml"
-    result = tc.infer(theory, progress=False, log=lambda s: None, cache_dir=tmp_path)
+    result = tc.infer(str(theory), progress=False, log=lambda s: None, cache_dir=tmp_path)
     sites = result.scorecard.sites
     assert len(sites) == len(_load(RASP / program)[0]["sites"])
     for site, card in sites.items():
