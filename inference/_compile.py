@@ -139,8 +139,11 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
         if name in batch and name in read:  # a recorded site read by a mechanism (or by an autoencoder of itself)
             out[name] = site_rows(plan, name, batch[name])
     expressions = ExpressionContext(plan, tokens, variables, shape, spec.position)
+    readers = {r for c in theory.components.values() for r in c.reads()}
     for name, c in theory.components.items():
-        if name not in upstream:
+        # another site's component (its rows may differ) is skipped; a free-standing one (a search
+        # probe's candidate) is computed in this site's rows
+        if name not in upstream and (c.predicts is not None or name in readers):
             continue
         exprs = [e for _, e in c.expressions()]
         if exprs:

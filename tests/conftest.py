@@ -24,12 +24,12 @@ def relative(path: Path) -> str:
 
 # --- synthetic targets: recorded activations with known structure --------------------------------
 
-def recorded_target(tmp_path, n=600, seed=0, noise=0.05):
+def recorded_target(tmp_path, n=600, seed=0, noise=0.05, y_width=4):
     r = np.random.default_rng(seed)
     tokens = r.integers(0, 7, size=(n, 3)).astype(np.int32)
     x = r.normal(size=(n, 6)).astype(np.float32)
-    w = r.normal(size=(6, 4))
-    y = (x @ w + 1.5 + noise * r.normal(size=(n, 4))).astype(np.float32)
+    w = r.normal(size=(6, y_width))
+    y = (x @ w + 1.5 + noise * r.normal(size=(n, y_width))).astype(np.float32)
     angle = 2 * np.pi * tokens[:, :2] / 7
     u = r.normal(size=(7, 3)).astype(np.float32)[tokens[:, 0]]  # exactly a table of token[0]
     z = np.stack([np.cos(angle[:, 0]) + 2 * np.sin(angle[:, 1]), np.tanh(x[:, 0] * x[:, 1])], 1).astype(np.float32)

@@ -46,7 +46,7 @@ def scrambled_copy(acts: ActivationSet, directory) -> ActivationSet:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("honest")
-    directory = recorded_target(tmp)
+    directory = recorded_target(tmp, y_width=24)  # y worth the bits of its input x
     start = start_theory(directory)
     acts = captured(tmp, start)
     return tmp, directory, start, acts, scrambled_copy(acts, tmp / "scrambled")

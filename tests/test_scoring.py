@@ -198,7 +198,7 @@ class Exact:
         self.theory, self.plan, self.means, self.sites = fitted.theory, fitted.plan, fitted.means, fitted.sites
         self.mean = mean
 
-    def predict(self, inputs, sites):
+    def predict(self, inputs, sites, free=False):
         return {s: np.broadcast_to(self.means[s].reshape(sites[s].shape[1:]), sites[s].shape) if self.mean
                 else sites[s] for s in self.sites}
 

@@ -25,6 +25,8 @@ from theorycraft.spec import TheoryError, parse_theory
 from conftest import captured, per_position_target, r2_test, recorded_target
 
 # u is exactly a table of token[0]; y = x W + 1.5 + noise; the other tokens carry nothing
+Y_WIDTH = 24  # y (24 dims) is a linear map of x (6 dims): worth x's bits, which a theory given x pays
+
 VOCABULARY = """\
 vocabulary: planted
 variables: {a: 'token[0]', b: 'token[1]', c: 'token[2]'}
@@ -53,20 +55,20 @@ def run_search(tmp_path, start, vocabulary=VOCABULARY):
 
 
 def test_search_finds_the_planted_mechanisms_and_nothing_else(tmp_path):
-    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, noise=0.05)))
+    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, noise=0.05, y_width=Y_WIDTH)))
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert set(found.components) == {"by_a", "x_to_y"}
     assert found.components["by_a"].predicts == "u" and found.components["x_to_y"].predicts == "y"
     final = summary.final.report
     assert final.r2["u"] > 0.999 and final.r2["y"] > 0.99
     totals = [s.selection.bits_total for s in summary.trail]  # what the search decides on: validation
-    assert totals == sorted(totals, reverse=True) and totals[-1] < 0.5 * totals[0]
+    assert totals == sorted(totals, reverse=True) and totals[-1] < 0.7 * totals[0]  # x is paid for
     assert (tmp_path / "out" / "trail.png").stat().st_size > 0
     assert (tmp_path / "out" / "fitted" / "params.safetensors").exists()
 
 
 def test_pruning_removes_a_planted_useless_component(tmp_path):
-    start = start_theory(recorded_target(tmp_path), """\
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH), """\
         by_a: {kind: lookup, of: a, size: 7, predicts: u}
         by_b: {kind: lookup, of: b, size: 7, predicts: u, doc: "u does not depend on b"}
         """)
@@ -79,7 +81,7 @@ def test_pruning_removes_a_planted_useless_component(tmp_path):
 
 
 def test_the_written_theory_reinfers_to_the_trails_score(tmp_path):
-    directory = recorded_target(tmp_path)
+    directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     summary = run_search(tmp_path, start_theory(directory))
     written = parse_theory((tmp_path / "out" / "theory.yaml").read_text(), path="theory.yaml")
     vocab = parse_vocabulary(VOCABULARY, "vocab.yaml", written)
@@ -91,7 +93,7 @@ def test_the_written_theory_reinfers_to_the_trails_score(tmp_path):
 
 
 def test_search_command_reports_the_trail(tmp_path, capsys):
-    directory = recorded_target(tmp_path)
+    directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     (tmp_path / "start.yaml").write_text(start_theory(directory).to_yaml())
     (tmp_path / "vocab.yaml").write_text(VOCABULARY)
     code = main(["search", str(tmp_path / "start.yaml"), "--vocabulary", str(tmp_path / "vocab.yaml"), "--out",
@@ -117,7 +119,7 @@ def test_search_command_reports_the_trail(tmp_path, capsys):
     ("components:\n  t: {kind: lookp, of: a, predicts: u}\n", "2:13", "did you mean 'lookup'"),
 ])
 def test_vocabulary_errors_name_the_place(tmp_path, text, where, message):
-    start = start_theory(recorded_target(tmp_path))
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     with pytest.raises(TheoryError) as err:
         parse_vocabulary(text, "v.yaml", start)
     first = str(err.value.diagnostics[0])
@@ -125,7 +127,7 @@ def test_vocabulary_errors_name_the_place(tmp_path, text, where, message):
 
 
 def test_vocabulary_file_errors_exit_1(tmp_path, capsys):
-    directory = recorded_target(tmp_path)
+    directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     (tmp_path / "start.yaml").write_text(start_theory(directory).to_yaml())
     (tmp_path / "vocab.yaml").write_text("components:\n  t: {kind: lookup, of: a, predicts: nowhere}\n")
     assert main(["search", str(tmp_path / "start.yaml"), "--vocabulary", str(tmp_path / "vocab.yaml"),
@@ -134,7 +136,7 @@ def test_vocabulary_file_errors_exit_1(tmp_path, capsys):
 
 
 def test_default_vocabulary_offers_tables_rules_and_mechanisms(tmp_path):
-    start = start_theory(recorded_target(tmp_path))
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     acts = captured(tmp_path, start)
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
     offered = candidates(vocab, start, state={})
@@ -158,7 +160,7 @@ def test_default_tables_of_previous_tokens_fit_where_there_is_no_previous_token(
 
 
 def test_merging_candidates_add_one_frequency_at_a_time(tmp_path):
-    start = start_theory(recorded_target(tmp_path))
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     vocab = parse_vocabulary(VOCABULARY, "v.yaml", start)
     first = next(c for c in candidates(vocab, start, state={}) if c.kind == "fourier" and c.label == "2")
     grown = first.apply(start)
@@ -192,7 +194,7 @@ def test_estimates_match_exact_least_squares():
 
 
 def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
-    directory = recorded_target(tmp_path)
+    directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     run_search(tmp_path, start_theory(directory))
     written = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     acts = captured(tmp_path, written)
@@ -201,7 +203,7 @@ def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
 
 
 def test_named_items_coexist_and_unnamed_choices_replace_each_other(tmp_path):
-    start = start_theory(recorded_target(tmp_path))
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [1, 2]}, predicts: y}\n",
                              "v.yaml", start)
     with_a = next(c for c in candidates(vocab, start, state={}) if c.name == "by_a").apply(start)
@@ -227,14 +229,14 @@ def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
         return assess(self, theory)
 
     monkeypatch.setattr(_search.Judge, "assess", interrupt_later)
-    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path)))
+    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, y_width=Y_WIDTH)))
     assert summary.stopped == "interrupted" and len(summary.trail) >= 2
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert found.to_yaml() == summary.trail[-1].theory  # the last accepted step, written out
 
 
 def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):
-    start = start_theory(recorded_target(tmp_path))
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     with pytest.raises(TheoryError) as err:
         parse_vocabulary("variables: {c: 'token[2] +'}\ncomponents:\n  t: {kind: lookup, of: c, predicts: u}\n",
                          "v.yaml", start)

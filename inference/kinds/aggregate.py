@@ -1,6 +1,7 @@
 """``aggregate``: RASP's aggregate of a select. An attention pattern over (query i, key j) moves
 values from the keys to each query: ``out[i] = Σ_j pattern[i, j] · value[j]``.
 
+A categorical variable is moved as its one-hot code (``size``), a numerical one as its value.
 The pattern is either *hard*, a ``rule`` whose keys are averaged (0 where no key matches: RASP's
 numerical aggregate), or *soft*, an ``attention`` component named by ``select`` (its fitted
 sharpness and positional prior; the attention kind is the pattern half of this one). The value
@@ -28,6 +29,8 @@ class Aggregate(ComponentSpec):
     value: Name = Field(description="a variable, component or site, read at the key positions")
     rule: Optional[Expression] = Field(None, description="hard selection: boolean over query i and key j")
     select: Optional[Name] = Field(None, description="soft selection: an attention component's pattern")
+    size: Optional[PositiveInt] = Field(None, description="a categorical value: a variable moved as its one-hot "
+                                                          "code over this many values (others: all zero)")
     width: Optional[PositiveInt] = Field(None, description="the value's width (checked)")
 
     @model_validator(mode="after")
@@ -57,10 +60,13 @@ class AggregateKind(Kind):
         return PAIR_NAMES
 
     def features(self, spec, width_of):
-        return width_of(spec.value)
+        return spec.size or width_of(spec.value)
 
     def plan_width(self, name, spec, ctx):
-        width = ctx.widths[spec.value]
+        width = spec.size or ctx.widths[spec.value]
+        if spec.size and spec.value not in ctx.theory.variables:
+            ctx.problem(name, f"'size' moves a categorical variable as its one-hot code; '{spec.value}' is not a "
+                              f"variable", "size")
         if spec.select is not None:
             chosen = ctx.theory.components.get(spec.select)
             from . import kind_of
@@ -88,7 +94,11 @@ class AggregateKind(Kind):
         pattern [N * T, T]; then the value in the same rows (a row per position), [N * T, W]."""
         import jax.numpy as jnp
 
+        import jax
+
         pattern, value = inputs[0].astype(jnp.float32), inputs[-1].astype(jnp.float32)
+        if spec.size:  # a categorical variable: its one-hot code (a value outside the size: zeros)
+            value = jax.nn.one_hot(jnp.round(value[:, 0]).astype(jnp.int32), spec.size)
         t = pattern.shape[-1]
         if spec.rule is not None:  # hard: the mean over the selected keys, 0 where there are none
             pattern = pattern / jnp.maximum(pattern.sum(-1, keepdims=True), 1.0)

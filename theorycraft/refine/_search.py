@@ -118,7 +118,10 @@ class Judge:
         totals = {}
         for split in SPLITS:
             bits, residual = total_bits(fitted, size, self.examples, split)
-            residual += sum(self.mean_bits[split][s] for s in self.explained if s not in covered)
+            # an explained site the theory neither predicts nor is given is sent as its mean (a given
+            # one is already paid for in the theory's bits, coded the same way)
+            given = set(fitted.theory.inputs)
+            residual += sum(self.mean_bits[split][s] for s in self.explained if s not in covered | given)
             sse = {s: size.sse[split][s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             sst = self.examples.sst[split]
             totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained})
