@@ -29,6 +29,7 @@ class Plan:
     widths: Mapping[str, int]  # features each variable / site / component hands on
     fixed: frozenset[str]  # components computed once per batch (no parameters upstream)
     lookup_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # values per key of each table
+    frozen: Mapping[str, dict] = field(default_factory=dict)  # parameters held fixed (fitted by an earlier stage)
 
     @property
     def learned(self) -> list[str]:
@@ -59,9 +60,12 @@ class PlanContext:
         self.problems.append(self.theory.diagnostic("components", name, message, *subpath, key=key))
 
 
-def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_size: int | None) -> Plan:
+def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_size: int | None,
+              frozen: Mapping[str, dict] | None = None) -> Plan:
     """Work out every width; report every shape problem at once, with file:line:col. The plan's
-    theory is ``theory.expanded()``: one instance per site of a component that predicts several."""
+    theory is ``theory.expanded()``: one instance per site of a component that predicts several.
+    ``frozen`` components (with their parameters) count as fixed: computed once per batch."""
+    frozen = dict(frozen or {})
     theory = theory.expanded()
     widths: dict[str, int] = {v: 1 for v in theory.variables}
     widths.update({s: _site_width(shape) for s, shape in site_shapes.items()})
@@ -71,7 +75,8 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
         kind = kind_of(c)
         widths[name] = kind.plan_width(name, c, ctx)
         # fixed: no parameters upstream (a site it reads is data: recorded, or predicted before it)
-        if kind.fixed and all(r in fixed or r in theory.variables or r in theory.sites for r in c.reads()):
+        if name in frozen or (kind.fixed and all(r in fixed or r in theory.variables or r in theory.sites
+                                                 for r in c.reads())):
             fixed.add(name)
         if c.predicts and not kind.pattern and len(site_shapes[c.predicts]) == 3:
             ctx.problem(name, f"site '{c.predicts}' is an attention pattern; expected an attention component "
@@ -84,7 +89,7 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
                                   f"{list(shape)}", key=True)
     if ctx.problems:
         raise TheoryError(ctx.problems)
-    return Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes)
+    return Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes, frozen)
 
 
 # --- rows and fixed inputs --------------------------------------------------------------------
@@ -150,7 +155,7 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
             out[f"{name}/expr"] = kind_of(c).expression_inputs(name, c, expressions)
         if name in plan.fixed:
             inputs = ([out[f"{name}/expr"]] if exprs else []) + [out[r] for r in c.reads()]
-            out[name] = np.asarray(kind_of(c).apply({}, c, [jnp.asarray(x) for x in inputs]))
+            out[name] = np.asarray(kind_of(c).apply(plan.frozen.get(name, {}), c, [jnp.asarray(x) for x in inputs]))
     return out
 
 

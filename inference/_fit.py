@@ -34,6 +34,7 @@ class FitConfig:
     patience: int = 5  # evaluations without improvement before stopping
     checkpoint_every: int = 200
     progress: bool = True
+    mode: str = "stagewise"  # or "joint": every site at once, end to end through shared components
     # closed-form fits choose their strength on validation, then refit on train + validation; a
     # judge comparing theories on validation needs fits that never saw it
     refit_on_validation: bool = True
@@ -41,6 +42,8 @@ class FitConfig:
     def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
         for name in ("seed", "max_steps", "batch_size", "learning_rate"):
             _arguments.check(name, getattr(self, name))
+        if self.mode not in ("stagewise", "joint"):
+            raise _arguments.ArgumentError(f"expected a fit mode 'stagewise' or 'joint', found {self.mode!r}")
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -128,8 +131,8 @@ def _gather(fixed_all, plan, sites, examples):
 class Checkpoint:
     """Everything needed to continue a fit exactly: params, optimiser state, step, best so far."""
 
-    def __init__(self, directory: Path | None, fingerprint: str):
-        self.path = directory / "checkpoint.npz" if directory else None
+    def __init__(self, directory: Path | None, fingerprint: str, name: str = "checkpoint.npz"):
+        self.path = directory / name if directory else None
         self.fingerprint = fingerprint
 
     def save(self, state: dict) -> None:
@@ -138,7 +141,7 @@ class Checkpoint:
         leaves, _ = jax.tree_util.tree_flatten(state["tree"])
         arrays = {f"leaf{k}": np.asarray(v) for k, v in enumerate(leaves)}
         meta = json.dumps({k: v for k, v in state.items() if k != "tree"} | {"fingerprint": self.fingerprint})
-        tmp = self.path.with_name(".checkpoint.tmp.npz")
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.npz")
         np.savez(tmp, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
         os.replace(tmp, self.path)
 
@@ -277,23 +280,49 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     val_idx = np.flatnonzero(acts.is_validation & allowed)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
-    closed = closed_form_sites(plan)
-    summary: dict = {"closed_form": {}, "gradient": None}
-    for site, (solve, names) in closed.items():
-        solved, strength, method = solve(plan, site, names, data, train_idx, val_idx, config.refit_on_validation)
-        params.update(solved)
-        summary["closed_form"][site] = {"components": names, "ridge_strength": strength, "method": method}
-        log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
-    rest = [s for s in theory.sites if s not in closed and theory.predictors(s)]
-    if rest and any(n in params for s in rest for n in plan.theory.upstream(s)):
-        checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config))
-        learned, info = fit_gradient(plan, params, rest, data, train_idx, val_idx, means, config, checkpoint, log)
-        params = {**params, **{k: v for k, v in learned.items() if k in _upstream_all(plan, rest)}}
-        summary["gradient"] = info
-        log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
+    summary: dict = {"closed_form": {}, "gradient": None, "stages": []}
+    frozen: dict = {}  # parameters fitted by earlier stages: fixed for the later ones
+    for k, stage in enumerate(fit_stages(plan, config.mode)):
+        staged = make_plan(theory, plan.site_shapes, acts.vocab_size, frozen=frozen) if frozen else plan
+        closed = {s: v for s, v in closed_form_sites(staged).items() if s in stage}
+        for site, (solve, names) in closed.items():
+            solved, strength, method = solve(staged, site, names, data, train_idx, val_idx, config.refit_on_validation)
+            params.update(solved)
+            summary["closed_form"][site] = {"components": names, "ridge_strength": strength, "method": method}
+            log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
+        rest = [s for s in stage if s not in closed]
+        learning = {n: params[n] for n in _upstream_all(staged, rest) if n in params and n not in staged.fixed}
+        if learning:
+            name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
+            checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
+            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log)
+            params.update({n: learned[n] for n in learning})
+            summary["gradient"] = info
+            log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
+        summary["stages"].append(list(stage))
+        frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
     summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
+
+
+def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:
+    """The predicted sites in the order they are fitted. Stagewise: a site is fitted once every
+    component it depends on that predicts another site has been fitted to that site (and is then
+    held fixed), so each component is fitted to the site it predicts; sites that wait on each
+    other are fitted together. Joint: all sites at once (end to end through shared components)."""
+    theory = plan.theory
+    pending = [s for s in theory.sites if theory.predictors(s)]
+    if mode == "joint":
+        return [pending] if pending else []
+    stages, done = [], set()
+    while pending:
+        ready = [s for s in pending if all(theory.components[n].predicts in (None, s) or theory.components[n].predicts
+                                           in done for n in theory.upstream(s))] or pending
+        stages.append(ready)
+        done |= set(ready)
+        pending = [s for s in pending if s not in ready]
+    return stages
 
 
 def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:

@@ -58,17 +58,20 @@ class Inferred(NamedTuple):
 
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
-          cache_dir=None, trust_code: bool = False, progress: bool = True, log=print) -> Inferred:
+          cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
+          log=print) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
-    saved as an artifact with its scorecard."""
+    saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
+    the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
+    once, end to end through the components they share)."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
     _arguments.check("n", n, optional=True)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress)  # checks its arguments before anything loads
-    theory = load_theory(theory, trust_code=trust_code) if isinstance(theory, str) else theory
+                       progress=progress, mode=fit_mode)  # checks its arguments before anything loads
+    theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     out = Path(out_dir) if out_dir is not None else None

@@ -88,7 +88,8 @@ def _infer(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code, log=log)
+                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
+                    fit_mode=args.fit, log=log)
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "closed form")
     inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
     inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
+    inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
+                     help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
+                          "that read it (default); joint: every site at once, end to end through shared components")
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
     _common(inf)
 
