@@ -27,6 +27,7 @@ import yaml
 
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec import Theory, declare_inputs, parse_theory
+from theorycraft.spec._expr import random_offsets
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
 
@@ -136,6 +137,10 @@ def random_same_size(reference: Theory, ctx: Context, seed: int = 0) -> list[Bas
         drawn = kind_of(reference.components[name]).randomised(c, rng)
         if drawn is not None:
             data["components"][name], changed = drawn, True
+    for name, text in data.get("variables", {}).items():  # a variable read at other positions: shifted too
+        drawn = random_offsets(text, rng, positions_only=True)
+        if drawn != text:
+            data["variables"][name], changed = drawn, True
     if not changed:
         return [Baseline("shuffled", "random", reference, shuffle=True)]
     theory = _theory(reference, "random", "the reference's structure with its features drawn at random",

@@ -200,6 +200,14 @@ def _check_call(node: ast.Call, text: str, names: list, reductions: list, bound:
         _check(arg, text, names, reductions, bound)
 
 
+def random_offsets(text: str, rng, positions_only: bool = False) -> str:
+    """The same expression with each offset constant drawn anew (``j == i - 1`` -> ``j == i - 4``):
+    the benchmark's random baseline of a rule over positions. ``positions_only``: only offsets
+    added to a position (``i - 1``, ``j + 2``), not other arithmetic."""
+    pattern = r"(?<=\b[ij] [-+] )\d+" if positions_only else r"(?<=[-+] )\d+"
+    return re.sub(pattern, lambda m: str(int(rng.integers(2, 7))), text)
+
+
 def renamed(expr: Expr, names: Mapping[str, str]) -> str:
     """``expr`` with its free names replaced as ``names`` says (others kept), spelled one way
     (Python's unparse): spacing and redundant parentheses are not part of what it says."""

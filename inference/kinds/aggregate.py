@@ -15,7 +15,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from theorycraft.spec._expr import PAIR_NAMES
+from theorycraft.spec._expr import PAIR_NAMES, random_offsets
 from theorycraft.spec._model import ComponentSpec, Expression, Name, PositiveInt
 
 from ._base import Kind, Shapes
@@ -104,6 +104,13 @@ class AggregateKind(Kind):
             pattern = pattern / jnp.maximum(pattern.sum(-1, keepdims=True), 1.0)
         moved = jnp.einsum("nqk,nkw->nqw", pattern.reshape(-1, t, t), value.reshape(-1, t, value.shape[-1]))
         return moved.reshape(value.shape[0], -1)
+
+
+    def randomised(self, data, rng):
+        """A hard rule with its offset constants drawn anew; None for a rule with none (or a select)."""
+        rule = str(data.get("rule", ""))
+        drawn = random_offsets(rule, rng)
+        return {**data, "rule": drawn} if drawn != rule else None
 
 
 KIND = AggregateKind()

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import numpy as np
 from pydantic import Field, StrictBool, StrictInt
 
-from theorycraft.spec._expr import PAIR_NAMES
+from theorycraft.spec._expr import PAIR_NAMES, random_offsets
 from theorycraft.spec._model import ComponentSpec, Expression
 
 from ._base import Kind, Shapes
@@ -106,12 +106,7 @@ class AttentionKind(Kind):
     def randomised(self, data, rng):
         """The same rule with its offset constants drawn anew; None for a rule with none."""
         rule = str(data["rule"])
-        return {**data, "rule": _random_offsets(rule, rng)} if re.search(r"[-+] \d+", rule) else None
-
-
-def _random_offsets(rule: str, rng) -> str:
-    """The same rule with each offset constant drawn anew (``j == i - 1`` -> ``j == i - 4``)."""
-    return re.sub(r"(?<=[-+] )\d+", lambda m: str(int(rng.integers(2, 7))), rule)
+        return {**data, "rule": random_offsets(rule, rng)} if re.search(r"[-+] \d+", rule) else None
 
 
 def attention_gain(rule: np.ndarray, head: int, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:
