@@ -151,7 +151,7 @@ def _one_or_several(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
 
 
-SiteTargets = Annotated[Optional[Union[Name, Annotated[tuple[Name, ...], Field(min_length=2)]]],
+SiteTargets = Annotated[Optional[Union[Name, Annotated[tuple[Name, ...], Field(min_length=1)]]],
                         BeforeValidator(_one_or_several)]
 
 

@@ -141,3 +141,57 @@ def test_a_declared_input_is_given_and_paid_for(tmp_path):
     assert card.coverage_free == card.coverage > 0.99  # given, the input is the same in both modes
     assert card.size.bits_inputs > 1000
     assert card.size.bits == card.size.bits_spec + card.size.bits_params + card.size.bits_latents + card.size.bits_inputs
+
+
+def _attention_target(tmp_path):
+    """One head attends by softmax(3 · [token[j] == token[i]]) over earlier keys and moves a code
+    of the key's token into the residual stream, which also holds a code of the position."""
+    r = np.random.default_rng(4)
+    tokens = r.integers(0, V, size=(N, T))
+    same = (tokens[:, :, None] == tokens[:, None, :]).astype(float)
+    logits = np.where(np.tril(np.ones((T, T), bool)), 3.0 * same, -np.inf)
+    pattern = np.exp(logits - logits.max(-1, keepdims=True))
+    pattern /= pattern.sum(-1, keepdims=True)
+    code, place = r.normal(size=(V, 8)), r.normal(size=(T, 8))
+    resid = np.einsum("nqk,nkd->nqd", pattern, code[tokens]) + place[None]
+    out = tmp_path / "attention"
+    out.mkdir()
+    np.save(out / "inputs.npy", tokens.astype(np.int32))
+    np.save(out / "pattern.npy", pattern[:, None].astype(np.float32))
+    np.save(out / "resid.npy", resid.astype(np.float32))
+    (out / "manifest.json").write_text(json.dumps({"sites": ["pattern", "resid"], "vocab_size": V}))
+    return out
+
+
+MOVER = """\
+theory: mover
+target: activations:{directory}
+sites: {{pattern: pattern, resid: resid}}
+variables: {{tok: "token[i]", pos: i}}
+components:
+  same_token: {{kind: attention, rule: "token[j] == token[i]", predicts: pattern}}
+  moved: {{kind: aggregate, select: same_token, value: tok, size: {V}}}
+  writes: {{kind: linear, from: moved, predicts: resid}}
+  by_position: {{kind: lookup, of: pos, size: {T}, predicts: resid}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["stagewise", "joint"])
+def test_a_soft_select_moves_values_into_the_residual(tmp_path, mode):
+    theory = parse_theory(MOVER.format(directory=_attention_target(tmp_path), V=V, T=T), path="mover.yaml")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False, mode=mode))
+    card = score(fitted, acts, bits=False)
+    assert card.sites["pattern"].r2_test > 0.99 and card.sites["resid"].r2_test_free > 0.99
+    if mode == "stagewise":  # the pattern is fitted to its head first; the residual is then exact
+        assert fitted.fit_info["stages"] == [["pattern"], ["resid"]] and "resid" in fitted.fit_info["closed_form"]
+    else:
+        assert fitted.fit_info["stages"] == [["pattern", "resid"]] and not fitted.fit_info["closed_form"]
+
+
+def test_an_aggregate_feeds_only_sites_over_every_position(tmp_path):
+    text = MOVER.format(directory=_attention_target(tmp_path), V=V, T=T).replace(
+        "resid: resid}", "resid: {hook: resid, position: -1}}")
+    theory = parse_theory(text, path="mover.yaml")
+    with pytest.raises(TheoryError, match=r"mover.yaml:7:3: error: 'moved' reads values at every position"):
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))

@@ -3,7 +3,7 @@
 The format (documented in the README): ``DIR/manifest.json`` with at least
 ``{"sites": ["blocks.0.hook_resid_post", ...]}`` (optionally ``"target"``, a free-text identity,
 and ``"vocab_size"``), ``DIR/inputs.npy`` (``[N, T]`` int token ids, or ``[N, D]`` floats) and
-one ``DIR/SITE.npy`` per site (``[N, T, D]`` or ``[N, D]``, any float dtype), where SITE is the
+one ``DIR/SITE.npy`` per site (``[N, T, D]``, ``[N, D]`` or a pattern ``[N, H, T, T]``, any float dtype), where SITE is the
 site name with ':' written as '@'.
 """
 
@@ -47,9 +47,12 @@ class RecordedTarget(Target):
         for site in sites:
             path = directory / f"{str(site).replace(':', '@')}.npy"
             array = self._load(path)
-            if len(array) != len(self.inputs) or array.ndim not in (2, 3) or not np.issubdtype(array.dtype, np.floating):
-                raise TargetError(f"{path}: expected a float array [N, D] or [N, T, D] with N = {len(self.inputs)} "
-                                  f"rows (one per input), found {array.dtype} {list(array.shape)}")
+            pattern = array.ndim == 4 and array.shape[2] == array.shape[3]  # attention [N, head, query, key]
+            if len(array) != len(self.inputs) or not (array.ndim in (2, 3) or pattern) or \
+                    not np.issubdtype(array.dtype, np.floating):
+                raise TargetError(f"{path}: expected a float array [N, D], [N, T, D] or (an attention pattern) "
+                                  f"[N, H, T, T] with N = {len(self.inputs)} rows (one per input), found "
+                                  f"{array.dtype} {list(array.shape)}")
             self.arrays[str(site)] = array
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
         for path in sorted(directory.glob("*.npy")):  # by content: the same recording, the same identity
