@@ -82,13 +82,14 @@ class Row:
     prequential_compression: float | None = None
     seeds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # "coverage" / "compression" -> per seed
     seconds: float = 0.0
+    coverage_free: float = 0.0  # test, free-running (the theory from the input and its given inputs alone)
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
         return cls(target, reference, card.theory, family, card.size.params, card.size.bits, card.coverage,
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
                    {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
-                   seconds=round(seconds, 1))
+                   seconds=round(seconds, 1), coverage_free=card.coverage_free)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         fitted = fit(reference, acts, config)
         card = score(fitted, acts, target=target, prequential=not quick and suite.n is None)
         ref_row = Row.of(card, suite.target, reference.name, "reference", time.time() - start)
-        log(f"{suite.name}: {reference.name}: coverage {card.coverage:.4f}, {card.size.bits:,} bits, "
+        log(f"{suite.name}: {reference.name}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}), {card.size.bits:,} bits, "
             f"compression {card.mdl.compression:.3f}")
         shapes = site_shapes(reference, acts.sites)
         ctx = Context(shapes, np.asarray(acts.inputs()), acts.vocab_size)
@@ -152,7 +153,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
                 card = card.replace(theory=f"{reference.name}.shuffled")
             row = Row.of(card, suite.target, reference.name, baseline.family, time.time() - start)
             fitted_baselines.append((row, None if baseline.shuffle else baseline.theory))
-            log(f"{suite.name}: {card.theory}: coverage {card.coverage:.4f}, {card.size.bits:,} bits, "
+            log(f"{suite.name}: {card.theory}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}), {card.size.bits:,} bits, "
                 f"compression {card.mdl.compression:.3f}")
         # the close comparison: the reference against the best rival explanation, chosen on validation
         rivals = [(r, t) for r, t in fitted_baselines if r.family in RIVALS]
@@ -219,15 +220,15 @@ def markdown(rows: Sequence[Row]) -> str:
     lines = []
     for target in dict.fromkeys(r.target for r in rows):
         lines += [f"### {target}", "",
-                  "| theory | family | params | bits | coverage | compression | coverage, seeds 0–2 | "
+                  "| theory | family | params | bits | coverage | free | compression | coverage, seeds 0–2 | "
                   "compression, seeds 0–2 | splice loss recovered | fit+score s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
             recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
             splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
             name = f"**{r.theory}**" if r.family == "reference" else r.theory
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
-            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | "
+            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {r.coverage_free:.4f} | "
                          f"{r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)

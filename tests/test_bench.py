@@ -54,7 +54,9 @@ def test_reference_theories_are_ranked_first_on_known_mechanisms(bench):
     assert reference["builtin:modadd-p113"].coverage > 0.95
     assert reference["builtin:superposition"].coverage > 0.99
     assert reference["builtin:induction"].r2["l1_pattern"] > 0.3
+    assert reference["builtin:induction"].r2["resid"] > 0.75  # the computation predicts the residual stream
     for r in reference.values():
+        assert r.coverage_free == r.coverage  # no reference reads a recorded site it does not predict
         assert r.compression > 1.0  # each explanation compresses its activations
         assert min(r.seeds["compression"]) > 1.0  # whatever the seed
 
