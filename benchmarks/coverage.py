@@ -82,7 +82,7 @@ class Row:
     prequential_compression: float | None = None
     seeds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # "coverage" / "compression" -> per seed
     seconds: float = 0.0
-    coverage_free: float = 0.0  # test, free-running (the theory from the input and its given inputs alone)
+    coverage_free: float | None = None  # test, free-running (from the input and its given inputs alone)
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
@@ -228,7 +228,8 @@ def markdown(rows: Sequence[Row]) -> str:
             splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
             name = f"**{r.theory}**" if r.family == "reference" else r.theory
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
-            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {r.coverage_free:.4f} | "
+            free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
+            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {free} | "
                          f"{r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)

@@ -138,25 +138,37 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     variables = evaluate_variables(theory.variables, tokens, np) if token_inputs and theory.variables else {}
     for name, values in variables.items():
         out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.position)[:, None]
-    upstream = theory.upstream(site)  # only what this site's prediction depends on, in its rows
-    read = {r for name in upstream for r in theory.components[name].reads()}
+    # only what this site's prediction depends on, in its rows (another site's components may have
+    # other rows), and free-standing components (a search probe's candidate), in this site's rows
+    readers = {r for c in theory.components.values() for r in c.reads()}
+    upstream = theory.upstream(site)
+    computed = {n for n, c in theory.components.items() if n in upstream or (c.predicts is None and n not in readers)}
+    read = {r for name in computed for r in theory.components[name].reads()}
     for name in theory.sites:
         if name in batch and name in read:  # a recorded site read by a mechanism (or by an autoencoder of itself)
             out[name] = site_rows(plan, name, batch[name])
+        if f"{name}/recorded" in batch and name in read:  # free-running: what an autoencoder of it reads
+            out[f"{name}/recorded"] = site_rows(plan, name, batch[f"{name}/recorded"])
     expressions = ExpressionContext(plan, tokens, variables, shape, spec.position)
-    readers = {r for c in theory.components.values() for r in c.reads()}
     for name, c in theory.components.items():
-        # another site's component (its rows may differ) is skipped; a free-standing one (a search
-        # probe's candidate) is computed in this site's rows
-        if name not in upstream and (c.predicts is not None or name in readers):
+        if name not in computed:
             continue
         exprs = [e for _, e in c.expressions()]
         if exprs:
             out[f"{name}/expr"] = kind_of(c).expression_inputs(name, c, expressions)
         if name in plan.fixed:
-            inputs = ([out[f"{name}/expr"]] if exprs else []) + [out[r] for r in c.reads()]
+            inputs = ([out[f"{name}/expr"]] if exprs else []) + [read_input(c, r, out) for r in c.reads()]
             out[name] = np.asarray(kind_of(c).apply(plan.frozen.get(name, {}), c, [jnp.asarray(x) for x in inputs]))
     return out
+
+
+def read_input(component, name: str, fixed: Mapping[str, np.ndarray]):
+    """What ``component`` reads as ``name``. An autoencoder of a site reads the recorded site (its
+    codes are sent) in both modes; every other reader of a site reads ``fixed[site]``: the recorded
+    one teacher-forced, the theory's prediction free-running."""
+    if kind_of(component).may_read_its_site and name == component.predicts and f"{name}/recorded" in fixed:
+        return fixed[f"{name}/recorded"]
+    return fixed[name]
 
 
 def site_rows(plan: Plan, site: str, values: np.ndarray) -> np.ndarray:
@@ -177,7 +189,8 @@ def component_output(plan: Plan, params, name: str, fixed: Mapping[str, jax.Arra
     c = plan.theory.components[name]
     # its expressions' values (computed once per batch by fixed_inputs), then what it reads
     inputs = [fixed[f"{name}/expr"]] if c.expressions() else []
-    inputs += [component_output(plan, params, r, fixed, memo) for r in c.reads()]
+    inputs += [read_input(c, r, fixed) if r in plan.theory.sites else component_output(plan, params, r, fixed, memo)
+               for r in c.reads()]
     memo[name] = kind_of(c).apply(params.get(name, {}), c, inputs)
     return memo[name]
 

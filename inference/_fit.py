@@ -280,7 +280,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     val_idx = np.flatnonzero(acts.is_validation & allowed)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
-    summary: dict = {"closed_form": {}, "gradient": None, "stages": []}
+    summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": []}
     frozen: dict = {}  # parameters fitted by earlier stages: fixed for the later ones
     for k, stage in enumerate(fit_stages(plan, config.mode)):
         staged = make_plan(theory, plan.site_shapes, acts.vocab_size, frozen=frozen) if frozen else plan
@@ -297,9 +297,10 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
             learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log)
             params.update({n: learned[n] for n in learning})
-            summary["gradient"] = info
+            summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
-        summary["stages"].append(list(stage))
+        summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
+                                  "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
     summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},

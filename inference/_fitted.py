@@ -90,10 +90,13 @@ class FittedTheory:
         the input alone; only the declared ``inputs`` (and an autoencoder's own site, whose
         codes are paid for) are read from ``sites``."""
         sites = dict(sites or {})
-        needed = self.theory.inputs if free else sorted(set().union(*(self.theory.site_reads(s) for s in self.sites)))
+        autoencoded = self._autoencoded()
+        needed = ([*self.theory.inputs, *autoencoded] if free else
+                  sorted(set().union(*(self.theory.site_reads(s) for s in self.sites)) | set(autoencoded)))
         missing = [s for s in needed if s not in sites]
         if missing:
-            why = "its inputs" if free else "read teacher-forced; predict(..., free=True) reads only its inputs"
+            why = ("its inputs, and sites its autoencoders encode" if free else
+                   "read teacher-forced; predict(..., free=True) reads only its inputs and the sites its autoencoders encode")
             raise FitError(f"theory '{self.theory.name}' needs the recorded site(s) {', '.join(missing)} ({why}): "
                            f"pass them as predict(inputs, sites={{...}})")
         n = len(inputs)
@@ -101,11 +104,18 @@ class FittedTheory:
             batch = {"inputs": np.asarray(inputs), **sites}
             return {site: self._predict_site(batch, site, n) for site in self.sites}
         # free: sites in dependency order, each prediction handed on as the data later sites read
-        batch = {"inputs": np.asarray(inputs), **{s: sites[s] for s in self.theory.inputs}}
+        batch = {"inputs": np.asarray(inputs), **{s: sites[s] for s in self.theory.inputs},
+                 **{f"{s}/recorded": sites[s] for s in autoencoded}}
         for site in self.theory.site_order()[0]:
-            own = {site: sites[site]} if site in sites else {}  # an autoencoder reads its own site
-            batch[site] = self._predict_site({**batch, **own}, site, n)
+            batch[site] = self._predict_site(batch, site, n)
         return {s: batch[s] for s in self.sites}
+
+    def _autoencoded(self) -> list[str]:
+        """Sites an autoencoder (a kind that may read its own site) encodes: recorded in both modes."""
+        from .kinds import kind_of
+
+        return sorted({c.predicts for c in self.plan.theory.components.values()
+                       if kind_of(c).may_read_its_site and c.predicts in c.reads()})
 
     def _predict_site(self, batch: Mapping[str, np.ndarray], site: str, n: int) -> np.ndarray:
         fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}

@@ -95,7 +95,7 @@ def parse_expr(text: object) -> Expr:
         raise ExprError(f"expected an expression of at most {MAX_LENGTH} characters, found {len(text)}")
     # ``count(j: ...)`` is not Python: the colon becomes a comma (same length, so every offset
     # stays true) and the reduction is parsed as a call whose first argument is ``j``
-    python = _REDUCTION_HEAD.sub(lambda m: m[1] + m[2] + ",", text)
+    python = _REDUCTION_HEAD.sub(lambda m: m[0] if m[1] in FUNCTIONS else m[1] + m[2] + ",", text)
     try:
         tree = ast.parse(python.strip("\n"), mode="eval")
     except SyntaxError as exc:
@@ -141,7 +141,8 @@ def _check(node: ast.AST, text: str, names: list, reductions: list, bound: bool 
             names.append((node.id, _offset(text, node)))
         return
     if isinstance(node, ast.Subscript):
-        if not isinstance(node.value, ast.Name) or node.value.id in INDEX_NAMES or node.value.id.startswith("_"):
+        if not isinstance(node.value, ast.Name) or node.value.id in INDEX_NAMES | set(CONSTANTS) \
+                or node.value.id.startswith("_"):
             reject("only 'token' and variables can be indexed, as token[k] or x[i - 1]")
         names.append((node.value.id, _offset(text, node.value)))
         return check(node.slice)

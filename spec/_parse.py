@@ -14,7 +14,7 @@ from typing import Any, Optional
 from pydantic import StrictStr, TypeAdapter, ValidationError
 
 from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
-from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, Expr
+from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, REDUCTIONS, Expr
 from ._model import (RESERVED_KEYS, Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile,
                      TheoryName, _list_of)
 from ._theory import Origin, Theory, walk_reads
@@ -26,7 +26,7 @@ SECTION_NOUN = {"sites": "site", "variables": "variable", "components": "compone
 _SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "description": TypeAdapter(Doc),
             "include": TypeAdapter(_list_of(StrictStr, min_length=0)), "inputs": TypeAdapter(_list_of(Name, min_length=0))}
 _NAME = TypeAdapter(Name)
-RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS)
+RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS) | set(REDUCTIONS)
 _PLAIN = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
           "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
           "bool_parsing": "true or false", "string_type": "text", "dict_type": "a mapping",
@@ -268,9 +268,7 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
         kind = _kinds().kind_of(comp)
         for subpath, expr in comp.expressions():
             check_expr(part, subpath, expr, frozenset(kind.expression_names()))
-        field = kind.reads_field or "from"
-        paths = comp.read_paths() or tuple((field, k) for k in range(len(comp.reads())))
-        for path, ref in zip(paths, comp.reads()):
+        for path, ref in _read_paths(comp):
             readers.setdefault(ref, []).append(name)
             if ref not in parts:
                 error(part, path, f"undefined name '{ref}': expected a component, site or variable"
@@ -306,6 +304,13 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
             error(part, (), f"component '{name}' predicts no site and no component reads it", severity="warning")
 
 
+def _read_paths(component) -> list[tuple[tuple, str]]:
+    """(key path, name) of everything a component reads, for messages that point at it."""
+    field = _kinds().kind_of(component).reads_field or "from"
+    paths = component.read_paths() or tuple((field, k) for k in range(len(component.reads())))
+    return list(zip(paths, component.reads()))
+
+
 def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: SourceMap,
                   diagnostics: list[Diagnostic]) -> None:
     """Every recorded site a theory reads is either predicted by it or declared in ``inputs:``
@@ -315,7 +320,9 @@ def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: Source
     components = {n: p for n, p in parts.items() if p.section == "components"}
     predicted = {s for p in components.values() for s in p.value.predicted()}
     for k, name in enumerate(inputs):
-        if name not in sites:
+        if name in inputs[:k]:
+            diagnostics.append(root.diagnostic(("inputs", k), f"site '{name}' is already an input; name each once"))
+        elif name not in sites:
             diagnostics.append(root.diagnostic(("inputs", k), f"undefined site '{name}'{did_you_mean(name, sites)}; "
                                                               f"inputs name recorded sites the theory is given"))
         elif name in predicted:
@@ -323,9 +330,7 @@ def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: Source
                                                               f"an input; remove it from 'inputs'"))
     for name, part in components.items():
         comp = part.value
-        kind = _kinds().kind_of(comp)
-        paths = comp.read_paths() or tuple((kind.reads_field or "from", k) for k in range(len(comp.reads())))
-        for path, ref in zip(paths, comp.reads()):
+        for path, ref in _read_paths(comp):
             if ref in sites and ref not in predicted and ref not in inputs:
                 diagnostics.append(part.origin.source.diagnostic(part.origin.path + path, (
                     f"'{name}' reads site '{ref}', which no component predicts; declare it as an input "
@@ -427,9 +432,10 @@ def check_theory(path: str, text: Optional[str] = None, *,
 
 
 def declare_inputs(data: dict) -> dict:
-    """Theory data (plain, as YAML holds it) with ``inputs:`` naming every site a component reads
-    that none predicts: for theories built by program (baselines, search candidates), which are
-    given those sites and pay for them. Components that do not validate are left to the parser."""
+    """Theory data (plain, as YAML holds it, includes already flattened) with ``inputs:`` naming
+    every site a component reads that none predicts: for theories built by program (baselines,
+    search candidates), which are given those sites and pay for them. Components that do not
+    validate are left to the parser."""
     predicted, read = set(), []
     for raw in (data.get("components") or {}).values():
         component, problems = validate_component(raw, SourceMap("<data>"), ("components",))
@@ -437,7 +443,7 @@ def declare_inputs(data: dict) -> dict:
             continue
         predicted |= set(component.predicted())
         read += [r for r in component.reads() if r in (data.get("sites") or {})]
-    inputs = list(dict.fromkeys([*data.get("inputs", []), *(r for r in read if r not in predicted)]))
+    inputs = list(dict.fromkeys([*(data.get("inputs") or []), *(r for r in read if r not in predicted)]))
     return {**data, "inputs": inputs} if inputs else data
 
 

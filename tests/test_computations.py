@@ -183,10 +183,11 @@ def test_a_soft_select_moves_values_into_the_residual(tmp_path, mode):
     fitted = fit(theory, acts, FitConfig(progress=False, mode=mode))
     card = score(fitted, acts, bits=False)
     assert card.sites["pattern"].r2_test > 0.99 and card.sites["resid"].r2_test_free > 0.99
+    stages = [stage["sites"] for stage in fitted.fit_info["stages"]]
     if mode == "stagewise":  # the pattern is fitted to its head first; the residual is then exact
-        assert fitted.fit_info["stages"] == [["pattern"], ["resid"]] and "resid" in fitted.fit_info["closed_form"]
+        assert stages == [["pattern"], ["resid"]] and "resid" in fitted.fit_info["closed_form"]
     else:
-        assert fitted.fit_info["stages"] == [["pattern", "resid"]] and not fitted.fit_info["closed_form"]
+        assert stages == [["pattern", "resid"]] and not fitted.fit_info["closed_form"]
 
 
 def test_an_aggregate_feeds_only_sites_over_every_position(tmp_path):
@@ -194,4 +195,36 @@ def test_an_aggregate_feeds_only_sites_over_every_position(tmp_path):
         "resid: resid}", "resid: {hook: resid, position: -1}}")
     theory = parse_theory(text, path="mover.yaml")
     with pytest.raises(TheoryError, match=r"mover.yaml:7:3: error: 'moved' reads values at every position"):
+        fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+
+
+def test_an_autoencoded_site_is_read_recorded_by_its_autoencoder_in_both_modes(tmp_path):
+    """A dictionary's codes are sent per example: it encodes the recorded site in both modes, so
+    a map of its codes predicts the same free-running as teacher-forced."""
+    from conftest import recorded_target, theory_for
+
+    theory = theory_for(recorded_target(tmp_path), """\
+        sae: {kind: dictionary, from: x, width: 12, k: 3, predicts: x}
+        lin: {kind: linear, from: sae, predicts: y}
+        """, sites="x: x, y: y")
+    acts = captured(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False, max_steps=300))
+    card = score(fitted, acts, bits=False)
+    assert card.coverage_free == card.coverage and card.sites["y"].r2_test_free == card.sites["y"].r2_test
+    inputs, x = np.asarray(acts.inputs())[:4], np.asarray(acts.site("x"))[:4]
+    free = fitted.predict(inputs, {"x": x}, free=True)
+    np.testing.assert_allclose(free["y"], fitted.predict(inputs, {"x": x, "y": free["y"]})["y"], rtol=1e-5, atol=1e-5)
+    from theorycraft.errors import FitError
+    with pytest.raises(FitError, match="needs the recorded site"):
+        fitted.predict(inputs, free=True)  # the codes come from the recorded x
+
+
+def test_an_aggregate_value_must_be_over_every_position(tmp_path):
+    text = MOVER.format(directory=_attention_target(tmp_path), V=V, T=T).replace(
+        "sites: {pattern: pattern, resid: resid}", "sites: {pattern: pattern, resid: resid, last: {hook: resid, position: -1}}\n"
+        "inputs: [last]").replace("value: tok, size: 5}", "value: last}").replace("writes: {kind: linear, from: moved",
+                                                                                "writes: {kind: linear, from: moved, width: 8")
+    theory = parse_theory(text, path="mover.yaml")
+    with pytest.raises(TheoryError, match=r"the value is read at every key position, so it must be a site over every "
+                                          r"position \(\[T, D\]\); 'last' has per-example shape \[8\]"):
         fit(theory, captured(tmp_path, theory), FitConfig(progress=False))

@@ -1,5 +1,7 @@
 """The safe expression language: semantics under numpy and JAX, and hostile input."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,6 +90,17 @@ def test_aggregate_with_no_selected_key_is_zero_and_a_rule_sees_variables_at_the
     a = np.asarray(evaluate(parse_expr("previous[j] == token[i] and j <= i"), env))
     b = np.asarray(evaluate(parse_expr("token[j - 1] == token[i] and j <= i"), env))
     assert a.any() and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mod(x: 3)", "invalid syntax"),  # only reductions take 'j:'
+    ("true[i]", "only 'token' and variables can be indexed"),
+    ("count(i: 1)", "count ranges over the key positions j"),
+    ("sum(j: count(j: 1))", "cannot be nested"),
+])
+def test_misused_reductions_and_constants_are_refused(text, message):
+    with pytest.raises(ExprError, match=re.escape(message)):
+        parse_expr(text)
 
 
 HOSTILE = [

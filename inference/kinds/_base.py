@@ -88,7 +88,7 @@ class Kind:
 
     def expression_inputs(self, name: str, spec, ctx):
         """Its expressions' values in the site's rows ([rows, expressions]), computed once per
-        batch and handed to ``apply`` as its one input."""
+        batch and handed to ``apply`` as its first input (before what it reads)."""
         return ctx.rows([e for _, e in spec.expressions()])
 
     # --- engine ---------------------------------------------------------------------------------

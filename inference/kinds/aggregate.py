@@ -63,14 +63,18 @@ class AggregateKind(Kind):
         return spec.size or width_of(spec.value)
 
     def plan_width(self, name, spec, ctx):
+        from . import kind_of  # the registry imports this module
+
         width = spec.size or ctx.widths[spec.value]
+        value_shape = ctx.site_shapes.get(spec.value)
+        if value_shape is not None and len(value_shape) != 2:
+            ctx.problem(name, f"the value is read at every key position, so it must be a site over every position "
+                              f"([T, D]); '{spec.value}' has per-example shape {list(value_shape)}", "value")
         if spec.size and spec.value not in ctx.theory.variables:
             ctx.problem(name, f"'size' moves a categorical variable as its one-hot code; '{spec.value}' is not a "
                               f"variable", "size")
         if spec.select is not None:
             chosen = ctx.theory.components.get(spec.select)
-            from . import kind_of
-
             if chosen is None or not kind_of(chosen).pattern:
                 ctx.problem(name, f"'select' names the attention component whose pattern moves the values; "
                                   f"'{spec.select}' is not one", "select")
@@ -92,19 +96,18 @@ class AggregateKind(Kind):
     def apply(self, params, spec, inputs):
         """inputs: each query's keys, selected by the rule [N * T, T] or weighted by the select's
         pattern [N * T, T]; then the value in the same rows (a row per position), [N * T, W]."""
-        import jax.numpy as jnp
-
         import jax
+        import jax.numpy as jnp
 
         pattern, value = inputs[0].astype(jnp.float32), inputs[-1].astype(jnp.float32)
         if spec.size:  # a categorical variable: its one-hot code (a value outside the size: zeros)
             value = jax.nn.one_hot(jnp.round(value[:, 0]).astype(jnp.int32), spec.size)
         t = pattern.shape[-1]
-        if spec.rule is not None:  # hard: the mean over the selected keys, 0 where there are none
-            pattern = pattern / jnp.maximum(pattern.sum(-1, keepdims=True), 1.0)
+        if spec.rule is not None:  # hard: the mean over the keys where the rule holds (is nonzero), 0 where none
+            selected = (pattern != 0).astype(jnp.float32)
+            pattern = selected / jnp.maximum(selected.sum(-1, keepdims=True), 1.0)
         moved = jnp.einsum("nqk,nkw->nqw", pattern.reshape(-1, t, t), value.reshape(-1, t, value.shape[-1]))
         return moved.reshape(value.shape[0], -1)
-
 
     def randomised(self, data, rng):
         """A hard rule with its offset constants drawn anew; None for a rule with none (or a select)."""

@@ -158,13 +158,13 @@ def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray
 def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray, dense: int = 0,
                   tolerance: float = CG_TOLERANCE) -> tuple[np.ndarray, str]:
     """Exact ridge for y ≈ b + Σ table_k[cell_k] + F w (the intercept b not shrunk, each table
-    by ``shrink``, the last ``dense`` columns F by a trace-relative 1e-8): the normal equations by
+    by ``shrink``, the last ``dense`` columns F by 1e-8 × their own diagonal): the normal equations by
     conjugate gradients from ``start`` (a nearby solution: fewer iterations), over the columns
     some row reads (the others are 0, as ridge sets them). Returns ([b; tables; w], how it went)."""
     reached = np.flatnonzero(gram.diagonal() > 0)
     diagonal = gram.diagonal()
     gram = gram[reached][:, reached]
-    is_dense = reached >= gram_size(xty) - dense
+    is_dense = reached >= len(xty) - dense  # the dense columns come last
     penalty = np.where(reached == 0, 0.0, np.where(is_dense, 1e-8 * diagonal[reached], float(shrink)))
 
     def matvec(v):
@@ -179,10 +179,6 @@ def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray, dense
     w = np.zeros_like(xty)
     w[reached] = solved
     return w, f"conjugate gradients on the one-hot normal equations, {how}"
-
-
-def gram_size(xty: np.ndarray) -> int:
-    return xty.shape[0]
 
 
 def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:

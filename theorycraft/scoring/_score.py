@@ -46,7 +46,8 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
         card = card.replace(size=size.score(card.size.params, examples),
                             mdl=mdl(fitted, size, measure(fitted.mean_only(), examples), examples))
     if prequential:
-        refit = refit or (lambda index: fit(fitted.theory, acts, FitConfig(progress=False), examples=index,
+        mode = fitted.fit_info.get("mode", "stagewise")  # refit as the theory was fitted
+        refit = refit or (lambda index: fit(fitted.theory, acts, FitConfig(progress=False, mode=mode), examples=index,
                                             data=examples.data))
         extra = prequential_code(fitted, examples, refit)
         card = card.replace(mdl=dataclasses.replace(card.mdl, **extra))

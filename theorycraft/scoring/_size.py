@@ -48,8 +48,9 @@ class Size:
 
 def input_bits(fitted, examples: Examples) -> dict[str, float]:
     """Per split, the bits of the declared inputs' values (recorded sites the theory is given):
-    each coded around its train mean, to the precision of any site. A site that holds exactly the
-    network's input (a vector input's hook) is given to every theory: it costs nothing."""
+    each coded around its train mean (sent as float32s) to the precision of any site, as the
+    mean-only code sends a site. A site that holds exactly the network's input (a vector input's
+    hook) is given to every theory: it costs nothing."""
     from ._codes import gaussian_bits
     from ._fidelity import PRECISION, values_of
     from theorycraft.inference._compile import site_rows
@@ -64,7 +65,8 @@ def input_bits(fitted, examples: Examples) -> dict[str, float]:
         for split in out:
             index = examples.index[split]
             sse = float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum())
-            out[split] += gaussian_bits(sse, values_of(fitted, s, len(index)), precision)
+            out[split] += FLOAT_BITS * np.size(fitted.means[s]) + gaussian_bits(sse, values_of(fitted, s, len(index)),
+                                                                                  precision)
     return out
 
 
