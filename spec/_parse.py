@@ -316,7 +316,7 @@ def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: Source
     """Every recorded site a theory reads is either predicted by it or declared in ``inputs:``
     (given to it, and paid for in bits), so that it can run free from the input alone; the
     sites it predicts form no cycle."""
-    sites = {n for n, p in parts.items() if p.section == "sites"}
+    sites = [n for n, p in parts.items() if p.section == "sites"]  # in file order: a cycle is reported the same way each time
     components = {n: p for n, p in parts.items() if p.section == "components"}
     predicted = {s for p in components.values() for s in p.value.predicted()}
     for k, name in enumerate(inputs):

@@ -265,7 +265,7 @@ def _recording(tmp_path, inputs, site):
      r"inputs.npy: expected \[N, T\] integer token ids or \[N, D\] floats \(N >= 1\), found int64 \[50\]"),
     (np.zeros((50, 2, 2), np.int32), np.zeros((50, 4), np.float32), r"inputs.npy: expected .* found int32 \[50, 2, 2\]"),
     (np.zeros((50, 2), np.int32), np.zeros(50, np.float32),
-     r"x.npy: expected a float array \[N, D\] or \[N, T, D\] with N = 50 rows \(one per input\), found float32 \[50\]"),
+     r"x.npy: expected a float array \[N, D\], \[N, T, D\] or \(an attention pattern\) \[N, H, T, T\] with N = 50 rows \(one per input\), found float32 \[50\]"),
     (np.zeros((50, 2), np.int32), np.zeros((50, 4), np.int64), r"x.npy: expected a float array .* found int64 \[50, 4\]"),
 ], ids=["1-D inputs", "3-D inputs", "1-D site", "int site"])
 def test_a_recording_of_the_wrong_shape_names_file_and_shapes(tmp_path, capsys, inputs, site, message):

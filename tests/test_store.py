@@ -166,7 +166,7 @@ def test_bad_recorded_directory_says_what_is_wrong(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"sites": ["x"]}))
     np.save(tmp_path / "inputs.npy", np.zeros((4, 2), np.int32))
     np.save(tmp_path / "x.npy", np.zeros((3, 2), np.float32))
-    with pytest.raises(TargetError, match=r"expected a float array \[N, D\] or \[N, T, D\] with N = 4 rows"):
+    with pytest.raises(TargetError, match=r"expected a float array \[N, D\], \[N, T, D\] or \(an attention pattern\) \[N, H, T, T\] with N = 4 rows"):
         load_target(f"activations:{tmp_path}")
 
 
