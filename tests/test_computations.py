@@ -29,12 +29,16 @@ def _program_target(tmp_path):
     embed, place, count_code, direction = (r.normal(size=s) for s in ((V, d), (T, d), (T + 1, d), (d,)))
     r0 = embed[tokens] + place[None]
     r1 = r0 + count_code[hist] + frac[..., None] * direction
-    out = tmp_path / "program"
+    return _recording(tmp_path / "program", tokens, r0=r0, r1=r1)
+
+
+def _recording(out, tokens, **sites):
+    """An ``activations:DIR`` recording of ``sites`` over ``tokens``."""
     out.mkdir()
     np.save(out / "inputs.npy", tokens.astype(np.int32))
-    np.save(out / "r0.npy", r0.astype(np.float32))
-    np.save(out / "r1.npy", r1.astype(np.float32))
-    (out / "manifest.json").write_text(json.dumps({"sites": ["r0", "r1"], "vocab_size": V}))
+    for name, values in sites.items():
+        np.save(out / f"{name}.npy", values.astype(np.float32))
+    (out / "manifest.json").write_text(json.dumps({"sites": list(sites), "vocab_size": V}))
     return out
 
 
@@ -154,13 +158,7 @@ def _attention_target(tmp_path):
     pattern /= pattern.sum(-1, keepdims=True)
     code, place = r.normal(size=(V, 8)), r.normal(size=(T, 8))
     resid = np.einsum("nqk,nkd->nqd", pattern, code[tokens]) + place[None]
-    out = tmp_path / "attention"
-    out.mkdir()
-    np.save(out / "inputs.npy", tokens.astype(np.int32))
-    np.save(out / "pattern.npy", pattern[:, None].astype(np.float32))
-    np.save(out / "resid.npy", resid.astype(np.float32))
-    (out / "manifest.json").write_text(json.dumps({"sites": ["pattern", "resid"], "vocab_size": V}))
-    return out
+    return _recording(tmp_path / "attention", tokens, pattern=pattern[:, None], resid=resid)
 
 
 MOVER = """\

@@ -4,24 +4,16 @@ and verified before any of them is read, so a torn or corrupted artifact is repo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from theorycraft.errors import ArtifactError
+from theorycraft.store import file_sha256
 
 CHECKSUMS = "checksums.json"
 FIT_AGAIN = "fit it again (theorycraft infer)"
 FIXES = {"scorecard.json": "delete it and write it again (theorycraft score {run})"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recorded(directory: Path) -> dict:
@@ -42,7 +34,7 @@ def _recorded(directory: Path) -> dict:
 def record(directory, *names: str) -> None:
     """Record the sha256 of ``names`` (files just written into ``directory``) in its checksums.json."""
     directory = Path(directory)
-    sums = _recorded(directory) | {name: _sha256(directory / name) for name in names}
+    sums = _recorded(directory) | {name: file_sha256(directory / name) for name in names}
     tmp = directory / f".{CHECKSUMS}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
     tmp.replace(directory / CHECKSUMS)
@@ -65,6 +57,6 @@ def verify(directory, names=None) -> None:
             raise ArtifactError(f"{path}: no checksum recorded in {directory / CHECKSUMS}; {fix}")
         if not path.is_file():
             raise ArtifactError(f"{path}: missing from the artifact; {fix}")
-        if _sha256(path) != sums[name]:
+        if file_sha256(path) != sums[name]:
             raise ArtifactError(f"{path}: checksum mismatch (the file is torn, corrupted or was edited after it "
                                 f"was written); {fix}")
