@@ -71,14 +71,17 @@ def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.nda
 
 # --- closed form ----------------------------------------------------------------------------------
 
-def closed_form_sites(plan: Plan) -> dict[str, tuple[Callable, list[str]]]:
-    """Sites solved exactly, with their solver: those whose predictors, read by nobody else, all
+def closed_form_sites(plan: Plan, stage: list[str] | None = None) -> dict[str, tuple[Callable, list[str]]]:
+    """Sites (of ``stage``, default all) solved exactly, with their solver: those whose predictors,
+    read by no other component fitted with them (a later stage's readers see them frozen), all
     offer a closed-form solver that one of them covers (each kind says when: plain linear maps of
     fixed features -> ridge; lookup tables, with or without such maps -> ridge of their one-hot
     design by conjugate gradients)."""
     theory, out = plan.theory, {}
-    readers = {r for c in theory.components.values() for r in c.reads()}
-    for site in theory.sites:
+    sites = list(theory.sites) if stage is None else stage
+    fitted_together = set().union(*(theory.upstream(s) for s in sites)) if sites else set()
+    readers = {r for n in fitted_together for r in theory.components[n].reads()}
+    for site in sites:
         names = theory.predictors(site)
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
@@ -284,7 +287,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     frozen: dict = {}  # parameters fitted by earlier stages: fixed for the later ones
     for k, stage in enumerate(fit_stages(plan, config.mode)):
         staged = make_plan(theory, plan.site_shapes, acts.vocab_size, frozen=frozen) if frozen else plan
-        closed = {s: v for s, v in closed_form_sites(staged).items() if s in stage}
+        closed = closed_form_sites(staged, stage)
         for site, (solve, names) in closed.items():
             solved, strength, method = solve(staged, site, names, data, train_idx, val_idx, config.refit_on_validation)
             params.update(solved)

@@ -226,3 +226,18 @@ def test_an_aggregate_value_must_be_over_every_position(tmp_path):
     with pytest.raises(TheoryError, match=r"the value is read at every key position, so it must be a site over every "
                                           r"position \(\[T, D\]\); 'last' has per-example shape \[8\]"):
         fit(theory, captured(tmp_path, theory), FitConfig(progress=False))
+
+
+def test_stagewise_solves_exactly_a_site_whose_predictor_a_later_site_reads(tmp_path):
+    """by_token predicts r0 and is read by r1's map: fitted exactly to r0 first, it is fixed data
+    for r1, whose sum of tables and maps is then exact too; fitted jointly, it needs Adam."""
+    directory = _program_target(tmp_path)
+    text = PROGRAM.format(directory=directory, T=T, size=T + 1).replace(
+        "  fraction:", "  through: {kind: linear, from: by_token, predicts: r1}\n  fraction:")
+    theory = parse_theory(text, path="program.yaml")
+    acts = captured(tmp_path, theory)
+    stagewise = fit(theory, acts, FitConfig(progress=False))
+    assert set(stagewise.fit_info["closed_form"]) == {"r0", "r1"} and stagewise.fit_info["gradient"] is None
+    assert score(stagewise, acts, bits=False).coverage_free > 0.999
+    joint = fit(theory, acts, FitConfig(progress=False, mode="joint", max_steps=50))
+    assert joint.fit_info["gradient"] is not None
