@@ -126,6 +126,9 @@ class ExpressionContext:
         return values.reshape(-1, values.shape[-1]) if len(self.site_shape) == 2 else values
 
 
+GIVEN_VARIABLES = "variables/given"  # a batch's key for variables whose values an intervention sets
+
+
 def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict[str, np.ndarray]:
     """Everything a site's predictors read that is not learned, in that site's rows: variables,
     expression values, recorded sites, and fixed component features. Computed once per batch."""
@@ -135,7 +138,8 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     out: dict[str, np.ndarray] = {}
     tokens = batch.get("inputs")
     token_inputs = tokens is not None and np.issubdtype(np.asarray(tokens).dtype, np.integer)
-    variables = evaluate_variables(theory.variables, tokens, np) if token_inputs and theory.variables else {}
+    variables = (evaluate_variables(theory.variables, tokens, np, batch.get(GIVEN_VARIABLES))
+                 if token_inputs and theory.variables else {})
     for name, values in variables.items():
         out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.position)[:, None]
     # only what this site's prediction depends on, in its rows (another site's components may have

@@ -71,6 +71,10 @@ class FittedTheory:
         return FittedTheory(self.theory, self.plan, self.params if params is None else params,
                             self.means if means is None else means, self.vocab_size, self.fit_info)
 
+    def with_theory(self, theory: Theory) -> "FittedTheory":
+        """The same fit under ``theory`` where it says the same thing (its claim), e.g. with axioms added."""
+        return FittedTheory(theory, self.plan, self.params, self.means, self.vocab_size, self.fit_info)
+
     def mean_only(self) -> "FittedTheory":
         """The baseline every score is measured against: each of this theory's sites predicted by
         its training mean (the empty theory over the same sites and target)."""
@@ -104,11 +108,16 @@ class FittedTheory:
             batch = {"inputs": np.asarray(inputs), **sites}
             return {site: self._predict_site(batch, site, n) for site in self.sites}
         # free: sites in dependency order, each prediction handed on as the data later sites read
-        batch = {"inputs": np.asarray(inputs), **{s: sites[s] for s in self.theory.inputs},
-                 **{f"{s}/recorded": sites[s] for s in autoencoded}}
+        batch = self.free_batch(inputs, sites)
         for site in self.theory.site_order()[0]:
             batch[site] = self._predict_site(batch, site, n)
         return {s: batch[s] for s in self.sites}
+
+    def free_batch(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What a free run starts from: the input, the declared inputs, and the recorded sites its
+        autoencoders encode (``SITE/recorded``)."""
+        return {"inputs": np.asarray(inputs), **{s: sites[s] for s in self.theory.inputs},
+                **{f"{s}/recorded": sites[s] for s in self._autoencoded()}}
 
     def _autoencoded(self) -> list[str]:
         """Sites an autoencoder (a kind that may read its own site) encodes: recorded in both modes."""

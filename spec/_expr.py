@@ -253,12 +253,14 @@ def evaluate(expr: Expr, env: Mapping[str, Any]):
     return xp.broadcast_to(xp.asarray(_eval(expr.tree.body, env)), env["_shape"])
 
 
-def evaluate_variables(variables: Mapping[str, Expr], tokens, xp) -> dict[str, Any]:
-    """Every variable over ``tokens``, in the given (dependency) order; each ``[N, T]``."""
+def evaluate_variables(variables: Mapping[str, Expr], tokens, xp, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every variable over ``tokens``, in the given (dependency) order; each ``[N, T]``. A
+    variable in ``given`` takes that value (an intervention) and the ones after it read it."""
     env = position_env(tokens, xp)
     values = {}
     for name, expr in variables.items():
-        env[name] = env["_full"][name] = values[name] = evaluate(expr, env)
+        value = given[name] if given and name in given else evaluate(expr, env)
+        env[name] = env["_full"][name] = values[name] = value
     return values
 
 

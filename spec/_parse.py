@@ -15,8 +15,8 @@ from pydantic import StrictStr, TypeAdapter, ValidationError
 
 from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
 from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, REDUCTIONS, Expr
-from ._model import (RESERVED_KEYS, Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile,
-                     TheoryName, _list_of)
+from ._axioms import OUTPUT, Axiom
+from ._model import Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile, TheoryName, _list_of
 from ._theory import Origin, Theory, walk_reads
 from ._yaml import Path, SourceMap, load_yaml
 
@@ -53,6 +53,7 @@ class _Reader:
         self.top: dict[str, Any] = {}
         self.root_source: Optional[SourceMap] = None
         self.seen: set[str] = set()
+        self.axioms: dict[str, tuple[Axiom, Origin]] = {}
 
     def error(self, source: SourceMap, path: Path, message: str, **kw) -> None:
         self.diagnostics.append(source.diagnostic(path, message, **kw))
@@ -101,14 +102,14 @@ class _Reader:
     def read_top(self, data: dict, source: SourceMap, root: bool) -> None:
         allowed = _allowed_top(root)
         for key, value in data.items():
-            if key in RESERVED_KEYS:
-                self.error(source, (key,), RESERVED_KEYS[key], key=True)
-            elif key in ("theory", "target", "inputs") and not root:
+            if key in ("theory", "target", "inputs", "axioms") and not root:
                 self.error(source, (key,), f"an included file holds shared parts only "
                                            f"({', '.join(allowed)}), found '{key}'", key=True)
             elif key not in allowed:
                 self.error(source, (key,), f"unknown key '{key}'{did_you_mean(key, allowed)}; "
                                            f"expected one of: {', '.join(allowed)}", key=True)
+            elif key == "axioms":
+                self.read_axioms(value, source)
             elif key in _SCALARS:
                 value = self.validate(_SCALARS[key], value, source, (key,))
                 self.top[(key, source.path)] = value
@@ -140,6 +141,26 @@ class _Reader:
             else:
                 value = self.validate(SECTIONS[section], raw, source, path)
             self.parts.append(_Part(section, name, value, Origin(source, path)))
+
+    def read_axioms(self, entries: Any, source: SourceMap) -> None:
+        if not isinstance(entries, dict):
+            return self.error(source, ("axioms",), f"expected a mapping of names to axioms, found {describe(entries)}")
+        for name, raw in entries.items():
+            path = ("axioms", name)
+            if not isinstance(name, str) or not _valid(_NAME, name):
+                self.error(source, path, f"expected a name of letters, digits and '_' that starts with a "
+                                         f"letter, found {describe(name)}", key=True)
+                continue
+            if not isinstance(raw, dict):
+                self.error(source, path, f"expected an axiom (a mapping of an intervention and an expectation), "
+                                         f"found {describe(raw)}")
+                continue
+            try:
+                value = Axiom.model_validate(raw)
+            except ValidationError as exc:
+                self.diagnostics += [_pydantic_diagnostic(err, raw, source, path, Axiom) for err in exc.errors()]
+                continue
+            self.axioms[name] = (value, Origin(source, path))
 
     def validate(self, adapter: TypeAdapter, raw: Any, source: SourceMap, path: Path):
         try:
@@ -203,14 +224,14 @@ def _pydantic_diagnostic(err: dict, raw: Any, source: SourceMap, path: Path, mod
     if path[0] == "sites":
         model = Site
     where = tuple(path) + tuple(loc)
-    noun = f"a {raw.get('kind')} component" if model is not None and model is not Site else "a site"
+    noun = {Site: "a site", Axiom: "an axiom"}.get(model) or (f"a {raw.get('kind')} component" if model else "")
     if error == "extra_forbidden":
         allowed = _field_names(model) if model else []
         return source.diagnostic(where, f"unknown key '{loc[-1]}' in {noun}{did_you_mean(loc[-1], allowed)}; "
                                         f"expected one of: {', '.join(sorted(allowed))}", key=True)
     if error == "missing":
         return source.diagnostic(where[:-1], f"missing required key '{loc[-1]}' in {noun}")
-    if error in ("expression", "hook", "target"):
+    if error in ("expression", "hook", "target", "place", "axiom"):
         return source.diagnostic(where, ctx["message"], offset=ctx.get("offset", 0))
     if error == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx["expected"])
@@ -349,6 +370,42 @@ def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: Source
             f"able to run from the input alone, so its sites cannot feed each other in a loop"), key=True))
 
 
+def _check_axioms(parts: dict[str, _Part], axioms: dict, diagnostics: list[Diagnostic]) -> None:
+    """What an axiom names exists: its expressions read variables and positions; ``subspace`` is a
+    component; ``theory`` names sites or components; only ``output`` or a site the theory
+    predicts can be ``predicted_by_theory``; the output is observed, never intervened on."""
+    sites = {n for n, p in parts.items() if p.section == "sites"}
+    components = {n for n, p in parts.items() if p.section == "components"}
+    variables = {n for n, p in parts.items() if p.section == "variables"}
+
+    def error(origin, subpath, message, offset=None):
+        diagnostics.append(origin.source.diagnostic(origin.path + subpath, message, offset=offset))
+
+    for name, (axiom, origin) in axioms.items():
+        for key in ("input", "from"):
+            expr = getattr(axiom, "from_" if key == "from" else key)
+            for ref, offset in (expr.names if expr is not None else ()):
+                if ref not in POSITION_NAMES and ref not in variables:
+                    error(origin, (key,), f"undefined variable '{ref}'{did_you_mean(ref, [*variables, *POSITION_NAMES])}",
+                          offset)
+        if axiom.place is not None and axiom.place.name == OUTPUT:
+            error(origin, (axiom.intervention,), "the output is observed, not intervened on; name a site or hook")
+        if axiom.subspace is not None and axiom.subspace not in components:
+            error(origin, ("subspace",), f"undefined component '{axiom.subspace}'{did_you_mean(axiom.subspace, components)}; "
+                                         f"a subspace is the span of a component's features")
+        for k, ref in enumerate(axiom.theory):
+            if ref not in sites and ref not in components and ref not in variables:
+                error(origin, ("theory", k) if len(axiom.theory) > 1 else ("theory",),
+                      f"undefined name '{ref}'{did_you_mean(ref, [*sites, *components, *variables])}; expected the "
+                      f"sites, components or variables that stand for '{axiom.place}' in the theory")
+        if axiom.theory and axiom.intervention == "input":
+            error(origin, ("theory",), "an input intervention acts on the theory's input itself; remove 'theory'")
+        observed = axiom.observed.name
+        if axiom.expectation == "predicted_by_theory" and observed != OUTPUT and observed not in sites:
+            error(origin, ("predicted_by_theory",), f"'{observed}' is not a site of the theory; it predicts only "
+                                                    f"its sites ({', '.join(sorted(sites))}) and the output")
+
+
 def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
     """The sites and variables a component reads, directly or through other components."""
     return walk_reads([name], lambda n: components[n].value.reads()
@@ -414,6 +471,7 @@ def check_theory(path: str, text: Optional[str] = None, *,
     _check_references(parts, reader.diagnostics)
     if reader.root_source is not None and not any(d.severity == "error" for d in reader.diagnostics):
         _check_inputs(parts, tuple(reader.top.get("inputs") or ()), reader.root_source, reader.diagnostics)
+    _check_axioms(parts, reader.axioms, reader.diagnostics)
     diagnostics = tuple(sorted(set(reader.diagnostics)))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
@@ -426,7 +484,8 @@ def check_theory(path: str, text: Optional[str] = None, *,
         variables={n: groups["variables"][n].value for n in variable_order},
         components={n: groups["components"][n].value for n in component_order},
         inputs=tuple(reader.top.get("inputs") or ()),
-        origins={(p.section, n): p.origin for n, p in parts.items()},
+        axioms={n: a for n, (a, _) in reader.axioms.items()},
+        origins={(p.section, n): p.origin for n, p in parts.items()} | {("axioms", n): o for n, (_, o) in reader.axioms.items()},
     )
     return theory, diagnostics
 

@@ -53,10 +53,11 @@ class Theory:
     components: Mapping[str, object]  # name -> a component kind model, in dependency order
     description: Optional[str] = None
     inputs: tuple[str, ...] = ()  # recorded sites it is given (and pays for), declared with `inputs:`
+    axioms: Mapping[str, object] = field(default_factory=dict)  # name -> spec._axioms.Axiom: claims checked on the network
     origins: Mapping[tuple[str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        for name in ("sites", "variables", "components", "origins"):
+        for name in ("sites", "variables", "components", "axioms", "origins"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def predictors(self, site: str) -> tuple[str, ...]:
@@ -85,7 +86,7 @@ class Theory:
                 if ("components", name) in self.origins:
                     origins[("components", f"{name}@{site}")] = self.origins[("components", name)]
         return Theory(self.name, self.target, self.sites, self.variables, components, self.description,
-                      self.inputs, origins)
+                      self.inputs, self.axioms, origins)
 
     def site_reads(self, site: str) -> set[str]:
         """The other sites a site's prediction reads (through its predictors and all they read)."""
@@ -143,6 +144,9 @@ class Theory:
             out["inputs"] = list(self.inputs)
         if self.components:
             out["components"] = {n: _component_data(c) for n, c in self.components.items()}
+        if self.axioms:
+            out["axioms"] = {n: a.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                             for n, a in self.axioms.items()}
         return out
 
     def to_yaml(self) -> str:

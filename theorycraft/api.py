@@ -152,6 +152,46 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
     return FittedTheory.load(run_dir, trust_code=trust_code)
 
 
+def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int = 512, seed: int = 0,
+          cache_dir=None, trust_code: bool = False, log=print) -> list:
+    """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
+    torch hooks, the theory run free under the same intervention. The fit is ``run_dir``'s (it must
+    be of the same theory), or a new one written to runs/THEORY_NAME. Writes ``axioms.json`` there;
+    returns one ``AxiomResult`` per axiom."""
+    import dataclasses
+    import json
+
+    from theorycraft.scoring import Lab, check_axioms
+
+    _arguments.check("n", n, optional=True)
+    _arguments.check("limit", limit)
+    theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
+    if not theory.axioms:
+        raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
+    if run_dir is None:
+        run_dir = Path("runs") / theory.name
+        log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
+        fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
+                       progress=False, log=lambda m: None).fitted
+    else:
+        fitted = load_run(run_dir, trust_code=trust_code)
+        if fitted.theory.claim() != theory.claim():
+            raise FitError(f"{run_dir} holds a fit of a different theory than {theory.name}'s file says (its "
+                           f"components or sites differ); fit this one: theorycraft infer THEORY.yaml --out {run_dir}")
+    fitted = fitted.with_theory(theory)  # the file's axioms, the run's parameters
+    acts = run_activations(fitted, Path(run_dir))
+    inputs = acts.inputs()
+    lab = Lab(fitted, target_of(theory, trust_code=trust_code), inputs[acts.split("test")[:limit]],
+              inputs[acts.split("train")[:1024]], seed=seed)
+    results = check_axioms(lab)
+    path = Path(run_dir) / "axioms.json"
+    path.write_text(json.dumps({"theory": theory.name, "target": str(theory.target),
+                                "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
+    from theorycraft import _artifact
+    _artifact.record(run_dir, path.name)
+    return results
+
+
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
               limit: int | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""

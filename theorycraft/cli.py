@@ -106,6 +106,30 @@ def _score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from theorycraft.api import check
+
+    results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
+    print(axioms_table(results))
+    failed = [r.name for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def axioms_table(results) -> str:
+    """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
+    theory's predicted effect, and the judged quantity against its bound."""
+    rows = [f"{'axiom':<40} {'measure':<18} {'network [95% interval]':>28} {'theory':>10}  {'judged':>10}  result"]
+    for r in results:
+        theory = "-" if r.theory is None else f"{r.theory:.4g}"
+        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>10}  "
+                    f"{r.judged:>10.4g}  {'pass' if r.passed else 'FAIL'}")
+        rows.append(f"    {r.claim}")
+    return "\n".join(rows)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from theorycraft.benchmarks.coverage import run_bench
 
@@ -267,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="score on the first N test examples")
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
+    chk = command("check", _check, "check a theory's axioms: intervene on the network and on the theory alike, "
+                                   "on held-out examples; exit 1 if one fails")
+    chk.add_argument("theory", metavar="THEORY.yaml")
+    chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
+    chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
+    chk.add_argument("--limit", type=flag("limit"), default=512, metavar="N", help="held-out examples to check on")
+    chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
+    _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
     diag.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")

@@ -2,7 +2,9 @@
 and how much it compresses the activations. Definitions: DESIGN.md and the README's "Scores".
 
     score(fitted, acts) -> Scorecard: fidelity (R² per split, coverage), size (params, bits),
-                           mdl (two-part code vs mean only; optionally prequential), splice
+                           mdl (two-part code vs mean only; optionally prequential), splice,
+                           counterfactual fidelity (the theory under standard interventions)
+    check_axioms(Lab(fitted, target, ...)) -> [AxiomResult]: the theory's axioms, on the network
 
 Train examples are fitted, validation examples make every choice (the quantization step here),
 test examples are only reported on.
@@ -10,6 +12,7 @@ test examples are only reported on.
 
 from __future__ import annotations
 
+from ._axioms import AxiomResult, Lab, check_axioms
 from ._card import MDLScore, Scorecard, SiteScore, SizeScore, SpliceScore
 from ._codes import entropy_bits, gaussian_bits, spec_bits, subset_bits
 from ._fidelity import PRECISION, Examples, coverage, examples_of, r2, spreads, squared_errors
@@ -18,7 +21,7 @@ from ._score import fidelity, score
 from ._size import R2_TOLERANCE, Size, measure
 from ._splice import splice_scores
 
-__all__ = ["MDLScore", "PRECISION", "R2_TOLERANCE", "Examples", "Scorecard", "SiteScore", "Size", "SizeScore",
+__all__ = ["AxiomResult", "Lab", "check_axioms", "MDLScore", "PRECISION", "R2_TOLERANCE", "Examples", "Scorecard", "SiteScore", "Size", "SizeScore",
            "SpliceScore", "block_edges", "coverage", "entropy_bits", "examples_of", "fidelity", "gaussian_bits", "mdl",
            "measure", "prequential", "r2", "residual_bits", "score", "spec_bits", "splice_scores", "spreads", "squared_errors",
            "subset_bits", "total_bits"]

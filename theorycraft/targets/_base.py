@@ -124,25 +124,46 @@ class TorchTarget(Target):
             self._hooks = {str(h): tuple(a.shape[1:]) for h, a in recorded.items()}
         return self._hooks
 
-    @torch.no_grad()
     def run(self, inputs: np.ndarray, hooks: Sequence[HookPoint], strict: bool = True) -> dict[HookPoint, np.ndarray]:
+        return self.intervene(inputs, hooks, strict=strict)[0]
+
+    def output(self, inputs: np.ndarray, replace: Mapping[HookPoint, Replacement] | None = None) -> np.ndarray:
+        """The model's final output (float32 numpy), with the activation at each hook in
+        ``replace`` swapped for what its function returns (splicing)."""
+        return self.intervene(inputs, (), replace)[1]
+
+    @torch.no_grad()
+    def intervene(self, inputs: np.ndarray, hooks: Sequence[HookPoint] = (),
+                  replace: Mapping[HookPoint, Replacement] | None = None,
+                  strict: bool = True) -> tuple[dict[HookPoint, np.ndarray], np.ndarray]:
+        """One forward pass: (the activation at each of ``hooks``, the final output), with the
+        activation at each hook in ``replace`` swapped for what its function returns first (a
+        hook both replaced and recorded is recorded as replaced)."""
         out: dict[HookPoint, np.ndarray] = {}
         handles = []
-        for hook in hooks:
-            try:
-                module = self.module.get_submodule(".".join(hook.module))
-            except AttributeError:
-                if strict:
-                    self.check_hooks([hook])
-                continue
-            if hook.io == "input":
-                handles.append(module.register_forward_pre_hook(
-                    lambda m, args, hook=hook: _record(out, hook, args[0] if args else None)))
-            else:
-                handles.append(module.register_forward_hook(
-                    lambda m, args, result, hook=hook: _record(out, hook, result)))
         try:
-            self._forward(self.module, self.to_torch(inputs))
+            for hook, fn in (replace or {}).items():
+                self.check_hooks([hook])
+                module = self.module.get_submodule(".".join(hook.module))
+                if hook.io == "input":
+                    handles.append(module.register_forward_pre_hook(
+                        lambda m, args, fn=fn: (fn(args[0]), *args[1:])))
+                else:
+                    handles.append(module.register_forward_hook(lambda m, args, result, fn=fn: _swap(result, fn)))
+            for hook in hooks:
+                try:
+                    module = self.module.get_submodule(".".join(hook.module))
+                except AttributeError:
+                    if strict:
+                        self.check_hooks([hook])
+                    continue
+                if hook.io == "input":
+                    handles.append(module.register_forward_pre_hook(
+                        lambda m, args, hook=hook: _record(out, hook, args[0] if args else None)))
+                else:
+                    handles.append(module.register_forward_hook(
+                        lambda m, args, result, hook=hook: _record(out, hook, result)))
+            result = self._forward(self.module, self.to_torch(inputs))
         finally:
             for handle in handles:
                 handle.remove()
@@ -150,31 +171,10 @@ class TorchTarget(Target):
             missing = [h for h in hooks if h not in out]
             if missing:
                 raise TargetError(f"site '{missing[0]}' of {self.name} is not a tensor (it produced no array)")
-        return out
-
-
-    @torch.no_grad()
-    def output(self, inputs: np.ndarray, replace: Mapping[HookPoint, Replacement] | None = None) -> np.ndarray:
-        """The model's final output (float32 numpy), with the activation at each hook in
-        ``replace`` swapped for what its function returns (splicing)."""
-        handles = []
-        for hook, fn in (replace or {}).items():
-            self.check_hooks([hook])
-            module = self.module.get_submodule(".".join(hook.module))
-            if hook.io == "input":
-                handles.append(module.register_forward_pre_hook(
-                    lambda m, args, fn=fn: (fn(args[0]), *args[1:])))
-            else:
-                handles.append(module.register_forward_hook(lambda m, args, result, fn=fn: _swap(result, fn)))
-        try:
-            result = self._forward(self.module, self.to_torch(inputs))
-        finally:
-            for handle in handles:
-                handle.remove()
         result = getattr(result, "last_hidden_state", result)  # Hugging Face model outputs
         if isinstance(result, tuple):
             result = result[0]
-        return result.detach().float().cpu().numpy()
+        return out, (result.detach().float().cpu().numpy() if isinstance(result, torch.Tensor) else None)
 
 
 def _swap(result, fn: Replacement):

@@ -1,0 +1,295 @@
+"""Axioms checked on the network, and counterfactual fidelity: the network and the theory under
+the same intervention, side by side on held-out examples.
+
+The network runs with a torch hook at the intervened place; the theory runs free from the input
+(``inference._intervene``) with the same intervention at what stands for that place in it. The
+recorded sites a theory is given (its declared inputs, what its autoencoders encode) are the
+network's clean values: a theory is told the intervention, not the intervened activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import zlib
+
+import numpy as np
+import torch
+
+from theorycraft.errors import FitError
+from theorycraft.inference._compile import component_output, fixed_inputs, site_rows
+from theorycraft.inference._intervene import (SOURCED, SUBSPACE, Intervention, predict_intervened, subspace_basis,
+                                              transformed_inputs)
+from theorycraft.spec import HookPoint, evaluate_variables
+from theorycraft.spec._axioms import OUTPUT, Place
+
+from ._fidelity import r2
+from ._splice import _log_softmax, _put
+
+BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
+CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on
+
+
+@dataclass(frozen=True)
+class AxiomResult:
+    """One axiom on held-out examples. ``network``: the intervention's effect on the network
+    (fraction of the observed site's variance moved, or the change of the output's metric),
+    with its 95% bootstrap interval; ``theory``: the effect the theory predicts; ``judged``: what
+    is compared with ``threshold`` (the network's effect; for ``predicted_by_theory`` the R² of
+    the theory's intervened prediction, or the relative error of its predicted change)."""
+
+    name: str
+    claim: str
+    measure: str
+    network: float
+    low: float
+    high: float
+    theory: Optional[float]
+    judged: float
+    threshold: float
+    passed: bool
+    n: int
+
+
+@dataclass(frozen=True)
+class _Where:
+    """An intervened or observed place resolved against the theory and the target."""
+
+    place: Place
+    hook: HookPoint
+    position: Optional[int]
+    site: Optional[str]  # the theory's site at this place, if it has one
+
+
+class Lab:
+    """A fitted theory and its runnable target, on held-out examples (``inputs``), with the
+    training examples (``train_inputs``) that means and subspaces are measured on."""
+
+    def __init__(self, fitted, target, inputs: np.ndarray, train_inputs: np.ndarray, seed: int = 0):
+        if not hasattr(target, "intervene"):
+            raise FitError(f"axioms intervene on the network, and {target.name} is a recording: "
+                           f"point the theory at a runnable target (builtin:, hf:, torch:)")
+        self.fitted, self.target = fitted, target
+        self.inputs, self.train_inputs = np.asarray(inputs), np.asarray(train_inputs)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.theory = fitted.theory
+
+    def reseed(self, name: str) -> None:
+        """Each axiom draws its own sources and intervals: its result does not depend on the others."""
+        self.rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+
+    # --- places ---------------------------------------------------------------------------------
+
+    def where(self, place: Place, axiom_name: str) -> _Where:
+        site = self.theory.sites.get(place.name)
+        if site is not None:
+            return _Where(place, site.hook, site.position, place.name)
+        hook = HookPoint.parse(place.name)
+        self.target.check_hooks([hook])
+        return _Where(place, hook, None, None)
+
+    def record(self, inputs: np.ndarray, hooks, replace=None):
+        """The network on ``inputs``: {hook: values}, output."""
+        return self.target.intervene(inputs, list(dict.fromkeys(hooks)), replace or {})
+
+    def at(self, recorded: Mapping, where: _Where) -> np.ndarray:
+        values = recorded[where.hook]
+        return values[:, where.position] if where.position is not None else values
+
+    def theory_sites(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's clean values at every theory site: what the theory is given."""
+        recorded, _ = self.record(inputs, [s.hook for s in self.theory.sites.values()])
+        return {n: (recorded[s.hook][:, s.position] if s.position is not None else recorded[s.hook])
+                for n, s in self.theory.sites.items()}
+
+    # --- interventions --------------------------------------------------------------------------
+
+    def intervention(self, how: str, where: _Where, subspace: Optional[str] = None) -> Intervention:
+        train_values = self.at(self.record(self.train_inputs, [where.hook])[0], where)
+        mean = train_values.mean(0)
+        basis = None
+        if how in SUBSPACE:
+            features = component_features(self.fitted, self.train_inputs, self.theory_sites(self.train_inputs), subspace)
+            n = len(train_values)
+            if len(features) == n:
+                values = train_values.reshape(n, -1)
+            elif train_values.ndim == 3 and len(features) == n * train_values.shape[1]:
+                values = train_values.reshape(-1, train_values.shape[-1])
+            else:
+                raise FitError(f"component '{subspace}' has {len(features)} rows on {n} examples; '{where.place}' "
+                               f"has per-example shape {list(train_values.shape[1:])}: its features span no subspace there")
+            basis = subspace_basis(features, values)
+        return Intervention(how, where.place.numpy_index, mean, basis)
+
+    def network_replacement(self, where: _Where, intervention: Intervention, source: Optional[np.ndarray]):
+        def replace(activation: torch.Tensor) -> torch.Tensor:
+            new = activation.clone()
+            values = (new[:, where.position] if where.position is not None else new).float().cpu().numpy()
+            changed = torch.from_numpy(intervention.apply(values, source)).to(new.dtype)
+            if where.position is None:
+                new[...] = changed
+            else:
+                new[:, where.position] = changed
+            return new
+        return replace
+
+    def derangement(self, n: int) -> np.ndarray:
+        """Each example's source: another example (a random cycle, so never itself)."""
+        order = self.rng.permutation(n)
+        source = np.empty(n, np.int64)
+        source[order] = np.roll(order, -1)
+        return source
+
+    def tokens(self, expr, inputs: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(inputs.dtype, np.integer):
+            raise FitError(f"an input intervention rewrites tokens; {self.target.name} takes vectors "
+                           f"(intervene on its input site instead: resample / zero / mean / patch)")
+        variables = evaluate_variables(self.theory.variables, inputs, np) if self.theory.variables else {}
+        return transformed_inputs(expr, inputs, variables)
+
+
+def component_features(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A component's output [rows, features] on ``inputs``, free-running, in the rows of a site
+    whose prediction it feeds."""
+    plan = fitted.plan
+    theory = plan.theory
+    site = next((s for s in theory.site_order()[0] if name in theory.upstream(s)), None)
+    if site is None:
+        raise FitError(f"component '{name}' feeds no site the theory predicts")
+    batch = fitted.free_batch(inputs, sites)
+    for s in theory.site_order()[0]:
+        if s == site:
+            break
+        batch[s] = fitted._predict_site(batch, s, len(inputs))
+    import jax.numpy as jnp
+    fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, batch, site).items()}
+    return np.asarray(component_output(plan, fitted.params, name, fixed, {}), np.float64)
+
+
+# --- measures -----------------------------------------------------------------------------------
+
+def _interval(numerator: np.ndarray, denominator: Optional[np.ndarray], rng) -> tuple[float, float]:
+    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``)."""
+    n = len(numerator)
+    if n == 0:
+        return float("nan"), float("nan")
+    draws = rng.integers(0, n, size=(BOOTSTRAP, n))
+    num = numerator[draws].sum(1)
+    values = num / np.maximum(denominator[draws].sum(1), 1e-30) if denominator is not None else num / n
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _per_example(values: np.ndarray) -> np.ndarray:
+    return values.reshape(len(values), -1).sum(1)
+
+
+def _metric_rows(task, output: np.ndarray, inputs: np.ndarray, metric: str, clean_rows=None):
+    rows, refs = task.read(output, inputs)
+    if metric in ("accuracy", "kl") and task.output != "logits":
+        raise FitError(f"metric '{metric}' needs a target whose output is logits; this one's is a vector (use loss)")
+    if metric == "accuracy":
+        return rows, (rows.argmax(-1) == refs).astype(np.float64)
+    if metric == "kl":
+        if clean_rows is None:
+            return rows, np.zeros(len(rows))
+        p_log, q_log = _log_softmax(clean_rows), _log_softmax(rows)
+        return rows, (np.exp(p_log) * (p_log - q_log)).sum(-1)
+    if task.output == "logits":
+        return rows, -_log_softmax(rows)[np.arange(len(rows)), refs]
+    target = rows if refs is None else refs.reshape(rows.shape)
+    if refs is None and clean_rows is not None:
+        target = clean_rows
+    return rows, ((rows - target) ** 2).reshape(len(rows), -1).mean(1)
+
+
+def check_axioms(lab: Lab) -> list[AxiomResult]:
+    return [check_axiom(lab, name, axiom) for name, axiom in lab.theory.axioms.items()]
+
+
+def check_axiom(lab: Lab, name: str, axiom) -> AxiomResult:
+    """Run one axiom on the network and on the theory; judge its expectation."""
+    lab.reseed(name)
+    theory = lab.theory
+    inputs = lab.inputs
+    n = len(inputs)
+    clean_sites = lab.theory_sites(inputs)
+    observed = None if axiom.observed.name == OUTPUT else lab.where(axiom.observed, name)
+    hooks = [observed.hook] if observed else []
+    last = theory.site_order()[0][-1]  # what the theory splices in for the output: its last site
+    splice_hook = theory.sites[last].hook
+
+    # the intervention on both sides
+    if axiom.intervention == "input":
+        new_inputs = lab.tokens(axiom.input, inputs)
+        net_replace: dict = {}
+        new_sites = lab.theory_sites(new_inputs)
+        theory_after = lab.fitted.predict(new_inputs, new_sites, free=True)
+    else:
+        new_inputs = inputs
+        where = lab.where(axiom.place, name)
+        intervention = lab.intervention(axiom.intervention, where, axiom.subspace)
+        source_inputs = (inputs[lab.derangement(n)] if axiom.intervention == "resample" else
+                         lab.tokens(axiom.from_, inputs) if axiom.intervention == "patch" else None)
+        source = (lab.at(lab.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None)
+        net_replace = {where.hook: lab.network_replacement(where, intervention, source)}
+        counterpart = tuple(axiom.theory) or ((where.site,) if where.site else ())
+        site = next((c for c in counterpart if c in theory.sites), None)
+        theory_after = predict_intervened(
+            lab.fitted, inputs, clean_sites, intervention, site=site,
+            components=tuple(c for c in counterpart if c in theory.components),
+            variables=tuple(c for c in counterpart if c in theory.variables),
+            source=(source_inputs, lab.theory_sites(source_inputs)) if source_inputs is not None else None)
+    theory_before = lab.fitted.predict(inputs, clean_sites, free=True)
+    before, out_before = lab.record(inputs, hooks)
+    after, out_after = lab.record(new_inputs, hooks, net_replace)
+
+    if observed is not None:  # a site or hook: the fraction of its variance moved
+        y0, y1 = lab.at(before, observed), lab.at(after, observed)
+        idx = (slice(None), *observed.place.numpy_index)
+        y0, y1 = y0[idx], y1[idx]
+        mean = lab.at(lab.record(lab.train_inputs, [observed.hook])[0], observed)[idx].mean(0)
+        num, den = _per_example((y1 - y0) ** 2), _per_example((y0 - mean) ** 2)
+        effect = float(num.sum() / max(den.sum(), 1e-30))
+        low, high = _interval(num, den, lab.rng)
+        measure = "variance moved"
+        predicted = fit = None
+        if observed.site is not None:
+            p0, p1 = theory_before[observed.site][idx], theory_after[observed.site][idx]
+            predicted = float(((p1 - p0) ** 2).sum() / max(den.sum(), 1e-30))
+            fit = r2(float(((p1 - y1) ** 2).sum()), float(((y1 - mean) ** 2).sum()))
+    else:  # the output, judged by the task
+        metric = axiom.metric or "loss"
+        task = lab.target.task
+        rows0, m0 = _metric_rows(task, out_before, inputs, metric)
+        rows1, m1 = _metric_rows(task, out_after, new_inputs, metric, rows0)
+        paired = len(m0) == len(m1)
+        delta = m1 - m0 if paired else m1
+        effect = float(m1.mean() - m0.mean())
+        low, high = _interval(delta, None, lab.rng)
+        if not paired:
+            low, high = low - m0.mean(), high - m0.mean()
+        measure = f"{metric} change"
+        splice = {splice_hook: _put(theory_before[last], theory.sites[last].position)}
+        spliced0 = lab.record(inputs, [], splice)[1]
+        spliced1 = lab.record(new_inputs, [], {**net_replace, splice_hook: _put(theory_after[last], theory.sites[last].position)})[1]
+        s_rows0, s0 = _metric_rows(task, spliced0, inputs, metric)
+        s_rows1, s1 = _metric_rows(task, spliced1, new_inputs, metric, s_rows0)
+        predicted = float(s1.mean() - s0.mean())
+        if axiom.metric is not None:
+            fit = abs(predicted - effect) / max(abs(effect), 1e-9)
+        else:
+            fit = r2(float(((s_rows1 - rows1) ** 2).sum()), float(((rows1 - rows0.mean(0)) ** 2).sum()))
+    bound = axiom.threshold()
+    if axiom.expectation == "invariant":
+        judged, passed = abs(effect), abs(effect) <= bound
+    elif axiom.expectation == "changes":
+        judged, passed = abs(effect), abs(effect) >= bound
+    else:
+        judged = fit
+        passed = fit <= bound if axiom.metric is not None else fit >= bound
+    return AxiomResult(name, axiom.describe(), measure, round(effect, 6), round(low, 6), round(high, 6),
+                       None if predicted is None else round(predicted, 6), round(float(judged), 6), bound,
+                       bool(passed), n)
