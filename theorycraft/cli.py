@@ -229,6 +229,10 @@ def scorecard_table(card) -> str:
         if mdl.prequential_bits is not None:
             rows.append(f"prequential code {mdl.prequential_bits:,} bits vs mean only "
                         f"{mdl.prequential_baseline_bits:,} -> compression {mdl.prequential_compression:.3f}")
+    if card.counterfactual is not None:
+        cf = card.counterfactual
+        rows.append(f"counterfactual fidelity on {cf.n} test examples, {len(cf.interventions)} interventions "
+                    f"({', '.join(cf.interventions)}): R2 {_number(cf.r2)}  KL of outputs {_number(cf.kl)}")
     for site, s in card.splice.items():
         rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
                     f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "

@@ -21,9 +21,10 @@ from theorycraft.errors import FitError
 from theorycraft.inference._compile import component_output, fixed_inputs, site_rows
 from theorycraft.inference._intervene import (SOURCED, SUBSPACE, Intervention, predict_intervened, subspace_basis,
                                               transformed_inputs)
-from theorycraft.spec import HookPoint, evaluate_variables
+from theorycraft.spec import HookPoint, Site, evaluate_variables
 from theorycraft.spec._axioms import OUTPUT, Place
 
+from ._card import CounterfactualScore
 from ._fidelity import r2
 from ._splice import _log_softmax, _put
 
@@ -60,6 +61,16 @@ class _Where:
     hook: HookPoint
     position: Optional[int]
     site: Optional[str]  # the theory's site at this place, if it has one
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An intervention ready on both sides: the inputs the network runs on, its hook
+    replacements, and the theory's free-running predictions under it."""
+
+    inputs: np.ndarray
+    replace: Mapping
+    theory: Mapping[str, np.ndarray]
 
 
 class Lab:
@@ -107,6 +118,8 @@ class Lab:
     # --- interventions --------------------------------------------------------------------------
 
     def intervention(self, how: str, where: _Where, subspace: Optional[str] = None) -> Intervention:
+        if how not in ("mean", *SUBSPACE):
+            return Intervention(how, where.place.numpy_index)
         train_values = self.at(self.record(self.train_inputs, [where.hook])[0], where)
         mean = train_values.mean(0)
         basis = None
@@ -134,6 +147,30 @@ class Lab:
                 new[:, where.position] = changed
             return new
         return replace
+
+    def apply(self, how: str, place: Optional[Place], name: str, *, expr=None, subspace: Optional[str] = None,
+              counterpart: tuple[str, ...] = (), clean_sites: Optional[Mapping] = None) -> "Outcome":
+        """One intervention (``how`` at ``place``, or on the input when ``place`` is None), set up
+        for the network and run on the theory. ``counterpart``: what stands for the place in the
+        theory (default: the place's site, if the theory has it)."""
+        inputs = self.inputs
+        clean_sites = clean_sites if clean_sites is not None else self.theory_sites(inputs)
+        if place is None:
+            new_inputs = self.tokens(expr, inputs)
+            return Outcome(new_inputs, {}, self.fitted.predict(new_inputs, self.theory_sites(new_inputs), free=True))
+        where = self.where(place, name)
+        intervention = self.intervention(how, where, subspace)
+        source_inputs = (inputs[self.derangement(len(inputs))] if how == "resample" else
+                         self.tokens(expr, inputs) if how == "patch" else None)
+        source = self.at(self.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None
+        counterpart = counterpart or ((where.site,) if where.site else ())
+        theory = self.theory
+        predicted = predict_intervened(
+            self.fitted, inputs, clean_sites, intervention, site=next((c for c in counterpart if c in theory.sites), None),
+            components=tuple(c for c in counterpart if c in theory.components),
+            variables=tuple(c for c in counterpart if c in theory.variables),
+            source=(source_inputs, self.theory_sites(source_inputs)) if source_inputs is not None else None)
+        return Outcome(inputs, {where.hook: self.network_replacement(where, intervention, source)}, predicted)
 
     def derangement(self, n: int) -> np.ndarray:
         """Each example's source: another example (a random cycle, so never itself)."""
@@ -222,26 +259,9 @@ def check_axiom(lab: Lab, name: str, axiom) -> AxiomResult:
     splice_hook = theory.sites[last].hook
 
     # the intervention on both sides
-    if axiom.intervention == "input":
-        new_inputs = lab.tokens(axiom.input, inputs)
-        net_replace: dict = {}
-        new_sites = lab.theory_sites(new_inputs)
-        theory_after = lab.fitted.predict(new_inputs, new_sites, free=True)
-    else:
-        new_inputs = inputs
-        where = lab.where(axiom.place, name)
-        intervention = lab.intervention(axiom.intervention, where, axiom.subspace)
-        source_inputs = (inputs[lab.derangement(n)] if axiom.intervention == "resample" else
-                         lab.tokens(axiom.from_, inputs) if axiom.intervention == "patch" else None)
-        source = (lab.at(lab.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None)
-        net_replace = {where.hook: lab.network_replacement(where, intervention, source)}
-        counterpart = tuple(axiom.theory) or ((where.site,) if where.site else ())
-        site = next((c for c in counterpart if c in theory.sites), None)
-        theory_after = predict_intervened(
-            lab.fitted, inputs, clean_sites, intervention, site=site,
-            components=tuple(c for c in counterpart if c in theory.components),
-            variables=tuple(c for c in counterpart if c in theory.variables),
-            source=(source_inputs, lab.theory_sites(source_inputs)) if source_inputs is not None else None)
+    outcome = lab.apply(axiom.intervention, axiom.place, name, expr=axiom.input if axiom.place is None else axiom.from_,
+                        subspace=axiom.subspace, counterpart=tuple(axiom.theory), clean_sites=clean_sites)
+    new_inputs, net_replace, theory_after = outcome.inputs, outcome.replace, outcome.theory
     theory_before = lab.fitted.predict(inputs, clean_sites, free=True)
     before, out_before = lab.record(inputs, hooks)
     after, out_after = lab.record(new_inputs, hooks, net_replace)
@@ -293,3 +313,73 @@ def check_axiom(lab: Lab, name: str, axiom) -> AxiomResult:
     return AxiomResult(name, axiom.describe(), measure, round(effect, 6), round(low, 6), round(high, 6),
                        None if predicted is None else round(predicted, 6), round(float(judged), 6), bound,
                        bool(passed), n)
+
+
+# --- counterfactual fidelity --------------------------------------------------------------------
+
+def standard_interventions(sites: Mapping[str, Site], shapes: Mapping[str, tuple]) -> list[tuple[str, Site, tuple]]:
+    """The interventions every theory of a target is judged under, over the target's sites (the
+    reference theory's: every baseline faces the same ones): resample each site (from another
+    held-out example), and interchange its last position with another example's (sites over
+    positions; of a pattern, the last query's row). (label, site, index) each."""
+    out = []
+    for name, site in sites.items():
+        out.append((f"resample {name}", site, ()))
+        if len(shapes[name]) >= 2:
+            out.append((f"interchange {name}[last]", site, (-1,) if len(shapes[name]) == 2 else (None, -1)))
+    return out
+
+
+def _place(theory, site: Site, index: tuple) -> Place:
+    """Where ``site`` (of any theory of the target) is in ``theory``: its own site, or the hook."""
+    own = next((n for n, s in theory.sites.items() if s.hook == site.hook and s.position == site.position), None)
+    if own is not None:
+        return Place(own, index)
+    return Place(str(site.hook), ((site.position,) if site.position is not None else ()) + index)
+
+
+def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None) -> CounterfactualScore:
+    """How well the theory, run free under each standard intervention (over ``sites``, default
+    its own covered ones), predicts the intervened network: R² pooled over the interventions and
+    the covered sites each one moves (not the site intervened on: that is fidelity on other
+    examples), SST around the train mean as everywhere; and, for a target with logits, the mean
+    KL from the intervened network's output to the output with the theory's prediction spliced in
+    at its last site. A site the theory does not model carries no change on in it."""
+    fitted, theory = lab.fitted, lab.theory
+    plan = fitted.plan
+    sites = dict(sites) if sites is not None else {s: theory.sites[s] for s in theory.covered}
+    hooks = [theory.sites[s].hook for s in theory.covered]
+    clean_sites = lab.theory_sites(lab.inputs)
+    shapes = {n: _shape(lab, site) for n, site in sites.items()}
+    last = theory.site_order()[0][-1]
+    sse = sst = 0.0
+    kls, names = [], []
+    for name, intervened, index in standard_interventions(sites, shapes):
+        lab.reseed(name)
+        outcome = lab.apply("resample", _place(theory, intervened, index), name, clean_sites=clean_sites)
+        recorded, output = lab.record(outcome.inputs, hooks, outcome.replace)
+        names.append(name)
+        for s in theory.covered:
+            site = theory.sites[s]
+            if site == intervened:
+                continue
+            after = site_rows(plan, s, recorded[site.hook][:, site.position] if site.position is not None else recorded[site.hook])
+            before = site_rows(plan, s, clean_sites[s])
+            spread = float(((after - fitted.means[s]) ** 2).sum())
+            if float(((after - before) ** 2).sum()) <= 1e-9 * max(spread, 1e-30):
+                continue  # not downstream of the intervention: nothing counterfactual to predict
+            sse += float(((site_rows(plan, s, outcome.theory[s]) - after) ** 2).sum())
+            sst += spread
+        if lab.target.task.output == "logits":
+            splice = {**outcome.replace, theory.sites[last].hook: _put(outcome.theory[last], theory.sites[last].position)}
+            rows, _ = lab.target.task.read(output, outcome.inputs)
+            spliced, _ = lab.target.task.read(lab.record(outcome.inputs, [], splice)[1], outcome.inputs)
+            p_log, q_log = _log_softmax(rows), _log_softmax(spliced)
+            kls.append(float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean()))
+    return CounterfactualScore(round(r2(sse, sst), 6) if sst > 0 else None,
+                               round(float(np.mean(kls)), 6) if kls else None, tuple(names), len(lab.inputs))
+
+
+def _shape(lab: Lab, site: Site) -> tuple:
+    values = lab.record(lab.inputs[:2], [site.hook])[0][site.hook]
+    return values.shape[2:] if site.position is not None else values.shape[1:]

@@ -76,6 +76,18 @@ class SpliceScore:
 
 
 @dataclass(frozen=True)
+class CounterfactualScore:
+    """The theory under the standard interventions (resample each predicted site; interchange
+    its last position), against the network under the same ones: R² over the sites each moves,
+    and the KL of outputs with the theory spliced in (None where not defined)."""
+
+    r2: Optional[float]
+    kl: Optional[float]
+    interventions: tuple[str, ...]
+    n: int
+
+
+@dataclass(frozen=True)
 class Scorecard:
     """Every score of one fitted theory. ``covered``: the sites coverage and MDL are over (a site
     the theory does not predict counts at its train mean); ``inputs``: recorded sites it reads."""
@@ -93,6 +105,7 @@ class Scorecard:
     mdl: Optional[MDLScore] = None
     splice: Mapping[str, SpliceScore] = field(default_factory=dict)
     fit: Mapping = field(default_factory=dict)  # how it was fitted (the engine's record)
+    counterfactual: Optional[CounterfactualScore] = None  # under standard interventions (a runnable target)
     format: int = SCORECARD_FORMAT
 
     def replace(self, **changes) -> "Scorecard":
@@ -110,7 +123,9 @@ class Scorecard:
                    {s: SiteScore(**v) for s, v in data["sites"].items()}, data["coverage"],
                    data["coverage_validation"], data["coverage_free"], data["coverage_validation_free"],
                    SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
-                   {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}))
+                   {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
+                   CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"])})
+                   if (cf := data.get("counterfactual")) else None)
 
     def save(self, directory) -> Path:
         """Write ``scorecard.json`` atomically (a temporary file, then a rename)."""

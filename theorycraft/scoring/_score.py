@@ -7,11 +7,15 @@ import dataclasses
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference._fitted import count_params
 
+from ._axioms import Lab, counterfactual_fidelity
 from ._card import Scorecard, SiteScore, SizeScore
 from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, squared_errors
 from ._mdl import mdl, prequential as prequential_code
 from ._size import measure
 from ._splice import splice_scores
+
+
+COUNTERFACTUAL_EXAMPLES = 256  # held-out examples each standard intervention runs on
 
 
 def fidelity(fitted, examples: Examples) -> Scorecard:
@@ -53,4 +57,9 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
         card = card.replace(mdl=dataclasses.replace(card.mdl, **extra))
     if target is not None and hasattr(target, "output"):
         card = card.replace(splice=splice_scores(fitted, target, examples))
+    if target is not None and hasattr(target, "intervene") and fitted.theory.site_order()[0]:
+        inputs = examples.data["inputs"]
+        lab = Lab(fitted, target, inputs[examples.test[:COUNTERFACTUAL_EXAMPLES]],
+                  inputs[examples.train[:COUNTERFACTUAL_EXAMPLES]])
+        card = card.replace(counterfactual=counterfactual_fidelity(lab))
     return card
