@@ -98,14 +98,15 @@ def test_check_refuses_a_run_of_another_theory(superposition_run, tmp_path):
 def test_modadd_axioms_hold_and_removing_the_key_frequencies_breaks_the_network(tmp_path):
     data = yaml.safe_load((EXAMPLES / "modadd_fourier.yaml").read_text())
     data["include"] = [str(EXAMPLES / "parts" / "modadd_inputs.yaml")]
-    data["axioms"]["without_key_frequencies"] = {"project_out": "hook_embed", "subspace": "waves",
-                                                 "changes": "output", "metric": "accuracy", "at_least": 0.5}
+    data["axioms"]["the_rest_is_small"] = {"keep": "hook_embed", "subspace": "waves", "invariant": "hook_embed",
+                                           "tolerance": 0.05}
     path = tmp_path / "modadd.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     infer(str(path), out_dir=tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, log=lambda m: None)
     results = {r.name: r for r in check(str(path), run_dir=tmp_path / "run", limit=256, log=lambda m: None)}
     assert all(r.passed for r in results.values()), [r for r in results.values() if not r.passed]
-    assert results["without_key_frequencies"].network < -0.5  # accuracy collapses without them
+    assert results["key_frequencies_are_needed"].network < -0.5  # accuracy collapses without them
+    assert 0 < results["the_rest_is_small"].network < 0.05  # what keeping removes is little, yet not nothing
     assert results["theory_follows_the_ablation"].judged > 0.9
 
 

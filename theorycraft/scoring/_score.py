@@ -38,11 +38,13 @@ def fidelity(fitted, examples: Examples) -> Scorecard:
 
 
 def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = False, refit=None,
-          limit: int | None = None, data=None) -> Scorecard:
+          limit: int | None = None, data=None, interventions_over=None) -> Scorecard:
     """The fitted theory's scorecard. ``bits`` adds size and MDL; ``target`` (a runnable model)
-    adds splice fidelity; ``prequential`` adds the online code, refitting with ``refit(indices)``
-    (default: the theory's own fit on those examples). ``limit`` caps the validation and test
-    examples (quick benchmarks)."""
+    adds splice and counterfactual fidelity (under the standard interventions of the sites
+    ``interventions_over``, {name: Site}: default the theory's own; a benchmark passes its
+    reference's, so that every theory of a target faces the same ones); ``prequential`` adds the
+    online code, refitting with ``refit(indices)`` (default: the theory's own fit on those
+    examples). ``limit`` caps the validation and test examples (quick benchmarks)."""
     examples = examples_of(fitted, acts, data, limit)
     card = fidelity(fitted, examples)
     if bits or prequential:  # the online code is a part of the MDL record
@@ -61,5 +63,5 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
         inputs = examples.data["inputs"]
         lab = Lab(fitted, target, inputs[examples.test[:COUNTERFACTUAL_EXAMPLES]],
                   inputs[examples.train[:COUNTERFACTUAL_EXAMPLES]])
-        card = card.replace(counterfactual=counterfactual_fidelity(lab))
+        card = card.replace(counterfactual=counterfactual_fidelity(lab, interventions_over))
     return card
