@@ -20,7 +20,7 @@ import numpy as np
 from theorycraft.errors import TargetError
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference._fit import site_shapes
-from theorycraft.scoring import Scorecard, score
+from theorycraft.scoring import Scorecard, score, score_shifted
 from theorycraft.spec import load_theory
 
 from .baselines import Context, baselines
@@ -42,6 +42,8 @@ class Suite:
     steps_quick: int = 600
     batch_size: int = 512  # examples per Adam step (a site over positions has T rows per example)
     mechanism_known: bool = True  # its reference theories must come first (the benchmark's validity)
+    shift: str | None = None  # the named shift every row is also scored on (``theorycraft shifts TARGET``)
+    n_shift: int | None = 2048  # examples of the shifted capture (None: the shift's dataset)
 
     @property
     def name(self) -> str:
@@ -49,9 +51,10 @@ class Suite:
 
 
 SUITES = (
-    Suite("builtin:modadd-p113", ("modadd_fourier.yaml",)),
-    Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000),
-    Suite("builtin:induction", ("induction.yaml",), steps_quick=1000),
+    # modular addition: the pairs the model never trained on; scored where new to the fit too
+    Suite("builtin:modadd-p113", ("modadd_fourier.yaml",), shift="held-out", n_shift=None),
+    Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000, shift="dense"),
+    Suite("builtin:induction", ("induction.yaml",), steps_quick=1000, shift="short-repeats"),
     Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=256, n_quick=48,
           sae=((2, 16), (4, 32)), sae_quick=((2, 16),), steps=600, steps_quick=300, batch_size=16,
           mechanism_known=False),
@@ -83,13 +86,17 @@ class Row:
     seeds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # "coverage" / "compression" -> per seed
     seconds: float = 0.0
     coverage_free: float | None = None  # test, free-running (from the input and its given inputs alone)
+    shift: str | None = None  # the suite's named shift
+    coverage_shifted: float | None = None  # teacher-forced, on the shifted capture's test examples new to the fit
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
+        shift, shifted = next(iter(card.shifted.items()), (None, None))
         return cls(target, reference, card.theory, family, card.size.params, card.size.bits, card.coverage,
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
                    {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
-                   seconds=round(seconds, 1), coverage_free=card.coverage_free)
+                   seconds=round(seconds, 1), coverage_free=card.coverage_free, shift=shift,
+                   coverage_shifted=shifted.coverage if shifted else None)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,12 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     target = target_of(references[0])
     hooks = sorted({site.hook for theory in references for site in theory.sites.values()}, key=str)
     acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=False)
+    shifted = capture(target, hooks, n=suite.n_shift, cache_dir=cache_dir, progress=False,
+                      shift=suite.shift) if suite.shift else None
+
+    def scored(model, prequential: bool = False):  # score(), and the coverage on the suite's shift
+        card = score(model, acts, target=target, prequential=prequential)
+        return card.replace(shifted={suite.shift: score_shifted(model, shifted, acts)}) if shifted else card
     # the benchmark is a judge: it picks the best rival on validation, so its fits never see it
     config = FitConfig(max_steps=suite.steps_quick if quick else suite.steps, batch_size=suite.batch_size,
                        progress=False, refit_on_validation=False)
@@ -138,23 +151,23 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     for reference in references:
         start = time.time()
         fitted = fit(reference, acts, config)
-        card = score(fitted, acts, target=target, prequential=not quick and suite.n is None)
+        card = scored(fitted, prequential=not quick and suite.n is None)
         ref_row = Row.of(card, suite.target, reference.name, "reference", time.time() - start)
-        log(f"{suite.name}: {reference.name}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}), {card.size.bits:,} bits, "
-            f"compression {card.mdl.compression:.3f}")
+        log(f"{suite.name}: {reference.name}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}, shifted "
+            f"{_number(ref_row.coverage_shifted)}), {card.size.bits:,} bits, compression {card.mdl.compression:.3f}")
         shapes = site_shapes(reference, acts.sites)
         ctx = Context(shapes, np.asarray(acts.inputs()), acts.vocab_size)
         fitted_baselines = []  # (row, its theory: None where it was not fitted)
         for baseline in baselines(reference, ctx, suite.sae_quick if quick else suite.sae):
             start = time.time()
             model = _shuffled(fitted) if baseline.shuffle else fit(baseline.theory, acts, config)
-            card = score(model, acts, target=target)
+            card = scored(model)
             if baseline.shuffle:
                 card = card.replace(theory=f"{reference.name}.shuffled")
             row = Row.of(card, suite.target, reference.name, baseline.family, time.time() - start)
             fitted_baselines.append((row, None if baseline.shuffle else baseline.theory))
-            log(f"{suite.name}: {card.theory}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}), {card.size.bits:,} bits, "
-                f"compression {card.mdl.compression:.3f}")
+            log(f"{suite.name}: {card.theory}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}, shifted "
+                f"{_number(row.coverage_shifted)}), {card.size.bits:,} bits, compression {card.mdl.compression:.3f}")
         # the close comparison: the reference against the best rival explanation, chosen on validation
         rivals = [(r, t) for r, t in fitted_baselines if r.family in RIVALS]
         best = max(rivals, key=lambda rt: rt[0].coverage_validation)[0] if rivals else None
@@ -210,6 +223,10 @@ def validity(rows: Sequence[Row]) -> list[str]:
     return problems
 
 
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def spread(values) -> str:
     """mean ± half the range, as the benchmark table shows seeds."""
     values = np.asarray(values, float)
@@ -219,10 +236,13 @@ def spread(values) -> str:
 def markdown(rows: Sequence[Row]) -> str:
     lines = []
     for target in dict.fromkeys(r.target for r in rows):
-        lines += [f"### {target}", "",
-                  "| theory | family | params | bits | coverage | free | compression | coverage, seeds 0–2 | "
+        shift = next((r.shift for r in rows if r.target == target and r.shift), None)
+        about = (f"*shifted*: test coverage on `--shift {shift}`, over the shifted capture's test examples new to "
+                 f"the fit" if shift else "*shifted*: no named shift")
+        lines += [f"### {target}", "", about, "",
+                  "| theory | family | params | bits | coverage | free | shifted | compression | coverage, seeds 0–2 | "
                   "compression, seeds 0–2 | splice loss recovered | fit+score s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
             recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
             splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
@@ -230,7 +250,7 @@ def markdown(rows: Sequence[Row]) -> str:
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
             free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
             lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {free} | "
-                         f"{r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
+                         f"{_number(r.coverage_shifted)} | {r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -82,3 +82,46 @@ def site_bars(rows: Sequence, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _scatter(ax, pool, y_of, floor=None) -> None:
+    for family, (marker, color, size) in MARKERS.items():
+        members = [r for r in pool if r.family == family and y_of(r) is not None]
+        if members:
+            ys = [y_of(r) if floor is None else max(y_of(r), floor) for r in members]
+            ax.scatter([max(r.coverage, FLOOR) for r in members], ys, marker=marker, color=color, s=size,
+                       label=family, zorder=3, edgecolors="white", linewidths=0.5)
+
+
+def counterfactual_plot(rows: Sequence, path: Path) -> None:
+    """Per target, each theory's test coverage against what explains more than coverage: its
+    counterfactual fidelity (R² under the standard interventions; where no intervention moves
+    another site, the KL of outputs, lower is better) and its coverage on a shifted distribution."""
+    targets = [t for t in _targets(rows) if any(r.counterfactual for r in rows if r.target == t)]
+    if not targets:
+        return
+    fig, axes = plt.subplots(2, len(targets), figsize=(4.4 * len(targets), 7.2), squeeze=False)
+    for k, target in enumerate(targets):
+        pool = [r for r in rows if r.target == target]
+        by_r2 = any(r.counterfactual.get("r2") is not None for r in pool if r.counterfactual)
+        key = "r2" if by_r2 else "kl"
+        top, bottom = axes[0][k], axes[1][k]
+        _scatter(top, pool, lambda r: (r.counterfactual or {}).get(key), FLOOR if by_r2 else None)
+        top.set_ylabel(f"counterfactual R² (shown from {FLOOR})" if by_r2 else "counterfactual KL of outputs (log)")
+        if by_r2:
+            top.set_ylim(FLOOR - 0.05, 1.05)
+        else:
+            top.set_yscale("symlog", linthresh=1e-3)
+        _scatter(bottom, pool, lambda r: r.shifted_coverage, FLOOR)
+        bottom.set_ylabel(f"coverage on a shifted distribution (from {FLOOR})")
+        bottom.set_ylim(FLOOR - 0.05, 1.05)
+        top.set_title(target, fontsize=10)
+        for ax in (top, bottom):
+            ax.set_xlim(FLOOR - 0.05, 1.05)
+            ax.set_xlabel("coverage (test)")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(MARKERS), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from theorycraft.targets._builtin_models import (BUILTINS, P, SUPERPOSITION_FEATURES,
+from theorycraft.targets._builtin_models import (BUILTINS, MODADD_TRAIN_FRACTION, P, SUPERPOSITION_FEATURES,
                                                  modadd_pairs, repeated_sequences, superposition_vectors)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "theorycraft" / "targets" / "weights"
@@ -53,7 +53,7 @@ def answer_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     return model.unembed(last + block.mlp(last))
 
 
-def train_modadd(seed: int = 0, max_steps: int = 40_000, train_fraction: float = 0.3) -> dict:
+def train_modadd(seed: int = 0, max_steps: int = 40_000, train_fraction: float = MODADD_TRAIN_FRACTION) -> dict:
     torch.manual_seed(seed)
     spec = BUILTINS["modadd-p113"]
     model = spec.build()

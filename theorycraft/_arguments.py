@@ -96,3 +96,12 @@ def site_flag(text: str):
         return site(text)
     except ArgumentError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def shift(name):
+    """A shift's name (``--shift NAME``), or None for the target's own data; the target checks
+    that it knows the name."""
+    if name is None or (isinstance(name, str) and name):
+        return name
+    raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft shifts "
+                        f"TARGET lists them), got {name!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments
-from theorycraft.errors import ArgumentError, FitError
+from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, capture as _capture
 from theorycraft.targets import Target, load_target
@@ -30,11 +30,13 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True) -> ActivationSet:
+            progress: bool = True, shift: str | None = None) -> ActivationSet:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one."""
+    same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
+    datasets (``target.shifts()``) instead of its own."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
+    shift = _arguments.shift(shift)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
@@ -46,7 +48,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress)
+                    progress=progress, shift=shift)
 
 
 class Inferred(NamedTuple):
@@ -193,17 +195,45 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
 
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
-              limit: int | None = None) -> "Scorecard":
-    """Score the artifact in ``run_dir`` and write the result into its scorecard.json."""
-    from theorycraft.scoring import score
+              limit: int | None = None, shift: str | None = None, n: int | None = None) -> "Scorecard":
+    """Score the artifact in ``run_dir`` and write the result into its scorecard.json. ``shift``
+    also captures the theory's sites on that named shift of its target (``n`` examples, default
+    as many as its own capture, into the same store) and adds the coverage there to the
+    scorecard's ``shifted`` (earlier shifts' entries are kept)."""
+    from theorycraft.scoring import Scorecard, score
 
     _arguments.check("limit", limit, optional=True)
+    _arguments.check("n", n, optional=True)
+    shift = _arguments.shift(shift)
+    if n is not None and shift is None:
+        raise ArgumentError("n sizes the shifted capture: give a shift too (--shift NAME), or leave n out")
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir)
     target = None
-    if splice and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    if (splice or shift) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
         target = target_of(fitted.theory, trust_code=trust_code)
-    card = score(fitted, acts, target=target, prequential=prequential, limit=limit)
+    try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
+        shifted = dict(Scorecard.load(run_dir).shifted)
+    except ArtifactError:
+        shifted = {}
+    if shift is not None:
+        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code)
+    card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit)
+    card = card.replace(shifted=shifted)
     card.save(run_dir)
     return card
+
+
+def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, target: Target | None = None,
+                n: int | None = None, trust_code: bool = False, progress: bool = True):
+    """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target: its sites
+    captured there (``n`` examples, default ``acts.n``; same seed, same store), scored by the one
+    scorer on that capture's test examples the fit never saw (a ``ShiftScore``)."""
+    from theorycraft.scoring import score_shifted
+
+    target = target or target_of(fitted.theory, trust_code=trust_code)
+    shifted = _capture(target, [site.hook for site in fitted.theory.sites.values()], n=n or acts.n,
+                       seed=acts.manifest["dataset"]["seed"], dtype=acts.manifest["dtype"],
+                       cache_dir=acts.directory.parent, progress=progress, shift=shift)
+    return score_shifted(fitted, shifted, acts)

@@ -60,13 +60,27 @@ def _sites(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shifts(args: argparse.Namespace) -> int:
+    from theorycraft.api import target_of
+
+    target = target_of(args.target, trust_code=args.trust_code)
+    shifts = target.shifts()
+    if not shifts:
+        print(f"{target.name} has no named shifts; {target.shift_hint}")
+    width = max(map(len, shifts), default=0)
+    for name, description in shifts.items():
+        print(f"{name:<{width}}  {description}")
+    return EXIT_OK
+
+
 def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
     from theorycraft.targets._hf import read_texts
 
     texts = read_texts(args.text, args.data) if (args.text or args.data) else None
     acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
-                   cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size)
+                   cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
+                   shift=args.shift)
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
@@ -100,7 +114,7 @@ def _score(args: argparse.Namespace) -> int:
     from theorycraft.api import score_run
 
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
-                     limit=args.limit)
+                     limit=args.limit, shift=args.shift, n=args.n)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -233,6 +247,9 @@ def scorecard_table(card) -> str:
         cf = card.counterfactual
         rows.append(f"counterfactual fidelity on {cf.n} test examples, {len(cf.interventions)} interventions "
                     f"({', '.join(cf.interventions)}): R2 {_number(cf.r2)}  KL of outputs {_number(cf.kl)}")
+    for name, s in card.shifted.items():
+        rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
+                    f"free {s.coverage_free:.4f}")
     for site, s in card.splice.items():
         rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
                     f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
@@ -261,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("target", metavar="TARGET", help="builtin:NAME, hf:PATH, activations:DIR or torch:module:factory")
     sites.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
+    shf = command("shifts", _shifts, "list a target's named shifts (off-distribution data for --shift)")
+    shf.add_argument("target", metavar="TARGET", help="builtin:NAME (other targets have none)")
+    shf.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+
     cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store")
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
@@ -271,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
+                     "(theorycraft shifts TARGET lists them)")
     _common(cap)
 
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
@@ -293,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "theory on growing prefixes of the data")
     sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
     sc.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="score on the first N test examples")
+    sc.add_argument("--shift", metavar="NAME", help="also capture the theory's sites on this named shift of its target "
+                    "and report coverage there (theorycraft shifts TARGET lists them)")
+    sc.add_argument("--n", type=flag("n"), default=None, help="examples of the shifted capture (default: as many as "
+                    "the run's capture)")
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     chk = command("check", _check, "check a theory's axioms: intervene on the network and on the theory alike, "

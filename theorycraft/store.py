@@ -207,9 +207,10 @@ def site_filename(hook: HookPoint | str) -> str:
 
 def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: int = 0,
             dtype: str = "float32", cache_dir=None, batch_size: int = 256, progress: bool = True,
-            shard_rows: int | None = None) -> "ActivationSet":
-    """Record ``hooks`` of ``target`` over its dataset (n examples, shuffled once with ``seed``)
-    into the store, or return the capture already there."""
+            shard_rows: int | None = None, shift: str | None = None) -> "ActivationSet":
+    """Record ``hooks`` of ``target`` over its dataset (n examples, shuffled once with ``seed``;
+    with ``shift``, the target's named shifted dataset) into the store, or return the capture
+    already there."""
     if dtype not in DTYPES:
         raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
     n, seed = _arguments.check("n", n, optional=True), _arguments.check("seed", seed)
@@ -219,10 +220,12 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
     hooks = sorted(set(_arguments.site(h) for h in hooks), key=str)
     if not hooks:
         raise _arguments.ArgumentError("name at least one site to capture")
+    shift = _arguments.shift(shift)
     target.check_hooks(hooks)
-    dataset = np.asarray(target.dataset(n, seed))
+    dataset = np.asarray(target.dataset(n, seed, shift=shift))
     content = hashlib.sha256(np.ascontiguousarray(dataset).tobytes()).hexdigest()[:16]  # what was fed, exactly
-    key = CaptureKey(target.identity, tuple(map(str, hooks)), f"{target.dataset_identity(n, seed)}:{content}", dtype)
+    identity = target.dataset_identity(n, seed) + (f":shift={shift}" if shift else "")  # plain: as before
+    key = CaptureKey(target.identity, tuple(map(str, hooks)), f"{identity}:{content}", dtype)
     directory = cache_root(cache_dir) / key.digest()
     if (directory / "manifest.json").exists():
         return ActivationSet(directory)
@@ -231,12 +234,12 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
         if (directory / "manifest.json").exists():
             return ActivationSet(directory)
-        _capture_into(directory, target, dataset, hooks, key, seed, dtype, batch_size, progress, shard_rows)
+        _capture_into(directory, target, dataset, hooks, key, seed, dtype, batch_size, progress, shard_rows, shift)
     return ActivationSet(directory)
 
 
 def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: CaptureKey, seed, dtype, batch_size,
-                  progress, shard_rows) -> None:
+                  progress, shard_rows, shift=None) -> None:
     from tqdm import tqdm
 
     order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
@@ -295,7 +298,7 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
             "format": "theorycraft-activations", "version": FORMAT_VERSION, "key": key.__dict__,
             "target": {"name": target.name, "identity": target.identity, "input_kind": target.input_kind,
                        "vocab_size": target.vocab_size},
-            "dataset": {"identity": key.dataset, "n": total, "seed": seed},
+            "dataset": {"identity": key.dataset, "n": total, "seed": seed, "shift": shift},
             "dtype": dtype, "n_examples": total,
             "sites": {name: {"shape": list(shapes[name]), "file": site_filename(name)} for name in shapes},
             "inputs": {"file": "inputs.npy", "sha256": inputs_sha, "shape": list(inputs.shape),

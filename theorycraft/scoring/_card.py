@@ -88,6 +88,18 @@ class CounterfactualScore:
 
 
 @dataclass(frozen=True)
+class ShiftScore:
+    """Coverage on a shifted distribution (``score --shift NAME``): the test examples of a capture
+    of the theory's sites on that shift that the fit never saw, SST around the theory's own train
+    means (from its in-distribution fit), teacher-forced and free-running."""
+
+    coverage: float
+    coverage_free: float
+    n: int  # the examples scored
+    r2: Mapping[str, float] = field(default_factory=dict)  # covered site -> R², teacher-forced
+
+
+@dataclass(frozen=True)
 class Scorecard:
     """Every score of one fitted theory. ``covered``: the sites coverage and MDL are over (a site
     the theory does not predict counts at its train mean); ``inputs``: recorded sites it reads."""
@@ -107,6 +119,7 @@ class Scorecard:
     fit: Mapping = field(default_factory=dict)  # how it was fitted (the engine's record)
     counterfactual: Optional[CounterfactualScore] = None  # under standard interventions (a runnable target)
     format: int = SCORECARD_FORMAT
+    shifted: Mapping[str, ShiftScore] = field(default_factory=dict)  # shift name -> coverage there
 
     def replace(self, **changes) -> "Scorecard":
         return dataclasses.replace(self, **changes)
@@ -125,7 +138,8 @@ class Scorecard:
                    SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
                    {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
                    CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"])})
-                   if (cf := data.get("counterfactual")) else None)
+                   if (cf := data.get("counterfactual")) else None,
+                   shifted={k: ShiftScore(**v) for k, v in data.get("shifted", {}).items()})
 
     def save(self, directory) -> Path:
         """Write ``scorecard.json`` atomically (a temporary file, then a rename)."""

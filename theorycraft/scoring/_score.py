@@ -1,15 +1,20 @@
-"""The scorecard of one fitted theory: fidelity per split, size, MDL and splice fidelity."""
+"""The scorecard of one fitted theory: fidelity per split, size, MDL, splice and counterfactual
+fidelity, and coverage on a shifted distribution."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from theorycraft.errors import FitError
 from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fit import load_examples
 from theorycraft.inference._fitted import count_params
 
 from ._axioms import Lab, counterfactual_fidelity
-from ._card import Scorecard, SiteScore, SizeScore
-from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, squared_errors
+from ._card import Scorecard, ShiftScore, SiteScore, SizeScore
+from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, spreads, squared_errors
 from ._mdl import mdl, prequential as prequential_code
 from ._size import measure
 from ._splice import splice_scores
@@ -65,3 +70,20 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
                   inputs[examples.train[:COUNTERFACTUAL_EXAMPLES]])
         card = card.replace(counterfactual=counterfactual_fidelity(lab, interventions_over))
     return card
+
+
+def score_shifted(fitted, acts, fitted_on) -> ShiftScore:
+    """Coverage of ``fitted`` on ``acts``, a capture of its sites on a shifted distribution: over
+    that capture's test examples whose input is none of those ``fitted_on`` (the capture it was
+    fitted on) holds outside its test split, so a theory cannot score by recalling what it was
+    fitted on; SST around the theory's own train means, as on every split."""
+    seen = {row.tobytes() for row in np.asarray(fitted_on.inputs())[~fitted_on.is_test]}
+    inputs = np.asarray(acts.inputs()).astype(np.asarray(fitted_on.inputs()).dtype)
+    test = np.array([k for k in acts.split("test") if inputs[k].tobytes() not in seen], dtype=np.int64)
+    if not len(test):
+        raise FitError(f"no test example of the shifted capture {acts.directory} is new to the fit (every one is an "
+                       f"input it was fitted on); capture more examples of the shift (--n)")
+    data = load_examples(fitted.theory, acts)
+    sse, sst = squared_errors(fitted, data, test), spreads(fitted, data, test)
+    return ShiftScore(round(coverage(sse, sst), 6), round(coverage(squared_errors(fitted, data, test, free=True), sst), 6),
+                      int(len(test)), {s: round(r2(sse[s], sst[s]), 6) for s in fitted.sites})

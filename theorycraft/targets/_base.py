@@ -32,6 +32,15 @@ def _whole_output(output: np.ndarray, inputs: np.ndarray):
 
 OUTPUT_ONLY = Task("vector", _whole_output)  # any model: how far the output moves from the clean one
 
+
+@dataclass(frozen=True)
+class Shift:
+    """A named off-distribution dataset of a target (``--shift NAME``): what it changes, in a
+    line, and its data, ``dataset(n, seed) -> inputs`` like the target's own."""
+
+    description: str
+    dataset: Callable[[int | None, int], np.ndarray]
+
 Replacement = Callable[[torch.Tensor], torch.Tensor]
 INPUT_DTYPES = {"tokens": torch.long, "vectors": torch.float32}  # a target's input kind -> its tensor type
 
@@ -47,9 +56,26 @@ class Target:
     identity: str
     input_kind: str = "tokens"
     vocab_size: int | None = None
+    shift_hint: str = "only builtin: targets have them"  # what to do instead, where a target has no named shifts
 
-    def dataset(self, n: int | None, seed: int) -> np.ndarray:
+    def dataset(self, n: int | None, seed: int, shift: str | None = None) -> np.ndarray:
+        """n examples of the target's data (its training distribution), or of the named shift."""
         raise NotImplementedError
+
+    def shifts(self) -> dict[str, str]:
+        """Every named shift of the target and what it changes (``theorycraft shifts TARGET``)."""
+        return {}
+
+    def check_shift(self, shift: str | None) -> None:
+        """Nothing for None or a known shift; else a TargetError naming the known ones."""
+        if shift is None:
+            return
+        known = self.shifts()
+        if not known:
+            raise TargetError(f"{self.name} has no named shifts (asked for '{shift}'); {self.shift_hint}")
+        if shift not in known:
+            raise TargetError(f"unknown shift '{shift}' for {self.name}{did_you_mean(shift, known)}; expected one "
+                              f"of: {', '.join(known)} (what each changes: theorycraft shifts {self.name})")
 
     def dataset_identity(self, n: int | None, seed: int) -> str:
         return f"{self.name}:n={n}:seed={seed}"
@@ -96,8 +122,10 @@ class TorchTarget(Target):
     module's output, or at its input with ``:input``."""
 
     def __init__(self, name: str, module: nn.Module, dataset_fn, *, input_kind: str = "tokens",
-                 vocab_size: int | None = None, forward=None, example_inputs=None):
+                 vocab_size: int | None = None, forward=None, example_inputs=None,
+                 shifts: Mapping[str, Shift] | None = None):
         self.name, self.module, self._dataset = name, module.eval(), dataset_fn
+        self._shifts = dict(shifts or {})
         self.input_kind, self.vocab_size = input_kind, vocab_size
         self._forward = forward or (lambda module, x: module(x))
         self._example = example_inputs
@@ -105,8 +133,12 @@ class TorchTarget(Target):
         self._hooks: dict[str, tuple[int, ...]] | None = None
         self.task = OUTPUT_ONLY
 
-    def dataset(self, n: int | None, seed: int) -> np.ndarray:
-        return self._dataset(n, seed)
+    def dataset(self, n: int | None, seed: int, shift: str | None = None) -> np.ndarray:
+        self.check_shift(shift)
+        return self._dataset(n, seed) if shift is None else self._shifts[shift].dataset(n, seed)
+
+    def shifts(self) -> dict[str, str]:
+        return {name: s.description for name, s in self._shifts.items()}
 
     def to_torch(self, inputs: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.array(inputs))  # a copy: inputs may be a read-only memory map

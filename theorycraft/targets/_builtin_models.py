@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import Task
+from ._base import Shift, Task
 
 
 class Hook(nn.Identity):
@@ -115,8 +115,13 @@ class BuiltinSpec:
     def dataset(self, n: int | None, seed: int) -> np.ndarray:
         return _DATASETS[self.name](n, np.random.default_rng(seed))
 
+    def shifts(self) -> dict[str, Shift]:
+        return {name: Shift(description, lambda n, seed, fn=fn: fn(n, np.random.default_rng(seed)))
+                for name, (description, fn) in _SHIFTS.get(self.name, {}).items()}
+
 
 P = 113
+MODADD_TRAIN_FRACTION = 0.3  # trained on the first 30% of modadd_pairs(None, seed 0): examples/train_targets.py
 SUPERPOSITION_FEATURES, SUPERPOSITION_HIDDEN, SUPERPOSITION_DENSITY = 20, 5, 0.05
 INDUCTION_VOCAB, INDUCTION_HALF = 32, 12  # sequences of 2 * INDUCTION_HALF tokens
 
@@ -135,16 +140,20 @@ def superposition_vectors(n: int | None, rng: np.random.Generator) -> np.ndarray
     return (present * rng.random((n, SUPERPOSITION_FEATURES))).astype(np.float32)
 
 
-def repeated_sequences(n: int | None, rng: np.random.Generator, with_lengths: bool = False):
-    """Random filler, then a random segment of random length L, then the same segment again.
-    The copy's offset varies, so only induction (find the earlier copy of the current token,
-    predict its successor) predicts the second copy; a fixed positional offset cannot."""
+def repeated_sequences(n: int | None, rng: np.random.Generator, with_lengths: bool = False, *,
+                       shortest: int = 4, longest: int = INDUCTION_HALF, copies: int = 2):
+    """Random filler, then a random segment of random length L in [shortest, longest], then the
+    same segment again (``copies`` times in all). The copy's offset varies, so only induction (find
+    the earlier copy of the current token, predict its successor) predicts the second copy; a
+    fixed positional offset cannot. Trained on the defaults."""
     n = n or 4_096
     t = 2 * INDUCTION_HALF
+    assert copies * longest <= t
     seqs = rng.integers(0, INDUCTION_VOCAB, size=(n, t), dtype=np.int32)
-    lengths = rng.integers(4, INDUCTION_HALF + 1, size=n)
+    lengths = rng.integers(shortest, longest + 1, size=n)
     for row, length in zip(seqs, lengths):
-        row[t - length:] = row[t - 2 * length: t - length]
+        for copy in range(1, copies):
+            row[t - copy * length: t - (copy - 1) * length] = row[t - copies * length: t - (copies - 1) * length]
     return (seqs, lengths) if with_lengths else seqs
 
 
@@ -158,16 +167,64 @@ _DATASETS = {"modadd-p113": modadd_pairs, "superposition": superposition_vectors
              # the model reads all but the last token and predicts each next one (its training input)
              "induction": lambda n, rng: repeated_sequences(n, rng)[:, :-1]}
 
+
+def _held_out_pairs(n, rng):  # rng unused: the held-out pairs are fixed by the training run
+    pairs = modadd_pairs(None, np.random.default_rng(0))[int(MODADD_TRAIN_FRACTION * P * P):]
+    return pairs[: n or len(pairs)]
+
+
+def _pairs_where(keep):
+    def dataset(n, rng):
+        pairs = modadd_pairs(None, rng)
+        pairs = pairs[keep(pairs[:, 0], pairs[:, 1])]
+        return pairs[: n or len(pairs)]
+    return dataset
+
+
+def _superposition_with(density: float = SUPERPOSITION_DENSITY, low: float = 0.0, high: float = 1.0):
+    def dataset(n, rng):
+        n = n or 20_000
+        present = rng.random((n, SUPERPOSITION_FEATURES)) < density
+        return (present * rng.uniform(low, high, (n, SUPERPOSITION_FEATURES))).astype(np.float32)
+    return dataset
+
+
+# Named shifts (``--shift NAME``): data off the training distribution, each a dataset function
+# (n, rng) -> inputs with a line saying what changes. The induction model's learned positional
+# embeddings stop at 24 positions, so its shifts change what repeats, not the length. Modular
+# addition has only P² inputs and a theory's capture holds all of them: its shifts re-weight the
+# pairs (the scorer keeps only shifted test examples the fit never saw; see the README's Scores).
+_SHIFTS = {
+    "modadd-p113": {
+        "held-out": (f"only the {P * P - int(MODADD_TRAIN_FRACTION * P * P):,} pairs the model was never trained "
+                     f"on (it saw the first 30% of seed 0's shuffle)", _held_out_pairs),
+        "wrap": ("only pairs whose sum wraps around, a + b >= 113", _pairs_where(lambda a, b: a + b >= P)),
+        "small": ("both operands below 20 (400 pairs, a corner of the table)", _pairs_where(lambda a, b: (a < 20) & (b < 20))),
+    },
+    "superposition": {
+        "dense": ("each feature present with probability 0.2 instead of 0.05", _superposition_with(density=0.2)),
+        "large": ("feature magnitudes uniform in [1, 2) instead of [0, 1)", _superposition_with(low=1.0, high=2.0)),
+    },
+    "induction": {
+        "short-repeats": ("a repeated segment of 2-3 tokens (trained: 4-12)",
+                          lambda n, rng: repeated_sequences(n, rng, shortest=2, longest=3)[:, :-1]),
+        "three-copies": ("the segment (4-8 tokens) appears three times, not twice",
+                         lambda n, rng: repeated_sequences(n, rng, shortest=4, longest=8, copies=3)[:, :-1]),
+    },
+}
+
 def _sum_at_last_position(logits, tokens):
     return logits[:, -1], (tokens[:, 0] + tokens[:, 1]) % P
 
 
 def copy_lengths(tokens: np.ndarray) -> np.ndarray:
     """The length L of each sequence's repeated segment, read off the tokens: the longest L whose
-    last L − 1 visible tokens repeat the L − 1 tokens L places before them."""
+    last L − 1 visible tokens repeat the L − 1 tokens L places before them. From 2 up, so the
+    shifts read right too (short repeats; of three copies, the last is the copy read); the longest
+    match wins, so the training data's lengths (4-12) read as before."""
     t = tokens.shape[1] + 1  # the full sequence; the model sees all but its last token
     lengths = np.zeros(len(tokens), np.int64)
-    for length in range(4, INDUCTION_HALF + 1):
+    for length in range(2, INDUCTION_HALF + 1):
         same = (tokens[:, t - length:] == tokens[:, t - 2 * length:t - 1 - length]).all(1)
         lengths[same] = length
     return lengths

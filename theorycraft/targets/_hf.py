@@ -110,4 +110,5 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None) -> TorchTa
                          example_inputs=token_windows(tokenizer, corpus[:4], 2))
     target.dataset_identity = lambda n, seed: f"hf:{address}:corpus={corpus_id}:n={n}:len={SEQ_LEN}"
     target.tokenizer = tokenizer
+    target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target

@@ -47,7 +47,8 @@ def _builtin(name: str) -> Target:
     module = spec.build()
     module.load_state_dict(load_file(str(path)))
     vocab = getattr(getattr(module, "embed", None), "num_embeddings", None)
-    target = TorchTarget(f"builtin:{name}", module, spec.dataset, input_kind=spec.input_kind, vocab_size=vocab)
+    target = TorchTarget(f"builtin:{name}", module, spec.dataset, input_kind=spec.input_kind, vocab_size=vocab,
+                         shifts=spec.shifts())
     target.task = spec.task
     return target
 
@@ -73,7 +74,9 @@ def _user_module(address: str) -> Target:
         raise TargetError(f"factory '{address}' must return (module, dataset_fn) with dataset_fn(n, seed) -> inputs")
     sample = np.asarray(dataset_fn(2, 0))
     kind = "tokens" if np.issubdtype(sample.dtype, np.integer) else "vectors"
-    return TorchTarget(f"torch:{address}", module, dataset_fn, input_kind=kind)
+    target = TorchTarget(f"torch:{address}", module, dataset_fn, input_kind=kind)
+    target.shift_hint = "its factory returns one dataset_fn; for shifted data, write a factory that returns another"
+    return target
 
 
 def _recorded(address: str) -> Target:

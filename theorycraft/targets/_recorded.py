@@ -66,7 +66,11 @@ class RecordedTarget(Target):
         except (OSError, ValueError, EOFError) as exc:
             raise TargetError(f"{path}: expected a .npy array ({exc})") from None
 
-    def dataset(self, n: int | None, seed: int) -> np.ndarray:
+    shift_hint = ("a recording replays only the examples it holds: record the shifted data "
+                  "as a recording of its own, another activations:DIR")
+
+    def dataset(self, n: int | None, seed: int, shift: str | None = None) -> np.ndarray:
+        self.check_shift(shift)
         return np.asarray(self.inputs[: n or len(self.inputs)])
 
     def dataset_identity(self, n: int | None, seed: int) -> str:
