@@ -88,6 +88,7 @@ class Row:
     coverage_free: float | None = None  # test, free-running (from the input and its given inputs alone)
     shift: str | None = None  # the suite's named shift
     coverage_shifted: float | None = None  # teacher-forced, on the shifted capture's test examples new to the fit
+    counterfactual: Mapping[str, float | None] = field(default_factory=dict)  # "r2", "kl": under the standard interventions
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
@@ -96,7 +97,8 @@ class Row:
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
                    {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
                    seconds=round(seconds, 1), coverage_free=card.coverage_free, shift=shift,
-                   coverage_shifted=shifted.coverage if shifted else None)
+                   coverage_shifted=shifted.coverage if shifted else None,
+                   counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {})
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,10 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     shifted = capture(target, hooks, n=suite.n_shift, cache_dir=cache_dir, progress=False,
                       shift=suite.shift) if suite.shift else None
 
-    def scored(model, prequential: bool = False):  # score(), and the coverage on the suite's shift
-        card = score(model, acts, target=target, prequential=prequential)
+    def scored(model, reference, prequential: bool = False):  # score(), and the coverage on the suite's shift
+        # every theory of a reference faces the same interventions: those of the reference's sites
+        over = {s: reference.sites[s] for s in reference.covered}
+        card = score(model, acts, target=target, prequential=prequential, interventions_over=over)
         return card.replace(shifted={suite.shift: score_shifted(model, shifted, acts)}) if shifted else card
     # the benchmark is a judge: it picks the best rival on validation, so its fits never see it
     config = FitConfig(max_steps=suite.steps_quick if quick else suite.steps, batch_size=suite.batch_size,
@@ -151,7 +155,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     for reference in references:
         start = time.time()
         fitted = fit(reference, acts, config)
-        card = scored(fitted, prequential=not quick and suite.n is None)
+        card = scored(fitted, reference, prequential=not quick and suite.n is None)
         ref_row = Row.of(card, suite.target, reference.name, "reference", time.time() - start)
         log(f"{suite.name}: {reference.name}: coverage {card.coverage:.4f} (free {card.coverage_free:.4f}, shifted "
             f"{_number(ref_row.coverage_shifted)}), {card.size.bits:,} bits, compression {card.mdl.compression:.3f}")
@@ -161,7 +165,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         for baseline in baselines(reference, ctx, suite.sae_quick if quick else suite.sae):
             start = time.time()
             model = _shuffled(fitted) if baseline.shuffle else fit(baseline.theory, acts, config)
-            card = scored(model)
+            card = scored(model, reference)
             if baseline.shuffle:
                 card = card.replace(theory=f"{reference.name}.shuffled")
             row = Row.of(card, suite.target, reference.name, baseline.family, time.time() - start)
@@ -239,10 +243,13 @@ def markdown(rows: Sequence[Row]) -> str:
         shift = next((r.shift for r in rows if r.target == target and r.shift), None)
         about = (f"*shifted*: test coverage on `--shift {shift}`, over the shifted capture's test examples new to "
                  f"the fit" if shift else "*shifted*: no named shift")
+        about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
+                  "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
+                  "site spliced in (README, Scores)")
         lines += [f"### {target}", "", about, "",
-                  "| theory | family | params | bits | coverage | free | shifted | compression | coverage, seeds 0–2 | "
-                  "compression, seeds 0–2 | splice loss recovered | fit+score s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
+                  "compression | coverage, seeds 0–2 | compression, seeds 0–2 | splice loss recovered | fit+score s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
             recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
             splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
@@ -250,7 +257,8 @@ def markdown(rows: Sequence[Row]) -> str:
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
             free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
             lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {free} | "
-                         f"{_number(r.coverage_shifted)} | {r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
+                         f"{_number(r.coverage_shifted)} | {_number(r.counterfactual.get('r2'))} | "
+                         f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -275,9 +283,10 @@ def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = 
                          tuple(validity([r for r in rows if r.target in known])))
     (out / "results.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
     (out / "results.md").write_text(markdown(rows))
-    from .plots import pareto_plot, site_bars
+    from .plots import counterfactual_plot, pareto_plot, site_bars
     pareto_plot(rows, out / "pareto.png")
     site_bars(rows, out / "sites.png")
+    counterfactual_plot(rows, out / "counterfactual.png")
     return result
 
 

@@ -112,7 +112,7 @@ def counterfactual_plot(rows: Sequence, path: Path) -> None:
             top.set_ylim(FLOOR - 0.05, 1.05)
         else:
             top.set_yscale("symlog", linthresh=1e-3)
-        _scatter(bottom, pool, lambda r: r.shifted_coverage, FLOOR)
+        _scatter(bottom, pool, lambda r: r.coverage_shifted, FLOOR)
         bottom.set_ylabel(f"coverage on a shifted distribution (from {FLOOR})")
         bottom.set_ylim(FLOOR - 0.05, 1.05)
         top.set_title(target, fontsize=10)

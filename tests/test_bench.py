@@ -61,10 +61,33 @@ def test_reference_theories_are_ranked_first_on_known_mechanisms(bench):
         assert min(r.seeds["compression"]) > 1.0  # whatever the seed
 
 
+def test_reference_theories_explain_more_than_coverage(bench):
+    """Under interventions and off the training distribution the reference theory beats every
+    baseline of equal or higher test coverage; and the explanations closest to it in coverage
+    (a probe, an SAE) fall well short under interventions, which they cannot follow."""
+    _, result = bench
+    for target in TOY_TARGETS:
+        pool = [r for r in result.rows if r.target == f"builtin:{target}"]
+        reference = next(r for r in pool if r.family == "reference")
+        assert reference.coverage_shifted is not None and reference.counterfactual
+        key = "r2" if reference.counterfactual["r2"] is not None else "kl"
+        better = (lambda a, b: a > b) if key == "r2" else (lambda a, b: a < b)  # KL: lower is better
+        for r in pool:
+            if r.family != "reference" and r.coverage >= reference.coverage:
+                assert better(reference.counterfactual[key], r.counterfactual[key]), r.theory
+                assert reference.coverage_shifted > r.coverage_shifted, r.theory
+        for r in pool:
+            if r.family in ("probe", "sae"):
+                if key == "r2":
+                    assert reference.counterfactual["r2"] > r.counterfactual["r2"] + 0.15, r.theory
+                else:
+                    assert reference.counterfactual["kl"] < 0.1 * r.counterfactual["kl"], r.theory
+
+
 def test_bench_writes_results_table_and_plots(bench):
     out, result = bench
     assert BenchResult.from_json(json.loads((out / "results.json").read_text())) == result
     table = (out / "results.md").read_text()
     assert "### builtin:modadd-p113" in table and "| **modadd-fourier** | reference |" in table
-    for image in ("pareto.png", "sites.png"):
+    for image in ("pareto.png", "sites.png", "counterfactual.png"):
         assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -249,70 +249,77 @@ def check_axioms(lab: Lab) -> list[AxiomResult]:
 def check_axiom(lab: Lab, name: str, axiom) -> AxiomResult:
     """Run one axiom on the network and on the theory; judge its expectation."""
     lab.reseed(name)
-    theory = lab.theory
-    inputs = lab.inputs
-    n = len(inputs)
-    clean_sites = lab.theory_sites(inputs)
-    observed = None if axiom.observed.name == OUTPUT else lab.where(axiom.observed, name)
-    hooks = [observed.hook] if observed else []
-    last = theory.site_order()[0][-1]  # what the theory splices in for the output: its last site
-    splice_hook = theory.sites[last].hook
-
-    # the intervention on both sides
+    clean_sites = lab.theory_sites(lab.inputs)
     outcome = lab.apply(axiom.intervention, axiom.place, name, expr=axiom.input if axiom.place is None else axiom.from_,
                         subspace=axiom.subspace, counterpart=tuple(axiom.theory), clean_sites=clean_sites)
-    new_inputs, net_replace, theory_after = outcome.inputs, outcome.replace, outcome.theory
-    theory_before = lab.fitted.predict(inputs, clean_sites, free=True)
-    before, out_before = lab.record(inputs, hooks)
-    after, out_after = lab.record(new_inputs, hooks, net_replace)
-
-    if observed is not None:  # a site or hook: the fraction of its variance moved
-        y0, y1 = lab.at(before, observed), lab.at(after, observed)
-        idx = (slice(None), *observed.place.numpy_index)
-        y0, y1 = y0[idx], y1[idx]
-        mean = lab.at(lab.record(lab.train_inputs, [observed.hook])[0], observed)[idx].mean(0)
-        num, den = _per_example((y1 - y0) ** 2), _per_example((y0 - mean) ** 2)
-        effect = float(num.sum() / max(den.sum(), 1e-30))
-        low, high = _interval(num, den, lab.rng)
-        measure = "variance moved"
-        predicted = fit = None
-        if observed.site is not None:
-            p0, p1 = theory_before[observed.site][idx], theory_after[observed.site][idx]
-            predicted = float(((p1 - p0) ** 2).sum() / max(den.sum(), 1e-30))
-            fit = r2(float(((p1 - y1) ** 2).sum()), float(((y1 - mean) ** 2).sum()))
-    else:  # the output, judged by the task
-        metric = axiom.metric or "loss"
-        task = lab.target.task
-        rows0, m0 = _metric_rows(task, out_before, inputs, metric)
-        rows1, m1 = _metric_rows(task, out_after, new_inputs, metric, rows0)
-        paired = len(m0) == len(m1)
-        delta = m1 - m0 if paired else m1
-        effect = float(m1.mean() - m0.mean())
-        low, high = _interval(delta, None, lab.rng)
-        if not paired:
-            low, high = low - m0.mean(), high - m0.mean()
-        measure = f"{metric} change"
-        splice = {splice_hook: _put(theory_before[last], theory.sites[last].position)}
-        spliced0 = lab.record(inputs, [], splice)[1]
-        spliced1 = lab.record(new_inputs, [], {**net_replace, splice_hook: _put(theory_after[last], theory.sites[last].position)})[1]
-        s_rows0, s0 = _metric_rows(task, spliced0, inputs, metric)
-        s_rows1, s1 = _metric_rows(task, spliced1, new_inputs, metric, s_rows0)
-        predicted = float(s1.mean() - s0.mean())
-        if axiom.metric is not None:
-            fit = abs(predicted - effect) / max(abs(effect), 1e-9)
-        else:
-            fit = r2(float(((s_rows1 - rows1) ** 2).sum()), float(((rows1 - rows0.mean(0)) ** 2).sum()))
+    before = lab.fitted.predict(lab.inputs, clean_sites, free=True)
+    if axiom.observed.name == OUTPUT:
+        effect = _output_effect(lab, outcome, before, axiom.metric)
+    else:
+        effect = _site_effect(lab, lab.where(axiom.observed, name), outcome, before)
     bound = axiom.threshold()
     if axiom.expectation == "invariant":
-        judged, passed = abs(effect), abs(effect) <= bound
+        judged, passed = abs(effect.network), abs(effect.network) <= bound
     elif axiom.expectation == "changes":
-        judged, passed = abs(effect), abs(effect) >= bound
-    else:
-        judged = fit
-        passed = fit <= bound if axiom.metric is not None else fit >= bound
-    return AxiomResult(name, axiom.describe(), measure, round(effect, 6), round(low, 6), round(high, 6),
-                       None if predicted is None else round(predicted, 6), round(float(judged), 6), bound,
-                       bool(passed), n)
+        judged, passed = abs(effect.network), abs(effect.network) >= bound
+    else:  # the predicted change's relative error (with a metric), else the R² of the intervened prediction
+        judged = effect.relative_error if axiom.metric is not None else effect.r2
+        passed = judged <= bound if axiom.metric is not None else judged >= bound
+    return AxiomResult(name, axiom.describe(), effect.measure, round(effect.network, 6), round(effect.low, 6),
+                       round(effect.high, 6), None if effect.theory is None else round(effect.theory, 6),
+                       round(float(judged), 6), bound, bool(passed), len(lab.inputs))
+
+
+@dataclass(frozen=True)
+class _Effect:
+    measure: str
+    network: float  # the intervention's effect on the network
+    low: float
+    high: float
+    theory: Optional[float]  # the effect the theory predicts
+    r2: Optional[float]  # of the theory's intervened prediction against the intervened network
+
+    @property
+    def relative_error(self) -> float:
+        return abs(self.theory - self.network) / max(abs(self.network), 1e-9)
+
+
+def _site_effect(lab: Lab, observed: _Where, outcome: Outcome, theory_before) -> _Effect:
+    """The fraction of a site's (or hook's) variance the intervention moves, on the network and
+    as the theory predicts it (where the theory has the site)."""
+    idx = (slice(None), *observed.place.numpy_index)
+    before = lab.at(lab.record(lab.inputs, [observed.hook])[0], observed)[idx]
+    after = lab.at(lab.record(outcome.inputs, [observed.hook], outcome.replace)[0], observed)[idx]
+    mean = lab.at(lab.record(lab.train_inputs, [observed.hook])[0], observed)[idx].mean(0)
+    num, den = _per_example((after - before) ** 2), _per_example((before - mean) ** 2)
+    spread = max(float(den.sum()), 1e-30)
+    predicted = fit = None
+    if observed.site is not None:
+        p0, p1 = theory_before[observed.site][idx], outcome.theory[observed.site][idx]
+        predicted = float(((p1 - p0) ** 2).sum()) / spread
+        fit = r2(float(((p1 - after) ** 2).sum()), float(((after - mean) ** 2).sum()))
+    return _Effect("variance moved", float(num.sum()) / spread, *_interval(num, den, lab.rng), predicted, fit)
+
+
+def _output_effect(lab: Lab, outcome: Outcome, theory_before, metric: Optional[str]) -> _Effect:
+    """The change of the output's ``metric`` on the network, and as the theory predicts it: the
+    network with the theory's prediction of its last site spliced in, before and after."""
+    metric = metric or "loss"
+    task, theory = lab.target.task, lab.theory
+    rows0, m0 = _metric_rows(task, lab.record(lab.inputs, [])[1], lab.inputs, metric)
+    rows1, m1 = _metric_rows(task, lab.record(outcome.inputs, [], outcome.replace)[1], outcome.inputs, metric, rows0)
+    paired = len(m0) == len(m1)  # an input intervention may change which rows the task reads
+    low, high = _interval(m1 - m0 if paired else m1, None, lab.rng)
+    if not paired:
+        low, high = low - m0.mean(), high - m0.mean()
+    last = theory.site_order()[0][-1]
+    hook, position = theory.sites[last].hook, theory.sites[last].position
+    spliced0 = lab.record(lab.inputs, [], {hook: _put(theory_before[last], position)})[1]
+    spliced1 = lab.record(outcome.inputs, [], {**outcome.replace, hook: _put(outcome.theory[last], position)})[1]
+    s_rows0, s0 = _metric_rows(task, spliced0, lab.inputs, metric)
+    s_rows1, s1 = _metric_rows(task, spliced1, outcome.inputs, metric, s_rows0)
+    fit = r2(float(((s_rows1 - rows1) ** 2).sum()), float(((rows1 - rows0.mean(0)) ** 2).sum()))
+    return _Effect(f"{metric} change", float(m1.mean() - m0.mean()), low, high, float(s1.mean() - s0.mean()), fit)
 
 
 # --- counterfactual fidelity --------------------------------------------------------------------
