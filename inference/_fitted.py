@@ -107,11 +107,19 @@ class FittedTheory:
         if not free:
             batch = {"inputs": np.asarray(inputs), **sites}
             return {site: self._predict_site(batch, site, n) for site in self.sites}
-        # free: sites in dependency order, each prediction handed on as the data later sites read
-        batch = self.free_batch(inputs, sites)
-        for site in self.theory.site_order()[0]:
-            batch[site] = self._predict_site(batch, site, n)
+        batch = self.run_free(self.free_batch(inputs, sites), n)
         return {s: batch[s] for s in self.sites}
+
+    def run_free(self, batch: dict, n: int, *, until: str | None = None, adjust=None, after=None) -> dict:
+        """Sites in dependency order (up to ``until``), each prediction handed on in ``batch`` as
+        the data later sites read. ``adjust(site, fixed)`` may rewrite what a site's predictors
+        are given; ``after(site, prediction)`` what is handed on (an intervention)."""
+        for site in self.theory.site_order()[0]:
+            if site == until:
+                break
+            prediction = self._predict_site(batch, site, n, adjust)
+            batch[site] = after(site, prediction) if after else prediction
+        return batch
 
     def free_batch(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What a free run starts from: the input, the declared inputs, and the recorded sites its
@@ -126,12 +134,18 @@ class FittedTheory:
         return sorted({c.predicts for c in self.plan.theory.components.values()
                        if kind_of(c).may_read_its_site and c.predicts in c.reads()})
 
-    def _predict_site(self, batch: Mapping[str, np.ndarray], site: str, n: int) -> np.ndarray:
-        fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}
+    def _predict_site(self, batch: Mapping[str, np.ndarray], site: str, n: int, adjust=None) -> np.ndarray:
+        fixed = self.fixed(batch, site)
+        if adjust is not None:
+            adjust(site, fixed)
         shape = self.plan.site_shapes[site]
         rows = n * (shape[0] if len(shape) == 2 else 1)
         pred = predict_site(self.plan, self.params, site, fixed, jnp.asarray(self.means[site]), rows)
         return np.asarray(pred).reshape(n, *shape)
+
+    def fixed(self, batch: Mapping[str, np.ndarray], site: str) -> dict:
+        """What ``site``'s predictors are given on ``batch`` (``fixed_inputs``), as jax arrays."""
+        return {k: jnp.asarray(v) for k, v in fixed_inputs(self.plan, batch, site).items()}
 
     # --- the artifact directory -------------------------------------------------------------
 

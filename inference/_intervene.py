@@ -9,15 +9,16 @@ the network's values there for the network, the theory's own for the theory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
 from theorycraft.errors import FitError
 from theorycraft.spec import evaluate, evaluate_variables, position_env
+from theorycraft.spec._theory import walk_reads
 
-from ._compile import GIVEN_VARIABLES, component_output, fixed_inputs, predict_site
+from ._compile import GIVEN_VARIABLES, component_output
 from .kinds import kind_of
 
 SOURCED = ("resample", "patch")  # interventions that read the place on source examples
@@ -69,67 +70,60 @@ def subspace_basis(features: np.ndarray, values: np.ndarray, energy: float = 1e-
     return vt[keep].astype(np.float32)
 
 
-def transformed_inputs(expr, tokens: np.ndarray, variables: Mapping[str, np.ndarray]) -> np.ndarray:
+def transformed_inputs(expr, tokens: np.ndarray, variables: Mapping[str, np.ndarray], dtype=None) -> np.ndarray:
     """Each position's new token, an expression over the positions of ``tokens`` [N, T]."""
     env = position_env(np.asarray(tokens), np, variables)
-    return np.asarray(evaluate(expr, env)).astype(np.asarray(tokens).dtype)
-
-
-def _rows_like(values: np.ndarray, like) -> jnp.ndarray:
-    return jnp.asarray(np.asarray(values, np.float32).reshape(np.shape(like)))
+    with np.errstate(all="ignore"):  # non-finite values are the caller's to report
+        return np.asarray(evaluate(expr, env)).astype(dtype or np.asarray(tokens).dtype)
 
 
 def predict_intervened(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarray], intervention: Intervention, *,
                        site: Optional[str] = None, components: tuple[str, ...] = (), variables: tuple[str, ...] = (),
                        source: Optional[tuple[np.ndarray, Mapping[str, np.ndarray]]] = None) -> dict[str, np.ndarray]:
     """The theory run free (like ``fitted.predict(..., free=True)``) with ``site``, ``components``
-    or ``variables`` intervened. A site's new value is what later sites read; where a component reads one of its
-    predictors directly, that predictor follows too (an attention head its head of a pattern,
-    any predictor its value on the source examples). ``source``: (inputs, recorded sites) of the
-    source examples (resample, patch)."""
+    (each with its instances at other sites, ``C@SITE``) or ``variables`` intervened. A site's new
+    value is what later sites read; where a component reads one of its predictors directly, that
+    predictor follows too (an attention head its head of a pattern, any predictor its value on
+    the source examples). ``source``: (inputs, recorded sites) of the source examples (resample,
+    patch)."""
     plan = fitted.plan
     theory = plan.theory
-    readers = {r for c in theory.components.values() for r in c.reads()}
-    n = len(inputs)
     batch = fitted.free_batch(inputs, sites)
-    source_batch = None
-    if intervention.how in SOURCED:
-        source_batch = fitted.free_batch(*source)
-        for s in theory.site_order()[0]:
-            source_batch[s] = fitted._predict_site(source_batch, s, len(source[0]))
-    # what stands in for each intervened component, given the clean value in a site's rows
-    overrides: dict[str, callable] = {}
+    source_batch = fitted.run_free(fitted.free_batch(*source), len(source[0])) if intervention.how in SOURCED else None
+    # what stands in for each intervened component in a site's rows, given its clean value there
+    overrides: dict[str, Callable] = {}
 
     def sourced(name):
-        return lambda x, clean: component_output(plan, fitted.params, name,
-                                                 {k: jnp.asarray(v) for k, v in fixed_inputs(plan, source_batch, x).items()}, {})
+        return lambda x, clean: component_output(plan, fitted.params, name, fitted.fixed(source_batch, x), {})
 
-    def by_value(name):
-        if intervention.how == "zero":
-            return lambda x, clean: jnp.zeros_like(clean)
-        if intervention.how == "mean":
-            return lambda x, clean: jnp.broadcast_to(clean.mean(0), clean.shape)
-        raise FitError(f"'{intervention.how}' cannot act on component '{name}' (only on a site's values)")
-
-    for name in components:
-        overrides[name] = sourced(name) if intervention.how in SOURCED else by_value(name)
+    for name in (c for c in theory.components if c.split("@")[0] in components):
+        overrides[name] = sourced(name) if intervention.how in SOURCED else _by_value(intervention, name)
     if variables:
         batch[GIVEN_VARIABLES] = _variables_under(theory, intervention, variables, inputs,
                                                   source_batch["inputs"] if source_batch else None)
-    if site is not None and site in batch and site not in theory.site_order()[0]:  # a given input
+    if site is not None and site in theory.inputs:  # a given input: intervened before anything reads it
         batch[site] = intervention.apply(batch[site], source_batch[site] if source_batch else None)
-    for x in theory.site_order()[0]:
-        fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, batch, x).items()}
-        if overrides:
-            _override(plan, fitted.params, fixed, overrides, x)
-        shape = plan.site_shapes[x]
-        rows = n * (shape[0] if len(shape) == 2 else 1)
-        pred = np.asarray(predict_site(plan, fitted.params, x, fixed, jnp.asarray(fitted.means[x]), rows)).reshape(n, *shape)
-        if x == site:
-            pred = intervention.apply(pred, source_batch[x] if source_batch else None)
-            overrides.update(_predictors_follow(theory, site, pred, intervention, readers, sourced))
-        batch[x] = pred
+
+    def adjust(x, fixed):
+        _override(plan, fitted.params, fixed, overrides, x)
+
+    def after(x, prediction):
+        if x != site:
+            return prediction
+        prediction = intervention.apply(prediction, source_batch[x] if source_batch else None)
+        overrides.update(_predictors_follow(theory, site, prediction, intervention, sourced))
+        return prediction
+
+    batch = fitted.run_free(batch, len(inputs), adjust=adjust if components or site else None, after=after)
     return {s: batch[s] for s in fitted.sites}
+
+
+def _by_value(intervention: Intervention, name: str) -> Callable:
+    if intervention.how == "zero":
+        return lambda x, clean: jnp.zeros_like(clean())
+    if intervention.how == "mean":  # over the examples of the batch, per row position
+        return lambda x, clean: jnp.broadcast_to(clean().mean(0), clean().shape)
+    raise FitError(f"'{intervention.how}' cannot act on component '{name}' (only on a site's values)")
 
 
 def _variables_under(theory, intervention: Intervention, names, tokens, source_tokens) -> dict:
@@ -144,30 +138,28 @@ def _variables_under(theory, intervention: Intervention, names, tokens, source_t
     raise FitError(f"'{intervention.how}' cannot act on variables ({', '.join(names)})")
 
 
-def _override(plan, params, fixed: dict, overrides: Mapping[str, callable], site: str) -> None:
-    """Intervened components' values in ``site``'s rows; fixed components that read them are
-    recomputed (dropped from ``fixed``)."""
+def _override(plan, params, fixed: dict, overrides: Mapping[str, Callable], site: str) -> None:
+    """Intervened components' values in ``site``'s rows (``clean()``: the value they replace);
+    fixed components that read them are recomputed (dropped from ``fixed``)."""
     theory = plan.theory
     upstream = theory.upstream(site)
     for name, make in overrides.items():
         if name in upstream:
-            clean = component_output(plan, params, name, fixed, {})
-            fixed[name] = jnp.asarray(make(site, clean))
+            fixed[name] = jnp.asarray(make(site, lambda name=name: component_output(plan, params, name, fixed, {})))
     stale = {n for n in plan.fixed if n not in overrides and _reads_any(theory, n, overrides)}
     for name in stale:
         fixed.pop(name, None)
 
 
 def _reads_any(theory, name: str, names) -> bool:
-    from theorycraft.spec._theory import walk_reads
-
     inner, _ = walk_reads(theory.components[name].reads(),
                           lambda r: theory.components[r].reads() if r in theory.components else None)
     return bool(inner & set(names))
 
 
-def _predictors_follow(theory, site: str, value: np.ndarray, intervention: Intervention, readers, sourced) -> dict:
+def _predictors_follow(theory, site: str, value: np.ndarray, intervention: Intervention, sourced) -> dict:
     """Predictors of an intervened site that other components read directly: what they become."""
+    readers = {r for c in theory.components.values() for r in c.reads()}
     out = {}
     for name in theory.predictors(site):
         if name not in readers:
@@ -175,7 +167,7 @@ def _predictors_follow(theory, site: str, value: np.ndarray, intervention: Inter
         component = theory.components[name]
         if kind_of(component).pattern:  # an attention head: its head of the new pattern
             head = value[:, component.head or 0]
-            out[name] = lambda x, clean, head=head: _rows_like(head, clean)
+            out[name] = lambda x, clean, head=head: jnp.asarray(np.asarray(head, np.float32).reshape(np.shape(clean())))
         elif intervention.how in SOURCED and not intervention.index:
             out[name] = sourced(name)
         else:

@@ -3,7 +3,7 @@
 An axiom is one **intervention** and one **expectation**::
 
     commutative:
-      input: "token[1] if i == 0 else token[0] if i == 1 else token"   # swap the operands
+      input: "token[1] if i == 0 else token[0] if i == 1 else token[i]"   # swap the operands
       invariant: output
       metric: accuracy
       tolerance: 0.01
@@ -36,7 +36,6 @@ from ._model import Doc, Expression, HookPoint, Name, NonNegativeFloat, _Frozen,
 OUTPUT = "output"  # the target's final output, judged by its task
 INTERVENTIONS = ("input", "zero", "mean", "resample", "patch", "keep", "project_out")
 EXPECTATIONS = ("invariant", "changes", "predicted_by_theory")
-METRICS = ("loss", "accuracy", "kl")
 Index = tuple  # per-example axes: None (all), an int, or a tuple of ints
 
 
@@ -155,6 +154,16 @@ class Axiom(_Frozen):
             raise PydanticCustomError("axiom", "{message}", {"message": (
                 f"'metric' judges the target's output; '{getattr(self, expectation)}' is a site, whose change "
                 f"is the fraction of its variance moved")})
+        if self.subspace is not None and self.place.index:
+            raise PydanticCustomError("axiom", "{message}", {"message": (
+                f"'{self.intervention}' acts on the whole of '{self.place.name}' (its subspace spans all of it); "
+                f"remove the index [{str(self.place).split('[', 1)[1]}")})
+        if self.observed.name == OUTPUT and self.observed.index:
+            raise PydanticCustomError("axiom", "{message}", {"message": (
+                "the output is judged whole, by its task's metric; remove the index")})
+        if self.r2 is not None and self.metric is not None:
+            raise PydanticCustomError("axiom", "{message}", {"message": (
+                "'r2' judges the intervened prediction itself, 'metric' its change: give one of them")})
         if self.within is not None and self.metric is None:
             raise PydanticCustomError("axiom", "{message}", {"message": "'within' compares a metric's change: name the 'metric'"})
         return self
@@ -184,7 +193,7 @@ class Axiom(_Frozen):
         if self.expectation == "changes":
             return 0.1 if self.at_least is None else self.at_least
         if self.metric is not None:
-            return 0.2 if self.within is None else self.within
+            return 0.2 if self.within is None else self.within  # relative, with a floor: see Effect
         return 0.9 if self.r2 is None else self.r2
 
     def describe(self) -> str:
@@ -198,5 +207,3 @@ class Axiom(_Frozen):
                                          f"R² >= {self.threshold():g}")}[self.expectation]
         return f"{what} -> {self.expectation} {self.observed}{metric} {bound}"
 
-
-AXIOM_FIELDS = tuple(f.alias or n for n, f in Axiom.model_fields.items())

@@ -370,7 +370,7 @@ def _check_inputs(parts: dict[str, _Part], inputs: tuple[str, ...], root: Source
             f"able to run from the input alone, so its sites cannot feed each other in a loop"), key=True))
 
 
-def _check_axioms(parts: dict[str, _Part], axioms: dict, diagnostics: list[Diagnostic]) -> None:
+def _check_axioms(parts: dict[str, _Part], axioms: dict, inputs: tuple[str, ...], diagnostics: list[Diagnostic]) -> None:
     """What an axiom names exists: its expressions read variables and positions; ``subspace`` is a
     component; ``theory`` names sites or components; only ``output`` or a site the theory
     predicts can be ``predicted_by_theory``; the output is observed, never intervened on."""
@@ -398,12 +398,17 @@ def _check_axioms(parts: dict[str, _Part], axioms: dict, diagnostics: list[Diagn
                 error(origin, ("theory", k) if len(axiom.theory) > 1 else ("theory",),
                       f"undefined name '{ref}'{did_you_mean(ref, [*sites, *components, *variables])}; expected the "
                       f"sites, components or variables that stand for '{axiom.place}' in the theory")
+        if sum(ref in sites for ref in axiom.theory) > 1:
+            error(origin, ("theory",), "at most one site stands for a place in the theory (components and "
+                                       "variables may be several)")
         if axiom.theory and axiom.intervention == "input":
             error(origin, ("theory",), "an input intervention acts on the theory's input itself; remove 'theory'")
         observed = axiom.observed.name
-        if axiom.expectation == "predicted_by_theory" and observed != OUTPUT and observed not in sites:
-            error(origin, ("predicted_by_theory",), f"'{observed}' is not a site of the theory; it predicts only "
-                                                    f"its sites ({', '.join(sorted(sites))}) and the output")
+        predicted = sorted(sites - set(inputs))
+        if axiom.expectation == "predicted_by_theory" and observed != OUTPUT and observed not in predicted:
+            what = "is given to the theory (an input)" if observed in sites else "is not a site of the theory"
+            error(origin, ("predicted_by_theory",), f"'{observed}' {what}; it predicts only its sites "
+                                                    f"({', '.join(predicted)}) and the output")
 
 
 def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
@@ -471,7 +476,7 @@ def check_theory(path: str, text: Optional[str] = None, *,
     _check_references(parts, reader.diagnostics)
     if reader.root_source is not None and not any(d.severity == "error" for d in reader.diagnostics):
         _check_inputs(parts, tuple(reader.top.get("inputs") or ()), reader.root_source, reader.diagnostics)
-    _check_axioms(parts, reader.axioms, reader.diagnostics)
+    _check_axioms(parts, reader.axioms, tuple(reader.top.get("inputs") or ()), reader.diagnostics)
     diagnostics = tuple(sorted(set(reader.diagnostics)))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics

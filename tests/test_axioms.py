@@ -88,11 +88,48 @@ def test_superposition_axioms_hold_and_a_false_one_fails_with_a_clear_row(superp
     assert abs(rows["unrepresented_features_do_not_interfere"]["theory"]) < 0.001
 
 
-def test_check_refuses_a_run_of_another_theory(superposition_run, tmp_path):
+def test_check_refuses_a_run_of_another_theory(superposition_run, tmp_path, capsys):
     _, run = superposition_run
     other = tmp_path / "other.yaml"
     other.write_text((EXAMPLES / "superposition.yaml").read_text().replace("bias: false", "bias: true"))
     assert main(["check", str(other), "--run", str(run)]) == 1
+    assert "holds a fit of a different theory" in capsys.readouterr().err
+    renamed = tmp_path / "renamed.yaml"  # same claim, other names: the run's names would not match
+    renamed.write_text((EXAMPLES / "superposition.yaml").read_text().replace("readout", "read_out"))
+    assert main(["check", str(renamed), "--run", str(run)]) == 1
+    assert "holds a fit of a different theory" in capsys.readouterr().err
+
+
+def _with_axioms(path, tmp_path, axioms):
+    data = yaml.safe_load(path.read_text())
+    data["axioms"] = axioms
+    out = tmp_path / path.name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def test_zero_mean_and_patch_on_the_network_and_the_theory_alike(superposition_run, tmp_path):
+    path, run = superposition_run
+    axioms = {  # each also predicted by the theory: the same intervention reaches its free computation
+        "zeroed": {"zero": "h[[0, 1]]", "predicted_by_theory": "out", "r2": 0.99},
+        "averaged": {"mean": "h", "predicted_by_theory": "out", "r2": 0.99},
+        "resampled_input": {"resample": "x", "predicted_by_theory": "h", "r2": 0.99},
+        "zeroing_moves_h": {"zero": "h[[0, 1]]", "changes": "h", "at_least": 0.2},
+    }
+    results = {r.name: r for r in check(str(_with_axioms(path, tmp_path, axioms)), run_dir=run, limit=300,
+                                        log=lambda m: None)}
+    assert all(r.passed for r in results.values()), results
+    assert results["averaged"].network > 0.5  # the mean of h moves out a lot, and the theory follows it
+    assert 0.2 < results["zeroing_moves_h"].network < 0.8  # two of five coordinates
+
+
+def test_bad_places_and_tokens_are_clear_errors(superposition_run, tmp_path, capsys):
+    path, run = superposition_run
+    for axiom, message in [({"zero": "h[7]", "invariant": "out"}, "indexes outside its per-example shape [5]"),
+                           ({"zero": "hook_nowhere", "invariant": "out"}, "unknown site 'hook_nowhere'"),
+                           ({"input": "token[i]", "invariant": "out"}, "takes vectors")]:
+        assert main(["check", str(_with_axioms(path, tmp_path, {"a": axiom})), "--run", str(run)]) == 1
+        assert message in capsys.readouterr().err
 
 
 def test_modadd_axioms_hold_and_removing_the_key_frequencies_breaks_the_network(tmp_path):
@@ -108,6 +145,32 @@ def test_modadd_axioms_hold_and_removing_the_key_frequencies_breaks_the_network(
     assert results["key_frequencies_are_needed"].network < -0.5  # accuracy collapses without them
     assert 0 < results["the_rest_is_small"].network < 0.05  # what keeping removes is little, yet not nothing
     assert results["theory_follows_the_ablation"].judged > 0.9
+
+
+def test_counterfactual_fidelity_separates_a_computation_from_an_autoencoder(superposition_run, tmp_path):
+    """Under resampling of h, the theory (out read from h) follows the network; an SAE of out,
+    given the clean recording, cannot: the same coverage, a different answer to 'what if'."""
+    from theorycraft.api import capture, target_of
+    from theorycraft.inference import FitConfig, fit
+    from theorycraft.scoring import Lab, counterfactual_fidelity
+
+    path, run = superposition_run
+    theory = load_theory(str(path))
+    acts = capture(theory, n=4000, cache_dir=run.parent / "cache", progress=False)
+    inputs = np.asarray(acts.inputs())
+    target = target_of(theory)
+    sae = parse_theory(yaml.safe_dump({
+        "theory": "sae", "target": "builtin:superposition", "inputs": ["x"],
+        "sites": {"x": "hook_input", "h": "hook_hidden", "out": "hook_output"},
+        "components": {"embed": {"kind": "linear", "from": "x", "predicts": "h", "bias": False},
+                       "code": {"kind": "dictionary", "from": "out", "width": 40, "k": 4, "predicts": "out"}}}))
+    scores = {}
+    for name, theory_ in (("reference", theory), ("sae", sae)):
+        fitted = fit(theory_, acts, FitConfig(progress=False, max_steps=300))
+        lab = Lab(fitted, target, inputs[acts.split("test")[:200]], inputs[acts.split("train")[:200]])
+        scores[name] = counterfactual_fidelity(lab)
+    assert scores["reference"].interventions == ("resample h", "resample out")
+    assert scores["reference"].r2 > 0.7 and scores["sae"].r2 < 0.0  # (300 Adam steps: the read-out is not done)
 
 
 def test_induction_axioms_hold_on_small_data(tmp_path):

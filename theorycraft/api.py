@@ -154,22 +154,31 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
     return FittedTheory.load(run_dir, trust_code=trust_code)
 
 
-def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int = 512, seed: int = 0,
+def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print) -> list:
-    """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
-    torch hooks, the theory run free under the same intervention. The fit is ``run_dir``'s (it must
-    be of the same theory), or a new one written to runs/THEORY_NAME. Writes ``axioms.json`` there;
-    returns one ``AxiomResult`` per axiom."""
+    """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
+    network intervened on with torch hooks, the theory run free under the same intervention. The
+    fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
+    ``n`` examples, written to runs/THEORY_NAME. Writes ``axioms.json`` there; returns one
+    ``AxiomResult`` per axiom."""
     import dataclasses
     import json
 
+    from theorycraft import _artifact
     from theorycraft.scoring import Lab, check_axioms
+    from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
     _arguments.check("n", n, optional=True)
-    _arguments.check("limit", limit)
+    limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
+    if n is not None and run_dir is not None:
+        raise ArgumentError("--n sets the examples of a new fit; with --run the run's own capture is used")
     theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
+    target = target_of(theory, trust_code=trust_code)
+    if not hasattr(target, "intervene"):  # said before anything is fitted
+        raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
+                       f"a runnable target (builtin:, hf:, torch:)")
     if run_dir is None:
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
@@ -177,21 +186,29 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
                        progress=False, log=lambda m: None).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
-        if fitted.theory.claim() != theory.claim():
-            raise FitError(f"{run_dir} holds a fit of a different theory than {theory.name}'s file says (its "
-                           f"components or sites differ); fit this one: theorycraft infer THEORY.yaml --out {run_dir}")
+        if _structure(fitted.theory) != _structure(theory):
+            raise FitError(f"{run_dir} holds a fit of a different theory than {theory.name}'s file (its sites, "
+                           f"variables or components differ); fit this one: theorycraft infer THEORY.yaml --out {run_dir}")
     fitted = fitted.with_theory(theory)  # the file's axioms, the run's parameters
     acts = run_activations(fitted, Path(run_dir))
     inputs = acts.inputs()
-    lab = Lab(fitted, target_of(theory, trust_code=trust_code), inputs[acts.split("test")[:limit]],
-              inputs[acts.split("train")[:1024]], seed=seed)
+    lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
     results = check_axioms(lab)
     path = Path(run_dir) / "axioms.json"
     path.write_text(json.dumps({"theory": theory.name, "target": str(theory.target),
                                 "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
-    from theorycraft import _artifact
     _artifact.record(run_dir, path.name)
     return results
+
+
+def _structure(theory: Theory) -> dict:
+    """What a fit depends on: the theory without its name, description, docs and axioms."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "doc"}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+    data = theory.to_dict()
+    return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,

@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("theory", metavar="THEORY.yaml")
     chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
     chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
-    chk.add_argument("--limit", type=flag("limit"), default=512, metavar="N", help="held-out examples to check on")
+    chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
     chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "

@@ -9,27 +9,27 @@ network's clean values: a theory is told the intervention, not the intervened ac
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Mapping, Optional
-
-import zlib
 
 import numpy as np
 import torch
 
 from theorycraft.errors import FitError
-from theorycraft.inference._compile import component_output, fixed_inputs, site_rows
-from theorycraft.inference._intervene import (SOURCED, SUBSPACE, Intervention, predict_intervened, subspace_basis,
-                                              transformed_inputs)
+from theorycraft.inference._compile import component_output, site_rows
+from theorycraft.inference._intervene import SUBSPACE, Intervention, predict_intervened, subspace_basis, transformed_inputs
 from theorycraft.spec import HookPoint, Site, evaluate_variables
 from theorycraft.spec._axioms import OUTPUT, Place
 
 from ._card import CounterfactualScore
 from ._fidelity import r2
-from ._splice import _log_softmax, _put
+from ._splice import _log_softmax, _put, kl_rows
 
 BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
-CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on
+CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on (theorycraft check --limit)
+TRAIN_EXAMPLES = 1024  # training examples means and subspaces are measured on
+RELATIVE_FLOOR = 1e-3  # `within` compares changes relative to the network's, or to this where it barely moves
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,18 @@ class AxiomResult:
 
 @dataclass(frozen=True)
 class _Where:
-    """An intervened or observed place resolved against the theory and the target."""
+    """A place resolved against the theory and the target: its hook and position, the theory's
+    site there (if it has one) and the index into that site's per-example values."""
 
     place: Place
     hook: HookPoint
     position: Optional[int]
-    site: Optional[str]  # the theory's site at this place, if it has one
+    site: Optional[str]
+    index: tuple  # numpy, after the example (and position) axes
+
+    @property
+    def at(self) -> tuple:
+        return (slice(None), *self.index)
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,6 @@ class Lab:
     training examples (``train_inputs``) that means and subspaces are measured on."""
 
     def __init__(self, fitted, target, inputs: np.ndarray, train_inputs: np.ndarray, seed: int = 0):
-        if not hasattr(target, "intervene"):
-            raise FitError(f"axioms intervene on the network, and {target.name} is a recording: "
-                           f"point the theory at a runnable target (builtin:, hf:, torch:)")
         self.fitted, self.target = fitted, target
         self.inputs, self.train_inputs = np.asarray(inputs), np.asarray(train_inputs)
         self.seed = seed
@@ -93,33 +96,52 @@ class Lab:
 
     # --- places ---------------------------------------------------------------------------------
 
-    def where(self, place: Place, axiom_name: str) -> _Where:
+    def where(self, place: Place, name: str) -> _Where:
+        """A place by name: a theory site, or a hook, which is the theory's site where one has the
+        same hook (a site over every position takes the hook's position index as its own)."""
+        index = place.numpy_index
         site = self.theory.sites.get(place.name)
         if site is not None:
-            return _Where(place, site.hook, site.position, place.name)
-        hook = HookPoint.parse(place.name)
-        self.target.check_hooks([hook])
-        return _Where(place, hook, None, None)
+            where = _Where(place, site.hook, site.position, place.name, index)
+        else:
+            hook = HookPoint.parse(place.name)
+            self.target.check_hooks([hook])
+            where = _Where(place, hook, None, None, index)
+            length = (self.target.hooks()[str(hook)] or (0,))[0]
+            for s, spec in self.theory.sites.items():
+                if spec.hook != hook:
+                    continue
+                if spec.position is None:
+                    where = _Where(place, hook, None, s, index)
+                elif index and isinstance(index[0], int) and length and index[0] % length == spec.position % length:
+                    where = _Where(place, hook, spec.position, s, index[1:])
+        shape = self.target.hooks()[str(where.hook)]
+        shape = shape[1:] if where.position is not None else shape
+        try:
+            np.empty(shape)[where.index]
+        except IndexError as exc:
+            raise FitError(f"axiom '{name}': '{place}' indexes outside its per-example shape {list(shape)} ({exc})") from None
+        return where
 
     def record(self, inputs: np.ndarray, hooks, replace=None):
         """The network on ``inputs``: {hook: values}, output."""
         return self.target.intervene(inputs, list(dict.fromkeys(hooks)), replace or {})
 
-    def at(self, recorded: Mapping, where: _Where) -> np.ndarray:
+    def at(self, recorded: Mapping, where) -> np.ndarray:
+        """A place's (or a site's) values in a recording: its hook, at its position."""
         values = recorded[where.hook]
         return values[:, where.position] if where.position is not None else values
 
     def theory_sites(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The network's clean values at every theory site: what the theory is given."""
         recorded, _ = self.record(inputs, [s.hook for s in self.theory.sites.values()])
-        return {n: (recorded[s.hook][:, s.position] if s.position is not None else recorded[s.hook])
-                for n, s in self.theory.sites.items()}
+        return {n: self.at(recorded, s) for n, s in self.theory.sites.items()}
 
     # --- interventions --------------------------------------------------------------------------
 
     def intervention(self, how: str, where: _Where, subspace: Optional[str] = None) -> Intervention:
         if how not in ("mean", *SUBSPACE):
-            return Intervention(how, where.place.numpy_index)
+            return Intervention(how, where.index)
         train_values = self.at(self.record(self.train_inputs, [where.hook])[0], where)
         mean = train_values.mean(0)
         basis = None
@@ -134,7 +156,7 @@ class Lab:
                 raise FitError(f"component '{subspace}' has {len(features)} rows on {n} examples; '{where.place}' "
                                f"has per-example shape {list(train_values.shape[1:])}: its features span no subspace there")
             basis = subspace_basis(features, values)
-        return Intervention(how, where.place.numpy_index, mean, basis)
+        return Intervention(how, where.index, mean, basis)
 
     def network_replacement(self, where: _Where, intervention: Intervention, source: Optional[np.ndarray]):
         def replace(activation: torch.Tensor) -> torch.Tensor:
@@ -156,12 +178,12 @@ class Lab:
         inputs = self.inputs
         clean_sites = clean_sites if clean_sites is not None else self.theory_sites(inputs)
         if place is None:
-            new_inputs = self.tokens(expr, inputs)
+            new_inputs = self.tokens(expr, inputs, name)
             return Outcome(new_inputs, {}, self.fitted.predict(new_inputs, self.theory_sites(new_inputs), free=True))
         where = self.where(place, name)
         intervention = self.intervention(how, where, subspace)
         source_inputs = (inputs[self.derangement(len(inputs))] if how == "resample" else
-                         self.tokens(expr, inputs) if how == "patch" else None)
+                         self.tokens(expr, inputs, name) if how == "patch" else None)
         source = self.at(self.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None
         counterpart = counterpart or ((where.site,) if where.site else ())
         theory = self.theory
@@ -172,6 +194,22 @@ class Lab:
             source=(source_inputs, self.theory_sites(source_inputs)) if source_inputs is not None else None)
         return Outcome(inputs, {where.hook: self.network_replacement(where, intervention, source)}, predicted)
 
+    def spliced(self, outcome: Outcome, site: Site) -> dict:
+        """The replacements of a run with the theory's (intervened) prediction of ``site`` spliced
+        in: the network's own intervention is kept only where it acts before that site; after it,
+        the theory has already said what it says (its prediction carries the intervention or not)."""
+        name = next(n for n, s in self.theory.sites.items() if s == site)
+        replace = {h: fn for h, fn in outcome.replace.items() if self.fires_before(h, site.hook)}
+        return {**replace, site.hook: _put(outcome.theory[name], site.position)}
+
+    def fires_before(self, first: HookPoint, second: HookPoint) -> bool:
+        """Does ``first`` run before ``second`` in the network's forward pass (the order in which a
+        recording's hooks fire)?"""
+        if first == second:
+            return False
+        order = list(self.record(self.inputs[:1], [first, second])[0])
+        return order.index(first) < order.index(second)
+
     def derangement(self, n: int) -> np.ndarray:
         """Each example's source: another example (a random cycle, so never itself)."""
         order = self.rng.permutation(n)
@@ -179,30 +217,33 @@ class Lab:
         source[order] = np.roll(order, -1)
         return source
 
-    def tokens(self, expr, inputs: np.ndarray) -> np.ndarray:
+    def tokens(self, expr, inputs: np.ndarray, name: str) -> np.ndarray:
+        """The tokens an input expression writes, checked: whole numbers in the vocabulary."""
         if not np.issubdtype(inputs.dtype, np.integer):
-            raise FitError(f"an input intervention rewrites tokens; {self.target.name} takes vectors "
-                           f"(intervene on its input site instead: resample / zero / mean / patch)")
+            raise FitError(f"axiom '{name}': an input expression rewrites tokens; {self.target.name} takes vectors "
+                           f"(intervene on its input site instead: resample / zero / mean)")
         variables = evaluate_variables(self.theory.variables, inputs, np) if self.theory.variables else {}
-        return transformed_inputs(expr, inputs, variables)
+        env_values = np.asarray(transformed_inputs(expr, inputs, variables, np.float64))
+        vocab = self.target.vocab_size
+        bad = ~np.isfinite(env_values) | (env_values != np.round(env_values)) | (env_values < 0)
+        if vocab:
+            bad |= env_values >= vocab
+        if bad.any():
+            k = tuple(np.argwhere(bad)[0])
+            raise FitError(f"axiom '{name}': '{expr.text}' writes {env_values[k]:g} at example {k[0]}, position {k[1]}; "
+                           f"expected a token id in 0..{(vocab or 0) - 1 if vocab else 'the vocabulary'}")
+        return env_values.astype(inputs.dtype)
 
 
 def component_features(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     """A component's output [rows, features] on ``inputs``, free-running, in the rows of a site
     whose prediction it feeds."""
-    plan = fitted.plan
-    theory = plan.theory
+    theory = fitted.plan.theory
     site = next((s for s in theory.site_order()[0] if name in theory.upstream(s)), None)
     if site is None:
-        raise FitError(f"component '{name}' feeds no site the theory predicts")
-    batch = fitted.free_batch(inputs, sites)
-    for s in theory.site_order()[0]:
-        if s == site:
-            break
-        batch[s] = fitted._predict_site(batch, s, len(inputs))
-    import jax.numpy as jnp
-    fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, batch, site).items()}
-    return np.asarray(component_output(plan, fitted.params, name, fixed, {}), np.float64)
+        raise FitError(f"component '{name}' feeds no site the theory predicts, so it spans no subspace")
+    batch = fitted.run_free(fitted.free_batch(inputs, sites), len(inputs), until=site)
+    return np.asarray(component_output(fitted.plan, fitted.params, name, fitted.fixed(batch, site), {}), np.float64)
 
 
 # --- measures -----------------------------------------------------------------------------------
@@ -232,8 +273,7 @@ def _metric_rows(task, output: np.ndarray, inputs: np.ndarray, metric: str, clea
     if metric == "kl":
         if clean_rows is None:
             return rows, np.zeros(len(rows))
-        p_log, q_log = _log_softmax(clean_rows), _log_softmax(rows)
-        return rows, (np.exp(p_log) * (p_log - q_log)).sum(-1)
+        return rows, kl_rows(clean_rows, rows)
     if task.output == "logits":
         return rows, -_log_softmax(rows)[np.arange(len(rows)), refs]
     target = rows if refs is None else refs.reshape(rows.shape)
@@ -281,20 +321,20 @@ class _Effect:
 
     @property
     def relative_error(self) -> float:
-        return abs(self.theory - self.network) / max(abs(self.network), 1e-9)
+        return abs(self.theory - self.network) / max(abs(self.network), RELATIVE_FLOOR)
 
 
 def _site_effect(lab: Lab, observed: _Where, outcome: Outcome, theory_before) -> _Effect:
     """The fraction of a site's (or hook's) variance the intervention moves, on the network and
     as the theory predicts it (where the theory has the site)."""
-    idx = (slice(None), *observed.place.numpy_index)
+    idx = observed.at
     before = lab.at(lab.record(lab.inputs, [observed.hook])[0], observed)[idx]
     after = lab.at(lab.record(outcome.inputs, [observed.hook], outcome.replace)[0], observed)[idx]
     mean = lab.at(lab.record(lab.train_inputs, [observed.hook])[0], observed)[idx].mean(0)
     num, den = _per_example((after - before) ** 2), _per_example((before - mean) ** 2)
     spread = max(float(den.sum()), 1e-30)
     predicted = fit = None
-    if observed.site is not None:
+    if observed.site in outcome.theory:  # a site it predicts (not one it is given)
         p0, p1 = theory_before[observed.site][idx], outcome.theory[observed.site][idx]
         predicted = float(((p1 - p0) ** 2).sum()) / spread
         fit = r2(float(((p1 - after) ** 2).sum()), float(((after - mean) ** 2).sum()))
@@ -308,14 +348,14 @@ def _output_effect(lab: Lab, outcome: Outcome, theory_before, metric: Optional[s
     task, theory = lab.target.task, lab.theory
     rows0, m0 = _metric_rows(task, lab.record(lab.inputs, [])[1], lab.inputs, metric)
     rows1, m1 = _metric_rows(task, lab.record(outcome.inputs, [], outcome.replace)[1], outcome.inputs, metric, rows0)
-    paired = len(m0) == len(m1)  # an input intervention may change which rows the task reads
-    low, high = _interval(m1 - m0 if paired else m1, None, lab.rng)
-    if not paired:
-        low, high = low - m0.mean(), high - m0.mean()
-    last = theory.site_order()[0][-1]
-    hook, position = theory.sites[last].hook, theory.sites[last].position
-    spliced0 = lab.record(lab.inputs, [], {hook: _put(theory_before[last], position)})[1]
-    spliced1 = lab.record(outcome.inputs, [], {**outcome.replace, hook: _put(outcome.theory[last], position)})[1]
+    if len(m0) == len(m1):
+        low, high = _interval(m1 - m0, None, lab.rng)
+    else:  # an input intervention changed which rows the task reads: the two means drawn apart
+        (low0, high0), (low1, high1) = _interval(m0, None, lab.rng), _interval(m1, None, lab.rng)
+        low, high = low1 - high0, high1 - low0
+    last = theory.sites[theory.site_order()[0][-1]]
+    spliced0 = lab.record(lab.inputs, [], {last.hook: _put(theory_before[theory.site_order()[0][-1]], last.position)})[1]
+    spliced1 = lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1]
     s_rows0, s0 = _metric_rows(task, spliced0, lab.inputs, metric)
     s_rows1, s1 = _metric_rows(task, spliced1, outcome.inputs, metric, s_rows0)
     fit = r2(float(((s_rows1 - rows1) ** 2).sum()), float(((rows1 - rows0.mean(0)) ** 2).sum()))
@@ -337,54 +377,51 @@ def standard_interventions(sites: Mapping[str, Site], shapes: Mapping[str, tuple
     return out
 
 
-def _place(theory, site: Site, index: tuple) -> Place:
-    """Where ``site`` (of any theory of the target) is in ``theory``: its own site, or the hook."""
-    own = next((n for n, s in theory.sites.items() if s.hook == site.hook and s.position == site.position), None)
-    if own is not None:
-        return Place(own, index)
-    return Place(str(site.hook), ((site.position,) if site.position is not None else ()) + index)
-
-
 def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None) -> CounterfactualScore:
     """How well the theory, run free under each standard intervention (over ``sites``, default
     its own covered ones), predicts the intervened network: R² pooled over the interventions and
     the covered sites each one moves (not the site intervened on: that is fidelity on other
     examples), SST around the train mean as everywhere; and, for a target with logits, the mean
     KL from the intervened network's output to the output with the theory's prediction spliced in
-    at its last site. A site the theory does not model carries no change on in it."""
+    at its last site. A site the theory does not model carries no change on in it; an
+    intervention the theory cannot express is skipped (and listed)."""
     fitted, theory = lab.fitted, lab.theory
     plan = fitted.plan
     sites = dict(sites) if sites is not None else {s: theory.sites[s] for s in theory.covered}
     hooks = [theory.sites[s].hook for s in theory.covered]
     clean_sites = lab.theory_sites(lab.inputs)
     shapes = {n: _shape(lab, site) for n, site in sites.items()}
-    last = theory.site_order()[0][-1]
+    last = theory.sites[theory.site_order()[0][-1]]
     sse = sst = 0.0
-    kls, names = [], []
+    kls, names, skipped = [], [], []
     for name, intervened, index in standard_interventions(sites, shapes):
         lab.reseed(name)
-        outcome = lab.apply("resample", _place(theory, intervened, index), name, clean_sites=clean_sites)
+        place = Place(str(intervened.hook), ((intervened.position,) if intervened.position is not None else ()) + index)
+        try:
+            outcome = lab.apply("resample", place, name, clean_sites=clean_sites)
+        except FitError:
+            skipped.append(name)
+            continue
         recorded, output = lab.record(outcome.inputs, hooks, outcome.replace)
         names.append(name)
         for s in theory.covered:
             site = theory.sites[s]
-            if site == intervened:
+            if (site.hook, site.position) == (intervened.hook, intervened.position):
                 continue
-            after = site_rows(plan, s, recorded[site.hook][:, site.position] if site.position is not None else recorded[site.hook])
-            before = site_rows(plan, s, clean_sites[s])
+            after, before = site_rows(plan, s, lab.at(recorded, site)), site_rows(plan, s, clean_sites[s])
             spread = float(((after - fitted.means[s]) ** 2).sum())
             if float(((after - before) ** 2).sum()) <= 1e-9 * max(spread, 1e-30):
                 continue  # not downstream of the intervention: nothing counterfactual to predict
             sse += float(((site_rows(plan, s, outcome.theory[s]) - after) ** 2).sum())
             sst += spread
         if lab.target.task.output == "logits":
-            splice = {**outcome.replace, theory.sites[last].hook: _put(outcome.theory[last], theory.sites[last].position)}
             rows, _ = lab.target.task.read(output, outcome.inputs)
-            spliced, _ = lab.target.task.read(lab.record(outcome.inputs, [], splice)[1], outcome.inputs)
-            p_log, q_log = _log_softmax(rows), _log_softmax(spliced)
-            kls.append(float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean()))
+            spliced, _ = lab.target.task.read(lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1],
+                                              outcome.inputs)
+            kls.append(float(kl_rows(rows, spliced).mean()))
     return CounterfactualScore(round(r2(sse, sst), 6) if sst > 0 else None,
-                               round(float(np.mean(kls)), 6) if kls else None, tuple(names), len(lab.inputs))
+                               round(float(np.mean(kls)), 6) if kls else None, tuple(names), len(lab.inputs),
+                               tuple(skipped))
 
 
 def _shape(lab: Lab, site: Site) -> tuple:

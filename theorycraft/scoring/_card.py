@@ -85,6 +85,7 @@ class CounterfactualScore:
     kl: Optional[float]
     interventions: tuple[str, ...]
     n: int
+    skipped: tuple[str, ...] = ()  # interventions the theory cannot express (e.g. on a predictor another component reads)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class Scorecard:
                    data["coverage_validation"], data["coverage_free"], data["coverage_validation_free"],
                    SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
                    {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
-                   CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"])})
+                   CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"]),
+                                          "skipped": tuple(cf.get("skipped", ()))})
                    if (cf := data.get("counterfactual")) else None,
                    shifted={k: ShiftScore(**v) for k, v in data.get("shifted", {}).items()})
 

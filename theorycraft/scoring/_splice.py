@@ -32,6 +32,12 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+def kl_rows(p_rows: np.ndarray, q_rows: np.ndarray) -> np.ndarray:
+    """KL(p ‖ q) of each row's softmax distribution."""
+    p_log, q_log = _log_softmax(p_rows), _log_softmax(q_rows)
+    return (np.exp(p_log) * (p_log - q_log)).sum(-1)
+
+
 def _loss(task, rows: np.ndarray, refs, clean_rows: np.ndarray) -> float:
     if task.output == "logits":
         return float(-_log_softmax(rows)[np.arange(len(rows)), refs].mean())
@@ -65,8 +71,7 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
                  "loss_recovered": round((ablated - spliced) / gap, 6) if gap > MIN_GAP * max(clean_loss, 1e-3) else None,
                  "kl": None, "top1_agreement": None, "n": int(len(rows))}
         if task.output == "logits":
-            p_log, q_log = _log_softmax(clean_rows), _log_softmax(spliced_rows)
-            entry["kl"] = round(float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean()), 6)
+            entry["kl"] = round(float(kl_rows(clean_rows, spliced_rows).mean()), 6)
             entry["top1_agreement"] = round(float((clean_rows.argmax(-1) == spliced_rows.argmax(-1)).mean()), 6)
         out[s] = SpliceScore(**entry)
     return out
