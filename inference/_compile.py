@@ -10,7 +10,7 @@ head; heads no component claims are predicted by their training mean.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import jax
@@ -19,6 +19,7 @@ import numpy as np
 
 from theorycraft.spec import Theory, TheoryError, evaluate, evaluate_variables, pair_env, position_env
 
+from . import _memory
 from .kinds import Shapes, kind_of
 
 
@@ -30,6 +31,7 @@ class Plan:
     fixed: frozenset[str]  # components computed once per batch (no parameters upstream)
     lookup_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # values per key of each table
     frozen: Mapping[str, dict] = field(default_factory=dict)  # parameters held fixed (fitted by an earlier stage)
+    costs: Mapping[str, "_memory.Cost"] = field(default_factory=dict)  # each component's size, from its kind
 
     @property
     def learned(self) -> list[str]:
@@ -38,6 +40,12 @@ class Plan:
     def shapes(self, name: str) -> Shapes:
         c = self.theory.components[name]
         return kind_of(c).input_shapes(name, c, self)
+
+    def rows_per_example(self, name: str) -> int:
+        """Rows a component is computed in per example: T where it feeds a site over every
+        position ([T, D]), else 1 (the most over the sites it feeds; a free-standing one, all)."""
+        fed = [s for s in self.theory.sites if name in self.theory.upstream(s)] or list(self.site_shapes)
+        return max([self.site_shapes[s][0] for s in fed if len(self.site_shapes[s]) == 2] or [1])
 
 
 def _site_width(shape: tuple[int, ...]) -> int:
@@ -61,10 +69,12 @@ class PlanContext:
 
 
 def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_size: int | None,
-              frozen: Mapping[str, dict] | None = None) -> Plan:
+              frozen: Mapping[str, dict] | None = None, *, budget: "_memory.Budget | None" = None) -> Plan:
     """Work out every width; report every shape problem at once, with file:line:col. The plan's
     theory is ``theory.expanded()``: one instance per site of a component that predicts several.
-    ``frozen`` components (with their parameters) count as fixed: computed once per batch."""
+    ``frozen`` components (with their parameters) count as fixed: computed once per batch. Every
+    component is priced by its kind (``plan.costs``, nothing allocated); with a ``budget``, a fit
+    that would need more memory than it allows is refused, naming the components."""
     frozen = dict(frozen or {})
     theory = theory.expanded()
     widths: dict[str, int] = {v: 1 for v in theory.variables}
@@ -89,7 +99,11 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
                                   f"{list(shape)}", key=True)
     if ctx.problems:
         raise TheoryError(ctx.problems)
-    return Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes, frozen)
+    plan = Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes, frozen)
+    plan = replace(plan, costs=_memory.costs(plan))
+    if budget is not None:
+        _memory.refuse_over(plan, budget)
+    return plan
 
 
 # --- rows and fixed inputs --------------------------------------------------------------------

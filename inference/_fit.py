@@ -21,6 +21,7 @@ from theorycraft import _arguments
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, TheoryError
 
+from ._memory import Budget, data_bytes
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 from .kinds import kind_of
 
@@ -38,10 +39,14 @@ class FitConfig:
     # closed-form fits choose their strength on validation, then refit on train + validation; a
     # judge comparing theories on validation needs fits that never saw it
     refit_on_validation: bool = True
+    # bytes a fit may use (or text like "4G"); None: what the machine has free. A theory over it is
+    # refused by its plan, before anything is allocated
+    max_memory: int | str | None = None
 
     def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
         for name in ("seed", "max_steps", "batch_size", "learning_rate"):
             _arguments.check(name, getattr(self, name))
+        object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
         if self.mode not in ("stagewise", "joint"):
             raise _arguments.ArgumentError(f"expected a fit mode 'stagewise' or 'joint', found {self.mode!r}")
 
@@ -49,10 +54,21 @@ class FitConfig:
 # --- data -----------------------------------------------------------------------------------------
 
 def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tuple]:
-    shapes = {}
+    """Each site's per-example shape, its position selected; a position outside the recorded
+    sequence (or of a site with none) is reported at file:line:col."""
+    shapes, problems = {}, []
     for name, site in theory.sites.items():
         shape = tuple(recorded[str(site.hook)])
+        if site.position is not None and (len(shape) < 2 or not -shape[0] <= site.position < shape[0]):
+            expected = (f"a position from {-shape[0]} to {shape[0] - 1} (the hook records {shape[0]} positions, "
+                        f"shape {list(shape)})" if len(shape) >= 2 else
+                        f"no position: hook '{site.hook}' records one vector per example, shape {list(shape)}")
+            problems.append(theory.diagnostic("sites", name, f"site '{name}': expected {expected}, found position "
+                                              f"{site.position}", "position"))
+            continue
         shapes[name] = shape[1:] if site.position is not None else shape
+    if problems:
+        raise TheoryError(problems)
     return shapes
 
 
@@ -247,7 +263,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
 
 def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
     text = theory.to_yaml() + acts.manifest["key"]["target"] + acts.manifest["dataset"]["identity"]
-    text += json.dumps({k: v for k, v in config.__dict__.items() if k != "progress"}, sort_keys=True)
+    text += json.dumps({k: v for k, v in config.__dict__.items() if k not in ("progress", "max_memory")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -275,12 +291,15 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
 
     start = time.time()
     check_inputs(theory, acts)
-    plan = make_plan(theory, site_shapes(theory, acts.sites), acts.vocab_size)
-    data = data if data is not None else load_examples(theory, acts)
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
     train_idx = np.flatnonzero(~acts.is_test & ~acts.is_validation & allowed)
     val_idx = np.flatnonzero(acts.is_validation & allowed)
+    shapes = site_shapes(theory, acts.sites)
+    budget = Budget.of(config.max_memory, config.batch_size, len(train_idx), len(val_idx),
+                       data_bytes(shapes, acts.n))  # priced (and refused) before anything is allocated
+    plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
+    data = data if data is not None else load_examples(theory, acts)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": []}

@@ -96,6 +96,35 @@ def test_kind_pricing_hooks(name):
             kind.codes(params, spec, inputs)
 
 
+class _OnePlan:
+    """What a kind's size hooks read of a plan, for one component 'c' reading fixed features."""
+
+    def __init__(self, shapes):
+        from types import SimpleNamespace
+
+        self._shapes, self.widths = shapes, {"c": shapes.out}
+        self.theory, self.fixed = SimpleNamespace(variables={}, sites={}), frozenset({"x"})
+
+    def shapes(self, name):
+        return self._shapes
+
+    def rows_per_example(self, name):
+        return T
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kind_size_hooks(name):
+    """A kind's parameter count is what its init allocates (and what the default, tracing init
+    without allocating, counts); its bytes per example are positive."""
+    from theorycraft.inference import Kind
+
+    kind, spec, shapes, _ = _case(name)
+    plan = _OnePlan(shapes)
+    leaves = jax.tree_util.tree_leaves(kind.init(jax.random.PRNGKey(0), spec, shapes))
+    assert kind.param_count("c", spec, plan) == sum(leaf.size for leaf in leaves) == Kind.param_count(kind, "c", spec, plan)
+    assert kind.row_bytes("c", spec, plan) >= 4 * shapes.out and kind.solve_bytes("c", spec, plan) >= 0
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kind_estimate_hooks(name):
     """Every kind estimates a search candidate to a finite gain and a count of nearly free

@@ -105,3 +105,41 @@ def shift(name):
         return name
     raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft shifts "
                         f"TARGET lists them), got {name!r}")
+
+
+_MEMORY_UNITS = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12,
+                 "KI": 2 ** 10, "MI": 2 ** 20, "GI": 2 ** 30, "TI": 2 ** 40}
+
+
+def memory(value, *, optional: bool = False):
+    """A memory size in bytes (``--max-memory``): a positive integer of bytes, or text like '4G',
+    '512M', '1.5GB' (powers of 1000) or '2GiB' (powers of 1024); an ArgumentError otherwise."""
+    import re
+
+    if value is None and optional:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?\s*", value, re.IGNORECASE) if isinstance(value, str) else None
+    size = float(match[1]) * _MEMORY_UNITS[(match[2] or "").upper()] if match else 0
+    if not 1 <= size < 2 ** 63:
+        raise ArgumentError(f"max_memory must be a size in bytes like 4G, 512M, 1.5GB or 2GiB (at least 1 byte), "
+                            f"got {value!r}")
+    return int(size)
+
+
+def memory_flag(text: str) -> int:
+    try:
+        return memory(text)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def bytes_text(n: float) -> str:
+    """A size for messages: '812 bytes', '6.0 KB', '4.3 GB' (powers of 1000)."""
+    unit = "bytes"
+    for bigger in ("KB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1000:
+            break
+        n, unit = n / 1000, bigger
+    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"

@@ -61,18 +61,19 @@ class Inferred(NamedTuple):
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print) -> Inferred:
+          log=print, max_memory: int | str | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
-    once, end to end through the components they share)."""
+    once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
+    default: what the machine has free): a theory whose fit would need more is refused first."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
     _arguments.check("n", n, optional=True)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode)  # checks its arguments before anything loads
+                       progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
     theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
@@ -90,7 +91,7 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
            target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
-           trust_code: bool = False, log=print) -> "SearchResult":
+           trust_code: bool = False, log=print, max_memory: int | str | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
     default: generated for the target's sites). Writes the found theory, the trail, the plot and
     the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
@@ -104,7 +105,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         _arguments.check(name, value, optional=True)
     _arguments.check("tries", tries)
     _arguments.check("target_coverage", target_coverage)
-    config = FitConfig(seed=seed, max_steps=max_steps, progress=False)
+    config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code) if isinstance(start, str) else start
     acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
@@ -155,7 +156,7 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
-          cache_dir=None, trust_code: bool = False, log=print) -> list:
+          cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None) -> list:
     """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
     network intervened on with torch hooks, the theory run free under the same intervention. The
     fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
@@ -170,6 +171,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
     _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
+    max_memory = _arguments.memory(max_memory, optional=True)
     if n is not None and run_dir is not None:
         raise ArgumentError("--n sets the examples of a new fit; with --run the run's own capture is used")
     theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
@@ -183,7 +185,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
         fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
-                       progress=False, log=lambda m: None).fitted
+                       progress=False, log=lambda m: None, max_memory=max_memory).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -212,15 +214,18 @@ def _structure(theory: Theory) -> dict:
 
 
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
-              limit: int | None = None, shift: str | None = None, n: int | None = None) -> "Scorecard":
+              limit: int | None = None, shift: str | None = None, n: int | None = None,
+              max_memory: int | str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json. ``shift``
     also captures the theory's sites on that named shift of its target (``n`` examples, default
     as many as its own capture, into the same store) and adds the coverage there to the
-    scorecard's ``shifted`` (earlier shifts' entries are kept)."""
+    scorecard's ``shifted`` (earlier shifts' entries are kept). ``max_memory`` bounds the
+    prequential refits (default: what the machine has free)."""
     from theorycraft.scoring import Scorecard, score
 
     _arguments.check("limit", limit, optional=True)
     _arguments.check("n", n, optional=True)
+    max_memory = _arguments.memory(max_memory, optional=True)
     shift = _arguments.shift(shift)
     if n is not None and shift is None:
         raise ArgumentError("n sizes the shifted capture: give a shift too (--shift NAME), or leave n out")
@@ -236,7 +241,8 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
         shifted = {}
     if shift is not None:
         shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code)
-    card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit)
+    card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
+                 max_memory=max_memory)
     card = card.replace(shifted=shifted)
     card.save(run_dir)
     return card

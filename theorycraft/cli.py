@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, site_flag
+from theorycraft._arguments import flag, memory_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
@@ -103,7 +103,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log)
+                    fit_mode=args.fit, log=log, max_memory=args.max_memory)
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -114,7 +114,7 @@ def _score(args: argparse.Namespace) -> int:
     from theorycraft.api import score_run
 
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
-                     limit=args.limit, shift=args.shift, n=args.n)
+                     limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -124,7 +124,7 @@ def _check(args: argparse.Namespace) -> int:
     from theorycraft.api import check
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -186,7 +186,7 @@ def _search(args: argparse.Namespace) -> int:
     result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr))
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory)
     final, out = result.final, result.out
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    _max_memory(inf)
     _common(inf)
 
     sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and report coverage there (theorycraft shifts TARGET lists them)")
     sc.add_argument("--n", type=flag("n"), default=None, help="examples of the shifted capture (default: as many as "
                     "the run's capture)")
+    _max_memory(sc)
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     chk = command("check", _check, "check a theory's axioms: intervene on the network and on the theory alike, "
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
     chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
     chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
+    _max_memory(chk)
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
@@ -355,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
     se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    _max_memory(se)
     _common(se)
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
@@ -368,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
     sub.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+
+
+def _max_memory(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--max-memory", type=memory_flag, metavar="SIZE", help="refuse a theory whose fit would need "
+                     "more memory than this, e.g. 4G or 512M (default: what the machine has free)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -327,13 +327,7 @@ def _out_of_space(directory: Path, needed: int) -> StoreError:
                       f"bigger disk, then run the same command again: the shards already written are kept")
 
 
-def _size(n: float) -> str:
-    unit = "bytes"
-    for bigger in ("KB", "MB", "GB"):
-        if n < 1000:
-            break
-        n, unit = n / 1000, bigger
-    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+_size = _arguments.bytes_text  # one way to write a size in a message
 
 
 def _remove_stale_temporaries(directory: Path) -> None:

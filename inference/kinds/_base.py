@@ -8,6 +8,7 @@ means differently. The hooks, by stage:
     language   schema, expression_names, problems, reads_field, may_read_its_site, per_position
     outline    features (output width, symbolic), parameter_shapes
     plan       plan_width (with plan-time checks), input_shapes, expression_inputs
+    size       param_count, row_bytes, solve_bytes (priced before anything is allocated)
     engine     init, apply, fixed, penalty, warm_start, closed_form (-> a site solver)
     scoring    send / receive (parameters as coded), latents + codes (per-example codes)
     search     merges, takes_head, estimate
@@ -90,6 +91,31 @@ class Kind:
         """Its expressions' values in the site's rows ([rows, expressions]), computed once per
         batch and handed to ``apply`` as its first input (before what it reads)."""
         return ctx.rows([e for _, e in spec.expressions()])
+
+    # --- size: the plan prices a theory before anything is allocated -------------------------
+
+    def param_count(self, name: str, spec, plan) -> int:
+        """Parameters it fits (float32 each). Default: the leaves ``init`` would return, traced
+        abstractly by ``jax.eval_shape`` (shapes only, nothing allocated); none for a fixed kind."""
+        if self.fixed:
+            return 0
+        import math
+
+        import jax
+
+        shapes = plan.shapes(name)
+        leaves = jax.eval_shape(lambda key: self.init(key, spec, shapes), jax.ShapeDtypeStruct((2,), "uint32"))
+        return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(leaves))
+
+    def row_bytes(self, name: str, spec, plan) -> int:
+        """Bytes it computes for one example (float32, in all of its rows): its output and what
+        it holds on the way. Default: its output."""
+        return 4 * plan.widths[name] * plan.rows_per_example(name)
+
+    def solve_bytes(self, name: str, spec, plan) -> int:
+        """Bytes a closed-form solve of it holds once per fit besides its parameters (sufficient
+        statistics, solver vectors). Default: none."""
+        return 0
 
     # --- engine ---------------------------------------------------------------------------------
 

@@ -87,6 +87,10 @@ class AggregateKind(Kind):
                               f"({{kind: linear, from: {name}, predicts: {spec.predicts}}})", "predicts")
         return width
 
+    def row_bytes(self, name, spec, plan):
+        t = plan.rows_per_example(name)  # a row per query position
+        return 4 * t * (t + 2 * plan.widths[name])  # each query's keys, the value and what it moves
+
     def input_shapes(self, name, spec, plan):
         return Shapes(tuple(plan.widths[r] for r in spec.reads()), plan.widths[name])
 

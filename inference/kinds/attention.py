@@ -59,6 +59,12 @@ class AttentionKind(Kind):
             ctx.problem(name, f"expected a head below {shape[0]} (the site's head count), found {spec.head}", "head")
         return shape[1] * shape[2]
 
+    def param_count(self, name, spec, plan):
+        return 1 + plan.widths[name]  # the sharpness and the [T, T] prior
+
+    def row_bytes(self, name, spec, plan):
+        return 3 * 4 * plan.widths[name]  # per example: the rule, the logits and the pattern, [T, T] each
+
     def input_shapes(self, name, spec, plan):
         return Shapes((plan.widths[name],), plan.widths[name])  # one input: the rule over [T, T]
 

@@ -47,8 +47,21 @@ class DictionaryKind(Kind):
         if not spec.k:
             ctx.problem(name, "expected 'k' (active latents per example): the engine fits top-k dictionaries; "
                               "an L1 penalty on codes is not fitted yet", key=True)
+        if spec.k and spec.k > spec.width:
+            ctx.problem(name, f"expected k (active latents per example) of at most its width {spec.width}, found "
+                              f"{spec.k}", "k")
         target = ctx.widths.get(spec.predicts) if spec.predicts else None
         return target or sum(ctx.widths[r] for r in spec.reads())
+
+    def param_count(self, name, spec, plan):
+        n_in, out = sum(plan.shapes(name).inputs), plan.widths[name]
+        return n_in * spec.width + spec.width + spec.width * out + out  # encoder, its bias, decoder, its bias
+
+    def row_bytes(self, name, spec, plan):
+        """The pre-activations of every latent, the k gathered encoder columns and decoder rows,
+        and the output."""
+        n_in, out = sum(plan.shapes(name).inputs), plan.widths[name]
+        return 4 * (spec.width + (spec.k or spec.width) * (n_in + out + 2) + out) * plan.rows_per_example(name)
 
     def init(self, key, spec, shapes):
         import jax

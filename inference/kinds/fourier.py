@@ -31,6 +31,10 @@ class FourierKind(Kind):
     def features(self, spec, width_of):
         return 2 * len(spec.frequencies) * len(spec.of)
 
+    def row_bytes(self, name, spec, plan):
+        width = plan.widths[name]  # the angles are half of it: [rows, of, frequencies]
+        return 4 * (len(spec.of) + width + width // 2) * plan.rows_per_example(name)
+
     def apply(self, params, spec, inputs):
         import jax.numpy as jnp
 

@@ -37,6 +37,31 @@ class LinearKind(Kind):
                   else {"weight": f"[{fan_in}, {out}]"})
         return {**shapes, **({"bias": f"[{out}]"} if spec.bias else {})}
 
+    def plan_width(self, name, spec, ctx):
+        width = super().plan_width(name, spec, ctx)
+        fan_in = sum(ctx.widths.get(r, 0) for r in spec.reads())
+        if spec.rank and width and fan_in and spec.rank > min(fan_in, width):
+            ctx.problem(name, f"expected a rank of at most {min(fan_in, width)} (the smaller of its {fan_in} input "
+                              f"features and {width} outputs), found {spec.rank}; leave 'rank' out for a map of "
+                              f"full rank", "rank")
+        return width
+
+    def param_count(self, name, spec, plan):
+        n_in, out = sum(plan.shapes(name).inputs), plan.widths[name]
+        return (spec.rank * (n_in + out) if spec.rank else n_in * out) + (out if spec.bias else 0)
+
+    def row_bytes(self, name, spec, plan):
+        out = plan.widths[name]
+        return 4 * ((spec.rank or 0) + out * (2 if spec.activation else 1)) * plan.rows_per_example(name)
+
+    def solve_bytes(self, name, spec, plan):
+        """The exact ridge holds XᵀX (float64) for train, validation and both, and its
+        eigendecomposition; and XᵀY for each."""
+        if self.closed_form(spec, plan, 1) is None:
+            return 0
+        n_in, out = sum(plan.shapes(name).inputs), plan.widths[name]
+        return 8 * (4 * n_in * n_in + 3 * n_in * out)
+
     def init(self, key, spec, shapes):
         import jax
         import jax.numpy as jnp

@@ -53,6 +53,17 @@ class LookupKind(Kind):
         ctx.lookup_sizes[name] = tuple(sizes)
         return width
 
+    def param_count(self, name, spec, plan):
+        return plan.shapes(name).inputs[0] * plan.widths[name]  # a row per joint key (and the outside row)
+
+    def row_bytes(self, name, spec, plan):
+        return 4 * (len(spec.of) + 1 + plan.widths[name]) * plan.rows_per_example(name)  # keys, cell, its row
+
+    def solve_bytes(self, name, spec, plan):
+        """Conjugate gradients hold about eight float64 arrays of the table's size (the solution,
+        residual, preconditioned residual, direction, its product, Xᵀy, the start and the best)."""
+        return 8 * 8 * self.param_count(name, spec, plan)
+
     def input_shapes(self, name, spec, plan):
         """One input, the joint cell: a row per joint value of the keys, and the outside row."""
         return Shapes((table_rows(plan.lookup_sizes[name], spec.outside),), plan.widths[name])

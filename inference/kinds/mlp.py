@@ -28,6 +28,13 @@ class MLPKind(Kind):
         sizes = [fan_in, *spec.hidden, out]
         return {f"layer{k}": f"[{a}, {b}] + [{b}]" for k, (a, b) in enumerate(zip(sizes, sizes[1:]))}
 
+    def param_count(self, name, spec, plan):
+        sizes = [sum(plan.shapes(name).inputs), *spec.hidden, plan.widths[name]]
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+    def row_bytes(self, name, spec, plan):
+        return 4 * (2 * sum(spec.hidden) + plan.widths[name]) * plan.rows_per_example(name)  # before, after activation
+
     def init(self, key, spec, shapes):
         import jax
         import jax.numpy as jnp

@@ -43,13 +43,13 @@ def fidelity(fitted, examples: Examples) -> Scorecard:
 
 
 def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = False, refit=None,
-          limit: int | None = None, data=None, interventions_over=None) -> Scorecard:
+          limit: int | None = None, data=None, interventions_over=None, max_memory: int | None = None) -> Scorecard:
     """The fitted theory's scorecard. ``bits`` adds size and MDL; ``target`` (a runnable model)
     adds splice and counterfactual fidelity (under the standard interventions of the sites
     ``interventions_over``, {name: Site}: default the theory's own; a benchmark passes its
     reference's, so that every theory of a target faces the same ones); ``prequential`` adds the
     online code, refitting with ``refit(indices)`` (default: the theory's own fit on those
-    examples). ``limit`` caps the validation and test examples (quick benchmarks)."""
+    examples; ``max_memory`` bounds them). ``limit`` caps the validation and test examples (quick benchmarks)."""
     examples = examples_of(fitted, acts, data, limit)
     card = fidelity(fitted, examples)
     if bits or prequential:  # the online code is a part of the MDL record
@@ -58,7 +58,8 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
                             mdl=mdl(fitted, size, measure(fitted.mean_only(), examples), examples))
     if prequential:
         mode = fitted.fit_info.get("mode", "stagewise")  # refit as the theory was fitted
-        refit = refit or (lambda index: fit(fitted.theory, acts, FitConfig(progress=False, mode=mode), examples=index,
+        refit = refit or (lambda index: fit(fitted.theory, acts, FitConfig(progress=False, mode=mode,
+                                                                                  max_memory=max_memory), examples=index,
                                             data=examples.data))
         extra = prequential_code(fitted, examples, refit)
         card = card.replace(mdl=dataclasses.replace(card.mdl, **extra))
