@@ -7,6 +7,7 @@ say ``file:line:col`` for any value without carrying positions through the data 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -23,6 +24,7 @@ Path = tuple  # a key path into the loaded data: ('components', 'waves', 'freque
 # deep and expand (aliases included) to at most MAX_NODES values.
 MAX_FILE_BYTES = 1_000_000
 MAX_DEPTH = 64
+MAX_INTEGER = 10_000_000  # any size, rank, index or count a theory states: larger ones would allocate without bound
 MAX_NODES = 100_000  # keys and values; aliases can expand exponentially ("billion laughs"); stop long before that
 # libyaml's parser when PyYAML has it (about 7x faster); the pure-Python one words errors better
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -103,11 +105,18 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode):
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.problem(node.start_mark, f"expected plain YAML data, found tag '{node.tag}' "
                                           f"({getattr(exc, 'problem', None) or 'not allowed'})")
             return None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            self.problem(node.start_mark, f"expected an integer of at most {MAX_INTEGER:,} in size, found {node.value}")
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem(node.start_mark, f"expected a finite number, found {node.value}")
+            return None
+        return value
 
     def build_mapping(self, node: yaml.MappingNode, path: Path) -> dict:
         result: dict = {}

@@ -105,3 +105,13 @@ def shift(name):
         return name
     raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft shifts "
                         f"TARGET lists them), got {name!r}")
+
+
+def include_path_flag(text: str) -> str:
+    """``--include-path DIR``: a directory theory files may include from (besides their own)."""
+    import os
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a directory theory files may include from, got {text!r} "
+                                         f"(not a directory)")
+    return text
