@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Collection, Iterable, Literal
 
 
 @dataclass(frozen=True, order=True)
@@ -33,9 +33,16 @@ class TheoryError(Exception):
         return tuple(d for d in self.diagnostics if d.severity == "error")
 
 
+MAX_SUGGESTION_CHOICES = 1_000  # comparing a word with more would cost more than a hint is worth
+
+
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
-    if not isinstance(word, str):
+    """`` (did you mean 'x'?)`` when a close match exists among at most MAX_SUGGESTION_CHOICES
+    choices, else ``''``."""
+    if not isinstance(word, str) or len(word) > 100:
+        return ""
+    choices = choices if isinstance(choices, Collection) else list(choices)
+    if len(choices) > MAX_SUGGESTION_CHOICES:
         return ""
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -16,6 +16,10 @@ expression serves both the store (numpy) and the engine (jit). Semantics:
   ``x[j]`` at the key.
 - Arithmetic ``+ - * / // % **`` (``x % 0`` and ``x // 0`` are 0), comparisons (chainable), ``and or not``, ``x if c else y``, and
   the functions in FUNCTIONS. Results broadcast to ``[N, T]`` (``[N, T, T]`` for attention).
+- What cannot be evaluated is refused: at parse time where the text proves it (a literal
+  exponent that is negative or not an integer, a division by the literal 0), and when evaluated
+  with numpy a value that is not finite (``1 / x`` where ``x`` is 0, an overflow) is an
+  EvaluationError naming the expression and the first example where it happens.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 POSITION_NAMES = frozenset({"token", "i", "position", "T", "true", "false"})
 PAIR_NAMES = POSITION_NAMES | {"j"}  # attention rules also see the key position
@@ -57,6 +63,11 @@ class ExprError(ValueError):
         super().__init__(message)
         self.message = message
         self.offset = offset
+
+
+class EvaluationError(Exception):
+    """An expression whose value is not a finite number on some example (a division by zero, an
+    overflow); the message names the expression and the first example index."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,15 @@ def _check(node: ast.AST, text: str, names: list, reductions: list, bound: bool 
         return _check_call(node, text, names, reductions, bound)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         check(node.left)
-        return check(node.right)
+        check(node.right)
+        literal = _literal(node.right)
+        if isinstance(node.op, ast.Pow) and literal is not None and (literal < 0 or literal != int(literal)):
+            reject(f"expected a non-negative integer exponent, found {ast.unparse(node.right)} (for a "
+                   f"reciprocal write 1 / x)", node.right)
+        if isinstance(node.op, ast.Div) and literal == 0:
+            reject(f"expected a divisor that is not 0, found {ast.unparse(node.right)} (x / 0 is not a number; "
+                   f"x // 0 and x % 0 are 0)", node.right)
+        return
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
         return check(node.operand)
     if isinstance(node, ast.BoolOp):
@@ -169,6 +188,16 @@ def _check(node: ast.AST, text: str, names: list, reductions: list, bound: bool 
     if isinstance(node, (ast.BinOp, ast.Compare)):
         what = "that operator"
     reject(f"{what} is not allowed in expressions")
+
+
+def _literal(node: ast.AST) -> float | None:
+    """The number a literal operand spells (``2``, ``-1``, ``0.5``), or None for anything else."""
+    sign = 1
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign, node = (-sign if isinstance(node.op, ast.USub) else sign), node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float)):
+        return sign * node.value
+    return None
 
 
 def _check_call(node: ast.Call, text: str, names: list, reductions: list, bound: bool) -> None:
@@ -247,10 +276,23 @@ def _pairs(env: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate(expr: Expr, env: Mapping[str, Any]):
-    """Value of ``expr`` in ``env``, broadcast to the env's full shape."""
+def evaluate(expr: Expr, env: Mapping[str, Any], name: str | None = None):
+    """Value of ``expr`` in ``env``, broadcast to the env's full shape. With numpy a value that is
+    not finite is an EvaluationError (numpy's warnings of it are not printed: the error says it);
+    ``name`` is what the message calls the expression (default: its text)."""
     xp = env["_xp"]
-    return xp.broadcast_to(xp.asarray(_eval(expr.tree.body, env)), env["_shape"])
+    if xp is not np:  # traced (jax): checked where the same expression runs with numpy
+        return xp.broadcast_to(xp.asarray(_eval(expr.tree.body, env)), env["_shape"])
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        value = np.broadcast_to(np.asarray(_eval(expr.tree.body, env)), env["_shape"])
+    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+        where = tuple(int(k) for k in np.argwhere(~np.isfinite(value))[0])
+        at = f"example {where[0]}" + (f", position {where[1]}" if len(where) > 1 else "") + \
+             (f", key {where[2]}" if len(where) > 2 else "")
+        raise EvaluationError(f"{name or 'expression'} '{expr.text}' is {value[where]} at {at} (the first "
+                              f"of {int((~np.isfinite(value)).sum())}); expected a finite number: guard a "
+                              f"division (where(x == 0, 0, 1 / x)) or keep powers small")
+    return value
 
 
 def evaluate_variables(variables: Mapping[str, Expr], tokens, xp, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -259,7 +301,7 @@ def evaluate_variables(variables: Mapping[str, Expr], tokens, xp, given: Mapping
     env = position_env(tokens, xp)
     values = {}
     for name, expr in variables.items():
-        value = given[name] if given and name in given else evaluate(expr, env)
+        value = given[name] if given and name in given else evaluate(expr, env, f"variable '{name}' =")
         env[name] = env["_full"][name] = values[name] = value
     return values
 
@@ -277,6 +319,9 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
         if isinstance(node.op, (ast.Mod, ast.FloorDiv)):  # x % 0 and x // 0 are 0, in numpy and JAX alike
             zero = right == 0
             return xp.where(zero, 0, _BINARY[type(node.op)](left, xp.where(zero, 1, right)))
+        if isinstance(node.op, ast.Pow) and xp is np and np.issubdtype(np.result_type(left, right), np.integer) \
+                and (np.asarray(right) < 0).any():  # numpy refuses integers to negative powers
+            left = np.asarray(left, np.float64)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from pydantic import StrictStr, TypeAdapter, ValidationError
 
@@ -18,7 +18,7 @@ from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, REDUCTIONS, Expr
 from ._axioms import OUTPUT, Axiom
 from ._model import Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile, TheoryName, _list_of
 from ._theory import Origin, Theory, walk_reads
-from ._yaml import Path, SourceMap, load_yaml
+from ._yaml import MAX_FILE_BYTES, Path, SourceMap, load_yaml, read_limited
 
 SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression),
             "components": None}  # components: validated by their kind's schema (validate_component)
@@ -27,12 +27,39 @@ _SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "d
             "include": TypeAdapter(_list_of(StrictStr, min_length=0)), "inputs": TypeAdapter(_list_of(Name, min_length=0))}
 _NAME = TypeAdapter(Name)
 RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS) | set(REDUCTIONS)
+MAX_PARTS = 1_000  # sites, variables, components and axioms of a theory and its includes together
 _PLAIN = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
           "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
           "bool_parsing": "true or false", "string_type": "text", "dict_type": "a mapping",
           "model_type": "a mapping", "model_attributes_type": "a mapping", "tuple_type": "a list",
           "list_type": "a list", "string_pattern_mismatch":
           "a name of letters, digits and '_' that starts with a letter"}
+
+
+MAX_ERRORS = 100  # then validation stops: suggestions for thousands of misspellings would cost minutes
+
+
+class _Problems(list):
+    """The diagnostics found so far; the error that makes MAX_ERRORS stops validation (_Stop)."""
+
+    errors = 0
+
+    def append(self, diagnostic: Diagnostic) -> None:
+        super().append(diagnostic)
+        self.errors += diagnostic.severity == "error"
+        if self.errors == MAX_ERRORS:
+            super().append(Diagnostic(diagnostic.path, diagnostic.line, diagnostic.col, "error",
+                                      f"too many errors: stopped after {MAX_ERRORS}; fix these first"))
+            raise _Stop
+
+    def __iadd__(self, diagnostics):
+        for d in diagnostics:
+            self.append(d)
+        return self
+
+
+class _Stop(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -46,14 +73,17 @@ class _Part:
 class _Reader:
     """Reads a theory file and everything it includes, collecting parts and diagnostics."""
 
-    def __init__(self, trust_code: bool = False):
+    def __init__(self, trust_code: bool = False, include_paths: Sequence[str] = ()):
         self.trust_code = trust_code  # may a 'kind: module:attr' import its module?
-        self.diagnostics: list[Diagnostic] = []
+        self.roots = [os.path.realpath(p) for p in include_paths]  # + the top file's directory, in read
+        self.diagnostics = _Problems()
         self.parts: list[_Part] = []
         self.top: dict[str, Any] = {}
         self.root_source: Optional[SourceMap] = None
         self.seen: set[str] = set()
         self.axioms: dict[str, tuple[Axiom, Origin]] = {}
+        self.bytes_left = MAX_FILE_BYTES  # of the top file and its includes together
+        self.parts_left = MAX_PARTS
 
     def error(self, source: SourceMap, path: Path, message: str, **kw) -> None:
         self.diagnostics.append(source.diagnostic(path, message, **kw))
@@ -67,20 +97,20 @@ class _Reader:
         if real in self.seen:  # a diamond: the same parts, included twice, are one set of parts
             return
         self.seen.add(real)
+        root = included_at is None
+        if root:  # includes stay inside the top file's directory (and the --include-path ones)
+            self.roots.insert(0, os.path.realpath(os.path.dirname(os.path.abspath(display))))
         if text is None:
             try:
-                with open(display, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                problem = f"cannot read '{display}': {reason}"
+                text = read_limited(display, max(self.bytes_left, 0))
+            except ValueError as exc:
                 if included_at:
-                    return self.error(*included_at, problem)
-                self.diagnostics.append(Diagnostic(display, 1, 1, "error", problem))
+                    return self.error(*included_at, str(exc))
+                self.diagnostics.append(Diagnostic(display, 1, 1, "error", str(exc)))
                 return
+        self.bytes_left -= len(text)
         data, source, problems = load_yaml(text, display)
         self.diagnostics += problems
-        root = included_at is None
         if root:
             self.root_source = source
         if data is None and not problems:
@@ -96,8 +126,31 @@ class _Reader:
             self.read_section(section, data.get(section), source)
         includes = self.top.get(("include", display)) or ()
         for k, entry in enumerate(includes):
-            target = os.path.normpath(os.path.join(os.path.dirname(display), entry))
-            self.read(target, chain + (real,), included_at=(source, ("include", k)))
+            at = (source, ("include", k))
+            target, problem = self.include_target(display, entry)
+            if problem:
+                self.error(*at, problem)
+            else:
+                self.read(target, chain + (real,), included_at=at)
+
+    def include_target(self, including: str, entry: str) -> tuple[Optional[str], Optional[str]]:
+        """The path an include names (relative to the including file), or why it may not be read:
+        it is absolute, or it leads (links followed) outside the directories includes may read."""
+        if os.path.isabs(entry):
+            return None, (f"expected a path relative to this file, found the absolute path '{entry}'; "
+                          f"includes read only files under {self.shown_roots()}")
+        target = os.path.normpath(os.path.join(os.path.dirname(including), entry))
+        real = os.path.realpath(target)
+        if not any(os.path.commonpath([real, root]) == root for root in self.roots):
+            return None, (f"include '{entry}' leads outside the directories includes may read "
+                          f"({self.shown_roots()}, links followed); expected a file under them (name another "
+                          f"directory with --include-path DIR)")
+        return target, None
+
+    def shown_roots(self) -> str:
+        here = os.getcwd()
+        return ", ".join(repr(os.path.relpath(r, here) if os.path.commonpath([r, here]) == here else r)
+                         for r in self.roots)
 
     def read_top(self, data: dict, source: SourceMap, root: bool) -> None:
         allowed = _allowed_top(root)
@@ -125,7 +178,7 @@ class _Reader:
             return
         if not isinstance(entries, dict):
             return self.error(source, (section,), f"expected a mapping of names to {section}, found {describe(entries)}")
-        for name, raw in entries.items():
+        for name, raw in self.within_limit(entries, source, section):
             path = (section, name)
             if not isinstance(name, str) or not _valid(_NAME, name):
                 self.error(source, path, f"expected a name of letters, digits and '_' that starts with a "
@@ -145,7 +198,7 @@ class _Reader:
     def read_axioms(self, entries: Any, source: SourceMap) -> None:
         if not isinstance(entries, dict):
             return self.error(source, ("axioms",), f"expected a mapping of names to axioms, found {describe(entries)}")
-        for name, raw in entries.items():
+        for name, raw in self.within_limit(entries, source, "axioms"):
             path = ("axioms", name)
             if not isinstance(name, str) or not _valid(_NAME, name):
                 self.error(source, path, f"expected a name of letters, digits and '_' that starts with a "
@@ -161,6 +214,21 @@ class _Reader:
                 self.diagnostics += [_pydantic_diagnostic(err, raw, source, path, Axiom) for err in exc.errors()]
                 continue
             self.axioms[name] = (value, Origin(source, path))
+
+    def within_limit(self, entries: dict, source: SourceMap, section: str) -> list[tuple[Any, Any]]:
+        """A section's entries, as many as MAX_PARTS leaves room for; the first past it is reported
+        (once), and the rest are not validated: checking costs time per part."""
+        items = list(entries.items())
+        if len(items) > self.parts_left:
+            if self.parts_left >= 0:
+                self.error(source, (section, items[self.parts_left][0]), (
+                    f"expected at most {MAX_PARTS:,} named parts (sites, variables, components and axioms, "
+                    f"includes counted), found more; split the theory or share fewer parts"), key=True)
+            items = items[:max(self.parts_left, 0)]
+            self.parts_left = -1
+        else:
+            self.parts_left -= len(items)
+        return items
 
     def validate(self, adapter: TypeAdapter, raw: Any, source: SourceMap, path: Path):
         try:
@@ -418,65 +486,80 @@ def _upstream_sites(name: str, components: dict[str, _Part]) -> set[str]:
 
 
 def _check_cycles(parts: dict[str, _Part], edges, section: str, error) -> None:
-    """Report each cycle once, at its first member in file order."""
+    """Report each cycle once, at its first member in file order. Depth-first with a stack of its
+    own: a chain of a thousand variables is not a thousand Python frames."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for nxt in edges(parts[name]):
-            if parts[nxt].value is None:
+    for start, part in parts.items():
+        if start in state or part.value is None:
+            continue
+        state[start], trail, stack = 1, [start], [iter(edges(part))]
+        while stack:
+            nxt = next(stack[-1], _END)
+            if nxt is _END:
+                state[trail.pop()] = 2
+                stack.pop()
+            elif parts[nxt].value is None:
                 continue
-            if state.get(nxt) == 1:
+            elif state.get(nxt) == 1:
                 loop = trail[trail.index(nxt):] + [nxt]
                 error(parts[nxt], (), f"cycle in {section}: {' -> '.join(loop)}", key=True)
             elif nxt not in state:
-                visit(nxt, trail + [nxt])
-        state[name] = 2
-
-    for name, part in parts.items():
-        if name not in state and part.value is not None:
-            visit(name, [name])
+                state[nxt] = 1
+                trail.append(nxt)
+                stack.append(iter(edges(parts[nxt])))
 
 
 def _dependency_order(parts: dict[str, _Part], edges) -> list[str]:
+    """Each part after everything it reads (depth-first, post-order, with a stack of its own)."""
     order: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in order:
-            return
-        for nxt in edges(parts[name]):
-            if nxt in parts:
-                visit(nxt)
-        order.append(name)
-
-    for name in parts:
-        visit(name)
+    done: set[str] = set()
+    for start in parts:
+        if start in done:
+            continue
+        done.add(start)
+        stack = [(start, iter(edges(parts[start])))]
+        while stack:
+            name, following = stack[-1]
+            nxt = next(following, _END)
+            if nxt is _END:
+                order.append(name)
+                stack.pop()
+            elif nxt in parts and nxt not in done:
+                done.add(nxt)
+                stack.append((nxt, iter(edges(parts[nxt]))))
     return order
+
+
+_END = object()
 
 
 # --- the driver -----------------------------------------------------------------------------------
 
-def check_theory(path: str, text: Optional[str] = None, *,
-                 trust_code: bool = False) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
+def check_theory(path: str, text: Optional[str] = None, *, trust_code: bool = False,
+                 include_paths: Sequence[str] = ()) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
     """Validate a theory file. Returns the Theory (None if any error) and all diagnostics,
     warnings included, sorted by position. ``trust_code`` lets a ``kind: module:attr`` import
-    its module (it runs that module's code)."""
-    reader = _Reader(trust_code)
-    reader.read(path, text=text)
+    its module (it runs that module's code). Includes may read files under the top file's
+    directory and under ``include_paths``."""
+    reader = _Reader(trust_code, include_paths)
     parts: dict[str, _Part] = {}
-    for part in reader.parts:
-        first = parts.get(part.name)
-        if first is not None:
-            pos = first.origin.source.key(first.origin.path)
-            reader.error(part.origin.source, part.origin.path,
-                         f"duplicate name '{part.name}': already a {SECTION_NOUN[first.section]} at "
-                         f"{first.origin.source.path}:{pos.line}", key=True)
-            continue
-        parts[part.name] = part
-    _check_references(parts, reader.diagnostics)
-    if reader.root_source is not None and not any(d.severity == "error" for d in reader.diagnostics):
-        _check_inputs(parts, tuple(reader.top.get("inputs") or ()), reader.root_source, reader.diagnostics)
-    _check_axioms(parts, reader.axioms, tuple(reader.top.get("inputs") or ()), reader.diagnostics)
+    try:
+        reader.read(path, text=text)
+        for part in reader.parts:
+            first = parts.get(part.name)
+            if first is not None:
+                pos = first.origin.source.key(first.origin.path)
+                reader.error(part.origin.source, part.origin.path,
+                             f"duplicate name '{part.name}': already a {SECTION_NOUN[first.section]} at "
+                             f"{first.origin.source.path}:{pos.line}", key=True)
+                continue
+            parts[part.name] = part
+        _check_references(parts, reader.diagnostics)
+        if reader.root_source is not None and not any(d.severity == "error" for d in reader.diagnostics):
+            _check_inputs(parts, tuple(reader.top.get("inputs") or ()), reader.root_source, reader.diagnostics)
+        _check_axioms(parts, reader.axioms, tuple(reader.top.get("inputs") or ()), reader.diagnostics)
+    except _Stop:  # MAX_ERRORS found: the rest would mostly repeat them
+        pass
     diagnostics = tuple(sorted(set(reader.diagnostics)))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
@@ -511,17 +594,20 @@ def declare_inputs(data: dict) -> dict:
     return {**data, "inputs": inputs} if inputs else data
 
 
-def load_theory(path: str, *, trust_code: bool = False) -> Theory:
-    """Parse and validate a theory file (and its includes); raises TheoryError listing every problem."""
-    theory, diagnostics = check_theory(str(path), trust_code=trust_code)
+def load_theory(path: str, *, trust_code: bool = False, include_paths: Sequence[str] = ()) -> Theory:
+    """Parse and validate a theory file (and its includes, which may read files under its
+    directory and ``include_paths``); raises TheoryError listing every problem."""
+    theory, diagnostics = check_theory(str(path), trust_code=trust_code, include_paths=include_paths)
     if theory is None:
         raise TheoryError(diagnostics)
     return theory
 
 
-def parse_theory(text: str, path: str = "<string>", *, trust_code: bool = False) -> Theory:
-    """Like load_theory, from text. Includes resolve relative to the current directory."""
-    theory, diagnostics = check_theory(path, text=text, trust_code=trust_code)
+def parse_theory(text: str, path: str = "<string>", *, trust_code: bool = False,
+                 include_paths: Sequence[str] = ()) -> Theory:
+    """Like load_theory, from text. Includes resolve relative to ``path``'s directory (the current
+    directory for a name like ``<string>``) and stay under it (or ``include_paths``)."""
+    theory, diagnostics = check_theory(path, text=text, trust_code=trust_code, include_paths=include_paths)
     if theory is None:
         raise TheoryError(diagnostics)
     return theory

@@ -2,9 +2,11 @@
 theory run free under the same intervention; counterfactual fidelity."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+
 import yaml
 
 from theorycraft.api import check, infer
@@ -134,7 +136,7 @@ def test_bad_places_and_tokens_are_clear_errors(superposition_run, tmp_path, cap
 
 def test_modadd_axioms_hold_and_removing_the_key_frequencies_breaks_the_network(tmp_path):
     data = yaml.safe_load((EXAMPLES / "modadd_fourier.yaml").read_text())
-    data["include"] = [str(EXAMPLES / "parts" / "modadd_inputs.yaml")]
+    shutil.copytree(EXAMPLES / "parts", tmp_path / "parts")  # includes stay under the theory's directory
     data["axioms"]["the_rest_is_small"] = {"keep": "hook_embed", "subspace": "waves", "invariant": "hook_embed",
                                            "tolerance": 0.05}
     path = tmp_path / "modadd.yaml"

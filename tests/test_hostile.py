@@ -304,3 +304,107 @@ def test_an_hf_directory_without_weights_says_what_it_lacks(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: hf:{tmp_path}: {tmp_path} is not a loadable Hugging Face model directory")
     no_traceback(captured)
+
+
+# --- theory files: includes, sizes, depth, expressions ------------------------------------------
+
+HEAD = "theory: t\ntarget: builtin:modadd-p113\n"
+
+
+def _validate(capsys, *argv):
+    import time
+
+    start = time.perf_counter()
+    code = main(["validate", *map(str, argv)])
+    captured = capsys.readouterr()
+    no_traceback(captured)
+    assert time.perf_counter() - start < 5
+    return code, captured.err
+
+
+def test_includes_stay_inside_the_theory_tree_and_quote_nothing(tmp_path, capsys):
+    import os
+
+    (tmp_path / "theory" / "parts").mkdir(parents=True)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "s.yaml").write_text("sites: {s: blocks.0.hook_resid_post}\n")
+    os.symlink("/etc/passwd", tmp_path / "theory" / "parts" / "link.yaml")
+    os.mkfifo(tmp_path / "theory" / "parts" / "fifo.yaml")
+    top = tmp_path / "theory" / "t.yaml"
+    top.write_text(HEAD + "include: [/etc/passwd, ../../../../../../etc/passwd, /dev/zero, parts/link.yaml, "
+                          "parts/fifo.yaml, ../shared/s.yaml]\n")
+    code, err = _validate(capsys, top)
+    assert code == 1 and "root:" not in err
+    lines = err.splitlines()
+    assert f"{top}:3:11: error: expected a path relative to this file, found the absolute path '/etc/passwd'" in lines[0]
+    assert "include '../../../../../../etc/passwd' leads outside the directories includes may read" in lines[1]
+    assert "found the absolute path '/dev/zero'" in lines[2]
+    assert "include 'parts/link.yaml' leads outside" in lines[3]  # a link out counts as leaving
+    assert "expected a regular file, found a pipe" in lines[4]
+    assert "include '../shared/s.yaml' leads outside" in lines[5] and "--include-path DIR" in lines[5]
+    top.write_text(HEAD + "include: [../shared/s.yaml]\n")  # allowed once its directory is named
+    code, err = _validate(capsys, top, "--include-path", tmp_path / "shared")
+    assert code == 0, err
+
+
+def test_parse_theory_resolves_in_tree_includes_from_the_current_directory(tmp_path, monkeypatch):
+    from theorycraft.spec import parse_theory
+
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "s.yaml").write_text("sites: {s: blocks.0.hook_resid_post}\n")
+    monkeypatch.chdir(tmp_path)
+    theory = parse_theory(HEAD + "include: [parts/s.yaml]\ncomponents:\n  c: {kind: rule, when: 'i > 0'}\n"
+                                 "  r: {kind: linear, from: c, predicts: s}\n")
+    assert list(theory.sites) == ["s"]
+
+
+def test_devices_huge_deep_and_crowded_files_are_refused_fast(tmp_path, capsys):
+    code, err = _validate(capsys, "/dev/zero")
+    assert code == 1 and "expected a regular file, found a character device" in err
+    big = tmp_path / "big.yaml"
+    big.write_text(HEAD + "description: '" + "x" * 1_000_001 + "'\n")
+    code, err = _validate(capsys, big)
+    assert code == 1 and "expected a file of at most 1,000,000 bytes, found 1,000,0" in err
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(HEAD + "description: " + "[" * 1000 + "]" * 1000 + "\n")
+    code, err = _validate(capsys, deep)
+    assert code == 1 and f"{deep}:3:77: error: expected YAML nested at most 64 levels deep" in err
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(HEAD + "description: [" + ", ".join(["1"] * 150_000) + "]\n")
+    code, err = _validate(capsys, wide)
+    assert code == 1 and "expected at most 100,000 values, found more" in err
+    crowded = tmp_path / "crowded.yaml"
+    crowded.write_text(HEAD + "components:\n" + "".join(f"  c{k}: {{kind: linear, from: x{k}}}\n" for k in range(3000)))
+    code, err = _validate(capsys, crowded)
+    assert code == 1 and f"{crowded}:1004:3: error: expected at most 1,000 named parts" in err
+    assert "too many errors: stopped after 100" in err and len(err.splitlines()) == 101
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(HEAD + "components:\n  t: {kind: lookup, of: ['token[0]'], size: 100000000000}\n")
+    code, err = _validate(capsys, huge)
+    assert code == 1 and f"{huge}:4:45: error: expected an integer of at most 10,000,000 in size" in err
+
+
+def test_expressions_refuse_what_they_cannot_evaluate(tmp_path, capsys):
+    import warnings
+
+    from conftest import recorded_target
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HEAD + "variables: {a: 'token[0] ** -1', b: 'token[0] / 0', c: 'token[0] ** 0.5'}\n")
+    code, err = _validate(capsys, bad)
+    assert code == 1
+    assert f"{bad}:3:29: error: expected a non-negative integer exponent, found -1" in err
+    assert "expected a divisor that is not 0, found 0" in err and "exponent, found 0.5" in err
+    d = recorded_target(tmp_path)
+    theory = tmp_path / "inf.yaml"
+    theory.write_text(f"theory: t\ntarget: activations:{d}\nsites: {{y: y}}\n"
+                      "variables: {a: 'token[0]', inv: '1 / (a - a)'}\n"
+                      "components:\n  t: {kind: lookup, of: [inv], size: 7, predicts: y}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's divide warnings: said by the error instead
+        code = main(["infer", str(theory), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    no_traceback(captured)
+    assert code == 1 and "error: variable 'inv' = '1 / (a - a)' is inf at example 0" in captured.err
+    assert "RuntimeWarning" not in captured.err
+

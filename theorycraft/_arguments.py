@@ -143,3 +143,12 @@ def bytes_text(n: float) -> str:
             break
         n, unit = n / 1000, bigger
     return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+
+def include_path_flag(text: str) -> str:
+    """``--include-path DIR``: a directory theory files may include from (besides their own)."""
+    import os
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a directory theory files may include from, got {text!r} "
+                                         f"(not a directory)")
+    return text

@@ -30,7 +30,7 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None) -> ActivationSet:
+            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = ()) -> ActivationSet:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
     datasets (``target.shifts()``) instead of its own."""
@@ -40,7 +40,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
-        theory_or_target = load_theory(theory_or_target)
+        theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
     if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
         name = getattr(theory_or_target, "name", theory_or_target)
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
@@ -61,7 +61,7 @@ class Inferred(NamedTuple):
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None) -> Inferred:
+          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = ()) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
@@ -74,7 +74,8 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     _arguments.check("n", n, optional=True)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                        progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
-    theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
+    theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
+              if isinstance(theory, (str, Path)) else theory)
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     out = Path(out_dir) if out_dir is not None else None
@@ -91,7 +92,8 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
            target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
-           trust_code: bool = False, log=print, max_memory: int | str | None = None) -> "SearchResult":
+           trust_code: bool = False, log=print, max_memory: int | str | None = None,
+           include_paths: Sequence[str] = ()) -> "SearchResult":
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
     default: generated for the target's sites). Writes the found theory, the trail, the plot and
     the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
@@ -107,7 +109,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     _arguments.check("target_coverage", target_coverage)
     config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
-    theory = load_theory(start, trust_code=trust_code) if isinstance(start, str) else start
+    theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
     acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
@@ -120,7 +122,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     reference = None
     if compare:
-        judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code), theory, compare))
+        judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
         reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
     return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
                         config=config, reference=reference)
@@ -156,7 +158,8 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
-          cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None) -> list:
+          cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
+          include_paths: Sequence[str] = ()) -> list:
     """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
     network intervened on with torch hooks, the theory run free under the same intervention. The
     fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
@@ -174,7 +177,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     max_memory = _arguments.memory(max_memory, optional=True)
     if n is not None and run_dir is not None:
         raise ArgumentError("--n sets the examples of a new fit; with --run the run's own capture is used")
-    theory = load_theory(str(theory), trust_code=trust_code) if isinstance(theory, (str, Path)) else theory
+    theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
+              if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
     target = target_of(theory, trust_code=trust_code)

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, memory_flag, site_flag
+from theorycraft._arguments import flag, include_path_flag, memory_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
@@ -22,7 +22,7 @@ TRUST_HELP = "allow torch: targets and 'kind: module:attr' components to run the
 def _validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
-        theory, diagnostics = check_theory(path, trust_code=args.trust_code)
+        theory, diagnostics = check_theory(path, trust_code=args.trust_code, include_paths=args.include_path)
         for d in diagnostics:
             print(d, file=sys.stderr)
         if theory is None:
@@ -35,7 +35,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    theory, diagnostics = check_theory(args.file, trust_code=args.trust_code)
+    theory, diagnostics = check_theory(args.file, trust_code=args.trust_code, include_paths=args.include_path)
     for d in diagnostics:
         print(d, file=sys.stderr)
     if theory is None:
@@ -80,7 +80,7 @@ def _capture(args: argparse.Namespace) -> int:
     texts = read_texts(args.text, args.data) if (args.text or args.data) else None
     acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
                    cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
-                   shift=args.shift)
+                   shift=args.shift, include_paths=args.include_path)
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
@@ -93,7 +93,7 @@ def _infer(args: argparse.Namespace) -> int:
     from theorycraft.api import infer
     from theorycraft.spec import load_theory
 
-    theory = load_theory(args.theory, trust_code=args.trust_code)
+    theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
 
@@ -124,7 +124,8 @@ def _check(args: argparse.Namespace) -> int:
     from theorycraft.api import check
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory)
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
+                    include_paths=args.include_path)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -186,7 +187,8 @@ def _search(args: argparse.Namespace) -> int:
     result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory)
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
+                    include_paths=args.include_path)
     final, out = result.final, result.out
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
@@ -269,9 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     val = command("validate", _validate, "check theory files; report every problem as file:line:col")
     val.add_argument("files", nargs="+", metavar="FILE")
     val.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _include_path(val)
     exp = command("explain", _explain, "outline a theory: what reads what, what predicts what")
     exp.add_argument("file", metavar="FILE")
     exp.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _include_path(exp)
     command("schema", _schema, "print the JSON Schema of the theory language")
 
     sites = command("sites", _sites, "list a target's sites (hook points) with their per-example shapes")
@@ -372,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
     sub.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _include_path(sub)
+
+
+def _include_path(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--include-path", action="append", default=[], type=include_path_flag, metavar="DIR",
+                     help="a directory the theory's includes may read from, besides the theory file's own "
+                          "(repeatable); includes never leave these")
 
 
 def _max_memory(sub: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Errors a user can cause and fix; the CLI prints them without a traceback and exits 1 (2 for
 an ``ArgumentError``: a bad argument is a usage error)."""
 
-from theorycraft.spec import TheoryError
+from theorycraft.spec import EvaluationError, TheoryError
 
 
 class TargetError(Exception):
@@ -26,4 +26,4 @@ class ArgumentError(ValueError):
     prints for the matching flag."""
 
 
-USER_ERRORS = (TheoryError, TargetError, StoreError, FitError)
+USER_ERRORS = (TheoryError, TargetError, StoreError, FitError, EvaluationError)

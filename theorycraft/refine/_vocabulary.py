@@ -35,7 +35,7 @@ from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec._model import Name
 from theorycraft.spec._parse import validate_component
-from theorycraft.spec._yaml import SourceMap, load_yaml
+from theorycraft.spec._yaml import SourceMap, load_yaml, read_limited
 
 TOP_KEYS = ("vocabulary", "description", "variables", "components")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -224,9 +224,9 @@ def check_against(vocab: Vocabulary, theory: Theory, source: SourceMap | None = 
 
 def load_vocabulary(path: str, theory: Theory | None = None, *, trust_code: bool = False) -> Vocabulary:
     try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise TheoryError([Diagnostic(path, 1, 1, "error", f"cannot read the vocabulary: {exc.strerror}")]) from None
+        text = read_limited(path)  # a regular file of at most MAX_FILE_BYTES, like a theory
+    except ValueError as exc:
+        raise TheoryError([Diagnostic(path, 1, 1, "error", f"the vocabulary: {exc}")]) from None
     return parse_vocabulary(text, path, theory, trust_code=trust_code)
 
 
