@@ -22,6 +22,15 @@ def _targets(rows) -> list[str]:
     return list(dict.fromkeys(r.target for r in rows))
 
 
+def _save_with_legend(fig, ax, path: Path, bottom: float) -> None:
+    """One legend of the families under the panels, then the file."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(MARKERS), frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def pareto_plot(rows: Sequence, path: Path) -> None:
     from .coverage import pareto_front
 
@@ -53,11 +62,7 @@ def pareto_plot(rows: Sequence, path: Path) -> None:
         ax.set_xlabel("size (bits)")
         ax.set_ylabel(f"coverage (test R², shown from {FLOOR})")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(MARKERS), frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_with_legend(fig, axes[0][0], path, 0.06)
 
 
 def site_bars(rows: Sequence, path: Path) -> None:
@@ -120,8 +125,4 @@ def counterfactual_plot(rows: Sequence, path: Path) -> None:
             ax.set_xlim(FLOOR - 0.05, 1.05)
             ax.set_xlabel("coverage (test)")
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(MARKERS), frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_with_legend(fig, axes[0][0], path, 0.05)
