@@ -394,7 +394,12 @@ def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None
     last = theory.sites[theory.site_order()[0][-1]]
     sse = sst = 0.0
     kls, names, skipped = [], [], []
+    logits = lab.target.task.output == "logits"
     for name, intervened, index in standard_interventions(sites, shapes):
+        moved = [s for s in theory.covered if (theory.sites[s].hook, theory.sites[s].position)
+                 != (intervened.hook, intervened.position)]
+        if not moved and not logits:
+            continue  # nothing of this theory downstream to score, and no output to compare
         lab.reseed(name)
         place = Place(str(intervened.hook), ((intervened.position,) if intervened.position is not None else ()) + index)
         try:
@@ -404,17 +409,15 @@ def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None
             continue
         recorded, output = lab.record(outcome.inputs, hooks, outcome.replace)
         names.append(name)
-        for s in theory.covered:
+        for s in moved:
             site = theory.sites[s]
-            if (site.hook, site.position) == (intervened.hook, intervened.position):
-                continue
             after, before = site_rows(plan, s, lab.at(recorded, site)), site_rows(plan, s, clean_sites[s])
             spread = float(((after - fitted.means[s]) ** 2).sum())
             if float(((after - before) ** 2).sum()) <= 1e-9 * max(spread, 1e-30):
                 continue  # not downstream of the intervention: nothing counterfactual to predict
             sse += float(((site_rows(plan, s, outcome.theory[s]) - after) ** 2).sum())
             sst += spread
-        if lab.target.task.output == "logits":
+        if logits:
             rows, _ = lab.target.task.read(output, outcome.inputs)
             spliced, _ = lab.target.task.read(lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1],
                                               outcome.inputs)
