@@ -29,12 +29,13 @@ SUBSPACE = ("keep", "project_out")
 class Intervention:
     """``how`` (zero, mean, resample, patch, keep, project_out) at ``index`` (numpy, after the
     example axis). ``mean``: the place's training mean per example; ``basis``: orthonormal rows
-    spanning a subspace, over the flattened example or over the last axis (per row)."""
+    spanning a subspace of the flattened example, or (``per_row``) of the last axis."""
 
     how: str
     index: tuple = ()
     mean: Optional[np.ndarray] = None
     basis: Optional[np.ndarray] = None
+    per_row: bool = False
 
     def apply(self, values: np.ndarray, source: Optional[np.ndarray] = None) -> np.ndarray:
         """``values`` [N, ...] intervened; ``source`` [N, ...]: the same place on the source examples."""
@@ -47,11 +48,8 @@ class Intervention:
         elif self.how in SOURCED:
             values[at] = np.asarray(source, np.float32)[at]
         else:  # a subspace: kept (mean + its part of the deviation) or projected out
-            n = len(values)
-            flat = self.basis.shape[1] != values.shape[-1] or values.ndim == 2
-            rows = values.reshape(n, -1) if flat else values.reshape(-1, values.shape[-1])
-            mean = np.broadcast_to(self.mean, values.shape)
-            mean = mean.reshape(rows.shape)
+            rows = values.reshape(-1, values.shape[-1]) if self.per_row else values.reshape(len(values), -1)
+            mean = np.broadcast_to(self.mean, values.shape).reshape(rows.shape)
             inside = (rows - mean) @ self.basis.T @ self.basis
             rows = mean + inside if self.how == "keep" else rows - inside
             values = rows.reshape(values.shape)

@@ -144,19 +144,16 @@ class Lab:
             return Intervention(how, where.index)
         train_values = self.at(self.record(self.train_inputs, [where.hook])[0], where)
         mean = train_values.mean(0)
-        basis = None
-        if how in SUBSPACE:
-            features = component_features(self.fitted, self.train_inputs, self.theory_sites(self.train_inputs), subspace)
-            n = len(train_values)
-            if len(features) == n:
-                values = train_values.reshape(n, -1)
-            elif train_values.ndim == 3 and len(features) == n * train_values.shape[1]:
-                values = train_values.reshape(-1, train_values.shape[-1])
-            else:
-                raise FitError(f"component '{subspace}' has {len(features)} rows on {n} examples; '{where.place}' "
-                               f"has per-example shape {list(train_values.shape[1:])}: its features span no subspace there")
-            basis = subspace_basis(features, values)
-        return Intervention(how, where.index, mean, basis)
+        if how not in SUBSPACE:
+            return Intervention(how, where.index, mean)
+        features = component_features(self.fitted, self.train_inputs, self.theory_sites(self.train_inputs), subspace)
+        n = len(train_values)
+        per_row = train_values.ndim == 3 and len(features) == n * train_values.shape[1]  # a row per position
+        if len(features) != n and not per_row:
+            raise FitError(f"component '{subspace}' has {len(features)} rows on {n} examples; '{where.place}' "
+                           f"has per-example shape {list(train_values.shape[1:])}: its features span no subspace there")
+        values = train_values.reshape(-1, train_values.shape[-1]) if per_row else train_values.reshape(n, -1)
+        return Intervention(how, where.index, mean, subspace_basis(features, values), per_row)
 
     def network_replacement(self, where: _Where, intervention: Intervention, source: Optional[np.ndarray]):
         def replace(activation: torch.Tensor) -> torch.Tensor:
