@@ -112,7 +112,7 @@ class _Builder:
             return None
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
             self.problem(node.start_mark, f"expected an integer of at most {MAX_INTEGER:,} in size, found {node.value}")
-            return None
+            return value  # kept, so that no second error follows from it; the theory is refused anyway
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(node.start_mark, f"expected a finite number, found {node.value}")
             return None
