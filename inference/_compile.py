@@ -161,6 +161,12 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     readers = {r for c in theory.components.values() for r in c.reads()}
     upstream = theory.upstream(site)
     computed = {n for n, c in theory.components.items() if n in upstream or (c.predicts is None and n not in readers)}
+    todo = list(computed)
+    while todo:  # and what those read (a probe's products read the theory's waves)
+        for r in theory.components[todo.pop()].reads():
+            if r in theory.components and r not in computed:
+                computed.add(r)
+                todo.append(r)
     read = {r for name in computed for r in theory.components[name].reads()}
     for name in theory.sites:
         if name in batch and name in read:  # a recorded site read by a mechanism (or by an autoencoder of itself)

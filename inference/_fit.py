@@ -283,10 +283,12 @@ def check_inputs(theory: Theory, acts) -> None:
 
 def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
         log: Callable[[str], None] = lambda s: None, *, examples: np.ndarray | None = None,
-        data: Mapping[str, np.ndarray] | None = None):
+        data: Mapping[str, np.ndarray] | None = None, keep: Mapping[str, dict] | None = None):
     """Fit every free parameter of ``theory`` to the captured activations ``acts``: on the
     training split, every choice on the validation split; the test split is never read. With
-    ``examples``, only those among them (the prequential code fits on prefixes)."""
+    ``examples``, only those among them (the prequential code fits on prefixes). ``keep``:
+    components whose parameters are already fitted (a search's current theory): held fixed as an
+    earlier stage's are, and a site whose every learned component is kept is not fitted again."""
     from ._fitted import FittedTheory
 
     start = time.time()
@@ -302,9 +304,16 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     data = data if data is not None else load_examples(theory, acts)
     means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
-    summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": []}
-    frozen: dict = {}  # parameters fitted by earlier stages: fixed for the later ones
+    summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
+    keep = {n: p for n, p in (keep or {}).items() if n in params}
+    params.update(keep)
+    frozen: dict = dict(keep)  # parameters fitted by earlier stages (or kept): fixed for the later ones
     for k, stage in enumerate(fit_stages(plan, config.mode)):
+        kept = [s for s in stage if all(n in keep for n in plan.theory.upstream(s) if n in params)]
+        summary["kept"] += kept
+        stage = [s for s in stage if s not in kept]
+        if not stage:
+            continue
         staged = make_plan(theory, plan.site_shapes, acts.vocab_size, frozen=frozen) if frozen else plan
         closed = closed_form_sites(staged, stage)
         for site, (solve, names) in closed.items():

@@ -222,11 +222,11 @@ def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
     assess = _search.Judge.assess
     calls = {"n": 0}
 
-    def interrupt_later(self, theory):
+    def interrupt_later(self, theory, base=None):
         calls["n"] += 1
         if calls["n"] > 6:  # after the first additions: as if Ctrl-C were pressed mid-step
             raise KeyboardInterrupt
-        return assess(self, theory)
+        return assess(self, theory, base)
 
     monkeypatch.setattr(_search.Judge, "assess", interrupt_later)
     summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, y_width=Y_WIDTH)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from theorycraft.errors import ArgumentError
 
@@ -111,9 +111,10 @@ _MEMORY_UNITS = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12,
                  "KI": 2 ** 10, "MI": 2 ** 20, "GI": 2 ** 30, "TI": 2 ** 40}
 
 
-def memory(value, *, optional: bool = False):
-    """A memory size in bytes (``--max-memory``): a positive integer of bytes, or text like '4G',
-    '512M', '1.5GB' (powers of 1000) or '2GiB' (powers of 1024); an ArgumentError otherwise."""
+def memory(value, *, optional: bool = False, name: str = "max_memory"):
+    """A memory size in bytes (``--max-memory``, ``--judge-cache``): a positive integer of bytes, or
+    text like '4G', '512M', '1.5GB' (powers of 1000) or '2GiB' (powers of 1024); an ArgumentError
+    (naming the argument ``name``) otherwise."""
     import re
 
     if value is None and optional:
@@ -123,16 +124,20 @@ def memory(value, *, optional: bool = False):
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?\s*", value, re.IGNORECASE) if isinstance(value, str) else None
     size = float(match[1]) * _MEMORY_UNITS[(match[2] or "").upper()] if match else 0
     if not 1 <= size < 2 ** 63:
-        raise ArgumentError(f"max_memory must be a size in bytes like 4G, 512M, 1.5GB or 2GiB (at least 1 byte), "
+        raise ArgumentError(f"{name} must be a size in bytes like 4G, 512M, 1.5GB or 2GiB (at least 1 byte), "
                             f"got {value!r}")
     return int(size)
 
 
-def memory_flag(text: str) -> int:
-    try:
-        return memory(text)
-    except ArgumentError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def memory_flag(name: str) -> Callable[[str], int]:
+    """An argparse type for a memory size (``memory``), its errors naming ``name``."""
+    def parse(text: str) -> int:
+        try:
+            return memory(text, name=name)
+        except ArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name
+    return parse
 
 
 def bytes_text(n: float) -> str:

@@ -93,11 +93,13 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
            target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
            trust_code: bool = False, log=print, max_memory: int | str | None = None,
-           include_paths: Sequence[str] = ()) -> "SearchResult":
+           include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
+           progress: bool = True) -> "SearchResult":
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
     default: generated for the target's sites). Writes the found theory, the trail, the plot and
     the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
-    the same way, for reference."""
+    the same way, for reference. ``judge_cache``: bytes of judged theories' parameters kept for
+    reuse (default 256 MB); ``progress``: a bar over the steps on stderr."""
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
@@ -116,9 +118,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     else:
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
-    judge = Judge(theory, acts, explained_sites(theory, vocab), config)
+    judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
-                 budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log)
+                 budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
+                 progress=progress)
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     reference = None
     if compare:

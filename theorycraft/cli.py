@@ -188,7 +188,7 @@ def _search(args: argparse.Namespace) -> int:
                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path)
+                    include_paths=args.include_path, judge_cache=args.judge_cache, progress=not args.no_progress)
     final, out = result.final, result.out
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
@@ -362,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
     se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    se.add_argument("--judge-cache", type=memory_flag("judge_cache"), default=None, metavar="SIZE",
+                    help="parameters of judged theories kept for reuse, least recently used out first, e.g. 1G "
+                         "(default: 256M)")
+    se.add_argument("--no-progress", action="store_true", help="no progress bar over the steps")
     _max_memory(se)
     _common(se)
 
@@ -386,7 +390,7 @@ def _include_path(sub: argparse.ArgumentParser) -> None:
 
 
 def _max_memory(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--max-memory", type=memory_flag, metavar="SIZE", help="refuse a theory whose fit would need "
+    sub.add_argument("--max-memory", type=memory_flag("max_memory"), metavar="SIZE", help="refuse a theory whose fit would need "
                      "more memory than this, e.g. 4G or 512M (default: what the machine has free)")
 
 

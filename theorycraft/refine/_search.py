@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
+import jax
 import numpy as np
 
 from theorycraft.inference._compile import make_plan, site_rows
@@ -26,12 +28,14 @@ from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shape
 from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import coverage, examples_of, measure, r2, total_bits
+from theorycraft._arguments import bytes_text, memory
 from theorycraft.spec import Theory
 
 from . import _proxy
 from ._vocabulary import Vocabulary, drop_reads, candidates, readout_name, rebuild
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
+CACHE_BYTES = 256 * 10 ** 6  # parameters the judge keeps of theories it has assessed (``--judge-cache``)
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,44 @@ class Assessment:
 SPLITS = ("validation", "test")
 
 
+def variables_of(theory: Theory, components) -> set[str]:
+    """The variables ``components`` read, and the variables those read."""
+    todo = [n for c in components for _, e in theory.components[c].expressions() for n, _ in e.names]
+    todo += [r for c in components for r in theory.components[c].reads()]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in theory.variables and name not in seen:
+            seen.add(name)
+            todo += [n for n, _ in theory.variables[name].names]
+    return seen
+
+
+def param_bytes(params) -> int:
+    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(params)))
+
+
 @dataclass
 class Judge:
     """Fits and scores theories on one capture, over a fixed set of explained sites. Its fits
-    never see the validation split (no refit on it), so validation totals are honest."""
+    never see the validation split (no refit on it), so validation totals are honest.
+
+    Assessments are kept, least recently used first out, while their parameters fit in
+    ``cache_bytes``. With ``incremental``, a theory assessed against a ``base`` (the search's
+    current theory) refits only the sites whose components differ from the base's, keeping the
+    base's fitted parameters elsewhere, and the bits of a quantized tensor are reused wherever the
+    same tensor is priced again (``scoring.measure``'s ``prices``)."""
 
     start: Theory
     acts: object
     explained: list[str]
     config: FitConfig = field(default_factory=lambda: FitConfig(progress=False))
+    cache_bytes: int | str | None = None  # None: CACHE_BYTES
+    incremental: bool = True
 
     def __post_init__(self):
         self.config = dataclasses.replace(self.config, refit_on_validation=False)
+        self.cache_bytes = CACHE_BYTES if self.cache_bytes is None else memory(self.cache_bytes, name="judge_cache")
         self.data = load_examples(self.start, self.acts)
         self.shapes = site_shapes(self.start, self.acts.sites)
         bare = Theory(self.start.name, self.start.target, dict(self.start.sites), {}, {})  # every site, at its mean
@@ -99,7 +129,26 @@ class Judge:
             for split in SPLITS:
                 self.mean_sse[split][s] = size.sse[split][s]
                 self.mean_bits[split][s] = sum(total_bits(alone, size, self.examples, split))
-        self.seen: dict[str, Assessment] = {}
+        self.seen: OrderedDict[str, Assessment] = OrderedDict()  # least recently used first
+        self.held = 0  # bytes of parameters in ``seen``
+        self.evicted = 0
+        self.prices: dict = {}  # (tensor digest, step) -> bits: see ``scoring.measure``
+
+    def cache_text(self) -> str:
+        return (f"judge cache {bytes_text(self.held)} of {bytes_text(self.cache_bytes)} ({len(self.seen)} theories, "
+                f"{self.evicted} evicted)")
+
+    def _keep(self, assessment: Assessment) -> None:
+        key = assessment.theory.to_yaml()
+        size = param_bytes(assessment.fitted.params)
+        if size > self.cache_bytes:
+            return  # larger than the whole cache: not kept (the search holds its current theory itself)
+        self.seen[key] = assessment
+        self.held += size
+        while self.held > self.cache_bytes:
+            _, old = self.seen.popitem(last=False)
+            self.held -= param_bytes(old.fitted.params)
+            self.evicted += 1
 
     def judged(self, theory: Theory) -> Theory:
         """The theory over the explained sites and the sites it reads (other sites it names are
@@ -108,12 +157,17 @@ class Judge:
         sites = {s: v for s, v in theory.sites.items() if s in self.explained or s in read}
         return dataclasses.replace(theory, sites=sites)
 
-    def assess(self, theory: Theory) -> Assessment:
+    def assess(self, theory: Theory, base: Assessment | None = None) -> Assessment:
+        """``theory`` fitted on train and coded on validation and test; with ``base`` (and
+        ``incremental``), only the sites where it differs from ``base`` are refitted."""
         key = theory.to_yaml()
         if key in self.seen:
+            self.seen.move_to_end(key)
             return self.seen[key]
-        fitted = fit(self.judged(theory), self.acts, self.config, data=self.data)
-        size = measure(fitted, self.examples)
+        judged = self.judged(theory)
+        keep = self.kept(judged, base) if self.incremental and base is not None else None
+        fitted = fit(judged, self.acts, self.config, data=self.data, keep=keep)
+        size = measure(fitted, self.examples, prices=self.prices if self.incremental else None)
         covered = set(fitted.sites)
         totals = {}
         for split in SPLITS:
@@ -126,8 +180,34 @@ class Judge:
             sst = self.examples.sst[split]
             totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained})
         result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params))
-        self.seen[key] = result
+        self._keep(result)
         return result
+
+    def kept(self, theory: Theory, base: Assessment) -> dict[str, dict]:
+        """The fitted parameters of ``base`` that ``theory`` can keep: those of every component that
+        feeds only sites whose components (all they read) are the same in both theories. A fit
+        of those sites would find the same parameters where it is closed-form (stagewise fits
+        are per site); under Adam it keeps the base's fit instead of refitting from a new start."""
+        if self.config.mode != "stagewise":
+            return {}
+        old = self.judged(base.theory)
+
+        def same(site: str) -> bool:
+            names = theory.upstream(site)
+            return (bool(names) and names == old.upstream(site)
+                    and all(theory.components[n] == old.components[n] for n in names)
+                    and all(theory.variables.get(v) == old.variables.get(v) for v in variables_of(theory, names)))
+
+        sites = [s for s in theory.sites if theory.predictors(s)]
+        touched = {s for s in sites if not same(s)}
+        while True:  # a component shared with a touched site is refitted, and so are its other sites
+            refit = set().union(*(theory.upstream(s) for s in touched)) if touched else set()
+            more = {s for s in sites if s not in touched and theory.upstream(s) & refit}
+            if not more:
+                break
+            touched |= more
+        return {n: p for n, p in base.fitted.params.items()
+                if n not in refit and theory.components.get(n) == old.components[n]}
 
     def residuals(self, assessment: Assessment, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per explained site, target − prediction on examples ``rows`` (in the site's rows)."""
@@ -209,31 +289,63 @@ def explained_sites(start: Theory, vocab: Vocabulary) -> list[str]:
 
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
-           budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None
-           ) -> Found:
+           budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
+           progress: bool = True) -> Found:
+    """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
+    stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
+    on a terminal)."""
+    from tqdm import tqdm
+
     began = time.time()
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
     state: dict[str, str] = {}  # component -> the template it came from
+    bar = tqdm(total=0, disable=True if not progress else None, dynamic_ncols=True, leave=False, unit="fit")
+
+    def write(line: str) -> None:
+        if bar.disable:
+            log(line)
+        else:
+            with bar.external_write_mode():
+                log(line)
 
     def record(action: str, a: Assessment) -> None:
         trail.append(Step(action, judge.judged(a.theory).to_yaml(), a.selection, a.report, a.params,
                           time.time() - began))
         v = a.selection
-        log(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
-            f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f}; test coverage {a.report.coverage:.4f}; "
-            f"{a.params:,} params")
+        write(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
+              f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f}; test coverage {a.report.coverage:.4f}; "
+              f"{a.params:,} params; {judge.cache_text()}")
 
     def out_of_time() -> bool:
         return budget_seconds is not None and time.time() - began > budget_seconds
 
+    lead = {"action": "", "bits": float("inf")}  # the best fit of the step so far, for the bar
+
+    def step(what: str, options: list) -> None:
+        """The bar over one step's fits: ``options`` of them."""
+        bar.reset(total=len(options))
+        bar.set_description(f"step {len(trail)}: {what}")
+        lead.update(action="", bits=float("inf"))
+
+    def judged(action: str, theory: Theory, base: Assessment) -> Assessment:
+        a = judge.assess(theory, base)
+        if a.selection.bits_total < lead["bits"]:
+            lead.update(action=action, bits=a.selection.bits_total)
+        bar.set_postfix_str(f"best {lead['action']} {lead['bits'] - base.selection.bits_total:+,.0f} bits", refresh=False)
+        bar.update(1)
+        return a
+
+    write(f"judge cache: parameters of at most {bytes_text(judge.cache_bytes)} of judged theories kept")
     current = judge.assess(start)
     record("start", current)
     best = {"now": current}  # the latest accepted theory, kept if the search is interrupted
 
     def prune(protect: str = "") -> None:
         while not out_of_time():
-            options = [(action, judge.assess(t)) for action, t in removals(best["now"].theory, protect)]
+            offered = removals(best["now"].theory, protect)
+            step("pruning", offered)
+            options = [(action, judged(action, t, best["now"])) for action, t in offered]
             if not options:
                 return
             action, smaller = min(options, key=lambda o: o[1].selection.bits_total)
@@ -252,11 +364,13 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
                 return "the vocabulary is exhausted"
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
+            step("estimating", [])
             ranked = shortlist(_proxy.rank(offered, current, judge, rows), tries)
-            log("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
+            write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
+            step("fitting the best estimates", ranked)
             chosen = None
             for cand, _ in ranked:
-                a = judge.assess(cand.apply(current.theory))
+                a = judged(cand.description, cand.apply(current.theory), current)
                 if budget_bits is not None and a.selection.bits_theory > budget_bits:
                     continue
                 if a.selection.bits_total < (chosen[1] if chosen else current).selection.bits_total:
@@ -276,7 +390,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         stopped = grow()
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
         stopped = "interrupted"
+    finally:
+        bar.close()
     current = best["now"]
-    log(f"stopped: {stopped}")
+    log(f"stopped: {stopped}; {judge.cache_text()}")
     return Found(current, tuple(trail), stopped, vocab)
-

@@ -4,6 +4,7 @@ dictionaries."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -114,12 +115,30 @@ def _quantize(array: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, 
     return (symbols * step).astype(np.float32), symbols, step
 
 
-def _quantize_tree(tree, scale: float):
-    """(dequantized tree, bits): each leaf on its own grid, entropy coded, its step sent as a float."""
+def digest(array) -> bytes:
+    """A tensor's content (values, dtype, shape) as 16 bytes: the key its price is kept under."""
+    array = np.ascontiguousarray(array)
+    h = hashlib.blake2b(f"{array.dtype}{array.shape}".encode(), digest_size=16)
+    h.update(array.tobytes())
+    return h.digest()
+
+
+def _quantize_tree(tree, scale: float, prices: dict | None = None, digests: list | None = None):
+    """(dequantized tree, bits): each leaf on its own grid, entropy coded, its step sent as a float.
+    With ``prices`` (and the leaves' ``digests``), a leaf's bits at a scale are looked up there
+    when that tensor was priced at that scale before, and kept there otherwise."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    quantized = [_quantize(leaf, scale) for leaf in leaves]
-    bits = sum(entropy_bits(symbols) + FLOAT_BITS for _, symbols, _ in quantized)
-    return treedef.unflatten([values for values, _, _ in quantized]), bits
+    values, bits = [], 0.0
+    for k, leaf in enumerate(leaves):
+        dequantized, symbols, _ = _quantize(leaf, scale)
+        key = (digests[k], scale) if prices is not None else None
+        if key is None or key not in prices:
+            price = entropy_bits(symbols) + FLOAT_BITS
+            if key is not None:
+                prices[key] = price
+        values.append(dequantized)
+        bits += prices[key] if key is not None else price
+    return treedef.unflatten(values), bits
 
 
 def _float_bits(tree) -> float:
@@ -186,11 +205,14 @@ def join_tables(fitted, sent: dict) -> dict:
     return {name: kind_of(fitted.plan.theory.components[name]).receive(p) for name, p in sent.items()}
 
 
-def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size:
+def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE, prices: dict | None = None) -> Size:
     """Search the coarsest step (relative to each tensor's RMS) whose *validation* coverage is
     within ``tolerance`` of the unquantized theory's; pay for the parameters at that step. Test
-    examples are read only to report (their squared errors and latent codes)."""
+    examples are read only to report (their squared errors and latent codes). ``prices``: a
+    cache of tensor bits at a step, by content (a search prices the same tensors again and again)."""
     means = paid_means(fitted)
+    tree = {"params": split_tables(fitted), "means": means}
+    digests = [digest(leaf) for leaf in jax.tree_util.tree_leaves(tree)] if prices is not None else None
     code_rms = {}
     for name in dictionaries(fitted):
         _, values, _ = active_latents(fitted, examples, name, examples.validation)
@@ -198,7 +220,7 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
 
     def sent(scale: float) -> tuple[object, float]:
         """(the theory as sent, parameter bits) at a step ``scale``."""
-        q, bits = _quantize_tree({"params": split_tables(fitted), "means": means}, scale)
+        q, bits = _quantize_tree(tree, scale, prices, digests)
         params = join_tables(fitted, q["params"])
         for name, rms in code_rms.items():
             params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
@@ -219,7 +241,7 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE) -> Size
     choosable = sum(examples.sst["validation"].values()) > 0
     best_scale = coarsest_scale(within) if choosable else None
     if best_scale is None:  # even the finest grid costs too much: float32
-        quantized, param_bits = fitted, _float_bits({"params": split_tables(fitted), "means": means})
+        quantized, param_bits = fitted, _float_bits(tree)
     else:
         quantized, param_bits = trials[best_scale]
     latents = {split: sum(latent_bits(*active_latents(quantized, examples, name, examples.index[split]),
