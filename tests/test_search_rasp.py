@@ -1,6 +1,7 @@
 """The default vocabulary finds what a compiled RASP program computes: from a start that names only
 the sites, search reaches free-running coverage 1 on tracr's make_hist() and names its histogram
-count; a component found at one site is offered at the others as its extension."""
+count; a component found at one site is offered at the others as its extension, and a variable
+built on a found count (sort on target_pos) once it is found."""
 
 from pathlib import Path
 
@@ -40,3 +41,14 @@ def test_a_found_component_is_offered_at_other_sites_as_its_extension(tmp_path, 
     assert [(c.description, c.data["predicts"]) for c in offered] == [
         ("hist_code -> resid_0", ["resid_0", "resid_1"]), ("hist_code -> resid_2", ["resid_1", "resid_2"])]
     assert offered[1].apply(grown).components["hist_code"].predicted() == ("resid_1", "resid_2")
+
+
+def test_a_variable_built_on_a_count_is_offered_once_the_count_is_found(tmp_path, hist_start):
+    acts = capture(hist_start, cache_dir=tmp_path / "cache", progress=False)
+    vocab = parse_vocabulary(default_vocabulary(hist_start, site_shapes(hist_start, acts.sites), acts.inputs()),
+                             "d", hist_start)
+    assert vocab.variables["sort"] == "aggregate(j: j > 0 and target_pos[j] == i - 1, token[j])"
+    assert not any(c.name == "sort_code" for c in candidates(vocab, hist_start, state={}))
+    width = next(c for c in candidates(vocab, hist_start, state={}) if c.name == "target_pos_code")
+    grown = width.apply(hist_start)
+    assert {c.site for c in candidates(vocab, grown, state={}) if c.name == "sort_code"} == set(hist_start.sites)

@@ -227,7 +227,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
                           time.time() - began))
         v = a.selection
         log(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
-            f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f} (free {v.coverage_free:.4f}); test coverage {a.report.coverage:.4f}; "
+            f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f} (free {v.coverage_free:.4f}); "
+            f"test coverage {a.report.coverage:.4f}; "
             f"{a.params:,} params")
 
     def out_of_time() -> bool:

@@ -335,6 +335,8 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
             continue  # products of features not chosen yet
         for data, label in t.items():
             data = {k: v for k, v in data.items() if not (kind.fixed and k == "predicts")}
+            if not _grown(data, vocab.variables, theory.variables):
+                continue
             if kind.merges:
                 key = kind.merges
                 items = as_list(data[key])
@@ -363,6 +365,18 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
             replaces = () if t.named else tuple(n for n, tmpl in state.items() if tmpl == name and n in components)
             out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, replaces, label))
     return out
+
+
+def _grown(data: dict, variables: dict[str, str], held) -> bool:
+    """Whether the vocabulary variables the candidate reads are built only on what the theory
+    holds: a variable defined through a computed one (a reduction: ``sort`` through the count
+    ``target_pos``) is offered once a candidate has brought that one in, as RASP programs compose."""
+    reads = set(re.findall(r"[A-Za-z_]\w*", " ".join(str(data.get(k, "")) for k in ("of", "from", "when", "rule"))))
+    for v in reads & set(variables):
+        for w in set(re.findall(r"[A-Za-z_]\w*", variables[v])) & set(variables) - {v}:
+            if w not in held and parse_expr(variables[w]).reductions:
+                return False
+    return True
 
 
 def _extension(t: Template, theory: Theory, name: str, written: dict, variables: dict) -> list[Candidate]:
