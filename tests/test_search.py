@@ -153,8 +153,8 @@ def test_default_tables_of_previous_tokens_fit_where_there_is_no_previous_token(
     acts = captured(tmp_path, start)
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
     tables = {c.label: c for c in candidates(vocab, start, state={}) if c.kind == "lookup"}
-    assert {"h_prev", "h_prev2"} <= set(tables)
-    for label in ("h_prev", "h_prev2"):  # token[i - 1], token[i - 2] read -1 at the first positions
+    assert {"prev_code", "prev2_code"} <= set(tables)
+    for label in ("prev_code", "prev2_code"):  # token[i - 1], token[i - 2] read -1 at the first positions
         fitted = fit(tables[label].apply(start), acts, FitConfig(progress=False))
         assert r2_test(fitted, acts, "h") > 0
 

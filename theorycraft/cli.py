@@ -215,7 +215,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _totals(t) -> str:
-    return f"coverage {t.coverage:.4f}, theory {t.bits_theory:,.0f} bits, total {t.bits_total:,.0f} bits"
+    free = "" if t.coverage_free is None else f" (free-running {t.coverage_free:.4f})"
+    return f"coverage {t.coverage:.4f}{free}, theory {t.bits_theory:,.0f} bits, total {t.bits_total:,.0f} bits"
 
 
 def _number(value) -> str:

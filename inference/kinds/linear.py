@@ -94,8 +94,10 @@ class LinearKind(Kind):
 
     def estimate(self, data, ctx):
         """Reduced-rank regression of the residual on the sites it reads: the top ``rank``
-        eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR)."""
-        x = np.concatenate([ctx.site_rows(u) for u in _as_list(data["from"])], 1)
+        eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR). A variable it reads comes from the probe."""
+        reads = _as_list(data["from"])
+        fixed = ctx.probe()[1] if any(u in ctx.variables for u in reads) else {}
+        x = np.concatenate([fixed[u] if u in ctx.variables else ctx.site_rows(u) for u in reads], 1)
         return mechanism_gain(x[:ctx.max_rows].astype(np.float64), ctx.residual.astype(np.float64),
                               data.get("rank"), ctx.ridge), 0
 

@@ -56,6 +56,7 @@ class EstimateContext:
     examples: int  # examples in the batch
     probe: Callable  # () -> (plan, fixed inputs) of a tiny theory of the candidate ('candidate_features')
     site_rows: Callable  # site name -> its recorded values in its rows
+    variables: frozenset = frozenset()  # names read from the probe's fixed inputs, not ``site_rows``
     max_rows: int = MAX_ROWS
     ridge: float = RIDGE
 
@@ -68,7 +69,8 @@ def probe(cand: Candidate, theory, shapes, vocab_size, batch: dict, item: dict |
     own feature code; the candidate's name there is ``candidate_features``."""
     data = theory.to_dict()
     item = cand.item if item is None else item
-    components = {r: data["components"][r] for r in spec_of(item).reads() if r in data["components"]}
+    written = data.get("components", {})
+    components = {r: written[r] for r in spec_of(item).reads() if r in written}
     components["candidate_features"] = item
     tiny = rebuild({"theory": "probe", "target": data["target"], "sites": data["sites"],
                     "variables": {**cand.variables, **data.get("variables", {})}, "components": components})
@@ -102,7 +104,8 @@ def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) ->
     context = EstimateContext(
         cand.site, tuple(judge.shapes[cand.site]), r, len(batch["inputs"]),
         probe=lambda: probe(cand, current.theory, judge.shapes, judge.acts.vocab_size, batch),
-        site_rows=lambda u: site_rows(judge.mean.plan, u, batch[u]))
+        site_rows=lambda u: site_rows(judge.mean.plan, u, batch[u]),
+        variables=frozenset(cand.variables) | frozenset(current.theory.variables))
     return kind_of(cand.kind).estimate(cand.data, context)
 
 

@@ -27,8 +27,8 @@ from theorycraft.inference._compile import make_plan, site_rows
 from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shapes
 from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference.kinds import kind_of
-from theorycraft.scoring import coverage, examples_of, measure, r2, total_bits
 from theorycraft._arguments import bytes_text, memory
+from theorycraft.scoring import coverage, examples_of, measure, r2, squared_errors, total_bits
 from theorycraft.spec import Theory
 
 from . import _proxy
@@ -46,6 +46,7 @@ class Totals:
     bits_residual: float
     coverage: float  # over the judge's explained sites
     r2: dict[str, float]
+    coverage_free: float | None = None  # the same, free-running: from the input alone (reported, never chosen on)
 
     @property
     def bits_total(self) -> float:
@@ -54,11 +55,13 @@ class Totals:
     def as_dict(self) -> dict:
         return {"bits_theory": round(self.bits_theory), "bits_residual": round(self.bits_residual),
                 "bits_total": round(self.bits_total), "coverage": round(self.coverage, 6),
-                "r2": {s: round(v, 6) for s, v in self.r2.items()}}
+                "r2": {s: round(v, 6) for s, v in self.r2.items()},
+                **({} if self.coverage_free is None else {"coverage_free": round(self.coverage_free, 6)})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Totals":
-        return cls(data["bits_theory"], data["bits_residual"], data["coverage"], dict(data["r2"]))
+        return cls(data["bits_theory"], data["bits_residual"], data["coverage"], dict(data["r2"]),
+                   data.get("coverage_free"))
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,10 @@ class Judge:
             residual += sum(self.mean_bits[split][s] for s in self.explained if s not in covered | given)
             sse = {s: size.sse[split][s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             sst = self.examples.sst[split]
-            totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained})
+            free = squared_errors(fitted, self.examples.data, self.examples.index[split], free=True)
+            free = {s: free[s] if s in covered else self.mean_sse[split][s] for s in self.explained}
+            totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained},
+                                   coverage(free, sst))
         result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params))
         self._keep(result)
         return result
@@ -314,8 +320,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
                           time.time() - began))
         v = a.selection
         write(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
-              f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f}; test coverage {a.report.coverage:.4f}; "
-              f"{a.params:,} params; {judge.cache_text()}")
+              f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f} (free {v.coverage_free:.4f}); "
+              f"test coverage {a.report.coverage:.4f}; {a.params:,} params; {judge.cache_text()}")
 
     def out_of_time() -> bool:
         return budget_seconds is not None and time.time() - began > budget_seconds

@@ -249,9 +249,12 @@ class Candidate:
     variables: dict[str, str]
     replaces: tuple[str, ...] = ()
     label: str = ""
+    extends: str = ""  # the site an existing component is extended to (``data`` predicts it too)
 
     @property
     def description(self) -> str:
+        if self.extends:
+            return f"{self.name} -> {self.extends}"
         if kind_of(self.kind).merges:
             return f"{self.name} += {self.label}"
         return f"{self.name} ({self.kind}{', replaces ' + ', '.join(self.replaces) if self.replaces else ''})"
@@ -311,7 +314,7 @@ def _reads_nothing(component: dict) -> bool:
 
 def _used_variables(data: dict) -> set[str]:
     text = " ".join(str(v) for c in data.get("components", {}).values() for k, v in c.items()
-                    if k in ("of", "when", "rule"))
+                    if k in ("of", "when", "rule", "from"))
     names = set(re.findall(r"[A-Za-z_]\w*", text))
     variables = data.get("variables", {})
     for _ in range(len(variables)):  # variables may be defined through each other
@@ -332,6 +335,8 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
             continue  # products of features not chosen yet
         for data, label in t.items():
             data = {k: v for k, v in data.items() if not (kind.fixed and k == "predicts")}
+            if not _grown(data, vocab.variables, theory.variables):
+                continue
             if kind.merges:
                 key = kind.merges
                 items = as_list(data[key])
@@ -352,12 +357,38 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
                     continue
                 out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, taken, label))
                 continue
-            if cname in components and _same(components[cname], data):
+            same = [n for n in components if _same(components[n], data)]
+            if same:  # found already: offered at this site as its extension, never derived anew
+                out += _extension(t, theory, same[0], written[same[0]], vocab.variables)
                 continue
             # a template's unnamed choices (a rank, a width) are alternatives; its named items coexist
             replaces = () if t.named else tuple(n for n, tmpl in state.items() if tmpl == name and n in components)
             out.append(Candidate(name, t.kind, t.site, cname, data, data, vocab.variables, replaces, label))
     return out
+
+
+def _grown(data: dict, variables: dict[str, str], held) -> bool:
+    """Whether the vocabulary variables the candidate reads are built only on what the theory
+    holds: a variable defined through a computed one (a reduction: ``sort`` through the count
+    ``target_pos``) is offered once a candidate has brought that one in, as RASP programs compose."""
+    reads = set(re.findall(r"[A-Za-z_]\w*", " ".join(str(data.get(k, "")) for k in ("of", "from", "when", "rule"))))
+    for v in reads & set(variables):
+        for w in set(re.findall(r"[A-Za-z_]\w*", variables[v])) & set(variables) - {v}:
+            if w not in held and parse_expr(variables[w]).reductions:
+                return False
+    return True
+
+
+def _extension(t: Template, theory: Theory, name: str, written: dict, variables: dict) -> list[Candidate]:
+    """Component ``name`` predicting ``t``'s site too (``predicts: [a, b]``: one instance, and
+    read-out, per site), unless it does already."""
+    predicted = list(theory.components[name].predicted())
+    if not predicted or t.site in predicted:  # (fixed features predict nothing: their read-out does)
+        return []
+    order = list(theory.sites)
+    sites = sorted(predicted + [t.site], key=order.index)
+    return [Candidate(t.name, t.kind, t.site, name, {**written, "predicts": sites},
+                      {**written, "predicts": t.site}, variables, label=f"{name}@{t.site}", extends=t.site)]
 
 
 def _same(component, data: dict) -> bool:
@@ -413,11 +444,43 @@ def _token_templates(site: str, tokens: np.ndarray, variables: dict) -> dict[str
     return out
 
 
+MAX_SHARE_TOKENS = 16  # a share per token value (frac_prevs) only for vocabularies this small
+
+
+def _position_templates(site: str, length: int, tokens: np.ndarray, variables: dict) -> dict[str, dict]:
+    """Templates for a site with a row per position: RASP's constructs read off the input. The
+    token, its two predecessors and the position (tables); selector widths (``hist``: how many
+    tokens equal this one, ``target_pos``: how many are smaller, as tables); an aggregate selecting
+    by a width (``sort``: the token whose ``target_pos`` is this index, a table); and numeric
+    aggregates (the share of the tokens up to here that are ``K``, or smaller than this one) read
+    out linearly. Items are named by their variable, the same at every site, so a component found
+    at one site is offered at another as an extension (``candidates``), not derived anew. A first
+    token that never varies is a beginning-of-sequence marker: selections leave it out and the
+    index of position ``i`` is ``i - 1``."""
+    bos = len(np.unique(tokens[:, 0])) == 1 and tokens.shape[1] > 1
+    keys, index = ("j > 0 and ", "i - 1") if bos else ("", "i")
+    tables = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]",
+              "sort": f"aggregate(j: {keys}target_pos[j] == {index}, token[j])"}
+    counts = {"hist": f"count(j: {keys}token[j] == token[i])", "target_pos": f"count(j: {keys}token[j] < token[i])"}
+    shares = {"smaller_share": f"aggregate(j: {keys}j <= i, token[j] < token[i])"}
+    values = np.unique(tokens[:, 1:] if bos else tokens)
+    if len(values) <= MAX_SHARE_TOKENS:
+        shares.update({f"frac_{k}": f"aggregate(j: {keys}j <= i, token[j] == {k})" for k in values})
+    variables.update(tables, **counts, **shares, pos="i")
+    code = lambda names: {"each": {f"{v}_code": v for v in names}}  # noqa: E731
+    return {  # token[i - 1], token[i - 2] read -1 before the sequence starts, an aggregate of
+        # several tokens is not one: one shared row for those
+        f"{site}_tables": {"kind": "lookup", "of": code(tables), "outside": "row", "predicts": site},
+        f"{site}_counts": {"kind": "lookup", "of": code(counts), "size": length + 1, "predicts": site},
+        f"{site}_pos": {"kind": "lookup", "of": code(["pos"]), "size": length, "predicts": site},
+        f"{site}_shares": {"kind": "linear", "from": code(shares), "predicts": site}}
+
+
 def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndarray | None) -> str:
     """A vocabulary for a bare target, as YAML text: per site, by what its shape and inputs allow.
     Token sites at one position: lookups of each varying token, Fourier features of numeric
     tokens at every frequency and their products, equality and comparison rules. Token sites over
-    positions: lookups of the token, its predecessors and the position. Pattern sites: attention
+    positions, every one of them: RASP's constructs (``_position_templates``). Pattern sites: attention
     rules from a small grammar, for every head. Vector sites: linear maps (full and low rank) from
     each site before them."""
     import yaml
@@ -433,13 +496,8 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
             components[f"{site}_heads"] = {"kind": "attention", "rule": {"each": dict(RULE_OFFSETS)},
                                            "head": {"each": f"0..{shape[0] - 1}"}, "predicts": site}
             continue
-        if token_inputs and len(shape) == 2 and not upstream:  # one row per position, read off the tokens
-            per_token = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]"}
-            variables.update(per_token, pos="i")
-            # token[i - 1] and token[i - 2] read -1 before the sequence starts: one shared row for that
-            components[f"{site}_tables"] = {"kind": "lookup", "of": {"each": {f"{site}_{v}": v for v in per_token}},
-                                            "outside": "row", "predicts": site}
-            components[f"{site}_pos"] = {"kind": "lookup", "of": "pos", "size": shape[0], "predicts": site}
+        if token_inputs and len(shape) == 2:  # one row per position: what the input computes, at every site
+            components.update(_position_templates(site, shape[0], np.asarray(inputs), variables))
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             components.update(_token_templates(site, np.asarray(inputs), variables))
         width = shape[-1] if shape else 1
