@@ -196,7 +196,8 @@ class Judge:
         are per site); under Adam it keeps the base's fit instead of refitting from a new start."""
         if self.config.mode != "stagewise":
             return {}
-        old = self.judged(base.theory)
+        # both as the engine fits them: a component predicting several sites is one instance per site
+        theory, old = theory.expanded(), self.judged(base.theory).expanded()
 
         def same(site: str) -> bool:
             names = theory.upstream(site)
@@ -213,7 +214,7 @@ class Judge:
                 break
             touched |= more
         return {n: p for n, p in base.fitted.params.items()
-                if n not in refit and theory.components.get(n) == old.components[n]}
+                if n not in refit and n in old.components and theory.components.get(n) == old.components[n]}
 
     def residuals(self, assessment: Assessment, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per explained site, target − prediction on examples ``rows`` (in the site's rows)."""
