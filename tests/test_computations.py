@@ -2,7 +2,6 @@
 predicting several sites, values moved between positions, and free-running evaluation."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest

@@ -10,7 +10,6 @@ import pytest
 
 from theorycraft.cli import main
 from theorycraft.errors import ArgumentError, StoreError
-from theorycraft.spec import HookPoint
 from theorycraft.store import ActivationSet, capture
 
 from test_store import HOOKS, Counting
