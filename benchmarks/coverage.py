@@ -248,7 +248,8 @@ def markdown(rows: Sequence[Row]) -> str:
                   "site spliced in (README, Scores)")
         lines += [f"### {target}", "", about, "",
                   "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
-                  "compression | coverage, seeds 0–2 | compression, seeds 0–2 | splice loss recovered | fit+score s |",
+                  f"compression | coverage, seeds {SEEDS[0]}–{SEEDS[-1]} | compression, seeds {SEEDS[0]}–{SEEDS[-1]} | "
+                  "splice loss recovered | fit+score s |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
             recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
