@@ -171,7 +171,8 @@ def site_bars(rows: Sequence, path: Path) -> None:
         sites = list(dict.fromkeys(s for r in pool for s in r.r2))
         series = [(r.theory, r.r2, {"color": MARKERS.get(r.family, ("", "tab:purple", 0))[1],
                                     "alpha": 0.55 + 0.45 * (r.family == "reference"),
-                                    "edgecolor": "black" if r.family == "reference" else "none"}) for r in pool]
+                                    "edgecolor": "black" if r.family == "reference" else "white", "linewidth": 0.6})
+                  for r in pool]
         _bars(ax, sites, series)
         ax.set_ylabel(f"test R²\n({FROM_FLOOR})", fontsize=7)
         ax.set_title(target, fontsize=10)

@@ -44,7 +44,7 @@ def report_html(directory) -> str:
     return _page(title, directory, sections)
 
 
-def write_report(directory, out=None) -> Path:
+def report(directory, out=None) -> Path:
     """Write the page to ``out`` (default: DIR/report.html), atomically; returns its path."""
     page = report_html(directory)
     out = Path(out) if out else Path(directory) / REPORT
@@ -224,10 +224,10 @@ def _diagnosis(directory: Path) -> str:
     if not path.is_file():
         return _note(f"No diagnosis.json: {code(f'theorycraft diagnose {directory}')} finds the residual's top "
                      f"directions, what they correlate with, and the worst examples.")
-    report = _json(path, f"run theorycraft diagnose {directory} again")
+    found = _json(path, f"run theorycraft diagnose {directory} again")
     parts = ["<p>On validation examples (what it points at steers the next theory, a choice).</p>"]
     try:
-        for site, r in report.items():
+        for site, r in found.items():
             parts.append(f"<h3>{esc(site)}: the residual is {r['residual_share_of_variance']:.1%} of the variance</h3>")
             parts.append(table(["direction", "share of the residual", "most correlated with"],
                                [[k + 1, f"{d['variance_share']:.1%}",
@@ -292,7 +292,7 @@ def _search_page(directory: Path):
         from theorycraft.scoring import Scorecard
         sections += [(a, f"Refitted: {t.lower()}", h) for a, t, h in _run_sections(fitted, Scorecard.load(fitted), "fitted-")
                      if a != "fitted-theory"]
-    return f"search from {result.start}", sections
+    return f"{result.scorecard.theory}: found by search", sections
 
 
 def _scaling(scaling) -> str:

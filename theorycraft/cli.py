@@ -162,9 +162,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from theorycraft._report import write_report
+    from theorycraft._report import report
 
-    print(f"report: {write_report(args.directory, args.out)}")
+    print(f"report: {report(args.directory, args.out)}")
     return EXIT_OK
 
 
