@@ -125,6 +125,19 @@ def test_bench_report_shows_the_panels_table_and_validity(pages, bench_dir):
     assert page.count("data:image/png;base64,") == 3 and fetched(page) == []  # Pareto, counterfactual, sites
 
 
+def test_a_run_only_fitted_says_which_commands_add_the_rest(run, tmp_path):
+    from theorycraft.scoring import SizeScore
+
+    fitted_only = tmp_path / "run"
+    shutil.copytree(run, fitted_only, ignore=shutil.ignore_patterns("axioms.json", "diagnosis.json", "report.html"))
+    card = Scorecard.load(run)
+    card.replace(size=SizeScore(card.size.params), mdl=None, splice={}, counterfactual=None).save(fitted_only)
+    page = report(fitted_only).read_text()
+    assert "Bits are not measured yet" in page and "theorycraft score RUN_DIR" in page
+    assert "No axioms.json" in page and "No diagnosis.json" in page
+    assert page.count("data:image/png;base64,") == 1 and fetched(page) == []  # fidelity per site only
+
+
 def test_report_errors_name_the_file_and_exit_1(run, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "nothing to report; expected a run directory (scorecard.json" in capsys.readouterr().err
