@@ -242,7 +242,10 @@ def _diagnosis(directory: Path) -> str:
 
 
 def _short(value, limit: int = 90) -> str:
-    text = json.dumps(value)
+    """An example's input on one line: numbers to 3 decimals, cut at ``limit`` characters."""
+    def rounded(v):
+        return [rounded(x) for x in v] if isinstance(v, list) else round(v, 3) if isinstance(v, float) else v
+    text = json.dumps(rounded(value))
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
