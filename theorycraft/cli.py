@@ -161,6 +161,13 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from theorycraft._report import report
+
+    print(f"report: {report(args.directory, args.out)}")
+    return EXIT_OK
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -375,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench", metavar="DIR", help="where results.json, results.md and plots go")
     bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
     bench.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
+    rep = command("report", _report, "one self-contained HTML page (plots embedded) of a run, search or bench "
+                  "directory: fidelity, bits, axioms, diagnosis; the search trail; the benchmark's panels")
+    rep.add_argument("directory", metavar="RUN_DIR|SEARCH_DIR|BENCH_DIR")
+    rep.add_argument("--out", metavar="FILE.html", help="where to write it (default: DIR/report.html)")
     return parser
 
 

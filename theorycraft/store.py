@@ -431,6 +431,24 @@ class ActivationSet:
         self.is_test = split_is_test(self.n, identity)
         self.is_validation = split_is_validation(self.n, identity)
 
+    def _summary(self) -> str:
+        splits = " / ".join(f"{name} {int(self.split_mask(name).sum()):,}" for name in ("train", "validation", "test"))
+        shift = self.manifest["dataset"].get("shift")
+        return (f"{self.manifest['target']['name']}, {self.n:,} examples ({splits}), {self.manifest['dtype']}"
+                + (f", shift {shift}" if shift else ""))
+
+    def __repr__(self) -> str:
+        lines = [f"ActivationSet({self._summary()}; {self.directory})"]
+        width = max(map(len, self.sites), default=0)
+        lines += [f"  {site:<{width}}  {list(shape)}" for site, shape in self.sites.items()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from theorycraft._html import code, esc, table
+
+        return "\n".join([f"<p><b>ActivationSet</b> {esc(self._summary())} at {code(self.directory)}</p>",
+                          table(["site", "shape per example"], [[s, str(list(v))] for s, v in self.sites.items()])])
+
     def split_mask(self, name: str) -> np.ndarray:
         """Which examples are 'train' (fitted), 'validation' (every choice) or 'test' (reported)."""
         masks = {"train": ~self.is_test & ~self.is_validation, "validation": self.is_validation,
