@@ -44,6 +44,8 @@ RANGES = {
     "top": Range(True, 1),
     "worst": Range(True, 0),
     "tries": Range(True, 1),
+    "model_shards": Range(True, 1),
+    "processes": Range(True, 1),
     "budget_bits": Range(False, 0, low_open=True),
     "budget_minutes": Range(False, 0, low_open=True),
     "target_coverage": Range(False, 0, low_open=True, high=1, high_open=True),

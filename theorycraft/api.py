@@ -61,19 +61,22 @@ class Inferred(NamedTuple):
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = ()) -> Inferred:
+          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (),
+          model_shards: int = 1) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
     once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first."""
+    default: what the machine has free): a theory whose fit would need more is refused first.
+    ``model_shards``: devices along the mesh's ``model`` axis, over which large parameters are split."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
     _arguments.check("n", n, optional=True)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
+                       progress=progress, mode=fit_mode, max_memory=max_memory,
+                       model_shards=model_shards)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if acts is None:

@@ -103,7 +103,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory)
+                    fit_mode=args.fit, log=log, max_memory=args.max_memory, model_shards=args.model_shards)
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
+                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
     _max_memory(inf)
     _common(inf)
 
