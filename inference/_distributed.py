@@ -68,6 +68,10 @@ def initialize(cluster: Cluster) -> None:
                                process_id=cluster.process_id)
 
 
+def process_count() -> int:
+    return jax.process_count()
+
+
 def is_leader() -> bool:
     """Process 0 writes the artifacts and prints; the others only compute."""
     return jax.process_index() == 0
@@ -79,15 +83,52 @@ def rank() -> tuple[int, ...]:
     return (jax.process_index(),) if jax.process_count() > 1 else ()
 
 
-def local_examples(n: int, bounds: list[tuple[int, int]]) -> np.ndarray:
-    """A mask of the examples this process reads: whole shards of the capture (``bounds``, the
-    [start, stop) rows of each), dealt round-robin, so no two processes read the same file."""
-    mask = np.zeros(n, bool)
+def local_rows(acts) -> np.ndarray:
+    """The examples this process reads (sorted): every one on a lone process; with several,
+    whole shards of the capture dealt round-robin (no two processes open the same file), or,
+    where there are fewer shards than processes, equal runs of rows."""
     count, index = jax.process_count(), jax.process_index()
-    for k, (start, stop) in enumerate(bounds):
-        if k % count == index:
-            mask[start:stop] = True
-    return mask
+    if count == 1:
+        return np.arange(acts.n)
+    bounds = [tuple(shard["rows"]) for shard in acts.manifest["shards"]]
+    if len(bounds) < count:
+        edges = np.linspace(0, acts.n, count + 1).astype(int)
+        return np.arange(edges[index], edges[index + 1])
+    return np.concatenate([np.arange(*b) for k, b in enumerate(bounds) if k % count == index])
+
+
+def mean(rows: np.ndarray) -> np.ndarray:
+    """The mean over every process's rows ([rows, d] -> [d])."""
+    if jax.process_count() == 1:
+        return np.asarray(rows).mean(0)
+    total, count = allsum(np.asarray(rows, np.float64).sum(0)), allsum(np.asarray(len(rows), np.int64))
+    return (total / max(int(count), 1)).astype(np.asarray(rows).dtype)
+
+
+def variance(rows: np.ndarray) -> np.ndarray:
+    """The variance of each column over every process's rows ([rows, d] -> [d])."""
+    if jax.process_count() == 1:
+        return np.var(rows, axis=0)
+    rows = np.asarray(rows, np.float64)
+    sums = allsum(np.stack([rows.sum(0), (rows ** 2).sum(0)]))
+    n = max(int(allsum(np.asarray(len(rows), np.int64))), 1)
+    return np.maximum(sums[1] / n - (sums[0] / n) ** 2, 0.0)
+
+
+def reduce_stats(stats):
+    """Ridge sufficient statistics (``_ridge.Stats``) summed over processes; a process without
+    rows takes part with zeros of the others' shapes."""
+    if jax.process_count() == 1:
+        return stats
+    from ._ridge import Stats
+
+    f, d = (allmax(-1 if m is None else len(m)) for m in (stats.sx, stats.sy))
+    if f < 0:
+        return stats  # no process has rows
+    names = ("sx", "sy", "yy", "xtx", "xty")
+    shapes = {"sx": (f,), "sy": (d,), "yy": (d,), "xtx": (f, f), "xty": (f, d)}
+    local = {k: np.zeros(shapes[k]) if getattr(stats, k) is None else getattr(stats, k) for k in names}
+    return Stats(int(allsum(np.asarray(stats.n, np.int64))), **{k: allsum(v) for k, v in local.items()})
 
 
 def allsum(x):
@@ -101,7 +142,7 @@ def allsum(x):
     wide = np.ascontiguousarray(x, np.float64 if x.dtype.kind == "f" else np.int64)
     bits = wide.reshape(-1).view(np.int32)
     gathered = np.asarray(multihost_utils.process_allgather(bits))  # [processes, 2 * size]
-    return gathered.view(wide.dtype).reshape(-1, *wide.shape).sum(0)
+    return gathered.view(wide.dtype).reshape(-1, *x.shape).sum(0)  # (ascontiguousarray makes 0-d 1-d)
 
 
 def allsum_sparse(matrix):
@@ -125,6 +166,7 @@ def allsum_sparse(matrix):
 
 
 def allmax(x: int) -> int:
+    """The largest of one integer over processes."""
     if jax.process_count() == 1:
         return x
     from jax.experimental import multihost_utils

@@ -74,11 +74,11 @@ def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tupl
     return shapes
 
 
-def load_examples(theory: Theory, acts) -> dict[str, np.ndarray]:
-    """The inputs and every site (positions selected), all examples, in memory."""
-    data = {"inputs": np.asarray(acts.inputs())}
+def load_examples(theory: Theory, acts, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The inputs and every site (positions selected), all examples (or those at ``rows``), in memory."""
+    data = {"inputs": np.asarray(acts.inputs() if rows is None else acts.inputs()[rows])}
     for name, site in theory.sites.items():
-        values = acts.site(str(site.hook))
+        values = acts.site(str(site.hook)) if rows is None else acts.site_at(str(site.hook), rows)
         data[name] = values[:, site.position] if site.position is not None else values
     return data
 
@@ -202,7 +202,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     the validation split. Returns the best parameters and a summary."""
     fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
     fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
-    variances = {s: float(np.var(fixed_train[s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+    variances = {s: float(_distributed.variance(fixed_train[s]["__y__"]).sum()) + 1e-12 for s in sites}
     loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
                                                   config.max_steps, config.learning_rate * 0.05)
@@ -302,14 +302,17 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     check_inputs(theory, acts)
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
-    train_idx = np.flatnonzero(~acts.is_test & ~acts.is_validation & allowed)
-    val_idx = np.flatnonzero(acts.is_validation & allowed)
+    local = _distributed.local_rows(acts)  # all examples; on several processes, this one's shards
+    train_idx = np.flatnonzero((~acts.is_test & ~acts.is_validation & allowed)[local])  # positions in `local`
+    val_idx = np.flatnonzero((acts.is_validation & allowed)[local])
     shapes = site_shapes(theory, acts.sites)
     budget = Budget.of(config.max_memory, config.batch_size, len(train_idx), len(val_idx),
-                       data_bytes(shapes, acts.n))  # priced (and refused) before anything is allocated
+                       data_bytes(shapes, len(local)))  # priced (and refused) before anything is allocated
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
-    data = data if data is not None else load_examples(theory, acts)
-    means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
+    several = len(local) < acts.n
+    data = (load_examples(theory, acts, local if several else None) if data is None else
+            _take(data, local) if several else data)
+    means = {s: _distributed.mean(site_rows(plan, s, data[s][train_idx])) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in params}
@@ -340,7 +343,9 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
-    summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
+    summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n,
+                                                                   "processes": _distributed.process_count(),
+                                                                   "examples_read": len(local)}}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from theorycraft.inference import FitConfig, fit
 
@@ -79,3 +80,48 @@ def test_a_table_sharded_two_by_two_fits_like_one_device(tmp_path):
     table = np.asarray(one.params["table"]["table"])
     assert np.abs(table).max() > 0.1  # it was fitted
     np.testing.assert_allclose(four["table"], table, rtol=1e-4, atol=1e-5)
+
+
+def test_two_processes_fit_and_score_like_one(tmp_path):
+    """`infer --processes 2`: two workers on localhost (gloo), each reading its own shards of the
+    capture; the exact solves (ridge, sums of tables) match one process, and Adam, fed each
+    process's rows of a step, learns the same site about as well."""
+    import theorycraft as tc
+    from conftest import recorded_target
+    from theorycraft.cli import main
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import Scorecard
+    from theorycraft.spec import load_theory
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    path = tmp_path / "theory.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        theory: two-processes
+        target: activations:{recorded_target(tmp_path)}
+        sites: {{x: x, y: y, z: z, u: u}}
+        inputs: [x]
+        variables: {{a: 'token[0]', b: 'token[1]'}}
+        components:
+          lin: {{kind: linear, from: x, predicts: y}}
+          by_a: {{kind: lookup, of: a, size: 7, predicts: z}}
+          by_b: {{kind: lookup, of: b, size: 7, predicts: z}}
+          net: {{kind: mlp, from: a, hidden: [8], predicts: u}}
+        """))
+    theory = load_theory(str(path))
+    acts = capture(load_target(theory.target), [s.hook for s in theory.sites.values()], cache_dir=tmp_path / "cache",
+                   progress=False, shard_rows=100)  # six shards: three for each process
+    flags = ["--max-steps", "60", "--batch-size", "64", "--lr", "0.03"]
+    assert main(["infer", str(path), "--processes", "2", "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "two"), *flags]) == 0
+    one = tc.infer(theory, acts, max_steps=60, batch_size=64, learning_rate=0.03, progress=False, log=lambda m: None)
+    two, card = FittedTheory.load(tmp_path / "two"), Scorecard.load(tmp_path / "two")
+    assert two.fit_info["data"] | {"directory": None} == {"directory": None, "n": 600, "processes": 2, "examples_read": 300}
+    assert two.fit_info["gradient"]["devices"] == 2
+    for name in ("lin", "by_a", "by_b"):  # exact: sums over processes, then the same solve
+        for leaf, value in one.fitted.params[name].items():
+            np.testing.assert_allclose(two.params[name][leaf], value, rtol=1e-5, atol=1e-6)
+    for site in ("y", "z"):
+        assert card.sites[site].r2_test == pytest.approx(one.scorecard.sites[site].r2_test, abs=1e-6)
+    assert card.sites["u"].r2_test > 0.2  # each process's own rows of every step: it learns as one process does
+    assert card.sites["u"].r2_test == pytest.approx(one.scorecard.sites["u"].r2_test, abs=0.1)

@@ -91,8 +91,13 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
+    from theorycraft.inference import _distributed
     from theorycraft.spec import load_theory
 
+    cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
+    if cluster is not None:
+        _distributed.initialize(cluster)
+    leader = cluster is None or cluster.process_id == 0
     theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
@@ -103,7 +108,11 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory, model_shards=args.model_shards)
+                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
+                    model_shards=args.model_shards, progress=leader,
+                    processes=args.processes or (cluster.num_processes if cluster else 1))
+    if not leader:  # process 0 reports and writes
+        return EXIT_OK
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -315,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
     inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
                      "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
+    inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
+                     "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
+                     "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
     _max_memory(inf)
     _common(inf)
 

@@ -489,6 +489,19 @@ class ActivationSet:
                              f"captured: {', '.join(self.sites)}")
         return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])
 
+    def site_at(self, site: str, rows: np.ndarray) -> np.ndarray:
+        """One site at the examples ``rows`` (sorted), float32, opening only the shards that hold
+        them (a process of a distributed fit reads its own shards, never the others')."""
+        if site not in self.sites:
+            return self.site(site)  # the error that names what was captured
+        parts = []
+        for shard in self.manifest["shards"]:
+            start, stop = shard["rows"]
+            inside = rows[(rows >= start) & (rows < stop)]
+            if len(inside):
+                parts.append(np.asarray(self._shard_array(shard, site)[inside - start], np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, *self.sites[site]), np.float32)
+
     def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None,
                 with_inputs: bool = True) -> Iterator[dict]:
         """Stream ``{"index", "inputs", SITE...}`` minibatches in store order, shard by shard,
