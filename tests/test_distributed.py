@@ -125,3 +125,32 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
         assert card.sites[site].r2_test == pytest.approx(one.scorecard.sites[site].r2_test, abs=1e-6)
     assert card.sites["u"].r2_test > 0.2  # each process's own rows of every step: it learns as one process does
     assert card.sites["u"].r2_test == pytest.approx(one.scorecard.sites["u"].r2_test, abs=0.1)
+
+
+def test_capture_parts_merge_by_key(tmp_path):
+    """`capture --part K/N` records every N-th shard into a partial store; the whole capture of
+    the same key adopts the parts' shards and records only what they lack, to the same arrays."""
+    from conftest import recorded_target
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    target = load_target(f"activations:{recorded_target(tmp_path)}")
+    recorded = []
+    record = target.record
+    target.record = lambda data, rows, hooks: recorded.append(len(rows)) or record(data, rows, hooks)
+
+    def take(cache, **kw):
+        return capture(target, ["x", "z"], cache_dir=tmp_path / cache, progress=False, shard_rows=100, batch_size=50, **kw)
+
+    whole = take("direct")
+    recorded.clear()
+    part = take("parts", part=(1, 3))  # shards 1 and 4 of 6
+    assert sum(recorded) == 200 and part.name.endswith(".part-1-of-3") and not (part / "manifest.json").exists()
+    take("parts", part=(0, 3))  # shards 0 and 3; part 2 never runs
+    recorded.clear()
+    merged = take("parts")
+    assert sum(recorded) == 200  # only shards 2 and 5, which no part recorded
+    assert not list((tmp_path / "parts").glob("*.part-*"))
+    for site in ("x", "z"):
+        np.testing.assert_array_equal(merged.site(site), whole.site(site))
+    merged.verify()

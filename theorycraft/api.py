@@ -30,10 +30,13 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = ()) -> ActivationSet:
+            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
+            part: tuple[int, int] | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
-    datasets (``target.shifts()``) instead of its own."""
+    datasets (``target.shifts()``) instead of its own. ``part=(K, N)``: only every N-th shard from
+    the K-th (K from 0), into a partial store whose path is returned; a capture of the same key
+    without ``part`` (or ``infer``) merges the parts it finds and records only what they lack."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     shift = _arguments.shift(shift)
@@ -48,7 +51,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift)
+                    progress=progress, shift=shift, part=part)
 
 
 class Inferred(NamedTuple):

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, include_path_flag, memory_flag, site_flag
+from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
@@ -75,12 +75,17 @@ def _shifts(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
+    from theorycraft.store import ActivationSet
     from theorycraft.targets._hf import read_texts
 
     texts = read_texts(args.text, args.data) if (args.text or args.data) else None
     acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
                    cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path)
+                   shift=args.shift, include_paths=args.include_path, part=args.part)
+    if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
+        print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
+              f"infer) merges the parts and records what they lack")
+        return EXIT_OK
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
@@ -308,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
+    cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
+                     "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
+                     "without --part merges them")
     _common(cap)
 
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
