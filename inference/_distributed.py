@@ -40,11 +40,13 @@ class Cluster:
 
 
 def cluster_from_environment(environ=os.environ) -> Cluster | None:
-    """The cluster this process belongs to, from THEORYCRAFT_* (or Slurm's SLURM_NTASKS and
-    SLURM_PROCID, with the coordinator still from THEORYCRAFT_COORDINATOR); None on a lone process."""
+    """The cluster this process belongs to, from THEORYCRAFT_COORDINATOR (host:port of process 0),
+    THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID, the last two falling back on Slurm's
+    SLURM_NTASKS and SLURM_PROCID (and the index on a Kubernetes indexed Job's
+    JOB_COMPLETION_INDEX); None without a coordinator: a lone process."""
     coordinator = environ.get(COORDINATOR)
     count = environ.get(NUM_PROCESSES, environ.get("SLURM_NTASKS"))
-    index = environ.get(PROCESS_ID, environ.get("SLURM_PROCID"))
+    index = environ.get(PROCESS_ID, environ.get("SLURM_PROCID", environ.get("JOB_COMPLETION_INDEX")))
     if not coordinator:
         return None
     try:

@@ -154,3 +154,20 @@ def test_capture_parts_merge_by_key(tmp_path):
     for site in ("x", "z"):
         np.testing.assert_array_equal(merged.site(site), whole.site(site))
     merged.verify()
+
+
+def test_the_cluster_comes_from_the_environment():
+    from theorycraft.errors import ArgumentError
+    from theorycraft.inference._distributed import Cluster, cluster_from_environment
+
+    assert cluster_from_environment({"SLURM_NTASKS": "4", "SLURM_PROCID": "1"}) is None  # no coordinator: alone
+    ours = {"THEORYCRAFT_COORDINATOR": "node0:12355", "THEORYCRAFT_NUM_PROCESSES": "4", "THEORYCRAFT_PROCESS_ID": "3"}
+    assert cluster_from_environment(ours) == Cluster("node0:12355", 4, 3)
+    slurm = {"THEORYCRAFT_COORDINATOR": "node0:12355", "SLURM_NTASKS": "8", "SLURM_PROCID": "5"}
+    assert cluster_from_environment(slurm) == Cluster("node0:12355", 8, 5)
+    indexed = {"THEORYCRAFT_COORDINATOR": "fit-0.fit:12355", "THEORYCRAFT_NUM_PROCESSES": "2", "JOB_COMPLETION_INDEX": "1"}
+    assert cluster_from_environment(indexed) == Cluster("fit-0.fit:12355", 2, 1)
+    for bad in ({"THEORYCRAFT_NUM_PROCESSES": "two", "THEORYCRAFT_PROCESS_ID": "0"},
+                {"THEORYCRAFT_NUM_PROCESSES": "2", "THEORYCRAFT_PROCESS_ID": "2"}):
+        with pytest.raises(ArgumentError, match="THEORYCRAFT_"):
+            cluster_from_environment({"THEORYCRAFT_COORDINATOR": "node0:1"} | bad)
