@@ -176,6 +176,11 @@ def allmax(x: int) -> int:
     return int(np.max(multihost_utils.process_allgather(np.asarray([x], np.int32))))
 
 
+def agree(x: int) -> bool:
+    """Whether every process has the same integer (always, on one)."""
+    return jax.process_count() == 1 or allmax(x) == -allmax(-x)
+
+
 # --- the mesh -------------------------------------------------------------------------------------
 
 def make_mesh(model: int = 1) -> Mesh:

@@ -215,6 +215,8 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
              "step": 0, "best_val": float("inf"), "stale": 0}
     step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])))
     resumed = checkpoint.load(state["tree"])
+    if not _distributed.agree(-1 if resumed is None else resumed["step"]):
+        resumed = None  # a checkpoint that not every process sees alike: all start over together
     if resumed is not None:
         state = resumed
         log(f"resumed from step {state['step']}")
