@@ -30,10 +30,13 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = ()) -> ActivationSet:
+            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
+            part: tuple[int, int] | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
-    datasets (``target.shifts()``) instead of its own."""
+    datasets (``target.shifts()``) instead of its own. ``part=(K, N)``: only every N-th shard from
+    the K-th (K from 0), into a partial store whose path is returned; a capture of the same key
+    without ``part`` (or ``infer``) merges the parts it finds and records only what they lack."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     shift = _arguments.shift(shift)
@@ -48,7 +51,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift)
+                    progress=progress, shift=shift, part=part)
 
 
 class Inferred(NamedTuple):
@@ -61,32 +64,88 @@ class Inferred(NamedTuple):
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = ()) -> Inferred:
+          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (),
+          model_shards: int = 1, processes: int = 1) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
     once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first."""
+    default: what the machine has free): a theory whose fit would need more is refused first.
+    ``model_shards``: devices along the mesh's ``model`` axis, over which large parameters are split.
+    ``processes``: fit on N processes joined by ``jax.distributed``, each reading its own shards
+    of the capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
+    here. In a process that has joined one (``join()``), only process 0 scores and writes; the
+    others return the fitted theory with no scorecard."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
+    from theorycraft.inference import _distributed
+
     _arguments.check("n", n, optional=True)
+    _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
+                       progress=progress, mode=fit_mode, max_memory=max_memory,
+                       model_shards=model_shards)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if acts is None:
         acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     out = Path(out_dir) if out_dir is not None else None
+    if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
+        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
+                                                   learning_rate=learning_rate, batch_size=batch_size, progress=progress,
+                                                   fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
+                                                   trust_code=trust_code), log)
+    if processes > 1 and processes != _distributed.process_count():
+        raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
+                            f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
+    if not _distributed.is_leader():  # process 0 scores and writes
+        return Inferred(fitted, None)
     card = score(fitted, acts, bits=False)
     if out is not None:
         fitted.save(out)
         card.save(out)
     return Inferred(fitted, card)
+
+
+def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
+    """``infer`` on local workers (theorycraft._processes); the result is read from the artifact
+    process 0 writes (to a temporary folder without ``out_dir``)."""
+    import tempfile
+
+    from theorycraft._processes import spawn
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import Scorecard
+
+    with tempfile.TemporaryDirectory(prefix="theorycraft-infer-") as folder:
+        out = job["out_dir"] = Path(job["out_dir"] or folder)
+        spawn(processes, job, log)
+        return Inferred(FittedTheory.load(out, trust_code=job["trust_code"]), Scorecard.load(out))
+
+
+def join(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Join a cluster of processes (JAX's distributed runtime; gloo collectives on CPU) before
+    anything else uses JAX; what is not given is read from THEORYCRAFT_COORDINATOR,
+    THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID (or SLURM_NTASKS, SLURM_PROCID). Then
+    ``infer`` runs on every process of it, each reading its own shards."""
+    import os
+
+    from theorycraft.inference import _distributed
+
+    env = dict(os.environ)
+    for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
+                        (_distributed.PROCESS_ID, process_id)):
+        if value is not None:
+            env[name] = str(value)
+    cluster = _distributed.cluster_from_environment(env)
+    if cluster is None:
+        raise ArgumentError(f"expected a coordinator address (host:port) to join, as coordinator= or in "
+                            f"{_distributed.COORDINATOR}; found neither")
+    _distributed.initialize(cluster)
 
 
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, include_path_flag, memory_flag, site_flag
+from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 
@@ -75,12 +75,17 @@ def _shifts(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
+    from theorycraft.store import ActivationSet
     from theorycraft.targets._hf import read_texts
 
     texts = read_texts(args.text, args.data) if (args.text or args.data) else None
     acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
                    cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path)
+                   shift=args.shift, include_paths=args.include_path, part=args.part)
+    if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
+        print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
+              f"infer) merges the parts and records what they lack")
+        return EXIT_OK
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
@@ -91,8 +96,13 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
+    from theorycraft.inference import _distributed
     from theorycraft.spec import load_theory
 
+    cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
+    if cluster is not None:
+        _distributed.initialize(cluster)
+    leader = cluster is None or cluster.process_id == 0
     theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
@@ -103,7 +113,11 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory)
+                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
+                    model_shards=args.model_shards, progress=leader,
+                    processes=args.processes or (cluster.num_processes if cluster else 1))
+    if not leader:  # process 0 reports and writes
+        return EXIT_OK
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -306,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
+    cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
+                     "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
+                     "without --part merges them")
     _common(cap)
 
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
@@ -320,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
+                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
+    inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
+                     "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
+                     "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
     _max_memory(inf)
     _common(inf)
 
