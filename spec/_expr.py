@@ -334,7 +334,7 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
         integers = xp is np and np.issubdtype(np.result_type(left, right), np.integer)
         if isinstance(node.op, ast.Pow) and integers and (np.asarray(right) < 0).any():
             left = np.asarray(left, np.float64)  # numpy refuses integers to negative powers
-        elif integers:
+        elif integers and not isinstance(node.op, ast.Div):  # a division's result is a float
             _check_int32(_BINARY[type(node.op)](np.asarray(left, np.float64), np.asarray(right, np.float64)))
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
