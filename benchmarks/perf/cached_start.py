@@ -32,7 +32,7 @@ import sys
 from theorycraft.api import capture
 from theorycraft.spec import load_theory
 acts = capture(load_theory(sys.argv[1]), n=int(sys.argv[2]), cache_dir=sys.argv[3], progress=False)
-print(acts.key)
+print(acts.directory.name)  # the key (an older ActivationSet has no .key)
 """
 
 
