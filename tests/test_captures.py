@@ -160,3 +160,42 @@ def test_text_flags_belong_to_hf_targets(theory_file, tmp_path, capsys):
     text.write_text("some text " * 100)
     assert main(["infer", str(theory_file), "--text", str(text), "--cache", str(tmp_path / "cache")]) == 2
     assert "--text and --data are the data of hf: targets" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A one-layer, 8-wide BERT with random weights and a 21-word vocabulary, saved as a local
+    Hugging Face directory: an hf: target that loads in a moment."""
+    transformers = pytest.importorskip("transformers", reason="the minilm extra is not installed")
+    import torch
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    words = "the a cat dog sat ran on under mat house tree".split()
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    transformers.BertTokenizer(str(directory / "vocab.txt")).save_pretrained(directory)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_score_captures_an_hf_run_on_another_text(tiny_bert, tmp_path, capsys):
+    import random
+
+    rng = random.Random(0)
+    words = "the a cat dog sat ran on under mat house tree".split()
+    for name, chosen in {"a.txt": words[:6], "b.txt": words[5:]}.items():
+        (tmp_path / name).write_text(" ".join(rng.choice(chosen) for _ in range(8000)))
+    theory = tmp_path / "tiny.yaml"
+    theory.write_text(f"theory: tiny\ntarget: hf:{tiny_bert}\nsites: {{emb: embeddings, l0: encoder.layer.0.output}}\n"
+                      "inputs: [emb]\ncomponents:\n  mix: {kind: linear, from: emb, predicts: l0}\n")
+    cache, run = str(tmp_path / "cache"), str(tmp_path / "run")
+    assert main(["infer", str(theory), "--text", str(tmp_path / "a.txt"), "--n", "40", "--cache", cache,
+                 "--out", run]) == 0
+    assert main(["score", run, "--text", str(tmp_path / "b.txt"), "--shift", "other-words", "--no-splice",
+                 "--cache", cache]) == 0
+    assert "shifted (other-words; " in capsys.readouterr().out
+    shifted = json.loads((tmp_path / "run" / "scorecard.json").read_text())["shifted"]["other-words"]
+    assert shifted["n"] > 0 and set(shifted["r2"]) == {"l0"}
+    assert len(captures(tmp_path / "cache")) == 2  # the run's text and the other, each its own capture
