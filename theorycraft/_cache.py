@@ -152,6 +152,7 @@ def find(ref: str | os.PathLike, cache_dir=None) -> ActivationSet:
         return ActivationSet(path)
     name = str(ref)
     matches = sorted(p for p in root.glob(f"{name}*") if p.is_dir() and p.name != INDEX) if name and "/" not in name else []
+    matches = [root / name] if root / name in matches else matches  # a whole key, not its partial stores
     if len(matches) == 1:
         if not (matches[0] / "manifest.json").exists():
             raise StoreError(f"capture {matches[0].name} in {root} is incomplete (an interrupted capture: run it "
@@ -169,6 +170,7 @@ def remove(key: str, cache_dir=None) -> Held:
     A capture being written (its lock held) is refused."""
     root = cache_root(cache_dir)
     matches = [h for h in held(cache_dir) if h.key.startswith(key)] if key else []
+    matches = [h for h in matches if h.key == key] or matches  # a whole key, not its partial stores
     if len(matches) != 1:
         raise StoreError(f"no capture '{key}' in {root}" if not matches else
                          f"capture '{key}' is ambiguous in {root}: {', '.join(h.key for h in matches)}")

@@ -68,13 +68,16 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None) -> ActivationSet:
+            log=None, part: tuple[int, int] | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. ``seed`` is the data seed: which examples, in
     which order, and so the test split. ``shift``: one of the target's named shifted datasets
     (``target.shifts()``) instead of its own. A capture the store's index knows is opened without
     loading the target; with ``n`` None, one of these sites at another size is reused, and
-    ``log`` (a function of one message; default silent) says which."""
+    ``log`` (a function of one message; default silent) says which. ``part=(K, N)``: only every
+    N-th shard from the K-th (K from 0), into a partial store whose path is returned; a capture of
+    the same key without ``part`` (or ``infer``) merges the parts it finds and records only what
+    they lack."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     shift = _arguments.shift(shift)
@@ -88,13 +91,13 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                             f"theorycraft sites {name} lists them), or capture a theory file")
     texts = tuple(texts) if texts else None
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    request = _request(theory_or_target, hooks, n, seed, dtype, shift, texts)
+    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts)
     if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
         return acts
     target = target_of(theory_or_target, trust_code=trust_code, texts=texts)
     acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift)
-    if request is not None:
+                    progress=progress, shift=shift, part=part)
+    if request is not None and isinstance(acts, ActivationSet):
         _cache.remember(request, acts, cache_dir)
     return acts
 
@@ -122,7 +125,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
-          dtype: str = "float32", texts: Iterable[str] | None = None) -> Inferred:
+          dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
+          processes: int = 1) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. ``acts``: a capture to fit on (an ActivationSet, or its key or directory)
     instead of the one ``n``, ``data_seed``, ``dtype`` and ``texts`` name; ``seed`` seeds the fit
@@ -130,21 +134,40 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
     once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first."""
+    default: what the machine has free): a theory whose fit would need more is refused first.
+    ``model_shards``: devices along the mesh's ``model`` axis, over which large parameters are split.
+    ``processes``: fit on N processes joined by ``jax.distributed``, each reading its own shards
+    of the capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
+    here. In a process that has joined one (``join()``), only process 0 scores and writes; the
+    others return the fitted theory with no scorecard."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
+    from theorycraft.inference import _distributed
+
     _arguments.check("n", n, optional=True)
+    _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
+                       progress=progress, mode=fit_mode, max_memory=max_memory,
+                       model_shards=model_shards)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
                         trust_code=trust_code, progress=progress, log=log)
     out = Path(out_dir) if out_dir is not None else None
+    if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
+        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
+                                                   learning_rate=learning_rate, batch_size=batch_size, progress=progress,
+                                                   fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
+                                                   trust_code=trust_code), log)
+    if processes > 1 and processes != _distributed.process_count():
+        raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
+                            f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
+    if not _distributed.is_leader():  # process 0 scores and writes
+        return Inferred(fitted, None)
     card = score(fitted, acts, bits=False)
     if out is not None:
         fitted.save(out)
@@ -161,6 +184,42 @@ def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir,
         return open_capture(acts, theory, cache_dir)
     return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
                    progress=progress, log=log)
+
+
+def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
+    """``infer`` on local workers (theorycraft._processes); the result is read from the artifact
+    process 0 writes (to a temporary folder without ``out_dir``)."""
+    import tempfile
+
+    from theorycraft._processes import spawn
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import Scorecard
+
+    with tempfile.TemporaryDirectory(prefix="theorycraft-infer-") as folder:
+        out = job["out_dir"] = Path(job["out_dir"] or folder)
+        spawn(processes, job, log)
+        return Inferred(FittedTheory.load(out, trust_code=job["trust_code"]), Scorecard.load(out))
+
+
+def join(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Join a cluster of processes (JAX's distributed runtime; gloo collectives on CPU) before
+    anything else uses JAX; what is not given is read from THEORYCRAFT_COORDINATOR,
+    THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID (or SLURM_NTASKS, SLURM_PROCID). Then
+    ``infer`` runs on every process of it, each reading its own shards."""
+    import os
+
+    from theorycraft.inference import _distributed
+
+    env = dict(os.environ)
+    for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
+                        (_distributed.PROCESS_ID, process_id)):
+        if value is not None:
+            env[name] = str(value)
+    cluster = _distributed.cluster_from_environment(env)
+    if cluster is None:
+        raise ArgumentError(f"expected a coordinator address (host:port) to join, as coordinator= or in "
+                            f"{_distributed.COORDINATOR}; found neither")
+    _distributed.initialize(cluster)
 
 
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,

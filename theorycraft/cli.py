@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, include_path_flag, memory_flag, site_flag
+from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
 from theorycraft.store import DTYPES
@@ -76,11 +76,16 @@ def _shifts(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
+    from theorycraft.store import ActivationSet
 
     data = _data(args)
     acts = capture(args.source, sites=args.sites, n=args.n, seed=data.pop("data_seed", 0), **data,
                    cache_dir=args.cache, trust_code=args.trust_code, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path, log=_say)
+                   shift=args.shift, include_paths=args.include_path, part=args.part, log=_say)
+    if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
+        print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
+              f"infer) merges the parts and records what they lack")
+        return EXIT_OK
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory} "
           f"(key {acts.key})")
     for site, shape in acts.sites.items():
@@ -92,8 +97,13 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
+    from theorycraft.inference import _distributed
     from theorycraft.spec import load_theory
 
+    cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
+    if cluster is not None:
+        _distributed.initialize(cluster)
+    leader = cluster is None or cluster.process_id == 0
     theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
@@ -104,7 +114,11 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory, **_data(args, named=True))
+                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
+                    model_shards=args.model_shards, progress=leader,
+                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
+    if not leader:  # process 0 reports and writes
+        return EXIT_OK
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -161,6 +175,13 @@ def _bench(args: argparse.Namespace) -> int:
     if result.validity:  # a reference theory not ranked first: the benchmark does not hold
         print(f"error: the benchmark's validity check failed ({len(result.validity)} problems)", file=sys.stderr)
         return EXIT_INVALID
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from theorycraft._report import report
+
+    print(f"report: {report(args.directory, args.out)}")
     return EXIT_OK
 
 
@@ -300,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
+    cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
+                     "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
+                     "without --part merges them")
     _common(cap)
 
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
@@ -317,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
                      "sites already in the store, else the target's dataset)")
     _data_flags(inf, named=True)
+    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
+                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
+    inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
+                     "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
+                     "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
     _max_memory(inf)
     _common(inf)
 
@@ -388,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
     _cache_flag(bench)
     _cache_commands(command)
+    rep = command("report", _report, "one self-contained HTML page (plots embedded) of a run, search or bench "
+                  "directory: fidelity, bits, axioms, diagnosis; the search trail; the benchmark's panels")
+    rep.add_argument("directory", metavar="RUN_DIR|SEARCH_DIR|BENCH_DIR")
+    rep.add_argument("--out", metavar="FILE.html", help="where to write it (default: DIR/report.html)")
     return parser
 
 
@@ -467,8 +500,9 @@ def _cache_ls(args: argparse.Namespace) -> int:
     print(f"{'key':<20}  {'size':>9}  {'captured':<16}  {'target':<24} {'n':>7} {'seed':>4} {'dtype':<8}  sites")
     for h in held:
         if not h.complete:
-            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  incomplete (an interrupted "
-                  f"capture: run it again to resume, or theorycraft cache rm {h.key})")
+            why = ("a partial store (capture --part): the capture without --part merges it" if ".part-" in h.key else
+                   f"an interrupted capture: run it again to resume, or theorycraft cache rm {h.key}")
+            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  incomplete ({why})")
             continue
         shift = f" (shift {h.shift})" if h.shift else ""
         print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  {h.target + shift:<24} "
