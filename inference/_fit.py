@@ -345,9 +345,9 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
-    summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n,
-                                                                   "processes": _distributed.process_count(),
-                                                                   "examples_read": len(local)}}
+    data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
+            "processes": _distributed.process_count(), "examples_read": len(local)}
+    summary |= {"seconds": round(time.time() - start, 2), "data": data}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
 

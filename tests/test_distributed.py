@@ -116,7 +116,8 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
                  "--out", str(tmp_path / "two"), *flags]) == 0
     one = tc.infer(theory, acts, max_steps=60, batch_size=64, learning_rate=0.03, progress=False, log=lambda m: None)
     two, card = FittedTheory.load(tmp_path / "two"), Scorecard.load(tmp_path / "two")
-    assert two.fit_info["data"] | {"directory": None} == {"directory": None, "n": 600, "processes": 2, "examples_read": 300}
+    assert two.fit_info["data"] | {"capture": None, "cache": None} == {"capture": None, "cache": None, "n": 600,
+                                                                    "processes": 2, "examples_read": 300}
     assert two.fit_info["gradient"]["devices"] == 2
     for name in ("lin", "by_a", "by_b"):  # exact: sums over processes, then the same solve
         for leaf, value in one.fitted.params[name].items():

@@ -39,8 +39,13 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else $THEORYCRAFT_CACHE, else ~/.cache/theorycraft."""
-    root = cache_dir or os.environ.get("THEORYCRAFT_CACHE") or Path.home() / ".cache" / "theorycraft"
+    """``cache_dir``, else $THEORYCRAFT_CACHE, else the platform's user cache directory
+    (platformdirs: ~/.cache/theorycraft on Linux, ~/Library/Caches/theorycraft on macOS)."""
+    root = cache_dir or os.environ.get("THEORYCRAFT_CACHE")
+    if not root:
+        import platformdirs
+
+        root = platformdirs.user_cache_dir("theorycraft", appauthor=False)
     return Path(root).expanduser()
 
 
@@ -468,6 +473,12 @@ class ActivationSet:
         identity = self.manifest["dataset"]["identity"]
         self.is_test = split_is_test(self.n, identity)
         self.is_validation = split_is_validation(self.n, identity)
+
+    @property
+    def key(self) -> str:
+        """The capture's key: how the store and artifacts name it."""
+        key = self.manifest["key"]
+        return CaptureKey(key["target"], tuple(key["hooks"]), key["dataset"], key["dtype"]).digest()
 
     def _summary(self) -> str:
         splits = " / ".join(f"{name} {int(self.split_mask(name).sum()):,}" for name in ("train", "validation", "test"))

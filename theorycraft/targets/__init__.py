@@ -10,6 +10,6 @@ store or the engine.
 from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
-from ._load import load_target
+from ._load import load_target, source_identity
 
-__all__ = ["Target", "TargetError", "TorchTarget", "load_target"]
+__all__ = ["Target", "TargetError", "TorchTarget", "load_target", "source_identity"]
