@@ -1,7 +1,18 @@
 """theorycraft: write a theory of a network in YAML, fit it to the network's activations, and
 score it by what it predicts per bit it costs."""
 
+from typing import TYPE_CHECKING
+
 from theorycraft.spec import Theory, TheoryError, check_theory, load_theory, parse_theory
+
+if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names below
+    from theorycraft.api import capture, check, infer, search
+    from theorycraft.inference import FittedTheory
+    from theorycraft.inference.kinds import Kind, register_kind
+    from theorycraft.refine import SearchResult
+    from theorycraft.scoring import Scorecard, score
+    from theorycraft.store import ActivationSet
+    from theorycraft.targets import load_target
 
 __all__ = ["ActivationSet", "FittedTheory", "Kind", "Scorecard", "SearchResult", "Theory", "TheoryError", "capture",
            "check", "check_theory", "infer", "load_target", "load_theory", "parse_theory", "register_kind", "score", "search"]
@@ -19,3 +30,7 @@ def __getattr__(name):
         import importlib
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'theorycraft' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -32,8 +32,41 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = ()) -> ActivationSet:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
-    datasets (``target.shifts()``) instead of its own."""
+    same (target, sites, data) if there is one.
+
+    Parameters
+    ----------
+    theory_or_target : Theory, Target or str
+        A theory (or a theory file, ``.yaml``) whose sites to record, or a target (or a reference
+        like ``builtin:induction``) with ``sites``.
+    sites : sequence of str or HookPoint, optional
+        Hook points to record; default the theory's (a target needs them).
+    n : int, optional
+        Number of examples; default the target's dataset.
+    seed : int
+        Seed of the data and its one shuffle.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype of the activations.
+    cache_dir : str or Path, optional
+        The activation store; default ``$THEORYCRAFT_CACHE`` or ``~/.cache/theorycraft``.
+    trust_code : bool
+        Let ``torch:`` targets run their Python.
+    texts : iterable of str, optional
+        ``hf:`` targets: the texts to run instead of the target's own data.
+    batch_size : int
+        Examples per forward pass.
+    progress : bool
+        A progress bar on stderr.
+    shift : str, optional
+        One of the target's named shifted datasets (``target.shifts()``) instead of its own.
+    include_paths : sequence of str
+        Directories a theory file's includes may read from, besides its own.
+
+    Returns
+    -------
+    ActivationSet
+        The capture, on disk in the store.
+    """
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     shift = _arguments.shift(shift)
@@ -63,11 +96,49 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = ()) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
-    score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
-    saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
-    the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
-    once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first."""
+    score its fidelity.
+
+    Parameters
+    ----------
+    theory : Theory or str
+        The theory, or its file.
+    acts : ActivationSet, optional
+        The activations to fit on; default a capture of the theory's sites (reused if stored).
+    out_dir : str or Path, optional
+        Where the fit is checkpointed (a rerun resumes) and saved as an artifact with its scorecard
+        and ``metrics.jsonl``; default nowhere.
+    seed : int
+        Seed of the fit (and of the capture's data).
+    max_steps : int
+        Adam steps for parts without a closed form.
+    learning_rate : float
+        Adam learning rate.
+    batch_size : int
+        Examples per Adam step.
+    n : int, optional
+        Examples to capture; default the target's dataset.
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    progress : bool
+        Progress bars on stderr.
+    fit_mode : {"stagewise", "joint"}
+        "stagewise": each component fitted to the site it predicts, then held fixed for the sites
+        that read it; "joint": every site at once, end to end through the components they share.
+    log : callable, optional
+        Called with each line of the fit's log.
+    max_memory : int or str, optional
+        Bytes, or text like "4G"; a theory whose fit would need more is refused first. Default
+        what the machine has free.
+    include_paths : sequence of str
+        Directories the theory file's includes may read from, besides its own.
+
+    Returns
+    -------
+    Inferred
+        ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split).
+    """
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
@@ -95,11 +166,54 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            trust_code: bool = False, log=print, max_memory: int | str | None = None,
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
            progress: bool = True) -> "SearchResult":
-    """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
-    default: generated for the target's sites). Writes the found theory, the trail, the plot and
-    the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
-    the same way, for reference. ``judge_cache``: bytes of judged theories' parameters kept for
-    reuse (default 256 MB); ``progress``: a bar over the steps on stderr."""
+    """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
+
+    Parameters
+    ----------
+    start : Theory or str
+        The theory to start from (its sites; components optional), or its file.
+    vocabulary : str, optional
+        A vocabulary YAML file of candidate components; default generated for the target's sites.
+    out_dir : str or Path, optional
+        Where the found theory, the trail, its plot, ``metrics.jsonl`` and the fitted artifact go;
+        default ``runs/search-THEORY_NAME``.
+    budget_bits : float, optional
+        Never grow the theory past this many bits.
+    budget_minutes : float, optional
+        Stop after this many minutes.
+    tries : int
+        Best-estimated candidates fitted and scored per step.
+    seed : int
+        Seed of the fits and of the capture's data.
+    max_steps : int
+        Adam steps per fit.
+    target_coverage : float
+        The coverage the scaling curve is asked about, in (0, 1).
+    compare : str, optional
+        A theory file over the same sites, judged the same way, for reference.
+    n : int, optional
+        Examples to capture; default the target's dataset.
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    log : callable, optional
+        Called with each line of the search's log.
+    max_memory : int or str, optional
+        Refuse a fit that would need more memory than this (bytes or text like "4G").
+    include_paths : sequence of str
+        Directories the theory files' includes may read from, besides their own.
+    judge_cache : int or str, optional
+        Bytes of judged theories' parameters kept for reuse; default 256 MB.
+    progress : bool
+        A bar over the steps (and one over the captures) on stderr.
+
+    Returns
+    -------
+    SearchResult
+        The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
+        comparison, with ``out`` the directory written.
+    """
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
@@ -163,11 +277,38 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
           include_paths: Sequence[str] = ()) -> list:
-    """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
-    network intervened on with torch hooks, the theory run free under the same intervention. The
-    fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
-    ``n`` examples, written to runs/THEORY_NAME. Writes ``axioms.json`` there; returns one
-    ``AxiomResult`` per axiom."""
+    """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
+    torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
+    run directory.
+
+    Parameters
+    ----------
+    theory : Theory or str
+        The theory (with an ``axioms:`` section), or its file.
+    run_dir : str or Path, optional
+        A fit of the same theory (axioms and docs aside); default a new fit into runs/THEORY_NAME.
+    n : int, optional
+        Examples to capture for a new fit; default the target's dataset.
+    limit : int, optional
+        Held-out examples to check on; default 512.
+    seed : int
+        Seed of the fit and of the resampling.
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    log : callable, optional
+        Called with each line of progress.
+    max_memory : int or str, optional
+        Refuse a fit that would need more memory than this.
+    include_paths : sequence of str
+        Directories the theory file's includes may read from, besides its own.
+
+    Returns
+    -------
+    list of AxiomResult
+        One per axiom: the network's effect with its interval, the theory's, and the verdict.
+    """
     import dataclasses
     import json
 
@@ -223,11 +364,33 @@ def _structure(theory: Theory) -> dict:
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
               limit: int | None = None, shift: str | None = None, n: int | None = None,
               max_memory: int | str | None = None) -> "Scorecard":
-    """Score the artifact in ``run_dir`` and write the result into its scorecard.json. ``shift``
-    also captures the theory's sites on that named shift of its target (``n`` examples, default
-    as many as its own capture, into the same store) and adds the coverage there to the
-    scorecard's ``shifted`` (earlier shifts' entries are kept). ``max_memory`` bounds the
-    prequential refits (default: what the machine has free)."""
+    """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        An artifact directory written by ``infer``.
+    prequential : bool
+        Also the prequential (online) code: refits the theory on growing prefixes of the data.
+    splice : bool
+        Run the target with each site replaced by the theory's prediction (runnable targets).
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    limit : int, optional
+        Score on the first ``limit`` validation and test examples.
+    shift : str, optional
+        Also capture the theory's sites on this named shift of its target and add the coverage
+        there to the scorecard's ``shifted`` (earlier shifts' entries are kept).
+    n : int, optional
+        Examples of the shifted capture; default as many as the run's own capture.
+    max_memory : int or str, optional
+        Bounds the prequential refits; default what the machine has free.
+
+    Returns
+    -------
+    Scorecard
+        The scorecard, as written.
+    """
     from theorycraft.scoring import Scorecard, score
 
     _arguments.check("limit", limit, optional=True)
