@@ -217,7 +217,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         log(f"resumed from step {state['step']}")
     state["tree"] = jax.device_put(state["tree"], replicate)
     n_train = len(train_idx)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
     val_batch = jax.device_put(fixed_val, replicate)

@@ -226,7 +226,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
-    acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
+    acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:

@@ -151,7 +151,7 @@ def _bench(args: argparse.Namespace) -> int:
     from theorycraft.benchmarks.coverage import run_bench
 
     result = run_bench(quick=args.quick, out=args.out, targets=args.targets, cache_dir=args.cache,
-                       log=lambda m: print(m, file=sys.stderr))
+                       log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
     from pathlib import Path
     print((Path(args.out) / "results.md").read_text())
     for problem in result.validity:
@@ -429,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench", metavar="DIR", help="where results.json, results.md and plots go")
     bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
     bench.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar over the theories")
     return parser
 
 

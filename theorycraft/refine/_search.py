@@ -301,20 +301,14 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
     on a terminal)."""
-    from tqdm import tqdm
+    from theorycraft._progress import above, bar as progress_bar
 
     began = time.time()
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
     state: dict[str, str] = {}  # component -> the template it came from
-    bar = tqdm(total=0, disable=True if not progress else None, dynamic_ncols=True, leave=False, unit="fit")
-
-    def write(line: str) -> None:
-        if bar.disable:
-            log(line)
-        else:
-            with bar.external_write_mode():
-                log(line)
+    bar = progress_bar(0, unit="fit", shown=None if progress else False, leave=False)
+    write = above(bar, log)
 
     def record(action: str, a: Assessment) -> None:
         trail.append(Step(action, judge.judged(a.theory).to_yaml(), a.selection, a.report, a.params,
