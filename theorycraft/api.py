@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments
+from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, capture as _capture
@@ -233,10 +234,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
+    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
-                 progress=progress)
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+                 progress=progress, metrics=Metrics(out))
     reference = None
     if compare:
         judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
