@@ -10,19 +10,22 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names below
     from theorycraft.inference import FittedTheory
     from theorycraft.inference.kinds import Kind, register_kind
     from theorycraft.refine import SearchResult
+    from theorycraft.saelens import read_saelens, write_saelens
     from theorycraft.scoring import Scorecard, score
     from theorycraft.store import ActivationSet
     from theorycraft.targets import load_target
 
 __all__ = ["ActivationSet", "FittedTheory", "Kind", "Scorecard", "SearchResult", "Theory", "TheoryError", "capture",
-           "check", "check_theory", "infer", "load_target", "load_theory", "parse_theory", "register_kind", "score", "search"]
+           "check", "check_theory", "infer", "load_target", "load_theory", "parse_theory", "read_saelens", "register_kind", "score", "search",
+           "write_saelens"]
 __version__ = "0.1.0"
 
 # torch and jax load only when a name that needs them is used, so `theorycraft validate` stays quick
 _LAZY = {"capture": "theorycraft.api", "check": "theorycraft.api", "infer": "theorycraft.api", "search": "theorycraft.api", "ActivationSet": "theorycraft.store",
          "FittedTheory": "theorycraft.inference", "score": "theorycraft.scoring", "Scorecard": "theorycraft.scoring",
          "SearchResult": "theorycraft.refine", "load_target": "theorycraft.targets",
-         "Kind": "theorycraft.inference.kinds", "register_kind": "theorycraft.inference.kinds"}
+         "Kind": "theorycraft.inference.kinds", "register_kind": "theorycraft.inference.kinds",
+         "read_saelens": "theorycraft.saelens", "write_saelens": "theorycraft.saelens"}
 
 
 def __getattr__(name):
