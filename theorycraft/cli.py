@@ -199,10 +199,13 @@ def _search(args: argparse.Namespace) -> int:
           f"{', '.join(result.scorecard.covered)}")
     scaling = result.scaling
     if scaling:
-        need = scaling["bits_for_target"]
-        print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f} "
-              f"(validation): coverage {scaling['target_coverage']} needs "
+        need, se = scaling["bits_for_target"], scaling.get("errors") or {}
+        print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
+              f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
+              f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
+        for note in scaling.get("notes", ()):
+            print(f"  scaling curve: {note}")
     ref = result.reference
     if ref:
         print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
@@ -214,6 +217,10 @@ def _search(args: argparse.Namespace) -> int:
               f"({h['rule']}, cosine {h['cosine']:.2f})")
     print(f"theory: {out}/theory.yaml  trail: {out}/trail.json, {out}/trail.png  fitted: {out}/fitted")
     return EXIT_OK
+
+
+def _pm(errors: dict, name: str) -> str:
+    return f" ± {errors[name]:.2g}" if errors.get(name) is not None else ""
 
 
 def _totals(t) -> str:
