@@ -43,6 +43,33 @@ def test_no_directory_writes_nothing_and_a_torn_line_is_skipped(tmp_path, monkey
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["action"] == "start"
 
 
+def test_numbers_go_to_a_summary_writer_where_tensorboard_is_found(tmp_path, monkeypatch):
+    """The wiring, with a stand-in SummaryWriter (tensorboard itself need not be installed)."""
+    import sys
+    import types
+
+    scalars = []
+
+    class Writer:
+        def __init__(self, logdir):
+            scalars.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def flush(self):
+            scalars.append("flush")
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorboard" else found(name, *a))
+    Metrics(tmp_path).write("fit", 20, stage=0, sites=["z"], loss=0.25, validation_loss=float("nan"), done=True)
+    assert scalars == [("dir", str(tmp_path / "tensorboard")), ("fit/stage", 0, 20), ("fit/loss", 0.25, 20), "flush"]
+    assert Metrics(tmp_path, tensorboard=False)._board is None and len(scalars) == 4  # asked not to: not opened
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
 def test_tensorboard_gets_the_numbers_where_installed(tmp_path):
     Metrics(tmp_path).write("fit", 3, loss=0.5, sites=["z"])
