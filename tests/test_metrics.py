@@ -68,6 +68,8 @@ def test_numbers_go_to_a_summary_writer_where_tensorboard_is_found(tmp_path, mon
     Metrics(tmp_path).write("fit", 20, stage=0, sites=["z"], loss=0.25, validation_loss=float("nan"), done=True)
     assert scalars == [("dir", str(tmp_path / "tensorboard")), ("fit/stage", 0, 20), ("fit/loss", 0.25, 20), "flush"]
     assert Metrics(tmp_path, tensorboard=False)._board is None and len(scalars) == 4  # asked not to: not opened
+    monkeypatch.setenv("THEORYCRAFT_TENSORBOARD", "0")
+    assert Metrics(tmp_path)._board is None and len(scalars) == 4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")

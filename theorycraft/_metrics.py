@@ -1,22 +1,26 @@
 """Metrics of fits and search steps: one JSON object a line in ``DIR/metrics.jsonl`` (each line
 written whole as it comes, so a running or interrupted job can be read), and each number as a
-TensorBoard scalar in ``DIR/tensorboard/`` where the ``tensorboard`` package is installed."""
+TensorBoard scalar in ``DIR/tensorboard/`` where the ``tensorboard`` package is installed (unless
+``THEORYCRAFT_TENSORBOARD=0``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 FILE = "metrics.jsonl"
+TENSORBOARD_ENV = "THEORYCRAFT_TENSORBOARD"  # "0": never write TensorBoard events
 
 
 class Metrics:
     """Appends records ``{"event", "step", "time", **values}`` to ``directory/metrics.jsonl``;
     ``directory=None`` writes nothing. ``tensorboard``: also write the numbers as scalars
-    ``EVENT/NAME`` there (default: when the tensorboard package is installed)."""
+    ``EVENT/NAME`` there (default: when the tensorboard package is installed and
+    ``THEORYCRAFT_TENSORBOARD`` is not "0")."""
 
     def __init__(self, directory=None, tensorboard: bool | None = None):
         self.path = None if directory is None else Path(directory) / FILE
@@ -24,7 +28,9 @@ class Metrics:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if tensorboard or (tensorboard is None and importlib.util.find_spec("tensorboard") is not None):
+        if tensorboard is None:
+            tensorboard = os.environ.get(TENSORBOARD_ENV, "") != "0" and importlib.util.find_spec("tensorboard") is not None
+        if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
             self._board = SummaryWriter(str(Path(directory) / "tensorboard"))
 
