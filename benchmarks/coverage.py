@@ -133,14 +133,17 @@ def _shuffled(fitted, seed: int = 0):
     return fitted.replace(params=params)
 
 
-def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], None] = print) -> list[Row]:
+def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], None] = print,
+              done: Callable[[str], None] = lambda reference: None, progress: bool = False) -> list[Row]:
+    """Every reference theory of ``suite`` and its baselines, fitted and scored; ``done(name)`` after
+    each reference (and its baselines and seeds); ``progress``: the captures' bars."""
     from theorycraft.api import capture, target_of
 
     references = [load_theory(EXAMPLES / name) for name in suite.references]
     target = target_of(references[0])
     hooks = sorted({site.hook for theory in references for site in theory.sites.values()}, key=str)
-    acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=False)
-    shifted = capture(target, hooks, n=suite.n_shift, cache_dir=cache_dir, progress=False,
+    acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=progress)
+    shifted = capture(target, hooks, n=suite.n_shift, cache_dir=cache_dir, progress=progress,
                       shift=suite.shift) if suite.shift else None
 
     def scored(model, reference, prequential: bool = False):  # score(), and the coverage on the suite's shift
@@ -178,6 +181,7 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         rows.append(dataclasses.replace(ref_row, seeds=_over_seeds(reference, acts, config, ref_row)))
         rows += [dataclasses.replace(r, seeds=_over_seeds(t, acts, config, r)) if r is best else r
                  for r, t in fitted_baselines]
+        done(reference.name)
     return rows
 
 
@@ -265,21 +269,35 @@ def markdown(rows: Sequence[Row]) -> str:
 
 
 def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = None, cache_dir=None,
-              log: Callable[[str], None] = print) -> BenchResult:
+              log: Callable[[str], None] = print, progress: bool = False) -> BenchResult:
+    """Run the benchmark's suites (all, or those of ``targets``) into ``out``; ``progress``: a bar
+    on stderr over the reference theories (each with its baselines), with its ETA, and the
+    captures' bars; ``log`` lines are written above it."""
+    from theorycraft._progress import above, bar as progress_bar
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     rows: list[Row] = []
     skipped = {}
     known = {suite.target for suite in SUITES if suite.mechanism_known}
-    for suite in SUITES:
-        if targets and suite.name not in targets and suite.target not in targets:
-            continue
+    suites = [s for s in SUITES if not targets or s.name in targets or s.target in targets]
+    bar = progress_bar(sum(len(s.references) for s in suites), desc="bench", unit="reference", shown=progress)
+    log = above(bar, log)
+
+    def done(reference: str) -> None:
+        bar.set_postfix_str(f"last {reference}", refresh=False)
+        bar.update(1)
+
+    for suite in suites:
+        bar.set_description(f"bench {suite.name}")
         try:
-            rows += run_suite(suite, quick, cache_dir, log)
+            rows += run_suite(suite, quick, cache_dir, log, done=done, progress=progress)
         except TargetError as exc:  # e.g. hf:minilm without its extra
             skipped[suite.target] = str(exc)
             log(f"{suite.name}: skipped ({exc})")
+            bar.update(len(suite.references))
+    bar.close()
     result = BenchResult(quick, round(time.time() - start, 1), _machine(), tuple(rows), skipped,
                          tuple(validity([r for r in rows if r.target in known])))
     (out / "results.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from theorycraft import _arguments
+from theorycraft._metrics import Metrics
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, TheoryError
 
@@ -197,9 +198,12 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
 
 
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
-                 checkpoint: Checkpoint, log: Callable[[str], None]) -> tuple[dict, dict]:
+                 checkpoint: Checkpoint, log: Callable[[str], None], metrics: Metrics = Metrics(),
+                 stage: int = 0) -> tuple[dict, dict]:
     """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
-    the validation split. Returns the best parameters and a summary."""
+    the validation split. Returns the best parameters and a summary. At each evaluation a ``fit``
+    record goes to ``metrics``: the mean training loss since the last, the validation loss, the
+    best so far and the learning rate."""
     fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
     fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
     variances = {s: float(_distributed.variance(fixed_train[s]["__y__"]).sum()) + 1e-12 for s in sites}
@@ -222,11 +226,12 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         log(f"resumed from step {state['step']}")
     state["tree"] = layout.place(state["tree"])
     n_train = len(train_idx)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
     val_loss = _distributed.validation_loss(loss, layout, fixed_val, len(val_idx))
     local_step = per_step // jax.process_count()  # this process's rows of each step
+    since = []  # training losses since the last evaluation
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
@@ -249,6 +254,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             state["tree"] = {"params": new_params, "opt": new_opt, "best": tree["best"]}
             state["step"] = k + 1
             bar.update(1)
+            since.append(value)
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
                 current = val_loss(new_params)
                 bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
@@ -257,6 +263,10 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                     state["tree"]["best"] = new_params
                 else:
                     state["stale"] += 1
+                metrics.write("fit", state["step"], stage=stage, sites=sites, loss=float(np.mean(since)),
+                              validation_loss=current, best_validation_loss=state["best_val"],
+                              learning_rate=float(schedule(k)))
+                since = []
             if state["step"] % config.checkpoint_every == 0:
                 checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
     except KeyboardInterrupt:  # Ctrl-C: keep where we are, so a rerun continues from here
@@ -301,6 +311,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     from ._fitted import FittedTheory
 
     start = time.time()
+    metrics = Metrics(out_dir)  # out_dir None: nowhere
+    metrics.write("fit_start", 0, mode=config.mode, seed=config.seed, max_steps=config.max_steps)
     check_inputs(theory, acts)
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
@@ -333,12 +345,14 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             params.update(solved)
             summary["closed_form"][site] = {"components": names, "ridge_strength": strength, "method": method}
             log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
+            metrics.write("closed_form", k, site=site, components=names, ridge_strength=strength, method=method)
         rest = [s for s in stage if s not in closed]
         learning = {n: params[n] for n in _upstream_all(staged, rest) if n in params and n not in staged.fixed}
         if learning:
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
-            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log)
+            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log,
+                                         metrics, stage=k)
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
@@ -348,6 +362,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
             "processes": _distributed.process_count(), "examples_read": len(local)}
     summary |= {"seconds": round(time.time() - start, 2), "data": data}
+    metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
 

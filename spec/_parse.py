@@ -537,10 +537,24 @@ _END = object()
 
 def check_theory(path: str, text: Optional[str] = None, *, trust_code: bool = False,
                  include_paths: Sequence[str] = ()) -> tuple[Optional[Theory], tuple[Diagnostic, ...]]:
-    """Validate a theory file. Returns the Theory (None if any error) and all diagnostics,
-    warnings included, sorted by position. ``trust_code`` lets a ``kind: module:attr`` import
-    its module (it runs that module's code). Includes may read files under the top file's
-    directory and under ``include_paths``."""
+    """Validate a theory file, reporting every problem.
+
+    Parameters
+    ----------
+    path : str
+        The theory file (named in the diagnostics).
+    text : str, optional
+        The file's text; default read from ``path``.
+    trust_code : bool
+        Let a ``kind: module:attr`` import its module (it runs that module's code).
+    include_paths : sequence of str
+        Directories includes may read from, besides the top file's own.
+
+    Returns
+    -------
+    tuple of (Theory or None, tuple of Diagnostic)
+        The Theory (None if any error) and all diagnostics, warnings included, sorted by position.
+    """
     reader = _Reader(trust_code, include_paths)
     parts: dict[str, _Part] = {}
     try:
@@ -595,8 +609,27 @@ def declare_inputs(data: dict) -> dict:
 
 
 def load_theory(path: str, *, trust_code: bool = False, include_paths: Sequence[str] = ()) -> Theory:
-    """Parse and validate a theory file (and its includes, which may read files under its
-    directory and ``include_paths``); raises TheoryError listing every problem."""
+    """Parse and validate a theory file and its includes.
+
+    Parameters
+    ----------
+    path : str or Path
+        The theory file.
+    trust_code : bool
+        Let a ``kind: module:attr`` import its module.
+    include_paths : sequence of str
+        Directories includes may read from, besides the file's own.
+
+    Returns
+    -------
+    Theory
+        The frozen, validated theory.
+
+    Raises
+    ------
+    TheoryError
+        Listing every problem, each at file:line:col.
+    """
     theory, diagnostics = check_theory(str(path), trust_code=trust_code, include_paths=include_paths)
     if theory is None:
         raise TheoryError(diagnostics)
@@ -605,8 +638,30 @@ def load_theory(path: str, *, trust_code: bool = False, include_paths: Sequence[
 
 def parse_theory(text: str, path: str = "<string>", *, trust_code: bool = False,
                  include_paths: Sequence[str] = ()) -> Theory:
-    """Like load_theory, from text. Includes resolve relative to ``path``'s directory (the current
-    directory for a name like ``<string>``) and stay under it (or ``include_paths``)."""
+    """Like ``load_theory``, from text.
+
+    Parameters
+    ----------
+    text : str
+        The theory's YAML.
+    path : str
+        The name diagnostics use; includes resolve relative to its directory (the current
+        directory for a name like ``<string>``) and stay under it (or ``include_paths``).
+    trust_code : bool
+        Let a ``kind: module:attr`` import its module.
+    include_paths : sequence of str
+        Directories includes may read from, besides ``path``'s.
+
+    Returns
+    -------
+    Theory
+        The frozen, validated theory.
+
+    Raises
+    ------
+    TheoryError
+        Listing every problem, each at file:line:col.
+    """
     theory, diagnostics = check_theory(path, text=text, trust_code=trust_code, include_paths=include_paths)
     if theory is None:
         raise TheoryError(diagnostics)

@@ -260,14 +260,14 @@ def test_four_devices_fit_like_one(tmp_path):
 
 
 def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
-    import tqdm
+    import tqdm.auto
 
     theory = theory_for(recorded_target(tmp_path), "net: {kind: mlp, from: x, hidden: [8], predicts: z}\n")
     acts = captured(tmp_path, theory)
     config = FitConfig(max_steps=120, batch_size=64, eval_every=20, checkpoint_every=40, progress=False)
     clean = fit(theory, acts, config, out_dir=None)
 
-    class Interrupting(tqdm.tqdm):
+    class Interrupting(tqdm.auto.tqdm):
         def update(self, n=1):
             super().update(n)
             if self.n == 70:  # between two checkpoints, like a Ctrl-C
@@ -275,7 +275,7 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     out = tmp_path / "run"
     out.mkdir()
-    monkeypatch.setattr(tqdm, "tqdm", Interrupting)
+    monkeypatch.setattr(tqdm.auto, "tqdm", Interrupting)
     with pytest.raises(KeyboardInterrupt):  # a bar that is shown (a disabled bar counts nothing)
         fit(theory, acts, FitConfig(**{**config.__dict__, "progress": True}), out_dir=out)
     monkeypatch.undo()

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from theorycraft._metrics import read_metrics
 from theorycraft.api import search
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
@@ -65,6 +66,9 @@ def test_search_finds_the_planted_mechanisms_and_nothing_else(tmp_path):
     assert totals == sorted(totals, reverse=True) and totals[-1] < 0.7 * totals[0]  # x is paid for
     assert (tmp_path / "out" / "trail.png").stat().st_size > 0
     assert (tmp_path / "out" / "fitted" / "params.safetensors").exists()
+    steps = [r for r in read_metrics(tmp_path / "out") if r["event"] == "search"]  # one record a step, as it went
+    assert [r["step"] for r in steps] == list(range(len(summary.trail)))
+    assert [r["bits_total"] for r in steps] == [s.selection.bits_total for s in summary.trail]
 
 
 def test_pruning_removes_a_planted_useless_component(tmp_path):

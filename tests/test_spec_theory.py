@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import BROKEN, EXAMPLES, relative
+from conftest import BROKEN, EXAMPLES, ROOT, relative
 from theorycraft.cli import main
 from theorycraft.spec import (HookPoint, TargetRef, json_schema, load_theory, outline, parse_theory)
 
@@ -130,3 +130,40 @@ def test_the_claim_renames_through_the_expression_parser_and_drops_prose():
     assert base == claim("{x: 'token[0]', ax: '(x)+1'}", "ax==x", doc=", doc: a comment")
     assert "v1 == v0" in base and "token[0]" in base and "a.b" not in base
     assert base != claim("{a: 'token[0]', ab: 'a + 1'}", "ab == a + 1")
+
+
+PARTS = sorted((ROOT / "examples" / "parts").glob("*.yaml"))
+VOCABULARIES = sorted((ROOT / "examples" / "vocabularies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARTS + VOCABULARIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_schema_accepts_every_part_and_vocabulary(path):
+    assert list(_schema_validator().iter_errors(yaml.safe_load(path.read_text()))) == []
+
+
+FILES_WITH_A_MISSPELT_KIND = {
+    "theory": "theory: t\ntarget: builtin:induction\ncomponents:\n  w: {kind: fourrier, of: [a]}\n",
+    "part": "variables: {a: 'token[0]'}\ncomponents:\n  w: {kind: fourrier, of: [a]}\n",
+    "vocabulary": "vocabulary: v\ncomponents:\n  w: {kind: fourrier, of: [a], predicts: y}\n",
+}
+
+
+@pytest.mark.parametrize("which", sorted(FILES_WITH_A_MISSPELT_KIND))
+def test_a_misspelt_kind_gets_a_specific_message(which):
+    errors = list(_schema_validator().iter_errors(yaml.safe_load(FILES_WITH_A_MISSPELT_KIND[which])))
+    assert [list(e.absolute_path) for e in errors] == [["components", "w", "kind"]]
+    assert errors[0].message.startswith("'fourrier' is not one of ['aggregate'") and "'fourier'" in errors[0].message
+
+
+@pytest.mark.parametrize("component, message", [
+    ("{kind: fourier, of: [a], modulus: 7, frequencys: [1], predicts: y}", "('frequencys' was unexpected)"),
+    ("{kind: fourier, of: [a], modulus: 7, frequencies: {each: 1..3}}", "'predicts' is a required property"),
+    ("{kind: fourier, of: [a], modulus: 7, frequencies: {each: 'one to 3'}, predicts: y}", "'one to 3'"),
+])
+def test_a_vocabulary_template_is_checked_against_its_own_kind(component, message):
+    text = f"vocabulary: v\ncomponents:\n  w: {component}\n"
+    errors = list(_schema_validator().iter_errors(yaml.safe_load(text)))
+    assert errors and all("any of the given schemas" not in e.message for e in errors if e.validator != "anyOf")
+    assert any(message in str(e.message) or message in str(e.context) for e in errors), [e.message for e in errors]
+    good = "vocabulary: v\ncomponents:\n  w: {kind: fourier, of: [a], modulus: 7, frequencies: {each: 1..3}, predicts: y}\n"
+    assert list(_schema_validator().iter_errors(yaml.safe_load(good))) == []

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
+from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, cache_root, capture as _capture
@@ -70,14 +71,49 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
             log=None, part: tuple[int, int] | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one. ``seed`` is the data seed: which examples, in
-    which order, and so the test split. ``shift``: one of the target's named shifted datasets
-    (``target.shifts()``) instead of its own. A capture the store's index knows is opened without
-    loading the target; with ``n`` None, one of these sites at another size is reused, and
-    ``log`` (a function of one message; default silent) says which. ``part=(K, N)``: only every
-    N-th shard from the K-th (K from 0), into a partial store whose path is returned; a capture of
-    the same key without ``part`` (or ``infer``) merges the parts it finds and records only what
-    they lack."""
+    same (target, sites, data) if there is one. A capture the store's index knows is opened
+    without loading the target.
+
+    Parameters
+    ----------
+    theory_or_target : Theory, Target or str
+        A theory (or a theory file, ``.yaml``) whose sites to record, or a target (or a reference
+        like ``builtin:induction``) with ``sites``.
+    sites : sequence of str or HookPoint, optional
+        Hook points to record; default the theory's (a target needs them).
+    n : int, optional
+        Number of examples; default the target's dataset. With None, a stored capture of these
+        sites at another size is reused, and ``log`` says which.
+    seed : int
+        The data seed: which examples, in which order, and so the test split.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype of the activations.
+    cache_dir : str or Path, optional
+        The activation store; default ``$THEORYCRAFT_CACHE`` or the user cache directory.
+    trust_code : bool
+        Let ``torch:`` targets run their Python.
+    texts : iterable of str, optional
+        ``hf:`` targets: the texts to run instead of the target's own data.
+    batch_size : int
+        Examples per forward pass.
+    progress : bool
+        A progress bar on stderr.
+    shift : str, optional
+        One of the target's named shifted datasets (``target.shifts()``) instead of its own.
+    include_paths : sequence of str
+        Directories a theory file's includes may read from, besides its own.
+    log : callable, optional
+        Called with one message when another stored capture is reused; default silent.
+    part : (int, int), optional
+        ``(K, N)``: only every N-th shard from the K-th (K from 0), into a partial store; a capture
+        of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
+        what they lack.
+
+    Returns
+    -------
+    ActivationSet or Path
+        The capture, on disk in the store; with ``part``, the partial store's directory.
+    """
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     shift = _arguments.shift(shift)
@@ -128,18 +164,63 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
           processes: int = 1) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
-    score its fidelity. ``acts``: a capture to fit on (an ActivationSet, or its key or directory)
-    instead of the one ``n``, ``data_seed``, ``dtype`` and ``texts`` name; ``seed`` seeds the fit
-    only, never the data. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
-    saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
-    the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
-    once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first.
-    ``model_shards``: devices along the mesh's ``model`` axis, over which large parameters are split.
-    ``processes``: fit on N processes joined by ``jax.distributed``, each reading its own shards
-    of the capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
-    here. In a process that has joined one (``join()``), only process 0 scores and writes; the
-    others return the fitted theory with no scorecard."""
+    score its fidelity.
+
+    Parameters
+    ----------
+    theory : Theory or str
+        The theory, or its file.
+    acts : ActivationSet, str or Path, optional
+        A capture to fit on (an ActivationSet, or its key or directory); default the capture that
+        ``n``, ``data_seed``, ``dtype`` and ``texts`` name (reused if stored).
+    out_dir : str or Path, optional
+        Where the fit is checkpointed (a rerun resumes) and saved as an artifact with its scorecard
+        and ``metrics.jsonl``; default nowhere.
+    seed : int
+        Seed of the fit only, never of the data.
+    max_steps : int
+        Adam steps for parts without a closed form.
+    learning_rate : float
+        Adam learning rate.
+    batch_size : int
+        Examples per Adam step.
+    n : int, optional
+        Examples to capture; default the target's dataset (or a stored capture of any size).
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    progress : bool
+        Progress bars on stderr.
+    fit_mode : {"stagewise", "joint"}
+        "stagewise": each component fitted to the site it predicts, then held fixed for the sites
+        that read it; "joint": every site at once, end to end through the components they share.
+    log : callable, optional
+        Called with each line of the fit's log.
+    max_memory : int or str, optional
+        Bytes, or text like "4G"; a theory whose fit would need more is refused first. Default
+        what the machine has free.
+    include_paths : sequence of str
+        Directories the theory file's includes may read from, besides its own.
+    data_seed : int
+        Seed of the data: which examples, in which order, and so the test split.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype of a new capture.
+    texts : iterable of str, optional
+        ``hf:`` targets: the texts to capture instead of the target's own data.
+    model_shards : int
+        Devices along the mesh's ``model`` axis, over which large parameters are split.
+    processes : int
+        Fit on N processes joined by ``jax.distributed``, each reading its own shards of the
+        capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
+        here. In a process that has joined one (``join()``), only process 0 scores and writes.
+
+    Returns
+    -------
+    Inferred
+        ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split); the
+        scorecard is None on processes other than 0.
+    """
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
@@ -229,12 +310,62 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
            progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
            dtype: str = "float32", texts: Iterable[str] | None = None) -> "SearchResult":
-    """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
-    default: generated for the target's sites). Writes the found theory, the trail, the plot and
-    the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
-    the same way, for reference. ``judge_cache``: bytes of judged theories' parameters kept for
-    reuse (default 256 MB); ``progress``: a bar over the steps on stderr. ``acts``, ``data_seed``,
-    ``dtype``, ``texts``: the data, as for ``infer``."""
+    """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
+
+    Parameters
+    ----------
+    start : Theory or str
+        The theory to start from (its sites; components optional), or its file.
+    vocabulary : str, optional
+        A vocabulary YAML file of candidate components; default generated for the target's sites.
+    out_dir : str or Path, optional
+        Where the found theory, the trail, its plot, ``metrics.jsonl`` and the fitted artifact go;
+        default ``runs/search-THEORY_NAME``.
+    budget_bits : float, optional
+        Never grow the theory past this many bits.
+    budget_minutes : float, optional
+        Stop after this many minutes.
+    tries : int
+        Best-estimated candidates fitted and scored per step.
+    seed : int
+        Seed of the fits only, never of the data.
+    max_steps : int
+        Adam steps per fit.
+    target_coverage : float
+        The coverage the scaling curve is asked about, in (0, 1).
+    compare : str, optional
+        A theory file over the same sites, judged the same way, for reference.
+    n : int, optional
+        Examples to capture; default the target's dataset.
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    log : callable, optional
+        Called with each line of the search's log.
+    max_memory : int or str, optional
+        Refuse a fit that would need more memory than this (bytes or text like "4G").
+    include_paths : sequence of str
+        Directories the theory files' includes may read from, besides their own.
+    judge_cache : int or str, optional
+        Bytes of judged theories' parameters kept for reuse; default 256 MB.
+    progress : bool
+        A bar over the steps (and one over the captures) on stderr.
+    acts : ActivationSet, str or Path, optional
+        A capture to search on (or its key or directory), as for ``infer``.
+    data_seed : int
+        Seed of the data, as for ``infer``.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype of a new capture.
+    texts : iterable of str, optional
+        ``hf:`` targets: the texts to capture instead of the target's own data.
+
+    Returns
+    -------
+    SearchResult
+        The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
+        comparison, with ``out`` the directory written.
+    """
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
@@ -248,17 +379,17 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=False, log=log)
+                        trust_code=trust_code, progress=progress, log=log)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
+    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
-                 progress=progress)
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+                 progress=progress, metrics=Metrics(out))
     reference = None
     if compare:
         judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
@@ -309,11 +440,40 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
           include_paths: Sequence[str] = (), data_seed: int = 0) -> list:
-    """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
-    network intervened on with torch hooks, the theory run free under the same intervention. The
-    fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
-    ``n`` examples, written to runs/THEORY_NAME. Writes ``axioms.json`` there; returns one
-    ``AxiomResult`` per axiom."""
+    """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
+    torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
+    run directory.
+
+    Parameters
+    ----------
+    theory : Theory or str
+        The theory (with an ``axioms:`` section), or its file.
+    run_dir : str or Path, optional
+        A fit of the same theory (axioms and docs aside); default a new fit into runs/THEORY_NAME.
+    n : int, optional
+        Examples to capture for a new fit; default the target's dataset.
+    limit : int, optional
+        Held-out examples to check on; default 512.
+    seed : int
+        Seed of the fit and of the resampling.
+    cache_dir : str or Path, optional
+        The activation store.
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    log : callable, optional
+        Called with each line of progress.
+    max_memory : int or str, optional
+        Refuse a fit that would need more memory than this.
+    include_paths : sequence of str
+        Directories the theory file's includes may read from, besides its own.
+    data_seed : int
+        Seed of a new fit's data (which examples, and so the test split).
+
+    Returns
+    -------
+    list of AxiomResult
+        One per axiom: the network's effect with its interval, the theory's, and the verdict.
+    """
     import dataclasses
     import json
 
@@ -371,14 +531,43 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
               max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
               texts: Iterable[str] | None = None, data_seed: int | None = None,
               dtype: str | None = None) -> "Scorecard":
-    """Score the artifact in ``run_dir`` and write the result into its scorecard.json. ``shift``
-    also captures the theory's sites on that named shift of its target (``n`` examples, default
-    as many as its own capture, into the same store) and adds the coverage there to the
-    scorecard's ``shifted`` (earlier shifts' entries are kept). ``texts`` (hf: targets) does the
-    same on that text instead, entered as ``shift`` (default "text"); ``data_seed`` and ``dtype``
-    of the shifted capture default to the run's. ``acts``: the capture (key or directory) to score
-    on instead of the run's own, looked up in ``cache_dir``. ``max_memory`` bounds the
-    prequential refits (default: what the machine has free)."""
+    """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        An artifact directory written by ``infer``.
+    prequential : bool
+        Also the prequential (online) code: refits the theory on growing prefixes of the data.
+    splice : bool
+        Run the target with each site replaced by the theory's prediction (runnable targets).
+    trust_code : bool
+        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
+    limit : int, optional
+        Score on the first ``limit`` validation and test examples.
+    shift : str, optional
+        Also capture the theory's sites on this named shift of its target (into the same store)
+        and add the coverage there to the scorecard's ``shifted`` (earlier shifts' entries are kept).
+    n : int, optional
+        Examples of the shifted capture; default as many as the run's own capture.
+    max_memory : int or str, optional
+        Bounds the prequential refits; default what the machine has free.
+    cache_dir : str or Path, optional
+        The activation store to look the run's capture up in first.
+    acts : ActivationSet, str or Path, optional
+        The capture (or its key or directory) to score on instead of the run's own.
+    texts : iterable of str, optional
+        ``hf:`` targets: score on this text too, entered as ``shift`` (default "text").
+    data_seed : int, optional
+        Data seed of the shifted capture; default the run's.
+    dtype : str, optional
+        Storage dtype of the shifted capture; default the run's.
+
+    Returns
+    -------
+    Scorecard
+        The scorecard, as written.
+    """
     from theorycraft.scoring import Scorecard, score
 
     _arguments.check("limit", limit, optional=True)

@@ -5,14 +5,16 @@ THEORYCRAFT_DEBUG=1), 130 interrupted."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 from typing import Callable, Sequence
 
+from theorycraft import __version__
 from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
-from theorycraft.spec import TheoryError, check_theory, json_schema, outline
+from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
 from theorycraft.store import DTYPES
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -166,7 +168,7 @@ def _bench(args: argparse.Namespace) -> int:
     from theorycraft.benchmarks.coverage import run_bench
 
     result = run_bench(quick=args.quick, out=args.out, targets=args.targets, cache_dir=args.cache,
-                       log=lambda m: print(m, file=sys.stderr))
+                       log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
     from pathlib import Path
     print((Path(args.out) / "results.md").read_text())
     for problem in result.validity:
@@ -222,10 +224,13 @@ def _search(args: argparse.Namespace) -> int:
           f"{', '.join(result.scorecard.covered)}")
     scaling = result.scaling
     if scaling:
-        need = scaling["bits_for_target"]
-        print(f"scaling curve L(N) = {scaling['floor']:.4g} + {scaling['scale']:.4g}·N^-{scaling['exponent']:.3f} "
-              f"(validation): coverage {scaling['target_coverage']} needs "
+        need, se = scaling["bits_for_target"], scaling.get("errors") or {}
+        print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
+              f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
+              f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
+        for note in scaling.get("notes", ()):
+            print(f"  scaling curve: {note}")
     ref = result.reference
     if ref:
         print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
@@ -237,6 +242,10 @@ def _search(args: argparse.Namespace) -> int:
               f"({h['rule']}, cosine {h['cosine']:.2f})")
     print(f"theory: {out}/theory.yaml  trail: {out}/trail.json, {out}/trail.png  fitted: {out}/fitted")
     return EXIT_OK
+
+
+def _pm(errors: dict, name: str) -> str:
+    return f" ± {errors[name]:.2g}" if errors.get(name) is not None else ""
 
 
 def _totals(t) -> str:
@@ -285,13 +294,65 @@ def scorecard_table(card) -> str:
     return "\n".join(rows)
 
 
+# Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
+EXAMPLES = {
+    "validate": ["theorycraft validate examples/*.yaml", "theorycraft validate t.yaml --include-path ../shared"],
+    "explain": ["theorycraft explain examples/modadd_fourier.yaml", "theorycraft explain examples/induction.yaml"],
+    "schema": ["theorycraft schema > theory.schema.json", "theorycraft schema | head -20"],
+    "sites": ["theorycraft sites builtin:induction", "theorycraft sites hf:minilm"],
+    "shifts": ["theorycraft shifts builtin:induction", "theorycraft shifts builtin:superposition"],
+    "capture": ["theorycraft capture examples/induction.yaml --n 2048",
+                "theorycraft capture hf:minilm --sites encoder.layer.0.output --n 256 --dtype float16"],
+    "infer": ["theorycraft infer examples/modadd_fourier.yaml --out runs/fourier",
+              "theorycraft infer examples/induction.yaml --fit joint --max-memory 4G"],
+    "score": ["theorycraft score runs/fourier --prequential", "theorycraft score runs/fourier --shift held-out --no-splice"],
+    "check": ["theorycraft check examples/induction.yaml", "theorycraft check examples/induction.yaml --run runs/induction"],
+    "diagnose": ["theorycraft diagnose runs/fourier",
+                 "theorycraft diagnose runs/search-modadd-search/fitted --vocabulary runs/search-modadd-search/vocabulary.yaml"],
+    "search": ["theorycraft search examples/search_modadd.yaml --budget-bits 324000",
+               "theorycraft search examples/search_induction.yaml --budget-minutes 10 --compare examples/induction.yaml"],
+    "bench": ["theorycraft bench --quick --out bench", "theorycraft bench --targets modadd-p113 induction"],
+    "report": ["theorycraft report runs/fourier", "theorycraft report docs/bench-quick --out bench.html"],
+    "cache": ["theorycraft cache ls", "theorycraft cache verify && theorycraft cache rm 6fc0c95b"],
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless it says it already or has none worth saying);
+    the epilog (the examples) keeps its lines."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        default = action.default
+        unsaid = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if action.option_strings and not unsaid and "default" not in (action.help or ""):
+            action = copy.copy(action)
+            action.help = f"{action.help or ''} (default: %(default)s)".lstrip()
+        return super()._format_action(action)
+
+
+def _examples(name: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.get(name, ()))
+
+
+def _check_theory_files(args: argparse.Namespace) -> None:
+    """Validate the command's theory files before the command imports torch and jax: a bad theory is
+    reported as quickly as `theorycraft validate` reports it."""
+    for dest in args.theory_files:
+        path = getattr(args, dest, None)
+        if isinstance(path, str) and path.endswith((".yaml", ".yml")):
+            load_theory(path, trust_code=args.trust_code, include_paths=getattr(args, "include_path", ()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="theorycraft", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Callable, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(run=run, parser=sub)
+    def command(name: str, run: Callable, help: str, theory_files: Sequence[str] = ()) -> argparse.ArgumentParser:
+        """A subcommand; ``theory_files`` names the arguments that are theory files, validated first."""
+        sub = commands.add_parser(name, help=help, description=help, epilog=_examples(name),
+                                  formatter_class=_HelpFormatter)
+        sub.set_defaults(run=run, parser=sub, theory_files=tuple(theory_files))
         return sub
 
     val = command("validate", _validate, "check theory files; report every problem as file:line:col")
@@ -312,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     shf.add_argument("target", metavar="TARGET", help="builtin:NAME (other targets have none)")
     shf.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
-    cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store")
+    cap = command("capture", _capture, "record a theory's (or a target's) sites into the activation store",
+                  ["source"])
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
                      help="hook points to record (default: the theory's; a target needs them)")
@@ -326,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "without --part merges them")
     _common(cap)
 
-    inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
+    inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory",
+                  ["theory"])
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
     inf.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit (initialisation, minibatches); "
@@ -365,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_flag(sc)
 
     chk = command("check", _check, "check a theory's axioms: intervene on the network and on the theory alike, "
-                                   "on held-out examples; exit 1 if one fails")
+                                   "on held-out examples; exit 1 if one fails", ["theory"])
     chk.add_argument("theory", metavar="THEORY.yaml")
     chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
     chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
@@ -387,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_flag(diag)
 
     se = command("search", _search, "grow a theory from a start by held-out MDL, pruning what does not pay; "
-                 "write the found theory, the trail and its scaling curve")
+                 "write the found theory, the trail and its scaling curve", ["start", "compare"])
     se.add_argument("start", metavar="START.yaml", help="the theory to start from (its sites; components optional)")
     se.add_argument("--vocabulary", metavar="VOCAB.yaml", help="candidate components (default: generated for the "
                     "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
@@ -415,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer examples, steps and baselines (minutes)")
     bench.add_argument("--out", default="bench", metavar="DIR", help="where results.json, results.md and plots go")
     bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar over the theories")
     _cache_flag(bench)
     _cache_commands(command)
     rep = command("report", _report, "one self-contained HTML page (plots embedded) of a run, search or bench "
@@ -554,6 +618,7 @@ def _max_memory(sub: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
     try:
+        _check_theory_files(args)
         return args.run(args)
     except TheoryError as exc:
         print(exc, file=sys.stderr)

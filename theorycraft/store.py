@@ -252,7 +252,7 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
 
 def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: CaptureKey, seed, dtype, batch_size,
                   progress, shard_rows, shift=None, part=None) -> None:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
     inputs = dataset[order]

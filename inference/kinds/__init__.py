@@ -26,7 +26,20 @@ class KindError(ValueError):
 
 
 def register_kind(name: str, kind: Kind) -> Kind:
-    """Make ``kind`` available to theories as ``kind: NAME``. Re-registering a name replaces it."""
+    """Make ``kind`` available to theories as ``kind: NAME``. Re-registering a name replaces it.
+
+    Parameters
+    ----------
+    name : str
+        Letters, digits and '_' (or ``module:attr``).
+    kind : Kind
+        The kind: its schema and its init/apply pair.
+
+    Returns
+    -------
+    Kind
+        ``kind``, so that this can decorate.
+    """
     if not isinstance(kind, Kind):
         raise TypeError(f"expected a theorycraft Kind instance for kind '{name}', found {type(kind).__name__}")
     if not (isinstance(name, str) and (re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name) or _REFERENCE.match(name))):

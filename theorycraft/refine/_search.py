@@ -28,6 +28,7 @@ from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shape
 from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference.kinds import kind_of
 from theorycraft._arguments import bytes_text, memory
+from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, squared_errors, total_bits
 from theorycraft.spec import Theory
 
@@ -297,29 +298,26 @@ def explained_sites(start: Theory, vocab: Vocabulary) -> list[str]:
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
-           progress: bool = True) -> Found:
+           progress: bool = True, metrics: Metrics | None = None) -> Found:
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
-    on a terminal)."""
-    from tqdm import tqdm
+    on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0)."""
+    from theorycraft._progress import above, bar as progress_bar
 
     began = time.time()
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
     state: dict[str, str] = {}  # component -> the template it came from
-    bar = tqdm(total=0, disable=True if not progress else None, dynamic_ncols=True, leave=False, unit="fit")
-
-    def write(line: str) -> None:
-        if bar.disable:
-            log(line)
-        else:
-            with bar.external_write_mode():
-                log(line)
+    bar = progress_bar(0, unit="fit", shown=None if progress else False, leave=False)
+    write = above(bar, log)
 
     def record(action: str, a: Assessment) -> None:
         trail.append(Step(action, judge.judged(a.theory).to_yaml(), a.selection, a.report, a.params,
                           time.time() - began))
         v = a.selection
+        (metrics or Metrics()).write("search", len(trail) - 1, action=action, bits_total=v.bits_total,
+                                     bits_theory=v.bits_theory, coverage=v.coverage, coverage_free=v.coverage_free,
+                                     test_coverage=a.report.coverage, params=a.params, seconds=time.time() - began)
         write(f"[{time.time() - began:6.0f}s] {action}: validation {v.bits_total:,.0f} bits (theory "
               f"{v.bits_theory:,.0f}), coverage {v.coverage:.4f} (free {v.coverage_free:.4f}); "
               f"test coverage {a.report.coverage:.4f}; {a.params:,} params; {judge.cache_text()}")

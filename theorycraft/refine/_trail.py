@@ -79,7 +79,8 @@ def scaling_of(trail: Sequence[Step], target_coverage: float) -> dict | None:
         return None
     curve = fit_scaling([p[0] for p in points], [max(p[1], 1e-9) for p in points])
     need = curve.size_for(1 - target_coverage)
-    return {"floor": curve.floor, "scale": curve.scale, "exponent": curve.exponent,
+    return {"floor": curve.floor, "scale": curve.scale, "exponent": curve.exponent, "errors": curve.errors,
+            "points": curve.points, "notes": list(curve.notes),
             "target_coverage": target_coverage, "bits_for_target": None if math.isinf(need) else need}
 
 
@@ -163,8 +164,10 @@ def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> No
                   label="trail (validation)")
     if scaling:
         grid = np.geomspace(min(s.bits_theory for s in sized), max(s.bits_theory for s in sized) * 4, 100)
-        right.plot(grid, scaling["floor"] + scaling["scale"] * grid ** -scaling["exponent"], "k-",
-                   label=f"E + A·N^-α: E={scaling['floor']:.3g}, α={scaling['exponent']:.2f}")
+        spread = (scaling.get("errors") or {}).get("exponent")
+        right.plot(grid, scaling["floor"] + scaling["scale"] * grid ** -scaling["exponent"], "k-" if not scaling.get("notes") else "k:",
+                   label=f"E + A·N^-α: E={scaling['floor']:.3g}, α={scaling['exponent']:.2f}"
+                         + (f" ± {spread:.2g}" if spread is not None else "") + (" (not a result)" if scaling.get("notes") else ""))
     if sized:  # a trail of the start alone has no theory bits to put on a log axis
         right.set_xscale("log")
         right.set_yscale("log")

@@ -44,12 +44,37 @@ def fidelity(fitted, examples: Examples) -> Scorecard:
 
 def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = False, refit=None,
           limit: int | None = None, data=None, interventions_over=None, max_memory: int | None = None) -> Scorecard:
-    """The fitted theory's scorecard. ``bits`` adds size and MDL; ``target`` (a runnable model)
-    adds splice and counterfactual fidelity (under the standard interventions of the sites
-    ``interventions_over``, {name: Site}: default the theory's own; a benchmark passes its
-    reference's, so that every theory of a target faces the same ones); ``prequential`` adds the
-    online code, refitting with ``refit(indices)`` (default: the theory's own fit on those
-    examples; ``max_memory`` bounds them). ``limit`` caps the validation and test examples (quick benchmarks)."""
+    """The fitted theory's scorecard: the one scorer of every fidelity figure.
+
+    Parameters
+    ----------
+    fitted : FittedTheory
+        The theory and its parameters.
+    acts : ActivationSet
+        The capture it was fitted on (its splits are fixed per capture).
+    target : Target, optional
+        A runnable model: adds splice and counterfactual fidelity.
+    bits : bool
+        Add size (bits) and MDL.
+    prequential : bool
+        Add the online code, refitting with ``refit``.
+    refit : callable, optional
+        ``refit(indices) -> FittedTheory``; default the theory's own fit on those examples.
+    limit : int, optional
+        Caps the validation and test examples (quick benchmarks).
+    data : dict, optional
+        The examples already loaded from ``acts`` (saves reading them again).
+    interventions_over : dict of str to Site, optional
+        Sites whose standard interventions the counterfactual fidelity uses; default the theory's
+        own (a benchmark passes its reference's, so every theory of a target faces the same ones).
+    max_memory : int, optional
+        Bounds the prequential refits.
+
+    Returns
+    -------
+    Scorecard
+        Fidelity on every split, and what ``bits``, ``target`` and ``prequential`` add.
+    """
     examples = examples_of(fitted, acts, data, limit)
     card = fidelity(fitted, examples)
     if bits or prequential:  # the online code is a part of the MDL record

@@ -18,7 +18,20 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
 def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
-    """The target a theory names. ``torch:`` targets run user code and need ``trust_code=True``."""
+    """The target a theory names.
+
+    Parameters
+    ----------
+    ref : TargetRef or str
+        ``builtin:NAME``, ``hf:PATH``, ``activations:DIR`` or ``torch:module:factory``.
+    trust_code : bool
+        ``torch:`` targets run user code and need it.
+
+    Returns
+    -------
+    Target
+        A model to capture from (or a recording, for ``activations:``).
+    """
     if isinstance(ref, str):
         scheme, _, address = ref.partition(":")
         ref = TargetRef(scheme, address)  # type: ignore[arg-type]
