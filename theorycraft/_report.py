@@ -45,7 +45,20 @@ def report_html(directory) -> str:
 
 
 def report(directory, out=None) -> Path:
-    """Write the page to ``out`` (default: DIR/report.html), atomically; returns its path."""
+    """Write one self-contained HTML page of a run, search or bench directory, atomically.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A run (``infer``), search (``search``) or bench (``bench``) directory.
+    out : str or Path, optional
+        Where to write the page; default ``DIRECTORY/report.html``.
+
+    Returns
+    -------
+    Path
+        The page written.
+    """
     page = report_html(directory)
     out = Path(out) if out else Path(directory) / REPORT
     tmp = out.with_name(f".{out.name}.tmp")

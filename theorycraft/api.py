@@ -286,7 +286,22 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     """Join a cluster of processes (JAX's distributed runtime; gloo collectives on CPU) before
     anything else uses JAX; what is not given is read from THEORYCRAFT_COORDINATOR,
     THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID (or SLURM_NTASKS, SLURM_PROCID). Then
-    ``infer`` runs on every process of it, each reading its own shards."""
+    ``infer`` runs on every process of it, each reading its own shards.
+
+    Parameters
+    ----------
+    coordinator : str, optional
+        ``host:port`` of process 0's coordinator; default from the environment.
+    num_processes : int, optional
+        How many processes join; default from the environment.
+    process_id : int, optional
+        This process's index, from 0; default from the environment.
+
+    Returns
+    -------
+    None
+        Nothing: this process has joined, and JAX sees every process's devices.
+    """
     import os
 
     from theorycraft.inference import _distributed
