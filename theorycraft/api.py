@@ -17,25 +17,31 @@ if TYPE_CHECKING:
     from theorycraft.scoring import Scorecard
 
 
-def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None) -> Target:
+def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None,
+              seq_len: int | None = None) -> Target:
     if isinstance(theory_or_target, Target):
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
-    if texts is not None and str(ref).startswith("hf:"):
+    if seq_len is not None and not str(ref).startswith("hf:"):
+        raise ArgumentError(f"seq_len (--seq-len) sets the windows of an hf: target; {ref} is not one")
+    if (texts is not None or seq_len is not None) and str(ref).startswith("hf:"):
         from theorycraft.targets._hf import load_hf_model
-        return load_hf_model(str(ref).split(":", 1)[1], texts=texts)
+        return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
 
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = ()) -> ActivationSet:
+            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
+            seq_len: int | None = None) -> ActivationSet:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
-    datasets (``target.shifts()``) instead of its own."""
+    datasets (``target.shifts()``) instead of its own. ``seq_len``: tokens per window of an
+    ``hf:`` target (default 128, or the model's positions if fewer)."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
+    seq_len = _arguments.check("seq_len", seq_len, optional=True)
     shift = _arguments.shift(shift)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
@@ -45,7 +51,8 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         name = getattr(theory_or_target, "name", theory_or_target)
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
                             f"theorycraft sites {name} lists them), or capture a theory file")
-    target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None)
+    target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None,
+                       seq_len=seq_len)
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
     return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress, shift=shift)
@@ -61,13 +68,15 @@ class Inferred(NamedTuple):
 def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = ()) -> Inferred:
+          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (),
+          seq_len: int | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
     once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
-    default: what the machine has free): a theory whose fit would need more is refused first."""
+    default: what the machine has free): a theory whose fit would need more is refused first.
+    ``seq_len``: tokens per window of an ``hf:`` target's capture."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
@@ -77,7 +86,8 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if acts is None:
-        acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress)
+        acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress,
+                       seq_len=seq_len)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def _capture(args: argparse.Namespace) -> int:
     texts = read_texts(args.text, args.data) if (args.text or args.data) else None
     acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
                    cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path)
+                   shift=args.shift, include_paths=args.include_path, seq_len=args.seq_len)
     print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
@@ -103,7 +103,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory)
+                    fit_mode=args.fit, log=log, max_memory=args.max_memory, seq_len=args.seq_len)
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
     cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    _seq_len(cap)
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
     _common(cap)
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    _seq_len(inf)
     _max_memory(inf)
     _common(inf)
 
@@ -388,6 +390,11 @@ def _include_path(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--include-path", action="append", default=[], type=include_path_flag, metavar="DIR",
                      help="a directory the theory's includes may read from, besides the theory file's own "
                           "(repeatable); includes never leave these")
+
+
+def _seq_len(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window (default: "
+                     "128, or the model's positions if fewer)")
 
 
 def _max_memory(sub: argparse.ArgumentParser) -> None:
