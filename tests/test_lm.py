@@ -47,9 +47,10 @@ sites:
   pattern: {{hook: blocks.1.attn.hook_pattern, doc: "# [batch, head, query, key]"}}
 variables:
   tok: token[i]
-components:  # each head its positional prior alone: "j > i" holds on no causal key
-""" + "".join(f"  head{h}: {{{{kind: attention, rule: \"j > i\", head: {h}, predicts: pattern}}}}\n"
-              for h in range(4))
+components:  # two heads, each its positional prior alone: "j > i" holds on no causal key
+  head0: {{kind: attention, rule: "j > i", head: 0, predicts: pattern}}
+  head3: {{kind: attention, rule: "j > i", head: 3, predicts: pattern}}
+"""
 SITES = [HookPoint.parse("blocks.0.hook_resid_post"), HookPoint.parse("blocks.1.attn.hook_pattern")]
 
 
