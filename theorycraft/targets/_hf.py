@@ -124,8 +124,12 @@ def tl_aliases(model) -> dict[str, HookPoint]:
     if family is None:
         return {}
     prefix = "" if model.base_model is model else f"{model.base_model_prefix}."
+    try:
+        layers = len(model.base_model.get_submodule(family.blocks))
+    except AttributeError:  # a variant of the family laid out otherwise: module paths only
+        return {}
     names = {}
-    for layer in range(len(model.base_model.get_submodule(family.blocks))):
+    for layer in range(layers):
         block = f"{prefix}{family.blocks}.{layer}"
         names[f"blocks.{layer}.hook_resid_pre"] = f"{block}:input"
         names[f"blocks.{layer}.hook_resid_post"] = block
@@ -135,7 +139,7 @@ def tl_aliases(model) -> dict[str, HookPoint]:
 
 
 def _eager(module):
-    """The eager attention function of a module's family (every modeling file defines one)."""
+    """The eager attention function of a module's family (most modeling files define one)."""
     return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
 
 
@@ -143,7 +147,11 @@ def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
     """The family's own eager attention, its probabilities [batch, head, query, key] passed through
     ``module.hook_pattern`` (an identity a site reads or replaces); a replaced pattern is what the
     heads then read."""
-    output, weights = _eager(module)(module, query, key, value, attention_mask, **kwargs)
+    eager = _eager(module)
+    if eager is None:  # a family without an eager function of its own: transformers' sdpa, no pattern site
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+    output, weights = eager(module, query, key, value, attention_mask, **kwargs)
     hook = getattr(module, "hook_pattern", None)
     if hook is None:
         return output, weights
