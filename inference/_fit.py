@@ -8,6 +8,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -15,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from theorycraft import _arguments
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, TheoryError
 
+from . import _distributed
 from ._memory import Budget, data_bytes
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
 from .kinds import kind_of
@@ -42,9 +43,10 @@ class FitConfig:
     # bytes a fit may use (or text like "4G"); None: what the machine has free. A theory over it is
     # refused by its plan, before anything is allocated
     max_memory: int | str | None = None
+    model_shards: int = 1  # devices along the mesh's `model` axis: large parameters are split over them
 
     def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
-        for name in ("seed", "max_steps", "batch_size", "learning_rate"):
+        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards"):
             _arguments.check(name, getattr(self, name))
         object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
         if self.mode not in ("stagewise", "joint"):
@@ -72,11 +74,11 @@ def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tupl
     return shapes
 
 
-def load_examples(theory: Theory, acts) -> dict[str, np.ndarray]:
-    """The inputs and every site (positions selected), all examples, in memory."""
-    data = {"inputs": np.asarray(acts.inputs())}
+def load_examples(theory: Theory, acts, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The inputs and every site (positions selected), all examples (or those at ``rows``), in memory."""
+    data = {"inputs": np.asarray(acts.inputs() if rows is None else acts.inputs()[rows])}
     for name, site in theory.sites.items():
-        values = acts.site(str(site.hook))
+        values = acts.site(str(site.hook)) if rows is None else acts.site_at(str(site.hook), rows)
         data[name] = values[:, site.position] if site.position is not None else values
     return data
 
@@ -155,7 +157,7 @@ class Checkpoint:
         self.fingerprint = fingerprint
 
     def save(self, state: dict) -> None:
-        if self.path is None:
+        if self.path is None or not _distributed.is_leader():  # one writer per cluster
             return
         leaves, _ = jax.tree_util.tree_flatten(state["tree"])
         arrays = {f"leaf{k}": np.asarray(v) for k, v in enumerate(leaves)}
@@ -181,9 +183,12 @@ class Checkpoint:
         return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
 
 
-def make_step(loss: Callable, optimiser: optax.GradientTransformation) -> Callable:
-    """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss)."""
-    @jax.jit
+def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings=None) -> Callable:
+    """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss).
+    ``shardings``: those of (params, opt_state), kept by the step (see _distributed.Layout)."""
+    out = None if shardings is None else (*shardings, None)
+
+    @partial(jax.jit, out_shardings=out)
     def step(params, opt_state, batch):
         value, grads = jax.value_and_grad(loss)(params, batch)
         updates, opt_state = optimiser.update(grads, opt_state, params)
@@ -197,43 +202,46 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     the validation split. Returns the best parameters and a summary."""
     fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
     fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
-    variances = {s: float(np.var(fixed_train[s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+    variances = {s: float(_distributed.variance(fixed_train[s]["__y__"]).sum()) + 1e-12 for s in sites}
     loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
                                                   config.max_steps, config.learning_rate * 0.05)
     optimiser = optax.adam(schedule)
+    layout = _distributed.Layout(_distributed.make_mesh(config.model_shards))  # batches on `data`, big params on `model`
     devices = jax.devices()
-    mesh = Mesh(np.array(devices), ("data",))
-    shard, replicate = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
-    per_step = max(len(devices), config.batch_size // len(devices) * len(devices))
+    per_step = max(layout.data, config.batch_size // len(devices) * len(devices))
 
-    step = make_step(loss, optimiser)
-    val_loss = jax.jit(loss)
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}
+    step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])))
     resumed = checkpoint.load(state["tree"])
+    if not _distributed.agree(-1 if resumed is None else resumed["step"]):
+        resumed = None  # a checkpoint that not every process sees alike: all start over together
     if resumed is not None:
         state = resumed
         log(f"resumed from step {state['step']}")
-    state["tree"] = jax.device_put(state["tree"], replicate)
+    state["tree"] = layout.place(state["tree"])
     n_train = len(train_idx)
     from tqdm import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
-    val_batch = jax.device_put(fixed_val, replicate)
+    val_loss = _distributed.validation_loss(loss, layout, fixed_val, len(val_idx))
+    local_step = per_step // jax.process_count()  # this process's rows of each step
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
-            order = np.random.default_rng([config.seed, k // max(n_train // per_step, 1)]).permutation(n_train)
-            start = (k % max(n_train // per_step, 1)) * per_step
-            examples = order[start:start + per_step]
-            if len(examples) < per_step:  # fewer examples than a batch: repeat, keeping shapes fixed
-                examples = np.resize(examples, per_step)
-            batch = jax.device_put(_gather(fixed_train, plan, sites, examples), shard)
+            epochs = max(n_train // local_step, 1)
+            order = np.random.default_rng([config.seed, k // epochs, *_distributed.rank()]).permutation(n_train)
+            start = (k % epochs) * local_step
+            examples = order[start:start + local_step]
+            if len(examples) < local_step:  # fewer examples than a batch: repeat, keeping shapes fixed
+                examples = np.resize(examples, local_step)
+            batch = layout.batch(_gather(fixed_train, plan, sites, examples))
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
-            if not np.isfinite(float(value)):
-                checkpoint.save(state | {"tree": jax.device_get(tree)})
+            value = float(_distributed.to_host(value))
+            if not np.isfinite(value):
+                checkpoint.save(state | {"tree": _distributed.to_host(tree)})
                 learned = ", ".join(plan.learned)
                 raise FitError(f"the fit diverged at step {k} (loss is NaN or Inf) in components {learned}; try a "
                                f"lower learning rate (--lr) or more regularisation (l1:, a smaller rank); "
@@ -242,28 +250,29 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             state["step"] = k + 1
             bar.update(1)
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                current = float(val_loss(new_params, val_batch))
-                bar.set_postfix(loss=f"{float(value):.4f}", val=f"{current:.4f}")
+                current = val_loss(new_params)
+                bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
                 if current < state["best_val"] - 1e-7:
                     state.update(best_val=current, stale=0)
                     state["tree"]["best"] = new_params
                 else:
                     state["stale"] += 1
             if state["step"] % config.checkpoint_every == 0:
-                checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
+                checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
     except KeyboardInterrupt:  # Ctrl-C: keep where we are, so a rerun continues from here
-        checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
+        checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
         raise
     finally:
         bar.close()
-    checkpoint.save(state | {"tree": jax.device_get(state["tree"])})
-    best = jax.device_get(state["tree"]["best"] if np.isfinite(state["best_val"]) else state["tree"]["params"])
-    return best, {"steps": state["step"], "best_validation_loss": state["best_val"], "devices": len(devices)}
+    checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
+    best = _distributed.to_host(state["tree"]["best"] if np.isfinite(state["best_val"]) else state["tree"]["params"])
+    return best, {"steps": state["step"], "best_validation_loss": state["best_val"], "devices": len(devices),
+                  "mesh": dict(layout.mesh.shape), "sharded_on_model": layout.split(params)}
 
 
 def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
     text = theory.to_yaml() + acts.manifest["key"]["target"] + acts.manifest["dataset"]["identity"]
-    text += json.dumps({k: v for k, v in config.__dict__.items() if k not in ("progress", "max_memory")}, sort_keys=True)
+    text += json.dumps({k: v for k, v in config.__dict__.items() if k not in ("progress", "max_memory", "model_shards")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -295,14 +304,17 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     check_inputs(theory, acts)
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
-    train_idx = np.flatnonzero(~acts.is_test & ~acts.is_validation & allowed)
-    val_idx = np.flatnonzero(acts.is_validation & allowed)
+    local = _distributed.local_rows(acts)  # all examples; on several processes, this one's shards
+    train_idx = np.flatnonzero((~acts.is_test & ~acts.is_validation & allowed)[local])  # positions in `local`
+    val_idx = np.flatnonzero((acts.is_validation & allowed)[local])
     shapes = site_shapes(theory, acts.sites)
     budget = Budget.of(config.max_memory, config.batch_size, len(train_idx), len(val_idx),
-                       data_bytes(shapes, acts.n))  # priced (and refused) before anything is allocated
+                       data_bytes(shapes, len(local)))  # priced (and refused) before anything is allocated
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
-    data = data if data is not None else load_examples(theory, acts)
-    means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
+    several = len(local) < acts.n
+    data = (load_examples(theory, acts, local if several else None) if data is None else
+            _take(data, local) if several else data)
+    means = {s: _distributed.mean(site_rows(plan, s, data[s][train_idx])) for s in theory.sites}
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in params}
@@ -333,7 +345,9 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
-    summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
+    data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
+            "processes": _distributed.process_count(), "examples_read": len(local)}
+    summary |= {"seconds": round(time.time() - start, 2), "data": data}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
 

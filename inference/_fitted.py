@@ -61,6 +61,37 @@ class FittedTheory:
         self.vocab_size = vocab_size
         self.fit_info = dict(fit_info or {})
 
+    def _component_rows(self) -> list[tuple[str, str, str, str, int]]:
+        """(name, kind, what it reads, what it predicts, parameters) per component; a component
+        that predicts several sites counts the parameters of each of its instances."""
+        def size(name):
+            return sum(count_params(v) for k, v in self.params.items() if k == name or k.startswith(f"{name}@"))
+        return [(name, c.kind, ", ".join(c.reads() or [str(e) for _, e in c.expressions()]) or "-",
+                 ", ".join(c.predicted()) or "-", size(name))
+                for name, c in self.theory.components.items()]
+
+    def __repr__(self) -> str:
+        rows = self._component_rows()
+        how = self.fit_info.get("mode", "")
+        lines = [f"FittedTheory({self.theory.name!r} on {self.theory.target}: {len(rows)} components, "
+                 f"{count_params(self.params):,} params" + (f"; fitted {how}" if how else "") + ")"]
+        w = [max((len(r[k]) for r in rows), default=0) for k in range(4)]
+        lines += [f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}} -> {r[3]:<{w[3]}}  {r[4]:,} params" for r in rows]
+        lines.append("  sites: " + ", ".join(f"{s} {list(v)}" for s, v in self.plan.site_shapes.items()))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from theorycraft._html import code, esc, table
+
+        head = (f"<p><b>FittedTheory</b> {code(self.theory.name)} on {code(self.theory.target)}: "
+                f"{count_params(self.params):,} parameters{esc(', fitted ' + self.fit_info['mode']) if self.fit_info.get('mode') else ''}</p>")
+        inputs = set(self.theory.inputs)
+        sites = [[s, str(self.theory.sites[s].hook) if s in self.theory.sites else "", str(list(shape)),
+                  "given (input)" if s in inputs else ", ".join(self.theory.predictors(s)) or "its training mean"]
+                 for s, shape in self.plan.site_shapes.items()]
+        return "\n".join([head, table(["component", "kind", "reads", "predicts", "parameters"], self._component_rows()),
+                          table(["site", "hook", "shape per example", "predicted by"], sites)])
+
     @property
     def sites(self) -> list[str]:
         """The sites it answers for (``Theory.covered``): predicted, or at their training mean."""

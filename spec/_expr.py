@@ -284,15 +284,27 @@ def evaluate(expr: Expr, env: Mapping[str, Any], name: str | None = None):
     if xp is not np:  # traced (jax): checked where the same expression runs with numpy
         return xp.broadcast_to(xp.asarray(_eval(expr.tree.body, env)), env["_shape"])
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        value = np.broadcast_to(np.asarray(_eval(expr.tree.body, env)), env["_shape"])
+        try:
+            value = np.broadcast_to(np.asarray(_eval(expr.tree.body, env)), env["_shape"])
+        except _IntegerOverflow as overflow:
+            exact = np.asarray(overflow.exact)  # over (query, key) pairs inside a reduction
+            exact = np.broadcast_to(exact, np.broadcast_shapes(exact.shape, tuple(env["_shape"]) + (1,) * (exact.ndim - len(env["_shape"]))))
+            where = tuple(int(k) for k in np.argwhere(np.abs(exact) >= 2 ** 31)[0])
+            raise EvaluationError(f"{name or 'expression'} '{expr.text}' overflows 32-bit integers at "
+                                  f"{_place(where)} (a step of it is {exact[where]:.4g});"
+                                  f" expected integers below 2**31: keep products and powers small, or "
+                                  f"write a float (2.0 ** x)") from None
     if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
         where = tuple(int(k) for k in np.argwhere(~np.isfinite(value))[0])
-        at = f"example {where[0]}" + (f", position {where[1]}" if len(where) > 1 else "") + \
-             (f", key {where[2]}" if len(where) > 2 else "")
-        raise EvaluationError(f"{name or 'expression'} '{expr.text}' is {value[where]} at {at} (the first "
-                              f"of {int((~np.isfinite(value)).sum())}); expected a finite number: guard a "
+        raise EvaluationError(f"{name or 'expression'} '{expr.text}' is {value[where]} at {_place(where)} (the "
+                              f"first of {int((~np.isfinite(value)).sum())}); expected a finite number: guard a "
                               f"division (where(x == 0, 0, 1 / x)) or keep powers small")
     return value
+
+
+def _place(where: tuple) -> str:
+    return f"example {where[0]}" + (f", position {where[1]}" if len(where) > 1 else "") + \
+        (f", key {where[2]}" if len(where) > 2 else "")
 
 
 def evaluate_variables(variables: Mapping[str, Expr], tokens, xp, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -319,9 +331,11 @@ def _eval(node: ast.AST, env: Mapping[str, Any]):
         if isinstance(node.op, (ast.Mod, ast.FloorDiv)):  # x % 0 and x // 0 are 0, in numpy and JAX alike
             zero = right == 0
             return xp.where(zero, 0, _BINARY[type(node.op)](left, xp.where(zero, 1, right)))
-        if isinstance(node.op, ast.Pow) and xp is np and np.issubdtype(np.result_type(left, right), np.integer) \
-                and (np.asarray(right) < 0).any():  # numpy refuses integers to negative powers
-            left = np.asarray(left, np.float64)
+        integers = xp is np and np.issubdtype(np.result_type(left, right), np.integer)
+        if isinstance(node.op, ast.Pow) and integers and (np.asarray(right) < 0).any():
+            left = np.asarray(left, np.float64)  # numpy refuses integers to negative powers
+        elif integers and not isinstance(node.op, ast.Div):  # a division's result is a float
+            _check_int32(_BINARY[type(node.op)](np.asarray(left, np.float64), np.asarray(right, np.float64)))
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)
@@ -365,6 +379,18 @@ def _reduce(node: ast.Call, env: Mapping[str, Any]):
     width = selected.sum(-1)
     total = xp.where(selected, args[1], 0).sum(-1)
     return xp.where(width > 0, total / xp.maximum(width, 1), 0.0)
+
+
+class _IntegerOverflow(Exception):
+    def __init__(self, exact: np.ndarray):
+        self.exact = exact
+
+
+def _check_int32(exact: np.ndarray) -> None:
+    """The theory's expressions run in JAX with 32-bit integers, where a larger value wraps
+    silently: numpy (which checks every expression first) refuses it instead."""
+    if (np.abs(exact) >= 2 ** 31).any():
+        raise _IntegerOverflow(exact)
 
 
 def _number(value, xp):

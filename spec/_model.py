@@ -7,8 +7,9 @@ and includes are checked in ``_parse``. Everything is frozen: a parsed theory ne
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
@@ -98,9 +99,21 @@ class TargetRef:
 
     scheme: Literal["builtin", "hf", "activations", "torch"]
     address: str
+    base: Optional[str] = field(default=None, compare=False)  # the theory file's directory, for a relative DIR
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.address}"
+
+    @property
+    def located(self) -> str:
+        """The address, a relative ``activations:DIR`` read from the theory file's directory (like ``include:``)."""
+        return os.path.join(self.base, self.address) if self.base else self.address
+
+    def relative_to(self, theory_file: str) -> "TargetRef":
+        """This reference as written in ``theory_file``: a relative recording directory is read from its directory."""
+        if self.scheme != "activations" or os.path.isabs(self.address):
+            return self
+        return TargetRef(self.scheme, self.address, os.path.dirname(os.path.abspath(theory_file)))
 
 
 def _target(value: Any) -> TargetRef:

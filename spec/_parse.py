@@ -567,7 +567,7 @@ def check_theory(path: str, text: Optional[str] = None, *, trust_code: bool = Fa
     variable_order = _dependency_order(groups["variables"], lambda p: [n for n, _ in p.value.names])
     component_order = _dependency_order(groups["components"], lambda p: list(p.value.reads()))
     theory = Theory(
-        name=reader.top["theory"], target=reader.top["target"], description=reader.top.get("description"),
+        name=reader.top["theory"], target=reader.top["target"].relative_to(path), description=reader.top.get("description"),
         sites={n: p.value for n, p in groups["sites"].items()},
         variables={n: groups["variables"][n].value for n in variable_order},
         components={n: groups["components"][n].value for n in component_order},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from theorycraft.spec import ExprError, evaluate, evaluate_variables, pair_env, parse_expr, position_env
+from theorycraft.spec import EvaluationError, ExprError, evaluate, evaluate_variables, pair_env, parse_expr, position_env
 
 TOKENS = np.array([[5, 7, 5, 7, 9], [1, 1, 2, 3, 1]], dtype=np.int32)
 
@@ -145,3 +145,20 @@ def test_generated_expressions_evaluate_the_same_in_numpy_and_jax(text):
     b = np.asarray(evaluate(expr, position_env(jnp.asarray(TOKENS), jnp)))
     assert a.shape == TOKENS.shape
     assert np.array_equal(a.astype(np.int64), b.astype(np.int64)), text
+
+
+@pytest.mark.parametrize("text, place, as_float", [
+    ("token[i] ** 12", "example 0, position 1", "token[i] ** 12.0"),  # 7**12 wraps in JAX's 32-bit integers
+    ("i * 1000000 * 1000", "example 0, position 3", "i * 1000000 * 1000.0"),  # a step overflows
+    ("count(j: token[j] ** 11 > 0)", "example 0, position 0, key 4", "count(j: token[j] ** 11.0 > 0)"),
+])
+def test_integer_overflow_is_an_error_not_a_wrapped_value(text, place, as_float):
+    with pytest.raises(EvaluationError, match=f"overflows 32-bit integers at {place}"):
+        values(text)
+    assert np.isfinite(values(as_float)).all()
+
+
+@pytest.mark.parametrize("text", ["token[i] ** 9", "(token[i] * 100000) % 7", "i * 1000000 * 100"])
+def test_integers_numpy_accepts_are_the_integers_jax_computes(text):
+    b = np.asarray(evaluate(parse_expr(text), position_env(jnp.asarray(TOKENS), jnp)))
+    assert np.array_equal(values(text).astype(np.int64), b.astype(np.int64))

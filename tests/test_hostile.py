@@ -179,7 +179,7 @@ BAD_FLAGS = [
     (["capture", *SUPERPOSITION[:3], "--n", "1e3"], "argument --n: n must be an integer >= 1, got '1e3'"),
     (["capture", *SUPERPOSITION[:3], "--batch-size", "0"], "argument --batch-size: batch_size must be an integer >= 1"),
     (["capture", *SUPERPOSITION[:3], "--batch-size", "-1"], "argument --batch-size: batch_size must be an integer >= 1"),
-    (["capture", *SUPERPOSITION[:3], "--seed", "-1"], "argument --seed: seed must be an integer >= 0, got -1"),
+    (["capture", *SUPERPOSITION[:3], "--seed", "-1"], "argument --data-seed/--seed: seed must be an integer >= 0, got -1"),
     (["capture", "builtin:induction"], "name the sites to capture from builtin:induction (--sites"),
     (["capture", "builtin:induction", "--sites", "a/b"], "argument --sites: expected a site (hook point) like"),
     (["infer", "examples/superposition.yaml", "--max-steps", "-3"], "argument --max-steps: max_steps must be an "

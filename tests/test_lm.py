@@ -164,7 +164,7 @@ def test_cli_lists_aliases_and_captures_with_a_window_length(tokenizer, tmp_path
     assert main(args[:4] + ["--seq-len", "65"] + args[6:]) == 1
     assert "the window length 65 is longer than the model's 64 positions" in capsys.readouterr().err
     assert main(["capture", "builtin:superposition", "--sites", "hook_hidden", "--seq-len", "8"]) == 2
-    assert "--seq-len) sets the windows of an hf: target" in capsys.readouterr().err
+    assert "--seq-len sets the windows of hf: targets" in capsys.readouterr().err
 
 
 USER_MODULE = '''

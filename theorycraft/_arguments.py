@@ -44,6 +44,8 @@ RANGES = {
     "top": Range(True, 1),
     "worst": Range(True, 0),
     "tries": Range(True, 1),
+    "model_shards": Range(True, 1),
+    "processes": Range(True, 1),
     "budget_bits": Range(False, 0, low_open=True),
     "budget_minutes": Range(False, 0, low_open=True),
     "target_coverage": Range(False, 0, low_open=True, high=1, high_open=True),
@@ -158,3 +160,12 @@ def include_path_flag(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a directory theory files may include from, got {text!r} "
                                          f"(not a directory)")
     return text
+
+
+def part_flag(text: str) -> tuple[int, int]:
+    """An argparse ``type=`` for ``--part K/N``: part K (from 0) of N."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N (part K of N, counted from 0, e.g. 0/4), "
+                                         f"found {text!r}")
+    return int(k), int(n)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
-from theorycraft import _arguments
+from theorycraft import _arguments, _cache
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
-from theorycraft.store import ActivationSet, capture as _capture
-from theorycraft.targets import Target, load_target
+from theorycraft.store import ActivationSet, cache_root, capture as _capture
+from theorycraft.targets import Target, load_target, source_identity
 
 if TYPE_CHECKING:
     from theorycraft.inference import FittedTheory
@@ -22,23 +22,65 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
     if isinstance(theory_or_target, Target):
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
-    if seq_len is not None and not str(ref).startswith("hf:"):
-        raise ArgumentError(f"seq_len (--seq-len) sets the windows of an hf: target; {ref} is not one")
-    if (texts is not None or seq_len is not None) and str(ref).startswith("hf:"):
+    if texts is not None or seq_len is not None:
+        if not str(ref).startswith("hf:"):
+            what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
+            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
         from theorycraft.targets._hf import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
+
+
+def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
+    """What the store's index knows a capture by, before any target loads (None for a loaded
+    target, or one only running it can identify)."""
+    if isinstance(source, Target):
+        return None
+    ref = source.target if isinstance(source, Theory) else source
+    identity = source_identity(ref, texts, seq_len)
+    if identity is None:
+        return None
+    return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
+
+
+def _reuse(request: "_cache.Request", cache_dir, log) -> ActivationSet | None:
+    """A capture in the store that answers ``request``: the one it led to before, one of the same
+    data holding more sites, or (no n asked for) one of another size, said through ``log``.
+    None if a new capture is needed; ``log`` then hears of the sizes the store holds."""
+    acts = _cache.recall(request, cache_dir)
+    if acts is not None:
+        return acts
+    others = _cache.compatible(request, cache_dir)
+    same = [acts for other, acts in others if other.n == request.n]
+    if same:
+        return same[0]
+    held = ", ".join(f"{acts.key} ({acts.n} examples)" for _, acts in others)
+    if others and request.n is None:
+        acts = others[0][1]
+        log(f"using capture {acts.key} of these sites ({acts.n} examples, data seed {request.seed}), as --n was not "
+            f"given; pass --n N for a capture of N examples" + (f" (the store holds: {held})" if len(others) > 1 else ""))
+        return acts
+    if others:
+        log(f"capturing {request.n} examples anew; the store holds these sites with data seed {request.seed} at "
+            f"other sizes: {held} (reuse one with --capture KEY)")
+    return None
 
 
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            seq_len: int | None = None) -> ActivationSet:
+            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one. ``shift``: one of the target's named shifted
-    datasets (``target.shifts()``) instead of its own. ``seq_len``: tokens per window of an
-    ``hf:`` target (default 128, or the model's positions if fewer)."""
+    same (target, sites, data) if there is one. ``seed`` is the data seed: which examples, in
+    which order, and so the test split. ``shift``: one of the target's named shifted datasets
+    (``target.shifts()``) instead of its own. A capture the store's index knows is opened without
+    loading the target; with ``n`` None, one of these sites at another size is reused, and
+    ``log`` (a function of one message; default silent) says which. ``part=(K, N)``: only every
+    N-th shard from the K-th (K from 0), into a partial store whose path is returned; a capture of
+    the same key without ``part`` (or ``infer``) merges the parts it finds and records only what
+    they lack. ``seq_len``: tokens per window of an ``hf:`` target (default 128, or the model's
+    positions if fewer)."""
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
     seq_len = _arguments.check("seq_len", seq_len, optional=True)
@@ -51,11 +93,29 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         name = getattr(theory_or_target, "name", theory_or_target)
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
                             f"theorycraft sites {name} lists them), or capture a theory file")
-    target = target_of(theory_or_target, trust_code=trust_code, texts=tuple(texts) if texts else None,
-                       seq_len=seq_len)
+    texts = tuple(texts) if texts else None
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    return _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift)
+    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
+    if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
+        return acts
+    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len)
+    acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
+                    progress=progress, shift=shift, part=part)
+    if request is not None and isinstance(acts, ActivationSet):
+        _cache.remember(request, acts, cache_dir)
+    return acts
+
+
+def open_capture(capture: ActivationSet | str | Path, theory: Theory | None = None, cache_dir=None) -> ActivationSet:
+    """A capture named by key (or a unique prefix) in the store, or by its directory; with
+    ``theory``, checked to hold every site it names."""
+    acts = capture if isinstance(capture, ActivationSet) else _cache.find(capture, cache_dir)
+    if theory is not None:
+        missing = sorted({str(s.hook) for s in theory.sites.values()} - set(acts.sites))
+        if missing:
+            raise ArgumentError(f"capture {acts.key} ({acts.directory}) lacks site(s) {', '.join(missing)} of theory "
+                                f"'{theory.name}'; it holds: {', '.join(acts.sites)}")
+    return acts
 
 
 class Inferred(NamedTuple):
@@ -65,33 +125,54 @@ class Inferred(NamedTuple):
     scorecard: "Scorecard"
 
 
-def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=None, seed: int = 0,
+def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, out_dir=None, seed: int = 0,
           max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (),
-          seq_len: int | None = None) -> Inferred:
+          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
+          dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
+          processes: int = 1, seq_len: int | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
-    score its fidelity. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
+    score its fidelity. ``acts``: a capture to fit on (an ActivationSet, or its key or directory)
+    instead of the one ``n``, ``data_seed``, ``dtype`` and ``texts`` name; ``seed`` seeds the fit
+    only, never the data. With ``out_dir`` the fit is checkpointed there (a rerun resumes) and
     saved as an artifact with its scorecard. ``fit_mode``: "stagewise" (each component fitted to
     the site it predicts, then held fixed for the sites that read it) or "joint" (every site at
     once, end to end through the components they share). ``max_memory`` (bytes, or text like "4G";
     default: what the machine has free): a theory whose fit would need more is refused first.
-    ``seq_len``: tokens per window of an ``hf:`` target's capture."""
+    ``model_shards``: devices along the mesh's ``model`` axis, over which large parameters are split.
+    ``processes``: fit on N processes joined by ``jax.distributed``, each reading its own shards
+    of the capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
+    here. In a process that has joined one (``join()``), only process 0 scores and writes; the
+    others return the fitted theory with no scorecard. ``seq_len``: tokens per window of an ``hf:``
+    target's capture."""
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
+    from theorycraft.inference import _distributed
+
     _arguments.check("n", n, optional=True)
+    _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory)  # checked before anything loads
+                       progress=progress, mode=fit_mode, max_memory=max_memory,
+                       model_shards=model_shards)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
-    if acts is None:
-        acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=progress,
-                       seq_len=seq_len)
+    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
     out = Path(out_dir) if out_dir is not None else None
+    if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
+        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
+                                                   learning_rate=learning_rate, batch_size=batch_size, progress=progress,
+                                                   fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
+                                                   trust_code=trust_code), log)
+    if processes > 1 and processes != _distributed.process_count():
+        raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
+                            f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
+    if not _distributed.is_leader():  # process 0 scores and writes
+        return Inferred(fitted, None)
     card = score(fitted, acts, bits=False)
     if out is not None:
         fitted.save(out)
@@ -99,17 +180,68 @@ def infer(theory: Theory | str, acts: ActivationSet | None = None, *, out_dir=No
     return Inferred(fitted, card)
 
 
+def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
+                 seq_len=None):
+    """The capture a command fits on: ``acts`` if named (then no data option may be), else the
+    one the data options name (captured if the store lacks it)."""
+    if acts is not None:
+        if n is not None or texts or seq_len is not None:
+            raise ArgumentError("a named capture (--capture) is its own data: leave out --n, --text, --data and "
+                                "--seq-len")
+        return open_capture(acts, theory, cache_dir)
+    return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
+                   progress=progress, log=log, seq_len=seq_len)
+
+
+def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
+    """``infer`` on local workers (theorycraft._processes); the result is read from the artifact
+    process 0 writes (to a temporary folder without ``out_dir``)."""
+    import tempfile
+
+    from theorycraft._processes import spawn
+    from theorycraft.inference import FittedTheory
+    from theorycraft.scoring import Scorecard
+
+    with tempfile.TemporaryDirectory(prefix="theorycraft-infer-") as folder:
+        out = job["out_dir"] = Path(job["out_dir"] or folder)
+        spawn(processes, job, log)
+        return Inferred(FittedTheory.load(out, trust_code=job["trust_code"]), Scorecard.load(out))
+
+
+def join(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Join a cluster of processes (JAX's distributed runtime; gloo collectives on CPU) before
+    anything else uses JAX; what is not given is read from THEORYCRAFT_COORDINATOR,
+    THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID (or SLURM_NTASKS, SLURM_PROCID). Then
+    ``infer`` runs on every process of it, each reading its own shards."""
+    import os
+
+    from theorycraft.inference import _distributed
+
+    env = dict(os.environ)
+    for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
+                        (_distributed.PROCESS_ID, process_id)):
+        if value is not None:
+            env[name] = str(value)
+    cluster = _distributed.cluster_from_environment(env)
+    if cluster is None:
+        raise ArgumentError(f"expected a coordinator address (host:port) to join, as coordinator= or in "
+                            f"{_distributed.COORDINATOR}; found neither")
+    _distributed.initialize(cluster)
+
+
 def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
            budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
            target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
            trust_code: bool = False, log=print, max_memory: int | str | None = None,
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
-           progress: bool = True) -> "SearchResult":
+           progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
+           dtype: str = "float32", texts: Iterable[str] | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` with candidates from ``vocabulary`` (a YAML file;
     default: generated for the target's sites). Writes the found theory, the trail, the plot and
     the fitted artifact to ``out_dir``; ``compare`` (a theory file over the same sites) is judged
     the same way, for reference. ``judge_cache``: bytes of judged theories' parameters kept for
-    reuse (default 256 MB); ``progress``: a bar over the steps on stderr."""
+    reuse (default 256 MB); ``progress``: a bar over the steps on stderr. ``acts``, ``data_seed``,
+    ``dtype``, ``texts``: the data, as for ``infer``."""
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
@@ -122,7 +254,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
-    acts = capture(theory, n=n, seed=seed, cache_dir=cache_dir, trust_code=trust_code, progress=False)
+    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
+                        trust_code=trust_code, progress=False, log=log)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
@@ -150,14 +283,24 @@ def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
     return theory
 
 
-def run_activations(fitted: "FittedTheory", run_dir: Path) -> ActivationSet:
-    """The capture a fitted theory was fitted on (named in its fit record)."""
-    directory = fitted.fit_info.get("data", {}).get("directory")
-    if not directory:
+def run_activations(fitted: "FittedTheory", run_dir: Path, cache_dir=None,
+                    acts: ActivationSet | str | Path | None = None) -> ActivationSet:
+    """The capture a fitted theory was fitted on: named by key in its fit record, looked up in the
+    store (``cache_dir``, else $THEORYCRAFT_CACHE, else the user cache), then in the store it was
+    fitted from; or ``acts`` (a capture, its key or directory) when given."""
+    if acts is not None:
+        return open_capture(acts, fitted.theory, cache_dir)
+    data = fitted.fit_info.get("data", {})
+    key, directory = data.get("capture"), data.get("directory")  # "directory": written before captures had keys
+    if not key and not directory:
         raise FitError(f"{run_dir} does not say which activations it was fitted on; rerun theorycraft infer")
-    if not Path(directory, "manifest.json").exists():
-        raise FitError(f"the activations {run_dir} was fitted on are gone ({directory}); rerun theorycraft infer")
-    return ActivationSet(directory)
+    places = [cache_root(cache_dir) / key, Path(data.get("cache", "")) / key] if key else [Path(directory)]
+    for place in places:
+        if (place / "manifest.json").exists():
+            return ActivationSet(place)
+    raise FitError(f"the capture {run_dir} was fitted on ({key or directory}) is not in "
+                   f"{' nor '.join(str(p.parent) for p in places)}; name the store that holds it (--cache DIR) or "
+                   f"the capture (--capture KEY|DIR), or rerun theorycraft infer")
 
 
 def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
@@ -172,7 +315,7 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = ()) -> list:
+          include_paths: Sequence[str] = (), data_seed: int = 0) -> list:
     """Check every axiom of ``theory`` on ``limit`` held-out (test) examples (default 512): the
     network intervened on with torch hooks, the theory run free under the same intervention. The
     fit is ``run_dir``'s (it must be of the same theory, axioms and docs aside), or a new one on
@@ -202,14 +345,14 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
         fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
-                       progress=False, log=lambda m: None, max_memory=max_memory).fitted
+                       progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
             raise FitError(f"{run_dir} holds a fit of a different theory than {theory.name}'s file (its sites, "
                            f"variables or components differ); fit this one: theorycraft infer THEORY.yaml --out {run_dir}")
     fitted = fitted.with_theory(theory)  # the file's axioms, the run's parameters
-    acts = run_activations(fitted, Path(run_dir))
+    acts = run_activations(fitted, Path(run_dir), cache_dir)
     inputs = acts.inputs()
     lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
     results = check_axioms(lab)
@@ -232,11 +375,16 @@ def _structure(theory: Theory) -> dict:
 
 def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
               limit: int | None = None, shift: str | None = None, n: int | None = None,
-              max_memory: int | str | None = None) -> "Scorecard":
+              max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
+              texts: Iterable[str] | None = None, data_seed: int | None = None,
+              dtype: str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json. ``shift``
     also captures the theory's sites on that named shift of its target (``n`` examples, default
     as many as its own capture, into the same store) and adds the coverage there to the
-    scorecard's ``shifted`` (earlier shifts' entries are kept). ``max_memory`` bounds the
+    scorecard's ``shifted`` (earlier shifts' entries are kept). ``texts`` (hf: targets) does the
+    same on that text instead, entered as ``shift`` (default "text"); ``data_seed`` and ``dtype``
+    of the shifted capture default to the run's. ``acts``: the capture (key or directory) to score
+    on instead of the run's own, looked up in ``cache_dir``. ``max_memory`` bounds the
     prequential refits (default: what the machine has free)."""
     from theorycraft.scoring import Scorecard, score
 
@@ -244,20 +392,25 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     _arguments.check("n", n, optional=True)
     max_memory = _arguments.memory(max_memory, optional=True)
     shift = _arguments.shift(shift)
-    if n is not None and shift is None:
-        raise ArgumentError("n sizes the shifted capture: give a shift too (--shift NAME), or leave n out")
+    texts = tuple(texts) if texts else None
+    if texts and shift is None:
+        shift = "text"
+    if shift is None and (n is not None or data_seed is not None or dtype is not None):
+        raise ArgumentError("n, the data seed and dtype size the shifted capture: give a shift too (--shift NAME, "
+                            "or --text/--data), or leave them out")
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
-    acts = run_activations(fitted, run_dir)
+    acts = run_activations(fitted, run_dir, cache_dir, acts)
     target = None
-    if (splice or shift) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    if (splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
         target = target_of(fitted.theory, trust_code=trust_code)
     try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
         shifted = dict(Scorecard.load(run_dir).shifted)
     except ArtifactError:
         shifted = {}
     if shift is not None:
-        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code)
+        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
+                                     data_seed=data_seed, dtype=dtype)
     card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
                  max_memory=max_memory)
     card = card.replace(shifted=shifted)
@@ -266,14 +419,18 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
 
 
 def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, target: Target | None = None,
-                n: int | None = None, trust_code: bool = False, progress: bool = True):
-    """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target: its sites
-    captured there (``n`` examples, default ``acts.n``; same seed, same store), scored by the one
-    scorer on that capture's test examples the fit never saw (a ``ShiftScore``)."""
+                n: int | None = None, trust_code: bool = False, progress: bool = True,
+                texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None):
+    """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target, or (with
+    ``texts``, an hf: target) on that text, entered under ``shift``: its sites captured there
+    (``n`` examples, default ``acts.n``; data seed and dtype default to ``acts``'s; same store),
+    scored by the one scorer on that capture's test examples the fit never saw (a ``ShiftScore``)."""
     from theorycraft.scoring import score_shifted
 
-    target = target or target_of(fitted.theory, trust_code=trust_code)
-    shifted = _capture(target, [site.hook for site in fitted.theory.sites.values()], n=n or acts.n,
-                       seed=acts.manifest["dataset"]["seed"], dtype=acts.manifest["dtype"],
-                       cache_dir=acts.directory.parent, progress=progress, shift=shift)
+    texts = tuple(texts) if texts else None
+    source = fitted.theory if texts or target is None else target
+    shifted = capture(source, None if isinstance(source, Theory) else [s.hook for s in fitted.theory.sites.values()],
+                      n=n or acts.n, seed=acts.manifest["dataset"]["seed"] if data_seed is None else data_seed,
+                      dtype=dtype or acts.manifest["dtype"], cache_dir=acts.directory.parent, progress=progress,
+                      shift=None if texts else shift, texts=texts, trust_code=trust_code)
     return score_shifted(fitted, shifted, acts)

@@ -10,9 +10,10 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from theorycraft._arguments import flag, include_path_flag, memory_flag, site_flag
+from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, outline
+from theorycraft.store import DTYPES
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEBUG_ENV = "THEORYCRAFT_DEBUG"
@@ -75,13 +76,18 @@ def _shifts(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.store import ActivationSet
 
-    texts = read_texts(args.text, args.data) if (args.text or args.data) else None
-    acts = capture(args.source, sites=args.sites, n=args.n, seed=args.seed, dtype=args.dtype,
-                   cache_dir=args.cache, trust_code=args.trust_code, texts=texts, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path, seq_len=args.seq_len)
-    print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory}")
+    data = _data(args)
+    acts = capture(args.source, sites=args.sites, n=args.n, seed=data.pop("data_seed", 0), **data,
+                   cache_dir=args.cache, trust_code=args.trust_code, batch_size=args.batch_size,
+                   shift=args.shift, include_paths=args.include_path, part=args.part, log=_say)
+    if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
+        print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
+              f"infer) merges the parts and records what they lack")
+        return EXIT_OK
+    print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory} "
+          f"(key {acts.key})")
     for site, shape in acts.sites.items():
         print(f"  {site}  {list(shape)}")
     return EXIT_OK
@@ -91,8 +97,13 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
+    from theorycraft.inference import _distributed
     from theorycraft.spec import load_theory
 
+    cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
+    if cluster is not None:
+        _distributed.initialize(cluster)
+    leader = cluster is None or cluster.process_id == 0
     theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
     out = Path(args.out or Path("runs") / theory.name)
     lines: list[str] = []
@@ -103,7 +114,11 @@ def _infer(args: argparse.Namespace) -> int:
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
                     batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log, max_memory=args.max_memory, seq_len=args.seq_len)
+                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
+                    model_shards=args.model_shards, progress=leader,
+                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
+    if not leader:  # process 0 reports and writes
+        return EXIT_OK
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
@@ -113,8 +128,10 @@ def _infer(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from theorycraft.api import score_run
 
+    data = _data(args)
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
-                     limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory)
+                     limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory, cache_dir=args.cache,
+                     acts=args.capture, **data)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -125,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path)
+                    include_paths=args.include_path, data_seed=args.data_seed)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -161,6 +178,13 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from theorycraft._report import report
+
+    print(f"report: {report(args.directory, args.out)}")
+    return EXIT_OK
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -173,7 +197,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
-    report = diagnose(fitted, run_activations(fitted, run), top=args.top, worst=args.worst,
+    report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
                       vocabulary=vocabulary)
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))
@@ -188,7 +212,8 @@ def _search(args: argparse.Namespace) -> int:
                     budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
                     target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, judge_cache=args.judge_cache, progress=not args.no_progress)
+                    include_paths=args.include_path, judge_cache=args.judge_cache, progress=not args.no_progress,
+                    **_data(args, named=True))
     final, out = result.final, result.out
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
@@ -292,20 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
                      help="hook points to record (default: the theory's; a target needs them)")
     cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
-    cap.add_argument("--seed", type=flag("seed"), default=0, help="seed of the data and its one shuffle")
-    cap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
-    cap.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data")
-    cap.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    _data_flags(cap, seed_alias=True)
     _seq_len(cap)
+    cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
+    cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
+                     "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
+                     "without --part merges them")
     _common(cap)
 
     inf = command("infer", _infer, "fit a theory to its target's activations; write an artifact directory")
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
-    inf.add_argument("--seed", type=flag("seed"), default=0)
+    inf.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit (initialisation, minibatches); "
+                     "never of the data (--data-seed)")
     inf.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps for parts without a "
                      "closed form")
     inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
@@ -313,8 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
-    inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
+                     "sites already in the store, else the target's dataset)")
+    _data_flags(inf, named=True)
     _seq_len(inf)
+    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
+                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
+    inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
+                     "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
+                     "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
     _max_memory(inf)
     _common(inf)
 
@@ -328,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and report coverage there (theorycraft shifts TARGET lists them)")
     sc.add_argument("--n", type=flag("n"), default=None, help="examples of the shifted capture (default: as many as "
                     "the run's capture)")
+    _data_flags(sc, named=True, shifted=True)
     _max_memory(sc)
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    _cache_flag(sc)
 
     chk = command("check", _check, "check a theory's axioms: intervene on the network and on the theory alike, "
                                    "on held-out examples; exit 1 if one fails")
@@ -338,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
     chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
     chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
+    chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
+                     "(which examples, their order, the test split)")
     _max_memory(chk)
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
@@ -348,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--vocabulary", metavar="VOCAB.yaml", help="also correlate with the candidate features of "
                       "a search vocabulary (e.g. a search's vocabulary.yaml)")
     diag.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    diag.add_argument("--capture", metavar="KEY|DIR", help="diagnose on this capture instead of the run's own")
+    _cache_flag(diag)
 
     se = command("search", _search, "grow a theory from a start by held-out MDL, pruning what does not pay; "
                  "write the found theory, the trail and its scaling curve")
@@ -360,11 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
     se.add_argument("--tries", type=flag("tries"), default=4, help="best-estimated candidates fitted and scored per step")
     se.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps per fit (re-infer with the same)")
-    se.add_argument("--seed", type=flag("seed"), default=0)
+    se.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fits, never of the data (--data-seed)")
     se.add_argument("--target-coverage", type=flag("target_coverage"), default=0.99, help="the coverage the scaling curve is asked "
                     "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
-    se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: the target's dataset)")
+    se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
+                    "sites already in the store, else the target's dataset)")
+    _data_flags(se, named=True)
     se.add_argument("--judge-cache", type=memory_flag("judge_cache"), default=None, metavar="SIZE",
                     help="parameters of judged theories kept for reuse, least recently used out first, e.g. 1G "
                          "(default: 256M)")
@@ -376,25 +417,142 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer examples, steps and baselines (minutes)")
     bench.add_argument("--out", default="bench", metavar="DIR", help="where results.json, results.md and plots go")
     bench.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (e.g. modadd-p113 induction)")
-    bench.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
+    _cache_flag(bench)
+    _cache_commands(command)
+    rep = command("report", _report, "one self-contained HTML page (plots embedded) of a run, search or bench "
+                  "directory: fidelity, bits, axioms, diagnosis; the search trail; the benchmark's panels")
+    rep.add_argument("directory", metavar="RUN_DIR|SEARCH_DIR|BENCH_DIR")
+    rep.add_argument("--out", metavar="FILE.html", help="where to write it (default: DIR/report.html)")
     return parser
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE or ~/.cache/theorycraft)")
+    _cache_flag(sub)
     sub.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _include_path(sub)
+
+
+def _cache_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--cache", metavar="DIR", help="activation store (default: $THEORYCRAFT_CACHE, else the user cache "
+                     "directory: ~/.cache/theorycraft on Linux)")
+
+
+def _seq_len(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window; part of "
+                     "the capture's key (default: 128, or the model's positions if fewer)")
+
+
+def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
+                seed_alias: bool = False) -> None:
+    """The data flags capture, infer, search and score share (on score they choose the data of
+    the shifted capture); ``named``: also --capture KEY|DIR, an existing capture instead."""
+    what = "the shifted capture's" if shifted else "the captured"
+    sub.add_argument("--data-seed", *(["--seed"] if seed_alias else []), dest="data_seed", type=flag("seed"),
+                     default=None, metavar="SEED", help=f"seed of {what} data: which examples, their order, the test "
+                     f"split; part of the capture's key (default {'the run' + chr(39) + 's' if shifted else '0'})")
+    sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
+                     f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
+    sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
+                     + (" (scored as --shift NAME, default 'text')" if shifted else ""))
+    sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    if named:
+        sub.add_argument("--capture", metavar="KEY|DIR", help="use this capture (a key from theorycraft cache ls, or a "
+                         "capture's directory)" + (" instead of the run's own" if shifted else
+                                                   "; the data flags then stay out"))
+
+
+def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
+    """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
+    --capture with any of them is a usage error."""
+    from theorycraft.targets._hf import read_texts
+
+    given = {"data_seed": args.data_seed, "dtype": args.dtype,
+             "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
+             "seq_len": getattr(args, "seq_len", None)}  # capture and infer have --seq-len
+    given = {k: v for k, v in given.items() if v is not None}
+    if named and args.capture:
+        if given or args.n is not None:
+            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
+                                "and --seq-len")
+        given["acts"] = args.capture
+    return given
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# --- theorycraft cache ls | verify | rm ------------------------------------------------------------
+
+def _cache_commands(command: Callable) -> None:
+    cache = command("cache", None, "the activation store: list, verify or remove captures")
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, run, help in (("ls", _cache_ls, "list the captures: key, size, date, target, examples, data seed, "
+                                               "dtype, sites"),
+                            ("verify", _cache_verify, "check every file of captures against its sha256; exit 1 if "
+                                                      "one is corrupted or incomplete"),
+                            ("rm", _cache_rm, "remove captures (by key or a unique prefix of it)")):
+        sub = actions.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run, parser=sub)
+        if name != "ls":
+            sub.add_argument("keys", nargs="+" if name == "rm" else "*", metavar="KEY",
+                             help="captures to " + ("remove" if name == "rm" else "verify (default: all)"))
+        _cache_flag(sub)
+
+
+def _cache_ls(args: argparse.Namespace) -> int:
+    from theorycraft import _cache
+    from theorycraft._arguments import bytes_text
+    from theorycraft.store import cache_root
+
+    held = _cache.held(args.cache)
+    print(f"{'key':<20}  {'size':>9}  {'captured':<16}  {'target':<24} {'n':>7} {'seed':>4} {'dtype':<8}  sites")
+    for h in held:
+        if not h.complete:
+            why = ("a partial store (capture --part): the capture without --part merges it" if ".part-" in h.key else
+                   f"an interrupted capture: run it again to resume, or theorycraft cache rm {h.key}")
+            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  incomplete ({why})")
+            continue
+        shift = f" (shift {h.shift})" if h.shift else ""
+        print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  {h.target + shift:<24} "
+              f"{h.n:>7} {h.seed if h.seed is not None else '-':>4} {h.dtype:<8}  {', '.join(h.sites)}")
+    print(f"{len(held)} capture{'s' * (len(held) != 1)}, {bytes_text(sum(h.bytes for h in held))} in {cache_root(args.cache)}")
+    return EXIT_OK
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from theorycraft import _cache
+    from theorycraft.errors import StoreError
+    from theorycraft.store import cache_root
+
+    root, bad = cache_root(args.cache), 0
+    keys = args.keys or [h.key for h in _cache.held(args.cache)]
+    for key in keys:
+        try:
+            acts = _cache.find(key, args.cache)
+            acts.verify()  # every file read and checked now
+            print(f"{acts.key}  ok ({acts.n} examples, {len(acts.sites)} sites)")
+        except StoreError as exc:
+            bad += 1
+            print(f"{key}  FAILED: {exc}")
+    print(f"{len(keys) - bad} of {len(keys)} captures in {root} verified" + (f"; {bad} failed" if bad else ""))
+    return EXIT_INVALID if bad else EXIT_OK
+
+
+def _cache_rm(args: argparse.Namespace) -> int:
+    from theorycraft import _cache
+    from theorycraft._arguments import bytes_text
+
+    for key in args.keys:
+        gone = _cache.remove(key, args.cache)
+        print(f"removed {gone.key} ({bytes_text(gone.bytes)}, {gone.target})")
+    return EXIT_OK
 
 
 def _include_path(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--include-path", action="append", default=[], type=include_path_flag, metavar="DIR",
                      help="a directory the theory's includes may read from, besides the theory file's own "
                           "(repeatable); includes never leave these")
-
-
-def _seq_len(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window (default: "
-                     "128, or the model's positions if fewer)")
 
 
 def _max_memory(sub: argparse.ArgumentParser) -> None:

@@ -39,8 +39,13 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else $THEORYCRAFT_CACHE, else ~/.cache/theorycraft."""
-    root = cache_dir or os.environ.get("THEORYCRAFT_CACHE") or Path.home() / ".cache" / "theorycraft"
+    """``cache_dir``, else $THEORYCRAFT_CACHE, else the platform's user cache directory
+    (platformdirs: ~/.cache/theorycraft on Linux, ~/Library/Caches/theorycraft on macOS)."""
+    root = cache_dir or os.environ.get("THEORYCRAFT_CACHE")
+    if not root:
+        import platformdirs
+
+        root = platformdirs.user_cache_dir("theorycraft", appauthor=False)
     return Path(root).expanduser()
 
 
@@ -207,10 +212,13 @@ def site_filename(hook: HookPoint | str) -> str:
 
 def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: int = 0,
             dtype: str = "float32", cache_dir=None, batch_size: int = 256, progress: bool = True,
-            shard_rows: int | None = None, shift: str | None = None) -> "ActivationSet":
+            shard_rows: int | None = None, shift: str | None = None,
+            part: tuple[int, int] | None = None) -> "ActivationSet | Path":
     """Record ``hooks`` of ``target`` over its dataset (n examples, shuffled once with ``seed``;
     with ``shift``, the target's named shifted dataset) into the store, or return the capture
-    already there."""
+    already there. ``part=(K, N)``: only shards K, K + N, K + 2N, ... into a partial store beside
+    the capture's (``KEY.part-K-of-N``), whose path is returned; the capture of the same key
+    without a part adopts every part's verified shards and records only what they lack."""
     if dtype not in DTYPES:
         raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
     n, seed = _arguments.check("n", n, optional=True), _arguments.check("seed", seed)
@@ -229,17 +237,21 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
     directory = cache_root(cache_dir) / key.digest()
     if (directory / "manifest.json").exists():
         return ActivationSet(directory)
+    if part is not None:
+        if not (len(part) == 2 and 0 <= part[0] < part[1]):
+            raise _arguments.ArgumentError(f"expected a part K/N with 0 <= K < N, found {part[0]}/{part[1]}")
+        directory = directory.with_name(f"{directory.name}.part-{part[0]}-of-{part[1]}")
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
         if (directory / "manifest.json").exists():
             return ActivationSet(directory)
-        _capture_into(directory, target, dataset, hooks, key, seed, dtype, batch_size, progress, shard_rows, shift)
-    return ActivationSet(directory)
+        _capture_into(directory, target, dataset, hooks, key, seed, dtype, batch_size, progress, shard_rows, shift, part)
+    return directory if part is not None else ActivationSet(directory)
 
 
 def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: CaptureKey, seed, dtype, batch_size,
-                  progress, shard_rows, shift=None) -> None:
+                  progress, shard_rows, shift=None, part=None) -> None:
     from tqdm import tqdm
 
     order = np.random.default_rng(seed).permutation(len(dataset))  # shuffled once, fixed seed
@@ -255,8 +267,10 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
 
     _remove_stale_temporaries(directory)  # left by a killed capture; we hold the key's lock
     progress_path = directory / "progress.json"
+    if part is None:
+        _adopt_parts(directory, key, bounds, {site_filename(s) for s in shapes})
     done = _finished_shards(directory, progress_path, key, bounds, {site_filename(s) for s in shapes})
-    todo = [k for k in range(len(bounds)) if k not in done]
+    todo = [k for k in range(len(bounds)) if k not in done and (part is None or k % part[1] == part[0])]
     inputs_sha = done.pop("__inputs__", None)
     try:
         inputs_sha = inputs_sha or write_array(directory / "inputs.npy", inputs)
@@ -292,6 +306,8 @@ def _capture_into(directory: Path, target, dataset: np.ndarray, hooks, key: Capt
         finally:
             writer.close()
             bar.close()
+        if part is not None:  # a partial store: its shards and progress.json, for the whole capture to adopt
+            return
         _check_filled({site: sum(bounds[k][1] - bounds[k][0] for k in done if site_filename(site) in done[k])
                        for site in shapes}, total, "the capture", target.name)
         manifest = {
@@ -349,6 +365,33 @@ def _check_filled(filled: dict, expected: int, where: str, target_name: str) -> 
         raise StoreError(f"{target_name}: {where} is incomplete, rows written of {expected}: "
                          + ", ".join(f"{site} {rows}" for site, rows in short.items())
                          + "; the capture was not marked finished (a bug in the target's record, or in theorycraft)")
+
+
+def _adopt_parts(directory: Path, key: CaptureKey, bounds: list, files: set) -> None:
+    """Move the verified shards of every partial store of this key (``capture --part K/N``, cut
+    the same way) into ``directory``, and list them in its progress.json, as if this capture had
+    written them and been interrupted; a part whose shards are all adopted is removed."""
+    path = directory / "progress.json"
+    for folder in sorted(directory.parent.glob(f"{directory.name}.part-*-of-*")):
+        with open(folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a part still being captured: wait for it
+            found = _finished_shards(folder, folder / "progress.json", key, bounds, files)
+        inputs = found.pop("__inputs__", None)
+        if inputs is None:
+            continue
+        ours = _finished_shards(directory, path, key, bounds, files)
+        if "__inputs__" not in ours:
+            os.replace(folder / "inputs.npy", directory / "inputs.npy")
+            ours = {"__inputs__": inputs}
+        for shard, sums in found.items():
+            if shard not in ours:
+                target = directory / f"shard-{shard:05d}"
+                shutil.rmtree(target, ignore_errors=True)  # a stale, unlisted one
+                os.replace(folder / f"shard-{shard:05d}", target)
+                ours[shard] = sums
+        write_json(path, {"key": key.__dict__, "inputs": ours.pop("__inputs__"), "bounds": bounds,
+                          "shards": {str(k): v for k, v in ours.items()}})
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey, bounds: list, files: set) -> dict:
@@ -431,6 +474,30 @@ class ActivationSet:
         self.is_test = split_is_test(self.n, identity)
         self.is_validation = split_is_validation(self.n, identity)
 
+    @property
+    def key(self) -> str:
+        """The capture's key: how the store and artifacts name it."""
+        key = self.manifest["key"]
+        return CaptureKey(key["target"], tuple(key["hooks"]), key["dataset"], key["dtype"]).digest()
+
+    def _summary(self) -> str:
+        splits = " / ".join(f"{name} {int(self.split_mask(name).sum()):,}" for name in ("train", "validation", "test"))
+        shift = self.manifest["dataset"].get("shift")
+        return (f"{self.manifest['target']['name']}, {self.n:,} examples ({splits}), {self.manifest['dtype']}"
+                + (f", shift {shift}" if shift else ""))
+
+    def __repr__(self) -> str:
+        lines = [f"ActivationSet({self._summary()}; {self.directory})"]
+        width = max(map(len, self.sites), default=0)
+        lines += [f"  {site:<{width}}  {list(shape)}" for site, shape in self.sites.items()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from theorycraft._html import code, esc, table
+
+        return "\n".join([f"<p><b>ActivationSet</b> {esc(self._summary())} at {code(self.directory)}</p>",
+                          table(["site", "shape per example"], [[s, str(list(v))] for s, v in self.sites.items()])])
+
     def split_mask(self, name: str) -> np.ndarray:
         """Which examples are 'train' (fitted), 'validation' (every choice) or 'test' (reported)."""
         masks = {"train": ~self.is_test & ~self.is_validation, "validation": self.is_validation,
@@ -488,6 +555,19 @@ class ActivationSet:
             raise StoreError(f"site '{site}' is not in this capture{did_you_mean(site, self.sites)}; "
                              f"captured: {', '.join(self.sites)}")
         return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])
+
+    def site_at(self, site: str, rows: np.ndarray) -> np.ndarray:
+        """One site at the examples ``rows`` (sorted), float32, opening only the shards that hold
+        them (a process of a distributed fit reads its own shards, never the others')."""
+        if site not in self.sites:
+            return self.site(site)  # the error that names what was captured
+        parts = []
+        for shard in self.manifest["shards"]:
+            start, stop = shard["rows"]
+            inside = rows[(rows >= start) & (rows < stop)]
+            if len(inside):
+                parts.append(np.asarray(self._shard_array(shard, site)[inside - start], np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, *self.sites[site]), np.float32)
 
     def batches(self, sites: Sequence[str], batch_size: int, split: str | None = None,
                 with_inputs: bool = True) -> Iterator[dict]:

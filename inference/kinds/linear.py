@@ -128,7 +128,7 @@ def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, 
     back into each component's parameters."""
     import jax.numpy as jnp
 
-    from .. import _ridge
+    from .. import _distributed, _ridge
     from .._compile import fixed_inputs, site_rows
     from .._fit import _take
 
@@ -138,6 +138,7 @@ def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, 
             batch = _take(data, index[start:start + batch_rows])
             fixed = fixed_inputs(plan, batch, site)
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
+    stats = {split: _distributed.reduce_stats(part) for split, part in stats.items()}  # Σ over processes
     biased = [n for n in names if plan.theory.components[n].bias]
     w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
     rank = plan.theory.components[names[0]].rank

@@ -205,6 +205,7 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
     ``refit`` is off). Returns (params, shrinkage, how the final solve went)."""
     import jax.numpy as jnp
 
+    from .. import _distributed
     from .._compile import fixed_inputs, site_rows
     from .._fit import _take
     from .linear import _design
@@ -225,6 +226,7 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
     vcells, vdense, vy = read(val_idx)
     n_dense = 0 if dense is None else dense.shape[1]
     gram, xty = _normal_equations(cells, sizes, y, dense)
+    gram, xty = _distributed.allsum_sparse(gram), _distributed.allsum(xty)  # Σ over processes (one: as is)
 
     def predict(w, cells, dense):
         mean, parts, weights = _split_tables(w, sizes)
@@ -235,11 +237,12 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
     best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
     for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
         w, _ = _solve_tables(gram, xty, shrink, w, n_dense, SELECTION_TOLERANCE)
-        sse = ((predict(w, vcells, vdense) - vy) ** 2).sum()
+        sse = _distributed.allsum(((predict(w, vcells, vdense) - vy) ** 2).sum())
         if sse <= best:  # a tie goes to the weaker shrinkage
             best, best_shrink, best_w = sse, shrink, w
     if refit:
         vgram, vxty = _normal_equations(vcells, sizes, vy, vdense)
+        vgram, vxty = _distributed.allsum_sparse(vgram), _distributed.allsum(vxty)
         gram, xty = gram + vgram, xty + vxty
     w, method = _solve_tables(gram, xty, best_shrink, best_w, n_dense)
     mean, parts, weights = _split_tables(w, sizes)

@@ -145,7 +145,7 @@ def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     steps = np.arange(len(trail))
     left.plot(steps, [s.selection.bits_total for s in trail], "o-", label="validation total (theory + residual)")
     left.plot(steps, [s.report.bits_total for s in trail], ".:", color="tab:gray", label="test total")
@@ -155,8 +155,9 @@ def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> No
     twin.plot(steps, [s.report.coverage for s in trail], "s--", color="tab:green", label="test coverage")
     twin.set_ylabel("test coverage")
     left.set_xticks(steps, [s.action[:28] for s in trail], rotation=70, ha="right", fontsize=7)
-    left.legend(loc="lower left", fontsize=8)
-    twin.legend(loc="center right", fontsize=8)
+    handles = [h for ax in (left, twin) for h in ax.get_legend_handles_labels()[0]]
+    left.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center", ncol=3, frameon=False,
+                bbox_to_anchor=(0.5, 1.13))  # above the panel: the lines cross every corner of it
     sized = [s.selection for s in trail if s.selection.bits_theory > 0]
     right.scatter([s.bits_theory for s in sized], [max(1 - s.coverage, 1e-9) for s in sized], zorder=3,
                   label="trail (validation)")
@@ -169,7 +170,6 @@ def plot_trail(trail: Sequence[Step], scaling: Mapping | None, path: Path) -> No
         right.set_yscale("log")
     right.set_xlabel("theory size N (bits)")
     right.set_ylabel("validation loss 1 − coverage")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    right.legend(fontsize=7, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.13))
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)

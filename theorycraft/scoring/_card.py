@@ -125,6 +125,20 @@ class Scorecard:
     def replace(self, **changes) -> "Scorecard":
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        given = f"; given {', '.join(self.inputs)}" if self.inputs else ""
+        lines = [f"Scorecard({self.theory!r} on {self.target}; covered {', '.join(self.covered)}{given})",
+                 f"  coverage (test): {self.coverage:.4f} teacher-forced, {self.coverage_free:.4f} free-running"]
+        width = max(map(len, self.sites), default=0)
+        lines += [f"  {site:<{width}}  R² test {s.r2_test:.4f} (free {s.r2_test_free:.4f}), {s.n_test} test examples"
+                  for site, s in self.sites.items()]
+        size = f"  size {self.size.params:,} params" + ("" if self.size.bits is None else f", {self.size.bits:,} bits")
+        lines.append(size + ("" if self.mdl is None else f"; MDL compression {self.mdl.compression:.3f}"))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return scorecard_html(self)
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -162,3 +176,43 @@ class Scorecard:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{path}: not a readable scorecard ({exc}); "
                                 f"{_artifact.FIXES[path.name].format(run=directory)}") from None
+
+
+def scorecard_html(card: Scorecard) -> str:
+    """The scorecard as notebook tables: fidelity per site (teacher-forced and free-running on
+    each split), then what was measured of size, MDL, splice, counterfactual and shift."""
+    from theorycraft._html import code, esc, table
+
+    given = f"; given {', '.join(card.inputs)}" if card.inputs else ""
+    parts = [f"<p><b>Scorecard</b> of {code(card.theory)} on {code(card.target)}: test coverage "
+             f"<b>{card.coverage:.4f}</b> teacher-forced, <b>{card.coverage_free:.4f}</b> free-running "
+             f"(over {esc(', '.join(card.covered))}{esc(given)})</p>",
+             table(["site", "R² train", "R² validation", "R² test", "free, validation", "free, test",
+                    "n train", "n validation", "n test"],
+                   [[site, s.r2_train, s.r2_validation, s.r2_test, s.r2_validation_free, s.r2_test_free, s.n_train,
+                     s.n_validation, s.n_test] for site, s in card.sites.items()],
+                   "R² per site: teacher-forced (recorded sites read) and free-running (from the input alone)")]
+    size, mdl = card.size, card.mdl
+    rows = [["parameters", size.params]]
+    if size.bits is not None:
+        rows += [["bits", size.bits], ["bits: spec", size.bits_spec], ["bits: parameters", size.bits_params],
+                 ["bits: latent codes", size.bits_latents], ["bits: declared inputs", size.bits_inputs],
+                 ["quantization step (× RMS)", size.quantization], ["coverage, quantized", size.coverage_quantized]]
+    if mdl is not None:
+        rows += [[f"MDL: theory + residual ({mdl.n_examples} test examples)", mdl.bits_total],
+                 ["MDL: mean only", mdl.bits_baseline], ["MDL: compression", mdl.compression]]
+        if mdl.prequential_compression is not None:
+            rows.append(["prequential compression", mdl.prequential_compression])
+    if card.counterfactual is not None:
+        cf = card.counterfactual
+        rows += [[f"counterfactual R² ({len(cf.interventions)} interventions)", cf.r2], ["counterfactual KL", cf.kl]]
+    rows += [[f"shifted coverage ({name}, {s.n} examples): teacher-forced / free", f"{s.coverage:.4f} / {s.coverage_free:.4f}"]
+             for name, s in card.shifted.items()]
+    parts.append(table(["measure", "value"], rows, "size and fit" if size.bits is None else "size, MDL, counterfactual"))
+    if card.splice:
+        parts.append(table(["site", "KL", "top-1 agreement", "loss recovered", "loss clean", "loss spliced",
+                            "loss mean-ablated", "n"],
+                           [[site, s.kl, s.top1_agreement, s.loss_recovered, s.loss_clean, s.loss_spliced,
+                             s.loss_mean_ablated, s.n] for site, s in card.splice.items()],
+                           "splice: the target run with the site replaced by the free-running prediction"))
+    return "\n".join(parts)

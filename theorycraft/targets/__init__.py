@@ -10,7 +10,7 @@ knowledge lives here, not in the store or the engine.
 from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
-from ._load import load_target
+from ._load import load_target, source_identity
 from ._user import UserModel
 
-__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target"]
+__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target", "source_identity"]

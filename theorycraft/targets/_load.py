@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from theorycraft.spec import TargetRef
@@ -24,7 +25,7 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     if ref.scheme == "torch" and not trust_code:
         raise TargetError(f"target '{ref}' runs your Python code; pass --trust-code (library: trust_code=True) "
                           f"if you trust it")
-    return loaders[ref.scheme](ref.address)
+    return loaders[ref.scheme](ref.located)
 
 
 def _builtin(name: str) -> Target:
@@ -59,6 +60,65 @@ def _user_module(address: str) -> Target:
     from ._user import load_user_module
 
     return load_user_module(address)
+
+
+def source_identity(ref: TargetRef | str, texts: tuple[str, ...] | None = None,
+                    seq_len: int | None = None) -> dict | None:
+    """What a capture of ``ref`` depends on, known without loading it: the files behind it
+    (path, size, mtime) and the adapter's code; None where only running it can tell (torch:
+    user code, or a reference that does not resolve: loading it reports why)."""
+    if isinstance(ref, str):
+        scheme, _, address = ref.partition(":")
+        ref = TargetRef(scheme, address)  # type: ignore[arg-type]
+    identities = {"builtin": _builtin_files, "hf": _hugging_face_files, "activations": _recorded_files}
+    if ref.scheme not in identities:
+        return None
+    files = identities[ref.scheme](ref.located, texts)
+    if files is None:
+        return None
+    if seq_len is not None:  # hf: windows of another length than the default
+        files["seq_len"] = seq_len
+    return {"target": str(ref), "files": files}
+
+
+def _stat(path: Path) -> list | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def _builtin_files(name: str, texts) -> dict | None:
+    weights = _stat(WEIGHTS / f"{name}.safetensors")
+    code = Path(__file__).with_name("_builtin_models.py")  # the builtins' datasets are written there
+    return {"weights": weights, "code": _stat(code)} if weights else None
+
+
+def _hugging_face_files(address: str, texts) -> dict | None:
+    import sys
+    import sysconfig
+
+    from ._hf import SEQ_LEN, minilm_path
+
+    try:
+        path = minilm_path() if address == "minilm" else Path(address)
+    except TargetError:
+        return None
+    if not (path / "config.json").is_file():
+        return None
+    model = sorted(filter(None, (_stat(p) for p in path.iterdir() if p.is_file())))
+    corpus = (hashlib.sha256("\x00".join(texts).encode()).hexdigest() if texts is not None else
+              ["stdlib docstrings", sysconfig.get_paths()["stdlib"], sys.version])
+    return {"model": model, "corpus": corpus, "seq_len": SEQ_LEN, "code": _stat(Path(__file__).with_name("_hf.py"))}
+
+
+def _recorded_files(address: str, texts) -> dict | None:
+    directory = Path(address)
+    if not (directory / "manifest.json").is_file():
+        return None
+    return {"recording": sorted(filter(None, (_stat(p) for p in [directory / "manifest.json",
+                                                                  *directory.glob("*.npy")])))}
 
 
 def _recorded(address: str) -> Target:

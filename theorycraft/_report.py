@@ -1,0 +1,353 @@
+"""``theorycraft report DIR``: one self-contained HTML page of what a directory holds.
+
+- a run (``infer``, ``score``, ``check``, ``diagnose``): fidelity per site, teacher-forced and
+  free-running; bits by part; the axioms with pass/fail; the residual's directions;
+- a search (``search``): the trail and its scaling curve, then the found theory's run;
+- a benchmark (``bench``): the Pareto, counterfactual and per-site panels, the table, validity.
+
+Plots are drawn from the directory's JSON by ``theorycraft.benchmarks.plots`` (and the search's
+``plot_trail``) and embedded as base64 PNG: the page has no scripts and fetches nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from theorycraft import _artifact
+from theorycraft._html import Raw, code, esc, fixed, num, table, verdict
+from theorycraft.errors import ArtifactError
+
+REPORT = "report.html"
+WHAT = ("expected a run directory (scorecard.json, from theorycraft infer), a search directory (trail.json, from "
+        "theorycraft search) or a benchmark directory (results.json, from theorycraft bench)")
+
+
+def kind_of_directory(directory) -> str:
+    """'run', 'search' or 'bench', from the files the directory holds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such directory; {WHAT}")
+    for name, kind in (("results.json", "bench"), ("trail.json", "search"), ("scorecard.json", "run")):
+        if (directory / name).is_file():
+            return kind
+    raise ArtifactError(f"{directory}: nothing to report; {WHAT}")
+
+
+def report_html(directory) -> str:
+    """The page for ``directory`` (a run, search or bench directory), as one HTML string."""
+    directory = Path(directory)
+    pages = {"run": _run_page, "search": _search_page, "bench": _bench_page}
+    title, sections = pages[kind_of_directory(directory)](directory)
+    return _page(title, directory, sections)
+
+
+def report(directory, out=None) -> Path:
+    """Write the page to ``out`` (default: DIR/report.html), atomically; returns its path."""
+    page = report_html(directory)
+    out = Path(out) if out else Path(directory) / REPORT
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        raise ArtifactError(f"{out}: cannot write the report ({exc.strerror}); choose another --out") from None
+    return out
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+def _json(path: Path, fix: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not readable JSON ({exc}); {fix}") from None
+
+
+def _figure(draw: Callable[[Path], None], alt: str, caption: str = "") -> Raw:
+    """A plot drawn to a temporary PNG by ``draw(path)``, embedded in the page (nothing if
+    there was nothing to draw)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plot.png"
+        draw(path)
+        if not path.exists():
+            return Raw("")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return Raw(f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>')
+
+
+def _section(anchor: str, title: str, *parts) -> tuple[str, str, str]:
+    return anchor, title, "\n".join(str(p) for p in parts if p)
+
+
+def _note(text) -> Raw:
+    return Raw(f'<p class="note">{text}</p>')
+
+
+def _pre(text: str) -> Raw:
+    return Raw(f"<pre>{esc(text)}</pre>")
+
+
+def _details(summary: str, body) -> Raw:
+    return Raw(f"<details><summary>{esc(summary)}</summary>{body}</details>")
+
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fff}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:20px 0 6px}.sub{color:#666;margin:0 0 14px}
+nav a{margin-right:14px;color:#245;text-decoration:none}nav{margin:8px 0 18px;font-size:13px}
+table.tc{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+table.tc caption{text-align:left;color:#555;font-size:12px;padding:2px 0 4px;caption-side:top}
+table.tc th,table.tc td{border:1px solid #d8d8d8;padding:3px 8px;vertical-align:top}
+table.tc th{background:#f3f4f6;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#11711c;font-weight:600}.fail{color:#b3141b;font-weight:700}
+.note{color:#555;background:#f7f7f2;border-left:3px solid #cbb;padding:6px 10px}
+.figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:8px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:12px;max-width:900px}pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px}
+.big{display:flex;gap:14px;flex-wrap:wrap;margin:10px 0}.big div{border:1px solid #e2e2e2;border-radius:6px;padding:8px 14px}
+.big b{display:block;font-size:20px}.big span{color:#666;font-size:12px}code{background:#f3f3f3;padding:0 3px}
+"""
+
+
+def _page(title: str, directory: Path, sections) -> str:
+    from theorycraft import __version__
+
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
+    body = "\n".join(f'<section id="{a}"><h2>{esc(t)}</h2>\n{html}</section>' for a, t, html in sections)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body><main>"
+            f"<h1>{esc(title)}</h1><p class=\"sub\">{code(directory)} · theorycraft {esc(__version__)}</p>"
+            f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
+
+
+def _big(*figures: tuple[str, str]) -> Raw:
+    return Raw('<div class="big">' + "".join(f"<div><b>{esc(v)}</b><span>{esc(k)}</span></div>"
+                                             for k, v in figures) + "</div>")
+
+
+# --- a run ------------------------------------------------------------------------------------
+
+def _run_page(directory: Path):
+    from theorycraft.scoring import Scorecard
+
+    card = Scorecard.load(directory)
+    return f"{card.theory}: a fitted theory", _run_sections(directory, card)
+
+
+def _run_sections(directory: Path, card, prefix: str = "") -> list:
+    from theorycraft.benchmarks.plots import fidelity_bars
+    from theorycraft.scoring._card import scorecard_html
+
+    axioms = _axioms(directory)
+    overview = [("test coverage, teacher-forced", num(card.coverage)), ("test coverage, free-running",
+                num(card.coverage_free)), ("parameters", num(card.size.params))]
+    if card.size.bits is not None:
+        overview.append(("bits", num(card.size.bits)))
+    if card.mdl is not None:
+        overview.append(("MDL compression", num(card.mdl.compression, 3)))
+    if axioms:
+        overview.append(("axioms that hold", f"{sum(a['passed'] for a in axioms['axioms'])} of {len(axioms['axioms'])}"))
+    sites = {s: {"teacher-forced": v.r2_test, "free-running": v.r2_test_free} for s, v in card.sites.items()}
+    fidelity = _figure(lambda p: fidelity_bars(sites, p, f"{card.theory}: test R² per site"),
+                       "test R² per site, teacher-forced and free-running",
+                       "Teacher-forced: each recorded site a component reads is the network's own; free-running: "
+                       "the theory's own prediction of it, from the input (and its declared inputs) alone.")
+    sections = [_section(f"{prefix}fidelity", "Fidelity per site", _big(*overview), fidelity, scorecard_html(card)),
+                _section(f"{prefix}bits", "Bits", _bits(card)),
+                _section(f"{prefix}axioms", "Axioms", _axioms_html(axioms, directory, card)),
+                _section(f"{prefix}diagnosis", "Diagnosis: where the residual lies", _diagnosis(directory))]
+    theory = directory / "theory.yaml"
+    if theory.is_file():
+        _artifact.verify(directory, [theory.name])
+        fit = _details("how it was fitted (the engine's record)", _pre(json.dumps(card.fit, indent=1)))
+        sections.append(_section(f"{prefix}theory", "Theory", _pre(theory.read_text()), fit))
+    return sections
+
+
+def _bits(card) -> str:
+    from theorycraft.benchmarks.plots import bits_bars
+
+    size, mdl = card.size, card.mdl
+    if size.bits is None:
+        return _note(f"Bits are not measured yet: run {code('theorycraft score RUN_DIR')} to add size, MDL and "
+                     f"splice fidelity to the scorecard.")
+    parts = {"spec (compressed text)": size.bits_spec, "parameters (quantized)": size.bits_params,
+             "latent codes (test examples)": size.bits_latents, "declared inputs": size.bits_inputs}
+    parts = {k: v or 0 for k, v in parts.items()}
+    figures = [_figure(lambda p: bits_bars(parts, p, f"the theory: {size.bits:,} bits"), "bits of the theory by part")]
+    if mdl is not None:
+        code_parts = {"theory": mdl.bits_theory, "residual given the theory": mdl.bits_residual,
+                      "theory + residual": mdl.bits_total, "mean only + residual (baseline)": mdl.bits_baseline}
+        figures.append(_figure(lambda p: bits_bars(code_parts, p, f"the test activations ({mdl.n_examples} examples)"
+                                                   f": compression {mdl.compression:.3f}"),
+                               "two-part code of the test activations against the mean-only baseline"))
+    return '<div class="figs">' + "".join(figures) + "</div>"
+
+
+def _axioms(directory: Path) -> dict | None:
+    path = directory / "axioms.json"
+    if not path.is_file():
+        return None
+    if path.name in _artifact._recorded(directory):
+        _artifact.verify(directory, [path.name])
+    data = _json(path, "run theorycraft check THEORY.yaml --run RUN_DIR again")
+    if not isinstance(data, dict) or not isinstance(data.get("axioms"), list):
+        raise ArtifactError(f"{path}: expected {{\"axioms\": [...]}} as theorycraft check writes it")
+    return data
+
+
+def _axioms_html(data: dict | None, directory: Path, card) -> str:
+    if data is None:
+        return _note(f"No axioms.json: {code(f'theorycraft check THEORY.yaml --run {directory}')} checks the "
+                     f"theory's axioms on the network and on the theory under the same interventions.")
+    rows = data["axioms"]
+    if not rows:
+        return _note("The theory states no axioms.")
+    failed = [r["name"] for r in rows if not r["passed"]]
+    head = (f"<p>{len(rows) - len(failed)} of {len(rows)} axioms hold on {rows[0].get('n', '?')} held-out examples"
+            + (f"; failed: {esc(', '.join(failed))}" if failed else "") + ".</p>")
+    return head + table(["axiom", "claim", "measure", "network", "95% interval", "theory", "judged", "bound", "result"],
+                        [[r["name"], r["claim"], r["measure"], r["network"], f"[{num(r['low'])}, {num(r['high'])}]",
+                          r["theory"], r["judged"], r["threshold"], verdict(r["passed"])] for r in rows],
+                        "network: the intervention's effect on the network; theory: the effect the theory predicts; "
+                        "judged: what is compared with the bound")
+
+
+def _diagnosis(directory: Path) -> str:
+    path = directory / "diagnosis.json"
+    if not path.is_file():
+        return _note(f"No diagnosis.json: {code(f'theorycraft diagnose {directory}')} finds the residual's top "
+                     f"directions, what they correlate with, and the worst examples.")
+    found = _json(path, f"run theorycraft diagnose {directory} again")
+    parts = ["<p>On validation examples (what it points at steers the next theory, a choice).</p>"]
+    try:
+        for site, r in found.items():
+            parts.append(f"<h3>{esc(site)}: the residual is {r['residual_share_of_variance']:.1%} of the variance</h3>")
+            parts.append(table(["direction", "share of the residual", "most correlated with"],
+                               [[k + 1, f"{d['variance_share']:.1%}",
+                                 ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"]) or "nothing"]
+                                for k, d in enumerate(r["directions"])]))
+            parts.append(table(["worst example", "squared error", "input"],
+                               [[w["example"], w["squared_error"], _short(w["input"])] for w in r["worst"]]))
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not a diagnosis as theorycraft diagnose writes it (missing {exc}); "
+                            f"run theorycraft diagnose {directory} again") from None
+    return "\n".join(parts)
+
+
+def _short(value, limit: int = 90) -> str:
+    """An example's input on one line: numbers to 3 decimals, cut at ``limit`` characters."""
+    def rounded(v):
+        return [rounded(x) for x in v] if isinstance(v, list) else round(v, 3) if isinstance(v, float) else v
+    text = json.dumps(rounded(value))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# --- a search ---------------------------------------------------------------------------------
+
+def _search_page(directory: Path):
+    from theorycraft.refine import SearchResult
+    from theorycraft.refine._trail import plot_trail
+
+    path = directory / "trail.json"
+    try:
+        result = SearchResult.from_json(_json(path, "run the search again"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not a search trail as theorycraft search writes it ({exc}); "
+                            f"run the search again") from None
+    final = result.final
+    overview = _big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
+                    ("theory bits (last step)", num(round(final.report.bits_theory))),
+                    ("refitted test coverage", num(result.scorecard.coverage)))
+    trail_rows = [[k, s.action, s.params, round(s.selection.bits_theory), round(s.selection.bits_total),
+                   s.selection.coverage, round(s.report.bits_total), s.report.coverage, s.report.coverage_free, fixed(s.seconds, 1)]
+                  for k, s in enumerate(result.trail)]
+    trail = table(["step", "action", "params", "theory bits", "validation total", "validation coverage",
+                   "test total", "test coverage", "test coverage, free", "seconds"], trail_rows,
+                  "each accepted step: its code on validation (what chose it) and on test (reported only)")
+    plot = _figure(lambda p: plot_trail(result.trail, result.scaling, p), "the search trail and its scaling curve",
+                   "Left: each step's total bits and test coverage. Right: the trail's (theory bits, 1 − validation "
+                   "coverage) and the saturating power law L(N) = E + A·N^−α fitted to them.")
+    sections = [_section("trail", "Search trail", Raw(f"<p>From {code(result.start)}; stopped: {esc(result.stopped)}."
+                                                       f"</p>"), overview, plot, trail),
+                _section("scaling", "Scaling curve", _scaling(result.scaling))]
+    if result.reference:
+        ref = result.reference
+        sections.append(_section("reference", "Against the reference theory", table(
+            ["theory", "split", "theory bits", "total bits", "coverage"],
+            [[name, split, round(t.bits_theory), round(t.bits_total), t.coverage]
+             for name, totals in ((ref["theory"], ref), ("found", {"validation": final.selection, "test": final.report}))
+             for split, t in (("validation", totals["validation"]), ("test", totals["test"]))])))
+    if result.heads_left_to_mean:
+        sections.append(_section("heads", "Heads left to their mean pattern", table(
+            ["site", "head", "closest rule", "rule", "cosine"],
+            [[h["site"], h["head"], h["rule_name"], h["rule"], h["cosine"]] for h in result.heads_left_to_mean])))
+    if (directory / "theory.yaml").is_file():
+        sections.append(_section("found", "Found theory", _pre((directory / "theory.yaml").read_text())))
+    fitted = directory / "fitted"
+    if (fitted / "scorecard.json").is_file():
+        from theorycraft.scoring import Scorecard
+        sections += [(a, f"Refitted: {t.lower()}", h) for a, t, h in _run_sections(fitted, Scorecard.load(fitted), "fitted-")
+                     if a != "fitted-theory"]
+    return f"{result.scorecard.theory}: found by search", sections
+
+
+def _scaling(scaling) -> str:
+    if not scaling:
+        return _note("Fewer than three trail points with theory bits: no curve was fitted.")
+    need = scaling.get("bits_for_target")
+    return (f"<p>L(N) = {num(scaling['floor'], 4)} + {scaling['scale']:.4g}·N<sup>−{scaling['exponent']:.3f}</sup> "
+            f"(fitted on validation). The floor E = {scaling['floor']:.4g} is the loss this vocabulary cannot pass; "
+            f"coverage {scaling['target_coverage']} needs "
+            + (f"about {need:,.0f} bits.</p>" if need else "more than this vocabulary can reach.</p>"))
+
+
+# --- a benchmark ------------------------------------------------------------------------------
+
+def _bench_page(directory: Path):
+    from theorycraft.benchmarks import plots
+    from theorycraft.benchmarks.coverage import SEEDS, BenchResult, spread
+
+    path = directory / "results.json"
+    try:
+        result = BenchResult.from_json(_json(path, "run theorycraft bench again"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not benchmark results as theorycraft bench writes them ({exc}); "
+                            f"run theorycraft bench again") from None
+    rows = result.rows
+    validity = ('<p class="pass">Validity holds: every reference theory of a known mechanism is on its Pareto '
+                'frontier and beats every baseline that spends as many bits or more.</p>' if not result.validity else
+                '<p class="fail">Validity fails:</p><ul>' + "".join(f"<li>{esc(v)}</li>" for v in result.validity)
+                + "</ul>")
+    skipped = "".join(f"<p class=\"note\">skipped {esc(t)}: {esc(why)}</p>" for t, why in result.skipped.items())
+    about = (f"<p>{'Quick' if result.quick else 'Full'} run: {len(rows)} theories in {result.seconds:,.0f} s on "
+             f"{esc(result.machine)}.</p>")
+    panels = [_figure(lambda p: plots.pareto_plot(rows, p), "coverage against bits, one panel per target",
+                      "Test coverage against size in bits (log scale), with each reference's Pareto frontier."),
+              _figure(lambda p: plots.counterfactual_plot(rows, p), "counterfactual and shifted fidelity",
+                      "Top: counterfactual fidelity under the standard interventions (R², or the KL of outputs where no "
+                      "intervention moves another site). Bottom: coverage on the target's named shift."),
+              _figure(lambda p: plots.site_bars(rows, p), "test R² per site", "Test R² per site, every theory.")]
+    tables = []
+    for target in dict.fromkeys(r.target for r in rows):
+        body = []
+        for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
+            recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
+            body.append([Raw(f"<b>{esc(r.theory)}</b>") if r.family == "reference" else r.theory, r.family, r.params,
+                         r.bits, r.coverage, r.coverage_free, r.coverage_shifted, r.counterfactual.get("r2"),
+                         r.counterfactual.get("kl"), r.compression,
+                         spread(r.seeds["coverage"]) if r.seeds else "–", spread(r.seeds["compression"]) if r.seeds else "–",
+                         ", ".join(f"{v:.3f}" for v in recovered) or "–", fixed(r.seconds, 1)])
+        tables.append(f"<h3>{esc(target)}</h3>" + table(
+            ["theory", "family", "params", "bits", "coverage", "free", "shifted", "counterfactual R²",
+             "counterfactual KL", "compression", f"coverage, seeds {SEEDS[0]}–{SEEDS[-1]}",
+             f"compression, seeds {SEEDS[0]}–{SEEDS[-1]}", "splice loss recovered", "fit + score s"], body))
+    return ("coverage benchmark", [_section("summary", "Summary", about, validity, skipped),
+                                   _section("pareto", "Pareto panels", *panels),
+                                   _section("table", "Every theory", *tables)])
