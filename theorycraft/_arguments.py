@@ -49,6 +49,7 @@ RANGES = {
     "budget_bits": Range(False, 0, low_open=True),
     "budget_minutes": Range(False, 0, low_open=True),
     "target_coverage": Range(False, 0, low_open=True, high=1, high_open=True),
+    "seq_len": Range(True, 2),  # tokens per window of an hf: target (a next token needs two)
 }
 
 

@@ -18,25 +18,27 @@ if TYPE_CHECKING:
     from theorycraft.scoring import Scorecard
 
 
-def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None) -> Target:
+def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None,
+              seq_len: int | None = None) -> Target:
     if isinstance(theory_or_target, Target):
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
-    if texts is not None:
+    if texts is not None or seq_len is not None:
         if not str(ref).startswith("hf:"):
-            raise ArgumentError(f"--text and --data are the data of hf: targets; {ref} brings its own")
+            what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
+            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
         from theorycraft.targets._hf import load_hf_model
-        return load_hf_model(str(ref).split(":", 1)[1], texts=texts)
+        return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
 
-def _request(source, hooks, n, seed, dtype, shift, texts) -> "_cache.Request | None":
+def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
     """What the store's index knows a capture by, before any target loads (None for a loaded
     target, or one only running it can identify)."""
     if isinstance(source, Target):
         return None
     ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts)
+    identity = source_identity(ref, texts, seq_len)
     if identity is None:
         return None
     return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
@@ -69,7 +71,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None) -> ActivationSet | Path:
+            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. A capture the store's index knows is opened
     without loading the target.
@@ -109,6 +111,8 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
         what they lack.
 
+    seq_len : int, optional
+        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
     Returns
     -------
     ActivationSet or Path
@@ -116,6 +120,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     """
     n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
                            _arguments.check("batch_size", batch_size))
+    seq_len = _arguments.check("seq_len", seq_len, optional=True)
     shift = _arguments.shift(shift)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
@@ -127,10 +132,10 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                             f"theorycraft sites {name} lists them), or capture a theory file")
     texts = tuple(texts) if texts else None
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts)
+    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
     if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
         return acts
-    target = target_of(theory_or_target, trust_code=trust_code, texts=texts)
+    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len)
     acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress, shift=shift, part=part)
     if request is not None and isinstance(acts, ActivationSet):
@@ -162,7 +167,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1) -> Inferred:
+          processes: int = 1, seq_len: int | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -215,6 +220,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
         here. In a process that has joined one (``join()``), only process 0 scores and writes.
 
+    seq_len : int, optional
+        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
     Returns
     -------
     Inferred
@@ -234,7 +241,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log)
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
     out = Path(out_dir) if out_dir is not None else None
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
@@ -256,15 +263,17 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     return Inferred(fitted, card)
 
 
-def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log):
+def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
+                 seq_len=None):
     """The capture a command fits on: ``acts`` if named (then no data option may be), else the
     one the data options name (captured if the store lacks it)."""
     if acts is not None:
-        if n is not None or texts:
-            raise ArgumentError("a named capture (--capture) is its own data: leave out --n, --text and --data")
+        if n is not None or texts or seq_len is not None:
+            raise ArgumentError("a named capture (--capture) is its own data: leave out --n, --text, --data and "
+                                "--seq-len")
         return open_capture(acts, theory, cache_dir)
     return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                   progress=progress, log=log)
+                   progress=progress, log=log, seq_len=seq_len)
 
 
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:

@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hook points to record (default: the theory's; a target needs them)")
     cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
     _data_flags(cap, seed_alias=True)
+    _seq_len(cap)
     cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
                      "sites already in the store, else the target's dataset)")
     _data_flags(inf, named=True)
+    _seq_len(inf)
     inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
                      "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
     inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
@@ -499,6 +501,11 @@ def _cache_flag(sub: argparse.ArgumentParser) -> None:
                      "directory: ~/.cache/theorycraft on Linux)")
 
 
+def _seq_len(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window; part of "
+                     "the capture's key (default: 128, or the model's positions if fewer)")
+
+
 def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
                 seed_alias: bool = False) -> None:
     """The data flags capture, infer, search and score share (on score they choose the data of
@@ -524,11 +531,13 @@ def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
     from theorycraft.targets._hf import read_texts
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
-             "texts": read_texts(args.text, args.data) if (args.text or args.data) else None}
+             "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
+             "seq_len": getattr(args, "seq_len", None)}  # capture and infer have --seq-len
     given = {k: v for k, v in given.items() if v is not None}
     if named and args.capture:
         if given or args.n is not None:
-            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text and --data")
+            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
+                                "and --seq-len")
         given["acts"] = args.capture
     return given
 

@@ -24,7 +24,7 @@ from theorycraft.spec._axioms import OUTPUT, Place
 
 from ._card import CounterfactualScore
 from ._fidelity import r2
-from ._splice import _log_softmax, _put, kl_rows
+from ._splice import _put, kl_rows, row_losses
 
 BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
 CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on (theorycraft check --limit)
@@ -266,17 +266,14 @@ def _metric_rows(task, output: np.ndarray, inputs: np.ndarray, metric: str, clea
     if metric in ("accuracy", "kl") and task.output != "logits":
         raise FitError(f"metric '{metric}' needs a target whose output is logits; this one's is a vector (use loss)")
     if metric == "accuracy":
+        if refs is None:
+            raise FitError("metric 'accuracy' needs the target's labels; this target's logits have none (use kl or loss)")
         return rows, (rows.argmax(-1) == refs).astype(np.float64)
     if metric == "kl":
         if clean_rows is None:
             return rows, np.zeros(len(rows))
         return rows, kl_rows(clean_rows, rows)
-    if task.output == "logits":
-        return rows, -_log_softmax(rows)[np.arange(len(rows)), refs]
-    target = rows if refs is None else refs.reshape(rows.shape)
-    if refs is None and clean_rows is not None:
-        target = clean_rows
-    return rows, ((rows - target) ** 2).reshape(len(rows), -1).mean(1)
+    return rows, row_losses(task, rows, refs, clean_rows)
 
 
 def check_axioms(lab: Lab) -> list[AxiomResult]:

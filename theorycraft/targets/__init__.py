@@ -2,14 +2,15 @@
 
 A theory's ``target:`` selects one: ``builtin:NAME`` (bundled, trained toy models),
 ``hf:PATH`` (a local Hugging Face model; ``hf:minilm`` with the ``minilm`` extra),
-``torch:module.path:factory`` (your own ``nn.Module``; runs your code, so only when trusted) and
-``activations:DIR`` (activations recorded elsewhere). Per-model knowledge lives here, not in the
-store or the engine.
+``torch:module.path:factory`` (your own ``nn.Module``, described by a ``UserModel``; runs your
+code, so only when trusted) and ``activations:DIR`` (activations recorded elsewhere). Per-model
+knowledge lives here, not in the store or the engine.
 """
 
 from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
 from ._load import load_target, source_identity
+from ._user import UserModel
 
-__all__ = ["Target", "TargetError", "TorchTarget", "load_target", "source_identity"]
+__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target", "source_identity"]

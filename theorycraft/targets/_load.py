@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 from pathlib import Path
-
-import numpy as np
 
 from theorycraft.spec import TargetRef
 from theorycraft.spec._diagnostics import did_you_mean
@@ -74,26 +70,13 @@ def _hugging_face(address: str) -> Target:
 
 
 def _user_module(address: str) -> Target:
-    module_path, _, factory_name = address.rpartition(":")
-    if not module_path or not factory_name:
-        raise TargetError(f"expected 'torch:module.path:factory', found 'torch:{address}'")
-    try:
-        factory = getattr(importlib.import_module(module_path), factory_name)
-    except (ImportError, AttributeError) as exc:
-        raise TargetError(f"cannot load factory '{factory_name}' from module '{module_path}': {exc}") from None
-    made = factory()
-    # a factory returns a module, or (module, dataset_fn) to say what data it expects
-    module, dataset_fn = made if isinstance(made, tuple) else (made, None)
-    if dataset_fn is None:
-        raise TargetError(f"factory '{address}' must return (module, dataset_fn) with dataset_fn(n, seed) -> inputs")
-    sample = np.asarray(dataset_fn(2, 0))
-    kind = "tokens" if np.issubdtype(sample.dtype, np.integer) else "vectors"
-    target = TorchTarget(f"torch:{address}", module, dataset_fn, input_kind=kind)
-    target.shift_hint = "its factory returns one dataset_fn; for shifted data, write a factory that returns another"
-    return target
+    from ._user import load_user_module
+
+    return load_user_module(address)
 
 
-def source_identity(ref: TargetRef | str, texts: tuple[str, ...] | None = None) -> dict | None:
+def source_identity(ref: TargetRef | str, texts: tuple[str, ...] | None = None,
+                    seq_len: int | None = None) -> dict | None:
     """What a capture of ``ref`` depends on, known without loading it: the files behind it
     (path, size, mtime) and the adapter's code; None where only running it can tell (torch:
     user code, or a reference that does not resolve: loading it reports why)."""
@@ -106,6 +89,8 @@ def source_identity(ref: TargetRef | str, texts: tuple[str, ...] | None = None) 
     files = identities[ref.scheme](ref.located, texts)
     if files is None:
         return None
+    if seq_len is not None:  # hf: windows of another length than the default
+        files["seq_len"] = seq_len
     return {"target": str(ref), "files": files}
 
 

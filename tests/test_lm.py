@@ -1,0 +1,232 @@
+"""Causal language models from a local path (issue 17): tiny random-weight GPT-2, GPT-NeoX (Pythia)
+and Llama-style models, built here from transformers configs and a BPE tokenizer trained on a few
+sentences (no hub), run through sites -> capture -> infer -> score; and torch: factories that say
+what their output is."""
+
+import importlib.util
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the minilm extra is not installed")
+
+from conftest import ROOT  # noqa: E402
+from theorycraft.api import infer  # noqa: E402
+from theorycraft.cli import main  # noqa: E402
+from theorycraft.errors import TargetError  # noqa: E402
+from theorycraft.scoring import examples_of, score, splice_scores  # noqa: E402
+from theorycraft.spec import HookPoint, load_theory  # noqa: E402
+from theorycraft.store import capture  # noqa: E402
+from theorycraft.targets import load_target  # noqa: E402
+from theorycraft.targets._hf import load_hf_model  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("make_tiny_lm", ROOT / "examples" / "lm" / "make_tiny_lm.py")
+make_tiny_lm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_tiny_lm)
+
+T = 16  # tokens per window: short, so every family runs in a second or two
+TEXTS = tuple(f"{s} Item {k}: {s.lower()}" for k in range(6) for s in make_tiny_lm.SENTENCES)
+THEORY = """\
+theory: tiny-lm
+target: hf:{path}
+sites:
+  resid0:  {{hook: blocks.0.hook_resid_post, doc: "# [batch, {T}, 32]"}}
+variables:
+  tok: token[i]
+  pos: i
+components:
+  by_token:    {{kind: lookup, of: tok, predicts: resid0}}
+  by_position: {{kind: lookup, of: pos, size: {T}, predicts: resid0}}
+"""
+PATTERN_THEORY = """\
+theory: tiny-lm-attention
+target: hf:{path}
+sites:
+  pattern: {{hook: blocks.1.attn.hook_pattern, doc: "# [batch, head, query, key]"}}
+variables:
+  tok: token[i]
+components:  # two heads, each its positional prior alone: "j > i" holds on no causal key
+  head0: {{kind: attention, rule: "j > i", head: 0, predicts: pattern}}
+  head3: {{kind: attention, rule: "j > i", head: 3, predicts: pattern}}
+"""
+SITES = [HookPoint.parse("blocks.0.hook_resid_post"), HookPoint.parse("blocks.1.attn.hook_pattern")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small run fastest on one thread (and are not slowed by other work on the machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tiny_lm.tiny_tokenizer()
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gpt_neox", "llama"])
+def model_dir(request, tokenizer, tmp_path_factory):
+    """A tiny model of the family, trained 30 steps: it predicts something, so splicing has a loss to recover."""
+    out = tmp_path_factory.mktemp(request.param)
+    make_tiny_lm.save_tiny_lm(request.param, out, tokenizer, steps=30)
+    return out
+
+
+def _reference(model_dir):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+
+
+def test_sites_capture_infer_score(model_dir, tokenizer, tmp_path):
+    target = load_hf_model(str(model_dir), texts=TEXTS, seq_len=T)
+    hooks = target.hooks()
+    assert hooks["blocks.0.hook_resid_post"] == hooks["blocks.1.hook_resid_pre"] == (T, 32)
+    assert hooks["blocks.1.attn.hook_pattern"] == (4, T, T)  # 4 query heads, also where keys are grouped (Llama)
+    assert len(hooks["blocks.0.mlp.hook_post"]) == 2 and target.vocab_size == len(tokenizer)
+
+    # windows of plain tokens: the first is the first text's first T tokens, no [CLS] or BOS added
+    windows = target.dataset(None, 0)
+    assert windows.shape[1] == T and list(windows[0]) == tokenizer(TEXTS[0])["input_ids"][:T]
+
+    acts = capture(target, SITES, cache_dir=tmp_path, batch_size=16, progress=False)
+    tokens = torch.from_numpy(np.array(acts.inputs())).long()
+    reference = _reference(model_dir)
+    with torch.no_grad():  # the family's own eager attention, read the family's own way
+        clean = reference(input_ids=tokens, output_hidden_states=True, output_attentions=True)
+    np.testing.assert_allclose(acts.site("blocks.0.hook_resid_post"), clean.hidden_states[1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(acts.site("blocks.1.attn.hook_pattern"), clean.attentions[1].numpy(), atol=1e-6)
+
+    theory_file = tmp_path / "tiny.yaml"
+    theory_file.write_text(THEORY.format(path=model_dir, T=T))
+    fitted, card = infer(load_theory(str(theory_file)), acts, progress=False, log=lambda m: None)
+    assert card.sites["resid0"].r2_test > 0.5  # token + position tables: most of the first layer
+    splice = score(fitted, acts, target=target, bits=False).splice["resid0"]
+    # the language-modelling loss: the clean model's next-token cross-entropy on the test windows
+    test = torch.from_numpy(np.array(acts.inputs()[np.sort(np.asarray(acts.split("test")))])).long()
+    with torch.no_grad():
+        logits = reference(input_ids=test).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), test[:, 1:].reshape(-1))
+    assert splice.loss_clean == pytest.approx(float(expected), rel=1e-4)
+    assert splice.loss_mean_ablated > splice.loss_clean + 0.1  # the trained model needs its first layer
+    assert splice.loss_recovered > 0.3 and splice.kl > 0 and 0.3 < splice.top1_agreement < 1
+
+
+def test_a_pattern_spliced_back_changes_nothing_and_another_changes_the_output(model_dir):
+    """A replaced pattern is what the heads read: the same pattern (a copy, recomputed through the
+    values) leaves the logits as they were; another example's pattern moves them."""
+    target = load_hf_model(str(model_dir), texts=TEXTS, seq_len=T)
+    inputs = target.dataset(4, 0)
+    hook = HookPoint.parse("blocks.1.attn.hook_pattern")
+    recorded, clean = target.intervene(inputs, [hook])
+    same = target.output(inputs, {hook: lambda a: a.clone()})
+    np.testing.assert_allclose(same, clean, atol=1e-5)
+    swapped = torch.from_numpy(recorded[hook][::-1].copy())
+    moved = target.output(inputs, {hook: lambda a: swapped})
+    assert np.abs(moved - clean).max() > 1e-3
+
+
+def test_an_attention_theory_of_a_grouped_query_model(tokenizer, tmp_path):
+    """Attention components fitted to a Llama-style model's pattern site (4 query heads over 2
+    key-value heads) and spliced in, so the heads read the theory's patterns. The rule "j > i"
+    never holds on a causal key: each head is its positional prior, the head's mean pattern, so the
+    theory explains none of the variance and splicing it is mean ablation."""
+    make_tiny_lm.save_tiny_lm("llama", tmp_path / "llama", tokenizer, steps=30)
+    target = load_hf_model(str(tmp_path / "llama"), texts=TEXTS, seq_len=T)
+    acts = capture(target, SITES[1:], cache_dir=tmp_path, batch_size=16, progress=False)
+    theory_file = tmp_path / "attention.yaml"
+    theory_file.write_text(PATTERN_THEORY.format(path=tmp_path / "llama"))
+    fitted, card = infer(load_theory(str(theory_file)), acts, max_steps=20, progress=False, log=lambda m: None)
+    assert card.sites["pattern"].r2_test == pytest.approx(0, abs=0.01)
+    splice = splice_scores(fitted, target, examples_of(fitted, acts))["pattern"]
+    assert abs(splice.loss_spliced - splice.loss_clean) > 1e-3 and splice.kl > 1e-4  # the heads read it
+    assert splice.loss_spliced == pytest.approx(splice.loss_mean_ablated, abs=1e-4)
+
+
+def test_cli_lists_aliases_and_captures_with_a_window_length(tokenizer, tmp_path, capsys, monkeypatch):
+    import theorycraft.targets._hf as hf
+
+    model = tmp_path / "tiny-gpt2"
+    make_tiny_lm.save_tiny_lm("gpt2", model, tokenizer)
+    monkeypatch.setattr(hf, "stdlib_docstrings", lambda: TEXTS)  # the default corpus, kept small here
+    assert main(["sites", f"hf:{model}"]) == 0
+    rows = {" ".join(row.split()) for row in capsys.readouterr().out.splitlines()}
+    for line in ("blocks.1.attn.hook_pattern [4, 64, 64]", "blocks.0.mlp.hook_post [64, 128]",
+                 "transformer.h.1.attn.hook_pattern [4, 64, 64]"):  # windows: the model's 64 positions
+        assert line in rows
+    args = ["capture", f"hf:{model}", "--sites", "blocks.0.hook_resid_post", "--seq-len", "8", "--n", "5",
+            "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0 and "blocks.0.hook_resid_post  [8, 32]" in capsys.readouterr().out
+    assert main(args[:4] + ["--seq-len", "65"] + args[6:]) == 1
+    assert "the window length 65 is longer than the model's 64 positions" in capsys.readouterr().err
+    assert main(["capture", "builtin:superposition", "--sites", "hook_hidden", "--seq-len", "8"]) == 2
+    assert "--seq-len sets the windows of hf: targets" in capsys.readouterr().err
+
+
+USER_MODULE = '''
+import numpy as np
+import torch
+from theorycraft.targets import UserModel
+
+class Bigram(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(11, 8)
+        self.unembed = torch.nn.Linear(8, 11)
+
+    def forward(self, x):
+        return self.unembed(self.embed(x))
+
+def data(n, seed):
+    return np.random.default_rng(seed).integers(0, 11, size=(n or 400, 6))
+
+def make():
+    return UserModel(Bigram(), data, output="logits", vocab_size=11)
+
+def make_lm():
+    return UserModel(Bigram(), data, output="next-token", vocab_size=11)
+
+def wrong_output():
+    return UserModel(Bigram(), data, output="logit")
+
+def small_vocabulary():
+    return UserModel(Bigram(), data, vocab_size=5)
+'''
+
+
+def test_a_torch_factory_in_the_working_directory_declares_its_output_and_vocabulary(tmp_path, monkeypatch):
+    (tmp_path / "mymodel.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)  # importable from here, as `python -c "import mymodel"` would find it
+    target = load_target("torch:mymodel:make", trust_code=True)
+    assert target.vocab_size == 11 and target.task.output == "logits"
+    theory = tmp_path / "bigram.yaml"
+    theory.write_text(textwrap.dedent("""\
+        theory: bigram
+        target: torch:mymodel:make
+        sites:
+          embed: embed
+        variables:
+          tok: token[i]
+        components:
+          table: {kind: lookup, of: tok, predicts: embed}
+        """))  # no size: the lookup reads the declared vocabulary
+    fitted, card = infer(load_theory(str(theory), trust_code=True), n=400, cache_dir=tmp_path / "cache",
+                         trust_code=True, progress=False, log=lambda m: None)
+    assert card.sites["embed"].r2_test > 0.999  # the embedding is a table of the token
+    acts = capture(target, [HookPoint.parse("embed")], n=400, cache_dir=tmp_path / "cache", progress=False)
+    splice = score(fitted, acts, target=target, bits=False).splice["embed"]
+    assert splice.kl == pytest.approx(0, abs=1e-6) and splice.top1_agreement == 1.0
+    assert splice.loss_clean == 0 and splice.loss_recovered == pytest.approx(1, abs=1e-4)  # loss: KL to clean
+    lm = load_target("torch:mymodel:make_lm", trust_code=True)  # judged on the token that follows
+    inputs = lm.dataset(3, 0)
+    rows, labels = lm.task.read(lm.output(inputs), inputs)
+    assert rows.shape == (3 * 5, 11) and list(labels) == list(inputs[:, 1:].reshape(-1))
+    with pytest.raises(TargetError, match="expected output one of 'logits', 'next-token', 'regression'"):
+        load_target("torch:mymodel:wrong_output", trust_code=True)
+    with pytest.raises(TargetError, match="has token id 10; expected ids below vocab_size 5"):
+        load_target("torch:mymodel:small_vocabulary", trust_code=True)
