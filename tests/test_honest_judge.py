@@ -14,7 +14,7 @@ from theorycraft.inference import FitConfig, fit
 from theorycraft.refine import Judge, explained_sites, search
 from theorycraft.refine._vocabulary import parse_vocabulary
 from theorycraft.scoring import score
-from theorycraft.store import ActivationSet, file_sha256, manifest_digest
+from theorycraft.store import ActivationSet, file_digest, manifest_digest
 
 from conftest import captured, recorded_target, theory_for
 from test_search import VOCABULARY, start_theory
@@ -30,12 +30,12 @@ def scrambled_copy(acts: ActivationSet, directory) -> ActivationSet:
     for shard in manifest["shards"]:
         start, stop = shard["rows"]
         test = acts.is_test[start:stop]
-        for name in shard["sha256"]:
+        for name in shard["digest"]:
             path = directory / shard["dir"] / f"{name}.npy"
             values = np.load(path)
             values[test] = rng.normal(size=values[test].shape).astype(values.dtype) * 10
             np.save(path, values)
-            shard["sha256"][name] = file_sha256(path)
+            shard["digest"][name] = file_digest(path)
     manifest["sha256"] = manifest_digest(manifest)  # the manifest signs itself; edited on purpose here
     (directory / "manifest.json").write_text(json.dumps(manifest))
     scrambled = ActivationSet(directory)

@@ -88,22 +88,20 @@ def test_a_resumed_capture_removes_stale_temporaries(tmp_path):
 def test_a_full_disk_stops_the_capture_cleanly_and_says_how_much_space(tmp_path, capsys, monkeypatch):
     from theorycraft import store
 
-    real = store._write_file
+    real = store._OpenFile.append
 
-    def full_disk(tmp, chunks):
-        if tmp.parent.name.startswith("shard-"):  # inputs.npy fits, the first shard does not
-            tmp.write_bytes(b"\0" * 4096)  # a partly written temporary file
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(tmp, chunks)
+    def full_disk(self, data):  # inputs.npy fits, the first shard's rows do not
+        self.file.write(b"\0" * 4096)  # a partly written temporary file
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store, "_write_file", full_disk)
+    monkeypatch.setattr(store._OpenFile, "append", full_disk)
     cache = tmp_path / "cache"
     assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 1
     captured = capsys.readouterr()
     assert "no space left on the device" in captured.err and "needs about 6.0 KB more" in captured.err
     no_traceback(captured)
     assert not list(cache.rglob("*.tmp")) and not list(cache.glob("*/manifest.json"))
-    monkeypatch.setattr(store, "_write_file", real)
+    monkeypatch.setattr(store._OpenFile, "append", real)
     assert main(["capture", *SUPERPOSITION, "--cache", str(cache)]) == 0  # the rerun finishes it
 
 
