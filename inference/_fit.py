@@ -197,13 +197,24 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
     return step
 
 
+class Stopped(Exception):
+    """A fit's ``stop`` said stop (a search's time budget is spent): the fit is abandoned, its
+    checkpoint, where it has one, kept."""
+
+
+def _check_stop(stop: Callable[[], bool] | None, where: str) -> None:
+    if stop is not None and stop():
+        raise Stopped(where)
+
+
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
                  checkpoint: Checkpoint, log: Callable[[str], None], metrics: Metrics = Metrics(),
-                 stage: int = 0) -> tuple[dict, dict]:
+                 stage: int = 0, stop: Callable[[], bool] | None = None) -> tuple[dict, dict]:
     """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
     the validation split. Returns the best parameters and a summary. At each evaluation a ``fit``
     record goes to ``metrics``: the mean training loss since the last, the validation loss, the
-    best so far and the learning rate."""
+    best so far and the learning rate. ``stop`` is asked before every step; when it says so, the
+    fit raises ``Stopped``."""
     fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
     fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
     variances = {s: float(_distributed.variance(fixed_train[s]["__y__"]).sum()) + 1e-12 for s in sites}
@@ -235,6 +246,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
+            _check_stop(stop, f"stopped at Adam step {k}")
             epochs = max(n_train // local_step, 1)
             order = np.random.default_rng([config.seed, k // epochs, *_distributed.rank()]).permutation(n_train)
             start = (k % epochs) * local_step
@@ -269,7 +281,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                 since = []
             if state["step"] % config.checkpoint_every == 0:
                 checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
-    except KeyboardInterrupt:  # Ctrl-C: keep where we are, so a rerun continues from here
+    except (KeyboardInterrupt, Stopped):  # Ctrl-C or the budget: keep where we are, so a rerun continues
         checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
         raise
     finally:
@@ -302,12 +314,16 @@ def check_inputs(theory: Theory, acts) -> None:
 
 def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | None = None,
         log: Callable[[str], None] = lambda s: None, *, examples: np.ndarray | None = None,
-        data: Mapping[str, np.ndarray] | None = None, keep: Mapping[str, dict] | None = None):
+        data: Mapping[str, np.ndarray] | None = None, keep: Mapping[str, dict] | None = None,
+        stop: Callable[[], bool] | None = None):
     """Fit every free parameter of ``theory`` to the captured activations ``acts``: on the
     training split, every choice on the validation split; the test split is never read. With
     ``examples``, only those among them (the prequential code fits on prefixes). ``keep``:
     components whose parameters are already fitted (a search's current theory): held fixed as an
-    earlier stage's are, and a site whose every learned component is kept is not fitted again."""
+    earlier stage's are, and a site whose every learned component is kept is not fitted again.
+    ``stop`` (a search's budget; single-process fits only, as a process stopping alone would
+    leave the others waiting) is asked between stages and before every Adam step; when it says
+    so, the fit raises ``Stopped``."""
     from ._fitted import FittedTheory
 
     start = time.time()
@@ -338,6 +354,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         stage = [s for s in stage if s not in kept]
         if not stage:
             continue
+        _check_stop(stop, f"stopped before fitting {', '.join(stage)}")
         staged = make_plan(theory, plan.site_shapes, acts.vocab_size, frozen=frozen) if frozen else plan
         closed = closed_form_sites(staged, stage)
         for site, (solve, names) in closed.items():
@@ -352,7 +369,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
             learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log,
-                                         metrics, stage=k)
+                                         metrics, stage=k, stop=stop)
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")

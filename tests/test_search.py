@@ -2,8 +2,10 @@
 theory re-infers to the trail's score; vocabularies are checked like theories; estimates are exact
 where they claim to be."""
 
+import dataclasses
 import json
 import textwrap
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -226,17 +228,68 @@ def test_an_interrupted_search_keeps_what_it_found(tmp_path, monkeypatch):
     assess = _search.Judge.assess
     calls = {"n": 0}
 
-    def interrupt_later(self, theory, base=None):
+    def interrupt_later(self, theory, base=None, stop=None):
         calls["n"] += 1
         if calls["n"] > 6:  # after the first additions: as if Ctrl-C were pressed mid-step
             raise KeyboardInterrupt
-        return assess(self, theory, base)
+        return assess(self, theory, base, stop)
 
     monkeypatch.setattr(_search.Judge, "assess", interrupt_later)
     summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, y_width=Y_WIDTH)))
     assert summary.stopped == "interrupted" and len(summary.trail) >= 2
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert found.to_yaml() == summary.trail[-1].theory  # the last accepted step, written out
+
+
+def test_the_time_budget_stops_the_step_in_flight_and_keeps_the_best_so_far(tmp_path, monkeypatch):
+    from theorycraft.api import capture
+    from theorycraft.inference import _fit
+    from theorycraft.refine import _proxy, write_search
+    from theorycraft.refine._search import search as grow
+
+    start = parse_theory(textwrap.dedent(f"""\
+        theory: budget
+        target: activations:{recorded_target(tmp_path)}
+        sites: {{x: x, u: u, z: z}}
+        variables: {{a: 'token[0]'}}
+        components:
+          by_a: {{kind: lookup, of: a, size: 7, predicts: u}}
+        """), path="start.yaml")
+    vocab = parse_vocabulary("vocabulary: slow\ncomponents:\n  net: {kind: mlp, from: x, hidden: [16], predicts: z}\n",
+                             "vocab.yaml", start)
+    acts = capture(start, cache_dir=tmp_path / "cache", progress=False)
+    config = FitConfig(progress=False, max_steps=10 ** 6, patience=10 ** 6)  # uncut, the mlp's Adam runs for hours
+    judge = Judge(start, acts, explained_sites(start, vocab), config)
+    # the start judged and JAX's first-use compilations done before the clock starts, so that
+    # the budget runs out inside the first step's Adam loop, not before it
+    current = judge.assess(start)
+    offered = candidates(vocab, start, state={})
+    _proxy.rank(offered, current, judge, judge.examples.train)
+    fit(offered[0].apply(start), acts, dataclasses.replace(config, max_steps=2), data=judge.data)
+    budget = 3.0
+    stopped_in_adam = []
+    fit_gradient = _fit.fit_gradient
+
+    def watched(*args, **kwargs):
+        try:
+            return fit_gradient(*args, **kwargs)
+        except _fit.Stopped:
+            stopped_in_adam.append(True)
+            raise
+
+    monkeypatch.setattr(_fit, "fit_gradient", watched)
+    began = time.perf_counter()
+    found = grow(start, acts, vocab, judge=judge, budget_seconds=budget, progress=False)
+    took = time.perf_counter() - began
+    # stopped inside the fit, at the budget (the slack covers compiling the fit's step, on a busy machine)
+    assert took < budget + 8 and stopped_in_adam, f"took {took:.1f} s of a {budget} s budget; {found.stopped}"
+    assert "the step in flight was stopped" in found.stopped
+    assert [s.action for s in found.trail] == ["start"] and found.best.theory == start  # the best so far
+    summary = write_search(found, judge, tmp_path / "out", start_path="start.yaml", target_coverage=0.99,
+                           config=dataclasses.replace(config, max_steps=300))
+    written = SearchResult.from_json(json.loads((tmp_path / "out" / "trail.json").read_text()))
+    assert written.stopped == found.stopped and written.scorecard.coverage == summary.scorecard.coverage
+    assert parse_theory((tmp_path / "out" / "theory.yaml").read_text()).to_yaml() == written.final.theory
 
 
 def test_vocabulary_variable_errors_point_inside_the_expression(tmp_path):

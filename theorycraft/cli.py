@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
     budget = se.add_mutually_exclusive_group()
     budget.add_argument("--budget-bits", type=flag("budget_bits"), metavar="B", help="never grow the theory past B bits")
-    budget.add_argument("--budget-minutes", type=flag("budget_minutes"), metavar="M", help="stop after M minutes")
+    budget.add_argument("--budget-minutes", type=flag("budget_minutes"), metavar="M",
+                        help="stop after M minutes of search: the step in flight stops at it, the best so far is kept")
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
     se.add_argument("--tries", type=flag("tries"), default=4, help="best-estimated candidates fitted and scored per step")
     se.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps per fit (re-infer with the same)")

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theorycraft.inference._compile import fixed_inputs, init_params, make_plan, site_rows
+from theorycraft.inference._fit import Stopped
 from theorycraft.inference.kinds import kind_of
 from ._vocabulary import Candidate, rebuild, spec_of
 
@@ -109,8 +110,10 @@ def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) ->
     return kind_of(cand.kind).estimate(cand.data, context)
 
 
-def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tuple[Candidate, float]]:
-    """Candidates with their estimated gain in bits, best first."""
+def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
+         stop: Callable[[], bool] | None = None) -> list[tuple[Candidate, float]]:
+    """Candidates with their estimated gain in bits, best first. ``stop`` (the search's budget)
+    is asked before each estimate; when it says so, ``Stopped`` is raised."""
     residual = {s: r[:MAX_ROWS] for s, r in judge.residuals(current, rows).items()}
     batch = {k: v[rows] for k, v in judge.data.items()}
     theory = current.theory
@@ -122,6 +125,8 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray) -> list[tup
     unseen: dict[int, int] = {}  # a table's rows no example reaches stay zero: nearly free to send
     grouped = defaultdict(list)  # (site, width) -> [(index, features)]
     for k, cand in enumerate(offered):
+        if stop is not None and stop():
+            raise Stopped("the time budget ran out while estimating")
         if kind_of(cand.kind).fixed:
             z = _features(cand, theory, judge, batch, readers)[:MAX_ROWS]
             grouped[(cand.site, z.shape[1])].append((k, z))

@@ -6,7 +6,9 @@ batches under jit), then fits (on the training split) and scores the best few fo
 *validation* split (the theory's bits + the validation residual's bits, ``theorycraft.scoring``).
 The candidate that lowers that total most is taken; then every part of the theory is offered for
 removal, and a removal that lowers it is taken too. The search stops when nothing pays, or at its
-budget. The test split is only reported: every step records both totals.
+budget: the time budget is checked between fits and before every Adam step, so the step in flight
+stops at it and the theory last accepted is kept. The test split is only reported: every step
+records both totals.
 
 Totals are comparable across steps because the sites being explained stay fixed: a site the
 theory does not predict yet is sent as its training mean plus the residual around it.
@@ -24,7 +26,7 @@ import jax
 import numpy as np
 
 from theorycraft.inference._compile import make_plan, site_rows
-from theorycraft.inference._fit import FitConfig, fit, load_examples, site_shapes
+from theorycraft.inference._fit import FitConfig, Stopped, fit, load_examples, site_shapes
 from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference.kinds import kind_of
 from theorycraft._arguments import bytes_text, memory
@@ -161,16 +163,21 @@ class Judge:
         sites = {s: v for s, v in theory.sites.items() if s in self.explained or s in read}
         return dataclasses.replace(theory, sites=sites)
 
-    def assess(self, theory: Theory, base: Assessment | None = None) -> Assessment:
+    def assess(self, theory: Theory, base: Assessment | None = None,
+               stop: Callable[[], bool] | None = None) -> Assessment:
         """``theory`` fitted on train and coded on validation and test; with ``base`` (and
-        ``incremental``), only the sites where it differs from ``base`` are refitted."""
+        ``incremental``), only the sites where it differs from ``base`` are refitted. ``stop``
+        (the search's budget) is asked during the fit and before the coding; when it says so,
+        ``Stopped`` is raised and nothing is kept."""
         key = theory.to_yaml()
         if key in self.seen:
             self.seen.move_to_end(key)
             return self.seen[key]
         judged = self.judged(theory)
         keep = self.kept(judged, base) if self.incremental and base is not None else None
-        fitted = fit(judged, self.acts, self.config, data=self.data, keep=keep)
+        fitted = fit(judged, self.acts, self.config, data=self.data, keep=keep, stop=stop)
+        if stop is not None and stop():
+            raise Stopped("stopped before coding the fitted theory")
         size = measure(fitted, self.examples, prices=self.prices if self.incremental else None)
         covered = set(fitted.sites)
         totals = {}
@@ -325,6 +332,12 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     def out_of_time() -> bool:
         return budget_seconds is not None and time.time() - began > budget_seconds
 
+    stop = out_of_time if budget_seconds is not None else None  # asked inside a step's estimates and fits
+
+    def check_time() -> None:  # between the parts of a step: a step in flight stops at the budget
+        if out_of_time():
+            raise Stopped("the time budget ran out between fits")
+
     lead = {"action": "", "bits": float("inf")}  # the best fit of the step so far, for the bar
 
     def step(what: str, options: list) -> None:
@@ -334,7 +347,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         lead.update(action="", bits=float("inf"))
 
     def judged(action: str, theory: Theory, base: Assessment) -> Assessment:
-        a = judge.assess(theory, base)
+        check_time()
+        a = judge.assess(theory, base, stop=stop)
         if a.selection.bits_total < lead["bits"]:
             lead.update(action=action, bits=a.selection.bits_total)
         bar.set_postfix_str(f"best {lead['action']} {lead['bits'] - base.selection.bits_total:+,.0f} bits", refresh=False)
@@ -370,7 +384,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
             step("estimating", [])
-            ranked = shortlist(_proxy.rank(offered, current, judge, rows), tries)
+            ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop), tries)
             write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
             step("fitting the best estimates", ranked)
             chosen = None
@@ -393,6 +407,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
 
     try:
         stopped = grow()
+    except Stopped:  # mid-step: that step's fits are dropped, the theory last accepted is the result
+        stopped = f"time budget spent ({budget_seconds:g} s): the step in flight was stopped at it"
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
         stopped = "interrupted"
     finally:
