@@ -93,6 +93,10 @@ def test_interrupted_capture_resumes_and_matches_a_clean_one(tmp_path):
     interrupted = Counting(fail_on=6)  # dies in the third shard (2 batches per shard)
     with pytest.raises(KeyboardInterrupt):
         capture(interrupted, HOOKS, n=128, cache_dir=tmp_path / "a", batch_size=16, shard_rows=32, progress=False)
+    # shards are streamed batch by batch: the third had a batch written when the kill came, and
+    # none of it is left, under its name or a temporary one; the first two landed whole
+    assert not list((tmp_path / "a").rglob("*.tmp")) and not list((tmp_path / "a").glob("*/shard-00002/*"))
+    assert len(list((tmp_path / "a").glob("*/shard-0000[01]/*.npy"))) == 4
     resumed = Counting()
     acts = capture(resumed, HOOKS, n=128, cache_dir=tmp_path / "a", batch_size=16, shard_rows=32, progress=False)
     assert resumed.calls == 4  # only the two unfinished shards were run again
