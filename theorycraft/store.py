@@ -211,8 +211,8 @@ class _Writer:
     (an interrupted or failed capture) never gets its real names. The arrays handed over must not
     be changed afterwards (a target returns fresh arrays from each ``record``)."""
 
-    def __init__(self, on_done, in_flight: int = 4):
-        self.jobs: queue.Queue = queue.Queue(maxsize=in_flight)  # bounds the batches held in memory
+    def __init__(self, on_done, in_flight: int = 2):
+        self.jobs: queue.Queue = queue.Queue(maxsize=in_flight)  # bounds the batches held: this + 1 being written
         self.on_done, self.error = on_done, None
         self.open: dict[str, _OpenFile] = {}
         self.thread = threading.Thread(target=self._loop, daemon=True)
