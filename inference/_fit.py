@@ -23,6 +23,8 @@ from theorycraft.spec import Theory, TheoryError
 
 from ._memory import Budget, data_bytes
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
+from . import _stream
+from ._stream import ShardRows, Windows, capture_rows, chunks, picked, rows_per_example, take
 from .kinds import kind_of
 
 @dataclass(frozen=True)
@@ -72,17 +74,25 @@ def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tupl
     return shapes
 
 
-def load_examples(theory: Theory, acts) -> dict[str, np.ndarray]:
-    """The inputs and every site (positions selected), all examples, in memory."""
-    data = {"inputs": np.asarray(acts.inputs())}
-    for name, site in theory.sites.items():
-        values = acts.site(str(site.hook))
-        data[name] = values[:, site.position] if site.position is not None else values
-    return data
+def load_examples(theory: Theory, acts) -> dict[str, ShardRows]:
+    """The inputs and every site (positions selected), all examples, read from the memory-mapped
+    shards only where indexed (``data[site][rows]`` is a float32 batch): nothing is loaded here."""
+    return capture_rows(theory, acts)
 
 
-def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[index] for k, v in data.items()}
+_take = take  # the rows of a batch, in memory
+
+
+def train_means(plan: Plan, data, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Each site's mean row over examples ``index``, summed batch by batch (float64)."""
+    means = {}
+    for s in plan.theory.sites:
+        total, count = 0.0, 0
+        for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
+            y = site_rows(plan, s, data[s][rows])
+            total, count = total + y.sum(0, dtype=np.float64), count + len(y)
+        means[s] = (total / max(count, 1)).astype(np.float32)
+    return means
 
 
 # --- closed form ----------------------------------------------------------------------------------
@@ -191,24 +201,91 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation) -> Callab
     return step
 
 
+def _fixed_bytes(plan: Plan, data, index: np.ndarray, sites) -> int:
+    """Bytes of the fixed inputs of ``sites`` per example, measured on a few of ``index``."""
+    probe = index[:8]
+    if not len(probe):
+        return 1
+    fixed = _fixed_by_site(plan, take(data, probe), sites)
+    return max(1, sum(v.nbytes for f in fixed.values() for v in f.values()) // len(probe))
+
+
+def _streamed_loss(plan: Plan, sites, variances, means, data, index: np.ndarray, window: int) -> Callable:
+    """The loss over examples ``index`` too many to hold at once: per-site squared errors summed
+    window by window, then averaged as ``make_loss`` does."""
+    def sse(params, batch):
+        return {s: jnp.sum((predict_site(plan, params, s, batch[s], means[s], batch[s]["__y__"].shape[0])
+                            - batch[s]["__y__"]) ** 2) for s in sites}
+    sse = jax.jit(sse)
+
+    def loss(params):
+        totals, rows = {s: 0.0 for s in sites}, {s: 0 for s in sites}
+        for part in chunks(index, 1, window):
+            batch = _fixed_by_site(plan, take(data, part), sites)
+            for s, v in sse(params, batch).items():
+                totals[s] += float(v)
+                rows[s] += batch[s]["__y__"].shape[0]
+        return sum(totals[s] / max(rows[s], 1) / variances[s] for s in sites) + float(_penalties(plan, params))
+    return loss
+
+
+def _variances(plan: Plan, sites, data, index: np.ndarray, means) -> dict[str, float]:
+    """Each site's summed per-dimension variance over ``index`` (around its mean over them)."""
+    out = {}
+    for s in sites:
+        total, count = 0.0, 0
+        for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
+            y = site_rows(plan, s, data[s][rows])
+            total, count = total + float(((y - means[s]) ** 2).sum(dtype=np.float64)), count + len(y)
+        out[s] = total / max(count, 1) + 1e-12
+    return out
+
+
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
-                 checkpoint: Checkpoint, log: Callable[[str], None]) -> tuple[dict, dict]:
+                 checkpoint: Checkpoint, log: Callable[[str], None], blocks=()) -> tuple[dict, dict]:
     """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
-    the validation split. Returns the best parameters and a summary."""
-    fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
-    fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
-    variances = {s: float(np.var(fixed_train[s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+    the validation split. Returns the best parameters and a summary. The fixed inputs of a split
+    are computed once when they fit in ``RESIDENT_BYTES``; otherwise the steps read shuffled
+    windows of the memory-mapped shards (``_stream.Windows``; ``blocks``: the training positions
+    each shard holds) and the validation loss is summed window by window."""
+    devices = jax.devices()
+    per_step = max(len(devices), config.batch_size // len(devices) * len(devices))
+    per_example = _fixed_bytes(plan, data, train_idx, sites)
+    windows = Windows(len(train_idx), per_step, config.seed, _stream.RESIDENT_BYTES // per_example, blocks)
+    held = {"members": None, "fixed": None, "order": None, "length": 0}
+    if windows.resident:
+        held.update(members=(0, 0), fixed=_fixed_by_site(plan, take(data, train_idx), sites), length=len(train_idx))
+        variances = {s: float(np.var(held["fixed"][s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+    else:
+        variances = _variances(plan, sites, data, train_idx, means)
+        log(f"streaming: {len(train_idx):,} training examples in shuffled windows of {windows.window:,}")
     loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
                                                   config.max_steps, config.learning_rate * 0.05)
     optimiser = optax.adam(schedule)
-    devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
     shard, replicate = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
-    per_step = max(len(devices), config.batch_size // len(devices) * len(devices))
+
+    def train_batch(k: int) -> dict:
+        epoch, w, start = windows.locate(k)
+        if held["members"] != (0 if windows.resident else epoch, w):  # a new window: read it, shuffle it
+            members = windows.members(epoch, w)
+            held.update(members=(epoch, w), fixed=_fixed_by_site(plan, take(data, train_idx[members]), sites),
+                        length=len(members))
+        if held["order"] is None or held["order"][0] != (epoch, w):
+            held["order"] = ((epoch, w), windows.order(epoch, w, held["length"]))
+        return _gather(held["fixed"], plan, sites, picked(held["order"][1], start, per_step))
 
     step = make_step(loss, optimiser)
-    val_loss = jax.jit(loss)
+    if len(val_idx) * per_example <= _stream.RESIDENT_BYTES:
+        val_batch = jax.device_put(_fixed_by_site(plan, take(data, val_idx), sites), replicate)
+        resident_val = jax.jit(loss)
+
+        def val_loss(params):
+            return resident_val(params, val_batch)
+    else:
+        val_loss = _streamed_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites}, data, val_idx,
+                                  max(_stream.RESIDENT_BYTES // per_example, 1))
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}
     resumed = checkpoint.load(state["tree"])
@@ -216,20 +293,13 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         state = resumed
         log(f"resumed from step {state['step']}")
     state["tree"] = jax.device_put(state["tree"], replicate)
-    n_train = len(train_idx)
     from tqdm import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
-    val_batch = jax.device_put(fixed_val, replicate)
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
-            order = np.random.default_rng([config.seed, k // max(n_train // per_step, 1)]).permutation(n_train)
-            start = (k % max(n_train // per_step, 1)) * per_step
-            examples = order[start:start + per_step]
-            if len(examples) < per_step:  # fewer examples than a batch: repeat, keeping shapes fixed
-                examples = np.resize(examples, per_step)
-            batch = jax.device_put(_gather(fixed_train, plan, sites, examples), shard)
+            batch = jax.device_put(train_batch(k), shard)
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
             if not np.isfinite(float(value)):
@@ -242,7 +312,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             state["step"] = k + 1
             bar.update(1)
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                current = float(val_loss(new_params, val_batch))
+                current = float(val_loss(new_params))
                 bar.set_postfix(loss=f"{float(value):.4f}", val=f"{current:.4f}")
                 if current < state["best_val"] - 1e-7:
                     state.update(best_val=current, stale=0)
@@ -302,7 +372,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
                        data_bytes(shapes, acts.n))  # priced (and refused) before anything is allocated
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
     data = data if data is not None else load_examples(theory, acts)
-    means = {s: site_rows(plan, s, data[s][train_idx]).mean(0) for s in theory.sites}
+    means = train_means(plan, data, train_idx)
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in params}
@@ -326,7 +396,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         if learning:
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
-            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log)
+            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log,
+                                         shard_blocks(acts, train_idx))
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
@@ -336,6 +407,12 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     summary |= {"seconds": round(time.time() - start, 2), "data": {"directory": str(acts.directory), "n": acts.n}}
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
+
+
+def shard_blocks(acts, index: np.ndarray) -> list[tuple[int, int]]:
+    """The positions in ``index`` (sorted example indices) that each shard of ``acts`` holds."""
+    bounds = [np.searchsorted(index, shard["rows"]) for shard in acts.manifest["shards"]]
+    return [(int(a), int(b)) for a, b in bounds if b > a]
 
 
 def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:
