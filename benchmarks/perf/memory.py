@@ -18,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CHILD = """
@@ -37,7 +38,10 @@ print(json.dumps({"n": acts.n, "peak": resource.getrusage(resource.RUSAGE_SELF).
 
 
 def measure(python: str, capture: Path, theory: str, what: str) -> dict:
-    out = subprocess.run([python, "-c", CHILD, str(capture), theory, what], capture_output=True, text=True)
+    # from another directory: `python -c` puts the working directory first on sys.path, and this
+    # checkout's package must not shadow the one ``python`` has installed
+    out = subprocess.run([python, "-c", CHILD, str(capture), str(Path(theory).resolve()), what], capture_output=True,
+                         text=True, cwd=tempfile.gettempdir())
     if out.returncode:
         raise SystemExit(f"{capture}: the child failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
