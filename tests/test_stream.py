@@ -98,4 +98,4 @@ def test_adam_streams_shuffled_windows_when_the_split_does_not_fit(tmp_path, mon
     np.testing.assert_array_equal(np.asarray(again.params["net"]["layer0"]["w"]), np.asarray(streamed.params["net"]["layer0"]["w"]))
     r2 = {name: score(f, acts, bits=False).sites["y"].r2_test for name, f in (("resident", resident),
                                                                                ("streamed", streamed))}
-    assert r2["streamed"] > 0.1 and abs(r2["streamed"] - r2["resident"]) < 0.05, r2  # as far, in another order
+    assert r2["streamed"] > 0.03 and abs(r2["streamed"] - r2["resident"]) < 0.02, r2  # as far, in another order
