@@ -25,6 +25,8 @@ from theorycraft.spec import Theory, TheoryError
 from . import _distributed
 from ._memory import Budget, data_bytes
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
+from . import _stream
+from ._stream import Windows, capture_rows, chunks, picked, rows_per_example, take
 from .kinds import kind_of
 
 @dataclass(frozen=True)
@@ -75,17 +77,28 @@ def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tupl
     return shapes
 
 
-def load_examples(theory: Theory, acts, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The inputs and every site (positions selected), all examples (or those at ``rows``), in memory."""
-    data = {"inputs": np.asarray(acts.inputs() if rows is None else acts.inputs()[rows])}
-    for name, site in theory.sites.items():
-        values = acts.site(str(site.hook)) if rows is None else acts.site_at(str(site.hook), rows)
-        data[name] = values[:, site.position] if site.position is not None else values
-    return data
+def load_examples(theory: Theory, acts, rows: np.ndarray | None = None) -> dict:
+    """The inputs and every site (positions selected), all examples, read from the memory-mapped
+    shards only where indexed (``data[site][rows]`` is a float32 batch): nothing is loaded here.
+    With ``rows`` (a process's own examples), those rows, in memory."""
+    data = capture_rows(theory, acts)
+    return data if rows is None else take(data, rows)
 
 
-def _take(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[index] for k, v in data.items()}
+_take = take  # the rows of a batch, in memory
+
+
+def train_means(plan: Plan, data, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Each site's mean row over examples ``index``, summed batch by batch (float64)."""
+    means = {}
+    for s in plan.theory.sites:
+        total, count = 0.0, 0
+        for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
+            y = site_rows(plan, s, data[s][rows])
+            total, count = total + y.sum(0, dtype=np.float64), count + len(y)
+        total, count = _distributed.allsum(total), int(_distributed.allsum(np.asarray(count, np.int64)))  # Σ over processes
+        means[s] = (total / max(count, 1)).astype(np.float32)
+    return means
 
 
 # --- closed form ----------------------------------------------------------------------------------
@@ -207,25 +220,92 @@ def _check_stop(stop: Callable[[], bool] | None, where: str) -> None:
         raise Stopped(where)
 
 
+def _fixed_bytes(plan: Plan, data, index: np.ndarray, sites) -> int:
+    """Bytes of the fixed inputs of ``sites`` per example, measured on a few of ``index``."""
+    probe = index[:8]
+    if not len(probe):
+        return 1
+    fixed = _fixed_by_site(plan, take(data, probe), sites)
+    return max(1, sum(v.nbytes for f in fixed.values() for v in f.values()) // len(probe))
+
+
+def _streamed_loss(plan: Plan, sites, variances, means, data, index: np.ndarray, window: int) -> Callable:
+    """The loss over examples ``index`` too many to hold at once: per-site squared errors summed
+    window by window, then averaged as ``make_loss`` does."""
+    def sse(params, batch):
+        return {s: jnp.sum((predict_site(plan, params, s, batch[s], means[s], batch[s]["__y__"].shape[0])
+                            - batch[s]["__y__"]) ** 2) for s in sites}
+    sse = jax.jit(sse)
+
+    def loss(params):
+        params = _distributed.to_host(params)
+        totals, rows = {s: 0.0 for s in sites}, {s: 0 for s in sites}
+        for part in chunks(index, 1, window):
+            batch = _fixed_by_site(plan, take(data, part), sites)
+            for s, v in sse(params, batch).items():
+                totals[s] += float(v)
+                rows[s] += batch[s]["__y__"].shape[0]
+        return sum(totals[s] / max(rows[s], 1) / variances[s] for s in sites) + float(_penalties(plan, params))
+    return loss
+
+
+def _variances(plan: Plan, sites, data, index: np.ndarray, means) -> dict[str, float]:
+    """Each site's summed per-dimension variance over ``index`` (around its mean over them)."""
+    out = {}
+    for s in sites:
+        total, count = 0.0, 0
+        for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
+            y = site_rows(plan, s, data[s][rows])
+            total, count = total + float(((y - means[s]) ** 2).sum(dtype=np.float64)), count + len(y)
+        out[s] = total / max(count, 1) + 1e-12
+    return out
+
+
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
                  checkpoint: Checkpoint, log: Callable[[str], None], metrics: Metrics = Metrics(),
-                 stage: int = 0, stop: Callable[[], bool] | None = None) -> tuple[dict, dict]:
-    """Adam on minibatches of examples, data-parallel over every JAX device, early stopping on
-    the validation split. Returns the best parameters and a summary. At each evaluation a ``fit``
-    record goes to ``metrics``: the mean training loss since the last, the validation loss, the
-    best so far and the learning rate. ``stop`` is asked before every step; when it says so, the
-    fit raises ``Stopped``."""
-    fixed_train = _fixed_by_site(plan, _take(data, train_idx), sites)
-    fixed_val = _fixed_by_site(plan, _take(data, val_idx), sites)
-    variances = {s: float(_distributed.variance(fixed_train[s]["__y__"]).sum()) + 1e-12 for s in sites}
+                 stage: int = 0, stop: Callable[[], bool] | None = None, blocks=()) -> tuple[dict, dict]:
+    """Adam on minibatches of examples, data-parallel over every JAX device (and process), early
+    stopping on the validation split. Returns the best parameters and a summary. The fixed inputs
+    of a split are computed once when they fit in ``RESIDENT_BYTES``; otherwise the steps read
+    shuffled windows of the memory-mapped shards (``_stream.Windows``; ``blocks``: the training
+    positions each shard holds) and the validation loss is summed window by window. At each
+    evaluation a ``fit`` record goes to ``metrics``. ``stop`` is asked before every step; when it
+    says so, the fit raises ``Stopped``."""
+    layout = _distributed.Layout(_distributed.make_mesh(config.model_shards))  # batches on `data`, big params on `model`
+    devices = jax.devices()
+    per_step = max(layout.data, config.batch_size // len(devices) * len(devices))
+    local_step = per_step // jax.process_count()  # this process's rows of each step
+    per_example = _fixed_bytes(plan, data, train_idx, sites)
+    windows = Windows(len(train_idx), local_step, config.seed, _stream.RESIDENT_BYTES // per_example, blocks,
+                      salt=_distributed.rank())
+    held = {"members": None, "fixed": None, "order": None, "length": 0}
+    if windows.resident:
+        held.update(members=(0, 0), fixed=_fixed_by_site(plan, take(data, train_idx), sites), length=len(train_idx))
+        variances = {s: float(_distributed.variance(held["fixed"][s]["__y__"]).sum()) + 1e-12 for s in sites}
+    else:
+        variances = _variances(plan, sites, data, train_idx, means)
+        log(f"streaming: {len(train_idx):,} training examples in shuffled windows of {windows.window:,}")
     loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
                                                   config.max_steps, config.learning_rate * 0.05)
     optimiser = optax.adam(schedule)
-    layout = _distributed.Layout(_distributed.make_mesh(config.model_shards))  # batches on `data`, big params on `model`
-    devices = jax.devices()
-    per_step = max(layout.data, config.batch_size // len(devices) * len(devices))
 
+    def train_batch(k: int) -> dict:
+        epoch, w, start = windows.locate(k)
+        if held["members"] != (0 if windows.resident else epoch, w):  # a new window: read it, shuffle it
+            members = windows.members(epoch, w)
+            held.update(members=(epoch, w), fixed=_fixed_by_site(plan, take(data, train_idx[members]), sites),
+                        length=len(members))
+        if held["order"] is None or held["order"][0] != (epoch, w):
+            held["order"] = ((epoch, w), windows.order(epoch, w, held["length"]))
+        return _gather(held["fixed"], plan, sites, picked(held["order"][1], start, local_step))
+
+    if len(val_idx) * per_example <= _stream.RESIDENT_BYTES:
+        val_loss = _distributed.validation_loss(loss, layout, _fixed_by_site(plan, take(data, val_idx), sites),
+                                                len(val_idx))
+    else:  # on several processes, each judges its own validation rows
+        val_loss = _streamed_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites}, data, val_idx,
+                                  max(_stream.RESIDENT_BYTES // per_example, 1))
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}
     step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])))
@@ -236,24 +316,15 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         state = resumed
         log(f"resumed from step {state['step']}")
     state["tree"] = layout.place(state["tree"])
-    n_train = len(train_idx)
     from tqdm.auto import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
-    val_loss = _distributed.validation_loss(loss, layout, fixed_val, len(val_idx))
-    local_step = per_step // jax.process_count()  # this process's rows of each step
     since = []  # training losses since the last evaluation
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
             _check_stop(stop, f"stopped at Adam step {k}")
-            epochs = max(n_train // local_step, 1)
-            order = np.random.default_rng([config.seed, k // epochs, *_distributed.rank()]).permutation(n_train)
-            start = (k % epochs) * local_step
-            examples = order[start:start + local_step]
-            if len(examples) < local_step:  # fewer examples than a batch: repeat, keeping shapes fixed
-                examples = np.resize(examples, local_step)
-            batch = layout.batch(_gather(fixed_train, plan, sites, examples))
+            batch = layout.batch(train_batch(k))
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
             value = float(_distributed.to_host(value))
@@ -341,8 +412,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
     several = len(local) < acts.n
     data = (load_examples(theory, acts, local if several else None) if data is None else
-            _take(data, local) if several else data)
-    means = {s: _distributed.mean(site_rows(plan, s, data[s][train_idx])) for s in theory.sites}
+            take(data, local) if several else data)
+    means = train_means(plan, data, train_idx)
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in params}
@@ -369,7 +440,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
             learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log,
-                                         metrics, stage=k, stop=stop)
+                                         metrics, stage=k, stop=stop, blocks=() if several else shard_blocks(acts, train_idx))
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
@@ -382,6 +453,12 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
+
+
+def shard_blocks(acts, index: np.ndarray) -> list[tuple[int, int]]:
+    """The positions in ``index`` (sorted example indices) that each shard of ``acts`` holds."""
+    bounds = [np.searchsorted(index, shard["rows"]) for shard in acts.manifest["shards"]]
+    return [(int(a), int(b)) for a, b in bounds if b > a]
 
 
 def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:

@@ -9,8 +9,9 @@ knows its shapes); this module adds them up the way the fit holds them:
                          plus what a closed-form solve of it holds (sufficient statistics)
     learned features     row_bytes x (2 x examples per step + the validation examples): a step keeps
                          the forward pass for the backward one, and the validation loss is one pass
-    fixed features       row_bytes x (training + validation examples): computed once, held for the fit
-    recorded sites       every example of every site, float32, in memory for the fit
+    fixed features       row_bytes x (training + validation examples), computed once and held for the fit,
+                         up to RESIDENT_BYTES (beyond it they are recomputed window by window)
+    recorded sites       read from the memory-mapped shards batch by batch: one batch of each site
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def costs(plan) -> dict[str, Cost]:
 def component_bytes(plan, name: str, cost: Cost, budget: Budget) -> int:
     """What one component costs the fit, by the rules in the module's docstring."""
     if name in plan.fixed:
-        return FLOAT * cost.params + cost.row_bytes * (budget.train + budget.validation)
+        from ._stream import RESIDENT_BYTES
+
+        return FLOAT * cost.params + min(cost.row_bytes * (budget.train + budget.validation), RESIDENT_BYTES)
     return (ADAM_COPIES * FLOAT * cost.params + cost.solve_bytes
             + cost.row_bytes * (2 * budget.batch_size + budget.validation))
 
@@ -100,8 +103,8 @@ def refuse_over(plan, budget: Budget) -> None:
     if kept > budget.limit:  # the recorded sites alone do not fit
         site = next(iter(theory.sites))
         problems.append(theory.diagnostic("sites", site, (
-            f"the recorded sites take {bytes_text(budget.data)} (every example of every site, float32, held for "
-            f"the fit), over the {bytes_text(budget.limit)} {budget.source}; capture fewer examples (--n)"), key=True))
+            f"a batch of the recorded sites takes {bytes_text(budget.data)} (float32, read from the shards), over "
+            f"the {bytes_text(budget.limit)} {budget.source}; allow more memory (--max-memory)"), key=True))
     raise TheoryError(problems)
 
 
@@ -170,7 +173,10 @@ def _device_free() -> int | None:
 
 
 def data_bytes(site_shapes: Mapping[str, tuple], examples: int) -> int:
-    """The recorded sites, float32, every example: what the fit loads into memory."""
+    """The recorded sites, float32, one batch of at most ``examples`` (``_stream.ROWS`` rows of
+    each site): what the fit reads from the shards at once."""
     from math import prod
 
-    return FLOAT * examples * sum(prod(s) for s in site_shapes.values())
+    from ._stream import ROWS, rows_per_example
+
+    return FLOAT * sum(min(examples, max(1, ROWS // rows_per_example(s))) * prod(s) for s in site_shapes.values())

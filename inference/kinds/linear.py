@@ -123,19 +123,21 @@ def _design(plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarr
 
 
 def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
-                   batch_rows: int = 8192):
-    """Accumulate train and validation batches into sufficient statistics; solve; split the weights
-    back into each component's parameters."""
+                   batch_rows: int | None = None):
+    """Accumulate train and validation batches (at most ``batch_rows`` rows of the site each, read
+    from the memory-mapped shards) into sufficient statistics; solve; split the weights back into
+    each component's parameters."""
     import jax.numpy as jnp
 
     from .. import _distributed, _ridge
     from .._compile import fixed_inputs, site_rows
-    from .._fit import _take
+    from .._stream import ROWS, chunks, rows_per_example, take
 
     stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
+    per_example = rows_per_example(plan.site_shapes[site])
     for split, index in (("train", train_idx), ("val", val_idx)):
-        for start in range(0, len(index), batch_rows):
-            batch = _take(data, index[start:start + batch_rows])
+        for rows in chunks(index, per_example, batch_rows or ROWS):
+            batch = take(data, rows)
             fixed = fixed_inputs(plan, batch, site)
             stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
     stats = {split: _distributed.reduce_stats(part) for split, part in stats.items()}  # Σ over processes

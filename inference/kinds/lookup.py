@@ -200,14 +200,15 @@ def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.
 
 def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True):
     """A sum of tables (and of plain linear maps of fixed features, read as dense columns):
-    exact ridge of the one-hot design (sparse normal equations, conjugate gradients); the
-    shrinkage is chosen on validation, then the tables are refit on train + validation (unless
-    ``refit`` is off). Returns (params, shrinkage, how the final solve went)."""
+    exact ridge of the one-hot design (sparse normal equations summed batch by batch from the
+    memory-mapped shards, conjugate gradients); the shrinkage is chosen on validation, then the
+    tables are refit on train + validation (unless ``refit`` is off). Returns (params, shrinkage,
+    how the final solve went)."""
     import jax.numpy as jnp
 
     from .. import _distributed
     from .._compile import fixed_inputs, site_rows
-    from .._fit import _take
+    from .._stream import RESIDENT_BYTES, ROWS, chunks, rows_per_example, take
     from .linear import _design
 
     from . import kind_of
@@ -215,18 +216,41 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
     tables = [n for n in names if kind_of(plan.theory.components[n]) is KIND]
     maps = [n for n in names if n not in tables]
     sizes = [plan.shapes(n).inputs[0] for n in tables]
+    per_example = rows_per_example(plan.site_shapes[site])
 
     def read(index):
-        batch = _take(data, index)
+        batch = take(data, index)
         fixed = fixed_inputs(plan, batch, site)
         dense = _design(plan, maps, fixed) if maps else None
         return [np.asarray(fixed[f"{n}/expr"][:, 0], np.int64) for n in tables], dense, site_rows(plan, site, batch[site])
 
-    cells, dense, y = read(train_idx)
-    vcells, vdense, vy = read(val_idx)
-    n_dense = 0 if dense is None else dense.shape[1]
-    gram, xty = _normal_equations(cells, sizes, y, dense)
+    def normal_equations(parts):
+        gram = xty = None
+        for cells, dense, y in parts:
+            g, x = _normal_equations(cells, sizes, y, dense)
+            gram, xty = (g, x) if gram is None else (gram + g, xty + x)
+        return gram, xty
+
+    kept: list = []  # the validation batches, read once while they fit in RESIDENT_BYTES (then None)
+
+    def validation():
+        if kept and kept[-1] is None:
+            yield from kept[:-1]
+            return
+        kept.clear()
+        size, whole = 0, True
+        for rows in chunks(val_idx, per_example, 4 * ROWS):
+            part = read(rows)
+            size += sum(np.asarray(v).nbytes for v in (*part[0], part[2]) + ((part[1],) if maps else ()))
+            whole = whole and size <= RESIDENT_BYTES
+            kept[:] = kept + [part] if whole else []
+            yield part
+        if whole:
+            kept.append(None)
+
+    gram, xty = normal_equations(read(rows) for rows in chunks(train_idx, per_example, 4 * ROWS))
     gram, xty = _distributed.allsum_sparse(gram), _distributed.allsum(xty)  # Σ over processes (one: as is)
+    n_dense = 0 if not maps else gram.shape[0] - 1 - sum(sizes)
 
     def predict(w, cells, dense):
         mean, parts, weights = _split_tables(w, sizes)
@@ -237,11 +261,13 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
     best, best_shrink, best_w = np.inf, SHRINKAGES[-1], w
     for shrink in sorted(SHRINKAGES, reverse=True):  # each solve starts from the last, better conditioned one
         w, _ = _solve_tables(gram, xty, shrink, w, n_dense, SELECTION_TOLERANCE)
-        sse = _distributed.allsum(((predict(w, vcells, vdense) - vy) ** 2).sum())
+        sse = _distributed.allsum(sum(float(((predict(w, c, d) - y) ** 2).sum()) for c, d, y in validation()))
         if sse <= best:  # a tie goes to the weaker shrinkage
             best, best_shrink, best_w = sse, shrink, w
     if refit:
-        vgram, vxty = _normal_equations(vcells, sizes, vy, vdense)
+        vgram, vxty = normal_equations(validation())
+        if vgram is None:  # no validation rows here (another process may have some)
+            vgram, vxty = gram * 0, xty * 0
         vgram, vxty = _distributed.allsum_sparse(vgram), _distributed.allsum(vxty)
         gram, xty = gram + vgram, xty + vxty
     w, method = _solve_tables(gram, xty, best_shrink, best_w, n_dense)
@@ -254,7 +280,7 @@ def fit_lookup_site(plan, site: str, names: list[str], data, train_idx, val_idx,
         width = sum(plan.widths[r] for r in c.reads())
         params[n] = {"weight": jnp.asarray(weights[offset:offset + width], jnp.float32)}
         if c.bias:  # the intercept is in the first table
-            params[n]["bias"] = jnp.zeros((y.shape[1],), jnp.float32)
+            params[n]["bias"] = jnp.zeros((xty.shape[1],), jnp.float32)
         offset += width
     return params, best_shrink, method
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from theorycraft.inference._compile import site_rows
 from theorycraft.inference._fit import load_examples
+from theorycraft.inference import _stream
 
 PRECISION = 0.01  # residuals are coded to 1% of their site's standard deviation (on the non-test examples)
 SPLITS = ("train", "validation", "test")
@@ -22,10 +23,10 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Examples:
-    """A fitted theory's data in memory, the indices of each split, and per covered site its
+    """A fitted theory's data (memory-mapped), the indices of each split, and per covered site its
     spread around the train mean (per split) and the precision its residuals are coded to."""
 
-    data: Mapping[str, np.ndarray]  # inputs and every site of the theory, positions selected
+    data: Mapping[str, np.ndarray]  # inputs and every site, positions selected: read from the shards where indexed
     index: Mapping[str, np.ndarray]  # split -> example indices
     sst: Mapping[str, Mapping[str, float]]  # split -> site -> Σ (y − train mean)²
     precision: Mapping[str, float]
@@ -56,22 +57,34 @@ def examples_of(fitted, acts, data: Mapping[str, np.ndarray] | None = None, limi
     return Examples(data, index, sst, precision)
 
 
+def batches(fitted, index: np.ndarray) -> list[np.ndarray]:
+    """``index`` in pieces of at most 4 x ``ROWS`` rows over all the theory's sites together, so
+    a batch's recorded sites and predictions stay bounded however many sites there are."""
+    per_example = sum(_stream.rows_per_example(shape) for shape in fitted.plan.site_shapes.values())
+    return list(_stream.chunks(index, per_example, 4 * _stream.ROWS))
+
+
 def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
     """Per covered site, Σ (y − train mean)² over examples ``index``: the SST of R²."""
-    return {s: float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum()) for s in fitted.sites}
+    out = {s: 0.0 for s in fitted.sites}
+    for rows in batches(fitted, index):
+        for s in out:
+            out[s] += float(((site_rows(fitted.plan, s, data[s][rows]) - fitted.means[s]) ** 2).sum())
+    return out
 
 
-def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, batch_size: int = 2048, *,
+def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *,
                    free: bool = False) -> dict[str, float]:
     """Per covered site, the summed squared error of ``fitted`` over examples ``index`` (a site it
     does not predict is predicted by its training mean), teacher-forced (every site a component
-    reads is the recorded one) or ``free`` (the theory's own prediction of it, from the input)."""
+    reads is the recorded one) or ``free`` (the theory's own prediction of it, from the input).
+    Batch by batch (``batches``), read from the shards."""
     sse = {s: 0.0 for s in fitted.sites}
-    for start in range(0, len(index), batch_size):
-        rows = index[start:start + batch_size]
-        preds = fitted.predict(data["inputs"][rows], {s: data[s][rows] for s in fitted.theory.sites}, free=free)
+    for rows in batches(fitted, index):
+        recorded = {s: data[s][rows] for s in fitted.theory.sites}
+        preds = fitted.predict(data["inputs"][rows], recorded, free=free)
         for s in sse:
-            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - site_rows(fitted.plan, s, data[s][rows])) ** 2).sum())
+            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - site_rows(fitted.plan, s, recorded[s])) ** 2).sum())
     return sse
 
 

@@ -9,10 +9,11 @@ from typing import Mapping
 import numpy as np
 
 from theorycraft.inference._compile import site_rows
+from theorycraft.inference._fit import train_means
 
 from ._codes import FLOAT_BITS, gaussian_bits
 from ._card import MDLScore
-from ._fidelity import Examples, squared_errors, values_of
+from ._fidelity import Examples, batches, squared_errors, values_of
 from ._size import Size
 
 PREQUENTIAL_BLOCKS = 7  # blocks of doubling size: the first holds 1/64 of the training examples
@@ -48,10 +49,10 @@ def block_edges(n: int, blocks: int = PREQUENTIAL_BLOCKS) -> list[int]:
 
 def _mean_code(fitted, data, seen: np.ndarray, block: np.ndarray, precision) -> float:
     """A block sent around the mean of the examples before it."""
-    bits = 0.0
+    bits, means = 0.0, train_means(fitted.plan, data, seen)
     for s in fitted.sites:
-        mean = site_rows(fitted.plan, s, data[s][seen]).mean(0)
-        sse = float(((site_rows(fitted.plan, s, data[s][block]) - mean) ** 2).sum())
+        sse = sum(float(((site_rows(fitted.plan, s, data[s][rows]) - means[s]) ** 2).sum())
+                  for rows in batches(fitted, block))
         bits += gaussian_bits(sse, values_of(fitted, s, len(block)), precision[s])
     return bits
 

@@ -17,7 +17,7 @@ from theorycraft.inference.kinds import kind_of
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
 from ._card import SizeScore
-from ._fidelity import Examples, coverage, squared_errors
+from ._fidelity import Examples, batches, coverage, squared_errors
 
 R2_TOLERANCE = 0.001  # the most validation coverage quantization may cost
 LOG2_SCALES = (-20.0, 2.0)  # step sizes searched, relative to each tensor's RMS
@@ -56,16 +56,21 @@ def input_bits(fitted, examples: Examples) -> dict[str, float]:
     from ._fidelity import PRECISION, values_of
     from theorycraft.inference._compile import site_rows
 
+    def spread(s, index):  # Σ (y − train mean)², batch by batch
+        return sum(float(((site_rows(fitted.plan, s, data[s][rows]) - fitted.means[s]) ** 2).sum())
+                   for rows in batches(fitted, index))
+
     seen = np.union1d(examples.train, examples.validation)
     data, out = examples.data, {"validation": 0.0, "test": 0.0}
+    everything = np.arange(len(data["inputs"]))
     for s in fitted.theory.inputs:
-        if np.shape(data[s]) == np.shape(data["inputs"]) and np.array_equal(data[s], data["inputs"]):
+        if np.shape(data[s]) == np.shape(data["inputs"]) and all(
+                np.array_equal(data[s][rows], data["inputs"][rows]) for rows in batches(fitted, everything)):
             continue
-        spread = ((site_rows(fitted.plan, s, data[s][seen]) - fitted.means[s]) ** 2).sum()
-        precision = PRECISION * max(np.sqrt(spread / values_of(fitted, s, len(seen))), 1e-12)
+        precision = PRECISION * max(np.sqrt(spread(s, seen) / values_of(fitted, s, len(seen))), 1e-12)
         for split in out:
             index = examples.index[split]
-            sse = float(((site_rows(fitted.plan, s, data[s][index]) - fitted.means[s]) ** 2).sum())
+            sse = spread(s, index)
             out[split] += FLOAT_BITS * np.size(fitted.means[s]) + gaussian_bits(sse, values_of(fitted, s, len(index)),
                                                                                   precision)
     return out
@@ -150,16 +155,14 @@ def dictionaries(fitted) -> list[str]:
     return [n for n, c in fitted.plan.theory.components.items() if kind_of(c).latents]
 
 
-def active_latents(fitted, examples: Examples, name: str, index: np.ndarray,
-                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
+def active_latents(fitted, examples: Examples, name: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """A dictionary's codes on examples ``index``, in the rows of the site it feeds, as (active
     latents per row, the active values, width): codes are [rows, width] but mostly zero."""
     plan, data = fitted.plan, examples.data
     site = next(s for s in fitted.sites if name in fitted.plan.theory.upstream(s))
     c = fitted.plan.theory.components[name]
     counts, values = [], []
-    for start in range(0, len(index), batch_size):
-        rows = index[start:start + batch_size]
+    for rows in batches(fitted, index):
         fixed = {k: jnp.asarray(v) for k, v in fixed_inputs(plan, {k: v[rows] for k, v in data.items()}, site).items()}
         inputs = [component_output(plan, fitted.params, r, fixed, {}) for r in c.reads()]
         codes = np.asarray(kind_of(c).codes(fitted.params[name], c, inputs))

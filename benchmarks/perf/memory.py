@@ -1,0 +1,66 @@
+"""Peak memory of ``theorycraft infer`` on MiniLM captures of several sizes: it should grow with
+the theory's parameters, not with the number of windows.
+
+    nice -n 10 python benchmarks/perf/memory.py CAPTURE_DIR [CAPTURE_DIR ...] \
+        [--theory examples/minilm_tokens.yaml] [--python /other/venv/bin/python]
+
+Each capture (a directory of the activation store holding ``encoder.layer.0.output`` of
+``hf:minilm``, e.g. from ``theorycraft capture hf:minilm --sites embeddings encoder.layer.0.output
+... --n 1024 --dtype float16``) is fitted and scored by ``theorycraft.infer`` in a fresh Python
+process, whose peak resident set (``ru_maxrss``) is reported, next to a process that only imports
+theorycraft and opens the capture (what the interpreter, JAX and torch cost before any fit).
+``--python`` runs the processes under another interpreter (another checkout's venv), to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys
+import theorycraft as tc
+from theorycraft.store import ActivationSet
+acts = ActivationSet(sys.argv[1])
+if sys.argv[3] == "fit":
+    card = tc.infer(sys.argv[2], acts, progress=False, log=lambda s: None).scorecard
+    coverage = card.coverage
+else:
+    tc.load_theory(sys.argv[2])
+    coverage = None
+print(json.dumps({"n": acts.n, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "coverage": coverage}))
+"""
+
+
+def measure(python: str, capture: Path, theory: str, what: str) -> dict:
+    # from another directory: `python -c` puts the working directory first on sys.path, and this
+    # checkout's package must not shadow the one ``python`` has installed
+    out = subprocess.run([python, "-c", CHILD, str(capture), str(Path(theory).resolve()), what], capture_output=True,
+                         text=True, cwd=tempfile.gettempdir())
+    if out.returncode:
+        raise SystemExit(f"{capture}: the child failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("captures", nargs="+", type=Path)
+    parser.add_argument("--theory", default="examples/minilm_tokens.yaml")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    print("| windows | peak RSS of infer | peak RSS, imports + capture opened | test coverage |")
+    print("|---:|---:|---:|---:|")
+    for capture in args.captures:
+        base = measure(args.python, capture, args.theory, "open")
+        fit = measure(args.python, capture, args.theory, "fit")
+        print(f"| {fit['n']:,} | {fit['peak'] / 2**30:.2f} GiB | {base['peak'] / 2**30:.2f} GiB | "
+              f"{fit['coverage']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Reading a capture batch by batch: every fitting and scoring path indexes the memory-mapped
+shards for the rows it needs now, so what is held grows with the batch, not with the capture.
+
+- ``ShardRows``: one array of a capture (the inputs, or a site with its position selected), read
+  from its shards only where indexed; ``data[site][rows]`` is a float32 batch.
+- ``chunks``: example indices cut so that a batch holds at most ``ROWS`` rows of a site (a site
+  over every position has T rows per example).
+- ``Windows``: seeded minibatch order for Adam. When the training split's fixed inputs fit in
+  ``RESIDENT_BYTES`` they are computed once and each epoch is one permutation of it; otherwise each
+  epoch shuffles blocks of consecutive examples (a shard's, at most ``block`` long), cuts the
+  shuffled sequence into windows that fit, and permutes each window in memory (a shuffle buffer,
+  as streaming data loaders do). Deterministic for a seed, with no permutation of the whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+ROWS = 8192  # rows of a site per batch of a closed-form solve or of scoring
+RESIDENT_BYTES = 256 << 20  # fixed inputs of a split held at once (all of it when it fits: computed once)
+
+
+class ShardRows:
+    """One ``[N, ...]`` array of a capture, read from its memory-mapped shards where indexed
+    (``position``: the one position kept of ``[N, T, ...]``); sites read as float32."""
+
+    def __init__(self, parts: Sequence[tuple[int, int, np.ndarray]], position: int | None = None,
+                 dtype=np.float32):
+        self.parts = list(parts)  # (first example, end, memory-mapped array)
+        first = self.parts[0][2]
+        tail = first.shape[1:] if position is None else first.shape[2:]
+        self.n = self.parts[-1][1]
+        self.shape = (self.n, *tail)
+        self.dtype = np.dtype(dtype if dtype is not None else first.dtype)
+        self.position = position
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):  # rows first, then the rest in memory
+            return self[index[0]][(slice(None), *index[1:])]
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        rows = np.arange(self.n)[index] if isinstance(index, slice) else np.asarray(index)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = np.where(rows < 0, rows + self.n, rows)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        for start, stop, array in self.parts:
+            inside = np.flatnonzero((rows >= start) & (rows < stop))
+            if len(inside):
+                local = rows[inside] - start
+                out[inside] = array[local] if self.position is None else array[local, self.position]
+        return out
+
+    def __array__(self, dtype=None, copy=None):  # all of it: only for small captures
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def capture_rows(theory, acts) -> dict[str, ShardRows]:
+    """The inputs and every site of ``theory`` (positions selected), read lazily from ``acts``."""
+    inputs = acts.inputs()
+    data = {"inputs": ShardRows([(0, len(inputs), inputs)], dtype=None)}
+    for name, site in theory.sites.items():
+        hook = str(site.hook)
+        if hook not in acts.sites:
+            acts.site(hook)  # the store's error, naming what was captured
+        parts = [(*shard["rows"], acts._shard_array(shard, hook)) for shard in acts.manifest["shards"]]
+        data[name] = ShardRows(parts, site.position)
+    return data
+
+
+def take(data: Mapping, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``index`` of every array of ``data``, in memory."""
+    return {k: v[index] for k, v in data.items()}
+
+
+def rows_per_example(shape: tuple) -> int:
+    """Rows a site of per-example ``shape`` has per example: T for ``[T, D]``, else 1."""
+    return shape[0] if len(shape) == 2 else 1
+
+
+def chunks(index: np.ndarray, per_example: int = 1, rows: int | None = None) -> Iterator[np.ndarray]:
+    """``index`` in consecutive pieces of at most ``rows`` rows (default ``ROWS``; at least one
+    example each)."""
+    size = max(1, (rows or ROWS) // max(per_example, 1))
+    for start in range(0, len(index), size):
+        yield index[start:start + size]
+
+
+class Windows:
+    """The examples of each Adam step (positions into the training split), seeded; see the module
+    docstring. ``window`` examples are held at once (all of them: ``resident``)."""
+
+    def __init__(self, n: int, per_step: int, seed: int, window: int, blocks: Sequence[tuple[int, int]] = (),
+                 salt: Sequence[int] = ()):
+        self.n, self.per_step, self.seed, self.salt = n, per_step, seed, tuple(salt)  # salt: a process's rank
+        self.per_epoch = max(n // per_step, 1)
+        self.resident = window >= n
+        self.window = n if self.resident else max(per_step, window // per_step * per_step)
+        size = max(per_step, self.window // 8)  # blocks: a shard's examples, at most `size` long
+        bounds = list(blocks) or [(0, n)]
+        self.blocks = np.array([(a, min(a + size, b)) for a, b in bounds for a in range(a, b, size)], np.int64)
+
+    def epoch_of(self, step: int) -> tuple[int, int]:
+        """(epoch, offset of the step's first example in that epoch's order)."""
+        return step // self.per_epoch, (step % self.per_epoch) * self.per_step
+
+    def members(self, epoch: int, w: int) -> np.ndarray:
+        """Positions of window ``w`` of ``epoch``, in block order (resident: all, in order)."""
+        if self.resident:
+            return np.arange(self.n)
+        blocks = self.blocks[np.random.default_rng([self.seed, epoch, *self.salt]).permutation(len(self.blocks))]
+        ends = np.cumsum(blocks[:, 1] - blocks[:, 0])
+        lo, hi = w * self.window, (w + 1) * self.window
+        pieces = []
+        for (a, b), end in zip(blocks, ends):
+            first = end - (b - a)
+            if end > lo and first < hi:
+                pieces.append(np.arange(a + max(lo - first, 0), a + min(hi, end) - first))
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+    def order(self, epoch: int, w: int, length: int) -> np.ndarray:
+        """The shuffle of a window (resident: today's permutation of the whole split)."""
+        key = [self.seed, epoch, *self.salt] if self.resident else [self.seed, epoch, w, *self.salt]
+        return np.random.default_rng(key).permutation(length)
+
+    def locate(self, step: int) -> tuple[int, int, int]:
+        """(epoch, window, first row within the window's order) of one step."""
+        epoch, offset = self.epoch_of(step)
+        w = 0 if self.resident else offset // self.window
+        return epoch, w, offset - w * self.window
+
+
+def picked(order: np.ndarray, start: int, per_step: int) -> np.ndarray:
+    """A step's rows of its window; fewer examples than a batch: repeated, keeping shapes fixed."""
+    rows = order[start:start + per_step]
+    return np.resize(rows, per_step) if len(rows) < per_step else rows

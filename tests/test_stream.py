@@ -1,0 +1,101 @@
+"""Streaming from the memory-mapped shards: lazy rows, seeded shuffle windows, and fits and
+scores that read the capture batch by batch the same as in one piece."""
+
+import numpy as np
+
+from theorycraft.inference import FitConfig, _stream, fit
+from theorycraft.inference._fit import load_examples
+from theorycraft.inference._stream import Windows, picked
+from theorycraft.scoring import score
+from theorycraft.spec import parse_theory
+from theorycraft.store import capture
+from theorycraft.targets import load_target
+
+from conftest import per_position_target, recorded_target, theory_for
+
+
+def _sharded(tmp_path, theory, shard_rows=64):
+    return capture(load_target(theory.target), [s.hook for s in theory.sites.values()], cache_dir=tmp_path / "cache",
+                   progress=False, shard_rows=shard_rows)
+
+
+def test_rows_read_from_shards_are_the_stored_rows(tmp_path):
+    d = per_position_target(tmp_path)
+    theory = parse_theory(f"theory: p\ntarget: activations:{d}\nsites: {{h: h, h2: {{hook: h, position: 2}}}}\n"
+                          "components: {}\n", path="p.yaml")
+    acts = _sharded(tmp_path, theory)
+    assert len(acts.manifest["shards"]) > 3
+    data, whole = load_examples(theory, acts), acts.site("h")
+    rows = np.random.default_rng(0).permutation(acts.n)[:150]  # across every shard, out of order
+    np.testing.assert_array_equal(data["h"][rows], whole[rows])
+    np.testing.assert_array_equal(data["h2"][rows], whole[rows, 2])
+    np.testing.assert_array_equal(data["h"][10:200], whole[10:200])
+    np.testing.assert_array_equal(data["inputs"][rows], np.asarray(acts.inputs())[rows])
+    assert data["h"].shape == whole.shape and data["h"][rows].dtype == np.float32
+
+
+def _epoch(windows, epoch):
+    """The positions an epoch's steps visit, in order."""
+    out = []
+    for k in range(epoch * windows.per_epoch, (epoch + 1) * windows.per_epoch):
+        e, w, start = windows.locate(k)
+        members = windows.members(e, w)
+        out.append(members[picked(windows.order(e, w, len(members)), start, windows.per_step)])
+    return np.concatenate(out)
+
+
+def test_shuffle_windows_visit_every_example_once_an_epoch_and_are_seeded():
+    make = lambda seed: Windows(1000, 50, seed, 200, blocks=[(0, 300), (300, 1000)])  # noqa: E731
+    windows = make(3)
+    assert not windows.resident and windows.window == 200
+    first, second = _epoch(windows, 0), _epoch(windows, 1)
+    np.testing.assert_array_equal(np.sort(first), np.arange(1000))
+    np.testing.assert_array_equal(np.sort(second), np.arange(1000))
+    assert not np.array_equal(first, second)  # a new order each epoch
+    np.testing.assert_array_equal(_epoch(make(3), 0), first)  # the same for the same seed
+    assert not np.array_equal(_epoch(make(4), 0), first)
+    assert not np.array_equal(first[:200], np.arange(200))  # not store order
+
+
+def test_a_split_that_fits_is_one_permutation_an_epoch():
+    windows = Windows(100, 30, 7, 10 ** 6)
+    assert windows.resident
+    order = np.random.default_rng([7, 0]).permutation(100)
+    np.testing.assert_array_equal(_epoch(windows, 0), order[:90])  # 3 steps of 30
+
+
+def test_fits_and_scores_in_small_batches_equal_one_batch(tmp_path, monkeypatch):
+    theory = theory_for(recorded_target(tmp_path), """\
+        map: {kind: linear, from: x, predicts: y}
+        by_a: {kind: lookup, of: a, size: 7, predicts: z}
+        by_b: {kind: lookup, of: b, size: 7, predicts: z}
+        """)
+    acts = _sharded(tmp_path, theory)
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    card = score(fitted, acts, bits=False)
+    monkeypatch.setattr(_stream, "ROWS", 64)  # dozens of batches, across shards
+    small = fit(theory, acts, FitConfig(progress=False))
+    for name, params in fitted.params.items():
+        for key, value in params.items():
+            np.testing.assert_allclose(small.params[name][key], value, rtol=1e-4, atol=1e-5)
+    small_card = score(small, acts, bits=False)
+    for site in ("y", "z"):
+        assert abs(small_card.sites[site].r2_test - card.sites[site].r2_test) < 1e-5
+
+
+def test_adam_streams_shuffled_windows_when_the_split_does_not_fit(tmp_path, monkeypatch):
+    theory = theory_for(recorded_target(tmp_path), """\
+        net: {kind: mlp, from: x, hidden: [8], predicts: y}
+        """)
+    acts = _sharded(tmp_path, theory)
+    config = FitConfig(progress=False, max_steps=120, batch_size=64, eval_every=40)
+    resident = fit(theory, acts, config)
+    monkeypatch.setattr(_stream, "RESIDENT_BYTES", 4096)  # a window of ~100 examples
+    said = []
+    streamed = fit(theory, acts, config, log=said.append)
+    assert any("streaming" in line for line in said)
+    again = fit(theory, acts, config)
+    np.testing.assert_array_equal(np.asarray(again.params["net"]["layer0"]["w"]), np.asarray(streamed.params["net"]["layer0"]["w"]))
+    r2 = {name: score(f, acts, bits=False).sites["y"].r2_test for name, f in (("resident", resident),
+                                                                               ("streamed", streamed))}
+    assert r2["streamed"] > 0.03 and abs(r2["streamed"] - r2["resident"]) < 0.02, r2  # as far, in another order
