@@ -79,6 +79,14 @@ def _json(path: Path, fix: str):
         raise ArtifactError(f"{path}: not readable JSON ({exc}); {fix}") from None
 
 
+def _parsed(path: Path, cls, what: str, fix: str):
+    """``cls.from_json`` of a JSON file; a file that is JSON but not ``what`` is said as such."""
+    try:
+        return cls.from_json(_json(path, fix))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not {what} ({exc}); {fix}") from None
+
+
 def _figure(draw: Callable[[Path], None], alt: str, caption: str = "") -> Raw:
     """A plot drawn to a temporary PNG by ``draw(path)``, embedded in the page (nothing if
     there was nothing to draw)."""
@@ -268,12 +276,8 @@ def _search_page(directory: Path):
     from theorycraft.refine import SearchResult
     from theorycraft.refine._trail import plot_trail
 
-    path = directory / "trail.json"
-    try:
-        result = SearchResult.from_json(_json(path, "run the search again"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path}: not a search trail as theorycraft search writes it ({exc}); "
-                            f"run the search again") from None
+    result = _parsed(directory / "trail.json", SearchResult, "a search trail as theorycraft search writes it",
+                     "run the search again")
     final = result.final
     overview = _big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
                     ("theory bits (last step)", num(round(final.report.bits_theory))),
@@ -327,12 +331,8 @@ def _bench_page(directory: Path):
     from theorycraft.benchmarks import plots
     from theorycraft.benchmarks.coverage import SEEDS, BenchResult, spread
 
-    path = directory / "results.json"
-    try:
-        result = BenchResult.from_json(_json(path, "run theorycraft bench again"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path}: not benchmark results as theorycraft bench writes them ({exc}); "
-                            f"run theorycraft bench again") from None
+    result = _parsed(directory / "results.json", BenchResult, "benchmark results as theorycraft bench writes them",
+                     "run theorycraft bench again")
     rows = result.rows
     validity = ('<p class="pass">Validity holds: every reference theory of a known mechanism is on its Pareto '
                 'frontier and beats every baseline that spends as many bits or more.</p>' if not result.validity else
