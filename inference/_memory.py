@@ -73,12 +73,20 @@ def costs(plan) -> dict[str, Cost]:
     return out
 
 
+def held_examples(row_bytes: int, budget: Budget) -> int:
+    """Examples whose fixed features the fit holds at once: all of them while they fit in
+    RESIDENT_BYTES, else a window of them, never fewer than a step's."""
+    from ._stream import RESIDENT_BYTES
+
+    every = budget.train + budget.validation
+    return every if row_bytes * every <= RESIDENT_BYTES else min(every, max(RESIDENT_BYTES // max(row_bytes, 1),
+                                                                           budget.batch_size))
+
+
 def component_bytes(plan, name: str, cost: Cost, budget: Budget) -> int:
     """What one component costs the fit, by the rules in the module's docstring."""
     if name in plan.fixed:
-        from ._stream import RESIDENT_BYTES
-
-        return FLOAT * cost.params + min(cost.row_bytes * (budget.train + budget.validation), RESIDENT_BYTES)
+        return FLOAT * cost.params + cost.row_bytes * held_examples(cost.row_bytes, budget)
     return (ADAM_COPIES * FLOAT * cost.params + cost.solve_bytes
             + cost.row_bytes * (2 * budget.batch_size + budget.validation))
 
@@ -113,8 +121,8 @@ def _message(plan, name: str, need: int, total: int, kept: int, budget: Budget) 
     cost = plan.costs[name]
     room = max(budget.limit - kept, 0)
     if name in plan.fixed:
-        held = budget.train + budget.validation
-        parts = f"{bytes_text(cost.row_bytes)} of features per example x {held:,} examples"
+        held = held_examples(cost.row_bytes, budget)
+        parts = f"{bytes_text(cost.row_bytes)} of features per example x {held:,} examples held at once"
         fits = (f"at most {bytes_text(room // max(held, 1))} of features per example (fewer features), or the "
                 f"features of {room // max(cost.row_bytes, 1):,} examples (capture fewer with --n)")
     else:

@@ -35,7 +35,7 @@ HOSTILE = [  # (components, where, what the message says)
      f"g: {{kind: fourier, of: [b], modulus: 7, frequencies: {WAVES}}}\n"
      f"h: {{kind: fourier, of: [a], modulus: 7, frequencies: {WAVES}}}\n"
      "p: {kind: product, of: [f, g, h]}\nr: {kind: linear, from: p, predicts: y}\n", "9:3",
-     r"product component 'p' needs [\d.]+ GB to fit \(45.0 MB of features per example x \d+ examples\)"),
+     r"product component 'p' needs [\d.]+ GB to fit \(45.0 MB of features per example x \d+ examples held at once\)"),
 ]
 
 
