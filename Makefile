@@ -19,5 +19,6 @@ demo: $(BIN)/theorycraft
 	$(BIN)/theorycraft validate examples/*.yaml
 	$(BIN)/theorycraft infer examples/modadd_fourier.yaml --out runs/modadd-fourier
 
+# two workers (pytest-xdist), a test file each at a time: the suite's heavy fixtures run side by side
 test: $(BIN)/theorycraft
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
