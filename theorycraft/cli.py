@@ -296,7 +296,7 @@ def scorecard_table(card) -> str:
 
 # Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
 EXAMPLES = {
-    "validate": ["theorycraft validate examples/*.yaml", "theorycraft validate t.yaml --include-path ../shared"],
+    "validate": ["theorycraft validate examples/*.yaml", "theorycraft validate examples/modadd_fourier.yaml --include-path examples/parts"],
     "explain": ["theorycraft explain examples/modadd_fourier.yaml", "theorycraft explain examples/induction.yaml"],
     "schema": ["theorycraft schema > theory.schema.json", "theorycraft schema | head -20"],
     "sites": ["theorycraft sites builtin:induction", "theorycraft sites hf:minilm"],
