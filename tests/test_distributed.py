@@ -140,6 +140,70 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
     assert card.size == one.scorecard.size
 
 
+STREAMED = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from theorycraft.inference import FitConfig, _distributed, _stream, fit
+_distributed.initialize(_distributed.cluster_from_environment())
+_stream.RESIDENT_BYTES = {resident}
+from test_distributed import mlp_theory, STREAMED_CONFIG
+from theorycraft.store import ActivationSet
+fitted = fit(mlp_theory({target!r}), ActivationSet({acts!r}), FitConfig(**STREAMED_CONFIG))
+if _distributed.is_leader():
+    print("result:", json.dumps({{"info": fitted.fit_info["gradient"], "w": np.asarray(fitted.params["net"]["layer0"]["w"]).tolist()}}))
+"""
+STREAMED_CONFIG = dict(max_steps=40, batch_size=32, eval_every=5, patience=1, progress=False, learning_rate=0.1)
+
+
+def mlp_theory(target):
+    from theorycraft.spec import parse_theory
+
+    return parse_theory(f"theory: streamed\ntarget: activations:{target}\nsites: {{x: x, y: y}}\ninputs: [x]\n"
+                        "components: {net: {kind: mlp, from: x, hidden: [8], predicts: y}}\n", path="streamed.yaml")
+
+
+def test_two_processes_stream_the_steps_of_one(tmp_path, monkeypatch):
+    """When the split does not fit in memory (a tiny RESIDENT_BYTES: shuffle windows of two steps,
+    the validation loss summed window by window), two processes, each computing only its slices
+    of a window's steps, take one process's steps and stop early where it does."""
+    from conftest import recorded_target
+    from theorycraft._processes import _wait, free_port
+    from theorycraft.inference import _stream
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    target = recorded_target(tmp_path)
+    theory = mlp_theory(target)
+    acts = capture(load_target(theory.target), ["x", "y"], cache_dir=tmp_path / "cache", progress=False, shard_rows=100)
+    monkeypatch.setattr(_stream, "RESIDENT_BYTES", 3000)
+    said = []
+    one = fit(theory, acts, FitConfig(**STREAMED_CONFIG), log=said.append)
+    assert any("shuffled windows of 64" in line for line in said)  # two steps of 32 a window
+    assert one.fit_info["gradient"]["steps"] < 40  # stopped early
+    code = STREAMED.format(tests=os.path.join(ROOT, "tests"), resident=3000, target=str(target),
+                           acts=str(acts.directory))
+    port = free_port()
+    outs = [(tmp_path / f"out{k}.txt").open("w+") for k in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, THEORYCRAFT_COORDINATOR=f"localhost:{port}",
+                                         THEORYCRAFT_NUM_PROCESSES="2", THEORYCRAFT_PROCESS_ID=str(k)))
+               for k, out in enumerate(outs)]
+    failed = _wait(workers)
+    for w in workers:  # one failed: the other would wait for it in a collective
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    said = [out.seek(0) or out.read() for out in outs]
+    assert failed is None, said[failed][-3000:]
+    two = json.loads(next(line for line in said[0].splitlines() if line.startswith("result: "))[len("result: "):])
+    assert two["info"]["devices"] == 2
+    for key in ("steps", "best_validation_loss"):
+        assert two["info"][key] == pytest.approx(one.fit_info["gradient"][key], rel=1e-5)
+    w = np.asarray(one.params["net"]["layer0"]["w"])
+    np.testing.assert_allclose(two["w"], w, rtol=1e-4, atol=1e-5)
+
+
 def test_capture_parts_merge_by_key(tmp_path):
     """`capture --part K/N` records every N-th shard into a partial store; the whole capture of
     the same key adopts the parts' shards and records only what they lack, to the same arrays."""
