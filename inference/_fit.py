@@ -418,7 +418,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     train_idx = _distributed.own(acts, every_train)  # this process's own examples
     val_idx = _distributed.own(acts, np.flatnonzero(validating))
     shapes = site_shapes(theory, acts.sites)
-    budget = Budget.of(config.max_memory, config.batch_size, len(train_idx), len(val_idx),
+    budget = Budget.of(config.max_memory, config.batch_size, len(every_train), len(val_idx),  # Adam may hold all
                        data_bytes(shapes, len(local)))  # priced (and refused) before anything is allocated
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
     data = load_examples(theory, acts) if data is None else data  # read from the shards where indexed
@@ -457,6 +457,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
+    # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
             "processes": _distributed.process_count(), "examples_read": len(local)}
     summary |= {"seconds": round(time.time() - start, 2), "data": data}
