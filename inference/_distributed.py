@@ -100,24 +100,6 @@ def own(acts, index: np.ndarray) -> np.ndarray:
     return index if jax.process_count() == 1 else index[np.isin(index, local_rows(acts))]
 
 
-def mean(rows: np.ndarray) -> np.ndarray:
-    """The mean over every process's rows ([rows, d] -> [d])."""
-    if jax.process_count() == 1:
-        return np.asarray(rows).mean(0)
-    total, count = allsum(np.asarray(rows, np.float64).sum(0)), allsum(np.asarray(len(rows), np.int64))
-    return (total / max(int(count), 1)).astype(np.asarray(rows).dtype)
-
-
-def variance(rows: np.ndarray) -> np.ndarray:
-    """The variance of each column over every process's rows ([rows, d] -> [d])."""
-    if jax.process_count() == 1:
-        return np.var(rows, axis=0)
-    rows = np.asarray(rows, np.float64)
-    sums = allsum(np.stack([rows.sum(0), (rows ** 2).sum(0)]))
-    n = max(int(allsum(np.asarray(len(rows), np.int64))), 1)
-    return np.maximum(sums[1] / n - (sums[0] / n) ** 2, 0.0)
-
-
 def reduce_stats(stats):
     """Ridge sufficient statistics (``_ridge.Stats``) summed over processes; a process without
     rows takes part with zeros of the others' shapes."""
