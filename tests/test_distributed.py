@@ -148,10 +148,14 @@ from theorycraft.inference import FitConfig, _distributed, _stream, fit
 _distributed.initialize(_distributed.cluster_from_environment())
 _stream.RESIDENT_BYTES = {resident}
 from test_distributed import mlp_theory, STREAMED_CONFIG
+from theorycraft.scoring._fidelity import examples_of, squared_errors, summed
 from theorycraft.store import ActivationSet
-fitted = fit(mlp_theory({target!r}), ActivationSet({acts!r}), FitConfig(**STREAMED_CONFIG))
-if _distributed.is_leader():
-    print("result:", json.dumps({{"info": fitted.fit_info["gradient"], "w": np.asarray(fitted.params["net"]["layer0"]["w"]).tolist()}}))
+acts = ActivationSet({acts!r})
+fitted = fit(mlp_theory({target!r}), acts, FitConfig(**STREAMED_CONFIG))
+examples = examples_of(fitted, acts)
+print("result:", json.dumps({{"info": fitted.fit_info["gradient"], "w": np.asarray(fitted.params["net"]["layer0"]["w"]).tolist(),
+                             "scored": examples.own["test"].tolist(), "sst": examples.sst["test"]["y"],
+                             "sse": summed(squared_errors(fitted, examples.data, examples.own["test"]))["y"]}}))
 """
 STREAMED_CONFIG = dict(max_steps=40, batch_size=32, eval_every=5, patience=1, progress=False, learning_rate=0.1)
 
@@ -166,10 +170,12 @@ def mlp_theory(target):
 def test_two_processes_stream_the_steps_of_one(tmp_path, monkeypatch):
     """When the split does not fit in memory (a tiny RESIDENT_BYTES: shuffle windows of two steps,
     the validation loss summed window by window), two processes, each computing only its slices
-    of a window's steps, take one process's steps and stop early where it does."""
+    of a window's steps, take one process's steps and stop early where it does; each scores only
+    its own test examples, and the sums are one process's."""
     from conftest import recorded_target
     from theorycraft._processes import _wait, free_port
     from theorycraft.inference import _stream
+    from theorycraft.scoring._fidelity import examples_of, squared_errors
     from theorycraft.store import capture
     from theorycraft.targets import load_target
 
@@ -196,8 +202,14 @@ def test_two_processes_stream_the_steps_of_one(tmp_path, monkeypatch):
             w.wait()
     said = [out.seek(0) or out.read() for out in outs]
     assert failed is None, said[failed][-3000:]
-    two = json.loads(next(line for line in said[0].splitlines() if line.startswith("result: "))[len("result: "):])
-    assert two["info"]["devices"] == 2
+    zero, two = (json.loads(next(line for line in out.splitlines() if line.startswith("result: "))[len("result: "):])
+                 for out in said)
+    assert two["info"]["devices"] == 2 and zero == two | {"scored": zero["scored"]}  # every process alike
+    scored = [set(zero["scored"]), set(two["scored"])]
+    assert not scored[0] & scored[1] and scored[0] | scored[1] == set(acts.split("test").tolist())  # split between them
+    test = acts.split("test")  # one process's test squared errors and spread, from the scorer's own functions
+    assert two["sse"] == pytest.approx(squared_errors(one, examples_of(one, acts).data, test)["y"], rel=1e-5)
+    assert two["sst"] == pytest.approx(examples_of(one, acts).sst["test"]["y"], rel=1e-6)
     for key in ("steps", "best_validation_loss"):
         assert two["info"][key] == pytest.approx(one.fit_info["gradient"][key], rel=1e-5)
     w = np.asarray(one.params["net"]["layer0"]["w"])
