@@ -4,10 +4,12 @@ many processes through ``jax.distributed`` (its coordinator and collectives, not
 - Batches are sharded on ``data``; a large parameter (a table of 30,522 rows, a wide map) is
   sharded on ``model`` along its longest axis that the model devices divide; the rest is
   replicated. Optimiser state follows its parameter (same shape, same placement).
-- With several processes, each one reads its own examples (whole shards of the capture), feeds
-  its rows of a batch with ``jax.make_array_from_process_local_data``, and the sufficient
-  statistics of the exact solves are summed across processes (``allsum``). Every process ends
-  with the same parameters; only process 0 writes artifacts.
+- With several processes, each one reads its own examples (whole shards of the capture) for the
+  sums: the sufficient statistics of the exact solves, the validation loss and the scorer's
+  squared errors are summed across processes (``allsum``). Adam's steps are those of one
+  process: each process draws the same order of the whole training split and feeds its equal
+  slice of every step with ``jax.make_array_from_process_local_data`` (read from whichever
+  shard holds it). Every process ends with the same parameters; only process 0 writes artifacts.
 """
 
 from __future__ import annotations
@@ -79,12 +81,6 @@ def is_leader() -> bool:
     return jax.process_index() == 0
 
 
-def rank() -> tuple[int, ...]:
-    """This process's index, to seed what differs between processes (empty on a lone process, so
-    its random draws are those of a fit that never heard of processes)."""
-    return (jax.process_index(),) if jax.process_count() > 1 else ()
-
-
 def local_rows(acts) -> np.ndarray:
     """The examples this process reads (sorted): every one on a lone process; with several,
     whole shards of the capture dealt round-robin (no two processes open the same file), or,
@@ -99,22 +95,9 @@ def local_rows(acts) -> np.ndarray:
     return np.concatenate([np.arange(*b) for k, b in enumerate(bounds) if k % count == index])
 
 
-def mean(rows: np.ndarray) -> np.ndarray:
-    """The mean over every process's rows ([rows, d] -> [d])."""
-    if jax.process_count() == 1:
-        return np.asarray(rows).mean(0)
-    total, count = allsum(np.asarray(rows, np.float64).sum(0)), allsum(np.asarray(len(rows), np.int64))
-    return (total / max(int(count), 1)).astype(np.asarray(rows).dtype)
-
-
-def variance(rows: np.ndarray) -> np.ndarray:
-    """The variance of each column over every process's rows ([rows, d] -> [d])."""
-    if jax.process_count() == 1:
-        return np.var(rows, axis=0)
-    rows = np.asarray(rows, np.float64)
-    sums = allsum(np.stack([rows.sum(0), (rows ** 2).sum(0)]))
-    n = max(int(allsum(np.asarray(len(rows), np.int64))), 1)
-    return np.maximum(sums[1] / n - (sums[0] / n) ** 2, 0.0)
+def own(acts, index: np.ndarray) -> np.ndarray:
+    """The examples of ``index`` that this process reads (``local_rows``), in their order."""
+    return index if jax.process_count() == 1 else index[np.isin(index, local_rows(acts))]
 
 
 def reduce_stats(stats):

@@ -77,15 +77,10 @@ def site_shapes(theory: Theory, recorded: Mapping[str, tuple]) -> dict[str, tupl
     return shapes
 
 
-def load_examples(theory: Theory, acts, rows: np.ndarray | None = None) -> dict:
+def load_examples(theory: Theory, acts) -> dict:
     """The inputs and every site (positions selected), all examples, read from the memory-mapped
-    shards only where indexed (``data[site][rows]`` is a float32 batch): nothing is loaded here.
-    With ``rows`` (a process's own examples), those rows, in memory."""
-    data = capture_rows(theory, acts)
-    return data if rows is None else take(data, rows)
-
-
-_take = take  # the rows of a batch, in memory
+    shards only where indexed (``data[site][rows]`` is a float32 batch): nothing is loaded here."""
+    return capture_rows(theory, acts)
 
 
 def train_means(plan: Plan, data, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -230,8 +225,8 @@ def _fixed_bytes(plan: Plan, data, index: np.ndarray, sites) -> int:
 
 
 def _streamed_loss(plan: Plan, sites, variances, means, data, index: np.ndarray, window: int) -> Callable:
-    """The loss over examples ``index`` too many to hold at once: per-site squared errors summed
-    window by window, then averaged as ``make_loss`` does."""
+    """The loss over examples ``index`` (this process's; Σ over processes) too many to hold at
+    once: per-site squared errors summed window by window, then averaged as ``make_loss`` does."""
     def sse(params, batch):
         return {s: jnp.sum((predict_site(plan, params, s, batch[s], means[s], batch[s]["__y__"].shape[0])
                             - batch[s]["__y__"]) ** 2) for s in sites}
@@ -239,51 +234,62 @@ def _streamed_loss(plan: Plan, sites, variances, means, data, index: np.ndarray,
 
     def loss(params):
         params = _distributed.to_host(params)
-        totals, rows = {s: 0.0 for s in sites}, {s: 0 for s in sites}
+        sums = np.zeros((2, len(sites)))  # [squared error, rows] per site
         for part in chunks(index, 1, window):
             batch = _fixed_by_site(plan, take(data, part), sites)
-            for s, v in sse(params, batch).items():
-                totals[s] += float(v)
-                rows[s] += batch[s]["__y__"].shape[0]
-        return sum(totals[s] / max(rows[s], 1) / variances[s] for s in sites) + float(_penalties(plan, params))
+            for j, (s, v) in enumerate(sse(params, batch).items()):
+                sums[:, j] += float(v), batch[s]["__y__"].shape[0]
+        totals, rows = _distributed.allsum(sums)  # every process's rows
+        return sum(t / max(r, 1) / variances[s] for s, t, r in zip(sites, totals, rows)) + float(_penalties(plan, params))
     return loss
 
 
 def _variances(plan: Plan, sites, data, index: np.ndarray, means) -> dict[str, float]:
-    """Each site's summed per-dimension variance over ``index`` (around its mean over them)."""
+    """Each site's summed per-dimension variance over ``index`` (this process's examples; Σ over
+    processes), around its mean over them."""
     out = {}
     for s in sites:
         total, count = 0.0, 0
         for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
             y = site_rows(plan, s, data[s][rows])
             total, count = total + float(((y - means[s]) ** 2).sum(dtype=np.float64)), count + len(y)
-        out[s] = total / max(count, 1) + 1e-12
+        total, count = _distributed.allsum(np.array([total, count], np.float64))
+        out[s] = float(total) / max(float(count), 1) + 1e-12
     return out
 
 
 def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, val_idx, means, config: FitConfig,
                  checkpoint: Checkpoint, log: Callable[[str], None], metrics: Metrics = Metrics(),
-                 stage: int = 0, stop: Callable[[], bool] | None = None, blocks=()) -> tuple[dict, dict]:
+                 stage: int = 0, stop: Callable[[], bool] | None = None, blocks=(), own_train=None,
+                 validation: int | None = None) -> tuple[dict, dict]:
     """Adam on minibatches of examples, data-parallel over every JAX device (and process), early
     stopping on the validation split. Returns the best parameters and a summary. The fixed inputs
     of a split are computed once when they fit in ``RESIDENT_BYTES``; otherwise the steps read
     shuffled windows of the memory-mapped shards (``_stream.Windows``; ``blocks``: the training
     positions each shard holds) and the validation loss is summed window by window. At each
     evaluation a ``fit`` record goes to ``metrics``. ``stop`` is asked before every step; when it
-    says so, the fit raises ``Stopped``."""
+    says so, the fit raises ``Stopped``.
+
+    On several processes, ``train_idx`` is still the whole training split: every process draws
+    the same order of it and feeds its equal part of each step, so the steps are those of one
+    process. ``own_train`` (default ``train_idx``) and ``val_idx`` are this process's own
+    examples, whose sums (variances, the validation loss) are added across processes;
+    ``validation``: the validation examples of every process together."""
+    own_train = train_idx if own_train is None else own_train
+    validation = len(val_idx) if validation is None else validation
     layout = _distributed.Layout(_distributed.make_mesh(config.model_shards))  # batches on `data`, big params on `model`
     devices = jax.devices()
     per_step = max(layout.data, config.batch_size // len(devices) * len(devices))
-    local_step = per_step // jax.process_count()  # this process's rows of each step
-    per_example = _fixed_bytes(plan, data, train_idx, sites)
-    windows = Windows(len(train_idx), local_step, config.seed, _stream.RESIDENT_BYTES // per_example, blocks,
-                      salt=_distributed.rank())
-    held = {"members": None, "fixed": None, "order": None, "length": 0}
-    if windows.resident:
-        held.update(members=(0, 0), fixed=_fixed_by_site(plan, take(data, train_idx), sites), length=len(train_idx))
-        variances = {s: float(_distributed.variance(held["fixed"][s]["__y__"]).sum()) + 1e-12 for s in sites}
+    part, parts = jax.process_index(), jax.process_count()  # this process's slice of each step
+    per_example = _fixed_bytes(plan, data, train_idx, sites)  # alike on every process: the same windows
+    windows = Windows(len(train_idx), per_step, config.seed, _stream.RESIDENT_BYTES // per_example, blocks)
+    held = {"key": None, "positions": None, "fixed": None, "order": None}
+    if windows.resident:  # the whole split, computed once, on every process
+        held.update(key=0, positions=np.arange(len(train_idx)),
+                    fixed=_fixed_by_site(plan, take(data, train_idx), sites))
+        variances = {s: float(np.var(held["fixed"][s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
     else:
-        variances = _variances(plan, sites, data, train_idx, means)
+        variances = _variances(plan, sites, data, own_train, means)
         log(f"streaming: {len(train_idx):,} training examples in shuffled windows of {windows.window:,}")
     loss = make_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites})
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(100, config.max_steps // 10 + 1),
@@ -292,18 +298,21 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
 
     def train_batch(k: int) -> dict:
         epoch, w, start = windows.locate(k)
-        if held["members"] != (0 if windows.resident else epoch, w):  # a new window: read it, shuffle it
+        key = (0 if windows.resident else epoch, w)
+        if held["order"] is None or held["order"][0] != (epoch, w):  # a new window (or epoch): its shuffle
             members = windows.members(epoch, w)
-            held.update(members=(epoch, w), fixed=_fixed_by_site(plan, take(data, train_idx[members]), sites),
-                        length=len(members))
-        if held["order"] is None or held["order"][0] != (epoch, w):
-            held["order"] = ((epoch, w), windows.order(epoch, w, held["length"]))
-        return _gather(held["fixed"], plan, sites, picked(held["order"][1], start, local_step))
+            held["order"] = ((epoch, w), members, windows.order(epoch, w, len(members)))
+        _, members, order = held["order"]
+        if held["key"] != key and not windows.resident:  # read this process's rows of the window's steps
+            positions = np.unique(members[order[windows.share(w, part, parts)]])
+            held.update(key=key, positions=positions, fixed=_fixed_by_site(plan, take(data, train_idx[positions]), sites))
+        rows = members[picked(order, start, per_step, part, parts)]  # positions in the training split
+        return _gather(held["fixed"], plan, sites, np.searchsorted(held["positions"], rows))
 
-    if len(val_idx) * per_example <= _stream.RESIDENT_BYTES:
+    if validation * per_example <= _stream.RESIDENT_BYTES:  # decided alike on every process
         val_loss = _distributed.validation_loss(loss, layout, _fixed_by_site(plan, take(data, val_idx), sites),
                                                 len(val_idx))
-    else:  # on several processes, each judges its own validation rows
+    else:
         val_loss = _streamed_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites}, data, val_idx,
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
@@ -404,15 +413,15 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     allowed = np.zeros(acts.n, bool)
     allowed[examples if examples is not None else slice(None)] = True
     local = _distributed.local_rows(acts)  # all examples; on several processes, this one's shards
-    train_idx = np.flatnonzero((~acts.is_test & ~acts.is_validation & allowed)[local])  # positions in `local`
-    val_idx = np.flatnonzero((acts.is_validation & allowed)[local])
+    training, validating = ~acts.is_test & ~acts.is_validation & allowed, acts.is_validation & allowed
+    every_train = np.flatnonzero(training)  # Adam's steps draw from all of it, on every process
+    train_idx = _distributed.own(acts, every_train)  # this process's own examples
+    val_idx = _distributed.own(acts, np.flatnonzero(validating))
     shapes = site_shapes(theory, acts.sites)
-    budget = Budget.of(config.max_memory, config.batch_size, len(train_idx), len(val_idx),
+    budget = Budget.of(config.max_memory, config.batch_size, len(every_train), len(val_idx),  # Adam may hold all
                        data_bytes(shapes, len(local)))  # priced (and refused) before anything is allocated
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
-    several = len(local) < acts.n
-    data = (load_examples(theory, acts, local if several else None) if data is None else
-            take(data, local) if several else data)
+    data = load_examples(theory, acts) if data is None else data  # read from the shards where indexed
     means = train_means(plan, data, train_idx)
     params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
@@ -439,14 +448,16 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         if learning:
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
-            learned, info = fit_gradient(staged, learning, rest, data, train_idx, val_idx, means, config, checkpoint, log,
-                                         metrics, stage=k, stop=stop, blocks=() if several else shard_blocks(acts, train_idx))
+            learned, info = fit_gradient(staged, learning, rest, data, every_train, val_idx, means, config, checkpoint,
+                                         log, metrics, stage=k, stop=stop, blocks=shard_blocks(acts, every_train),
+                                         own_train=train_idx, validation=int(validating.sum()))
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
+    # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
             "processes": _distributed.process_count(), "examples_read": len(local)}
     summary |= {"seconds": round(time.time() - start, 2), "data": data}

@@ -10,6 +10,8 @@ shards for the rows it needs now, so what is held grows with the batch, not with
   epoch shuffles blocks of consecutive examples (a shard's, at most ``block`` long), cuts the
   shuffled sequence into windows that fit, and permutes each window in memory (a shuffle buffer,
   as streaming data loaders do). Deterministic for a seed, with no permutation of the whole split.
+  The order is that of the whole training split, whatever the number of processes: each process
+  takes its equal part of every step (``picked``), so N processes take the steps of one.
 """
 
 from __future__ import annotations
@@ -99,9 +101,8 @@ class Windows:
     """The examples of each Adam step (positions into the training split), seeded; see the module
     docstring. ``window`` examples are held at once (all of them: ``resident``)."""
 
-    def __init__(self, n: int, per_step: int, seed: int, window: int, blocks: Sequence[tuple[int, int]] = (),
-                 salt: Sequence[int] = ()):
-        self.n, self.per_step, self.seed, self.salt = n, per_step, seed, tuple(salt)  # salt: a process's rank
+    def __init__(self, n: int, per_step: int, seed: int, window: int, blocks: Sequence[tuple[int, int]] = ()):
+        self.n, self.per_step, self.seed = n, per_step, seed
         self.per_epoch = max(n // per_step, 1)
         self.resident = window >= n
         self.window = n if self.resident else max(per_step, window // per_step * per_step)
@@ -117,7 +118,7 @@ class Windows:
         """Positions of window ``w`` of ``epoch``, in block order (resident: all, in order)."""
         if self.resident:
             return np.arange(self.n)
-        blocks = self.blocks[np.random.default_rng([self.seed, epoch, *self.salt]).permutation(len(self.blocks))]
+        blocks = self.blocks[np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))]
         ends = np.cumsum(blocks[:, 1] - blocks[:, 0])
         lo, hi = w * self.window, (w + 1) * self.window
         pieces = []
@@ -129,7 +130,7 @@ class Windows:
 
     def order(self, epoch: int, w: int, length: int) -> np.ndarray:
         """The shuffle of a window (resident: today's permutation of the whole split)."""
-        key = [self.seed, epoch, *self.salt] if self.resident else [self.seed, epoch, w, *self.salt]
+        key = [self.seed, epoch] if self.resident else [self.seed, epoch, w]
         return np.random.default_rng(key).permutation(length)
 
     def locate(self, step: int) -> tuple[int, int, int]:
@@ -138,8 +139,19 @@ class Windows:
         w = 0 if self.resident else offset // self.window
         return epoch, w, offset - w * self.window
 
+    def share(self, w: int, part: int = 0, parts: int = 1) -> np.ndarray:
+        """The places in window ``w``'s order that process ``part`` of ``parts`` reads over the
+        window's steps (streamed windows only: every step lies whole inside its window)."""
+        end = min(self.window, self.per_epoch * self.per_step - w * self.window)
+        local = self.per_step // parts
+        starts = np.arange(0, max(end, 0), self.per_step)
+        return (starts[:, None] + part * local + np.arange(local)).reshape(-1)
 
-def picked(order: np.ndarray, start: int, per_step: int) -> np.ndarray:
-    """A step's rows of its window; fewer examples than a batch: repeated, keeping shapes fixed."""
+
+def picked(order: np.ndarray, start: int, per_step: int, part: int = 0, parts: int = 1) -> np.ndarray:
+    """A step's rows of its window, process ``part``'s equal slice of them (all, on one process);
+    fewer examples than a batch: repeated, keeping shapes fixed."""
     rows = order[start:start + per_step]
-    return np.resize(rows, per_step) if len(rows) < per_step else rows
+    rows = np.resize(rows, per_step) if len(rows) < per_step else rows
+    local = per_step // parts
+    return rows[part * local:(part + 1) * local]

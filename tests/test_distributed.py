@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,8 +86,9 @@ def test_a_table_sharded_two_by_two_fits_like_one_device(tmp_path):
 
 def test_two_processes_fit_and_score_like_one(tmp_path):
     """`infer --processes 2`: two workers on localhost (gloo), each reading its own shards of the
-    capture; the exact solves (ridge, sums of tables) match one process, and Adam, fed each
-    process's rows of a step, learns the same site about as well."""
+    capture for the sums; the exact solves (ridge, sums of tables) match one process, Adam takes
+    one process's steps (each process feeds its slice of every step) and stops where it does,
+    and the scorecard, summed over both processes' shards, is one process's."""
     import theorycraft as tc
     from conftest import recorded_target
     from theorycraft.cli import main
@@ -119,13 +122,98 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
     assert two.fit_info["data"] | {"capture": None, "cache": None} == {"capture": None, "cache": None, "n": 600,
                                                                     "processes": 2, "examples_read": 300}
     assert two.fit_info["gradient"]["devices"] == 2
+    for key in ("steps", "best_validation_loss"):  # the same steps, stopped at the same one
+        assert two.fit_info["gradient"][key] == pytest.approx(one.fitted.fit_info["gradient"][key], rel=1e-5)
     for name in ("lin", "by_a", "by_b"):  # exact: sums over processes, then the same solve
         for leaf, value in one.fitted.params[name].items():
             np.testing.assert_allclose(two.params[name][leaf], value, rtol=1e-5, atol=1e-6)
-    for site in ("y", "z"):
-        assert card.sites[site].r2_test == pytest.approx(one.scorecard.sites[site].r2_test, abs=1e-6)
-    assert card.sites["u"].r2_test > 0.2  # each process's own rows of every step: it learns as one process does
-    assert card.sites["u"].r2_test == pytest.approx(one.scorecard.sites["u"].r2_test, abs=0.1)
+    net = jax.tree_util.tree_leaves(one.fitted.params["net"])
+    assert np.abs(net[0]).max() > 0.1  # Adam moved it
+    for a, b in zip(jax.tree_util.tree_leaves(two.params["net"]), net, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert card.sites["u"].r2_test > 0.2
+    assert set(card.sites) == set(one.scorecard.sites) == {"y", "z", "u"}
+    for site in card.sites:  # every figure of the scorecard, summed over the two processes' shards
+        assert asdict(card.sites[site]) == pytest.approx(asdict(one.scorecard.sites[site]), abs=1e-5), site
+    for field in ("coverage", "coverage_validation", "coverage_free", "coverage_validation_free"):
+        assert getattr(card, field) == pytest.approx(getattr(one.scorecard, field), abs=1e-5), field
+    assert card.size == one.scorecard.size
+
+
+STREAMED = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from theorycraft.inference import FitConfig, _distributed, _stream, fit
+_distributed.initialize(_distributed.cluster_from_environment())
+_stream.RESIDENT_BYTES = {resident}
+from test_distributed import mlp_theory, STREAMED_CONFIG
+from theorycraft.scoring._fidelity import examples_of, squared_errors, summed
+from theorycraft.store import ActivationSet
+acts = ActivationSet({acts!r})
+fitted = fit(mlp_theory({target!r}), acts, FitConfig(**STREAMED_CONFIG))
+examples = examples_of(fitted, acts)
+print("result:", json.dumps({{"info": fitted.fit_info["gradient"], "w": np.asarray(fitted.params["net"]["layer0"]["w"]).tolist(),
+                             "scored": examples.own["test"].tolist(), "sst": examples.sst["test"]["y"],
+                             "sse": summed(squared_errors(fitted, examples.data, examples.own["test"]))["y"]}}))
+"""
+STREAMED_CONFIG = dict(max_steps=40, batch_size=32, eval_every=5, patience=1, progress=False, learning_rate=0.1)
+
+
+def mlp_theory(target):
+    from theorycraft.spec import parse_theory
+
+    return parse_theory(f"theory: streamed\ntarget: activations:{target}\nsites: {{x: x, y: y}}\ninputs: [x]\n"
+                        "components: {net: {kind: mlp, from: x, hidden: [8], predicts: y}}\n", path="streamed.yaml")
+
+
+def test_two_processes_stream_the_steps_of_one(tmp_path, monkeypatch):
+    """When the split does not fit in memory (a tiny RESIDENT_BYTES: shuffle windows of two steps,
+    the validation loss summed window by window), two processes, each computing only its slices
+    of a window's steps, take one process's steps and stop early where it does; each scores only
+    its own test examples, and the sums are one process's."""
+    from conftest import recorded_target
+    from theorycraft._processes import _wait, free_port
+    from theorycraft.inference import _stream
+    from theorycraft.scoring._fidelity import examples_of, squared_errors
+    from theorycraft.store import capture
+    from theorycraft.targets import load_target
+
+    target = recorded_target(tmp_path)
+    theory = mlp_theory(target)
+    acts = capture(load_target(theory.target), ["x", "y"], cache_dir=tmp_path / "cache", progress=False, shard_rows=100)
+    monkeypatch.setattr(_stream, "RESIDENT_BYTES", 3000)
+    said = []
+    one = fit(theory, acts, FitConfig(**STREAMED_CONFIG), log=said.append)
+    assert any("shuffled windows of 64" in line for line in said)  # two steps of 32 a window
+    assert one.fit_info["gradient"]["steps"] < 40  # stopped early
+    code = STREAMED.format(tests=os.path.join(ROOT, "tests"), resident=3000, target=str(target),
+                           acts=str(acts.directory))
+    port = free_port()
+    outs = [(tmp_path / f"out{k}.txt").open("w+") for k in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, THEORYCRAFT_COORDINATOR=f"localhost:{port}",
+                                         THEORYCRAFT_NUM_PROCESSES="2", THEORYCRAFT_PROCESS_ID=str(k)))
+               for k, out in enumerate(outs)]
+    failed = _wait(workers)
+    for w in workers:  # one failed: the other would wait for it in a collective
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    said = [out.seek(0) or out.read() for out in outs]
+    assert failed is None, said[failed][-3000:]
+    zero, two = (json.loads(next(line for line in out.splitlines() if line.startswith("result: "))[len("result: "):])
+                 for out in said)
+    assert two["info"]["devices"] == 2 and zero == two | {"scored": zero["scored"]}  # every process alike
+    scored = [set(zero["scored"]), set(two["scored"])]
+    assert not scored[0] & scored[1] and scored[0] | scored[1] == set(acts.split("test").tolist())  # split between them
+    test = acts.split("test")  # one process's test squared errors and spread, from the scorer's own functions
+    assert two["sse"] == pytest.approx(squared_errors(one, examples_of(one, acts).data, test)["y"], rel=1e-5)
+    assert two["sst"] == pytest.approx(examples_of(one, acts).sst["test"]["y"], rel=1e-6)
+    for key in ("steps", "best_validation_loss"):
+        assert two["info"][key] == pytest.approx(one.fit_info["gradient"][key], rel=1e-5)
+    w = np.asarray(one.params["net"]["layer0"]["w"])
+    np.testing.assert_allclose(two["w"], w, rtol=1e-4, atol=1e-5)
 
 
 def test_capture_parts_merge_by_key(tmp_path):

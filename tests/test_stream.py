@@ -57,6 +57,25 @@ def test_shuffle_windows_visit_every_example_once_an_epoch_and_are_seeded():
     assert not np.array_equal(first[:200], np.arange(200))  # not store order
 
 
+def test_processes_take_equal_slices_of_the_steps_of_one():
+    """N processes draw one process's order and each feeds its slice of every step: together,
+    the steps of one process; a window's ``share`` is what a process reads of it, no more."""
+    windows = Windows(1000, 48, 3, 200, blocks=[(0, 300), (300, 1000)])
+    for k in range(3 * windows.per_epoch):
+        e, w, start = windows.locate(k)
+        members = windows.members(e, w)
+        order = windows.order(e, w, len(members))
+        one = members[picked(order, start, 48)]
+        parts = [members[picked(order, start, 48, p, 3)] for p in range(3)]
+        assert all(len(part) == 16 for part in parts)
+        np.testing.assert_array_equal(np.concatenate(parts), one)
+        for p, part in enumerate(parts):
+            assert set(part) <= set(members[order[windows.share(w, p, 3)]])
+    e, w, _ = windows.locate(0)
+    shares = [windows.share(w, p, 3) for p in range(3)]
+    assert sum(map(len, shares)) == 192 and len(np.unique(np.concatenate(shares))) == 192  # 4 steps of 48, split
+
+
 def test_a_split_that_fits_is_one_permutation_an_epoch():
     windows = Windows(100, 30, 7, 10 ** 6)
     assert windows.resident

@@ -218,15 +218,16 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     processes : int
         Fit on N processes joined by ``jax.distributed``, each reading its own shards of the
         capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
-        here. In a process that has joined one (``join()``), only process 0 scores and writes.
+        here. In a process that has joined one (``join()``), every process fits and scores (the
+        same numbers) and only process 0 writes.
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
     Returns
     -------
     Inferred
-        ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split); the
-        scorecard is None on processes other than 0.
+        ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split), alike
+        on every process.
     """
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
@@ -254,10 +255,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
-    if not _distributed.is_leader():  # process 0 scores and writes
-        return Inferred(fitted, None)
-    card = score(fitted, acts, bits=False)
-    if out is not None:
+    card = score(fitted, acts, bits=False)  # every process scores its own shards; the sums are shared
+    if out is not None and _distributed.is_leader():  # process 0 writes
         fitted.save(out)
         card.save(out)
     return Inferred(fitted, card)

@@ -15,7 +15,7 @@ import numpy as np
 
 from theorycraft.inference._compile import site_rows
 from theorycraft.inference._fit import load_examples
-from theorycraft.inference import _stream
+from theorycraft.inference import _distributed, _stream
 
 PRECISION = 0.01  # residuals are coded to 1% of their site's standard deviation (on the non-test examples)
 SPLITS = ("train", "validation", "test")
@@ -28,6 +28,7 @@ class Examples:
 
     data: Mapping[str, np.ndarray]  # inputs and every site, positions selected: read from the shards where indexed
     index: Mapping[str, np.ndarray]  # split -> example indices
+    own: Mapping[str, np.ndarray]  # split -> those of this process's shards (all, on one process)
     sst: Mapping[str, Mapping[str, float]]  # split -> site -> Σ (y − train mean)²
     precision: Mapping[str, float]
 
@@ -45,16 +46,24 @@ class Examples:
 
 
 def examples_of(fitted, acts, data: Mapping[str, np.ndarray] | None = None, limit: int | None = None) -> Examples:
-    """``limit`` caps the validation and test examples (the first ones; the store is shuffled once)."""
+    """``limit`` caps the validation and test examples (the first ones; the store is shuffled once).
+    On several processes each reads only its own shards: the spreads are summed across them."""
     data = data if data is not None else load_examples(fitted.theory, acts)
     index = {split: acts.split(split) for split in SPLITS}
     if limit:
         index |= {split: index[split][:limit] for split in ("validation", "test")}
-    sst = {split: spreads(fitted, data, rows) for split, rows in index.items()}
+    own = {split: _distributed.own(acts, rows) for split, rows in index.items()}
+    sst = {split: summed(spreads(fitted, data, rows)) for split, rows in own.items()}
     seen = np.flatnonzero(~acts.is_test)
     precision = {s: PRECISION * max(np.sqrt(v / values_of(fitted, s, len(seen))), 1e-12)
-                 for s, v in spreads(fitted, data, seen).items()}
-    return Examples(data, index, sst, precision)
+                 for s, v in summed(spreads(fitted, data, _distributed.own(acts, seen))).items()}
+    return Examples(data, index, own, sst, precision)
+
+
+def summed(values: Mapping[str, float]) -> dict[str, float]:
+    """Per-site sums over this process's examples -> over every process's (as is, on one)."""
+    totals = _distributed.allsum(np.array(list(values.values()), np.float64))
+    return {s: float(v) for s, v in zip(values, totals)}
 
 
 def batches(fitted, index: np.ndarray) -> list[np.ndarray]:

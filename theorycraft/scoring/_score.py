@@ -14,7 +14,7 @@ from theorycraft.inference._fitted import count_params
 
 from ._axioms import Lab, counterfactual_fidelity
 from ._card import Scorecard, ShiftScore, SiteScore, SizeScore
-from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, spreads, squared_errors
+from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, spreads, squared_errors, summed
 from ._mdl import mdl, prequential as prequential_code
 from ._size import measure
 from ._splice import splice_scores
@@ -25,9 +25,10 @@ COUNTERFACTUAL_EXAMPLES = 256  # held-out examples each standard intervention ru
 
 def fidelity(fitted, examples: Examples) -> Scorecard:
     """R² of every covered site on each split, and coverage on validation and test, teacher-forced
-    and free-running: the scorecard before bits (what ``infer`` prints)."""
-    sse = {split: squared_errors(fitted, examples.data, examples.index[split]) for split in SPLITS}
-    free = {split: squared_errors(fitted, examples.data, examples.index[split], free=True)
+    and free-running: the scorecard before bits (what ``infer`` prints). On several processes each
+    scores its own examples, and the squared errors are summed across them."""
+    sse = {split: summed(squared_errors(fitted, examples.data, examples.own[split])) for split in SPLITS}
+    free = {split: summed(squared_errors(fitted, examples.data, examples.own[split], free=True))
             for split in ("validation", "test")}
     sst = examples.sst
     sites = {s: SiteScore(*(round(r2(sse[split][s], sst[split][s]), 6) for split in SPLITS),
