@@ -197,6 +197,9 @@ def wrong_output():
 
 def small_vocabulary():
     return UserModel(Bigram(), data, vocab_size=5)
+
+def undeclared():
+    return Bigram(), data
 '''
 
 
@@ -304,3 +307,27 @@ def test_seq_len_where_it_sets_nothing_is_a_usage_error(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(tmp_path, monkeypatch, capsys):
+    """The default vocabulary's token tables take the size the factory declares (UserModel's
+    vocab_size): search finds the embedding as a table of the token. A factory that declares none
+    is refused first, saying how to declare it."""
+    from safetensors.numpy import load_file
+
+    (tmp_path / "mymodel.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "start.yaml").write_text("theory: bigram\ntarget: torch:mymodel:make\nsites: {embed: embed}\n")
+    args = ["--trust-code", "--n", "400", "--max-steps", "50", "--tries", "2", "--cache", "cache", "--no-progress"]
+    assert main(["search", "start.yaml", "--out", "found", *args]) == 0
+    found = load_theory("found/theory.yaml", trust_code=True)
+    tables = [c for c in found.components.values() if c.kind == "lookup" and c.predicts == "embed"]
+    assert [[e.text for e in c.of] for c in tables] == [["tok"]] and tables[0].size is None  # sized by the vocabulary
+    assert found.variables["tok"].text == "token[i]"
+    assert "test coverage 1.0000" in capsys.readouterr().out
+    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "tok_code" in k}
+    assert list(rows.values()) == [(11 + 1, 8)], rows  # a row per declared token id, one for none (outside: row)
+
+    (tmp_path / "bare.yaml").write_text("theory: bare\ntarget: torch:mymodel:undeclared\nsites: {embed: embed}\n")
+    assert main(["search", "bare.yaml", "--out", "bare", *args]) == 1
+    assert "torch:mymodel:undeclared declares no vocabulary" in capsys.readouterr().err

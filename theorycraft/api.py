@@ -410,6 +410,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
+        _vocabulary_known(theory, acts)
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
@@ -423,6 +424,17 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
     return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
                         config=config, reference=reference)
+
+
+def _vocabulary_known(theory: Theory, acts: ActivationSet) -> None:
+    """The default search vocabulary has tables of the input's tokens, sized by the target's
+    vocabulary: a token target that declares none is refused before any fit, saying how to declare it."""
+    import numpy as np
+
+    if acts.vocab_size is None and np.issubdtype(acts.inputs().dtype, np.integer):
+        raise FitError(f"{theory.target} declares no vocabulary, and the default search vocabulary has tables of its "
+                       f"tokens: return theorycraft.targets.UserModel(module, dataset_fn, vocab_size=V) from the "
+                       f"factory (V token ids), or pass --vocabulary VOCAB.yaml with a size on each lookup")
 
 
 def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
