@@ -318,7 +318,7 @@ def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(t
     (tmp_path / "mymodel.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "start.yaml").write_text("theory: bigram\ntarget: torch:mymodel:make\nsites: {embed: embed}\n")
-    args = ["--trust-code", "--n", "400", "--max-steps", "50", "--tries", "2", "--cache", "cache", "--no-progress"]
+    args = ["--trust-code", "--n", "200", "--max-steps", "50", "--tries", "1", "--cache", "cache", "--no-progress"]
     assert main(["search", "start.yaml", "--out", "found", *args]) == 0
     found = load_theory("found/theory.yaml", trust_code=True)
     tables = [c for c in found.components.values() if c.kind == "lookup" and c.predicts == "embed"]
