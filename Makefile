@@ -19,6 +19,7 @@ demo: $(BIN)/theorycraft
 	$(BIN)/theorycraft validate examples/*.yaml
 	$(BIN)/theorycraft infer examples/modadd_fourier.yaml --out runs/modadd-fourier
 
-# two workers (pytest-xdist), a test file each at a time: the suite's heavy fixtures run side by side
+# two workers (pytest-xdist), a test file each at a time, handed out in collection order: the
+# slowest files first (tests/conftest.py, SLOWEST_FIRST), side by side, the rest around them
 test: $(BIN)/theorycraft
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder

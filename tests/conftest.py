@@ -11,6 +11,18 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
 BROKEN = sorted((ROOT / "tests" / "data" / "broken").glob("*.yaml"))
 
 
+# The files whose tests take longest (the benchmark's fixture, the killed commands), slowest first:
+# collected first, so that `make test` (-n 2 --dist loadfile --no-loadscope-reorder: files handed
+# out in this order) starts each at once on its own worker and the other files fill in around
+# them. xdist's own order (files with the most tests first) handed them out last, to end the suite.
+SLOWEST_FIRST = ("test_bench.py", "test_crash.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
+
 @pytest.fixture
 def at_root(monkeypatch):
     """Run from the repository root, so paths in messages read as a user would type them."""

@@ -4,6 +4,7 @@ sentences (no hub), run through sites -> capture -> infer -> score; and torch: f
 what their output is."""
 
 import importlib.util
+import json
 import textwrap
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 pytest.importorskip("transformers", reason="the minilm extra is not installed")
 
 from conftest import ROOT  # noqa: E402
-from theorycraft.api import infer  # noqa: E402
+from theorycraft.api import infer, load_run  # noqa: E402
 from theorycraft.cli import main  # noqa: E402
 from theorycraft.errors import TargetError  # noqa: E402
 from theorycraft.scoring import examples_of, score, splice_scores  # noqa: E402
@@ -196,6 +197,9 @@ def wrong_output():
 
 def small_vocabulary():
     return UserModel(Bigram(), data, vocab_size=5)
+
+def undeclared():
+    return Bigram(), data
 '''
 
 
@@ -230,3 +234,100 @@ def test_a_torch_factory_in_the_working_directory_declares_its_output_and_vocabu
         load_target("torch:mymodel:wrong_output", trust_code=True)
     with pytest.raises(TargetError, match="has token id 10; expected ids below vocab_size 5"):
         load_target("torch:mymodel:small_vocabulary", trust_code=True)
+
+
+# --- --seq-len on search and check as on capture and infer; score's text in the run's windows ------
+
+TOKEN_THEORY = """\
+theory: tiny-lm-tokens
+target: hf:{path}
+sites:
+  resid0: blocks.0.hook_resid_post
+variables:
+  tok: token[i]
+components:
+  by_token: {{kind: lookup, of: tok, predicts: resid0}}
+axioms:
+  needs_its_first_layer:
+    zero: blocks.0.hook_resid_post
+    changes: output
+    metric: kl
+    at_least: 0.001
+"""
+
+
+@pytest.fixture
+def tiny_gpt2(tokenizer, tmp_path, monkeypatch):
+    """A random-weight GPT-2 of 64 positions, its theory of tokens, the default corpus kept small, and
+    the working directory a fresh one (check fits into runs/)."""
+    import theorycraft.targets._hf as hf
+
+    make_tiny_lm.save_tiny_lm("gpt2", tmp_path / "gpt2", tokenizer)
+    (tmp_path / "tokens.yaml").write_text(TOKEN_THEORY.format(path=tmp_path / "gpt2"))
+    monkeypatch.setattr(hf, "stdlib_docstrings", lambda: TEXTS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def windows_in(cache) -> dict:
+    """Every capture of a store: its key -> (window length, site shape)."""
+    from theorycraft.store import ActivationSet
+
+    sets = [ActivationSet(m.parent) for m in sorted(cache.glob("*/manifest.json"))]
+    return {a.key: (a.inputs().shape[1], tuple(a.sites["blocks.0.hook_resid_post"])) for a in sets}
+
+
+def test_search_and_check_capture_windows_of_seq_len_and_score_text_the_runs(tiny_gpt2, capsys):
+    cache = tiny_gpt2 / "cache"
+    assert main(["search", "tokens.yaml", "--seq-len", "8", "--n", "40", "--out", "found", "--tries", "1",
+                 "--max-steps", "20", "--no-progress", "--cache", str(cache)]) == 0
+    fitted_on = load_run(tiny_gpt2 / "found" / "fitted").fit_info["data"]["capture"]
+    assert windows_in(cache) == {fitted_on: (8, (8, 32))}  # the search captured and fitted windows of 8
+
+    assert main(["check", "tokens.yaml", "--seq-len", "12", "--n", "40", "--limit", "8", "--cache", str(cache)]) == 0
+    assert "1 of 1 axioms hold" in capsys.readouterr().out
+    assert sorted(windows_in(cache).values()) == [(8, (8, 32)), (12, (12, 32))]
+
+    (tiny_gpt2 / "other.txt").write_text(" ".join(reversed(TEXTS)))
+    run = ["score", "runs/tiny-lm-tokens", "--no-splice", "--cache", str(cache)]
+    assert main(run + ["--text", "other.txt", "--n", "10"]) == 0  # cut into the run's windows, not the default's
+    assert sorted(windows_in(cache).values()) == [(8, (8, 32)), (12, (12, 32)), (12, (12, 32))]
+    shifted = json.loads((tiny_gpt2 / "runs" / "tiny-lm-tokens" / "scorecard.json").read_text())["shifted"]
+    assert list(shifted) == ["text"] and shifted["text"]["n"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "tokens.yaml", "--capture", "abc", "--seq-len", "8"], "leave out --n, --data-seed, --dtype"),
+    (["check", "tokens.yaml", "--run", "runs/x", "--seq-len", "8"], "with --run the run's own capture is used"),
+    (["search", str(ROOT / "examples" / "superposition.yaml"), "--seq-len", "8", "--cache", "cache"],
+     "--seq-len sets the windows of hf: targets"),
+])
+def test_seq_len_where_it_sets_nothing_is_a_usage_error(tmp_path, monkeypatch, capsys, argv, message):
+    (tmp_path / "tokens.yaml").write_text(TOKEN_THEORY.format(path=tmp_path / "gpt2"))  # refused before it loads
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(tmp_path, monkeypatch, capsys):
+    """The default vocabulary's token tables take the size the factory declares (UserModel's
+    vocab_size): search finds the embedding as a table of the token. A factory that declares none
+    is refused first, saying how to declare it."""
+    from safetensors.numpy import load_file
+
+    (tmp_path / "mymodel.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "start.yaml").write_text("theory: bigram\ntarget: torch:mymodel:make\nsites: {embed: embed}\n")
+    args = ["--trust-code", "--n", "200", "--max-steps", "50", "--tries", "1", "--cache", "cache", "--no-progress"]
+    assert main(["search", "start.yaml", "--out", "found", *args]) == 0
+    found = load_theory("found/theory.yaml", trust_code=True)
+    tables = [c for c in found.components.values() if c.kind == "lookup" and c.predicts == "embed"]
+    assert [[e.text for e in c.of] for c in tables] == [["tok"]] and tables[0].size is None  # sized by the vocabulary
+    assert found.variables["tok"].text == "token[i]"
+    assert "test coverage 1.0000" in capsys.readouterr().out
+    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "tok_code" in k}
+    assert list(rows.values()) == [(11 + 1, 8)], rows  # a row per declared token id, one for none (outside: row)
+
+    (tmp_path / "bare.yaml").write_text("theory: bare\ntarget: torch:mymodel:undeclared\nsites: {embed: embed}\n")
+    assert main(["search", "bare.yaml", "--out", "bare", *args]) == 1
+    assert "torch:mymodel:undeclared declares no vocabulary" in capsys.readouterr().err

@@ -63,6 +63,25 @@ def search_dir(run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A real search, tiny: from a bare start over a recording with a planted table (u of token[0])
+    and a planted linear map (y of x), with a vocabulary of three candidates; 100 Adam steps a fit."""
+    from conftest import recorded_target
+    from theorycraft.api import search
+
+    out = tmp_path_factory.mktemp("searched")
+    start = out / "start.yaml"
+    start.write_text(f"theory: planted\ntarget: activations:{recorded_target(out, n=300)}\n"
+                     "sites: {x: x, y: y, u: u}\nvariables: {a: 'token[0]', b: 'token[1]'}\n")
+    (out / "vocab.yaml").write_text("vocabulary: planted\nvariables: {a: 'token[0]', b: 'token[1]'}\ncomponents:\n"
+                                    "  tables: {kind: lookup, of: {each: {by_a: a, by_b: b}}, predicts: u}\n"
+                                    "  x_to_y: {kind: linear, from: x, predicts: y}\n")
+    search(str(start), vocabulary=str(out / "vocab.yaml"), out_dir=out / "search", cache_dir=out / "cache",
+           max_steps=100, log=lambda m: None, progress=False)
+    return out / "search"
+
+
+@pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
     """The quick benchmark's results (docs/bench-quick) for two of its targets, so that the plots
     are quick: superposition (values below the floor) and induction (three sites)."""
@@ -79,6 +98,16 @@ def pages(run, search_dir, bench_dir, tmp_path_factory):
     assert main(["report", str(run)]) == 0
     return {"run": run / "report.html", "search": report(search_dir),
             "bench": report(bench_dir, out / "bench.html")}
+
+
+@pytest.fixture
+def page_of(request):
+    """The report page a browser test renders: one of ``pages``, or the tiny real search's."""
+    def of(name):
+        if name == "searched":
+            return report(request.getfixturevalue("searched"))
+        return request.getfixturevalue("pages")[name]
+    return of
 
 
 def fetched(page: str) -> list[str]:
@@ -180,12 +209,12 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install -y chromium): the report is not rendered in a browser")
 
 
-@pytest.mark.parametrize("name", ["run", "bench"])  # a search's page is a run's sections and one more plot
-def test_the_page_loads_in_chromium_without_errors_and_is_not_blank(pages, name, tmp_path):
+@pytest.mark.parametrize("name", ["run", "searched", "bench"])  # searched: written by a real search
+def test_the_page_loads_in_chromium_without_errors_and_is_not_blank(page_of, name, tmp_path):
     from PIL import Image
 
     browser = chromium()
-    page = pages[name]
+    page = page_of(name)
     # the page with a probe in front: it records script errors, console errors and images that do not
     # decode, and writes them into the DOM once the page has loaded
     probed = tmp_path / "probed.html"

@@ -332,7 +332,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            trust_code: bool = False, log=print, max_memory: int | str | None = None,
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
            progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
-           dtype: str = "float32", texts: Iterable[str] | None = None) -> "SearchResult":
+           dtype: str = "float32", texts: Iterable[str] | None = None,
+           seq_len: int | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
 
     Parameters
@@ -382,6 +383,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         Storage dtype of a new capture.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
+    seq_len : int, optional
+        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
 
     Returns
     -------
@@ -402,10 +405,11 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log)
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
+        _vocabulary_known(theory, acts)
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
@@ -419,6 +423,17 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
     return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
                         config=config, reference=reference)
+
+
+def _vocabulary_known(theory: Theory, acts: ActivationSet) -> None:
+    """The default search vocabulary has tables of the input's tokens, sized by the target's
+    vocabulary: a token target that declares none is refused before any fit, saying how to declare it."""
+    import numpy as np
+
+    if acts.vocab_size is None and np.issubdtype(acts.inputs().dtype, np.integer):
+        raise FitError(f"{theory.target} declares no vocabulary, and the default search vocabulary has tables of its "
+                       f"tokens: return theorycraft.targets.UserModel(module, dataset_fn, vocab_size=V) from the "
+                       f"factory (V token ids), or pass --vocabulary VOCAB.yaml with a size on each lookup")
 
 
 def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
@@ -462,7 +477,7 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = (), data_seed: int = 0) -> list:
+          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None) -> list:
     """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
     torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
     run directory.
@@ -491,6 +506,9 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         Directories the theory file's includes may read from, besides its own.
     data_seed : int
         Seed of a new fit's data (which examples, and so the test split).
+    seq_len : int, optional
+        Tokens per window of a new fit's capture, for an ``hf:`` target; default 128, or the
+        model's positions if fewer.
 
     Returns
     -------
@@ -507,13 +525,14 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
     max_memory = _arguments.memory(max_memory, optional=True)
-    if n is not None and run_dir is not None:
-        raise ArgumentError("--n sets the examples of a new fit; with --run the run's own capture is used")
+    seq_len = _arguments.check("seq_len", seq_len, optional=True)
+    if (n is not None or seq_len is not None) and run_dir is not None:
+        raise ArgumentError("--n and --seq-len set the data of a new fit; with --run the run's own capture is used")
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
-    target = target_of(theory, trust_code=trust_code)
+    target = target_of(theory, trust_code=trust_code, seq_len=seq_len)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
                        f"a runnable target (builtin:, hf:, torch:)")
@@ -521,7 +540,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
         fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
-                       progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed).fitted
+                       progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed,
+                       seq_len=seq_len).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -580,7 +600,8 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     acts : ActivationSet, str or Path, optional
         The capture (or its key or directory) to score on instead of the run's own.
     texts : iterable of str, optional
-        ``hf:`` targets: score on this text too, entered as ``shift`` (default "text").
+        ``hf:`` targets: score on this text too, entered as ``shift`` (default "text"), in windows
+        as long as the run's.
     data_seed : int, optional
         Data seed of the shifted capture; default the run's.
     dtype : str, optional
@@ -628,14 +649,17 @@ def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, targ
                 texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None):
     """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target, or (with
     ``texts``, an hf: target) on that text, entered under ``shift``: its sites captured there
-    (``n`` examples, default ``acts.n``; data seed and dtype default to ``acts``'s; same store),
-    scored by the one scorer on that capture's test examples the fit never saw (a ``ShiftScore``)."""
+    (``n`` examples, default ``acts.n``; data seed and dtype default to ``acts``'s; ``texts`` cut into
+    windows as long as ``acts``'s; same store), scored by the one scorer on that capture's test
+    examples the fit never saw (a ``ShiftScore``)."""
     from theorycraft.scoring import score_shifted
 
     texts = tuple(texts) if texts else None
+    # windows as long as the fit's: sites are scored per position against the fit's train mean
+    seq_len = int(acts.inputs().shape[1]) if texts else None
     source = fitted.theory if texts or target is None else target
     shifted = capture(source, None if isinstance(source, Theory) else [s.hook for s in fitted.theory.sites.values()],
                       n=n or acts.n, seed=acts.manifest["dataset"]["seed"] if data_seed is None else data_seed,
                       dtype=dtype or acts.manifest["dtype"], cache_dir=acts.directory.parent, progress=progress,
-                      shift=None if texts else shift, texts=texts, trust_code=trust_code)
+                      shift=None if texts else shift, texts=texts, trust_code=trust_code, seq_len=seq_len)
     return score_shifted(fitted, shifted, acts)

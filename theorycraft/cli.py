@@ -144,7 +144,7 @@ def _check(args: argparse.Namespace) -> int:
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, data_seed=args.data_seed)
+                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -380,7 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hook points to record (default: the theory's; a target needs them)")
     cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
     _data_flags(cap, seed_alias=True)
-    _seq_len(cap)
     cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
     cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
                      "(theorycraft shifts TARGET lists them)")
@@ -405,7 +404,6 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
                      "sites already in the store, else the target's dataset)")
     _data_flags(inf, named=True)
-    _seq_len(inf)
     inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
                      "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
     inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
@@ -438,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
     chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
                      "(which examples, their order, the test split)")
+    _seq_len(chk)
     _max_memory(chk)
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
@@ -518,8 +517,10 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
     sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
                      f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
     sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
-                     + (" (scored as --shift NAME, default 'text')" if shifted else ""))
+                     + (" (scored as --shift NAME, default 'text', in windows as long as the run's)" if shifted else ""))
     sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
+    if not shifted:  # score's text is cut into the run's windows: its sites are scored position by position
+        _seq_len(sub)
     if named:
         sub.add_argument("--capture", metavar="KEY|DIR", help="use this capture (a key from theorycraft cache ls, or a "
                          "capture's directory)" + (" instead of the run's own" if shifted else
@@ -533,7 +534,7 @@ def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
              "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
-             "seq_len": getattr(args, "seq_len", None)}  # capture and infer have --seq-len
+             "seq_len": getattr(args, "seq_len", None)}
     given = {k: v for k, v in given.items() if v is not None}
     if named and args.capture:
         if given or args.n is not None:
