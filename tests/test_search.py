@@ -316,3 +316,12 @@ def test_a_trail_of_the_start_alone_is_plotted(tmp_path):
     start = Totals(0.0, 1000.0, 0.0, {"y": 0.0})  # nothing accepted: no theory bits to put on a log axis
     plot_trail((Step("start", "theory: t", start, start, 0, 0.0),), None, tmp_path / "trail.png")
     assert (tmp_path / "trail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_vocabulary_may_read_the_start_theorys_variables_after_the_search_drops_them(tmp_path):
+    # no `variables:` of its own: by_b reads the start's b, which no component of the start uses
+    vocabulary = ("components:\n  tables: {kind: lookup, of: {each: {by_a: a, by_b: b}}, predicts: u}\n"
+                  "  x_to_y: {kind: linear, from: x, predicts: y}\n")
+    summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, noise=0.05, y_width=Y_WIDTH)), vocabulary)
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert set(found.components) == {"by_a", "x_to_y"} and len(summary.trail) == 3

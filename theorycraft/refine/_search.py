@@ -312,6 +312,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     from theorycraft._progress import above, bar as progress_bar
 
     began = time.time()
+    vocab = vocab.beside(start)
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
     state: dict[str, str] = {}  # component -> the template it came from

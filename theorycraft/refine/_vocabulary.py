@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,12 @@ class Vocabulary:
     @property
     def sites(self) -> list[str]:
         return list(dict.fromkeys(t.site for t in self.templates.values()))
+
+    def beside(self, start: Theory) -> "Vocabulary":
+        """The start theory's variables beside this vocabulary's own: a template may read either, and
+        a searched theory drops the variables none of its components read."""
+        declared = {k: str(v) for k, v in (start.to_dict().get("variables") or {}).items()}
+        return replace(self, variables={**declared, **self.variables})
 
 
 # --- reading ---------------------------------------------------------------------------------------
