@@ -199,6 +199,42 @@ def test_estimates_match_exact_least_squares():
     assert mechanism_gain(x, residual.astype(np.float64), 1) < full
 
 
+def test_estimates_are_kept_where_a_step_left_the_residual_unchanged(tmp_path, monkeypatch):
+    from theorycraft.inference.kinds import linear, lookup
+    from theorycraft.refine import _proxy
+
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [1, 2, 4]}, predicts: y}\n",
+                             "v.yaml", start)
+    judge = Judge(start, captured(tmp_path, start), explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    rows = judge.examples.train
+    calls = {"whiten": 0, "spectrum": 0, "table": 0}
+
+    def counted(name, real):
+        def wrapper(*args):
+            calls[name] += 1
+            return real(*args)
+        return wrapper
+
+    monkeypatch.setattr(linear, "whiten", counted("whiten", linear.whiten))
+    monkeypatch.setattr(linear, "whitened_spectrum", counted("spectrum", linear.whitened_spectrum))
+    monkeypatch.setattr(lookup, "lookup_gain", counted("table", lookup.lookup_gain))
+    described = lambda ranked: [(c.description, round(g, 6)) for c, g in ranked]  # noqa: E731
+    current, memo = judge.assess(start), {}
+    offered = candidates(vocab, start, state={})
+    first = _proxy.rank(offered, current, judge, rows, memo=memo)
+    assert described(first) == described(_proxy.rank(offered, current, judge, rows))  # the same without a memo
+    # x_to_y and low at ranks 1, 2, 4 share one whitening of x and one spectrum (and so again without the memo)
+    assert calls == {"whiten": 1 + 1, "spectrum": 1 + 1, "table": 3 + 3}
+    by_a = next(c for c in offered if c.name == "by_a")
+    after = judge.assess(by_a.apply(start), current)  # a table at u: y's residual is as it was
+    offered = candidates(vocab, after.theory, state={"by_a": "tables"})
+    again = _proxy.rank(offered, after, judge, rows, memo=memo)
+    assert calls == {"whiten": 2, "spectrum": 2, "table": 6 + 2}  # only u's tables (by_b, by_c) are estimated anew
+    assert described(again) == described(_proxy.rank(offered, after, judge, rows))
+    assert len(memo) == len(judge.explained) + 1  # the current residuals' entries, and the rows'
+
+
 def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     run_search(tmp_path, start_theory(directory))

@@ -376,6 +376,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     def grow() -> str:
         prune()
         rng = np.random.default_rng(0)
+        memo: dict = {}  # estimates on site residuals a step left unchanged are kept (``_proxy``)
         while not out_of_time():
             current = best["now"]
             offered = candidates(vocab, current.theory, state=state)
@@ -384,7 +385,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
             step("estimating", [])
-            ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop), tries)
+            ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop, memo=memo), tries)
             write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
             step("fitting the best estimates", ranked)
             chosen = None
