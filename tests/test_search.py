@@ -235,6 +235,21 @@ def test_estimates_are_kept_where_a_step_left_the_residual_unchanged(tmp_path, m
     assert len(memo) == len(judge.explained) + 1  # the current residuals' entries, and the rows'
 
 
+def test_estimates_price_parameters_at_their_own_bits_not_the_inputs_a_theory_is_given(tmp_path):
+    from theorycraft.refine._proxy import bits_per_param
+    from theorycraft.scoring import measure
+
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    vocab = parse_vocabulary(VOCABULARY, "v.yaml", start)
+    judge = Judge(start, captured(tmp_path, start), explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    mapped = judge.assess(next(c for c in candidates(vocab, start, state={}) if c.name == "x_to_y").apply(start))
+    assert "x" in mapped.fitted.theory.inputs  # x is given: its values are in the theory's bits
+    size = measure(mapped.fitted, judge.examples)
+    assert mapped.bits_params == pytest.approx(size.params)
+    assert bits_per_param(mapped) == pytest.approx(size.params / mapped.params)
+    assert bits_per_param(mapped) < (mapped.selection.bits_theory - size.inputs["validation"]) / mapped.params + 1e-9
+
+
 def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     run_search(tmp_path, start_theory(directory))

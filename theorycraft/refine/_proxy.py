@@ -10,7 +10,7 @@
 
 A gain in squared error becomes an estimate in bits through the Gaussian residual code, minus
 the bits of the parameters the candidate adds (at the current theory's measured bits per
-parameter; ``BITS_PER_PARAM`` before it has any); the search then fits and scores only the best
+parameter, ``bits_per_param``); the search then fits and scores only the best
 few for real.
 
 A step changes the residual of the sites its edit touches only, so a search passes one ``memo``
@@ -143,6 +143,13 @@ def identity(cand: Candidate, theory, readers: dict) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
+def bits_per_param(current) -> float:
+    """What a parameter of the current theory costs, as measured: its parameters' bits only (a
+    site the theory is given is paid for in its bits too, but a new parameter does not cost that);
+    ``BITS_PER_PARAM`` before it has any."""
+    return current.bits_params / current.params if current.params and current.bits_params else BITS_PER_PARAM
+
+
 def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
          stop: Callable[[], bool] | None = None, memo: dict | None = None) -> list[tuple[Candidate, float]]:
     """Candidates with their estimated gain in bits, best first. ``stop`` (the search's budget)
@@ -187,7 +194,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
     for k, cand in enumerate(offered):
         site_memo[cand.site]["gains"][known[k]] = (gains[k], unseen[k])
     base_params = _param_count(theory, judge)
-    per_param = current.selection.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured
+    per_param = bits_per_param(current)
     scored = []
     for k, cand in enumerate(offered):
         sse = float((residual[cand.site] ** 2).sum())

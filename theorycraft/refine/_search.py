@@ -77,6 +77,7 @@ class Assessment:
     selection: Totals
     report: Totals
     params: int
+    bits_params: float | None = None  # of the theory's bits, its parameters' (not its spec, inputs or codes)
 
 
 SPLITS = ("validation", "test")
@@ -193,7 +194,8 @@ class Judge:
             free = {s: free[s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained},
                                    coverage(free, sst))
-        result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params))
+        result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params),
+                            size.params)
         self._keep(result)
         return result
 
