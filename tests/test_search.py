@@ -250,6 +250,26 @@ def test_estimates_price_parameters_at_their_own_bits_not_the_inputs_a_theory_is
     assert bits_per_param(mapped) < (mapped.selection.bits_theory - size.inputs["validation"]) / mapped.params + 1e-9
 
 
+def test_estimates_count_parameters_as_the_fit_makes_them(tmp_path):
+    import jax
+
+    from theorycraft.inference._compile import init_params, make_plan
+    from theorycraft.refine._proxy import _param_count
+
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [2]}, predicts: y}\n"
+                             "  net: {kind: mlp, from: x, hidden: [5], predicts: y}\n"
+                             "  sae: {kind: dictionary, from: x, width: 12, k: 2, predicts: y}\n", "v.yaml", start)
+    acts = captured(tmp_path, start)
+    judge = Judge(start, acts, explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    theory = start
+    for cand in candidates(vocab, start, state={}):  # every kind at once: tables, maps, waves and read-out, mlp, sae
+        theory = cand.apply(theory) if cand.name not in theory.components else theory
+    plan = make_plan(theory, judge.shapes, acts.vocab_size)
+    traced = jax.eval_shape(lambda: init_params(plan, jax.random.PRNGKey(0)))
+    assert _param_count(theory, judge) == sum(x.size for x in jax.tree_util.tree_leaves(traced)) > 0
+
+
 def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     run_search(tmp_path, start_theory(directory))

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.inference._compile import fixed_inputs, init_params, make_plan, site_rows
+from theorycraft.inference._compile import fixed_inputs, make_plan, site_rows
 from theorycraft.inference._fit import Stopped
 from theorycraft.inference.kinds import kind_of
 from ._vocabulary import Candidate, _used_variables, rebuild, spec_of
@@ -104,9 +104,9 @@ def _features(cand: Candidate, theory, judge, batch, readers: dict) -> np.ndarra
 
 
 def _param_count(theory, judge) -> int:
+    """The parameters ``init_params`` would make, by each kind's arithmetic on the plan (no tracing)."""
     plan = make_plan(theory, judge.shapes, judge.acts.vocab_size)
-    shapes = jax.eval_shape(lambda: init_params(plan, jax.random.PRNGKey(0)))
-    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes)))
+    return int(sum(kind_of(c).param_count(n, c, plan) for n, c in theory.components.items() if n not in plan.fixed))
 
 
 def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray,
