@@ -31,7 +31,8 @@ def theory_text() -> str:
 
 def summary(card, seconds: float | None = None) -> dict:
     """What the table reads from a scorecard."""
-    return {"params": card.size.params, "bits": card.size.bits, "compression": card.mdl.compression if card.mdl else None,
+    return {"params": card.size.params, "bits": card.size.bits, "bits_inputs": card.size.bits_inputs or 0,
+            "compression": card.mdl.compression if card.mdl else None,
             "coverage": card.coverage, "coverage_free": card.coverage_free, "seconds": seconds,
             "sites": {s: {"r2_test": v.r2_test, "r2_test_free": v.r2_test_free} for s, v in card.sites.items()}}
 
@@ -67,19 +68,30 @@ def fit_rival(run: Path, name: str, steps: int, batch_size: int, capture: str | 
 
 
 def table(run: Path) -> str:
+    """One row per theory. A rival reads no recorded site, so its scorecard's compression is over
+    all seven; the found theory's (and its coverage) is taken from its trail (the judge's test totals: the sites it
+    is given sent as data, in its bits, the sites it does not predict sent at their mean), since
+    its scorecard's leaves the given sites out of the baseline but not of its bits."""
     from theorycraft.scoring import Scorecard
 
-    rows = {"found": summary(Scorecard.load(run / "fitted"))}
+    found = summary(Scorecard.load(run / "fitted"))
+    trail = json.loads((run / "trail.json").read_text())
+    first, last = trail["trail"][0]["test"], trail["trail"][-1]["test"]
+    found["compression"] = first["bits_total"] / last["bits_total"]
+    found["coverage"], found["coverage_free"] = last["coverage"], last["coverage_free"]  # over all seven, too
+    rows = {"found": found}
     for path in sorted((run / "compare").glob("*.json")):
         rows[path.stem] = json.loads(path.read_text())
-    sites = list(dict.fromkeys(s for r in rows.values() for s in r["sites"]))
-    lines = ["| theory | " + " | ".join(sites) + " | coverage (free) | bits | compression |",
-             "|---|" + "---:|" * (len(sites) + 3)]
+    from theorycraft.spec import parse_theory
+
+    sites = list(parse_theory(theory_text(), path="<minilm tables>").sites)
+    lines = ["| theory | " + " | ".join(sites) + " | coverage (free) | params | bits (of them, given sites) | compression |",
+             "|---|" + "---:|" * (len(sites) + 4)]
     for name, r in rows.items():
         cells = [f"{r['sites'][s]['r2_test']:.3f} / {r['sites'][s]['r2_test_free']:.3f}" if s in r["sites"]
                  else "given" for s in sites]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['coverage']:.3f} ({r['coverage_free']:.3f}) | "
-                     f"{r['bits']:,} | {r['compression']:.3f} |")
+                     f"{r['params']:,} | {r['bits']:,} ({r.get('bits_inputs', 0):,}) | {r['compression']:.3f} |")
     return "\n".join(lines)
 
 
