@@ -199,9 +199,11 @@ def test_estimates_match_exact_least_squares():
     assert mechanism_gain(x, residual.astype(np.float64), 1) < full
 
 
-def test_estimates_are_kept_where_a_step_left_the_residual_unchanged(tmp_path, monkeypatch):
+def test_estimates_are_kept_where_a_step_left_the_residual_unchanged_and_priced_at_parameter_bits(tmp_path, monkeypatch):
     from theorycraft.inference.kinds import linear, lookup
     from theorycraft.refine import _proxy
+    from theorycraft.refine._proxy import bits_per_param
+    from theorycraft.scoring import measure
 
     start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
     vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [1, 2, 4]}, predicts: y}\n",
@@ -233,21 +235,13 @@ def test_estimates_are_kept_where_a_step_left_the_residual_unchanged(tmp_path, m
     assert calls == {"whiten": 2, "spectrum": 2, "table": 6 + 2}  # only u's tables (by_b, by_c) are estimated anew
     assert described(again) == described(_proxy.rank(offered, after, judge, rows))
     assert len(memo) == len(judge.explained) + 1  # the current residuals' entries, and the rows'
-
-
-def test_estimates_price_parameters_at_their_own_bits_not_the_inputs_a_theory_is_given(tmp_path):
-    from theorycraft.refine._proxy import bits_per_param
-    from theorycraft.scoring import measure
-
-    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
-    vocab = parse_vocabulary(VOCABULARY, "v.yaml", start)
-    judge = Judge(start, captured(tmp_path, start), explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    # a new parameter is priced at the parameters' own bits, not at the theory's (which hold x once given)
     mapped = judge.assess(next(c for c in candidates(vocab, start, state={}) if c.name == "x_to_y").apply(start))
-    assert "x" in mapped.fitted.theory.inputs  # x is given: its values are in the theory's bits
     size = measure(mapped.fitted, judge.examples)
-    assert mapped.bits_params == pytest.approx(size.params)
+    assert "x" in mapped.fitted.theory.inputs and size.inputs["validation"] > 0
     assert bits_per_param(mapped) == pytest.approx(size.params / mapped.params)
-    assert bits_per_param(mapped) < (mapped.selection.bits_theory - size.inputs["validation"]) / mapped.params + 1e-9
+    assert mapped.bits_params == pytest.approx(size.params)
+    assert mapped.bits_params < mapped.selection.bits_theory - size.inputs["validation"]
 
 
 def test_estimates_count_parameters_as_the_fit_makes_them(tmp_path):
