@@ -199,6 +199,71 @@ def test_estimates_match_exact_least_squares():
     assert mechanism_gain(x, residual.astype(np.float64), 1) < full
 
 
+def test_estimates_are_kept_where_a_step_left_the_residual_unchanged_and_priced_at_parameter_bits(tmp_path, monkeypatch):
+    from theorycraft.inference.kinds import linear, lookup
+    from theorycraft.refine import _proxy
+    from theorycraft.refine._proxy import bits_per_param
+    from theorycraft.scoring import measure
+
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [1, 2, 4]}, predicts: y}\n",
+                             "v.yaml", start)
+    judge = Judge(start, captured(tmp_path, start), explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    rows = judge.examples.train
+    calls = {"whiten": 0, "spectrum": 0, "table": 0}
+
+    def counted(name, real):
+        def wrapper(*args):
+            calls[name] += 1
+            return real(*args)
+        return wrapper
+
+    monkeypatch.setattr(linear, "whiten", counted("whiten", linear.whiten))
+    monkeypatch.setattr(linear, "whitened_spectrum", counted("spectrum", linear.whitened_spectrum))
+    monkeypatch.setattr(lookup, "lookup_gain", counted("table", lookup.lookup_gain))
+    described = lambda ranked: [(c.description, round(g, 6)) for c, g in ranked]  # noqa: E731
+    current, memo = judge.assess(start), {}
+    offered = candidates(vocab, start, state={})
+    first = _proxy.rank(offered, current, judge, rows, memo=memo)
+    assert described(first) == described(_proxy.rank(offered, current, judge, rows))  # the same without a memo
+    # x_to_y and low at ranks 1, 2, 4 share one whitening of x and one spectrum (and so again without the memo)
+    assert calls == {"whiten": 1 + 1, "spectrum": 1 + 1, "table": 3 + 3}
+    by_a = next(c for c in offered if c.name == "by_a")
+    after = judge.assess(by_a.apply(start), current)  # a table at u: y's residual is as it was
+    offered = candidates(vocab, after.theory, state={"by_a": "tables"})
+    again = _proxy.rank(offered, after, judge, rows, memo=memo)
+    assert calls == {"whiten": 2, "spectrum": 2, "table": 6 + 2}  # only u's tables (by_b, by_c) are estimated anew
+    assert described(again) == described(_proxy.rank(offered, after, judge, rows))
+    assert len(memo) == len(judge.explained) + 1  # the current residuals' entries, and the rows'
+    # a new parameter is priced at the parameters' own bits, not at the theory's (which hold x once given)
+    mapped = judge.assess(next(c for c in candidates(vocab, start, state={}) if c.name == "x_to_y").apply(start))
+    size = measure(mapped.fitted, judge.examples)
+    assert "x" in mapped.fitted.theory.inputs and size.inputs["validation"] > 0
+    assert bits_per_param(mapped) == pytest.approx(size.params / mapped.params)
+    assert mapped.bits_params == pytest.approx(size.params)
+    assert mapped.bits_params < mapped.selection.bits_theory - size.inputs["validation"]
+
+
+def test_estimates_count_parameters_as_the_fit_makes_them(tmp_path):
+    import jax
+
+    from theorycraft.inference._compile import init_params, make_plan
+    from theorycraft.refine._proxy import _param_count
+
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    vocab = parse_vocabulary(VOCABULARY + "  low: {kind: linear, from: x, rank: {each: [2]}, predicts: y}\n"
+                             "  net: {kind: mlp, from: x, hidden: [5], predicts: y}\n"
+                             "  sae: {kind: dictionary, from: x, width: 12, k: 2, predicts: y}\n", "v.yaml", start)
+    acts = captured(tmp_path, start)
+    judge = Judge(start, acts, explained_sites(start, vocab), FitConfig(max_steps=300, progress=False))
+    theory = start
+    for cand in candidates(vocab, start, state={}):  # every kind at once: tables, maps, waves and read-out, mlp, sae
+        theory = cand.apply(theory) if cand.name not in theory.components else theory
+    plan = make_plan(theory, judge.shapes, acts.vocab_size)
+    traced = jax.eval_shape(lambda: init_params(plan, jax.random.PRNGKey(0)))
+    assert _param_count(theory, judge) == sum(x.size for x in jax.tree_util.tree_leaves(traced)) > 0
+
+
 def test_fitted_search_result_scores_like_a_direct_fit(tmp_path):
     directory = recorded_target(tmp_path, y_width=Y_WIDTH)
     run_search(tmp_path, start_theory(directory))

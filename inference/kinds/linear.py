@@ -96,10 +96,18 @@ class LinearKind(Kind):
         """Reduced-rank regression of the residual on the sites it reads: the top ``rank``
         eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR). A variable it reads comes from the probe."""
         reads = _as_list(data["from"])
-        fixed = ctx.probe()[1] if any(u in ctx.variables for u in reads) else {}
-        x = np.concatenate([fixed[u] if u in ctx.variables else ctx.site_rows(u) for u in reads], 1)
-        return mechanism_gain(x[:ctx.max_rows].astype(np.float64), ctx.residual.astype(np.float64),
-                              data.get("rank"), ctx.ridge), 0
+        if any(u in ctx.variables for u in reads):  # a variable's values come from this candidate's probe
+            fixed = ctx.probe()[1]
+            x = np.concatenate([fixed[u] if u in ctx.variables else ctx.site_rows(u) for u in reads], 1)
+            return mechanism_gain(x[:ctx.max_rows], ctx.residual, data.get("rank"), ctx.ridge), 0
+        # recorded sites: whitened once per search (the rows stay), the spectrum once per residual
+        key = ("mechanism", tuple(reads))
+        if key not in ctx.memo:
+            if key not in ctx.shared:
+                x = np.concatenate([ctx.site_rows(u) for u in reads], 1)
+                ctx.shared[key] = whiten(x[:ctx.max_rows], ctx.ridge)
+            ctx.memo[key] = whitened_spectrum(*ctx.shared[key], ctx.residual)
+        return float(ctx.memo[key][:data.get("rank")].sum()), 0
 
 
 def _as_list(value):
@@ -107,12 +115,30 @@ def _as_list(value):
 
 
 def mechanism_gain(x: np.ndarray, r: np.ndarray, rank: int | None, ridge: float = 1e-3) -> float:
+    return float(mechanism_spectrum(x, r, ridge)[:rank].sum())
+
+
+def mechanism_spectrum(x: np.ndarray, r: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """What each direction of a reduced-rank regression of ``r`` on ``x`` explains, largest first
+    (a rank-k map buys the first k): the eigenvalues of (XᵀR)ᵀ(XᵀX + λ)⁻¹(XᵀR), X centred."""
+    return whitened_spectrum(*whiten(x, ridge), r)
+
+
+def whiten(x: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(X centred, in float32; the Cholesky factor L of XᵀX + λ): what every residual's spectrum
+    on the same inputs reuses."""
+    x = np.asarray(x, np.float32)
     x = x - x.mean(0)
-    gram = x.T @ x
+    gram = (x.T @ x).astype(np.float64)
     gram += (ridge * np.trace(gram) / len(gram) + 1e-9) * np.eye(len(gram))
-    cross = x.T @ r
-    explained = np.linalg.eigvalsh(cross.T @ np.linalg.solve(gram, cross))[::-1]
-    return float(np.maximum(explained[:rank], 0).sum())
+    return x, np.linalg.cholesky(gram)
+
+
+def whitened_spectrum(x: np.ndarray, factor: np.ndarray, r: np.ndarray) -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    cross = solve_triangular(factor, (x.T @ np.asarray(r, np.float32)).astype(np.float64), lower=True)
+    return np.maximum(np.linalg.eigvalsh(cross.T @ cross)[::-1], 0)
 
 
 # --- the exact solve: ridge from streamed sufficient statistics -----------------------------------

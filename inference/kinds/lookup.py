@@ -110,9 +110,14 @@ def table_rows(sizes: tuple[int, ...], outside: str) -> int:
 
 
 def lookup_gain(cells: np.ndarray, size: int, r: np.ndarray) -> float:
-    sums = np.zeros((size, r.shape[1]))
-    np.add.at(sums, cells, r)
-    counts = np.bincount(cells, minlength=size)
+    """Σ over reached cells of ‖Σ r‖² / (count + 1): the per-cell sums as one sparse product over
+    the reached cells only (a 30,522-row table is mostly unreached)."""
+    from scipy import sparse
+
+    reached, cell, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    onehot = sparse.csr_matrix((np.ones(len(cell)), (cell.reshape(-1), np.arange(len(cell)))),
+                               shape=(len(reached), len(cell)))
+    sums = onehot @ np.asarray(r, np.float64)
     return float(((sums ** 2).sum(1) / (counts + 1.0)).sum())
 
 

@@ -10,25 +10,33 @@
 
 A gain in squared error becomes an estimate in bits through the Gaussian residual code, minus
 the bits of the parameters the candidate adds (at the current theory's measured bits per
-parameter; ``BITS_PER_PARAM`` before it has any); the search then fits and scores only the best
+parameter, ``bits_per_param``); the search then fits and scores only the best
 few for real.
+
+A step changes the residual of the sites its edit touches only, so a search passes one ``memo``
+to every ranking: a gain is kept per site residual (by digest) and candidate (by what its
+features read), and recomputed only where either changed; kinds keep work shared by several
+candidates there too (a mechanism's spectrum serves each of its ranks), and work that depends on
+the sampled rows alone (a recorded site's whitening serves every later site, every step).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.inference._compile import fixed_inputs, init_params, make_plan, site_rows
+from theorycraft.inference._compile import fixed_inputs, make_plan, site_rows
 from theorycraft.inference._fit import Stopped
 from theorycraft.inference.kinds import kind_of
-from ._vocabulary import Candidate, rebuild, spec_of
+from ._vocabulary import Candidate, _used_variables, rebuild, spec_of
 
 BITS_PER_PARAM = 8.0  # a typical quantized parameter; the real fit measures it
 MAX_ROWS = 16384  # rows per site the estimates use (sites over positions have many per example)
@@ -60,6 +68,8 @@ class EstimateContext:
     variables: frozenset = frozenset()  # names read from the probe's fixed inputs, not ``site_rows``
     max_rows: int = MAX_ROWS
     ridge: float = RIDGE
+    memo: dict = field(default_factory=dict)  # work candidates on this residual share (kinds' own keys)
+    shared: dict = field(default_factory=dict)  # work on these rows whatever the residual (kinds' own keys)
 
 
 # --- per candidate ------------------------------------------------------------------------------
@@ -94,27 +104,66 @@ def _features(cand: Candidate, theory, judge, batch, readers: dict) -> np.ndarra
 
 
 def _param_count(theory, judge) -> int:
+    """The parameters ``init_params`` would make, by each kind's arithmetic on the plan (no tracing)."""
     plan = make_plan(theory, judge.shapes, judge.acts.vocab_size)
-    shapes = jax.eval_shape(lambda: init_params(plan, jax.random.PRNGKey(0)))
-    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes)))
+    return int(sum(kind_of(c).param_count(n, c, plan) for n, c in theory.components.items() if n not in plan.fixed))
 
 
-def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray) -> tuple[float, int]:
+def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray,
+                 memo: dict | None = None, shared: dict | None = None) -> tuple[float, int]:
     """(squared-error gain, table cells no example reaches) of a candidate that is not a fixed
     feature (those are estimated together, in ``ridge_gains``): its kind's ``estimate``."""
     context = EstimateContext(
         cand.site, tuple(judge.shapes[cand.site]), r, len(batch["inputs"]),
         probe=lambda: probe(cand, current.theory, judge.shapes, judge.acts.vocab_size, batch),
         site_rows=lambda u: site_rows(judge.mean.plan, u, batch[u]),
-        variables=frozenset(cand.variables) | frozenset(current.theory.variables))
+        variables=frozenset(cand.variables) | frozenset(current.theory.variables), memo={} if memo is None else memo,
+        shared={} if shared is None else shared)
     return kind_of(cand.kind).estimate(cand.data, context)
 
 
+def digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+    return h.hexdigest()
+
+
+def identity(cand: Candidate, theory, readers: dict) -> str:
+    """What a candidate's features are made of: the candidate, the components it reads, the
+    products that would read it, and the definitions of every variable those use."""
+    written = theory.to_dict().get("components", {})
+    parts = {"candidate": cand.item, "kind": cand.kind, "site": cand.site,
+             "reads": {r: written[r] for r in spec_of(cand.item).reads() if r in written}}
+    if cand.template in readers:
+        parts["readers"] = readers[cand.template].model_dump(mode="json")
+    variables = {**cand.variables, **{k: str(v) for k, v in theory.to_dict().get("variables", {}).items()}}
+    used = _used_variables({"components": {"c": cand.item, **parts["reads"]}, "variables": variables})
+    parts["variables"] = {k: variables[k] for k in sorted(used & set(variables))}
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def bits_per_param(current) -> float:
+    """What a parameter of the current theory costs, as measured: its parameters' bits only (a
+    site the theory is given is paid for in its bits too, but a new parameter does not cost that);
+    ``BITS_PER_PARAM`` before it has any."""
+    return current.bits_params / current.params if current.params and current.bits_params else BITS_PER_PARAM
+
+
 def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
-         stop: Callable[[], bool] | None = None) -> list[tuple[Candidate, float]]:
+         stop: Callable[[], bool] | None = None, memo: dict | None = None) -> list[tuple[Candidate, float]]:
     """Candidates with their estimated gain in bits, best first. ``stop`` (the search's budget)
-    is asked before each estimate; when it says so, ``Stopped`` is raised."""
+    is asked before each estimate; when it says so, ``Stopped`` is raised. ``memo``: kept by the
+    caller from one ranking to the next (see the module's doc); it holds only the current
+    residuals' entries."""
     residual = {s: r[:MAX_ROWS] for s, r in judge.residuals(current, rows).items()}
+    memo = {} if memo is None else memo
+    keys = {s: (s, digest(rows, r)) for s, r in residual.items()}
+    rows_key = ("rows", digest(rows))
+    for stale in set(memo) - set(keys.values()) - {rows_key}:
+        memo.pop(stale)
+    site_memo = {s: memo.setdefault(key, {"gains": {}}) for s, key in keys.items()}
+    shared = memo.setdefault(rows_key, {})
     batch = {k: v[rows] for k, v in judge.data.items()}
     theory = current.theory
     # fixed features that read other features (products): estimated on a candidate's columns too
@@ -124,26 +173,34 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
     gains: dict[int, float] = {}
     unseen: dict[int, int] = {}  # a table's rows no example reaches stay zero: nearly free to send
     grouped = defaultdict(list)  # (site, width) -> [(index, features)]
+    known = {}  # candidate -> its key in its site's memo
     for k, cand in enumerate(offered):
         if stop is not None and stop():
             raise Stopped("the time budget ran out while estimating")
-        if kind_of(cand.kind).fixed:
+        known[k] = identity(cand, theory, readers)
+        kept = site_memo[cand.site]["gains"].get(known[k])
+        if kept is not None:
+            gains[k], unseen[k] = kept
+        elif kind_of(cand.kind).fixed:
             z = _features(cand, theory, judge, batch, readers)[:MAX_ROWS]
             grouped[(cand.site, z.shape[1])].append((k, z))
         else:
-            gains[k], unseen[k] = _single_gain(cand, current, judge, batch, residual[cand.site])
+            gains[k], unseen[k] = _single_gain(cand, current, judge, batch, residual[cand.site], site_memo[cand.site],
+                                                    shared)
     for (site, _), members in grouped.items():
         z = jnp.asarray(np.stack([m[1] for m in members]))
         for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
-            gains[k] = float(g)
+            gains[k], unseen[k] = float(g), 0
+    for k, cand in enumerate(offered):
+        site_memo[cand.site]["gains"][known[k]] = (gains[k], unseen[k])
     base_params = _param_count(theory, judge)
-    per_param = current.selection.bits_theory / current.params if current.params else BITS_PER_PARAM  # as measured
+    per_param = bits_per_param(current)
     scored = []
     for k, cand in enumerate(offered):
         sse = float((residual[cand.site] ** 2).sum())
-        gain = min(max(gains.get(k, 0.0), 0.0), sse * (1 - 1e-9))
+        gain = min(max(gains[k], 0.0), sse * (1 - 1e-9))
         values = len(judge.examples.validation) * int(np.prod(judge.shapes[cand.site]))  # the split that decides
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
-        added = _param_count(cand.apply(theory), judge) - base_params - unseen.get(k, 0)
+        added = _param_count(cand.apply(theory), judge) - base_params - unseen[k]
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])

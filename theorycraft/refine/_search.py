@@ -77,6 +77,7 @@ class Assessment:
     selection: Totals
     report: Totals
     params: int
+    bits_params: float | None = None  # of the theory's bits, its parameters' (not its spec, inputs or codes)
 
 
 SPLITS = ("validation", "test")
@@ -193,7 +194,8 @@ class Judge:
             free = {s: free[s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained},
                                    coverage(free, sst))
-        result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params))
+        result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params),
+                            size.params)
         self._keep(result)
         return result
 
@@ -377,6 +379,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     def grow() -> str:
         prune()
         rng = np.random.default_rng(0)
+        memo: dict = {}  # estimates on site residuals a step left unchanged are kept (``_proxy``)
         while not out_of_time():
             current = best["now"]
             offered = candidates(vocab, current.theory, state=state)
@@ -385,7 +388,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
             step("estimating", [])
-            ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop), tries)
+            ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop, memo=memo), tries)
             write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
             step("fitting the best estimates", ranked)
             chosen = None
