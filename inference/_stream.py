@@ -16,6 +16,7 @@ shards for the rows it needs now, so what is held grows with the batch, not with
 
 from __future__ import annotations
 
+import mmap
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -60,10 +61,21 @@ class ShardRows:
             if len(inside):
                 local = rows[inside] - start
                 out[inside] = array[local] if self.position is None else array[local, self.position]
+                release(array)
         return out
 
     def __array__(self, dtype=None, copy=None):  # all of it: only for small captures
         return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def release(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident set once a batch has been
+    copied out: they stay in the kernel's page cache (reading them again copies memory, not disk),
+    but a pass over the capture no longer leaves all of it counted in the process's RSS, which
+    then grows with the capture, not with the batch. Arrays in memory are left alone."""
+    mapped = getattr(array, "_mmap", None)  # np.memmap's mapping (np.load(mmap_mode="r"))
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def capture_rows(theory, acts) -> dict[str, ShardRows]:
@@ -79,9 +91,32 @@ def capture_rows(theory, acts) -> dict[str, ShardRows]:
     return data
 
 
-def take(data: Mapping, index: np.ndarray) -> dict[str, np.ndarray]:
-    """The rows ``index`` of every array of ``data``, in memory."""
-    return {k: v[index] for k, v in data.items()}
+class Taken(Mapping):
+    """The rows ``index`` of every array of ``data``, each read (into memory, then kept) when it is
+    first looked up: a site's batch reads that site and what its predictors read, not every site
+    of the theory (which made each site's fit read the whole capture)."""
+
+    def __init__(self, data: Mapping, index: np.ndarray):
+        self._data, self._index, self._read = data, index, {}
+
+    def __getitem__(self, key):
+        if key not in self._read:
+            self._read[key] = self._data[key][self._index]
+        return self._read[key]
+
+    def __contains__(self, key) -> bool:  # without reading it
+        return key in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def take(data: Mapping, index: np.ndarray) -> Taken:
+    """The rows ``index`` of every array of ``data``, read when looked up (``Taken``)."""
+    return Taken(data, index)
 
 
 def rows_per_example(shape: tuple) -> int:

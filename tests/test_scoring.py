@@ -137,6 +137,46 @@ def test_dictionary_latent_codes_are_paid_per_example(synthetic):
     assert halved.latents["test"] < s.latents["test"]  # per example
 
 
+def test_the_step_search_holds_one_theory_as_sent_not_one_per_step(synthetic, monkeypatch):
+    """Each step tried builds the parameters as sent (a copy of every table); the search keeps
+    the last one within tolerance and drops the rest, so its memory does not grow with the steps.
+    The one it keeps is the theory quantized at the step it reports."""
+    import gc
+    import weakref
+
+    import jax
+
+    from theorycraft.scoring import _size
+
+    fitted, acts = _fitted(synthetic, "t: {kind: lookup, of: a, size: 7, predicts: u}\n", "u: u")
+    examples = examples_of(fitted, acts)
+    built, alive, join = [], [], _size.join_tables
+
+    def tracked(fitted_, sent):  # every copy of the parameters the search makes, by weak reference
+        params = join(fitted_, sent)
+        built.append([weakref.ref(leaf) for leaf in jax.tree_util.tree_leaves(params)])
+        return params
+
+    def errors(model, *args, **kwargs):  # while the sixth step is judged: how many copies are still held
+        if len(built) == 6 and not alive:
+            gc.collect()  # (what only a collection would free is not held by the search)
+            alive.append(sum(any(r() is not None for r in refs) for refs in built))
+        return squared_errors(model, *args, **kwargs)
+
+    squared_errors = _size.squared_errors
+    monkeypatch.setattr(_size, "join_tables", tracked)
+    monkeypatch.setattr(_size, "squared_errors", errors)
+    size = _size.measure(fitted, examples)
+    assert len(built) > 6 and size.scale is not None  # a bisection of several steps ...
+    assert alive == [1] or alive == [2]  # ... holding the best step so far and the one being judged
+    monkeypatch.undo()
+    q, _ = _size._quantize_tree({"params": _size.split_tables(fitted), "means": _size.paid_means(fitted)}, size.scale)
+    again = _size.join_tables(fitted, q["params"])
+    for name, params in again.items():
+        for key, value in params.items():
+            np.testing.assert_array_equal(size.quantized.params[name][key], value)
+
+
 # --- bits measure the claim, not its prose -------------------------------------------------------
 
 WORDED = """\

@@ -1,9 +1,12 @@
 """Streaming from the memory-mapped shards: lazy rows, seeded shuffle windows, and fits and
 scores that read the capture batch by batch the same as in one piece."""
 
-import numpy as np
+from pathlib import Path
 
-from theorycraft.inference import FitConfig, _stream, fit
+import numpy as np
+import pytest
+
+from theorycraft.inference import FitConfig, _fit, _stream, fit
 from theorycraft.inference._fit import load_examples
 from theorycraft.inference._stream import Windows, picked
 from theorycraft.scoring import score
@@ -118,3 +121,72 @@ def test_adam_streams_shuffled_windows_when_the_split_does_not_fit(tmp_path, mon
     r2 = {name: score(f, acts, bits=False).sites["y"].r2_test for name, f in (("resident", resident),
                                                                                ("streamed", streamed))}
     assert r2["streamed"] > 0.03 and abs(r2["streamed"] - r2["resident"]) < 0.02, r2  # as far, in another order
+
+
+def _resident_kib(path) -> int:
+    """This process's resident KiB of the mappings of ``path`` (Linux: /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        first = line.split()[0]
+        if "-" in first and not first.endswith(":"):  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and first == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_a_pass_over_the_shards_leaves_none_of_them_resident(tmp_path):
+    """Pages of the memory-mapped shards are dropped from the process once a batch is copied out:
+    its resident set grows with the batch, not with how much of the capture it has read."""
+    d = tmp_path / "wide"
+    d.mkdir()
+    np.save(d / "inputs.npy", np.zeros((512, 1), np.int32))
+    np.save(d / "h.npy", np.random.default_rng(0).normal(size=(512, 2048)).astype(np.float32))  # 4 MiB
+    (d / "manifest.json").write_text('{"sites": ["h"]}')
+    theory = parse_theory(f"theory: w\ntarget: activations:{d}\nsites: {{h: h}}\ncomponents: {{}}\n", path="w.yaml")
+    acts = _sharded(tmp_path, theory, shard_rows=256)
+    data = load_examples(theory, acts)
+    files = {Path(array.filename) for _, _, array in data["h"].parts}
+    total = sum(data["h"][rows].sum() for rows in _stream.chunks(np.arange(acts.n), 1, 100))
+    assert np.isclose(total, acts.site("h").sum(dtype=np.float64), rtol=1e-4)
+    assert len(files) == 2 and all(_resident_kib(f) == 0 for f in files)
+    probe = np.load(next(iter(files)), mmap_mode="r")  # the measure sees a mapping that was read
+    float(np.asarray(probe).sum())
+    assert _resident_kib(next(iter(files))) > 1000
+
+
+def test_a_site_s_batches_read_only_what_it_reads(tmp_path, monkeypatch):
+    """A batch (``take``) reads a site when it is looked up: fitting one site of a theory over
+    three reads that site and the one its map reads, not all three; the fit is the same."""
+    theory = theory_for(recorded_target(tmp_path), """\
+        map: {kind: linear, from: x, predicts: y}
+        by_a: {kind: lookup, of: a, size: 7, predicts: z}
+        """)
+    acts = _sharded(tmp_path, theory)
+    reads = {}
+
+    class Counted:  # a capture array that counts the rows read of it
+        def __init__(self, name, rows):
+            self.name, self.rows, self.shape = name, rows, rows.shape
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, index):
+            out = self.rows[index]
+            reads[self.name] = reads.get(self.name, 0) + len(out)
+            return out
+
+    rows = _stream.capture_rows
+    monkeypatch.setattr(_fit, "capture_rows", lambda t, a: {k: Counted(k, v) for k, v in rows(t, a).items()})
+    fitted = fit(theory, acts, FitConfig(progress=False))
+    train, validation = len(acts.split("train")), len(acts.split("validation"))
+    # each site is read once for its training mean, and once by the one fit that reads it (y's
+    # reads y and x, z's reads z): not by every site's fit
+    assert reads["x"] == reads["y"] == reads["z"] == train + (train + validation)
+    monkeypatch.undo()
+    again = fit(theory, acts, FitConfig(progress=False))
+    for name, params in fitted.params.items():
+        for key, value in params.items():
+            np.testing.assert_array_equal(np.asarray(again.params[name][key]), np.asarray(value))

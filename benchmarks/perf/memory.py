@@ -6,9 +6,11 @@ the theory's parameters, not with the number of windows.
 
 Each capture (a directory of the activation store holding ``encoder.layer.0.output`` of
 ``hf:minilm``, e.g. from ``theorycraft capture hf:minilm --sites embeddings encoder.layer.0.output
-... --n 1024 --dtype float16``) is fitted and scored by ``theorycraft.infer`` in a fresh Python
-process, whose peak resident set (``ru_maxrss``) is reported, next to a process that only imports
-theorycraft and opens the capture (what the interpreter, JAX and torch cost before any fit).
+... --n 1024 --dtype float16``; beyond the default corpus's 2,518 windows, the standard library's
+source that ``benchmarks/minilm_50m.py --n 4096 --capture-only`` captures, with every site) is
+fitted and scored by ``theorycraft.infer`` in a fresh Python process, whose peak resident set
+(``ru_maxrss``) is reported, next to a process that only imports theorycraft and opens the
+capture (what the interpreter costs before any fit; JAX and torch are imported later, lazily).
 ``--python`` runs the processes under another interpreter (another checkout's venv), to compare.
 """
 

@@ -234,11 +234,15 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE, prices:
 
     full = errors(fitted, "validation")
     floor = coverage(full, examples.sst["validation"]) - tolerance
-    trials: dict = {}
+    passed: dict = {}  # the last step within tolerance and its theory as sent: the bisection's answer
 
     def within(scale: float) -> bool:
-        model, bits = trials[scale] = sent(scale)
-        return coverage(errors(model, "validation"), examples.sst["validation"]) >= floor
+        model, bits = sent(scale)
+        ok = coverage(errors(model, "validation"), examples.sst["validation"]) >= floor
+        if ok:  # each step that passes is coarser than the last; one copy of the parameters is kept, not one per step
+            passed.clear()
+            passed[scale] = (model, bits)
+        return ok
 
     # no validation spread to keep (an empty or constant split): nothing to choose a step on
     choosable = sum(examples.sst["validation"].values()) > 0
@@ -246,7 +250,7 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE, prices:
     if best_scale is None:  # even the finest grid costs too much: float32
         quantized, param_bits = fitted, _float_bits(tree)
     else:
-        quantized, param_bits = trials[best_scale]
+        quantized, param_bits = passed[best_scale]
     latents = {split: sum(latent_bits(*active_latents(quantized, examples, name, examples.index[split]),
                                       best_scale * rms if best_scale else None) for name, rms in code_rms.items())
                for split in ("validation", "test")}

@@ -1,0 +1,58 @@
+"""Peak memory of ``score`` (with bits) of the 82 M-parameter token + position theory of
+``benchmarks/minilm_50m.py`` on a capture of all seven sites, in a process that only loads the
+fitted theory and scores it (fit it first, once, with ``fit``).
+
+    nice -n 10 python benchmarks/perf/score_memory.py fit CAPTURE_DIR RUN_DIR
+    nice -n 10 python benchmarks/perf/score_memory.py score CAPTURE_DIR RUN_DIR
+
+CAPTURE_DIR: e.g. ``python benchmarks/minilm_50m.py --n 512 --capture-only``. Prints the score's
+coverage, bits and wall time, and the process's peak resident set (``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import time
+from pathlib import Path
+
+
+def script():
+    """benchmarks/minilm_50m.py: its theory, not a copy of it."""
+    path = Path(__file__).parents[1] / "minilm_50m.py"
+    spec = importlib.util.spec_from_file_location("minilm_50m", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("fit", "score"))
+    parser.add_argument("capture", type=Path)
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    from theorycraft.inference import FitConfig, fit
+    from theorycraft.inference._fitted import FittedTheory
+    from theorycraft.scoring import score
+    from theorycraft.spec import parse_theory
+    from theorycraft.store import ActivationSet
+
+    acts = ActivationSet(args.capture)
+    start = time.perf_counter()
+    if args.what == "fit":
+        theory = parse_theory(script().theory_text(6), path="<minilm-50m>")
+        fit(theory, acts, FitConfig(progress=False)).save(args.run_dir)
+        out = {}
+    else:
+        card = score(FittedTheory.load(args.run_dir), acts, bits=True)
+        out = {"coverage": card.coverage, "bits": card.size.bits}
+    out |= {"seconds": round(time.perf_counter() - start, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
