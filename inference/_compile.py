@@ -182,7 +182,8 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
             out[f"{name}/expr"] = kind_of(c).expression_inputs(name, c, expressions)
         if name in plan.fixed:
             inputs = ([out[f"{name}/expr"]] if exprs else []) + [read_input(c, r, out) for r in c.reads()]
-            out[name] = np.asarray(kind_of(c).apply(plan.frozen.get(name, {}), c, [jnp.asarray(x) for x in inputs]))
+            # numpy in, for the kinds that compute fixed features in numpy (no compilation per shape)
+            out[name] = np.asarray(kind_of(c).apply(plan.frozen.get(name, {}), c, [np.asarray(x) for x in inputs]))
     return out
 
 
@@ -239,7 +240,10 @@ def predict_site(plan: Plan, params, site: str, fixed: Mapping[str, jax.Array], 
     return total
 
 
-def init_params(plan: Plan, key: jax.Array) -> dict:
+def init_params(plan: Plan, key: jax.Array, only=None) -> dict:
+    """Each learned component's starting parameters; ``only``: just those (each drawn from the
+    same key as in the whole set, so a component starts the same either way)."""
     keys = jax.random.split(key, max(len(plan.theory.components), 1))
     return {name: kind_of(c).init(k, c, plan.shapes(name))
-            for k, (name, c) in zip(keys, plan.theory.components.items()) if name not in plan.fixed}
+            for k, (name, c) in zip(keys, plan.theory.components.items())
+            if name not in plan.fixed and (only is None or name in only)}

@@ -423,13 +423,19 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     plan = make_plan(theory, shapes, acts.vocab_size, budget=budget)
     data = load_examples(theory, acts) if data is None else data  # read from the shards where indexed
     means = train_means(plan, data, train_idx)
-    params = warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed)), means)
+    learnable = [n for n in plan.theory.components if n not in plan.fixed]
+
+    def initialise(names) -> None:  # starting points only where a gradient fit needs them (init compiles per shape)
+        missing = [n for n in names if n not in params]
+        if missing:
+            params.update(warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed), only=missing), means))
+
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
-    keep = {n: p for n, p in (keep or {}).items() if n in params}
-    params.update(keep)
+    keep = {n: p for n, p in (keep or {}).items() if n in learnable}
+    params = dict(keep)
     frozen: dict = dict(keep)  # parameters fitted by earlier stages (or kept): fixed for the later ones
     for k, stage in enumerate(fit_stages(plan, config.mode)):
-        kept = [s for s in stage if all(n in keep for n in plan.theory.upstream(s) if n in params)]
+        kept = [s for s in stage if all(n in keep for n in plan.theory.upstream(s) if n in learnable)]
         summary["kept"] += kept
         stage = [s for s in stage if s not in kept]
         if not stage:
@@ -444,7 +450,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
             metrics.write("closed_form", k, site=site, components=names, ridge_strength=strength, method=method)
         rest = [s for s in stage if s not in closed]
-        learning = {n: params[n] for n in _upstream_all(staged, rest) if n in params and n not in staged.fixed}
+        initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed])
+        learning = {n: params[n] for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed}
         if learning:
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
             checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
@@ -457,6 +464,8 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
+    initialise(learnable)  # a component no fit reached keeps its start
+    params = {n: params[n] for n in learnable}
     # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
             "processes": _distributed.process_count(), "examples_read": len(local)}

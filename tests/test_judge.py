@@ -72,3 +72,20 @@ def test_judge_cache_size_is_checked(bad, capsys):
     with pytest.raises(SystemExit) as info:
         main(["search", "examples/search_superposition.yaml", f"--judge-cache={bad}"])
     assert info.value.code == 2 and "argument --judge-cache: judge_cache must be a size" in capsys.readouterr().err
+
+
+def test_a_site_fitted_in_another_theory_keeps_that_fit(tmp_path):
+    start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
+    acts, judge = judges(tmp_path, start)
+    vocab = parse_vocabulary(VOCABULARY, "vocab.yaml", start)
+    offered = candidates(vocab, start, state={})
+    on_u = next(c for c in offered if c.site == "u")
+    on_y = next(c for c in offered if c.site == "y")
+    base = judge[True].assess(start)
+    judge[True].assess(on_y.apply(start), base)  # y's fit, in a theory without u's table
+    with_u = judge[True].assess(on_u.apply(start), base)
+    both = on_y.apply(on_u.apply(start))
+    a = judge[True].assess(both, with_u)  # u kept from the base, y from the earlier theory: nothing refitted
+    assert sorted(a.fitted.fit_info["kept"]) == ["u", "y"]
+    b = judge[False].assess(both, judge[False].assess(start))
+    assert (a.selection, a.report, a.params) == (b.selection, b.report, b.params)  # closed form: as a refit

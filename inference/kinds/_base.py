@@ -19,6 +19,8 @@ every kind for its schema, and ``theorycraft validate`` must not pay ~1 s for ja
 
 from __future__ import annotations
 
+import numpy as np
+
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Union
 
@@ -176,10 +178,17 @@ def dense(key, n_in: int, n_out: int):
     return jax.random.normal(key, (n_in, n_out), jnp.float32) / jnp.sqrt(max(n_in, 1))
 
 
-def concat(inputs):
+def array_module(inputs):
+    """numpy where every input is a numpy array (a fixed feature computed once per batch: no
+    per-shape compilation), else jax.numpy (inside a traced loss)."""
     import jax.numpy as jnp
 
-    return jnp.concatenate([x.reshape(x.shape[0], -1) for x in inputs], axis=-1)
+    return np if all(isinstance(x, np.ndarray) for x in inputs) else jnp
+
+
+def concat(inputs):
+    xp = array_module(inputs)
+    return xp.concatenate([x.reshape(x.shape[0], -1) for x in inputs], axis=-1)
 
 
 def activation(name: str):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
+
 from pydantic import Field, StrictInt
 
 from theorycraft.spec._model import ComponentSpec, Expression, PositiveInt, _list_of
 
-from ._base import Kind, concat
+from ._base import Kind, array_module, concat
 
 
 class Fourier(ComponentSpec):
@@ -36,12 +38,11 @@ class FourierKind(Kind):
         return 4 * (len(spec.of) + width + width // 2) * plan.rows_per_example(name)
 
     def apply(self, params, spec, inputs):
-        import jax.numpy as jnp
-
-        x = concat(inputs)  # [rows, len(of)] numeric values
-        freqs = jnp.asarray(spec.frequencies, jnp.float32)
-        angle = 2 * jnp.pi * x[:, :, None] * freqs[None, None, :] / spec.modulus  # [rows, of, freqs]
-        return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1).reshape(x.shape[0], -1)
+        xp = array_module(inputs)
+        x = concat(inputs).astype(xp.float32)  # [rows, len(of)] numeric values
+        freqs = xp.asarray(spec.frequencies, xp.float32)
+        angle = xp.float32(2 * np.pi) * x[:, :, None] * freqs[None, None, :] / xp.float32(spec.modulus)  # [rows, of, freqs]
+        return xp.concatenate([xp.cos(angle), xp.sin(angle)], axis=-1).reshape(x.shape[0], -1)
 
     def randomised(self, data, rng):
         """As many frequencies, drawn from those the component does not use."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from theorycraft.spec._model import ComponentSpec, Expression, _list_of
 
 from ._base import Kind, concat
@@ -26,9 +28,7 @@ class RuleKind(Kind):
         return len(spec.when)
 
     def apply(self, params, spec, inputs):
-        import jax.numpy as jnp
-
-        return concat(inputs).astype(jnp.float32)  # the expressions' truth values, 0/1
+        return concat(inputs).astype(np.float32)  # the expressions' truth values, 0/1
 
 
 KIND = RuleKind()

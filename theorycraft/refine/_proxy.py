@@ -99,7 +99,7 @@ def _features(cand: Candidate, theory, judge, batch, readers: dict) -> np.ndarra
     z = feature_columns(cand, theory, judge.shapes, judge.acts.vocab_size, batch)
     if cand.template in readers:  # what fixed features read it grow with it (cos a · cos b)
         spec = readers[cand.template]
-        z = np.concatenate([z, np.asarray(kind_of(spec).apply({}, spec, [jnp.asarray(z)]))], axis=1)
+        z = np.concatenate([z, np.asarray(kind_of(spec).apply({}, spec, [z]))], axis=1)
     return z
 
 
@@ -188,8 +188,10 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
             gains[k], unseen[k] = _single_gain(cand, current, judge, batch, residual[cand.site], site_memo[cand.site],
                                                     shared)
     for (site, _), members in grouped.items():
-        z = jnp.asarray(np.stack([m[1] for m in members]))
-        for (k, _), g in zip(members, np.asarray(ridge_gains(z, jnp.asarray(residual[site])))):
+        z = np.stack([m[1] for m in members])
+        padded = 1 << (len(z) - 1).bit_length()  # candidates in powers of two: a compilation serves many steps
+        z = np.concatenate([z, np.zeros((padded - len(z), *z.shape[1:]), z.dtype)]) if padded > len(z) else z
+        for (k, _), g in zip(members, np.asarray(ridge_gains(jnp.asarray(z), jnp.asarray(residual[site])))):
             gains[k], unseen[k] = float(g), 0
     for k, cand in enumerate(offered):
         site_memo[cand.site]["gains"][known[k]] = (gains[k], unseen[k])

@@ -17,6 +17,7 @@ theory does not predict yet is sent as its training mean plus the residual aroun
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -96,6 +97,31 @@ def variables_of(theory: Theory, components) -> set[str]:
     return seen
 
 
+def same_component(theory: Theory, old: Theory, name: str) -> bool:
+    """``name`` and all it reads (components, variables) are the same in both theories."""
+    names, todo = {name}, [name]
+    while todo:  # and every component it reads, transitively
+        for r in theory.components[todo.pop()].reads():
+            if r in theory.components and r not in names:
+                names.add(r)
+                todo.append(r)
+    return (all(n in old.components and theory.components[n] == old.components[n] for n in names)
+            and all(theory.variables.get(v) == old.variables.get(v) for v in variables_of(theory, names)))
+
+
+def site_key(theory: Theory, site: str) -> str | None:
+    """What a stagewise fit of ``site`` depends on, as text: its components and the variables they
+    read; None where it also depends on another site's fit (a component it reads predicts, or is
+    shared with, another site), or on nothing."""
+    names = theory.upstream(site)
+    others = set().union(*(theory.upstream(s) for s in theory.sites if s != site)) if len(theory.sites) > 1 else set()
+    if not names or names & others or any(theory.components[n].predicts not in (None, site) for n in names):
+        return None
+    parts = [(n, theory.components[n].model_dump(mode="json", by_alias=True)) for n in sorted(names)]
+    parts += [(v, str(theory.variables[v])) for v in sorted(variables_of(theory, names))]
+    return json.dumps([site, parts], sort_keys=True, default=str)
+
+
 def param_bytes(params) -> int:
     return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(params)))
 
@@ -140,10 +166,27 @@ class Judge:
         self.held = 0  # bytes of parameters in ``seen``
         self.evicted = 0
         self.prices: dict = {}  # (tensor digest, step) -> bits: see ``scoring.measure``
+        self.site_fits: OrderedDict[str, dict] = OrderedDict()  # a site's fit by what it depends on (``site_key``)
+        self.site_bytes = 0
 
     def cache_text(self) -> str:
         return (f"judge cache {bytes_text(self.held)} of {bytes_text(self.cache_bytes)} ({len(self.seen)} theories, "
-                f"{self.evicted} evicted)")
+                f"{self.evicted} evicted; {len(self.site_fits)} site fits, {bytes_text(self.site_bytes)})")
+
+    def _keep_site_fits(self, fitted: FittedTheory) -> None:
+        """Remember each site this fit fitted whose fit depends on nothing but its own components
+        (``site_key``), least recently used out first past ``cache_bytes``."""
+        theory = fitted.plan.theory
+        for site in theory.sites:
+            key = site_key(theory, site)
+            if key is None or site in fitted.fit_info.get("kept", ()) or key in self.site_fits:
+                continue
+            params = {n: fitted.params[n] for n in theory.upstream(site) if n in fitted.params}
+            self.site_fits[key] = params
+            self.site_bytes += param_bytes(params)
+        while self.site_bytes > self.cache_bytes and self.site_fits:
+            _, old = self.site_fits.popitem(last=False)
+            self.site_bytes -= param_bytes(old)
 
     def _keep(self, assessment: Assessment) -> None:
         key = assessment.theory.to_yaml()
@@ -179,6 +222,8 @@ class Judge:
         fitted = fit(judged, self.acts, self.config, data=self.data, keep=keep, stop=stop)
         if stop is not None and stop():
             raise Stopped("stopped before coding the fitted theory")
+        if self.incremental:
+            self._keep_site_fits(fitted)
         size = measure(fitted, self.examples, prices=self.prices if self.incremental else None)
         covered = set(fitted.sites)
         totals = {}
@@ -223,8 +268,18 @@ class Judge:
             if not more:
                 break
             touched |= more
-        return {n: p for n, p in base.fitted.params.items()
+        kept = {n: p for n, p in base.fitted.params.items()
                 if n not in refit and n in old.components and theory.components.get(n) == old.components[n]}
+        for site in touched:
+            key = site_key(theory, site)
+            if key in self.site_fits:  # fitted before with the same components (in another theory): that fit
+                self.site_fits.move_to_end(key)
+                kept.update(self.site_fits[key])
+            elif all(kind_of(theory.components[n]).pattern for n in theory.predictors(site)):
+                # each predictor fills its own head of a pattern site: one that is the same keeps its fit
+                kept.update({n: base.fitted.params[n] for n in theory.predictors(site)
+                             if n in base.fitted.params and same_component(theory, old, n)})
+        return kept
 
     def residuals(self, assessment: Assessment, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per explained site, target − prediction on examples ``rows`` (in the site's rows)."""
