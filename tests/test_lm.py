@@ -330,7 +330,8 @@ def test_search_and_check_capture_windows_of_seq_len_and_score_text_the_runs(tin
     assert "1 of 1 axioms hold" in capsys.readouterr().out
     assert sorted(windows_in(cache).values()) == [(8, (8, 32)), (12, (12, 32))]
 
-    (tiny_gpt2 / "other.txt").write_text(" ".join(reversed(TEXTS)))
+    # words in reverse order: no window of it is one the run was fitted on (whichever rows the split tests)
+    (tiny_gpt2 / "other.txt").write_text(" ".join(w for t in reversed(TEXTS) for w in reversed(t.split())))
     run = ["score", "runs/tiny-lm-tokens", "--no-splice", "--cache", str(cache)]
     assert main(run + ["--text", "other.txt", "--n", "10"]) == 0  # cut into the run's windows, not the default's
     assert sorted(windows_in(cache).values()) == [(8, (8, 32)), (12, (12, 32)), (12, (12, 32))]
