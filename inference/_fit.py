@@ -192,13 +192,17 @@ class Checkpoint:
         return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
 
 
-def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings=None) -> Callable:
+def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings=None,
+              gather: Callable | None = None) -> Callable:
     """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss).
-    ``shardings``: those of (params, opt_state), kept by the step (see _distributed.Layout)."""
+    ``shardings``: those of (params, opt_state), kept by the step (see _distributed.Layout).
+    ``gather``: the batch is what it is given, (held, rows) -> batch, done inside the step."""
     out = None if shardings is None else (*shardings, None)
 
     @partial(jax.jit, out_shardings=out)
     def step(params, opt_state, batch):
+        if gather is not None:
+            batch = gather(batch)
         value, grads = jax.value_and_grad(loss)(params, batch)
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
@@ -296,7 +300,8 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                                                   config.max_steps, config.learning_rate * 0.05)
     optimiser = optax.adam(schedule)
 
-    def train_batch(k: int) -> dict:
+    def train_rows(k: int) -> np.ndarray:
+        """Step ``k``'s rows of ``held["fixed"]`` (a streamed window's rows read when it starts)."""
         epoch, w, start = windows.locate(k)
         key = (0 if windows.resident else epoch, w)
         if held["order"] is None or held["order"][0] != (epoch, w):  # a new window (or epoch): its shuffle
@@ -307,7 +312,11 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             positions = np.unique(members[order[windows.share(w, part, parts)]])
             held.update(key=key, positions=positions, fixed=_fixed_by_site(plan, take(data, train_idx[positions]), sites))
         rows = members[picked(order, start, per_step, part, parts)]  # positions in the training split
-        return _gather(held["fixed"], plan, sites, np.searchsorted(held["positions"], rows))
+        return np.searchsorted(held["positions"], rows)
+
+    def train_batch(k: int) -> dict:
+        rows = train_rows(k)  # first: a streamed window's rows are read as it starts
+        return _gather(held["fixed"], plan, sites, rows)
 
     if validation * per_example <= _stream.RESIDENT_BYTES:  # decided alike on every process
         val_loss = _distributed.validation_loss(loss, layout, _fixed_by_site(plan, take(data, val_idx), sites),
@@ -317,7 +326,12 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}
-    step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])))
+    # one process on one device with the split in memory: the split goes to the device once and
+    # each step gathers its rows there (a host gather and transfer per step cost more than the step)
+    on_device = windows.resident and parts == 1 and len(devices) == 1
+    gather = (lambda batch: _gather(batch[0], plan, sites, batch[1])) if on_device else None
+    resident = jax.device_put(held["fixed"]) if on_device else None
+    step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])), gather)
     resumed = checkpoint.load(state["tree"])
     if not _distributed.agree(-1 if resumed is None else resumed["step"]):
         resumed = None  # a checkpoint that not every process sees alike: all start over together
@@ -328,26 +342,28 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     from tqdm.auto import tqdm
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="fit", disable=not config.progress,
                dynamic_ncols=True)
-    since = []  # training losses since the last evaluation
+    since = []  # training losses since the last evaluation, on the device (read at each evaluation:
+    checked = state  # a read per step waits for the step) and the last state they were checked finite at
     try:
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
             _check_stop(stop, f"stopped at Adam step {k}")
-            batch = layout.batch(train_batch(k))
+            batch = (resident, train_rows(k)) if on_device else layout.batch(train_batch(k))
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
-            value = float(_distributed.to_host(value))
-            if not np.isfinite(value):
-                checkpoint.save(state | {"tree": _distributed.to_host(tree)})
-                learned = ", ".join(plan.learned)
-                raise FitError(f"the fit diverged at step {k} (loss is NaN or Inf) in components {learned}; try a "
-                               f"lower learning rate (--lr) or more regularisation (l1:, a smaller rank); "
-                               f"the last good state is kept" + (f" in {checkpoint.path}" if checkpoint.path else ""))
-            state["tree"] = {"params": new_params, "opt": new_opt, "best": tree["best"]}
-            state["step"] = k + 1
+            state = state | {"tree": {"params": new_params, "opt": new_opt, "best": tree["best"]}, "step": k + 1}
             bar.update(1)
             since.append(value)
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+                losses = np.asarray(_distributed.to_host(since), np.float64)
+                if not np.isfinite(losses).all():
+                    checkpoint.save(checked | {"tree": _distributed.to_host(checked["tree"])})
+                    learned = ", ".join(plan.learned)
+                    raise FitError(f"the fit diverged at step {checked['step'] + int(np.argmin(np.isfinite(losses)))} "
+                                   f"(loss is NaN or Inf) in components {learned}; try a lower learning rate (--lr) "
+                                   f"or more regularisation (l1:, a smaller rank); the last good state (step "
+                                   f"{checked['step']}) is kept" + (f" in {checkpoint.path}" if checkpoint.path else ""))
+                checked, value = state, float(losses[-1])
                 current = val_loss(new_params)
                 bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
                 if current < state["best_val"] - 1e-7:
@@ -355,7 +371,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                     state["tree"]["best"] = new_params
                 else:
                     state["stale"] += 1
-                metrics.write("fit", state["step"], stage=stage, sites=sites, loss=float(np.mean(since)),
+                metrics.write("fit", state["step"], stage=stage, sites=sites, loss=float(losses.mean()),
                               validation_loss=current, best_validation_loss=state["best_val"],
                               learning_rate=float(schedule(k)))
                 since = []
