@@ -23,11 +23,11 @@ from math import prod
 from typing import Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec import Theory, declare_inputs, parse_theory
 from theorycraft.spec._expr import random_offsets
+from theorycraft.spec._yaml import dump as dump_yaml
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
 
@@ -58,7 +58,7 @@ def _theory(reference: Theory, name: str, description: str, components: dict, va
         data["variables"] = variables
     if components:
         data["components"] = components
-    return parse_theory(yaml.safe_dump(declare_inputs(data), sort_keys=False), path=f"<baseline {name} of {reference.name}>")
+    return parse_theory(dump_yaml(declare_inputs(data), sort_keys=False), path=f"<baseline {name} of {reference.name}>")
 
 
 def _is_pattern(ctx: Context, site: str) -> bool:

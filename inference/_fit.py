@@ -196,17 +196,29 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
               gather: Callable | None = None) -> Callable:
     """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss).
     ``shardings``: those of (params, opt_state), kept by the step (see _distributed.Layout).
-    ``gather``: the batch is what it is given, (held, rows) -> batch, done inside the step."""
+    ``gather``: the batch is ``(held, rows)`` instead, ``rows`` [K, batch size], and one call takes
+    K steps, each gathering its batch as ``gather((held, rows[k]))`` inside (on a small theory a
+    dispatch per step costs more than the step); it returns the K losses."""
     out = None if shardings is None else (*shardings, None)
 
-    @partial(jax.jit, out_shardings=out)
-    def step(params, opt_state, batch):
-        if gather is not None:
-            batch = gather(batch)
+    def update(params, opt_state, batch):
         value, grads = jax.value_and_grad(loss)(params, batch)
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
-    return step
+
+    if gather is None:
+        return jax.jit(update, out_shardings=out)
+
+    @partial(jax.jit, out_shardings=out)
+    def steps(params, opt_state, batch):
+        held, rows = batch
+
+        def one(carry, r):
+            params, opt_state, value = update(*carry, gather((held, r)))
+            return (params, opt_state), value
+        (params, opt_state), values = jax.lax.scan(one, (params, opt_state), rows)
+        return params, opt_state, values
+    return steps
 
 
 class Stopped(Exception):
@@ -271,8 +283,9 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     of a split are computed once when they fit in ``RESIDENT_BYTES``; otherwise the steps read
     shuffled windows of the memory-mapped shards (``_stream.Windows``; ``blocks``: the training
     positions each shard holds) and the validation loss is summed window by window. At each
-    evaluation a ``fit`` record goes to ``metrics``. ``stop`` is asked before every step; when it
-    says so, the fit raises ``Stopped``.
+    evaluation a ``fit`` record goes to ``metrics``. ``stop`` is asked before every step (on one
+    device with the split resident, before each run of steps to the next evaluation, taken in one
+    call); when it says so, the fit raises ``Stopped``.
 
     On several processes, ``train_idx`` is still the whole training split: every process draws
     the same order of it and feeds its equal part of each step, so the steps are those of one
@@ -312,7 +325,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             positions = np.unique(members[order[windows.share(w, part, parts)]])
             held.update(key=key, positions=positions, fixed=_fixed_by_site(plan, take(data, train_idx[positions]), sites))
         rows = members[picked(order, start, per_step, part, parts)]  # positions in the training split
-        return np.searchsorted(held["positions"], rows)
+        return rows if windows.resident else np.searchsorted(held["positions"], rows)
 
     def train_batch(k: int) -> dict:
         rows = train_rows(k)  # first: a streamed window's rows are read as it starts
@@ -348,14 +361,19 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         while state["step"] < config.max_steps and state["stale"] < config.patience:
             k = state["step"]
             _check_stop(stop, f"stopped at Adam step {k}")
-            batch = (resident, train_rows(k)) if on_device else layout.batch(train_batch(k))
+            if on_device:  # every step up to the next evaluation or checkpoint in one call
+                end = min(-(-(k + 1) // every) * every for every in (config.eval_every, config.checkpoint_every))
+                end = min(end, config.max_steps)
+                batch = (resident, np.stack([train_rows(j) for j in range(k, end)]))
+            else:
+                end, batch = k + 1, layout.batch(train_batch(k))
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
-            state = state | {"tree": {"params": new_params, "opt": new_opt, "best": tree["best"]}, "step": k + 1}
-            bar.update(1)
+            state = state | {"tree": {"params": new_params, "opt": new_opt, "best": tree["best"]}, "step": end}
+            bar.update(end - k)
             since.append(value)
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                losses = np.asarray(_distributed.to_host(since), np.float64)
+                losses = np.concatenate([np.ravel(v) for v in _distributed.to_host(since)]).astype(np.float64)
                 if not np.isfinite(losses).all():
                     checkpoint.save(checked | {"tree": _distributed.to_host(checked["tree"])})
                     learned = ", ".join(plan.learned)
@@ -373,7 +391,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                     state["stale"] += 1
                 metrics.write("fit", state["step"], stage=stage, sites=sites, loss=float(losses.mean()),
                               validation_loss=current, best_validation_loss=state["best_val"],
-                              learning_rate=float(schedule(k)))
+                              learning_rate=float(schedule(state["step"] - 1)))
                 since = []
             if state["step"] % config.checkpoint_every == 0:
                 checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})

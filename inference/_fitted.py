@@ -134,12 +134,21 @@ class FittedTheory:
                    "read teacher-forced; predict(..., free=True) reads only its inputs and the sites its autoencoders encode")
             raise FitError(f"theory '{self.theory.name}' needs the recorded site(s) {', '.join(missing)} ({why}): "
                            f"pass them as predict(inputs, sites={{...}})")
-        n = len(inputs)
         if not free:
-            batch = {"inputs": np.asarray(inputs), **sites}
-            return {site: self._predict_site(batch, site, n) for site in self.sites}
-        batch = self.run_free(self.free_batch(inputs, sites), n)
+            return self.predict_given(self.given(inputs, sites), len(inputs))
+        batch = self.run_free(self.free_batch(inputs, sites), len(inputs))
         return {s: batch[s] for s in self.sites}
+
+    def given(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray]) -> dict[str, dict]:
+        """What each site's predictors are given teacher-forced on a batch (``fixed``). It does
+        not depend on the parameters: models of one plan (a theory quantized at many steps) can
+        share it (``predict_given``)."""
+        batch = {"inputs": np.asarray(inputs), **sites}
+        return {site: self.fixed(batch, site) for site in self.sites}
+
+    def predict_given(self, given: Mapping[str, dict], n: int) -> dict[str, np.ndarray]:
+        """Teacher-forced predictions of ``n`` examples from what ``given`` says their sites' predictors read."""
+        return {site: self._predict_fixed(given[site], site, n) for site in self.sites}
 
     def run_free(self, batch: dict, n: int, *, until: str | None = None, adjust=None, after=None) -> dict:
         """Sites in dependency order (up to ``until``), each prediction handed on in ``batch`` as
@@ -169,6 +178,9 @@ class FittedTheory:
         fixed = self.fixed(batch, site)
         if adjust is not None:
             adjust(site, fixed)
+        return self._predict_fixed(fixed, site, n)
+
+    def _predict_fixed(self, fixed: Mapping, site: str, n: int) -> np.ndarray:
         shape = self.plan.site_shapes[site]
         rows = n * (shape[0] if len(shape) == 2 else 1)
         pred = predict_site(self.plan, self.params, site, fixed, jnp.asarray(self.means[site]), rows)

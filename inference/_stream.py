@@ -91,6 +91,14 @@ def capture_rows(theory, acts) -> dict[str, ShardRows]:
     return data
 
 
+def resident(data: Mapping[str, ShardRows], budget: int = RESIDENT_BYTES) -> Mapping[str, np.ndarray]:
+    """``data`` read into memory whole when all of it fits in ``budget`` bytes, else as it is: a
+    search reads the same rows of a small capture thousands of times, and each read from the
+    shards copies (after ``release``, faults in) its pages again."""
+    size = sum(len(a) * int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in data.values())
+    return {k: np.asarray(a) for k, a in data.items()} if size <= budget else data
+
+
 class Taken(Mapping):
     """The rows ``index`` of every array of ``data``, each read (into memory, then kept) when it is
     first looked up: a site's batch reads that site and what its predictors read, not every site

@@ -6,12 +6,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Optional
 
-import yaml
-
 from ._diagnostics import Diagnostic
 from ._expr import Expr, renamed
 from ._model import Site, TargetRef
-from ._yaml import Path, SourceMap
+from ._yaml import Path, SourceMap, dump as dump_yaml
 
 
 def walk_reads(start: Iterable[str], reads: Callable[[str], Optional[Iterable[str]]]) -> tuple[set[str], set[str]]:
@@ -150,7 +148,7 @@ class Theory:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
+        return dump_yaml(self.to_dict(), sort_keys=False, width=100, allow_unicode=True)
 
     def claim(self) -> str:
         """What the theory says, not how it is worded or where it lives: kinds, wiring,
@@ -175,7 +173,7 @@ class Theory:
             out["variables"] = [renamed(e, index) for e in self.variables.values()]
         if self.components:
             out["components"] = [_component_claim(c, index) for c in self.components.values()]
-        return yaml.safe_dump(out, sort_keys=False, width=100, default_flow_style=None)
+        return dump_yaml(out, sort_keys=False, width=100, default_flow_style=None)
 
 
 def _site_data(site: Site):

@@ -127,6 +127,7 @@ SHRINKAGES = (1e-3, 0.1, 1.0, 10.0)  # ridge strengths of a table, in examples p
 CG_TOLERANCE = 1e-10  # relative residual of the normal equations at which the final table solve stops
 SELECTION_TOLERANCE = 1e-6  # enough to compare shrinkages on validation, at a quarter of the iterations
 CG_CAP = 2000  # iterations; a solve that reaches the cap says so in the fit log and the scorecard
+DIRECT_COLUMNS = 2048  # up to this many reached columns the normal equations are factorised (dense, exact), not iterated
 
 
 def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, dense: np.ndarray | None = None):
@@ -141,9 +142,13 @@ def _normal_equations(cells: list[np.ndarray], sizes: list[int], y: np.ndarray, 
     columns = np.stack([np.zeros(n, np.int64)] + [c + o for c, o in zip(cells, offsets)], axis=1)
     rows = np.arange(0, columns.size + 1, columns.shape[1])  # csr row pointers: K + 1 entries a row
     x = sparse.csr_matrix((np.ones(columns.size), columns.reshape(-1), rows), shape=(n, 1 + sum(sizes)))
-    if dense is not None and dense.shape[1]:
-        x = sparse.hstack([x, sparse.csr_matrix(np.asarray(dense, np.float64))], format="csr")
-    return (x.T @ x).tocsr(), np.asarray(x.T @ np.asarray(y, np.float64))
+    y = np.asarray(y, np.float64)
+    if dense is None or not dense.shape[1]:
+        return (x.T @ x).tocsr(), np.asarray(x.T @ y)
+    f = np.asarray(dense, np.float64)  # its blocks by BLAS: a sparse product of dense columns is far slower
+    cross = np.asarray(x.T @ f)
+    gram = sparse.bmat([[x.T @ x, sparse.csr_matrix(cross)], [sparse.csr_matrix(cross.T), sparse.csr_matrix(f.T @ f)]])
+    return gram.tocsr(), np.concatenate([np.asarray(x.T @ y), f.T @ y])
 
 
 def _conjugate_gradients(matvec: Callable, rhs: np.ndarray, diagonal: np.ndarray, x: np.ndarray,
@@ -186,15 +191,32 @@ def _solve_tables(gram, xty: np.ndarray, shrink: float, start: np.ndarray, dense
     def matvec(v):
         return gram @ v + penalty[:, None] * v
 
-    solved, iterations, converged = _conjugate_gradients(matvec, xty[reached], gram.diagonal() + penalty,
-                                                         start[reached], tolerance)
+    solved = _cholesky(gram, penalty, xty[reached]) if len(reached) <= DIRECT_COLUMNS else None
+    if solved is not None:
+        method = "a Cholesky solve of the one-hot normal equations"
+    else:
+        solved, iterations, converged = _conjugate_gradients(matvec, xty[reached], gram.diagonal() + penalty,
+                                                             start[reached], tolerance)
+        method = "conjugate gradients on the one-hot normal equations" + (
+            f" ({iterations} iterations)" if converged else f", NOT CONVERGED: stopped at the cap of {CG_CAP} iterations")
     scale = np.maximum(np.linalg.norm(xty, axis=0), 1e-300)
     residual = float(np.max(np.linalg.norm(xty[reached] - matvec(solved), axis=0) / scale))  # recomputed
-    how = (f"relative residual {residual:.0e} after {iterations} iterations" if converged else
-           f"NOT CONVERGED: stopped at the cap of {CG_CAP} iterations with relative residual {residual:.0e}")
     w = np.zeros_like(xty)
     w[reached] = solved
-    return w, f"conjugate gradients on the one-hot normal equations, {how}"
+    return w, f"{method}, relative residual {residual:.0e}"
+
+
+def _cholesky(gram, penalty: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """(gram + diag(penalty))⁻¹ rhs by a dense Cholesky factorisation; None where it is not
+    numerically positive definite (conjugate gradients then)."""
+    import scipy.linalg
+
+    a = gram.toarray()
+    a[np.diag_indices_from(a)] += penalty
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, check_finite=False), rhs, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _split_tables(w: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:

@@ -29,6 +29,7 @@ import numpy as np
 from theorycraft.inference._compile import make_plan, site_rows
 from theorycraft.inference._fit import FitConfig, Stopped, fit, load_examples, site_shapes
 from theorycraft.inference._fitted import FittedTheory, count_params
+from theorycraft.inference._stream import resident
 from theorycraft.inference.kinds import kind_of
 from theorycraft._arguments import bytes_text, memory
 from theorycraft._metrics import Metrics
@@ -147,7 +148,7 @@ class Judge:
     def __post_init__(self):
         self.config = dataclasses.replace(self.config, refit_on_validation=False)
         self.cache_bytes = CACHE_BYTES if self.cache_bytes is None else memory(self.cache_bytes, name="judge_cache")
-        self.data = load_examples(self.start, self.acts)
+        self.data = resident(load_examples(self.start, self.acts))
         self.shapes = site_shapes(self.start, self.acts.sites)
         bare = Theory(self.start.name, self.start.target, dict(self.start.sites), {}, {})  # every site, at its mean
         self.mean = fit(bare, self.acts, self.config, data=self.data)

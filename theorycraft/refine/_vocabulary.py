@@ -35,7 +35,7 @@ from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec._model import Name
 from theorycraft.spec._parse import validate_component
-from theorycraft.spec._yaml import SourceMap, load_yaml, read_limited
+from theorycraft.spec._yaml import SourceMap, dump as dump_yaml, load_yaml, read_limited
 
 TOP_KEYS = ("vocabulary", "description", "variables", "components")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -292,8 +292,6 @@ def drop_reads(components: dict, name: str) -> None:
 
 def rebuild(data: dict) -> Theory:
     """A theory from plain data, with unused variables and empty read-outs dropped."""
-    import yaml
-
     components = {k: dict(v) for k, v in data.get("components", {}).items()}
     while True:  # a component left reading nothing goes (a read-out after its last feature)
         empty = [k for k, v in components.items() if _reads_nothing(v)]
@@ -310,7 +308,7 @@ def rebuild(data: dict) -> Theory:
     if not components:
         data.pop("components")
     data.pop("inputs", None)  # declared anew: a candidate may predict a site that was an input
-    return parse_theory(yaml.safe_dump(declare_inputs(data), sort_keys=False, width=100), path="<search>")
+    return parse_theory(dump_yaml(declare_inputs(data), sort_keys=False, width=100), path="<search>")
 
 
 def _reads_nothing(component: dict) -> bool:
@@ -489,8 +487,6 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
     positions, every one of them: RASP's constructs (``_position_templates``). Pattern sites: attention
     rules from a small grammar, for every head. Vector sites: linear maps (full and low rank) from
     each site before them."""
-    import yaml
-
     variables: dict[str, str] = {}
     components: dict[str, dict] = {}
     token_inputs = inputs is not None and np.issubdtype(np.asarray(inputs).dtype, np.integer)
@@ -519,4 +515,4 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
     if variables:
         doc["variables"] = variables
     doc["components"] = components
-    return yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=None)
+    return dump_yaml(doc, sort_keys=False, width=110, default_flow_style=None)

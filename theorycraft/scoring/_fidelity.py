@@ -8,7 +8,7 @@ Splits are fixed per capture (``ActivationSet.split``): *train* examples are fit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -82,18 +82,46 @@ def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[s
     return out
 
 
+@dataclass
+class Kept:
+    """One split's batches as the models of one plan read them teacher-forced (targets, and what
+    each site's predictors are given), kept across calls while they fit in ``budget`` bytes: a
+    quantization search scores one theory at a dozen steps, and rules over positions cost more
+    to evaluate than the prediction."""
+
+    budget: int = _stream.RESIDENT_BYTES
+    batches: dict = field(default_factory=dict)  # batch number -> (targets, given)
+    bytes: int = 0
+
+    def keep(self, b: int, targets: dict, given: dict) -> None:
+        size = sum(np.asarray(v).nbytes for v in targets.values())
+        size += sum(np.asarray(v).nbytes for fixed in given.values() for v in fixed.values())
+        if self.bytes + size <= self.budget:
+            self.batches[b] = (targets, given)
+            self.bytes += size
+
+
 def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *,
-                   free: bool = False) -> dict[str, float]:
+                   free: bool = False, kept: Kept | None = None) -> dict[str, float]:
     """Per covered site, the summed squared error of ``fitted`` over examples ``index`` (a site it
     does not predict is predicted by its training mean), teacher-forced (every site a component
     reads is the recorded one) or ``free`` (the theory's own prediction of it, from the input).
-    Batch by batch (``batches``), read from the shards."""
+    Batch by batch (``batches``), read from the shards. ``kept`` (teacher-forced, for models of one
+    plan over one ``index``): batches read before are taken from it, and new ones kept in it."""
     sse = {s: 0.0 for s in fitted.sites}
-    for rows in batches(fitted, index):
-        recorded = {s: data[s][rows] for s in fitted.theory.sites}
-        preds = fitted.predict(data["inputs"][rows], recorded, free=free)
+    for b, rows in enumerate(batches(fitted, index)):
+        if not free and kept is not None and b in kept.batches:
+            targets, given = kept.batches[b]
+        else:
+            recorded = {s: data[s][rows] for s in fitted.theory.sites}
+            targets = {s: site_rows(fitted.plan, s, recorded[s]) for s in sse}
+            given = None if free else fitted.given(data["inputs"][rows], recorded)
+            if kept is not None and not free:
+                kept.keep(b, targets, given)
+        preds = (fitted.predict(data["inputs"][rows], recorded, free=True) if free else
+                 fitted.predict_given(given, len(rows)))
         for s in sse:
-            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - site_rows(fitted.plan, s, recorded[s])) ** 2).sum())
+            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - targets[s]) ** 2).sum())
     return sse
 
 

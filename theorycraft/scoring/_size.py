@@ -17,7 +17,7 @@ from theorycraft.inference.kinds import kind_of
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
 from ._card import SizeScore
-from ._fidelity import Examples, batches, coverage, squared_errors
+from ._fidelity import Examples, Kept, batches, coverage, squared_errors
 
 R2_TOLERANCE = 0.001  # the most validation coverage quantization may cost
 LOG2_SCALES = (-20.0, 2.0)  # step sizes searched, relative to each tensor's RMS
@@ -229,8 +229,10 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE, prices:
             params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
         return fitted.replace(params=params, means=_with_means(fitted, q["means"])), bits
 
+    kept = {split: Kept() for split in ("validation", "test")}  # every model here shares the plan
+
     def errors(model, split: str) -> dict[str, float]:
-        return squared_errors(model, examples.data, examples.index[split])
+        return squared_errors(model, examples.data, examples.index[split], kept=kept[split])
 
     full = errors(fitted, "validation")
     floor = coverage(full, examples.sst["validation"]) - tolerance
