@@ -242,12 +242,12 @@ def to_host(tree):
     return jax.tree_util.tree_map(get, tree)
 
 
-def validation_loss(loss, layout: Layout, batch, rows: int, compiler_options: dict | None = None):
+def validation_loss(loss, layout: Layout, batch, rows: int):
     """``params -> float``: the loss on the validation rows of every process. One process: the
     rows replicated over the mesh. Several: each process evaluates its own rows with the
     parameters gathered on its first device, and the row-weighted mean is summed across them
     (the loss is a mean over rows, plus penalties that every process adds alike)."""
-    jitted = jax.jit(loss, compiler_options=compiler_options)
+    jitted = jax.jit(loss)
     if jax.process_count() == 1:
         placed = jax.device_put(batch, NamedSharding(layout.mesh, PartitionSpec()))
         return lambda params: float(jitted(params, placed))

@@ -192,11 +192,6 @@ class Checkpoint:
         return meta | {"tree": jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])}
 
 
-# XLA's CPU backend at LLVM -O1, not -O2: every candidate of a search compiles its own Adam step, and
-# at -O1 that takes about a third less time while the steps run as fast (benchmarks/perf/search.py)
-STEP_COMPILATION = {"xla_backend_optimization_level": 1}
-
-
 def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings=None,
               gather: Callable | None = None) -> Callable:
     """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss).
@@ -212,9 +207,9 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
         return optax.apply_updates(params, updates), opt_state, value
 
     if gather is None:
-        return jax.jit(update, out_shardings=out, compiler_options=STEP_COMPILATION)
+        return jax.jit(update, out_shardings=out)
 
-    @partial(jax.jit, out_shardings=out, compiler_options=STEP_COMPILATION)
+    @partial(jax.jit, out_shardings=out)
     def steps(params, opt_state, batch):
         held, rows = batch
 
@@ -338,7 +333,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
 
     if validation * per_example <= _stream.RESIDENT_BYTES:  # decided alike on every process
         val_loss = _distributed.validation_loss(loss, layout, _fixed_by_site(plan, take(data, val_idx), sites),
-                                                len(val_idx), STEP_COMPILATION)
+                                                len(val_idx))
     else:
         val_loss = _streamed_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites}, data, val_idx,
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
