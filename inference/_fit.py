@@ -196,9 +196,10 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
               gather: Callable | None = None) -> Callable:
     """One jitted optimiser step: (params, opt_state, batch) -> (params, opt_state, loss).
     ``shardings``: those of (params, opt_state), kept by the step (see _distributed.Layout).
-    ``gather``: the batch is ``(held, rows)`` instead, ``rows`` [K, batch size], and one call takes
-    K steps, each gathering its batch as ``gather((held, rows[k]))`` inside (on a small theory a
-    dispatch per step costs more than the step); it returns the K losses."""
+    ``gather``: the batch is ``(held, rows, validation)`` instead, ``rows`` [K, batch size]: one
+    call takes K steps, each gathering its batch as ``gather((held, rows[k]))`` inside (on a small
+    theory a dispatch per step costs more than the step), and returns (the K losses, the loss on
+    the ``validation`` batch after them) in place of the loss (one compilation, not two)."""
     out = None if shardings is None else (*shardings, None)
 
     def update(params, opt_state, batch):
@@ -211,13 +212,13 @@ def make_step(loss: Callable, optimiser: optax.GradientTransformation, shardings
 
     @partial(jax.jit, out_shardings=out)
     def steps(params, opt_state, batch):
-        held, rows = batch
+        held, rows, validation = batch
 
         def one(carry, r):
             params, opt_state, value = update(*carry, gather((held, r)))
             return (params, opt_state), value
         (params, opt_state), values = jax.lax.scan(one, (params, opt_state), rows)
-        return params, opt_state, values
+        return params, opt_state, (values, loss(params, validation))
     return steps
 
 
@@ -331,19 +332,22 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         rows = train_rows(k)  # first: a streamed window's rows are read as it starts
         return _gather(held["fixed"], plan, sites, rows)
 
-    if validation * per_example <= _stream.RESIDENT_BYTES:  # decided alike on every process
-        val_loss = _distributed.validation_loss(loss, layout, _fixed_by_site(plan, take(data, val_idx), sites),
-                                                len(val_idx))
+    val_resident = validation * per_example <= _stream.RESIDENT_BYTES  # decided alike on every process
+    # one process on one device with both splits in memory: they go to the device once, and each
+    # call runs the steps to the next evaluation, gathering their rows there, and the validation
+    # loss after them (a host gather and transfer per step cost more than the step)
+    on_device = windows.resident and val_resident and parts == 1 and len(devices) == 1
+    val_fixed = _fixed_by_site(plan, take(data, val_idx), sites) if val_resident else None
+    if on_device:
+        resident, val_loss = jax.device_put((held["fixed"], val_fixed)), None
+    elif val_resident:
+        val_loss = _distributed.validation_loss(loss, layout, val_fixed, len(val_idx))
     else:
         val_loss = _streamed_loss(plan, sites, variances, {s: jnp.asarray(means[s]) for s in sites}, data, val_idx,
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
+    gather = (lambda batch: _gather(batch[0], plan, sites, batch[1])) if on_device else None
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
              "step": 0, "best_val": float("inf"), "stale": 0}
-    # one process on one device with the split in memory: the split goes to the device once and
-    # each step gathers its rows there (a host gather and transfer per step cost more than the step)
-    on_device = windows.resident and parts == 1 and len(devices) == 1
-    gather = (lambda batch: _gather(batch[0], plan, sites, batch[1])) if on_device else None
-    resident = jax.device_put(held["fixed"]) if on_device else None
     step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])), gather)
     resumed = checkpoint.load(state["tree"])
     if not _distributed.agree(-1 if resumed is None else resumed["step"]):
@@ -364,11 +368,13 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
             if on_device:  # every step up to the next evaluation or checkpoint in one call
                 end = min(-(-(k + 1) // every) * every for every in (config.eval_every, config.checkpoint_every))
                 end = min(end, config.max_steps)
-                batch = (resident, np.stack([train_rows(j) for j in range(k, end)]))
+                batch = (resident[0], np.stack([train_rows(j) for j in range(k, end)]), resident[1])
             else:
                 end, batch = k + 1, layout.batch(train_batch(k))
             tree = state["tree"]
             new_params, new_opt, value = step(tree["params"], tree["opt"], batch)
+            if on_device:
+                value, evaluated = value
             state = state | {"tree": {"params": new_params, "opt": new_opt, "best": tree["best"]}, "step": end}
             bar.update(end - k)
             since.append(value)
@@ -382,7 +388,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                                    f"or more regularisation (l1:, a smaller rank); the last good state (step "
                                    f"{checked['step']}) is kept" + (f" in {checkpoint.path}" if checkpoint.path else ""))
                 checked, value = state, float(losses[-1])
-                current = val_loss(new_params)
+                current = float(evaluated) if on_device else val_loss(new_params)
                 bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
                 if current < state["best_val"] - 1e-7:
                     state.update(best_val=current, stale=0)
