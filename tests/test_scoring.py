@@ -125,6 +125,25 @@ def test_quantization_never_costs_more_than_the_tolerance(synthetic, components)
     assert strict.params < FLOAT_BITS * sum(np.size(v) for p in fitted.params.values() for v in p.values())
 
 
+def test_kept_batches_score_other_parameters_of_the_plan_as_a_fresh_read_does(synthetic):
+    from theorycraft.scoring._fidelity import Kept, squared_errors
+
+    fitted, acts = _fitted(synthetic, "waves: {kind: fourier, of: [a, b], modulus: 7, frequencies: [1, 2]}\n"
+                                      "read: {kind: linear, from: waves, predicts: z}\n")
+    examples = examples_of(fitted, acts)
+    other = fitted.replace(params={"read": {k: v * 0.5 for k, v in fitted.params["read"].items()}})
+    kept = Kept()
+    for model in (fitted, other, fitted):  # the first call reads and keeps, the others take what it kept
+        assert squared_errors(model, examples.data, examples.validation, kept=kept) == pytest.approx(
+            squared_errors(model, examples.data, examples.validation), rel=1e-6)
+    assert kept.batches and kept.held > 0
+    assert squared_errors(other, examples.data, examples.validation)["z"] > squared_errors(
+        fitted, examples.data, examples.validation)["z"]  # the kept inputs did not hide the parameters
+    full = Kept(budget=0)  # nothing fits: every call reads afresh
+    squared_errors(fitted, examples.data, examples.validation, kept=full)
+    assert not full.batches and full.held == 0
+
+
 def test_dictionary_latent_codes_are_paid_per_example(synthetic):
     sparse, acts = _fitted(synthetic, "sae: {kind: dictionary, from: y, width: 16, k: 1, predicts: y}\n")
     dense, _ = _fitted(synthetic, "sae: {kind: dictionary, from: y, width: 16, k: 4, predicts: y}\n")

@@ -35,6 +35,11 @@ def test_rows_read_from_shards_are_the_stored_rows(tmp_path):
     np.testing.assert_array_equal(data["h"][10:200], whole[10:200])
     np.testing.assert_array_equal(data["inputs"][rows], np.asarray(acts.inputs())[rows])
     assert data["h"].shape == whole.shape and data["h"][rows].dtype == np.float32
+    held = _stream.resident(data)  # small: every array read into memory, the same values
+    assert all(isinstance(v, np.ndarray) for v in held.values())
+    for key in data:
+        np.testing.assert_array_equal(held[key][rows], data[key][rows])
+    assert _stream.resident(data, budget=1024) is data  # too large for the budget: read from the shards
 
 
 def _epoch(windows, epoch):

@@ -100,14 +100,20 @@ class AttentionKind(Kind):
         return {**params, "prior": jnp.asarray(np.log(np.maximum(head, 1e-6)), jnp.float32)}
 
     def estimate(self, data, ctx):
-        """The head's error now minus with attention spread evenly on the rule's keys."""
-        _, fixed = ctx.probe()
-        shape = ctx.site_shape
-        r = ctx.residual
-        pred = (ctx.site_rows(ctx.site)[:len(r)] - r).reshape(-1, *shape)
-        y = pred + r.reshape(-1, *shape)
-        rule = np.broadcast_to(fixed["candidate_features/expr"], (ctx.examples, *shape[1:]))  # or [T, T]
-        return attention_gain(rule[:len(pred)], data.get("head") or 0, y, pred, data.get("causal", True)), 0
+        """The head's error now minus with attention spread evenly on the rule's keys. The rule's
+        truth values on these rows do not depend on the residual: they are kept in ``ctx.shared``
+        (by what the candidate is made of) where small, and each step only re-prices them."""
+        shape, head = ctx.site_shape, data.get("head") or 0
+        key = ("attention rule", ctx.identity)
+        rule = ctx.shared.get(key)
+        if rule is None:
+            _, fixed = ctx.probe()
+            rule = np.broadcast_to(fixed["candidate_features/expr"], (ctx.examples, *shape[1:])).astype(bool)
+            if ctx.identity and rule.nbytes <= KEPT_RULE_BYTES:
+                ctx.shared[key] = rule
+        r = ctx.residual.reshape(-1, *shape)[:, head]  # this head only: the others do not change
+        pred = ctx.site_rows(ctx.site)[:len(ctx.residual)].reshape(-1, *shape)[:, head] - r
+        return attention_gain(rule[:len(pred)], pred + r, pred, data.get("causal", True)), 0
 
     def randomised(self, data, rng):
         """The same rule with its offset constants drawn anew; None for a rule with none."""
@@ -115,13 +121,16 @@ class AttentionKind(Kind):
         return {**data, "rule": random_offsets(rule, rng)} if re.search(r"[-+] \d+", rule) else None
 
 
-def attention_gain(rule: np.ndarray, head: int, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:
-    """``y``, ``pred``: [n, heads, T, T]; ``rule``: [n, T, T] truth values."""
+def attention_gain(rule: np.ndarray, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:
+    """``y``, ``pred``: one head's [n, T, T]; ``rule``: [n, T, T] truth values."""
     t = rule.shape[-1]
     keys = rule.astype(bool) & (np.tril(np.ones((t, t), bool)) if causal else True)
     counts = keys.sum(-1, keepdims=True)
-    spread = np.where(counts > 0, keys / np.maximum(counts, 1), pred[:, head])
-    return float(((pred[:, head] - y[:, head]) ** 2).sum() - ((spread - y[:, head]) ** 2).sum())
+    spread = np.where(counts > 0, keys / np.maximum(counts, 1), pred)
+    return float(((pred - y) ** 2).sum() - ((spread - y) ** 2).sum())
+
+
+KEPT_RULE_BYTES = 16 << 20  # a rule's truth values kept from one step's estimates to the next up to this size
 
 
 KIND = AttentionKind()

@@ -70,6 +70,7 @@ class EstimateContext:
     ridge: float = RIDGE
     memo: dict = field(default_factory=dict)  # work candidates on this residual share (kinds' own keys)
     shared: dict = field(default_factory=dict)  # work on these rows whatever the residual (kinds' own keys)
+    identity: str = ""  # what the candidate's features are made of (``identity``): a key into ``shared``
 
 
 # --- per candidate ------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def _param_count(theory, judge) -> int:
 
 
 def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray,
-                 memo: dict | None = None, shared: dict | None = None) -> tuple[float, int]:
+                 memo: dict | None = None, shared: dict | None = None, identity: str = "") -> tuple[float, int]:
     """(squared-error gain, table cells no example reaches) of a candidate that is not a fixed
     feature (those are estimated together, in ``ridge_gains``): its kind's ``estimate``."""
     context = EstimateContext(
@@ -118,7 +119,7 @@ def _single_gain(cand: Candidate, current, judge, batch: dict, r: np.ndarray,
         probe=lambda: probe(cand, current.theory, judge.shapes, judge.acts.vocab_size, batch),
         site_rows=lambda u: site_rows(judge.mean.plan, u, batch[u]),
         variables=frozenset(cand.variables) | frozenset(current.theory.variables), memo={} if memo is None else memo,
-        shared={} if shared is None else shared)
+        shared={} if shared is None else shared, identity=identity)
     return kind_of(cand.kind).estimate(cand.data, context)
 
 
@@ -186,7 +187,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
             grouped[(cand.site, z.shape[1])].append((k, z))
         else:
             gains[k], unseen[k] = _single_gain(cand, current, judge, batch, residual[cand.site], site_memo[cand.site],
-                                                    shared)
+                                               shared, known[k])
     for (site, _), members in grouped.items():
         z = np.stack([m[1] for m in members])
         padded = 1 << (len(z) - 1).bit_length()  # candidates in powers of two: a compilation serves many steps
@@ -198,8 +199,9 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
     base_params = _param_count(theory, judge)
     per_param = bits_per_param(current)
     scored = []
+    site_sse = {s: float((r ** 2).sum()) for s, r in residual.items()}
     for k, cand in enumerate(offered):
-        sse = float((residual[cand.site] ** 2).sum())
+        sse = site_sse[cand.site]
         gain = min(max(gains[k], 0.0), sse * (1 - 1e-9))
         values = len(judge.examples.validation) * int(np.prod(judge.shapes[cand.site]))  # the split that decides
         bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0

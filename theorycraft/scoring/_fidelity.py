@@ -91,14 +91,14 @@ class Kept:
 
     budget: int = _stream.RESIDENT_BYTES
     batches: dict = field(default_factory=dict)  # batch number -> (targets, given)
-    bytes: int = 0
+    held: int = 0  # bytes
 
     def keep(self, b: int, targets: dict, given: dict) -> None:
         size = sum(np.asarray(v).nbytes for v in targets.values())
         size += sum(np.asarray(v).nbytes for fixed in given.values() for v in fixed.values())
-        if self.bytes + size <= self.budget:
+        if self.held + size <= self.budget:
             self.batches[b] = (targets, given)
-            self.bytes += size
+            self.held += size
 
 
 def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *,

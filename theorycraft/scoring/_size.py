@@ -229,10 +229,10 @@ def measure(fitted, examples: Examples, tolerance: float = R2_TOLERANCE, prices:
             params[name]["code_step"] = jnp.asarray(scale * rms, jnp.float32)
         return fitted.replace(params=params, means=_with_means(fitted, q["means"])), bits
 
-    kept = {split: Kept() for split in ("validation", "test")}  # every model here shares the plan
+    kept = Kept()  # the validation batches, which every model here (one plan) is scored on
 
     def errors(model, split: str) -> dict[str, float]:
-        return squared_errors(model, examples.data, examples.index[split], kept=kept[split])
+        return squared_errors(model, examples.data, examples.index[split], kept=kept if split == "validation" else None)
 
     full = errors(fitted, "validation")
     floor = coverage(full, examples.sst["validation"]) - tolerance
