@@ -204,6 +204,21 @@ def site_rows(plan: Plan, site: str, values: np.ndarray) -> np.ndarray:
     return values.reshape(len(values), -1)
 
 
+def varying_columns(plan: Plan, site: str) -> np.ndarray | None:
+    """The columns of ``site``'s rows that the plan's learned components change; None: all of
+    them. On a pattern site each attention component fills its own head, so a head filled by a
+    fixed (or kept) component, or by the mean, is a constant of the fit: its error is the same
+    at every step, and a fit's loss need not read it."""
+    shape = plan.site_shapes[site]
+    if len(shape) != 3:
+        return None
+    heads = sorted({plan.theory.components[n].head or 0 for n in plan.theory.predictors(site) if n not in plan.fixed})
+    if len(heads) == shape[0]:
+        return None
+    per_head = shape[1] * shape[2]
+    return (np.asarray(heads, np.int64)[:, None] * per_head + np.arange(per_head)).reshape(-1)
+
+
 # --- prediction ---------------------------------------------------------------------------------
 
 def component_output(plan: Plan, params, name: str, fixed: Mapping[str, jax.Array], memo: dict):

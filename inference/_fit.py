@@ -24,7 +24,7 @@ from theorycraft.spec import Theory, TheoryError
 
 from . import _distributed
 from ._memory import Budget, data_bytes
-from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows
+from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows, varying_columns
 from . import _stream
 from ._stream import Windows, capture_rows, chunks, picked, rows_per_example, take
 from .kinds import kind_of
@@ -129,8 +129,20 @@ def _rows_for(plan: Plan, site: str, examples: np.ndarray) -> np.ndarray:
     return examples
 
 
-def _fixed_by_site(plan: Plan, data, sites) -> dict[str, dict[str, np.ndarray]]:
-    return {s: fixed_inputs(plan, data, s) | {"__y__": site_rows(plan, s, data[s])} for s in sites}
+def _fixed_by_site(plan: Plan, data, sites, *, whole: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Per site, what its predictors read, and its targets ``__y__``: the columns the fit changes
+    (``varying``), or all of them (``whole``)."""
+    out = {}
+    for s in sites:
+        y = site_rows(plan, s, data[s])
+        out[s] = fixed_inputs(plan, data, s) | {"__y__": y if whole else varying(plan, s, y)}
+    return out
+
+
+def varying(plan: Plan, site: str, values):
+    """The columns of ``values`` ([rows, width] of ``site``) that the fit changes (``varying_columns``)."""
+    columns = varying_columns(plan, site)
+    return values if columns is None else values[:, columns]
 
 
 def make_loss(plan: Plan, sites, variances, means) -> Callable:
@@ -139,7 +151,7 @@ def make_loss(plan: Plan, sites, variances, means) -> Callable:
         for s in sites:
             fixed = batch[s]
             y = fixed["__y__"]
-            pred = predict_site(plan, params, s, fixed, means[s], y.shape[0])
+            pred = varying(plan, s, predict_site(plan, params, s, fixed, means[s], y.shape[0]))
             total = total + jnp.mean(jnp.sum((pred - y) ** 2, axis=-1)) / variances[s]
         return total + _penalties(plan, params)
     return loss
@@ -245,7 +257,7 @@ def _streamed_loss(plan: Plan, sites, variances, means, data, index: np.ndarray,
     """The loss over examples ``index`` (this process's; Σ over processes) too many to hold at
     once: per-site squared errors summed window by window, then averaged as ``make_loss`` does."""
     def sse(params, batch):
-        return {s: jnp.sum((predict_site(plan, params, s, batch[s], means[s], batch[s]["__y__"].shape[0])
+        return {s: jnp.sum((varying(plan, s, predict_site(plan, params, s, batch[s], means[s], batch[s]["__y__"].shape[0]))
                             - batch[s]["__y__"]) ** 2) for s in sites}
     sse = jax.jit(sse)
 
@@ -303,9 +315,10 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
     windows = Windows(len(train_idx), per_step, config.seed, _stream.RESIDENT_BYTES // per_example, blocks)
     held = {"key": None, "positions": None, "fixed": None, "order": None}
     if windows.resident:  # the whole split, computed once, on every process
+        fixed = _fixed_by_site(plan, take(data, train_idx), sites, whole=True)
+        variances = {s: float(np.var(fixed[s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}  # every column's
         held.update(key=0, positions=np.arange(len(train_idx)),
-                    fixed=_fixed_by_site(plan, take(data, train_idx), sites))
-        variances = {s: float(np.var(held["fixed"][s]["__y__"], axis=0).sum()) + 1e-12 for s in sites}
+                    fixed={s: f | {"__y__": varying(plan, s, f["__y__"])} for s, f in fixed.items()})
     else:
         variances = _variances(plan, sites, data, own_train, means)
         log(f"streaming: {len(train_idx):,} training examples in shuffled windows of {windows.window:,}")
