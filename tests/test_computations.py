@@ -187,6 +187,45 @@ def test_a_soft_select_moves_values_into_the_residual(tmp_path, mode):
         assert stages == [["pattern", "resid"]] and not fitted.fit_info["closed_form"]
 
 
+def test_a_fit_of_one_head_reads_only_that_head_and_trains_as_on_the_whole_pattern(tmp_path, monkeypatch):
+    """A head kept from an earlier fit is a constant of the next: the loss leaves its columns out
+    (``varying_columns``), and the head being fitted learns what it learns with them in."""
+    from theorycraft.inference import _fit
+    from theorycraft.inference._compile import make_plan, varying_columns
+
+    r = np.random.default_rng(5)
+    tokens = r.integers(0, V, size=(N, T))
+
+    def head(rule):
+        logits = np.where(np.tril(np.ones((T, T), bool)), 3.0 * rule, -np.inf)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        return p / p.sum(-1, keepdims=True)
+    same = (tokens[:, :, None] == tokens[:, None, :]).astype(float)
+    previous = np.broadcast_to(np.eye(T, k=-1), same.shape)
+    directory = _recording(tmp_path / "two", tokens, pattern=np.stack([head(same), head(previous)], 1))
+    theory = parse_theory(f"""\
+theory: two
+target: activations:{directory}
+sites: {{pattern: pattern}}
+components:
+  same_token: {{kind: attention, rule: "token[j] == token[i]", head: 0, predicts: pattern}}
+  previous: {{kind: attention, rule: "j == i - 1", head: 1, predicts: pattern}}
+""", path="two.yaml")
+    acts = captured(tmp_path, theory)
+    config = FitConfig(progress=False, max_steps=300)
+    keep = {"same_token": fit(theory, acts, config).params["same_token"]}
+    shapes = {"pattern": (2, T, T)}
+    assert varying_columns(make_plan(theory, shapes, V), "pattern") is None  # both heads learned
+    np.testing.assert_array_equal(varying_columns(make_plan(theory, shapes, V, keep), "pattern"),
+                                  np.arange(T * T, 2 * T * T))  # head 1's columns only
+    narrow = fit(theory, acts, config, keep=keep)
+    monkeypatch.setattr(_fit, "varying_columns", lambda plan, site: None)  # every head in the loss
+    whole = fit(theory, acts, config, keep=keep)
+    for name in ("sharpness", "prior"):
+        np.testing.assert_allclose(narrow.params["previous"][name], whole.params["previous"][name], rtol=1e-4, atol=1e-5)
+    assert narrow.fit_info["gradient"]["steps"] == whole.fit_info["gradient"]["steps"]  # the same early stop
+
+
 def test_an_aggregate_feeds_only_sites_over_every_position(tmp_path):
     text = MOVER.format(directory=_attention_target(tmp_path), V=V, T=T).replace(
         "resid: resid}", "resid: {hook: resid, position: -1}}")
