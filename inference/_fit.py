@@ -24,10 +24,10 @@ from theorycraft.spec import Theory, TheoryError
 
 from . import _distributed
 from ._memory import Budget, data_bytes
-from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, site_rows, varying_columns
+from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, read_input, site_rows, varying_columns
 from . import _stream
 from ._stream import Windows, capture_rows, chunks, picked, rows_per_example, take
-from .kinds import kind_of
+from .kinds import Start, kind_of
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -37,6 +37,10 @@ class FitConfig:
     learning_rate: float = 3e-3
     eval_every: int = 100
     patience: int = 5  # evaluations without improvement before stopping
+    # a fit that ends at max_steps has converged when its best validation loss (Σ over its sites of
+    # squared error ÷ the site's variance: 1 − R² each) fell by at most this per site over the last
+    # quarter of its evaluations (at least CONVERGENCE_WINDOW); else it says it was still falling
+    tolerance: float = 1e-3
     checkpoint_every: int = 200
     progress: bool = True
     mode: str = "stagewise"  # or "joint": every site at once, end to end through shared components
@@ -49,7 +53,7 @@ class FitConfig:
     model_shards: int = 1  # devices along the mesh's `model` axis: large parameters are split over them
 
     def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
-        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards"):
+        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards", "tolerance"):
             _arguments.check(name, getattr(self, name))
         object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
         if self.mode not in ("stagewise", "joint"):
@@ -360,7 +364,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
     gather = (lambda batch: _gather(batch[0], plan, sites, batch[1])) if on_device else None
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
-             "step": 0, "best_val": float("inf"), "stale": 0}
+             "step": 0, "best_val": float("inf"), "stale": 0, "history": []}
     step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])), gather)
     resumed = checkpoint.load(state["tree"])
     if not _distributed.agree(-1 if resumed is None else resumed["step"]):
@@ -403,6 +407,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                 checked, value = state, float(losses[-1])
                 current = float(evaluated) if on_device else val_loss(new_params)
                 bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
+                state["history"] = [*state.get("history", []), current]  # a resumed older checkpoint has none
                 if current < state["best_val"] - 1e-7:
                     state.update(best_val=current, stale=0)
                     state["tree"]["best"] = new_params
@@ -421,8 +426,35 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         bar.close()
     checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
     best = _distributed.to_host(state["tree"]["best"] if np.isfinite(state["best_val"]) else state["tree"]["params"])
+    history = state.get("history", [])
+    converged, reason = convergence(history, state["stale"] >= config.patience, len(sites), config)
     return best, {"steps": state["step"], "best_validation_loss": state["best_val"], "devices": len(devices),
-                  "mesh": dict(layout.mesh.shape), "sharded_on_model": layout.split(params)}
+                  "mesh": dict(layout.mesh.shape), "sharded_on_model": layout.split(params), "converged": converged,
+                  "convergence": reason, "validation_losses": [round(v, 6) for v in history]}
+
+
+CONVERGENCE_WINDOW = 3  # evaluations, at least, over which a fit's validation loss must have stopped falling
+
+
+def convergence(history: list[float], stopped: bool, sites: int, config: FitConfig) -> tuple[bool, str]:
+    """(converged, why) of an Adam fit from its validation loss at each evaluation (``history``;
+    ``stopped``: early stopping ended it). A fit that stopped early has converged. One that ran to
+    ``max_steps`` has when its best validation loss over the last quarter of its evaluations (at
+    least ``CONVERGENCE_WINDOW``) is at most ``config.tolerance`` per site below its best before
+    them; with fewer evaluations than that window and one more, it cannot tell, and says so."""
+    if stopped:
+        return True, (f"stopped early: no better validation loss in its last {config.patience} evaluations "
+                      f"(every {config.eval_every} steps)")
+    window = max(CONVERGENCE_WINDOW, len(history) // 4)
+    if len(history) <= window:
+        return False, (f"cannot tell: {len(history)} validation evaluation(s) in {config.max_steps} steps, "
+                       f"{window + 1} needed (one every {config.eval_every} steps); raise --max-steps")
+    before, after = min(history[:-window]), min(history[-window:])
+    span = f"{before:.4g} -> {after:.4g} over its last {window} evaluations"
+    if before - after > config.tolerance * sites:
+        return False, (f"validation loss still falling at step {config.max_steps}: {span} (more than "
+                       f"{config.tolerance:g} per site); more steps (--max-steps) may reach further")
+    return True, f"validation loss flat at step {config.max_steps}: {span} (at most {config.tolerance:g} per site)"
 
 
 def fingerprint(theory: Theory, acts, config: FitConfig) -> str:
@@ -478,10 +510,11 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     means = train_means(plan, data, train_idx)
     learnable = [n for n in plan.theory.components if n not in plan.fixed]
 
-    def initialise(names) -> None:  # starting points only where a gradient fit needs them (init compiles per shape)
+    def initialise(names, staged: Plan) -> None:  # starts only where a gradient fit needs them (init compiles per shape)
         missing = [n for n in names if n not in params]
         if missing:
-            params.update(warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed), only=missing), means))
+            params.update(warm_start(staged, init_params(staged, jax.random.PRNGKey(config.seed), only=missing), means,
+                                     data, every_train))
 
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in learnable}
@@ -503,7 +536,7 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
             metrics.write("closed_form", k, site=site, components=names, ridge_strength=strength, method=method)
         rest = [s for s in stage if s not in closed]
-        initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed])
+        initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed], staged)
         learning = {n: params[n] for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed}
         if learning:
             name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
@@ -513,11 +546,13 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
                                          own_train=train_idx, validation=int(validating.sum()))
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
-            log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
+            log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s); "
+                f"{'converged' if info['converged'] else 'NOT converged'}: {info['convergence']}")
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
-    initialise(learnable)  # a component no fit reached keeps its start
+    initialise(learnable, plan)  # a component no fit reached keeps its start
+    summary |= finished(summary["stages"])
     params = {n: params[n] for n in learnable}
     # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
@@ -526,6 +561,16 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
+
+
+def finished(stages: list[dict]) -> dict:
+    """``converged``: whether every Adam fit of the stages finished (a closed-form solve is exact),
+    and ``convergence``: why, naming each fit's sites (those that did not finish, where any)."""
+    adam = [(", ".join(s for s in st["sites"] if s not in st["closed_form"]), st["gradient"])
+            for st in stages if st["gradient"] is not None]
+    unfinished = [(sites, info) for sites, info in adam if not info["converged"]]
+    reasons = "; ".join(f"sites {sites}: {info['convergence']}" for sites, info in unfinished or adam)
+    return {"converged": not unfinished, "convergence": reasons or "no Adam fit (closed-form solves are exact)"}
 
 
 def shard_blocks(acts, index: np.ndarray) -> list[tuple[int, int]]:
@@ -553,13 +598,33 @@ def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:
     return stages
 
 
-def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:
-    """Each kind's start from its predicted site's training mean (an attention prior starts at
-    the log of its head's mean pattern, so the rule only explains what position does not)."""
-    params = dict(params)
+START_BYTES = 32 << 20  # a predicted site's recorded rows that a start reads, at most (and START_EXAMPLES)
+START_EXAMPLES = 256
+
+
+def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray], data=None,
+               index: np.ndarray | None = None) -> dict:
+    """Each kind's start where the recorded data points it (``Kind.warm_start``): its predicted
+    site's training mean, and on the first training examples of ``index`` (as many as
+    ``START_BYTES`` of the site allow, up to ``START_EXAMPLES``; the same on every process) its
+    inputs, where none is learned, and the site's recorded rows."""
+    params, samples = dict(params), {}
     for name, c in plan.theory.components.items():
-        if name in params and c.predicts:
-            params[name] = kind_of(c).warm_start(params[name], c, means[c.predicts], plan.site_shapes[c.predicts])
+        if name not in params or not c.predicts:
+            continue
+        site = c.predicts
+        if data is not None and index is not None and len(index) and site not in samples:
+            per_example = 4 * int(np.prod(plan.site_shapes[site]))
+            batch = take(data, index[:max(1, min(START_EXAMPLES, START_BYTES // per_example))])
+            samples[site] = (fixed_inputs(plan, batch, site), site_rows(plan, site, batch[site]))
+        fixed, target = samples.get(site, (None, None))
+        inputs = None
+        if fixed is not None:
+            wanted = ([f"{name}/expr"] if c.expressions() else []) + list(c.reads())
+            if all(w in fixed for w in wanted):  # nothing it reads is learned
+                inputs = ([fixed[f"{name}/expr"]] if c.expressions() else []) + [read_input(c, r, fixed) for r in c.reads()]
+        start = Start(np.asarray(means[site]), plan.site_shapes[site], inputs, target if inputs is not None else None)
+        params[name] = kind_of(c).warm_start(params[name], c, start)
     return params
 
 

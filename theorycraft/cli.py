@@ -268,6 +268,8 @@ def scorecard_table(card) -> str:
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
     rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
                 f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
+        rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
     if size.bits is not None:
         given = f", inputs {size.bits_inputs:,}" if card.inputs else ""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from ._base import Kind, Shapes, Width
+from ._base import Kind, Shapes, Start, Width
 from . import aggregate, attention, dictionary, fourier, linear, lookup, mlp, product, rule
 
 KINDS: dict[str, Kind] = {m.__name__.rsplit(".", 1)[1]: m.KIND
@@ -82,4 +82,4 @@ def kind_of(component) -> Kind:
     return KINDS[component if isinstance(component, str) else component.kind]
 
 
-__all__ = ["KINDS", "Kind", "KindError", "Shapes", "Width", "is_reference", "kind_of", "register_kind", "resolve"]
+__all__ = ["KINDS", "Kind", "KindError", "Shapes", "Start", "Width", "is_reference", "kind_of", "register_kind", "resolve"]

@@ -1,0 +1,104 @@
+"""Fits that reach what the theory can reach, and know whether they finished (issue 26): an
+attention component starts where its head's recorded patterns point, and every Adam fit says
+whether its validation loss had stopped falling (``fit.converged``, with the reason) in the log,
+the scorecard, the CLI summary and the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from theorycraft.inference import FitConfig, fit
+from theorycraft.inference._fit import convergence
+from theorycraft.inference.kinds.attention import _softmax, matched_start
+from theorycraft.scoring import score
+from theorycraft.spec import parse_theory
+
+from conftest import captured, recorded_target, theory_for
+
+N, T, V = 400, 8, 5
+
+
+def _head(tokens, sharpness, prior):
+    """softmax(sharpness · [token[j] == token[i]] + prior) over earlier keys: [n, T, T]."""
+    same = (tokens[:, :, None] == tokens[:, None, :]).astype(np.float32)
+    return same, _softmax(sharpness * same + prior, np.tril(np.ones((T, T), bool)))
+
+
+def test_the_start_matches_a_planted_head():
+    """On patterns a head of the theory's form made, the start is that head: its sharpness, and
+    its patterns (the prior up to a constant per query)."""
+    r = np.random.default_rng(0)
+    tokens = r.integers(0, V, size=(64, T))
+    rule, recorded = _head(tokens, -1.5, r.normal(size=(T, T)))
+    sharpness, prior = matched_start(rule, recorded, recorded.mean(0), np.tril(np.ones((T, T), bool)))
+    assert sharpness == pytest.approx(-1.5, abs=0.02)
+    assert np.abs(_softmax(sharpness * rule + prior, np.tril(np.ones((T, T), bool))) - recorded).max() < 2e-3
+
+
+def _rare_rule_target(tmp_path):
+    """Two heads that put little weight on their rule's keys (as the issue's tiny LM does: 0.04-0.07
+    where a start at sharpness 8 put 0.98), over a positional prior."""
+    r = np.random.default_rng(1)
+    tokens = r.integers(0, V, size=(N, T))
+    prior = np.log(np.tril(r.uniform(0.5, 2, size=(T, T))) + 1e-9)
+    _, same = _head(tokens, -2.0, prior)
+    previous = _softmax(-1.0 * np.eye(T, k=-1) + prior, np.tril(np.ones((T, T), bool)))
+    pattern = np.stack([same, np.broadcast_to(previous, same.shape)], 1).astype(np.float32)
+    out = tmp_path / "rare"
+    out.mkdir()
+    np.save(out / "inputs.npy", tokens.astype(np.int32))
+    np.save(out / "pattern.npy", pattern)
+    (out / "manifest.json").write_text(json.dumps({"sites": ["pattern"], "vocab_size": V}))
+    return parse_theory(f"""\
+theory: rare
+target: activations:{out}
+sites: {{pattern: pattern}}
+components:
+  same: {{kind: attention, rule: "token[j] == token[i]", head: 0, predicts: pattern}}
+  previous: {{kind: attention, rule: "j == i - 1", head: 1, predicts: pattern}}
+""", path="rare.yaml")
+
+
+def test_attention_rules_reach_at_default_steps_what_ten_times_the_steps_reach(tmp_path):
+    theory = _rare_rule_target(tmp_path)
+    acts = captured(tmp_path, theory)
+    default = fit(theory, acts, FitConfig(progress=False))
+    longer = fit(theory, acts, FitConfig(progress=False, max_steps=20000))
+    r2 = score(default, acts, bits=False).sites["pattern"].r2_test
+    assert r2 > 0.95 and r2 == pytest.approx(score(longer, acts, bits=False).sites["pattern"].r2_test, abs=0.02)
+    assert float(default.params["same"]["sharpness"]) == pytest.approx(-2.0, abs=0.2)
+    assert default.fit_info["converged"] is True
+
+
+@pytest.mark.parametrize("history, stopped, expected, says", [
+    ([1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4], True, True, "stopped early"),
+    ([1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4], False, True, "flat"),
+    ([1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], False, False, "still falling"),
+    ([1.0, 0.5, 0.4, 0.4003, 0.4002, 0.4001], False, True, "flat"),  # within 0.001 per site
+    ([1.0, 0.5], False, False, "cannot tell"),
+])
+def test_convergence_is_the_fall_of_the_validation_loss_over_the_last_evaluations(history, stopped, expected, says):
+    converged, reason = convergence(history, stopped, 1, FitConfig(progress=False))
+    assert converged is expected and says in reason
+
+
+def test_a_fit_that_runs_out_of_steps_says_so_everywhere_and_more_steps_do_reach_further(tmp_path):
+    from theorycraft.cli import scorecard_table
+    from theorycraft._report import _run_sections
+
+    theory = theory_for(recorded_target(tmp_path), "net: {kind: mlp, from: x, hidden: [16], predicts: z}\n")
+    acts = captured(tmp_path, theory)
+    lines = []
+    short = fit(theory, acts, FitConfig(progress=False, max_steps=400, eval_every=20, learning_rate=1e-3), log=lines.append)
+    assert short.fit_info["converged"] is False and "still falling" in short.fit_info["convergence"]
+    assert any("NOT converged: validation loss still falling" in line for line in lines)
+    card = score(short, acts, bits=False)
+    assert card.fit["converged"] is False
+    assert "fit NOT converged: sites z: validation loss still falling" in scorecard_table(card)
+    card.save(tmp_path)
+    short.save(tmp_path)
+    assert any("did not converge" in html for _, _, html in _run_sections(tmp_path, card))
+    # the verdict was right: the same fit given more steps ends lower on validation
+    longer = fit(theory, acts, FitConfig(progress=False, max_steps=4000, eval_every=20, learning_rate=1e-3))
+    assert longer.fit_info["gradient"]["best_validation_loss"] < short.fit_info["gradient"]["best_validation_loss"] - 1e-3
