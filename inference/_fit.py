@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
@@ -41,6 +41,9 @@ class FitConfig:
     # squared error ÷ the site's variance: 1 − R² each) fell by at most this per site over the last
     # quarter of its evaluations (at least CONVERGENCE_WINDOW); else it says it was still falling
     tolerance: float = 1e-3
+    # Adam fits from this many starts (seeds seed, seed + 1, ...), the best on validation kept; where
+    # their best validation losses differ by more than the tolerance per site, the fit says so
+    restarts: int = 1
     checkpoint_every: int = 200
     progress: bool = True
     mode: str = "stagewise"  # or "joint": every site at once, end to end through shared components
@@ -53,7 +56,7 @@ class FitConfig:
     model_shards: int = 1  # devices along the mesh's `model` axis: large parameters are split over them
 
     def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
-        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards", "tolerance"):
+        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards", "tolerance", "restarts"):
             _arguments.check(name, getattr(self, name))
         object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
         if self.mode not in ("stagewise", "joint"):
@@ -510,11 +513,13 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     means = train_means(plan, data, train_idx)
     learnable = [n for n in plan.theory.components if n not in plan.fixed]
 
-    def initialise(names, staged: Plan) -> None:  # starts only where a gradient fit needs them (init compiles per shape)
+    def starts(names, staged: Plan, seed: int) -> dict:  # where the data points them (init compiles per shape)
+        return warm_start(staged, init_params(staged, jax.random.PRNGKey(seed), only=names), means, data, every_train)
+
+    def initialise(names, staged: Plan) -> None:  # starts only where a gradient fit needs them
         missing = [n for n in names if n not in params]
         if missing:
-            params.update(warm_start(staged, init_params(staged, jax.random.PRNGKey(config.seed), only=missing), means,
-                                     data, every_train))
+            params.update(starts(missing, staged, config.seed))
 
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in learnable}
@@ -539,11 +544,16 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
         initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed], staged)
         learning = {n: params[n] for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed}
         if learning:
-            name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
-            checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
-            learned, info = fit_gradient(staged, learning, rest, data, every_train, val_idx, means, config, checkpoint,
+            runs = []
+            for r in range(config.restarts):  # restart r: seed + r, its own starts, batches and checkpoint
+                restart = config if r == 0 else replace(config, seed=config.seed + r)
+                begin = learning if r == 0 else starts(list(learning), staged, restart.seed)
+                name = ("checkpoint" if k == 0 else f"checkpoint.stage{k}") + (f".restart{r}" if r else "") + ".npz"
+                checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
+                runs.append(fit_gradient(staged, begin, rest, data, every_train, val_idx, means, restart, checkpoint,
                                          log, metrics, stage=k, stop=stop, blocks=shard_blocks(acts, every_train),
-                                         own_train=train_idx, validation=int(validating.sum()))
+                                         own_train=train_idx, validation=int(validating.sum())))
+            learned, info = chosen(runs, len(rest), config)
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
             log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s); "
@@ -561,6 +571,21 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
+
+
+def chosen(runs: list[tuple[dict, dict]], sites: int, config: FitConfig) -> tuple[dict, dict]:
+    """Of restarts' (params, summary), the best on validation; it has not converged where the
+    restarts' best validation losses span more than ``config.tolerance`` per site (another start
+    may find better still)."""
+    params, info = min(runs, key=lambda run: run[1]["best_validation_loss"])
+    if len(runs) == 1:
+        return params, info
+    losses = [run[1]["best_validation_loss"] for run in runs]
+    info = info | {"restarts": len(runs), "restart_validation_losses": [round(v, 6) for v in losses]}
+    if max(losses) - min(losses) > config.tolerance * sites:
+        info |= {"converged": False, "convergence": f"restarts disagree: best validation losses "
+                 f"{', '.join(f'{v:.4g}' for v in losses)} (the best kept); another start may reach lower"}
+    return params, info
 
 
 def finished(stages: list[dict]) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import convergence
+from theorycraft.inference._fit import chosen, convergence
 from theorycraft.inference.kinds.attention import _softmax, matched_start
 from theorycraft.scoring import score
 from theorycraft.spec import parse_theory
@@ -83,6 +83,17 @@ def test_convergence_is_the_fall_of_the_validation_loss_over_the_last_evaluation
     assert converged is expected and says in reason
 
 
+def test_restarts_keep_the_best_on_validation_and_say_where_they_disagree():
+    def run(loss):
+        return {"w": loss}, {"best_validation_loss": loss, "converged": True, "convergence": "stopped early"}
+    config = FitConfig(progress=False)
+    params, info = chosen([run(0.30), run(0.2995), run(0.31)], 1, config)
+    assert params == {"w": 0.2995} and info["restart_validation_losses"] == [0.3, 0.2995, 0.31]
+    assert info["converged"] is False and "restarts disagree" in info["convergence"]
+    params, info = chosen([run(0.30), run(0.2995)], 1, config)  # within the tolerance: agreed
+    assert params == {"w": 0.2995} and info["converged"] is True
+
+
 def test_a_fit_that_runs_out_of_steps_says_so_everywhere_and_more_steps_do_reach_further(tmp_path):
     from theorycraft.cli import scorecard_table
     from theorycraft._report import _run_sections
@@ -102,3 +113,32 @@ def test_a_fit_that_runs_out_of_steps_says_so_everywhere_and_more_steps_do_reach
     # the verdict was right: the same fit given more steps ends lower on validation
     longer = fit(theory, acts, FitConfig(progress=False, max_steps=4000, eval_every=20, learning_rate=1e-3))
     assert longer.fit_info["gradient"]["best_validation_loss"] < short.fit_info["gradient"]["best_validation_loss"] - 1e-3
+    # restarts: each from its own seed, the best on validation kept, every loss on the record
+    again = fit(theory, acts, FitConfig(progress=False, max_steps=400, eval_every=20, learning_rate=1e-3, restarts=2))
+    losses = again.fit_info["gradient"]["restart_validation_losses"]
+    assert len(losses) == 2 and losses[0] == pytest.approx(short.fit_info["gradient"]["best_validation_loss"], abs=1e-6)
+    assert again.fit_info["gradient"]["best_validation_loss"] == pytest.approx(min(losses), abs=1e-6)
+
+
+@pytest.mark.parametrize("example, n", [("superposition.yaml", 1000), ("induction_patterns.yaml", 300)])
+def test_a_bundled_theory_is_reported_converged_only_where_more_steps_reach_no_lower(example, n, tmp_path):
+    """Each Adam fit of a bundled theory, at the default settings, that says it converged: the
+    same fit given four times the steps ends no lower on validation than the tolerance allows."""
+    from dataclasses import replace
+
+    from theorycraft.api import capture
+    from theorycraft.spec import load_theory
+
+    from conftest import ROOT
+
+    theory = load_theory(str(ROOT / "examples" / example))
+    acts = capture(theory, n=n, cache_dir=tmp_path, progress=False)
+    config = FitConfig(progress=False)
+    short, longer = (fit(theory, acts, c) for c in (config, replace(config, max_steps=4 * config.max_steps)))
+    fits = [(st, lt) for st, lt in zip(short.fit_info["stages"], longer.fit_info["stages"]) if st["gradient"]]
+    assert fits, f"{example}: no Adam fit to judge"
+    for st, lt in fits:
+        sites = len([s for s in st["sites"] if s not in st["closed_form"]])
+        fell = st["gradient"]["best_validation_loss"] - lt["gradient"]["best_validation_loss"]
+        if st["gradient"]["converged"]:
+            assert fell <= config.tolerance * sites, (st["sites"], st["gradient"]["convergence"], fell)

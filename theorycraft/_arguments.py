@@ -41,6 +41,7 @@ RANGES = {
     "max_steps": Range(True, 1),
     "learning_rate": Range(False, 0, low_open=True),
     "tolerance": Range(False, 0),
+    "restarts": Range(True, 1),
     "limit": Range(True, 1),
     "top": Range(True, 1),
     "worst": Range(True, 0),
