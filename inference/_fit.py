@@ -648,7 +648,8 @@ def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray], data=N
             wanted = ([f"{name}/expr"] if c.expressions() else []) + list(c.reads())
             if all(w in fixed for w in wanted):  # nothing it reads is learned
                 inputs = ([fixed[f"{name}/expr"]] if c.expressions() else []) + [read_input(c, r, fixed) for r in c.reads()]
-        start = Start(np.asarray(means[site]), plan.site_shapes[site], inputs, target if inputs is not None else None)
+        start = Start(np.asarray(means[site]), plan.site_shapes[site], inputs, target if inputs is not None else None,
+                      plan.theory.predictors(site) == (name,))
         params[name] = kind_of(c).warm_start(params[name], c, start)
     return params
 

@@ -41,12 +41,13 @@ class Start:
     """What a component's gradient fit may start from (``Kind.warm_start``): its predicted site's
     training mean row and per-example shape, and on a sample of training examples, ``inputs``
     (what ``apply`` reads, where none of it is learned; else None) and ``target`` (the site's
-    recorded rows there)."""
+    recorded rows there, in the same rows)."""
 
     site_mean: np.ndarray  # [width] of the site's rows
     site_shape: tuple[int, ...]
     inputs: Optional[list] = None
     target: Optional[np.ndarray] = None  # [rows, width]
+    sole: bool = False  # the only component that predicts the site: ``target`` is all its to explain
 
 
 class Kind:
