@@ -27,7 +27,7 @@ from ._memory import Budget, data_bytes
 from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, read_input, site_rows, varying_columns
 from . import _stream
 from ._stream import Windows, capture_rows, chunks, picked, rows_per_example, take
-from .kinds import Start, kind_of
+from .kinds import Kind, Start, kind_of
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -637,8 +637,8 @@ def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray], data=N
     for name, c in plan.theory.components.items():
         if name not in params or not c.predicts:
             continue
-        site = c.predicts
-        if data is not None and index is not None and len(index) and site not in samples:
+        site, reads_data = c.predicts, type(kind_of(c)).warm_start is not Kind.warm_start  # else nothing to read
+        if reads_data and data is not None and index is not None and len(index) and site not in samples:
             per_example = 4 * int(np.prod(plan.site_shapes[site]))
             batch = take(data, index[:max(1, min(START_EXAMPLES, START_BYTES // per_example))])
             samples[site] = (fixed_inputs(plan, batch, site), site_rows(plan, site, batch[site]))
