@@ -34,7 +34,7 @@ def _synopsis(prog: str, sub: argparse.ArgumentParser) -> str:
         if action.option_strings or isinstance(action.choices, dict):
             continue
         name = action.metavar or action.dest
-        words.append(f"{name} ..." if action.nargs in ("+", "*") else name)
+        words.append({"+": f"{name} ...", "*": f"[{name} ...]", "?": f"[{name}]"}.get(action.nargs, name))
     if _subcommands(sub):
         words.append("ACTION")
     if any(a.option_strings and a.dest != "help" for a in sub._actions):
