@@ -203,14 +203,14 @@ components:  # issue 26's rules for layer 0's heads
 """
 
 
-@pytest.mark.parametrize("steps", [30, 0])  # trained, and random weights
-def test_attention_rules_on_layer_0_reach_at_default_steps_what_ten_times_the_steps_reach(tokenizer, tmp_path, steps):
-    """Issue 26, small: four rules for a tiny GPT-2's layer-0 heads started at sharpness 8 and sat
-    there (test R² -4.33 after 150 steps, -160 on a random model at 2,000); started where the
-    recorded patterns point, the default fit reaches what ten times the steps reach."""
+def test_attention_rules_on_layer_0_reach_at_default_steps_what_ten_times_the_steps_reach(tokenizer, tmp_path):
+    """Issue 26, small: four rules for a random GPT-2's layer-0 heads started at sharpness 8 and sat
+    there (at 2,000 steps, test R² -160 in the issue); started where the recorded patterns point,
+    the default fit reaches what ten times the steps reach. (The trained model's case, measured at
+    full size, is in docs/trust.md; at this size its two fits took 7.5 minutes on a loaded machine.)"""
     from theorycraft.inference import FitConfig, fit
 
-    make_tiny_lm.save_tiny_lm("gpt2", tmp_path / "gpt2", tokenizer, steps=steps)
+    make_tiny_lm.save_tiny_lm("gpt2", tmp_path / "gpt2", tokenizer, steps=0)
     target = load_hf_model(str(tmp_path / "gpt2"), texts=TEXTS, seq_len=T)
     acts = capture(target, [HookPoint.parse("blocks.0.attn.hook_pattern")], cache_dir=tmp_path, batch_size=16,
                    progress=False)
