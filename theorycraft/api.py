@@ -232,7 +232,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     _arguments.check("n", n, optional=True)
     _arguments.check("processes", processes)
@@ -312,7 +312,7 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     """
     import os
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     env = dict(os.environ)
     for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
@@ -393,7 +393,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         comparison, with ``out`` the directory written.
     """
     from theorycraft.inference import FitConfig
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 

@@ -99,7 +99,7 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
     from theorycraft.spec import load_theory
 
     cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from theorycraft.errors import FitError
-from theorycraft.inference._compile import component_output, site_rows
-from theorycraft.inference._intervene import SUBSPACE, Intervention, predict_intervened, subspace_basis, transformed_inputs
+from theorycraft.inference.engine import (SUBSPACE, Intervention, component_output, predict_intervened, site_rows,
+                                         subspace_basis, transformed_inputs)
 from theorycraft.spec import HookPoint, Site, evaluate_variables
 from theorycraft.spec._axioms import OUTPUT, Place
 
