@@ -16,7 +16,7 @@ from pydantic import StrictStr, TypeAdapter, ValidationError
 from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
 from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, REDUCTIONS, Expr
 from ._axioms import OUTPUT, Axiom
-from ._model import Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile, TheoryName, _list_of
+from ._model import Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile, TheoryName, list_of
 from ._theory import Origin, Theory, walk_reads
 from ._yaml import MAX_FILE_BYTES, Path, SourceMap, load_yaml, read_limited
 
@@ -24,7 +24,7 @@ SECTIONS = {"sites": TypeAdapter(SiteEntry), "variables": TypeAdapter(Expression
             "components": None}  # components: validated by their kind's schema (validate_component)
 SECTION_NOUN = {"sites": "site", "variables": "variable", "components": "component"}
 _SCALARS = {"theory": TypeAdapter(TheoryName), "target": TypeAdapter(Target), "description": TypeAdapter(Doc),
-            "include": TypeAdapter(_list_of(StrictStr, min_length=0)), "inputs": TypeAdapter(_list_of(Name, min_length=0))}
+            "include": TypeAdapter(list_of(StrictStr, min_length=0)), "inputs": TypeAdapter(list_of(Name, min_length=0))}
 _NAME = TypeAdapter(Name)
 RESERVED_NAMES = PAIR_NAMES | set(FUNCTIONS) | set(REDUCTIONS)
 MAX_PARTS = 1_000  # sites, variables, components and axioms of a theory and its includes together

@@ -4,13 +4,13 @@ Loaded in YAML as ``kind: custom_kind:Square`` (with trust) or registered as ``s
 
 from theorycraft.inference.kinds import Kind
 from theorycraft.spec import ComponentSpec
-from theorycraft.spec._model import Expression, _list_of
+from theorycraft.spec import Expression, list_of
 
 
 class SquareSpec(ComponentSpec):
     """x² for each expression x in ``of``."""
 
-    of: _list_of(Expression)
+    of: list_of(Expression)
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))

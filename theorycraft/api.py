@@ -27,7 +27,7 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
         if not str(ref).startswith("hf:"):
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
             raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
-        from theorycraft.targets._hf import load_hf_model
+        from theorycraft.targets import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
@@ -520,7 +520,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
     from theorycraft import _artifact
     from theorycraft.scoring import Lab, check_axioms
-    from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
+    from theorycraft.scoring import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
     _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES

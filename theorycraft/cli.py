@@ -530,7 +530,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
 def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
     """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
     --capture with any of them is a usage error."""
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
              "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,

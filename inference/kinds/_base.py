@@ -24,8 +24,7 @@ import numpy as np
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Union
 
-from theorycraft.spec._expr import POSITION_NAMES
-from theorycraft.spec._model import ComponentSpec
+from theorycraft.spec import ComponentSpec, POSITION_NAMES
 
 Width = Union[int, str]  # an int, or a symbol such as 'D(mlp)' before activations are seen
 

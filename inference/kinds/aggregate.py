@@ -15,8 +15,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from theorycraft.spec._expr import PAIR_NAMES, random_offsets
-from theorycraft.spec._model import ComponentSpec, Expression, Name, PositiveInt
+from theorycraft.spec import ComponentSpec, Expression, Name, PAIR_NAMES, PositiveInt, random_offsets
 
 from ._base import Kind, Shapes
 

@@ -11,8 +11,7 @@ from typing import Annotated, Optional
 import numpy as np
 from pydantic import Field, StrictBool, StrictInt
 
-from theorycraft.spec._expr import PAIR_NAMES, random_offsets
-from theorycraft.spec._model import ComponentSpec, Expression
+from theorycraft.spec import ComponentSpec, Expression, PAIR_NAMES, random_offsets
 
 from ._base import Kind, Shapes
 

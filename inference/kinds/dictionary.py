@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+from theorycraft.spec import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
 
 from ._base import Kind, concat, dense
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from pydantic import Field, StrictInt
 
-from theorycraft.spec._model import ComponentSpec, Expression, PositiveInt, _list_of
+from theorycraft.spec import ComponentSpec, Expression, PositiveInt, list_of
 
 from ._base import Kind, array_module, concat
 
@@ -16,9 +16,9 @@ from ._base import Kind, array_module, concat
 class Fourier(ComponentSpec):
     """cos and sin of 2*pi*f*x/modulus for each expression x in ``of`` and each frequency f."""
 
-    of: _list_of(Expression)
+    of: list_of(Expression)
     modulus: Annotated[StrictInt, Field(ge=2)]
-    frequencies: _list_of(PositiveInt)
+    frequencies: list_of(PositiveInt)
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))

@@ -12,7 +12,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 from pydantic import Field, StrictBool
 
-from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+from theorycraft.spec import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
 
 from ._base import Kind, activation, concat, dense
 

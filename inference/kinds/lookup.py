@@ -13,8 +13,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from theorycraft.spec import TheoryError
-from theorycraft.spec._model import ComponentSpec, Expression, PositiveInt, _list_of
+from theorycraft.spec import ComponentSpec, Expression, PositiveInt, TheoryError, list_of
 
 from ._base import Kind, Shapes
 
@@ -25,8 +24,8 @@ class Lookup(ComponentSpec):
     error when the theory is fitted, unless ``outside: row`` gives the table one more row, shared
     by every row of data with a key outside its size."""
 
-    of: _list_of(Expression)
-    size: Optional[_list_of(PositiveInt)] = Field(None, description="values per variable (default: from the target's vocabulary)")
+    of: list_of(Expression)
+    size: Optional[list_of(PositiveInt)] = Field(None, description="values per variable (default: from the target's vocabulary)")
     width: Optional[PositiveInt] = Field(None, description="output features (default: the predicted site's width)")
     outside: Literal["error", "row"] = Field("error", description="a key outside its size: an error, or one "
                                                                    "extra row shared by all such keys")

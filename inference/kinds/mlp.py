@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from theorycraft.spec._model import ComponentSpec, PositiveInt, Refs, _list_of
+from theorycraft.spec import ComponentSpec, PositiveInt, Refs, list_of
 
 from ._base import Kind, activation, concat, dense
 from .linear import KIND as LINEAR
@@ -16,7 +16,7 @@ class MLP(ComponentSpec):
     """An honest black box: a multilayer perceptron, paid for at full price."""
 
     from_: Refs = Field(alias="from")
-    hidden: _list_of(PositiveInt)
+    hidden: list_of(PositiveInt)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     width: Optional[PositiveInt] = None
 

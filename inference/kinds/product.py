@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from math import prod
 
-from theorycraft.spec._model import ComponentSpec, Refs
+from theorycraft.spec import ComponentSpec, Refs
 
 from ._base import Kind
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theorycraft.spec._model import ComponentSpec, Expression, _list_of
+from theorycraft.spec import ComponentSpec, Expression, list_of
 
 from ._base import Kind, concat
 
@@ -12,7 +12,7 @@ from ._base import Kind, concat
 class Rule(ComponentSpec):
     """Indicator features: 1 where each boolean expression in ``when`` holds, else 0."""
 
-    when: _list_of(Expression)
+    when: list_of(Expression)
 
     def expressions(self):
         return tuple((("when", k), e) for k, e in enumerate(self.when))

@@ -19,8 +19,7 @@ import torch
 from theorycraft.errors import FitError
 from theorycraft.inference.engine import (SUBSPACE, Intervention, component_output, predict_intervened, site_rows,
                                          subspace_basis, transformed_inputs)
-from theorycraft.spec import HookPoint, Site, evaluate_variables
-from theorycraft.spec._axioms import OUTPUT, Place
+from theorycraft.spec import HookPoint, OUTPUT, Place, Site, evaluate_variables
 
 from ._card import CounterfactualScore
 from ._fidelity import r2
