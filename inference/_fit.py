@@ -22,7 +22,9 @@ from ._adam import Checkpoint, check_stop, fit_gradient
 from ._compile import Plan, init_params, make_plan
 from ._examples import check_inputs, load_examples, shard_blocks, site_shapes, train_means
 from ._memory import Budget, data_bytes
+from ._solvers import SOLVERS
 from .kinds import kind_of
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -70,7 +72,7 @@ def closed_form_sites(plan: Plan, stage: list[str] | None = None) -> dict[str, t
         if not names or len(plan.site_shapes[site]) == 3 or any(n in readers for n in names):
             continue
         comps = [theory.components[n] for n in names]
-        solvers = {kind_of(c).closed_form(c, plan, len(comps)) for c in comps}
+        solvers = {kind_of(c).closed_form(c, plan, len(comps), SOLVERS) for c in comps}
         general = [s for s in solvers if s is not None and solvers <= {s, *getattr(s, "covers", ())}]
         if general:  # one solver for them all (a solver may say which others it covers)
             out[site] = (general[0], list(names))

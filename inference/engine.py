@@ -19,6 +19,7 @@ from ._fit import FitConfig, fit
 from ._fitted import FittedTheory, count_params
 from ._intervene import SUBSPACE, Intervention, predict_intervened, subspace_basis, transformed_inputs
 from ._ridge import ALPHAS
+from ._solvers import SOLVERS, Solvers
 from ._stream import RESIDENT_BYTES, batches, chunks, resident, rows_per_example, take
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     # examples
     "load_examples", "train_means", "resident", "take", "chunks", "batches", "rows_per_example", "RESIDENT_BYTES",
     # fitting
-    "FitConfig", "fit", "Stopped", "ALPHAS", "make_loss", "make_step", "fixed_by_site", "minibatch",
+    "FitConfig", "fit", "Stopped", "ALPHAS", "SOLVERS", "Solvers", "make_loss", "make_step", "fixed_by_site", "minibatch",
     # fitted theories and interventions
     "FittedTheory", "count_params", "Intervention", "SUBSPACE", "predict_intervened", "subspace_basis",
     "transformed_inputs",

@@ -10,6 +10,7 @@ from ._expr import (PAIR_NAMES, POSITION_NAMES, EvaluationError, Expr, ExprError
                     parse_expr, position_env, random_offsets)
 from ._model import (ComponentSpec, Expression, HookPoint, Name, NonNegativeFloat, PositiveInt, Refs, Site, TargetRef,
                      list_of)
+from ._registry import KINDS, KindError, define_kind, is_reference, kind_of, register_kind, resolve
 from ._parse import check_theory, declare_inputs, load_theory, parse_theory, validate_component
 from ._outline import feature_width, outline, parameter_shapes
 from ._schema import json_schema
@@ -25,4 +26,6 @@ __all__ = ["Diagnostic", "EvaluationError", "Expr", "ExprError", "ComponentSpec"
            "PAIR_NAMES", "POSITION_NAMES", "random_offsets",
            # positioned YAML and messages, theories' reads, axioms' places
            "OUTPUT", "Place", "SourceMap", "describe", "did_you_mean", "dump", "load_yaml", "read_limited",
-           "validate_component", "walk_reads"]
+           "validate_component", "walk_reads",
+           # the registry of component kinds (the kinds register into it)
+           "KINDS", "KindError", "define_kind", "is_reference", "kind_of", "register_kind", "resolve"]

@@ -17,6 +17,7 @@ from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
 from ._expr import FUNCTIONS, PAIR_NAMES, POSITION_NAMES, REDUCTIONS, Expr
 from ._axioms import OUTPUT, Axiom
 from ._model import Doc, Expression, Fragment, Name, Site, SiteEntry, Target, TheoryFile, TheoryName, list_of
+from . import _registry as kinds
 from ._theory import Origin, Theory, walk_reads
 from ._yaml import MAX_FILE_BYTES, Path, SourceMap, load_yaml, read_limited
 
@@ -255,16 +256,9 @@ def _field_names(model) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _kinds():
-    """The one registry of component kinds (imported late: the kinds' schemas import spec)."""
-    from theorycraft.inference import kinds
-    return kinds
-
-
 def validate_component(raw: Any, source: SourceMap, path: Path, *, trust_code: bool = False):
     """(the component, or None; diagnostics): its ``kind`` looked up in the registry (a
     ``module:attr`` kind imported only with ``trust_code``), then its keys by that kind's schema."""
-    kinds = _kinds()
     if not isinstance(raw, dict):
         return None, [source.diagnostic(tuple(path), f"expected a component (a mapping with a 'kind'), "
                                                      f"found {describe(raw)}")]
@@ -354,7 +348,7 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
         comp = part.value
         if comp is None:
             continue
-        kind = _kinds().kind_of(comp)
+        kind = kinds.kind_of(comp)
         for subpath, expr in comp.expressions():
             check_expr(part, subpath, expr, frozenset(kind.expression_names()))
         for path, ref in _read_paths(comp):
@@ -377,7 +371,7 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
     _check_cycles(components, lambda p: [r for r in p.value.reads() if r in components], "components", error)
     for name, part in components.items():
         comp = part.value
-        if comp is None or _kinds().kind_of(comp).may_read_its_site:
+        if comp is None or kinds.kind_of(comp).may_read_its_site:
             continue
         for site in sorted(set(comp.predicted()) & _upstream_sites(name, components)):
             error(part, ("predicts",), f"'{name}' predicts site '{site}' from that same site; only a "
@@ -395,7 +389,7 @@ def _check_references(parts: dict[str, _Part], diagnostics: list[Diagnostic]) ->
 
 def _read_paths(component) -> list[tuple[tuple, str]]:
     """(key path, name) of everything a component reads, for messages that point at it."""
-    field = _kinds().kind_of(component).reads_field or "from"
+    field = kinds.kind_of(component).reads_field or "from"
     paths = component.read_paths() or tuple((field, k) for k in range(len(component.reads())))
     return list(zip(paths, component.reads()))
 

@@ -329,10 +329,10 @@ components:
 
 @pytest.mark.parametrize("solver", ["Cholesky", "conjugate gradients"])
 def test_tables_of_correlated_keys_reach_the_exact_ridge_solution(tmp_path, monkeypatch, solver):
-    from theorycraft.inference.kinds import lookup
+    from theorycraft.inference import _solvers
 
     if solver == "conjugate gradients":  # what a table too large to factorise is solved by
-        monkeypatch.setattr(lookup, "DIRECT_COLUMNS", 0)
+        monkeypatch.setattr(_solvers, "DIRECT_COLUMNS", 0)
     theory = _correlated_tables(tmp_path)
     acts = captured(tmp_path, theory)
     log = []

@@ -4,6 +4,7 @@ score it by what it predicts per bit it costs."""
 from typing import TYPE_CHECKING
 
 from theorycraft.spec import Theory, TheoryError, check_theory, load_theory, parse_theory
+from theorycraft.inference import kinds as _kinds  # the built-in kinds register into the language's registry
 
 if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names below
     from theorycraft._report import report

@@ -134,11 +134,10 @@ class Kind:
         """Parameters to start the gradient fit from, given the predicted site's training mean."""
         return params
 
-    def closed_form(self, spec, plan, predictors: int) -> Optional[Callable]:
-        """A solver ``(plan, site, names, data, train_idx, val_idx, refit) -> (params by name, strength,
-        how the solve went)``
-        when a site predicted by ``predictors`` components of this kind has an exact solution
-        (``refit``: refit on train + validation once the strength is chosen)."""
+    def closed_form(self, spec, plan, predictors: int, solvers) -> Optional[Callable]:
+        """The engine's solver of ``solvers`` (``ridge``: plain linear maps of fixed features;
+        ``tables``: a sum of lookup tables and such maps) when a site predicted by ``predictors``
+        components of this kind has an exact solution; None: fitted by Adam."""
         return None
 
     # --- scoring --------------------------------------------------------------------------------
