@@ -2,9 +2,8 @@
 
 Loaded in YAML as ``kind: custom_kind:Square`` (with trust) or registered as ``square``."""
 
-from theorycraft.inference.kinds import Kind
-from theorycraft.spec import ComponentSpec
-from theorycraft.spec import Expression, list_of
+from theorycraft.inference.kinds import Example, Kind, Shapes
+from theorycraft.spec import ComponentSpec, Expression, list_of
 
 
 class SquareSpec(ComponentSpec):
@@ -26,3 +25,6 @@ class Square(Kind):
 
     def apply(self, params, spec, inputs):
         return inputs[0].astype("float32") ** 2
+
+    def example(self, rng):  # what check_kind runs it on
+        return Example({"of": ["a", "b"]}, Shapes((2,), 2), [rng.normal(size=(8, 2)).astype("float32")])

@@ -14,7 +14,7 @@ from pydantic import Field, StrictBool
 
 from theorycraft.spec import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
 
-from ._base import Kind, activation, concat, dense
+from ._base import Example, Kind, Shapes, activation, concat, dense
 
 
 class Linear(ComponentSpec):
@@ -104,6 +104,10 @@ class LinearKind(Kind):
                 ctx.shared[key] = whiten(x[:ctx.max_rows], ctx.ridge)
             ctx.memo[key] = whitened_spectrum(*ctx.shared[key], ctx.residual)
         return float(ctx.memo[key][:data.get("rank")].sum()), 0
+
+    def example(self, rng):
+        return Example({"from": "x", "rank": 2}, Shapes((4,), 3),
+                       [rng.normal(size=(8, 4)).astype(np.float32)])
 
 
 def exact(spec, plan, predictors: int) -> bool:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from theorycraft.spec import ComponentSpec, Expression, PositiveInt, TheoryError, list_of
 
-from ._base import Kind, Shapes
+from ._base import Example, Kind, Shapes
 
 
 class Lookup(ComponentSpec):
@@ -100,6 +100,10 @@ class LookupKind(Kind):
         cells = np.asarray(fixed["candidate_features/expr"][:, 0], np.int64)[:ctx.max_rows]
         size = table_rows(plan.lookup_sizes["candidate_features"], data.get("outside", "error"))
         return lookup_gain(cells, size, ctx.residual), (size - len(np.unique(cells))) * ctx.residual.shape[1]
+
+    def example(self, rng):
+        return Example({"of": "a", "size": 7}, Shapes((7,), 3),
+                       [rng.integers(0, 7, (8, 1))])
 
 
 def table_rows(sizes: tuple[int, ...], outside: str) -> int:

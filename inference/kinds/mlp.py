@@ -8,7 +8,7 @@ from pydantic import Field
 
 from theorycraft.spec import ComponentSpec, PositiveInt, Refs, list_of
 
-from ._base import Kind, activation, concat, dense
+from ._base import Example, Kind, Shapes, activation, concat, dense
 from .linear import KIND as LINEAR
 
 
@@ -55,6 +55,10 @@ class MLPKind(Kind):
 
     def estimate(self, data, ctx):
         return LINEAR.estimate(data, ctx)  # at least what a linear map of the same inputs buys
+
+    def example(self, rng):
+        return Example({"from": "x", "hidden": [5]}, Shapes((4,), 3),
+                       [rng.normal(size=(8, 4)).astype("float32")])
 
 
 KIND = MLPKind()

@@ -6,7 +6,7 @@ import numpy as np
 
 from theorycraft.spec import ComponentSpec, Expression, list_of
 
-from ._base import Kind, concat
+from ._base import Example, Kind, Shapes, concat
 
 
 class Rule(ComponentSpec):
@@ -29,6 +29,10 @@ class RuleKind(Kind):
 
     def apply(self, params, spec, inputs):
         return concat(inputs).astype(np.float32)  # the expressions' truth values, 0/1
+
+    def example(self, rng):
+        return Example({"when": ["a > 1"]}, Shapes((1,), 1),
+                       [rng.random((8, 1)) > 0.5])
 
 
 KIND = RuleKind()
