@@ -6,15 +6,16 @@ expression language's names, the positioned YAML reader and its messages."""
 
 from ._axioms import OUTPUT, Place
 from ._diagnostics import Diagnostic, TheoryError, describe, did_you_mean
-from ._expr import (PAIR_NAMES, POSITION_NAMES, EvaluationError, Expr, ExprError, evaluate, evaluate_variables, pair_env,
-                    parse_expr, position_env, random_offsets)
+from ._evaluate import evaluate, evaluate_variables, pair_env, position_env
+from ._expr import PAIR_NAMES, POSITION_NAMES, EvaluationError, Expr, ExprError, parse_expr, random_offsets
 from ._model import (ComponentSpec, Expression, HookPoint, Name, NonNegativeFloat, PositiveInt, Refs, Site, TargetRef,
                      list_of)
 from ._registry import KINDS, KindError, define_kind, is_reference, kind_of, register_kind, resolve
-from ._parse import check_theory, declare_inputs, load_theory, parse_theory, validate_component
+from ._parse import check_theory, declare_inputs, load_theory, parse_theory
 from ._outline import feature_width, outline, parameter_shapes
 from ._schema import json_schema
 from ._theory import Theory, walk_reads
+from ._validate import validate_component
 from ._yaml import SourceMap, dump, load_yaml, read_limited
 
 __all__ = ["Diagnostic", "EvaluationError", "Expr", "ExprError", "ComponentSpec", "HookPoint", "Site", "TargetRef", "Theory",

@@ -42,10 +42,14 @@ def package_of(module: str) -> str:
 
 def imports(module: str):
     """(line, imported module, imported name or None) for every import in ``module``, relative
-    ones resolved; only the library's own."""
+    ones resolved, function-local ones included; only the library's own."""
     path, is_package = modules()[module]
+    yield from imports_in(path.read_text(), module, is_package)
+
+
+def imports_in(text: str, module: str, is_package: bool = False):
     here = module.split(".") if is_package else module.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             found = [(alias.name, None) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -149,11 +153,11 @@ def exceptions() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def test_the_scan_sees_every_kind_of_import():
-    found = {(t, n) for _, t, n in imports("theorycraft.inference._fit")}
-    assert ("theorycraft.inference._adam", "fit_gradient") in found  # relative, resolved
-    assert ("theorycraft._metrics", "Metrics") in found
-    local = {(t, n) for _, t, n in imports("theorycraft.spec._parse")}  # function-local ones too
-    assert any(t.startswith("theorycraft.") for t, _ in local)
+    text = ("import theorycraft.store\nfrom . import _stream\nfrom ..kinds import kind_of\n"
+            "def late():\n    from theorycraft.spec._model import Name\n")
+    assert list(imports_in(text, "theorycraft.inference.kinds.linear")) == [
+        (1, "theorycraft.store", None), (2, "theorycraft.inference.kinds", "_stream"),
+        (3, "theorycraft.inference.kinds", "kind_of"), (5, "theorycraft.spec._model", "Name")]
     assert private_part("theorycraft.inference._fit", "fit") == "theorycraft.inference._fit"
     assert private_part("theorycraft.inference", "_distributed") == "theorycraft.inference._distributed"
     assert private_part("theorycraft.inference.engine", "fit") is None
