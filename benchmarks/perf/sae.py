@@ -67,7 +67,7 @@ def batches():
 
 
 def theorycraft_step(x: np.ndarray):
-    """The body of ``fit_gradient``'s loop (inference/_fit.py), on one theory with a dictionary."""
+    """The body of ``fit_gradient``'s loop (inference/_adam.py), on one theory with a dictionary."""
     theory = parse_theory(f"""
 theory: sae
 target: activations:unused

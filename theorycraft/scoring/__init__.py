@@ -13,9 +13,10 @@ test examples are only reported on.
 
 from __future__ import annotations
 
-from ._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES, AxiomResult, Lab, check_axioms, counterfactual_fidelity
+from ._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES, AxiomResult, Lab, check_axioms
 from ._card import (CounterfactualScore, MDLScore, Scorecard, ShiftScore, SiteScore, SizeScore, SpliceScore,
                     scorecard_html)
+from ._counterfactual import counterfactual_fidelity
 from ._codes import entropy_bits, gaussian_bits, spec_bits, subset_bits
 from ._fidelity import PRECISION, Examples, coverage, examples_of, r2, spreads, squared_errors
 from ._mdl import block_edges, mdl, prequential, residual_bits, total_bits
