@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import chosen, convergence
+from theorycraft.inference._adam import convergence
+from theorycraft.inference._fit import chosen
 from theorycraft.inference.kinds.attention import _softmax, matched_start
 from theorycraft.scoring import score
 from theorycraft.spec import parse_theory
