@@ -121,7 +121,8 @@ def test_a_fit_that_runs_out_of_steps_says_so_everywhere_and_more_steps_do_reach
     assert again.fit_info["gradient"]["best_validation_loss"] == pytest.approx(min(losses), abs=1e-6)
 
 
-@pytest.mark.parametrize("example, n", [("superposition.yaml", 1000), ("induction_patterns.yaml", 120)])
+# induction_patterns.yaml (n 120) passes too, but took 280 s on a loaded machine: too slow for the suite
+@pytest.mark.parametrize("example, n", [("superposition.yaml", 1000)])
 def test_a_bundled_theory_is_reported_converged_only_where_more_steps_reach_no_lower(example, n, tmp_path):
     """Each Adam fit of a bundled theory, at the default settings, that says it converged: the
     same fit given four times the steps ends no lower on validation than the tolerance allows."""
