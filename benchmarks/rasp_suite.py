@@ -138,13 +138,13 @@ def sample_inputs(p: Program, seed: int = 1234) -> np.ndarray:
     return np.concatenate([bos, body], axis=1).astype(np.int32)
 
 
-def export(name: str, data: Path) -> None:
-    """Compile ``name`` and write ``data/name`` and ``data/name_rotated`` (with its start theories),
-    unless they are there already."""
+def export(name: str, data: Path, program: Program | None = None) -> None:
+    """Compile ``name`` (or ``program`` under that name) and write ``data/name`` and
+    ``data/name_rotated`` (with their start theories), unless they are there already."""
     if all((data / d / "manifest.json").exists() for d in (name, f"{name}_rotated")):
         return
     from tracr.compiler import compiling
-    ex, p = _exporter(), PROGRAMS[name]
+    ex, p = _exporter(), program or PROGRAMS[name]
     model = compiling.compile_rasp_to_model(p.make(), vocab=set(range(p.vocab)), max_seq_len=p.max_seq_len,
                                             compiler_bos="BOS", compiler_pad="PAD")
     inputs = sample_inputs(p)
@@ -204,7 +204,7 @@ def free_coverage(judge, assessment, split: str = "test") -> tuple[float, dict[s
     return coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in judge.explained}
 
 
-def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], None]) -> dict:
+def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], None], greedy: bool = False) -> dict:
     from theorycraft.api import capture, load_theory
     from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
@@ -216,7 +216,8 @@ def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], N
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()),
                              "<default vocabulary>", start)
     judge = Judge(start, acts, explained_sites(start, vocab), FitConfig(progress=False))
-    found = search(start, acts, vocab, judge=judge, budget_seconds=minutes * 60, log=log, progress=False)
+    found = search(start, acts, vocab, judge=judge, budget_seconds=minutes * 60, log=log, progress=False,
+                   rethink=not greedy)
     seconds = time.time() - began
     best = found.best
     cov, per_site = free_coverage(judge, best)
@@ -253,6 +254,8 @@ def main(argv=None) -> int:
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument("--plain", action="store_true", help="only the plain recordings")
     variant.add_argument("--rotated", action="store_true", help="only the rotated recordings")
+    parser.add_argument("--greedy", action="store_true", help="greedy growth alone (the search before it could "
+                        "change its mind about maps between sites: the baseline)")
     parser.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl and stop")
     parser.add_argument("--list", action="store_true", help="list the programs and stop")
     args = parser.parse_args(argv)
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
             export(name, args.data)
             print(f"--- {name}{suffix}", file=sys.stderr, flush=True)
             row = run(name + suffix, args.data, args.out, args.minutes,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      log=lambda m: print(m, file=sys.stderr, flush=True), greedy=args.greedy)
             rows.append(row)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")

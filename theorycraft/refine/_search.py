@@ -17,7 +17,7 @@ Greedy acceptance can lock in a linear map between recorded sites (the residual 
 the embedding: a map from it explains most of every later site at once), and with it the site
 it reads as a declared input; the computation that explains both never pays for itself one
 step at a time beside it. So when greedy growth stops on its own, the search changes its mind
-(``rethink``): it drops every such map, grows again from what remains with candidates that
+(``change_mind``): it drops every such map, grows again from what remains with candidates that
 compute from the input alone, and keeps whichever of the two theories has the lower
 *free-running* validation total (a theory built from the input is meant to run free: each site
 predicted from the input, not from the recorded sites before it). That is taken where every
@@ -420,10 +420,11 @@ def rethought(greedy: Assessment, alternative: Assessment) -> bool:
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
-           progress: bool = True, metrics: Metrics | None = None) -> Found:
+           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True) -> Found:
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
-    on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0)."""
+    on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0).
+    ``rethink=False``: greedy growth alone, never changing its mind (for comparison)."""
     from theorycraft._progress import above, bar as progress_bar
 
     began = time.time()
@@ -532,7 +533,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             prune(protect=cand.name)
         return "time budget spent"
 
-    def rethink() -> str:
+    def change_mind() -> str:
         """Change its mind about the maps between recorded sites (and the inputs they declare): the
         theory without them, grown again from what the input computes alone, replaces the greedy
         one if its free-running validation total is lower (``rethought``)."""
@@ -568,8 +569,8 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
 
     try:
         stopped = grow()
-        if not stopped.startswith("time budget"):
-            stopped += rethink()
+        if rethink and not stopped.startswith("time budget"):
+            stopped += change_mind()
     except Stopped:  # mid-step: that step's fits are dropped, the theory last accepted is the result
         stopped = f"time budget spent ({budget_seconds:g} s): the step in flight was stopped at it"
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
