@@ -61,5 +61,5 @@ def test_pair_balance_is_computed_not_mapped(tmp_path):
     row = suite.run("pair_balance", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None)
     assert row["free"] >= 0.999 and row["own"] and not row["inputs"]
     assert row["params"] <= 1.5 * row["true_params"]
-    shares = {v for v in row["variables"].values() if v.startswith("aggregate(")}
-    assert shares == {f"aggregate(j: j > 0 and j <= i, token[j] == {k})" for k in (0, 1)}
+    shares = [v for v in row["variables"].values() if v.startswith("aggregate(")]  # of 0s and of 1s so far
+    assert all(any(f"token[j] == {k})" in v for v in shares) for k in (0, 1))
