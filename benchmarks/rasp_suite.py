@@ -255,6 +255,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def against(rows: list[dict], before: list[dict]) -> str:
+    """Each program's row beside the same program's in another run (``--against``): coverage, the
+    parameters against the true theory's, the inputs declared."""
+    old = {r["program"]: r for r in before}
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "— | — | —"
+        return (f"{r['free']:.4f} | {r['params'] / max(r['true_params'], 1):.2f}× | "
+                f"{', '.join(r['inputs']) or '—'}")
+
+    out = ["| program | before: coverage | params / true | inputs | now: coverage | params / true | inputs "
+           "| time (s) | on its own |", "|---|---:|---:|---|---:|---:|---|---:|---|"]
+    out += [f"| {r['program']} | {cell(old.get(r['program']))} | {cell(r)} | {r['seconds']:.0f} | "
+            f"{'yes' if r['own'] else 'no'} |" for r in rows]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("programs", nargs="*", help=f"default: all ({', '.join(PROGRAMS)})")
@@ -267,6 +289,7 @@ def main(argv=None) -> int:
     parser.add_argument("--greedy", action="store_true", help="greedy growth alone (the search before it could "
                         "change its mind about maps between sites: the baseline)")
     parser.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl and stop")
+    parser.add_argument("--against", type=Path, help="with --table: beside the rows of this run's directory")
     parser.add_argument("--list", action="store_true", help="list the programs and stop")
     args = parser.parse_args(argv)
     if args.list:
@@ -278,7 +301,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown program(s) {', '.join(unknown)}; expected some of: {', '.join(PROGRAMS)}")
     results = args.out / "results.jsonl"
     if args.table:
-        print(table([json.loads(line) for line in results.read_text().splitlines() if line.strip()]))
+        rows = _rows(results)
+        print(against(rows, _rows(args.against / "results.jsonl")) if args.against else table(rows))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.programs or list(PROGRAMS)
