@@ -206,8 +206,7 @@ def free_coverage(judge, assessment, split: str = "test") -> tuple[float, dict[s
 
 def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], None], greedy: bool = False) -> dict:
     from theorycraft.api import capture, load_theory
-    from theorycraft.inference import FitConfig
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import FitConfig, site_shapes
     from theorycraft.refine import Judge, default_vocabulary, explained_sites, parse_vocabulary, search
 
     start = load_theory(str(data / f"search_{name}.yaml"))
