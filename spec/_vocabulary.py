@@ -14,7 +14,7 @@ A vocabulary needs templates, or a grammar, or both.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -71,7 +71,3 @@ EACH_SCHEMA = {  # the JSON Schema of an {each: ...} field: what ``each_items`` 
     "properties": {"each": {"anyOf": [{"type": "array", "minItems": 1}, {"type": "object", "minProperties": 1},
                                       {"type": "string", "pattern": RANGE_PATTERN}]}},
 }
-
-
-def grammar_of(data: Optional[dict]) -> Grammar | None:
-    return None if data is None else Grammar.model_validate(data)

@@ -50,7 +50,7 @@ def test_every_proposal_is_an_expression_whose_values_are_the_languages(bos):
     assert f"count(j: {key}token[j] < token[i])" in texts
     assert "token[i - 1]" in texts and "token[i] == 1" in texts  # a read back, a rule
     assert f"aggregate(j: {key}j <= i, token[j] == 1)" in texts  # a numerical aggregate of a rule
-    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", p.name) and len(p.name) <= 48 for p in found)
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", p.name) and len(p.name) <= 64 for p in found)
 
 
 def test_a_held_variable_composes_and_the_proposals_are_new():
@@ -84,3 +84,47 @@ def test_no_program_is_written_into_the_search_code():
         words += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and not isinstance(n.value, ast.Name)]
         found = sorted({m for w in words for m in PROGRAM_NAMES.findall(w)})
         assert not found, f"{path.name} names {found}"
+
+
+def test_each_heads_recorded_pattern_proposes_the_select_that_explains_it(tmp_path):
+    """A recorded pattern site: head 0 attends evenly to the keys after an earlier copy of the
+    query's token (a rule over both sides), head 1 to the same token before the query. The
+    grammar's selects, judged against each head, propose those rules and no others first."""
+    import json
+
+    from conftest import captured
+    from theorycraft.refine._propose import proposals
+    from theorycraft.refine._search import Judge, explained_sites
+    from theorycraft.refine._vocabulary import default_vocabulary, parse_vocabulary
+    from theorycraft.inference._fit import site_shapes
+    from theorycraft.spec import parse_theory
+
+    n, t = 300, 8
+    x = np.random.default_rng(3).integers(0, 3, (n, t))
+    rules = ["token[j - 1] == token[i] and j < i", "token[j] == token[i] and j < i"]
+    pattern = np.zeros((n, 2, t, t), np.float32)
+    for h, rule in enumerate(rules):
+        mask = _pair_values(x, rule)
+        mask[:, np.arange(t), np.arange(t)] |= mask.sum(-1) == 0  # nothing selected: the query itself
+        pattern[:, h] = mask / mask.sum(-1, keepdims=True)
+    d = tmp_path / "attn"
+    d.mkdir()
+    np.save(d / "inputs.npy", x.astype(np.int32))
+    np.save(d / "pattern.npy", pattern)
+    (d / "manifest.json").write_text(json.dumps({"sites": ["pattern"]}))
+    start = parse_theory(f"theory: p\ntarget: activations:{d}\nsites: {{pattern: pattern}}\n", path="p.yaml")
+    acts = captured(tmp_path, start)
+    vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
+    assert vocab.grammar.patterns == ("pattern",) and not vocab.templates
+    judge = Judge(start, acts, explained_sites(start, vocab))
+    offered = proposals(vocab, judge.assess(start), judge, np.sort(judge.examples.train))
+    for h, rule in enumerate(rules):
+        first = next(c for c in offered if c.data["head"] == h)
+        np.testing.assert_array_equal(_pair_values(x, str(first.data["rule"])), _pair_values(x, rule))
+
+
+def _pair_values(x, rule):
+    from theorycraft.spec import pair_env
+
+    env = pair_env(x, {}, np)
+    return np.asarray(evaluate(parse_expr(rule), env)).astype(bool).copy()

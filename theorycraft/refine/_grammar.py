@@ -39,7 +39,8 @@ OPS = {"==": ("eq", np.equal), "<": ("lt", np.less), "<=": ("le", np.less_equal)
        ">=": ("ge", np.greater_equal), "!=": ("ne", np.not_equal)}
 MAX_CODES = 64  # a term with at most this many integer values is categorical (a table); else numerical
 MAX_CONSTANTS = 8  # a term compared with each of its values where it takes at most this many
-MAX_NAME = 48
+MAX_NAME = 64
+WORDS = {**{op: word for op, (word, _) in OPS.items()}, "-": "minus", "+": "plus"}  # operators, spelt in names
 ATOMS = {"token": "token[i]", "pos": "i"}  # the input's atoms, by name: what they read at the query  # longer names are cut and end in a digest of the expression
 
 
@@ -83,6 +84,7 @@ def kind_of_values(values: np.ndarray) -> str:
 
 def slug(name: str, expression: str) -> str:
     """A valid variable name, at most MAX_NAME characters (cut names end in the expression's digest)."""
+    name = re.sub(r"==|!=|<=|>=|<|>|-|\+", lambda m: f"_{WORDS[m[0]]}_", name)
     name = re.sub(r"_+", "_", re.sub(r"\W", "_", name)).strip("_") or "v"
     name = name if name[0].isalpha() else f"v_{name}"
     if len(name) <= MAX_NAME:

@@ -22,15 +22,19 @@ from typing import Callable
 
 import numpy as np
 
+from theorycraft.inference.kinds import kind_of
+from theorycraft.inference.kinds.attention import attention_gain
 from theorycraft.inference.kinds.lookup import lookup_gain
 from theorycraft.spec import Theory, evaluate, evaluate_variables, parse_expr, position_env
 
-from ._grammar import ATOMS, Proposal, is_bos, propose
+from ._grammar import ATOMS, Proposal, is_bos, propose, selects, slug, terms
 from ._proxy import bits_per_param, gain_bits
 from ._vocabulary import Candidate, Vocabulary
 
 SAMPLE_POSITIONS = 8192  # positions (examples × sequence length) the grammar's variables are valued on
 PER_SITE = 3  # of the candidates sent on, at least this many are each site's best
+PATTERN_EXAMPLES = 64  # examples a pattern site's selects are judged on
+PER_HEAD = 2  # selects proposed for each head of a pattern site
 
 
 def component_name(proposal: Proposal) -> str:
@@ -42,8 +46,15 @@ def proposals(vocab: Vocabulary, current, judge, rows: np.ndarray,
     """The grammar's best candidates for ``current`` (an Assessment) by the data; ``rows``: the
     training examples the step's estimates use (the grammar values the first of them)."""
     grammar = vocab.grammar
-    if grammar is None or not grammar.sites:
+    if grammar is None:
         return []
+    out = [c for site in grammar.patterns for c in _heads(site, vocab, current, judge, rows, log)]
+    return out + (_tables(vocab, current, judge, rows, log) if grammar.sites else [])
+
+
+def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Candidate]:
+    """The grammar's variables at its sites over positions, best by the data first."""
+    grammar = vocab.grammar
     began = time.time()
     theory = current.theory
     length = judge.shapes[grammar.sites[0]][0]
@@ -148,3 +159,72 @@ def candidate(p: Proposal, site: str, theory: Theory, vocab: Vocabulary, full: _
             data = {"kind": "linear", "from": ref}
     data["predicts"] = site
     return Candidate(name, data["kind"], site, name, data, data, variables, label=p.name)
+
+
+def pattern_selects(theory: Theory, inputs: np.ndarray, vocab: Vocabulary):
+    """(condition, [N, T, T] truth values) of every select the grammar offers a pattern site: each
+    also with its key before the query (``and j < i``)."""
+    atoms = terms(inputs, theory.variables, vocab.grammar)
+    t = inputs.shape[1]
+    before = np.tril(np.ones((t, t), bool), -1)
+    for _, condition, mask in selects(atoms, False, vocab.grammar):
+        yield condition, mask
+        if condition != "true":
+            yield f"{condition} and j < i", mask & before
+
+
+def _heads(site: str, vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Candidate]:
+    """Each head's recorded pattern proposes the selects that best explain what the theory does
+    not yet (the attention kind's own estimate, ``attention_gain``, on a sample)."""
+    began = time.time()
+    theory = current.theory
+    shape = judge.shapes[site]
+    sample = rows[:PATTERN_EXAMPLES]
+    recorded = np.asarray(judge.data[site][sample], np.float64).reshape(len(sample), *shape)
+    pred = recorded - judge.residuals(current, sample)[site].reshape(len(sample), *shape)
+    inputs = np.asarray(judge.data["inputs"][sample])
+    best: dict[int, list] = {h: [] for h in range(shape[0])}
+    count = 0
+    for condition, mask in pattern_selects(theory, inputs, vocab):
+        count += 1
+        for h in range(shape[0]):
+            best[h].append((attention_gain(mask, recorded[:, h], pred[:, h], True), condition))
+    out = []
+    for h, scored in best.items():
+        scored.sort(key=lambda g: -g[0])
+        for gain, rule in scored[:PER_HEAD]:
+            if gain > 0:
+                out.append(_attention(site, h, rule, theory, vocab))
+    out = [c for c in out if c is not None]
+    log(f"  grammar: {count:,} selects judged against {shape[0]} heads of {site} in {time.time() - began:.1f} s; "
+        f"proposed: " + ", ".join(f"head {c.data['head']}: {c.data['rule']}" for c in out))
+    return out
+
+
+def _attention(site: str, head: int, rule: str, theory: Theory, vocab: Vocabulary) -> Candidate | None:
+    """An attention component taking over ``head`` with ``rule``; None where that head has it already."""
+    data = {"kind": "attention", "rule": rule, "head": head, "predicts": site}
+    taken = tuple(n for n, c in theory.components.items() if kind_of(c).takes_head and c.predicts == site
+                  and (c.head or 0) == head)
+    if any(str(theory.components[n].rule) == rule for n in taken):
+        return None
+    name = slug(f"{site}_{head}_{rule}", f"{site} {head} {rule}")
+    return Candidate(f"{site}_heads", "attention", site, name, data, data, dict(vocab.variables), taken,
+                     label=f"{slug(rule, rule)}_{head}")
+
+
+def head_rules(vocab: Vocabulary, theory: Theory, inputs: np.ndarray, patterns: np.ndarray):
+    """For each head of a pattern site (``patterns`` [N, H, T, T], recorded), the grammar's select
+    whose keys, attended evenly, are closest to its mean pattern (cosine): (condition, cosine)."""
+    t = patterns.shape[-1]
+    causal = np.tril(np.ones((t, t), bool))
+    best = [("", -1.0)] * patterns.shape[1]
+    for condition, mask in pattern_selects(theory, inputs, vocab):
+        keys = np.broadcast_to(mask, (len(inputs), t, t)) & causal
+        spread = keys / np.maximum(keys.sum(-1, keepdims=True), 1)
+        for h in range(patterns.shape[1]):
+            a = patterns[:, h]
+            cosine = float((a * spread).sum() / max(np.linalg.norm(a) * np.linalg.norm(spread), 1e-12))
+            if cosine > best[h][1]:
+                best[h] = (condition, cosine)
+    return best
