@@ -71,6 +71,7 @@ class Proposal:
     kind: str = "categorical"
     reads: tuple[str, ...] = ()  # for a table of two terms: what each reads at the query (the lookup's ``of``)
     parts: tuple[str, ...] = ()  # and their names
+    codes: np.ndarray | None = field(default=None, compare=False, repr=False)  # a table's cell of each position
 
 
 def kind_of_values(values: np.ndarray) -> str:
@@ -198,31 +199,36 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
     out: list[Proposal] = []
     count = [0]
 
-    def new(values: np.ndarray, kind: str, z: np.ndarray | None) -> bool:
+    def new(values: np.ndarray, kind: str, z: np.ndarray | None):
+        """None where not new; else the partition the values make (None for a numerical one)."""
+        codes = None
         if kind == "numerical":
             z = _standard(values[..., None])[..., 0] if z is None else z
-            if z is None or not z.any():
-                return False
+            if not z.any():
+                return None
             key = _digest(z)
         else:
             codes = _codes(values)
             if codes.max() == 0 or (kind == "categorical" and any(_function_of(codes, h) for h in held)):
-                return False
+                return None
             key = _digest(codes)
         if key in seen:
-            return False
+            return None
         seen.add(key)
-        return True
+        return codes if codes is not None else False
 
     def offer(name: str, expression: str, values: np.ndarray, kind: str, reads=(), z=None, parts=()) -> bool:
         count[0] += 1
-        if reads or new(values, kind, z):
-            out.append(Proposal(slug(name, expression), expression, values, kind, reads, parts))
+        codes = _codes(values) if reads else new(values, kind, z)
+        if codes is not None:
+            out.append(Proposal(slug(name, expression), expression, values, kind, reads, parts,
+                                codes if codes is not False else None))
         return count[0] < config.generated
 
     for term in atoms:  # the terms themselves, as tables (a held variable's: its component)
-        seen.add(_digest(_codes(term.values)) if term.kind != "numerical" else "")
-        out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind))
+        codes = _codes(term.values) if term.kind != "numerical" else None
+        seen.add(_digest(codes) if codes is not None else "")
+        out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind, codes=codes))
     if config.pairs:
         codes = [a for a in atoms if a.kind == "categorical"]
         for x, y in itertools.combinations(codes, 2):

@@ -24,10 +24,9 @@ import numpy as np
 
 from theorycraft.inference.kinds import kind_of
 from theorycraft.inference.kinds.attention import attention_gain
-from theorycraft.inference.kinds.lookup import lookup_gain
 from theorycraft.spec import Theory, evaluate, evaluate_variables, parse_expr, position_env
 
-from ._grammar import ATOMS, Proposal, is_bos, propose, selects, slug, terms
+from ._grammar import ATOMS, Proposal, _codes, is_bos, propose, selects, slug, terms
 from ._proxy import bits_per_param, gain_bits
 from ._vocabulary import Candidate, Vocabulary
 
@@ -63,16 +62,17 @@ def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Ca
     found, enumerated = propose(inputs, theory.variables, grammar, is_bos(inputs))
     residual = judge.residuals(current, sample)
     per_param = bits_per_param(current)
+    design = _Design(found)
     scored = []
     for site in grammar.sites:
         r = np.asarray(residual[site], np.float64)
         r = r - r.mean(0)
         sse = float((r ** 2).sum())
-        gains = {p.name: (p, gain, cells) for p, gain, cells in _gains(found, r)}
-        for p, gain, cells in gains.values():
-            if p.kind == "pair":  # what a table of two buys beyond the tables of each
-                gain -= sum(gains[q][1] for q in p.parts if q in gains)
-            scored.append((gain_bits(gain, sse, r.size, judge, site) - per_param * cells * r.shape[1], site, p))
+        gains = design.gains(r)
+        for k, parts in design.pairs:  # what a table of two buys beyond the tables of each
+            gains[k] -= gains[parts].sum()
+        bits = gain_bits(gains, sse, r.size, judge, site) - per_param * design.cells * r.shape[1]
+        scored += [(b, site, p) for b, p in zip(bits.tolist(), found)]
     scored.sort(key=lambda s: -s[0])
     valued = time.time() - began
     full = _Values(theory, np.asarray(judge.acts.inputs()), judge.acts.vocab_size)
@@ -94,20 +94,48 @@ def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Ca
     return out
 
 
-def _gains(found: list[Proposal], r: np.ndarray):
-    """(proposal, gain in squared error on ``r``, parameters per output) of every proposal."""
-    numeric = [p for p in found if p.kind in ("numerical", "boolean")]
-    if numeric:
-        z = np.stack([p.values.reshape(-1) for p in numeric], 1)
-        z = z - z.mean(0)
-        cross = z.T @ r
-        gains = (cross ** 2).sum(1) / np.maximum((z ** 2).sum(0), 1e-12)
-        yield from ((p, float(g), 1) for p, g in zip(numeric, gains))
-    for p in found:
-        if p.kind in ("categorical", "pair"):
-            _, cells = np.unique(p.values.reshape(-1), return_inverse=True)
-            reached = int(cells.max()) + 1
-            yield p, lookup_gain(cells, reached, r), reached
+class _Design:
+    """Every proposal's features on the sample, to price them all on a residual at once: numerical
+    and boolean ones as columns (a linear read-out's gain ‖Rᵀz‖²/‖z‖²), categorical ones as the
+    cells of their tables, all in one sparse one-hot matrix (the lookup kind's estimate,
+    ``lookup_gain``: Σ over reached cells ‖Σ r‖² / (count + 1), for every table in one product)."""
+
+    def __init__(self, found: list[Proposal]):
+        from scipy import sparse
+
+        self.numeric = [k for k, p in enumerate(found) if p.kind in ("numerical", "boolean")]
+        self.tables = [k for k, p in enumerate(found) if p.kind in ("categorical", "pair")]
+        self.cells = np.ones(len(found), np.int64)  # parameters per output: a column, or a row per reached cell
+        z = np.stack([found[k].values.reshape(-1) for k in self.numeric], 1) if self.numeric else None
+        self.z = None if z is None else z - z.mean(0)
+        self.norms = None if z is None else np.maximum((self.z ** 2).sum(0), 1e-12)
+        columns, starts = [], [0]
+        for k in self.tables:
+            codes = found[k].codes if found[k].codes is not None else _codes(found[k].values)
+            self.cells[k] = int(codes.max()) + 1
+            columns.append(codes.reshape(-1) + starts[-1])
+            starts.append(starts[-1] + self.cells[k])
+        self.starts = np.asarray(starts[:-1], np.int64)
+        if columns:
+            cells = np.concatenate(columns)
+            rows = np.tile(np.arange(len(columns[0])), len(columns))
+            self.onehot = sparse.csr_matrix((np.ones(len(cells)), (cells, rows)), shape=(starts[-1], len(columns[0])))
+            self.counts = np.asarray(self.onehot.sum(1)).reshape(-1)
+        self.size = len(found)
+        index = {p.name: k for k, p in enumerate(found)}
+        self.pairs = [(k, [index[q] for q in p.parts if q in index]) for k, p in enumerate(found) if p.kind == "pair"]
+
+    def gains(self, r: np.ndarray) -> np.ndarray:
+        """Each proposal's gain in squared error on the residual ``r`` [rows, width]."""
+        out = np.zeros(self.size)
+        if self.numeric:
+            cross = self.z.T @ r
+            out[self.numeric] = (cross ** 2).sum(1) / self.norms
+        if self.tables:
+            sums = self.onehot @ r
+            per_cell = (sums ** 2).sum(1) / (self.counts + 1.0)
+            out[self.tables] = np.add.reduceat(per_cell, self.starts)
+        return out
 
 
 class _Values:

@@ -201,7 +201,7 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
     scored = []
     site_sse = {s: float((r ** 2).sum()) for s, r in residual.items()}
     for k, cand in enumerate(offered):
-        bits = gain_bits(gains[k], site_sse[cand.site], residual[cand.site].size, judge, cand.site)
+        bits = float(gain_bits(gains[k], site_sse[cand.site], residual[cand.site].size, judge, cand.site))
         added = _param_count(cand.apply(theory), judge) - base_params - unseen[k]
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
@@ -212,8 +212,7 @@ def gain_bits(gain: float, sse: float, count: int, judge, site: str) -> float:
     bits of the Gaussian residual code of the split that decides (validation). Below the site's
     precision a residual costs nothing (``gaussian_bits``' floor), so nothing is gained there:
     a site explained to its precision offers no bits for explaining its rounding."""
-    floor = count * judge.examples.precision[site] ** 2 / (2 * math.pi * math.e)
-    gain = min(max(gain, 0.0), sse)
+    floor = max(count * judge.examples.precision[site] ** 2 / (2 * math.pi * math.e), 1e-300)
+    gain = np.clip(gain, 0.0, sse)  # (an array of gains gives an array of bits)
     values = len(judge.examples.validation) * int(np.prod(judge.shapes[site]))
-    before, after = max(sse, floor, 1e-300), max(sse - gain, floor, 1e-300)
-    return values / 2 * math.log2(before / after)
+    return values / 2 * np.log2(max(sse, floor) / np.maximum(sse - gain, floor))
