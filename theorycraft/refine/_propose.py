@@ -32,7 +32,7 @@ from ._vocabulary import Candidate, Vocabulary
 
 SAMPLE_POSITIONS = 8192  # positions (examples × sequence length) the grammar's variables are valued on
 PER_SITE = 3  # of the candidates sent on, at least this many are each site's best
-PATTERN_EXAMPLES = 64  # examples a pattern site's selects are judged on
+PATTERN_PAIRS = 65536  # (query, key) pairs a pattern site's selects are judged on (4 to 64 examples)
 PER_HEAD = 2  # selects proposed for each head of a pattern site
 
 
@@ -148,10 +148,7 @@ class _Values:
     def size(self, text: str) -> tuple[int, bool]:
         """(table rows, whether a key falls outside them: -1, read before the sequence starts)."""
         values = np.asarray(evaluate(parse_expr(text), self.env))
-        top = int(values.max()) + 1
-        if text == ATOMS["token"] and self.vocab_size:
-            top = max(top, self.vocab_size)
-        return max(top, 1), bool((values < 0).any())
+        return max(int(values.max()) + 1, 1), bool((values < 0).any())
 
 
 def candidate(p: Proposal, site: str, theory: Theory, vocab: Vocabulary, full: _Values) -> Candidate | None:
@@ -178,7 +175,9 @@ def candidate(p: Proposal, site: str, theory: Theory, vocab: Vocabulary, full: _
             ref = p.name if p.name in theory.variables else p.expression
         else:
             ref, variables[p.name] = p.name, p.expression
-        if p.kind == "categorical":
+        if p.kind == "categorical" and ref == ATOMS["token"] and full.vocab_size:
+            data = {"kind": "lookup", "of": ref}  # sized by the target's vocabulary, the language's default
+        elif p.kind == "categorical":
             size, outside = full.size(ref if ref not in variables else p.expression)
             data = {"kind": "lookup", "of": ref, "size": size, **({"outside": "row"} if outside else {})}
         elif ref in ATOMS.values():
@@ -207,7 +206,7 @@ def _heads(site: str, vocab: Vocabulary, current, judge, rows: np.ndarray, log) 
     began = time.time()
     theory = current.theory
     shape = judge.shapes[site]
-    sample = rows[:PATTERN_EXAMPLES]
+    sample = rows[:int(np.clip(PATTERN_PAIRS // (shape[1] * shape[2]), 4, 64))]
     recorded = np.asarray(judge.data[site][sample], np.float64).reshape(len(sample), *shape)
     pred = recorded - judge.residuals(current, sample)[site].reshape(len(sample), *shape)
     inputs = np.asarray(judge.data["inputs"][sample])
