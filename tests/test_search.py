@@ -124,6 +124,9 @@ def test_search_command_reports_the_trail(tmp_path, capsys):
      "expected a number > 0, found -2"),
     ("components:\n  t: {kind: lookup, of: a, predicts: w}\n", "2:38", "expected a site of the start theory"),
     ("components:\n  t: {kind: lookp, of: a, predicts: u}\n", "2:13", "did you mean 'lookup'"),
+    ("grammar: {sites: [w]}\n", "1:19", "expected a site of the start theory"),  # a grammar alone is a vocabulary
+    ("grammar: {sites: [u], shfts: [1]}\n", "1:23", "unknown key 'shfts' in 'grammar:' (did you mean 'shifts'?)"),
+    ("grammar: {sites: [u], generated: 0}\n", "1:34", "grammar 'generated': input should be greater than 0"),
 ])
 def test_vocabulary_errors_name_the_place(tmp_path, text, where, message):
     start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))

@@ -117,7 +117,7 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     grammar = _grammar(data.get("grammar"), source, problems)
     templates = {}
     components = data.get("components")
-    if (not isinstance(components, dict) or not components) and (grammar is None or components is not None):
+    if (not isinstance(components, dict) or not components) and (data.get("grammar") is None or components is not None):
         problems.append(source.diagnostic(("components",), f"expected 'components:' holding at least one "
                                                           f"template (or a 'grammar:'), found {describe(components)}"))
     if not isinstance(components, dict):
@@ -136,15 +136,26 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
 
 
 def _grammar(raw: Any, source: SourceMap, problems: list) -> Grammar | None:
+    """The ``grammar:`` section, or None; its first problem reported at its place."""
     if raw is None:
+        return None
+    keys = list(Grammar.model_fields)
+    if not isinstance(raw, dict):
+        problems.append(source.diagnostic(("grammar",), f"expected 'grammar:' to be a mapping (of {', '.join(keys)}), "
+                                                        f"found {describe(raw)}"))
         return None
     try:
         return Grammar.model_validate(raw)
     except ValidationError as exc:
-        for error in exc.errors()[:1]:
-            where = ("grammar",) + tuple(error["loc"][:1])
-            problems.append(source.diagnostic(where, f"in the grammar: {error['msg']}"
-                                                     f"{', found ' + describe(error['input']) if error['loc'] else ''}"))
+        error = exc.errors()[0]
+        key = str(error["loc"][0])
+        if error["type"] == "extra_forbidden":
+            problems.append(source.diagnostic(("grammar", key), f"unknown key '{key}' in 'grammar:'"
+                                                                f"{did_you_mean(key, keys)}; expected one of: "
+                                                                f"{', '.join(keys)}", key=True))
+        else:
+            problems.append(source.diagnostic(("grammar",) + tuple(error["loc"]), f"grammar '{key}': "
+                                              f"{error['msg'][0].lower() + error['msg'][1:]}, found {describe(error['input'])}"))
         return None
 
 
