@@ -18,12 +18,12 @@ from pydantic.json_schema import models_json_schema
 
 from ._axioms import Axiom
 from ._model import ComponentSpec, Doc, Expression, Fragment, Name, TheoryFile
+from ._registry import KINDS
 from ._vocabulary import EACH_SCHEMA, Grammar
+
 
 def json_schema() -> dict:
     from typing import Literal
-
-    from theorycraft.inference.kinds import KINDS  # late: the kinds' schemas import spec
 
     kinds = {name: create_model(kind.schema.__name__, __base__=kind.schema, kind=(Literal[name], ...))
              for name, kind in sorted(KINDS.items())}

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from ._diagnostics import describe
 from ._model import Name, PositiveInt
 
-TOP_KEYS = ("vocabulary", "description", "variables", "grammar", "components")
+VOCABULARY_KEYS = ("vocabulary", "description", "variables", "grammar", "components")
 RANGE_PATTERN = r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$"
 _RANGE = re.compile(RANGE_PATTERN)
 

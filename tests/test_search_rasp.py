@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from theorycraft.api import capture, load_theory, search
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import site_shapes
 from theorycraft.refine._grammar import propose
 from theorycraft.refine._propose import proposals
 from theorycraft.refine._search import Judge, explained_sites

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from theorycraft.spec._expr import evaluate_variables
-from theorycraft.spec._vocabulary import Grammar
+from theorycraft.spec import Grammar, evaluate_variables
 
 OPS = {"==": ("eq", np.equal), "<": ("lt", np.less), "<=": ("le", np.less_equal), ">": ("gt", np.greater),
        ">=": ("ge", np.greater_equal), "!=": ("ne", np.not_equal)}
@@ -194,7 +193,7 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
     (proposals, how many were enumerated)."""
     atoms = terms(tokens, variables, config)
     derived = rules(atoms)
-    held = [_codes(a.values) for a in atoms if a.definition is None and a.kind == "categorical"]
+    held = [partition(a.values) for a in atoms if a.definition is None and a.kind == "categorical"]
     seen: set[str] = set()
     out: list[Proposal] = []
     count = [0]
@@ -208,7 +207,7 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
                 return None
             key = _digest(z)
         else:
-            codes = _codes(values)
+            codes = partition(values)
             if codes.max() == 0 or (kind == "categorical" and any(_function_of(codes, h) for h in held)):
                 return None
             key = _digest(codes)
@@ -219,14 +218,14 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
 
     def offer(name: str, expression: str, values: np.ndarray, kind: str, reads=(), z=None, parts=()) -> bool:
         count[0] += 1
-        codes = _codes(values) if reads else new(values, kind, z)
+        codes = partition(values) if reads else new(values, kind, z)
         if codes is not None:
             out.append(Proposal(slug(name, expression), expression, values, kind, reads, parts,
                                 codes if codes is not False else None))
         return count[0] < config.generated
 
     for term in atoms:  # the terms themselves, as tables (a held variable's: its component)
-        codes = _codes(term.values) if term.kind != "numerical" else None
+        codes = partition(term.values) if term.kind != "numerical" else None
         seen.add(_digest(codes) if codes is not None else "")
         out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind, codes=codes))
     if config.pairs:
@@ -269,7 +268,7 @@ def _standard(values: np.ndarray) -> np.ndarray:
     return (z * np.where(first < 0, -1.0, 1.0)).reshape(values.shape) + 0.0
 
 
-def _codes(values: np.ndarray) -> np.ndarray:
+def partition(values: np.ndarray) -> np.ndarray:
     """The partition ``values`` make of the positions, labelled in order of first appearance (the
     same for any one-to-one relabelling of the values)."""
     _, first, inverse = np.unique(values.reshape(-1), return_index=True, return_inverse=True)

@@ -26,7 +26,7 @@ from theorycraft.inference.kinds import kind_of
 from theorycraft.inference.kinds.attention import attention_gain
 from theorycraft.spec import Theory, evaluate, evaluate_variables, parse_expr, position_env
 
-from ._grammar import ATOMS, Proposal, _codes, is_bos, propose, selects, slug, terms
+from ._grammar import ATOMS, Proposal, partition, is_bos, propose, selects, slug, terms
 from ._proxy import bits_per_param, gain_bits
 from ._vocabulary import Candidate, Vocabulary
 
@@ -111,7 +111,7 @@ class _Design:
         self.norms = None if z is None else np.maximum((self.z ** 2).sum(0), 1e-12)
         columns, starts = [], [0]
         for k in self.tables:
-            codes = found[k].codes if found[k].codes is not None else _codes(found[k].values)
+            codes = found[k].codes if found[k].codes is not None else partition(found[k].values)
             self.cells[k] = int(codes.max()) + 1
             columns.append(codes.reshape(-1) + starts[-1])
             starts.append(starts[-1] + self.cells[k])

@@ -30,13 +30,11 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from theorycraft.spec import ExprError, Theory, TheoryError, declare_inputs, parse_expr, parse_theory
-from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
 from theorycraft.inference.kinds import kind_of
-from theorycraft.spec._model import Name
-from theorycraft.spec._parse import validate_component
-from theorycraft.spec._vocabulary import TOP_KEYS, Grammar, each_items
-from theorycraft.spec._yaml import SourceMap, dump as dump_yaml, load_yaml, read_limited
+from theorycraft.spec import (Diagnostic, ExprError, Name, SourceMap, Theory, TheoryError, declare_inputs, describe,
+                              did_you_mean, dump as dump_yaml, load_yaml, parse_expr, parse_theory, read_limited,
+                              validate_component)
+from theorycraft.spec import VOCABULARY_KEYS, Grammar, each_items
 
 
 @dataclass(frozen=True)
@@ -100,10 +98,10 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     if problems:
         raise TheoryError(problems)
     for key in data:
-        if key not in TOP_KEYS:
+        if key not in VOCABULARY_KEYS:
             problems.append(source.diagnostic((key,), f"unknown key '{key}' in a vocabulary"
-                                                      f"{did_you_mean(key, TOP_KEYS)}; expected one of: "
-                                                      f"{', '.join(TOP_KEYS)}", key=True))
+                                                      f"{did_you_mean(key, VOCABULARY_KEYS)}; expected one of: "
+                                                      f"{', '.join(VOCABULARY_KEYS)}", key=True))
     variables = data.get("variables") or {}
     if not isinstance(variables, dict):
         problems.append(source.diagnostic(("variables",), f"expected a mapping of names to expressions, "
