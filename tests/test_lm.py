@@ -397,11 +397,10 @@ def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(t
     assert main(["search", "start.yaml", "--out", "found", *args]) == 0
     found = load_theory("found/theory.yaml", trust_code=True)
     tables = [c for c in found.components.values() if c.kind == "lookup" and c.predicts == "embed"]
-    assert [[e.text for e in c.of] for c in tables] == [["tok"]] and tables[0].size is None  # sized by the vocabulary
-    assert found.variables["tok"].text == "token[i]"
+    assert [[e.text for e in c.of] for c in tables] == [["token[i]"]] and tables[0].size is None  # sized by the vocabulary
     assert "test coverage 1.0000" in capsys.readouterr().out
-    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "tok_code" in k}
-    assert list(rows.values()) == [(11 + 1, 8)], rows  # a row per declared token id, one for none (outside: row)
+    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "token_code" in k}
+    assert list(rows.values()) == [(11, 8)], rows  # a row per declared token id
 
     (tmp_path / "bare.yaml").write_text("theory: bare\ntarget: torch:mymodel:undeclared\nsites: {embed: embed}\n")
     assert main(["search", "bare.yaml", "--out", "bare", *args]) == 1

@@ -311,6 +311,10 @@ def _search_page(directory: Path):
         sections.append(_section("heads", "Heads left to their mean pattern", table(
             ["site", "head", "closest rule", "rule", "cosine"],
             [[h["site"], h["head"], h["rule_name"], h["rule"], h["cosine"]] for h in result.heads_left_to_mean])))
+    found = found_variables(final.theory)
+    if found:
+        sections.append(_section("variables", "Variables found", table(
+            ["variable", "what it computes"], [[name, code(text)] for name, text in found.items()])))
     if (directory / "theory.yaml").is_file():
         sections.append(_section("found", "Found theory", _pre((directory / "theory.yaml").read_text())))
     fitted = directory / "fitted"
@@ -319,6 +323,15 @@ def _search_page(directory: Path):
         sections += [(a, f"Refitted: {t.lower()}", h) for a, t, h in _run_sections(fitted, Scorecard.load(fitted), "fitted-")
                      if a != "fitted-theory"]
     return f"{result.scorecard.theory}: found by search", sections
+
+
+def found_variables(theory_yaml: str) -> dict[str, str]:
+    """A found theory's variables as expressions (name -> text), as its trail step wrote them."""
+    import yaml
+
+    data = yaml.safe_load(theory_yaml)
+    variables = data.get("variables") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {}
 
 
 def _scaling(scaling) -> str:

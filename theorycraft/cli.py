@@ -208,6 +208,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from theorycraft._report import found_variables
     from theorycraft.api import search
 
     result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
@@ -220,6 +221,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
     print(f"reported on test: {_totals(final.report)}")
+    for name, expr in found_variables(final.theory).items():
+        print(f"  variable {name} = {expr}")
     print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
           f"{', '.join(result.scorecard.covered)}")
     scaling = result.scaling
