@@ -71,6 +71,15 @@ class SearchResult:
                    tuple(data.get("heads_left_to_mean", ())), data.get("out", ""))
 
 
+def given_of(step: Step) -> tuple[str, ...]:
+    """The recorded sites a step's theory was handed (its declared ``inputs``): its trail
+    coverage counts each at R² 0."""
+    import yaml
+
+    data = yaml.safe_load(step.theory) if step.theory else None
+    return tuple(data.get("inputs") or ()) if isinstance(data, dict) else ()
+
+
 def scaling_of(trail: Sequence[Step], target_coverage: float) -> dict | None:
     """L(N) = E + A·N^-α over the trail's (theory bits, 1 − validation coverage); None under 3
     points. Fitted on validation: it is a model the tool builds, so it does not read test."""
