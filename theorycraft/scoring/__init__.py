@@ -1,7 +1,9 @@
 """Scoring: the one scorer. What a fitted theory predicts on each split, what it costs in bits,
 and how much it compresses the activations. Definitions: DESIGN.md and the README's "Scores".
 
-    score(fitted, acts) -> Scorecard: fidelity (R² per split, coverage), size (params, bits),
+    score(fitted, acts) -> Scorecard: fidelity (R² per split; coverage over every named site, a
+                           declared input at R² 0, beside the figure given the inputs; 95% bootstrap
+                           intervals over test examples), size (params, bits),
                            mdl (two-part code vs mean only; optionally prequential), splice,
                            counterfactual fidelity (the theory under standard interventions)
     score_shifted(fitted, shifted_acts, acts) -> ShiftScore: coverage on a shifted capture (its unseen test examples)

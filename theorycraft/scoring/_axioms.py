@@ -24,9 +24,9 @@ from theorycraft.spec._axioms import OUTPUT, Place
 
 from ._card import CounterfactualScore
 from ._fidelity import r2
+from ._intervals import ratio_intervals
 from ._splice import _put, kl_rows, row_losses
 
-BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
 # what each column of an axiom's result means, as the CLI and the report define them
 COLUMNS = (
     ("network effect", "the intervention's effect on the network: the share of the observed site's variance it "
@@ -260,14 +260,9 @@ def component_features(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarra
 # --- measures -----------------------------------------------------------------------------------
 
 def _interval(numerator: np.ndarray, denominator: Optional[np.ndarray], rng) -> tuple[float, float]:
-    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``)."""
-    n = len(numerator)
-    if n == 0:
-        return float("nan"), float("nan")
-    draws = rng.integers(0, n, size=(BOOTSTRAP, n))
-    num = numerator[draws].sum(1)
-    values = num / np.maximum(denominator[draws].sum(1), 1e-30) if denominator is not None else num / n
-    low, high = np.percentile(values, [2.5, 97.5])
+    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``),
+    over the held-out examples, drawn from the axiom's own ``rng``."""
+    low, high = ratio_intervals(numerator, denominator, seed=int(rng.integers(2 ** 32)))[0]
     return float(low), float(high)
 
 

@@ -187,8 +187,8 @@ class Scorecard:
     def headline(self) -> str:
         """Test coverage as every front shows it: over every named site (declared inputs at R² 0),
         with its interval, the figure given the inputs, and the worst site beside it."""
-        parts = [f"coverage {self.coverage:.4f}{interval_text(self.coverage_interval)} teacher-forced, "
-                 f"{self.coverage_free:.4f}{interval_text(self.coverage_free_interval)} free-running"]
+        parts = [f"coverage {self.coverage:.4f} teacher-forced{interval_text(self.coverage_interval)}, "
+                 f"{self.coverage_free:.4f} free-running{interval_text(self.coverage_free_interval)}"]
         if self.unexplained and self.coverage_given is not None:
             parts.append(f"given {', '.join(self.unexplained)}: {self.coverage_given:.4f} / "
                          f"{self.coverage_free_given:.4f} (the inputs count at R² 0 in the headline)")
