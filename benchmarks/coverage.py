@@ -99,12 +99,17 @@ class Row:
         shift, shifted = next(iter(card.shifted.items()), (None, None))
         return cls(target, reference, card.theory, family, card.size.params, card.size.bits, card.coverage,
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
-                   {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
+                   {s: _plain(dataclasses.asdict(v)) for s, v in card.splice.items()}, card.mdl.prequential_compression,
                    seconds=round(seconds, 1), coverage_free=card.coverage_free, shift=shift,
                    coverage_shifted=shifted.coverage if shifted else None,
                    counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {},
                    coverage_interval=card.coverage_interval, r2_free={s: v.r2_test_free for s, v in card.sites.items()},
                    given=card.unexplained)
+
+
+def _plain(record: dict) -> dict:
+    """A record as its JSON reads back (intervals as lists), so a row equals its reloaded self."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ class SearchResult:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         reference = self.reference and {**self.reference, "validation": self.reference["validation"].as_dict(),
                                          "test": self.reference["test"].as_dict()}
-        return data | {"trail": [step.as_dict() for step in self.trail], "scorecard": self.scorecard.to_json(),
+        steps = [step.as_dict() | {"given": list(given_of(step))} for step in self.trail]  # inputs: at R² 0
+        return data | {"trail": steps, "scorecard": self.scorecard.to_json(),
                        "reference": reference, "heads_left_to_mean": list(self.heads_left_to_mean)}
 
     @classmethod

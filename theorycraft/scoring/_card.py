@@ -206,6 +206,9 @@ class Scorecard:
                   f"{s.r2_test_free:.4f}), {s.n_test} test examples" for site, s in self.sites.items()]
         size = f"  size {self.size.params:,} params" + ("" if self.size.bits is None else f", {self.size.bits:,} bits")
         lines.append(size + ("" if self.mdl is None else f"; MDL compression {self.mdl.compression:.3f}"))
+        lines += [f"  splice {site}: top-1 agreement {splice_figure(s.top1_agreement, s.top1_agreement_interval)}, KL "
+                  f"{splice_figure(s.kl, s.kl_interval)}, loss recovered "
+                  f"{splice_figure(s.loss_recovered, s.loss_recovered_interval)}" for site, s in self.splice.items()]
         lines += [f"  warning: {w}" for w in self.warnings()]
         return "\n".join(lines)
 
