@@ -150,7 +150,7 @@ def test_a_small_splice_gap_is_flagged_and_top1_and_kl_stand_beside_loss_recover
     s = SpliceScore(4.0, 4.01, 4.5, 0.98, 0.12, 0.85, 64, (0.95, 1.0), (0.1, 0.14), (0.8, 0.9))
     assert s.small_gap and not SpliceScore(1.0, 1.1, 3.0, 0.95, 0.1, 0.9, 64).small_gap
     card = Scorecard("t", "hf:x", ("r",), (), {}, 1.0, 1.0, 1.0, 1.0, _size(), splice={"r": s})
-    assert any("mean ablation raises the loss by only 0.5" in w for w in card.warnings())
+    assert any("mean ablation moves the loss by only 0.5" in w for w in card.warnings())
     printed = scorecard_table(card)
     assert "top-1 agreement 0.85 [0.8000, 0.9000]  KL 0.12 [0.1000, 0.1400]  loss recovered 0.98" in printed
     row = Row("t", "t", "t", "reference", 1, 1, 1.0, 1.0, {}, splice={"r": s.__dict__})
@@ -313,3 +313,18 @@ def test_trust_is_checked_at_every_use_of_a_python_kind(tmp_path, monkeypatch):
         assert "--trust-code" not in str(exc)
     with pytest.raises(TheoryError, match="--trust-code"):
         parse_theory(text, "t.yaml")
+
+
+def test_a_scorecard_written_before_still_loads_and_says_what_its_coverage_is():
+    from theorycraft.scoring import SiteScore, SizeScore
+
+    card = Scorecard("t", "builtin:x", ("y",), ("x",), {"y": SiteScore(1, 1, 0.9, 10, 10, 300, 1, 0.9)},
+                     0.9, 0.9, 0.9, 0.9, SizeScore(3))
+    old = {k: v for k, v in card.to_json().items()
+           if k not in ("unexplained", "coverage_given", "coverage_free_given", "coverage_interval", "coverage_free_interval")}
+    old["format"] = 3
+    for site in old["sites"].values():
+        site.pop("r2_test_interval"), site.pop("r2_test_free_interval")
+    loaded = Scorecard.from_json(old)
+    assert loaded.format == 3 and loaded.coverage == 0.9 and loaded.coverage_given == 0.9
+    assert any("older theorycraft (format 3)" in w for w in loaded.warnings())

@@ -180,8 +180,10 @@ class Scorecard:
                        f"see its interval, or capture more (--n)")
         for site, s in self.splice.items():
             if s.small_gap:
-                out.append(f"splice {site}: mean ablation raises the loss by only {s.gap:.3g} ({s.loss_clean:.4g} -> "
-                           f"{s.loss_mean_ablated:.4g}): loss recovered divides by a small gap; read top-1 agreement and KL")
+                what = ("loss recovered divides by a small gap" if s.loss_recovered is not None else
+                        "there is no loss to recover (left out)")
+                out.append(f"splice {site}: mean ablation moves the loss by only {s.gap:.3g} ({s.loss_clean:.4g} -> "
+                           f"{s.loss_mean_ablated:.4g}): {what}; read top-1 agreement and KL")
         return out
 
     def headline(self) -> str:
