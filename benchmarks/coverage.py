@@ -296,7 +296,7 @@ def markdown(rows: Sequence[Row]) -> str:
                  f"the fit" if shift else "*shifted*: no named shift")
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
-                  "site spliced in (README, Scores); *coverage*: over every site the theory names, a declared input "
+                  "site spliced in (docs/scores.md); *coverage*: over every site the theory names, a declared input "
                   "(*given*) counting at R² 0, with its 95% bootstrap interval over test examples; *worst site*: the "
                   "lowest free-running test R²; *splice*: per site, top-1 agreement, KL and loss recovered, \"small gap\" "
                   "where mean ablation raises the loss by under a quarter of the clean loss")
