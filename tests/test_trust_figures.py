@@ -14,9 +14,7 @@ import pytest
 from theorycraft.cli import main, scorecard_table
 from theorycraft.errors import ArtifactError, FitError
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._compile import site_rows
-from theorycraft.inference._fit import load_examples
-from theorycraft.scoring import Scorecard, SpliceScore, score
+from theorycraft.scoring import Scorecard, SpliceScore, examples_of, score
 from theorycraft.spec import TheoryError, load_theory, parse_theory
 
 from conftest import ROOT, captured, recorded_target
@@ -54,9 +52,9 @@ def test_a_theory_handed_its_answer_site_gets_no_credit_for_it(synthetic):
           table: {kind: lookup, of: a, size: 7, predicts: u}
         """)
     card = score(fitted, acts, bits=False)
-    data = load_examples(fitted.theory, acts)
+    data = examples_of(fitted, acts).data
     test = acts.split("test")
-    sst = {s: float(((site_rows(fitted.plan, s, data[s][test]) - fitted.means[s]) ** 2).sum()) for s in ("u", "y")}
+    sst = {s: float(((np.asarray(data[s][test]) - fitted.means[s]) ** 2).sum()) for s in ("u", "y")}  # [N, D] sites
     assert card.sites["u"].r2_test == pytest.approx(1.0, abs=1e-6)
     assert card.unexplained == ("y",) and card.inputs == ("y",)
     assert card.coverage == pytest.approx(sst["u"] / (sst["u"] + sst["y"]), abs=1e-5) and card.coverage < 0.2
@@ -197,7 +195,7 @@ def test_a_mean_intervention_on_a_component_is_its_train_mean_not_the_held_out_b
         components:
           table: {kind: lookup, of: a, size: 7, predicts: u}
         """)
-    data = load_examples(fitted.theory, acts)
+    data = examples_of(fitted, acts).data
     inputs = np.asarray(data["inputs"])
     held = inputs[inputs[:, 0] == 3][:8]  # a batch whose own mean is table[3]
     train = inputs[acts.split("train")]
@@ -284,7 +282,7 @@ def test_library_errors_name_what_was_expected_and_found(synthetic):
         components:
           lin: {kind: linear, from: x, predicts: y}
         """)
-    data = load_examples(fitted.theory, acts)
+    data = examples_of(fitted, acts).data
     tokens, x = np.asarray(data["inputs"][:5]), np.asarray(data["x"][:5])
     with pytest.raises(FitError, match=r"expected inputs of integer \(token ids\) dtype like int32, found float32"):
         fitted.predict(tokens.astype(np.float32), {"x": x})
