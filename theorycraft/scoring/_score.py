@@ -79,20 +79,18 @@ def gathered(values: dict[str, np.ndarray], own: np.ndarray, index: np.ndarray) 
 
 def held_out_intervals(per_example: dict, unexplained: tuple[str, ...]) -> dict:
     """95% bootstrap intervals over the test examples of each covered site's R² and of coverage,
-    teacher-forced ("sse") and free-running ("free"): {(site or "coverage", way): (low, high)}."""
+    teacher-forced ("sse") and free-running ("free"): {(site or "coverage", way): (low, high)}.
+    ``per_example["sst"]`` holds the covered sites and the ``unexplained`` inputs."""
     sst = per_example["sst"]
     covered = list(per_example["sse"])
+    n = len(next(iter(sst.values()), ()))
     out = {}
     for way in ("sse", "free"):
-        errors = per_example[way]
-        missed = sum((errors[s] for s in covered), np.zeros(len(sst[covered[0]]))) if covered else np.zeros(0)
-        missed = missed + sum((sst[s] for s in unexplained), np.zeros_like(missed))
-        total = sum((sst[s] for s in (*covered, *unexplained)), np.zeros_like(missed))
-        columns = [errors[s] for s in covered] + [missed]
-        spreads_ = [sst[s] for s in covered] + [total]
-        bounds = r2_intervals(np.stack(columns, 1), np.stack(spreads_, 1)) if len(missed) else np.full((len(columns), 2), np.nan)
-        for name, bound in zip([*covered, "coverage"], bounds):
-            out[name, way] = rounded(bound)
+        errors = {**per_example[way], **{s: sst[s] for s in unexplained}}  # an input: its SSE is its SST
+        columns = [errors[s] for s in covered] + [sum(errors.values(), np.zeros(n))]
+        spreads_ = [sst[s] for s in covered] + [sum(sst.values(), np.zeros(n))]
+        bounds = r2_intervals(np.stack(columns, 1), np.stack(spreads_, 1))
+        out.update({(name, way): rounded(b) for name, b in zip([*covered, "coverage"], bounds)})
     return out
 
 
