@@ -659,7 +659,7 @@ def _keep_earlier(card: "Scorecard", earlier: "Scorecard | None") -> tuple["Scor
     import dataclasses
 
     kept: list[str] = []
-    if earlier is None or earlier.format < 4:
+    if earlier is None:
         return card, kept
     if not card.splice and earlier.splice:
         card, kept = card.replace(splice=earlier.splice), kept + ["splice"]
