@@ -101,8 +101,8 @@ class TargetRef:
     address: str
     base: Optional[str] = field(default=None, compare=False)  # the theory file's directory, for a relative DIR
 
-    def __str__(self) -> str:  # as located: the same text names the same target from anywhere
-        return f"{self.scheme}:{self.located}"
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.address}"
 
     @property
     def located(self) -> str:
