@@ -5,6 +5,7 @@ Scores are the scorer's (``scorecard.json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Mapping
@@ -17,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from theorycraft import _artifact
 from theorycraft.errors import FitError
-from theorycraft.spec import Theory, parse_theory
+from theorycraft.spec import TargetRef, Theory, parse_theory
 
 from ._compile import Plan, fixed_inputs, make_plan, predict_site
 
@@ -220,7 +221,9 @@ class FittedTheory:
     def save(self, directory) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "theory.yaml").write_text(self.theory.to_yaml())
+        target = self.theory.target  # a relative path, as located: the run's theory names it from its own directory
+        located = dataclasses.replace(self.theory, target=TargetRef(target.scheme, target.located))
+        (directory / "theory.yaml").write_text(located.to_yaml())
         tensors = _flatten(self.params) | {f"__mean__/{s}": np.asarray(m, np.float32) for s, m in self.means.items()}
         save_file(tensors, str(directory / "params.safetensors"),
                   metadata={"format": str(ARTIFACT_FORMAT),

@@ -163,9 +163,9 @@ def _run_page(directory: Path):
 
 def _run_sections(directory: Path, card, prefix: str = "") -> list:
     from theorycraft.benchmarks.plots import fidelity_bars
-    from theorycraft.scoring._card import scorecard_html
+    from theorycraft.scoring import scorecard_html
 
-    from theorycraft.scoring._card import interval_text
+    from theorycraft.scoring import interval_text
 
     axioms = _axioms(directory)
     overview = [("test coverage, teacher-forced" + interval_text(card.coverage_interval), num(card.coverage)),
@@ -243,7 +243,7 @@ def _axioms_html(data: dict | None, directory: Path, card) -> str:
     failed = [r["name"] for r in rows if not r["passed"]]
     head = (f"<p>{len(rows) - len(failed)} of {len(rows)} axioms hold on {rows[0].get('n', '?')} held-out examples"
             + (f"; failed: {esc(', '.join(failed))}" if failed else "") + ".</p>")
-    from theorycraft.scoring._axioms import COLUMNS
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
 
     return head + table(["axiom", "claim", "measure", "network effect", "95% interval", "theory's predicted effect",
                          "judged", "bound", "result"],
@@ -286,7 +286,7 @@ def _short(value, limit: int = 90) -> str:
 
 def _search_page(directory: Path):
     from theorycraft.refine import SearchResult
-    from theorycraft.refine._trail import plot_trail
+    from theorycraft.refine import plot_trail
 
     result = _parsed(directory / "trail.json", SearchResult, "a search trail as theorycraft search writes it",
                      "run the search again")
@@ -294,7 +294,7 @@ def _search_page(directory: Path):
     overview = _big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
                     ("theory bits (last step)", num(round(final.report.bits_theory))),
                     ("refitted test coverage", num(result.scorecard.coverage)))
-    from theorycraft.refine._trail import given_of
+    from theorycraft.refine import given_of
 
     trail_rows = [[k, s.action, s.params, round(s.selection.bits_theory), round(s.selection.bits_total),
                    s.selection.coverage, round(s.report.bits_total), s.report.coverage, s.report.coverage_free,

@@ -99,7 +99,7 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
     from theorycraft.spec import load_theory
 
     cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
@@ -155,7 +155,7 @@ def _check(args: argparse.Namespace) -> int:
 def axioms_table(results) -> str:
     """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
     theory's predicted effect, and the judged quantity against its bound."""
-    from theorycraft.scoring._axioms import COLUMNS
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
 
     rows = [f"{'axiom':<40} {'measure':<18} {'network effect [95%]':>28} {'theory pred.':>12}  {'judged':>10}  result"]
     for r in results:
@@ -268,7 +268,7 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
-    from theorycraft.scoring._card import interval_text, splice_figure
+    from theorycraft.scoring import interval_text, splice_figure
 
     rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
             "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
@@ -548,7 +548,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
 def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
     """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
     --capture with any of them is a usage error."""
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
              "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
