@@ -297,20 +297,28 @@ def test_library_errors_name_what_was_expected_and_found(synthetic):
 
 
 def test_trust_is_checked_at_every_use_of_a_python_kind(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tests"))
-    text = textwrap.dedent(f"""\
-        theory: t
-        target: activations:{tmp_path}
-        sites: {{y: y}}
-        components:
-          sq: {{kind: "custom_kind:Square", predicts: y}}
-        """)
+    """A module of its own (a built-in kind under another name), removed from the registry and
+    from sys.modules afterwards, so no other test sees it."""
+    import sys
+
+    from theorycraft.spec import KINDS
+
+    (tmp_path / "trust_probe_kind.py").write_text("from theorycraft.inference.kinds import KINDS\nLINEAR = KINDS['linear']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = "trust_probe_kind:LINEAR"
+    text = f"theory: t\ntarget: activations:{tmp_path}\nsites: {{x: x, y: y}}\ninputs: [x]\ncomponents:\n" \
+           f"  lin: {{kind: '{name}', from: x, predicts: y}}\n"
     try:
-        parse_theory(text, "t.yaml", trust_code=True)
-    except TheoryError as exc:  # the kind's own schema may want more: it was imported, with trust
-        assert "--trust-code" not in str(exc)
-    with pytest.raises(TheoryError, match="--trust-code"):
-        parse_theory(text, "t.yaml")
+        try:
+            parse_theory(text, "t.yaml", trust_code=True)
+        except TheoryError as exc:  # the kind's own schema may want more: it was imported, with trust
+            assert "--trust-code" not in str(exc)
+        assert name in KINDS
+        with pytest.raises(TheoryError, match="--trust-code"):
+            parse_theory(text, "t.yaml")
+    finally:
+        KINDS.pop(name, None)
+        sys.modules.pop("trust_probe_kind", None)
 
 
 def test_a_scorecard_written_before_still_loads_and_says_what_its_coverage_is():
