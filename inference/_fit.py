@@ -180,8 +180,10 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     summary |= finished(summary["stages"])
     params = {n: params[n] for n in learnable}
     # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
+    inputs = acts.inputs()
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
-            "processes": _distributed.process_count(), "examples_read": len(local)}
+            "processes": _distributed.process_count(), "examples_read": len(local),
+            "inputs": {"shape": [int(d) for d in inputs.shape[1:]], "dtype": str(inputs.dtype)}}  # what predict takes
     summary |= {"seconds": round(time.time() - start, 2), "data": data}
     metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},

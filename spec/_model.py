@@ -106,14 +106,26 @@ class TargetRef:
 
     @property
     def located(self) -> str:
-        """The address, a relative ``activations:DIR`` read from the theory file's directory (like ``include:``)."""
-        return os.path.join(self.base, self.address) if self.base else self.address
+        """The address, a relative path (``activations:DIR``, ``hf:PATH``) read from the theory
+        file's directory, like ``include:``."""
+        return os.path.normpath(os.path.join(self.base, self.address)) if self.base else self.address
+
+    @property
+    def is_path(self) -> bool:
+        """Does the address name a file or directory? ``activations:DIR`` always; ``hf:`` when it
+        has a path separator or starts with '.' or '~' (a bare word is a model's name: ``hf:minilm``)."""
+        if self.scheme == "activations":
+            return True
+        return self.scheme == "hf" and ("/" in self.address or os.sep in self.address
+                                        or self.address.startswith((".", "~")))
 
     def relative_to(self, theory_file: str) -> "TargetRef":
-        """This reference as written in ``theory_file``: a relative recording directory is read from its directory."""
-        if self.scheme != "activations" or os.path.isabs(self.address):
-            return self
-        return TargetRef(self.scheme, self.address, os.path.dirname(os.path.abspath(theory_file)))
+        """This reference as written in ``theory_file``: every relative path in a theory file is
+        read from the file's directory (the one rule for targets, includes and recordings)."""
+        address = os.path.expanduser(self.address) if self.is_path else self.address
+        if not self.is_path or os.path.isabs(address):
+            return TargetRef(self.scheme, address) if address != self.address else self
+        return TargetRef(self.scheme, address, os.path.dirname(os.path.abspath(theory_file)))
 
 
 def _target(value: Any) -> TargetRef:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 from theorycraft import _arguments, _cache
 from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import HookPoint, Theory, load_theory
+from theorycraft.spec import HookPoint, TargetRef, Theory, load_theory
 from theorycraft.store import ActivationSet, cache_root, capture as _capture
 from theorycraft.targets import Target, load_target, source_identity
 
@@ -28,7 +28,8 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
             raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
         from theorycraft.targets import load_hf_model
-        return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
+        address = ref.located if isinstance(ref, TargetRef) else str(ref).split(":", 1)[1]  # read from its file
+        return load_hf_model(address, texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
 
@@ -573,7 +574,7 @@ def _structure(theory: Theory) -> dict:
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items() if k != "doc"}
         return [strip(v) for v in node] if isinstance(node, list) else node
-    data = theory.to_dict()
+    data = theory.to_dict() | {"target": f"{theory.target.scheme}:{theory.target.located}"}  # wherever written
     return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
@@ -581,7 +582,7 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
               limit: int | None = None, shift: str | None = None, n: int | None = None,
               max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
               texts: Iterable[str] | None = None, data_seed: int | None = None,
-              dtype: str | None = None) -> "Scorecard":
+              dtype: str | None = None, log=print) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
 
     Parameters
@@ -614,11 +615,15 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
         Data seed of the shifted capture; default the run's.
     dtype : str, optional
         Storage dtype of the shifted capture; default the run's.
+    log : callable, optional
+        Told what the earlier scorecard held that this score keeps (splice, counterfactual
+        fidelity, the prequential code: whatever this score does not measure again).
 
     Returns
     -------
     Scorecard
-        The scorecard, as written.
+        The scorecard, as written: this score's figures, with the earlier ones it did not
+        measure again.
     """
     from theorycraft.scoring import Scorecard, score
 
@@ -638,18 +643,43 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     target = None
     if (splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
         target = target_of(fitted.theory, trust_code=trust_code)
-    try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
-        shifted = dict(Scorecard.load(run_dir).shifted)
-    except ArtifactError:
-        shifted = {}
+    try:  # what was scored before is kept where this score does not measure it again
+        earlier = Scorecard.load(run_dir)
+    except ArtifactError:  # a card this version cannot read holds nothing to keep
+        earlier = None
+    shifted = dict(earlier.shifted) if earlier is not None else {}
     if shift is not None:
         shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
                                      data_seed=data_seed, dtype=dtype)
     card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
                  max_memory=max_memory)
-    card = card.replace(shifted=shifted)
+    card, kept = _keep_earlier(card.replace(shifted=shifted), earlier)
+    if kept:
+        log(f"kept from the earlier score of {run_dir}: {', '.join(kept)} (not measured this time; a score that "
+            f"measures them again replaces them)")
     card.save(run_dir)
     return card
+
+
+def _keep_earlier(card: "Scorecard", earlier: "Scorecard | None") -> tuple["Scorecard", list[str]]:
+    """``card`` with what ``earlier`` (the run's scorecard before this score) measured and this
+    score did not: splice and counterfactual fidelity, the prequential code. Fidelity, size and
+    MDL are always measured again, so they replace the earlier ones."""
+    import dataclasses
+
+    kept: list[str] = []
+    if earlier is None:
+        return card, kept
+    if not card.splice and earlier.splice:
+        card, kept = card.replace(splice=earlier.splice), kept + ["splice"]
+    if card.counterfactual is None and earlier.counterfactual is not None:
+        card, kept = card.replace(counterfactual=earlier.counterfactual), kept + ["counterfactual fidelity"]
+    old, new = earlier.mdl, card.mdl
+    if new is not None and old is not None and new.prequential_bits is None and old.prequential_bits is not None:
+        online = {f: getattr(old, f) for f in ("prequential_bits", "prequential_baseline_bits",
+                                              "prequential_compression", "prequential_blocks")}
+        card, kept = card.replace(mdl=dataclasses.replace(new, **online)), kept + ["prequential code"]
+    return card, kept
 
 
 def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, target: Target | None = None,

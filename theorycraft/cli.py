@@ -133,7 +133,7 @@ def _score(args: argparse.Namespace) -> int:
     data = _data(args)
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
                      limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory, cache_dir=args.cache,
-                     acts=args.capture, **data)
+                     acts=args.capture, log=_say, **data)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -155,12 +155,15 @@ def _check(args: argparse.Namespace) -> int:
 def axioms_table(results) -> str:
     """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
     theory's predicted effect, and the judged quantity against its bound."""
-    rows = [f"{'axiom':<40} {'measure':<18} {'network [95% interval]':>28} {'theory':>10}  {'judged':>10}  result"]
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
+
+    rows = [f"{'axiom':<40} {'measure':<18} {'network effect [95%]':>28} {'theory pred.':>12}  {'judged':>10}  result"]
     for r in results:
         theory = "-" if r.theory is None else f"{r.theory:.4g}"
-        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>10}  "
+        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>12}  "
                     f"{r.judged:>10.4g}  {'pass' if r.passed else 'FAIL'}")
         rows.append(f"    {r.claim}")
+    rows += [f"{name}: {meaning}" for name, meaning in COLUMNS]
     return "\n".join(rows)
 
 
@@ -223,17 +226,23 @@ def _search(args: argparse.Namespace) -> int:
     print(f"reported on test: {_totals(final.report)}")
     for name, expr in found_variables(final.theory).items():
         print(f"  variable {name} = {expr}")
-    print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
-          f"{', '.join(result.scorecard.covered)}")
+    card = result.scorecard
+    given = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
+    print(f"refitted on train + validation (as infer fits it): test {card.headline()}; over "
+          f"{', '.join((*card.covered, *card.unexplained))}{given}")
+    for warning in card.warnings():
+        print(f"warning: {warning}")
     scaling = result.scaling
-    if scaling:
+    if scaling and scaling.get("notes"):
+        print(f"scaling curve: no result ({len(scaling['notes'])} reason{'s' * (len(scaling['notes']) > 1)}):")
+        for note in scaling["notes"]:
+            print(f"  it {note}")
+    elif scaling:
         need, se = scaling["bits_for_target"], scaling.get("errors") or {}
         print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
               f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
               f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
-        for note in scaling.get("notes", ()):
-            print(f"  scaling curve: {note}")
     ref = result.reference
     if ref:
         print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
@@ -262,15 +271,22 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
+    from theorycraft.scoring import interval_text, splice_figure
+
     rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
-            "prediction of it, from the input alone)",
-            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'free test':>10} {'n test':>8}"]
+            "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
+            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'[95% interval]':>20} {'free test':>10} "
+            f"{'[95% interval]':>20} {'n test':>8}"]
+    flagged = set(card.below_mean())
     for site, s in card.sites.items():
-        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.r2_test_free:>10.4f} "
-                    f"{s.n_test:>8}")
+        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} "
+                    f"{interval_text(s.r2_test_interval).strip():>20} {s.r2_test_free:>10.4f} "
+                    f"{interval_text(s.r2_test_free_interval).strip():>20} {s.n_test:>8}"
+                    + ("  <- worse than its mean" if site in flagged else ""))
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
-    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
-                f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    rows.append(f"test {card.headline()}")
+    rows.append(f"  over {', '.join((*card.covered, *card.unexplained))}{inputs}   params {card.size.params:,}   "
+                f"fit {card.fit.get('seconds', 0):.1f}s")
     if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
         rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
@@ -293,9 +309,11 @@ def scorecard_table(card) -> str:
         rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
                     f"free {s.coverage_free:.4f}")
     for site, s in card.splice.items():
-        rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
-                    f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
-                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+        rows.append(f"splice {site} ({s.n} test examples): top-1 agreement "
+                    f"{splice_figure(s.top1_agreement, s.top1_agreement_interval)}  KL {splice_figure(s.kl, s.kl_interval)}  "
+                    f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
+                    f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+    rows += [f"warning: {w}" for w in card.warnings()]
     return "\n".join(rows)
 
 

@@ -57,7 +57,8 @@ class SearchResult:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         reference = self.reference and {**self.reference, "validation": self.reference["validation"].as_dict(),
                                          "test": self.reference["test"].as_dict()}
-        return data | {"trail": [step.as_dict() for step in self.trail], "scorecard": self.scorecard.to_json(),
+        steps = [step.as_dict() | {"given": list(given_of(step))} for step in self.trail]  # inputs: at R² 0
+        return data | {"trail": steps, "scorecard": self.scorecard.to_json(),
                        "reference": reference, "heads_left_to_mean": list(self.heads_left_to_mean)}
 
     @classmethod
@@ -71,6 +72,15 @@ class SearchResult:
         return cls(data["start"], data["stopped"], data["fit"], tuple(Step.from_json(s) for s in data["trail"]),
                    Scorecard.from_json(data["scorecard"]), data.get("scaling"), reference,
                    tuple(data.get("heads_left_to_mean", ())), data.get("out", ""))
+
+
+def given_of(step: Step) -> tuple[str, ...]:
+    """The recorded sites a step's theory was handed (its declared ``inputs``): its trail
+    coverage counts each at R² 0."""
+    import yaml
+
+    data = yaml.safe_load(step.theory) if step.theory else None
+    return tuple(data.get("inputs") or ()) if isinstance(data, dict) else ()
 
 
 def scaling_of(trail: Sequence[Step], target_coverage: float) -> dict | None:

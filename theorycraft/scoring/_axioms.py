@@ -22,9 +22,21 @@ from theorycraft.inference.engine import (SUBSPACE, Intervention, component_outp
 from theorycraft.spec import HookPoint, OUTPUT, Place, Site, evaluate_variables
 
 from ._fidelity import r2
+from ._intervals import ratio_intervals
 from ._splice import _put, kl_rows, row_losses
 
-BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
+# what each column of an axiom's result means, as the CLI and the report define them
+COLUMNS = (
+    ("network effect", "the intervention's effect on the network: the share of the observed site's variance it "
+                       "moves, or the change of the output's metric; [95% bootstrap interval over held-out examples]"),
+    ("theory's predicted effect", "the same effect as the theory predicts it: its own intervened run against its own "
+                                  "clean run (free-running, the same intervention at what stands for the place in it)"),
+    ("judged", "what is compared with the bound: the network effect (invariant, changes); for predicted_by_theory, "
+               "the R² of the theory's intervened prediction against the intervened network, or with a metric the "
+               "relative error of its predicted change"),
+    ("mean", "a 'mean' intervention writes the training mean per position (of the place, component or variable "
+             "intervened on), on the network and on the theory alike"),
+)
 CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on (theorycraft check --limit)
 TRAIN_EXAMPLES = 1024  # training examples means and subspaces are measured on
 RELATIVE_FLOOR = 1e-3  # `within` compares changes relative to the network's, or to this where it barely moves
@@ -180,6 +192,8 @@ class Lab:
         source_inputs = (inputs[self.derangement(len(inputs))] if how == "resample" else
                          self.tokens(expr, inputs, name) if how == "patch" else None)
         source = self.at(self.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None
+        if how == "mean":  # the theory's counterparts take their own training means (per position), too
+            source_inputs = self.train_inputs
         counterpart = counterpart or ((where.site,) if where.site else ())
         theory = self.theory
         predicted = predict_intervened(
@@ -244,14 +258,9 @@ def component_features(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarra
 # --- measures -----------------------------------------------------------------------------------
 
 def _interval(numerator: np.ndarray, denominator: Optional[np.ndarray], rng) -> tuple[float, float]:
-    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``)."""
-    n = len(numerator)
-    if n == 0:
-        return float("nan"), float("nan")
-    draws = rng.integers(0, n, size=(BOOTSTRAP, n))
-    num = numerator[draws].sum(1)
-    values = num / np.maximum(denominator[draws].sum(1), 1e-30) if denominator is not None else num / n
-    low, high = np.percentile(values, [2.5, 97.5])
+    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``),
+    over the held-out examples, drawn from the axiom's own ``rng``."""
+    low, high = ratio_intervals(numerator, denominator, seed=int(rng.integers(2 ** 32)))[0]
     return float(low), float(high)
 
 

@@ -97,6 +97,15 @@ def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_s
     return np.concatenate([cls, windows, sep], axis=1)
 
 
+def drawn_windows(windows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``n`` of the corpus's ``windows`` (all, with None) drawn without replacement by ``seed``:
+    a data seed other than 0 chooses which windows an hf: capture holds."""
+    if n is not None and n > len(windows):
+        raise TargetError(f"the text holds {len(windows)} windows; expected at least the {n} asked for (--n)")
+    order = np.random.default_rng(seed).permutation(len(windows))
+    return windows[np.sort(order[:len(windows) if n is None else n])]
+
+
 @dataclass(frozen=True)
 class Family:
     """Where a model family keeps its blocks (below the base model) and, in a block, the module that
@@ -263,7 +272,9 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
     corpus_id = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:16]
 
     def dataset(n, seed):
-        return token_windows(tokenizer, corpus, n, length, cls_sep)
+        if seed == 0:  # the corpus's first n windows, in order (every capture before data seeds chose windows)
+            return token_windows(tokenizer, corpus, n, length, cls_sep)
+        return drawn_windows(token_windows(tokenizer, corpus, None, length, cls_sep), n, seed)
 
     if causal:  # the logits [batch, T, vocab]; no cache of keys and values
         forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
@@ -274,7 +285,9 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
                          example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
     if causal:
         target.task = NEXT_TOKEN
-    target.dataset_identity = lambda n, seed: f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
+    # the seed is part of the data (which windows) and so of the split and the capture's key
+    target.dataset_identity = lambda n, seed: (f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
+                                               + (f":seed={seed}" if seed else ""))
     target.tokenizer = tokenizer
     target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target
