@@ -290,7 +290,9 @@ def scorecard_table(card) -> str:
     for site, s in card.splice.items():
         rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
                     f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
-                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})"
+                    + (f"  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f})"
+                       if s.exact_match_spliced is not None else ""))
     return "\n".join(rows)
 
 

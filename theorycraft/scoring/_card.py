@@ -73,6 +73,8 @@ class SpliceScore:
     kl: Optional[float]
     top1_agreement: Optional[float]
     n: int
+    exact_match_clean: Optional[float] = None  # examples whose whole answer is right (a task with answers)
+    exact_match_spliced: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ MIN_GAP = 0.01  # mean ablation must raise the loss by 1% for "loss recovered" t
 OUTPUT_BUDGET = 2 ** 25  # floats of model output per forward pass while splicing (128 MiB)
 
 
-def _put(values: np.ndarray, position: int | None):
-    """A replacement: the hook's activation with ``values`` written in (at one position, or whole)."""
+def _put(values: np.ndarray, position: int | list[int] | None):
+    """A replacement: the hook's activation with ``values`` written in (at one position, at the
+    kept ones, or whole)."""
     values_t = torch.from_numpy(np.array(values, np.float32))  # a writable copy
 
     def replace(activation: torch.Tensor) -> torch.Tensor:
@@ -53,6 +54,11 @@ def row_losses(task, rows: np.ndarray, refs, clean_rows: np.ndarray | None = Non
     return ((rows - target) ** 2).reshape(len(rows), -1).mean(1)
 
 
+def _exact(rows: np.ndarray, refs: np.ndarray, n: int) -> np.ndarray:
+    """Per example: is every row of its answer's top-1 the reference?"""
+    return (rows.argmax(-1) == refs).reshape(n, -1).all(1)
+
+
 def _batch_size(target, inputs: np.ndarray, limit: int) -> int:
     """Examples per forward pass so that one output stays near OUTPUT_BUDGET floats (a language
     model's logits are [batch, T, vocab]), read off one example's output."""
@@ -75,19 +81,23 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
         preds = fitted.predict(inputs, {s: data[s][batch] for s in fitted.theory.sites}, free=True)  # the theory standing in
         clean_rows, refs = task.read(target.output(inputs), inputs)
         per_row["clean"].append(row_losses(task, clean_rows, refs))
+        if task.answers:
+            per_row.setdefault("exact", []).append(_exact(clean_rows, refs, len(inputs)))
         for s in fitted.sites:
             site = fitted.theory.sites[s]
             shape = fitted.plan.site_shapes[s]
             mean = fitted.means[s]  # per row: [D] for a site over positions, else the whole example
             mean = np.broadcast_to(mean.reshape(shape) if mean.size == np.prod(shape) else mean, preds[s].shape)
-            spliced_rows, _ = task.read(target.output(inputs, {site.hook: _put(preds[s], site.position)}), inputs)
-            ablated_rows, _ = task.read(target.output(inputs, {site.hook: _put(mean, site.position)}), inputs)
+            spliced_rows, _ = task.read(target.output(inputs, {site.hook: _put(preds[s], site.kept)}), inputs)
+            ablated_rows, _ = task.read(target.output(inputs, {site.hook: _put(mean, site.kept)}), inputs)
             for name, values in (((s, "spliced"), row_losses(task, spliced_rows, refs, clean_rows)),
                                  ((s, "ablated"), row_losses(task, ablated_rows, refs, clean_rows))):
                 per_row.setdefault(name, []).append(values)
             if task.output == "logits":
                 per_row.setdefault((s, "kl"), []).append(kl_rows(clean_rows, spliced_rows))
                 per_row.setdefault((s, "top1"), []).append(clean_rows.argmax(-1) == spliced_rows.argmax(-1))
+            if task.answers:
+                per_row.setdefault((s, "exact"), []).append(_exact(spliced_rows, refs, len(inputs)))
     mean_of = {name: float(np.concatenate(values).mean()) for name, values in per_row.items()}
     clean_loss = mean_of["clean"]
     out = {}
@@ -102,5 +112,8 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
         if task.output == "logits":
             entry["kl"] = round(mean_of[s, "kl"], 6)
             entry["top1_agreement"] = round(mean_of[s, "top1"], 6)
+        if task.answers:
+            entry["exact_match_clean"], entry["exact_match_spliced"] = (round(mean_of["exact"], 6),
+                                                                        round(mean_of[s, "exact"], 6))
         out[s] = SpliceScore(**entry)
     return out
