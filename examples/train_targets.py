@@ -294,13 +294,15 @@ def main() -> None:
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS)
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="addition: save a checkpoint there every evaluation, and resume from it")
+    parser.add_argument("--max-steps", type=int, default=20_000,
+                        help="addition: stop there at the latest (resumed: the steps already run count)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     for name in args.targets:
         if name == "addition":  # a Hugging Face directory: config.json, model.safetensors, tokenizer
             checkpoint = args.checkpoint_dir / "addition.pt" if args.checkpoint_dir else None
-            model, report = train_addition(checkpoint=checkpoint)
+            model, report = train_addition(max_steps=args.max_steps, checkpoint=checkpoint)
             model.save_pretrained(str(args.weights_dir / name))
             addition_tokenizer().save_pretrained(str(args.weights_dir / name))
         else:

@@ -287,13 +287,20 @@ def scorecard_table(card) -> str:
     for name, s in card.shifted.items():
         rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
                     f"free {s.coverage_free:.4f}")
-    for site, s in card.splice.items():
-        rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
-                    f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
-                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})"
-                    + (f"  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f})"
-                       if s.exact_match_spliced is not None else ""))
+        rows += [_splice_row(f"  splice {site} ({name})", sp) for site, sp in s.splice.items()]
+    rows += [_splice_row(f"splice {site}", s) for site, s in card.splice.items()]
     return "\n".join(rows)
+
+
+def _splice_row(label: str, s) -> str:
+    row = (f"{label}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
+           f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
+           f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+    if s.exact_match_spliced is not None:  # a task whose rows are answers: each row's accuracy
+        digits = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
+        row += (f"\n{' ' * len(label)}  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f}); "
+                f"accuracy per answer row {digits(s.answer_accuracy_spliced)} (clean {digits(s.answer_accuracy_clean)})")
+    return row
 
 
 # Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)

@@ -75,6 +75,8 @@ class SpliceScore:
     n: int
     exact_match_clean: Optional[float] = None  # examples whose whole answer is right (a task with answers)
     exact_match_spliced: Optional[float] = None
+    answer_accuracy_clean: Optional[tuple[float, ...]] = None  # per row of the answer (a sum's digit)
+    answer_accuracy_spliced: Optional[tuple[float, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class ShiftScore:
     coverage_free: float
     n: int  # the examples scored
     r2: Mapping[str, float] = field(default_factory=dict)  # covered site -> R², teacher-forced
+    splice: Mapping[str, SpliceScore] = field(default_factory=dict)  # the theory spliced in there (a runnable target)
+
+
+def _splice_score(data: Mapping) -> SpliceScore:
+    tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}  # JSON's lists, as they were
+    return SpliceScore(**{**data, **tuples})
 
 
 @dataclass(frozen=True)
@@ -153,11 +161,12 @@ class Scorecard:
                    {s: SiteScore(**v) for s, v in data["sites"].items()}, data["coverage"],
                    data["coverage_validation"], data["coverage_free"], data["coverage_validation_free"],
                    SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
-                   {s: SpliceScore(**v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
+                   {s: _splice_score(v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
                    CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"]),
                                           "skipped": tuple(cf.get("skipped", ()))})
                    if (cf := data.get("counterfactual")) else None,
-                   shifted={k: ShiftScore(**v) for k, v in data.get("shifted", {}).items()})
+                   shifted={k: ShiftScore(**{**v, "splice": {s: _splice_score(x) for s, x in v.get("splice", {}).items()}})
+                            for k, v in data.get("shifted", {}).items()})
 
     def save(self, directory) -> Path:
         """Write ``scorecard.json`` atomically (a temporary file, then a rename)."""

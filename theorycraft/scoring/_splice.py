@@ -54,9 +54,9 @@ def row_losses(task, rows: np.ndarray, refs, clean_rows: np.ndarray | None = Non
     return ((rows - target) ** 2).reshape(len(rows), -1).mean(1)
 
 
-def _exact(rows: np.ndarray, refs: np.ndarray, n: int) -> np.ndarray:
-    """Per example: is every row of its answer's top-1 the reference?"""
-    return (rows.argmax(-1) == refs).reshape(n, -1).all(1)
+def _right(rows: np.ndarray, refs: np.ndarray, n: int) -> np.ndarray:
+    """Per example and row of its answer [n, rows]: is the top-1 the reference?"""
+    return (rows.argmax(-1) == refs).reshape(n, -1)
 
 
 def _batch_size(target, inputs: np.ndarray, limit: int) -> int:
@@ -69,12 +69,15 @@ def _batch_size(target, inputs: np.ndarray, limit: int) -> int:
 def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPLES) -> dict[str, SpliceScore]:
     """Per coded site: KL(clean ‖ spliced) and top-1 agreement (logit outputs), and the loss
     recovered = (L_mean_ablated − L_spliced) / (L_mean_ablated − L_clean), over batches of test
-    examples (every figure is a mean over output rows, so batching does not change it)."""
+    examples (every figure is a mean over output rows, so batching does not change it); for a
+    task whose rows are answers, exact match and the accuracy of each row of the answer (each
+    digit of a sum), clean and spliced."""
     rows = examples.test[:limit]
     data = examples.data
     task = target.task
     step = _batch_size(target, data["inputs"][rows[:1]], len(rows))
     per_row = {"clean": []}  # what -> its value per output row, batch by batch
+    right = {}  # clean or a site -> [examples, answer rows]: each answer row right (a task with answers)
     for start in range(0, len(rows), step):
         batch = rows[start:start + step]
         inputs = data["inputs"][batch]
@@ -82,7 +85,7 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
         clean_rows, refs = task.read(target.output(inputs), inputs)
         per_row["clean"].append(row_losses(task, clean_rows, refs))
         if task.answers:
-            per_row.setdefault("exact", []).append(_exact(clean_rows, refs, len(inputs)))
+            right.setdefault("clean", []).append(_right(clean_rows, refs, len(inputs)))
         for s in fitted.sites:
             site = fitted.theory.sites[s]
             shape = fitted.plan.site_shapes[s]
@@ -97,7 +100,7 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
                 per_row.setdefault((s, "kl"), []).append(kl_rows(clean_rows, spliced_rows))
                 per_row.setdefault((s, "top1"), []).append(clean_rows.argmax(-1) == spliced_rows.argmax(-1))
             if task.answers:
-                per_row.setdefault((s, "exact"), []).append(_exact(spliced_rows, refs, len(inputs)))
+                right.setdefault(s, []).append(_right(spliced_rows, refs, len(inputs)))
     mean_of = {name: float(np.concatenate(values).mean()) for name, values in per_row.items()}
     clean_loss = mean_of["clean"]
     out = {}
@@ -113,7 +116,10 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
             entry["kl"] = round(mean_of[s, "kl"], 6)
             entry["top1_agreement"] = round(mean_of[s, "top1"], 6)
         if task.answers:
-            entry["exact_match_clean"], entry["exact_match_spliced"] = (round(mean_of["exact"], 6),
-                                                                        round(mean_of[s, "exact"], 6))
+            clean, spliced = np.concatenate(right["clean"]), np.concatenate(right[s])
+            entry.update(exact_match_clean=round(float(clean.all(1).mean()), 6),
+                         exact_match_spliced=round(float(spliced.all(1).mean()), 6),
+                         answer_accuracy_clean=tuple(round(float(v), 6) for v in clean.mean(0)),
+                         answer_accuracy_spliced=tuple(round(float(v), 6) for v in spliced.mean(0)))
         out[s] = SpliceScore(**entry)
     return out
