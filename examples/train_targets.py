@@ -216,11 +216,13 @@ def addition_measure(model, tokens: np.ndarray, batch: int = 4096) -> dict:
                                            for k in np.unique(chain)}}
 
 
-def train_addition(seed: int = 0, max_steps: int = 20_000, batch: int = 128, lr: float = 2e-3,
+def train_addition(seed: int = 0, max_steps: int = 3_000, batch: int = 128, lr: float = 2e-3, decay: int = 1_000,
                    checkpoint: Path | None = None) -> dict:
     """AdamW on the answer digits' next-token loss over fresh problems each step (the training mix:
-    uniform operands plus a quarter with carry chains); stop once exact match on 2,000 validation
-    problems stays at 1.0 for 4 evaluations. ``checkpoint``: saved every evaluation, resumed from."""
+    uniform operands plus a quarter with carry chains); the learning rate warms up over 200 steps
+    and falls linearly to 0 over the last ``decay`` steps; stop there, or once exact match on 2,000
+    validation problems stays at 1.0 for 4 evaluations. ``checkpoint``: saved every evaluation,
+    resumed from."""
     torch.manual_seed(seed)
     model = addition_model()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98))
@@ -233,7 +235,6 @@ def train_addition(seed: int = 0, max_steps: int = 20_000, batch: int = 128, lr:
                                                              state["log"], state["seconds"])
         print(f"resumed at step {step}", flush=True)
     validation = addition.problems(2_000, np.random.default_rng(seed + 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 200, 1.0))
     start, perfect = time.time() - spent, 0
     while step < max_steps and perfect < 4:
         step += 1
@@ -247,8 +248,9 @@ def train_addition(seed: int = 0, max_steps: int = 20_000, batch: int = 128, lr:
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:  # by the step, so that a resumed run follows the same schedule
+            group["lr"] = lr * min(step / 200, 1.0, (max_steps - step + 1) / decay)
         opt.step()
-        sched.step()
         if step % 250 == 0:
             model.eval()
             with torch.no_grad():
@@ -274,7 +276,8 @@ def train_addition(seed: int = 0, max_steps: int = 20_000, batch: int = 128, lr:
                        f"{addition.LENGTH - 1} positions",
               "format": f"{addition.DIGITS}-digit operands zero-padded, most significant first; the sum's "
                         f"{addition.ANSWER} digits least significant first",
-              "recipe": f"AdamW lr {lr} (200 warm-up steps) wd 0.1 betas (0.9, 0.98), batch {batch} fresh problems "
+              "recipe": f"AdamW lr {lr} (200 warm-up steps, linear decay to 0 over the last {decay} of {max_steps}) "
+                        f"wd 0.1 betas (0.9, 0.98), batch {batch} fresh problems "
                         f"a step (3/4 uniform, 1/4 carry chains of 1-{addition.DIGITS - 1} columns), loss on the "
                         f"answer digits, grad clip 1.0, seed {seed}; stopped after 4 evaluations at validation "
                         f"exact match 1.0",
@@ -294,7 +297,7 @@ def main() -> None:
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS)
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="addition: save a checkpoint there every evaluation, and resume from it")
-    parser.add_argument("--max-steps", type=int, default=20_000,
+    parser.add_argument("--max-steps", type=int, default=3_000,
                         help="addition: stop there at the latest (resumed: the steps already run count)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
