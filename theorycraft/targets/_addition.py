@@ -111,8 +111,8 @@ def _problems(make):
 
 def _mixture(n, rng):
     """The training distribution: three quarters uniform operands, a quarter with a carry chain
-    of 1 to DIGITS - 1 columns (random operands rarely carry far: a chain of k columns has
-    probability about 0.1^k)."""
+    of 1 to DIGITS - 1 columns (random operands rarely pass a carry on far: through k columns
+    whose digits sum to 9 with probability about 0.1^k)."""
     chained = rng.random(n) < 0.25
     a, b = uniform_operands(n, rng)
     ca, cb = carry_chain_operands(n, rng)
@@ -142,7 +142,7 @@ def _short_and_long(n, rng):
 
 problems = _problems(_mixture)  # the builtin's dataset: what the model was trained on
 
-SHIFTS = {
+SHIFTS = {  # well-formed problems off the training mix
     "long-carries": ("a carry passed on through 4 columns whose digits sum to 9 (in the training mix: a "
                      "quarter of problems have a chain of 1-4 columns; uniform operands reach 4 about 1 in 10^4)",
                      _problems(lambda n, rng: carry_chain_operands(n, rng, shortest=DIGITS - 1))),
@@ -150,6 +150,26 @@ SHIFTS = {
     "no-carry": ("no column carries: every column's digits sum to 9 or less", _problems(_no_carry)),
     "short-operand": ("one operand below 100 (three leading zeros), the other of full length",
                       _problems(_short_and_long)),
+}
+
+
+def _miswritten(n: int | None, seed_or_rng) -> np.ndarray:
+    """Problems of the training mix with one digit of the answer written so far (the sum's digits
+    0-4, which the model reads) replaced by a wrong one, as if the model had slipped."""
+    rng = seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
+    tokens = problems(n, rng).copy()
+    rows = np.arange(len(tokens))
+    where = rng.integers(ANSWER_START, LENGTH - 1, len(tokens))
+    tokens[rows, where] = (tokens[rows, where] + rng.integers(1, 10, len(tokens))) % 10
+    return tokens
+
+
+# Not problems a model writes itself: the answer read so far is wrong. The carry into the next
+# column is then what the operands say (a cascade) or what the wrong digit says (a + b - written
+# >= 9, the shortcut that is exact on right answers): which one the model follows shows here.
+CORRUPTED = {
+    "miswritten": ("one digit of the answer so far (digits 0-4, which the model reads) is wrong; the answer is "
+                   "still judged against the true sum", _miswritten),
 }
 
 
@@ -171,5 +191,5 @@ def load(weights: Path = WEIGHTS):
     if not (weights / "config.json").exists():
         raise TargetError(f"weights of builtin:addition are missing at {weights}; train them with "
                           f"'python examples/train_targets.py addition'")
-    shifts = {name: Shift(description, fn) for name, (description, fn) in SHIFTS.items()}
+    shifts = {name: Shift(description, fn) for name, (description, fn) in {**SHIFTS, **CORRUPTED}.items()}
     return load_hf_model(str(weights), problems=problems, shifts=shifts, task=TASK, name="builtin:addition")
