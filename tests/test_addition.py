@@ -122,3 +122,18 @@ def test_score_splices_the_theory_in_and_reports_exact_match(small_run, capsys):
     assert agreement > 0.9, row
     exact = float(answers.split("exact match ")[1].split()[0])  # whole sums right, with the theory in place
     assert exact > 0.9 and "accuracy per answer row" in answers, answers
+
+
+def test_a_kind_that_reads_every_position_cannot_feed_kept_positions(small_run):
+    from theorycraft.spec import TheoryError
+
+    path, *_ = small_run
+    data = yaml.safe_load(path.read_text())
+    data["components"]["moved"] = {"kind": "aggregate", "rule": "j == 15 - i", "value": "a_digit"}
+    data["components"]["moved_out"] = {"kind": "linear", "from": "moved", "predicts": "resid0"}
+    data.pop("axioms")
+    bad = path.parent / "aggregate.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(TheoryError, match="reads values at every position.*its kept positions"):
+        infer(str(bad), out_dir=path.parent / "bad-run", n=600, cache_dir=path.parent / "cache", progress=False,
+              log=lambda m: None)
