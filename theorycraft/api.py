@@ -113,6 +113,10 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    restarts : int
+        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
+        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
+
     Returns
     -------
     ActivationSet or Path
@@ -167,7 +171,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None) -> Inferred:
+          processes: int = 1, seq_len: int | None = None, restarts: int = 1) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -223,6 +227,10 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    restarts : int
+        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
+        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
+
     Returns
     -------
     Inferred
@@ -238,7 +246,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                        progress=progress, mode=fit_mode, max_memory=max_memory,
-                       model_shards=model_shards)  # checked before anything loads
+                       model_shards=model_shards, restarts=restarts)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
@@ -248,7 +256,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
                                                    learning_rate=learning_rate, batch_size=batch_size, progress=progress,
                                                    fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
-                                                   trust_code=trust_code), log)
+                                                   trust_code=trust_code, restarts=restarts), log)
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
