@@ -154,13 +154,36 @@ def _site_shorthand(value: Any) -> Any:
     return {"hook": value} if isinstance(value, str) else value
 
 
+def _distinct_positions(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(set(value)) != len(value):
+        raise ValueError(f"expected distinct positions, found {list(value)}")
+    return value
+
+
+Positions = Annotated[tuple[StrictInt, ...], Field(min_length=1), BeforeValidator(_distinct_positions)]
+
+
 class Site(_Frozen):
     """A named activation of the target. ``position`` keeps one position of each sequence
-    (negative counts from the end); without it every position is predicted."""
+    (negative counts from the end), or a list of them (``[11, 12, 13]``: the answer positions a
+    format fixes; the site then has a row per example and kept position, like a site over every
+    position); without it every position is predicted."""
 
     hook: Hook
-    position: Optional[StrictInt] = None
+    position: Optional[Union[StrictInt, Positions]] = None
     doc: Doc = None
+
+    @property
+    def kept(self) -> "int | list[int] | None":
+        """The kept positions as an index into ``[N, T, ...]`` after the example axis: an int (one
+        position, its axis dropped), a list (several, the axis kept) or None (all)."""
+        return list(self.position) if isinstance(self.position, tuple) else self.position
+
+    def kept_shape(self, shape: tuple) -> tuple:
+        """A hook's per-example shape ``[T, ...]`` after the position selection."""
+        if self.position is None:
+            return tuple(shape)
+        return tuple(shape[1:]) if isinstance(self.position, int) else (len(self.position), *shape[1:])
 
 
 SiteEntry = Annotated[Site, BeforeValidator(_site_shorthand, json_schema_input_type=Union[str, Site])]

@@ -650,7 +650,7 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     shifted = dict(earlier.shifted) if earlier is not None else {}
     if shift is not None:
         shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
-                                     data_seed=data_seed, dtype=dtype)
+                                     data_seed=data_seed, dtype=dtype, splice=splice)
     card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
                  max_memory=max_memory)
     card, kept = _keep_earlier(card.replace(shifted=shifted), earlier)
@@ -684,12 +684,14 @@ def _keep_earlier(card: "Scorecard", earlier: "Scorecard | None") -> tuple["Scor
 
 def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, target: Target | None = None,
                 n: int | None = None, trust_code: bool = False, progress: bool = True,
-                texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None):
+                texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None,
+                splice: bool = False):
     """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target, or (with
     ``texts``, an hf: target) on that text, entered under ``shift``: its sites captured there
     (``n`` examples, default ``acts.n``; data seed and dtype default to ``acts``'s; ``texts`` cut into
     windows as long as ``acts``'s; same store), scored by the one scorer on that capture's test
-    examples the fit never saw (a ``ShiftScore``)."""
+    examples the fit never saw (a ``ShiftScore``); with ``splice`` (and a ``target``), splice
+    fidelity there too."""
     from theorycraft.scoring import score_shifted
 
     texts = tuple(texts) if texts else None
@@ -700,4 +702,4 @@ def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, targ
                       n=n or acts.n, seed=acts.manifest["dataset"]["seed"] if data_seed is None else data_seed,
                       dtype=dtype or acts.manifest["dtype"], cache_dir=acts.directory.parent, progress=progress,
                       shift=None if texts else shift, texts=texts, trust_code=trust_code, seq_len=seq_len)
-    return score_shifted(fitted, shifted, acts)
+    return score_shifted(fitted, shifted, acts, target if splice else None)

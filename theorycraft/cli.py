@@ -308,13 +308,24 @@ def scorecard_table(card) -> str:
     for name, s in card.shifted.items():
         rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
                     f"free {s.coverage_free:.4f}")
-    for site, s in card.splice.items():
-        rows.append(f"splice {site} ({s.n} test examples): top-1 agreement "
-                    f"{splice_figure(s.top1_agreement, s.top1_agreement_interval)}  KL {splice_figure(s.kl, s.kl_interval)}  "
-                    f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
-                    f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+        rows += [_splice_row(f"  splice {site} ({name}; {sp.n} examples)", sp) for site, sp in s.splice.items()]
+    rows += [_splice_row(f"splice {site} ({s.n} test examples)", s) for site, s in card.splice.items()]
     rows += [f"warning: {w}" for w in card.warnings()]
     return "\n".join(rows)
+
+
+def _splice_row(label: str, s) -> str:
+    from theorycraft.scoring import splice_figure
+
+    row = (f"{label}: top-1 agreement {splice_figure(s.top1_agreement, s.top1_agreement_interval)}  "
+           f"KL {splice_figure(s.kl, s.kl_interval)}  "
+           f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
+           f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+    if s.exact_match_spliced is not None:  # a task whose rows are answers: each row's accuracy
+        digits = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
+        row += (f"\n{' ' * len(label)}  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f}); "
+                f"accuracy per answer row {digits(s.answer_accuracy_spliced)} (clean {digits(s.answer_accuracy_clean)})")
+    return row
 
 
 # Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)

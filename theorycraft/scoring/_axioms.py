@@ -112,7 +112,7 @@ class Lab:
         index = place.numpy_index
         site = self.theory.sites.get(place.name)
         if site is not None:
-            where = _Where(place, site.hook, site.position, place.name, index)
+            where = _Where(place, site.hook, site.kept, place.name, index)
         else:
             hook = HookPoint.parse(place.name)
             self.target.check_hooks([hook])
@@ -123,10 +123,11 @@ class Lab:
                     continue
                 if spec.position is None:
                     where = _Where(place, hook, None, s, index)
-                elif index and isinstance(index[0], int) and length and index[0] % length == spec.position % length:
+                elif (isinstance(spec.position, int) and index and isinstance(index[0], int) and length
+                      and index[0] % length == spec.position % length):
                     where = _Where(place, hook, spec.position, s, index[1:])
         shape = self.target.hooks()[str(where.hook)]
-        shape = shape[1:] if where.position is not None else shape
+        shape = Site(hook=where.hook, position=where.position).kept_shape(shape)
         try:
             np.empty(shape)[where.index]
         except IndexError as exc:
@@ -209,7 +210,7 @@ class Lab:
         the theory has already said what it says (its prediction carries the intervention or not)."""
         name = next(n for n, s in self.theory.sites.items() if s == site)
         replace = {h: fn for h, fn in outcome.replace.items() if self.fires_before(h, site.hook)}
-        return {**replace, site.hook: _put(outcome.theory[name], site.position)}
+        return {**replace, site.hook: _put(outcome.theory[name], site.kept)}
 
     def fires_before(self, first: HookPoint, second: HookPoint) -> bool:
         """Does ``first`` run before ``second`` in the network's forward pass (the order in which a
@@ -355,7 +356,7 @@ def _output_effect(lab: Lab, outcome: Outcome, theory_before, metric: Optional[s
         (low0, high0), (low1, high1) = _interval(m0, None, lab.rng), _interval(m1, None, lab.rng)
         low, high = low1 - high0, high1 - low0
     last = theory.sites[theory.site_order()[0][-1]]
-    spliced0 = lab.record(lab.inputs, [], {last.hook: _put(theory_before[theory.site_order()[0][-1]], last.position)})[1]
+    spliced0 = lab.record(lab.inputs, [], {last.hook: _put(theory_before[theory.site_order()[0][-1]], last.kept)})[1]
     spliced1 = lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1]
     s_rows0, s0 = _metric_rows(task, spliced0, lab.inputs, metric)
     s_rows1, s1 = _metric_rows(task, spliced1, outcome.inputs, metric, s_rows0)

@@ -85,6 +85,10 @@ class SpliceScore:
     loss_recovered_interval: Interval = None
     kl_interval: Interval = None
     top1_agreement_interval: Interval = None
+    exact_match_clean: Optional[float] = None  # examples whose whole answer is right (a task with answers)
+    exact_match_spliced: Optional[float] = None
+    answer_accuracy_clean: Optional[tuple[float, ...]] = None  # per row of the answer (a sum's digit)
+    answer_accuracy_spliced: Optional[tuple[float, ...]] = None
 
     @property
     def gap(self) -> float:
@@ -121,6 +125,12 @@ class ShiftScore:
     coverage_free: float
     n: int  # the examples scored
     r2: Mapping[str, float] = field(default_factory=dict)  # covered site -> R², teacher-forced
+    splice: Mapping[str, SpliceScore] = field(default_factory=dict)  # the theory spliced in there (a runnable target)
+
+
+def _splice_score(data: Mapping) -> SpliceScore:
+    tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}  # JSON's lists, as they were
+    return SpliceScore(**{**data, **tuples})
 
 
 @dataclass(frozen=True)
@@ -243,11 +253,13 @@ class Scorecard:
                    {s: SiteScore(**_intervals(v)) for s, v in data["sites"].items()}, data["coverage"],
                    data["coverage_validation"], data["coverage_free"], data["coverage_validation_free"],
                    SizeScore(**data["size"]), MDLScore(**mdl) if mdl else None,
-                   {s: SpliceScore(**_intervals(v)) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
+                   {s: _splice_score(v) for s, v in data.get("splice", {}).items()}, data.get("fit", {}),
                    CounterfactualScore(**{**cf, "interventions": tuple(cf["interventions"]),
                                           "skipped": tuple(cf.get("skipped", ()))})
                    if (cf := data.get("counterfactual")) else None,
-                   format=data["format"], shifted={k: ShiftScore(**v) for k, v in data.get("shifted", {}).items()},
+                   format=data["format"],
+                   shifted={k: ShiftScore(**{**v, "splice": {s: _splice_score(x) for s, x in v.get("splice", {}).items()}})
+                            for k, v in data.get("shifted", {}).items()},
                    unexplained=tuple(data.get("unexplained", ())), **given,
                    coverage_interval=_pair(data.get("coverage_interval")),
                    coverage_free_interval=_pair(data.get("coverage_free_interval")))

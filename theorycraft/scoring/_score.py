@@ -149,11 +149,12 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
     return card
 
 
-def score_shifted(fitted, acts, fitted_on) -> ShiftScore:
+def score_shifted(fitted, acts, fitted_on, target=None) -> ShiftScore:
     """Coverage of ``fitted`` on ``acts``, a capture of its sites on a shifted distribution: over
     that capture's test examples whose input is none of those ``fitted_on`` (the capture it was
     fitted on) holds outside its test split, so a theory cannot score by recalling what it was
-    fitted on; SST around the theory's own train means, as on every split."""
+    fitted on; SST around the theory's own train means, as on every split. With the ``target``,
+    the theory is spliced in on those examples too (as ``score`` does in distribution)."""
     seen = {row.tobytes() for row in np.asarray(fitted_on.inputs())[~fitted_on.is_test]}
     inputs = np.asarray(acts.inputs()).astype(np.asarray(fitted_on.inputs()).dtype)
     test = np.array([k for k in acts.split("test") if inputs[k].tobytes() not in seen], dtype=np.int64)
@@ -164,6 +165,7 @@ def score_shifted(fitted, acts, fitted_on) -> ShiftScore:
     unexplained = unexplained_inputs(fitted, data)  # counted at R² 0, as in the headline
     sse, sst = squared_errors(fitted, data, test), {**spreads(fitted, data, test),
                                                     **spreads(fitted, data, test, sites=unexplained)}
+    splice = splice_scores(fitted, target, Examples(data, {"test": test}, {"test": test}, {}, {})) if target else {}
     return ShiftScore(round(coverage(sse, sst, unexplained), 6),
                       round(coverage(squared_errors(fitted, data, test, free=True), sst, unexplained), 6),
-                      int(len(test)), {s: round(r2(sse[s], sst[s]), 6) for s in fitted.sites})
+                      int(len(test)), {s: round(r2(sse[s], sst[s]), 6) for s in fitted.sites}, splice)

@@ -15,8 +15,9 @@ MIN_GAP = 0.01  # mean ablation must raise the loss by 1% for "loss recovered" t
 OUTPUT_BUDGET = 2 ** 25  # floats of model output per forward pass while splicing (128 MiB)
 
 
-def _put(values: np.ndarray, position: int | None):
-    """A replacement: the hook's activation with ``values`` written in (at one position, or whole)."""
+def _put(values: np.ndarray, position: int | list[int] | None):
+    """A replacement: the hook's activation with ``values`` written in (at one position, at the
+    kept ones, or whole)."""
     values_t = torch.from_numpy(np.array(values, np.float32))  # a writable copy
 
     def replace(activation: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,11 @@ def row_losses(task, rows: np.ndarray, refs, clean_rows: np.ndarray | None = Non
     return ((rows - target) ** 2).reshape(len(rows), -1).mean(1)
 
 
+def _right(rows: np.ndarray, refs: np.ndarray, n: int) -> np.ndarray:
+    """Per example and row of its answer [n, rows]: is the top-1 the reference?"""
+    return (rows.argmax(-1) == refs).reshape(n, -1)
+
+
 def _batch_size(target, inputs: np.ndarray, limit: int) -> int:
     """Examples per forward pass so that one output stays near OUTPUT_BUDGET floats (a language
     model's logits are [batch, T, vocab]), read off one example's output."""
@@ -65,12 +71,15 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
     """Per coded site: top-1 agreement and KL(clean ‖ spliced) (logit outputs), and the loss
     recovered = (L_mean_ablated − L_spliced) / (L_mean_ablated − L_clean), over batches of test
     examples (every figure is a mean over output rows, so batching does not change it), each with
-    a 95% bootstrap interval over the examples (their own rows' sums resampled)."""
+    a 95% bootstrap interval over the examples (their own rows' sums resampled); for a task whose
+    rows are answers, exact match and the accuracy of each row of the answer (each digit of a sum),
+    clean and spliced."""
     rows = examples.test[:limit]
     data = examples.data
     task = target.task
     step = _batch_size(target, data["inputs"][rows[:1]], len(rows))
     per_example = {"clean": [], "rows": []}  # what -> its sum over each example's output rows, batch by batch
+    right = {}  # clean or a site -> [examples, answer rows]: each answer row right (a task with answers)
     for start in range(0, len(rows), step):
         batch = rows[start:start + step]
         inputs = data["inputs"][batch]
@@ -80,13 +89,15 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
         owner = row_owners(task, output, inputs)
         per_example["rows"].append(np.bincount(owner, minlength=len(batch)).astype(np.float64))
         per_example["clean"].append(np.bincount(owner, row_losses(task, clean_rows, refs), len(batch)))
+        if task.answers:
+            right.setdefault("clean", []).append(_right(clean_rows, refs, len(inputs)))
         for s in fitted.sites:
             site = fitted.theory.sites[s]
             shape = fitted.plan.site_shapes[s]
             mean = fitted.means[s]  # per row: [D] for a site over positions, else the whole example
             mean = np.broadcast_to(mean.reshape(shape) if mean.size == np.prod(shape) else mean, preds[s].shape)
-            spliced_rows, _ = task.read(target.output(inputs, {site.hook: _put(preds[s], site.position)}), inputs)
-            ablated_rows, _ = task.read(target.output(inputs, {site.hook: _put(mean, site.position)}), inputs)
+            spliced_rows, _ = task.read(target.output(inputs, {site.hook: _put(preds[s], site.kept)}), inputs)
+            ablated_rows, _ = task.read(target.output(inputs, {site.hook: _put(mean, site.kept)}), inputs)
             values = {(s, "spliced"): row_losses(task, spliced_rows, refs, clean_rows),
                       (s, "ablated"): row_losses(task, ablated_rows, refs, clean_rows)}
             if task.output == "logits":
@@ -94,6 +105,8 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
                 values[s, "top1"] = clean_rows.argmax(-1) == spliced_rows.argmax(-1)
             for name, v in values.items():
                 per_example.setdefault(name, []).append(np.bincount(owner, np.asarray(v, np.float64), len(batch)))
+            if task.answers:
+                right.setdefault(s, []).append(_right(spliced_rows, refs, len(inputs)))
     per_example = {name: np.concatenate(v) for name, v in per_example.items()}
     clean, count = per_example["clean"], per_example["rows"]
     total = max(float(count.sum()), 1.0)
@@ -116,6 +129,12 @@ def splice_scores(fitted, target, examples: Examples, limit: int = SPLICE_EXAMPL
             bounds = ratio_intervals(np.stack([kl, top1], 1), np.stack([count, count], 1))
             entry |= {"kl": round(float(kl.sum()) / total, 6), "top1_agreement": round(float(top1.sum()) / total, 6),
                       "kl_interval": rounded(bounds[0]), "top1_agreement_interval": rounded(bounds[1])}
+        if task.answers:
+            clean_right, spliced_right = np.concatenate(right["clean"]), np.concatenate(right[s])
+            entry.update(exact_match_clean=round(float(clean_right.all(1).mean()), 6),
+                         exact_match_spliced=round(float(spliced_right.all(1).mean()), 6),
+                         answer_accuracy_clean=tuple(round(float(v), 6) for v in clean_right.mean(0)),
+                         answer_accuracy_spliced=tuple(round(float(v), 6) for v in spliced_right.mean(0)))
         out[s] = SpliceScore(**entry)
     return out
 

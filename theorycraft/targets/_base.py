@@ -20,10 +20,12 @@ class Task:
     returns (rows [M, C], references): for ``"logits"`` rows are class scores (compared by KL and
     top-1) and references the true labels [M] (or None: the loss is then the KL to the clean
     output); for ``"vector"`` rows are compared by mean squared error to references [M, C], or to
-    the clean output where references are None."""
+    the clean output where references are None. ``answers``: the rows of each example are its
+    answer (an arithmetic model's digits), so an example is right when all of them are."""
 
     output: str  # "logits" | "vector": what the target's final output is
     read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    answers: bool = False  # rows come as one equal group per example, its answer: exact match is defined
 
 
 def _whole_output(output: np.ndarray, inputs: np.ndarray):

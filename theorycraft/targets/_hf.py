@@ -16,12 +16,13 @@ import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
 from theorycraft.spec import HookPoint
 
-from ._base import NEXT_TOKEN, TargetError, TorchTarget
+from ._base import NEXT_TOKEN, Shift, TargetError, Task, TorchTarget
 
 SEQ_LEN = 128  # tokens per window, unless the model has fewer positions or --seq-len says otherwise
 ATTENTION = "theorycraft"  # the attention registered below: sdpa, or eager with a pattern hook where a site reads it
@@ -241,11 +242,16 @@ def _window_length(address: str, config, seq_len: int | None, cls_sep: bool) -> 
     return seq_len
 
 
-def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None) -> TorchTarget:
+def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None, *,
+                  problems: Callable[[int | None, int], np.ndarray] | None = None,
+                  shifts: Mapping[str, Shift] | None = None, task: Task | None = None,
+                  name: str | None = None) -> TorchTarget:
     """A local Hugging Face model: an encoder (``AutoModel``: sites and the final hidden state) or a
     causal language model (``*ForCausalLM`` / ``*LMHeadModel`` in its config: its head kept, so a
     splice is judged by next-token loss, KL and top-1). ``seq_len``: tokens per window (default
-    SEQ_LEN, or the model's positions if fewer)."""
+    SEQ_LEN, or the model's positions if fewer). A bundled model (``builtin:addition``) brings its
+    own data instead of text windows: ``problems(n, seed) -> [N, T]`` token ids, named ``shifts``,
+    the ``task`` its splices are judged by, and its ``name``."""
     try:
         import transformers
     except ImportError:
@@ -266,6 +272,25 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
                           f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
                           f"{exc}") from None
     _add_pattern_hooks(model)
+    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
+        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
+    else:
+        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
+    vocab = max(tokenizer.vocab_size, len(tokenizer))
+    if problems is not None:  # a bundled model's own data, by seed, like the other builtins
+        target = TorchTarget(name or f"hf:{address}", model, problems, input_kind="tokens", vocab_size=vocab,
+                             forward=forward, example_inputs=problems(2, 0), shifts=shifts,
+                             aliases=tl_aliases(model))
+    else:
+        target = _text_target(address, model, tokenizer, config, causal, texts, seq_len, forward, vocab)
+    if task is not None or causal:
+        target.task = task or NEXT_TOKEN
+    target.tokenizer = tokenizer
+    return target
+
+
+def _text_target(address, model, tokenizer, config, causal, texts, seq_len, forward, vocab) -> TorchTarget:
+    """An hf: model whose data is windows of text: the standard library's docstrings, or ``texts``."""
     cls_sep = not causal and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None
     length = _window_length(address, config, seq_len, cls_sep)
     corpus = texts if texts is not None else stdlib_docstrings()
@@ -276,18 +301,10 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
             return token_windows(tokenizer, corpus, n, length, cls_sep)
         return drawn_windows(token_windows(tokenizer, corpus, None, length, cls_sep), n, seed)
 
-    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
-    else:
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
-    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens",
-                         vocab_size=max(tokenizer.vocab_size, len(tokenizer)), forward=forward,
+    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens", vocab_size=vocab, forward=forward,
                          example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
-    if causal:
-        target.task = NEXT_TOKEN
     # the seed is part of the data (which windows) and so of the split and the capture's key
     target.dataset_identity = lambda n, seed: (f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
                                                + (f":seed={seed}" if seed else ""))
-    target.tokenizer = tokenizer
     target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target

@@ -40,14 +40,26 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     return loaders[ref.scheme](ref.located)
 
 
+def _addition() -> Target:
+    from ._addition import load
+
+    return load()
+
+
+HF_BUILTINS = {"addition": _addition}  # bundled Hugging Face models, each a directory under weights/
+
+
 def _builtin(name: str) -> Target:
     from safetensors.torch import load_file
 
     from ._builtin_models import BUILTINS
 
+    if name in HF_BUILTINS:
+        return HF_BUILTINS[name]()
     if name not in BUILTINS:
-        raise TargetError(f"unknown builtin target '{name}'{did_you_mean(name, BUILTINS)}; "
-                          f"expected one of: {', '.join(BUILTINS)}")
+        known = [*BUILTINS, *HF_BUILTINS]
+        raise TargetError(f"unknown builtin target '{name}'{did_you_mean(name, known)}; "
+                          f"expected one of: {', '.join(known)}")
     spec = BUILTINS[name]
     path = WEIGHTS / f"{name}.safetensors"
     if not path.exists():
@@ -102,6 +114,10 @@ def _stat(path: Path) -> list | None:
 
 
 def _builtin_files(name: str, texts) -> dict | None:
+    if name in HF_BUILTINS:  # a model directory, its data and the adapter's code
+        model = sorted(filter(None, (_stat(p) for p in (WEIGHTS / name).glob("*") if p.is_file())))
+        code = [_stat(Path(__file__).with_name(f)) for f in (f"_{name}.py", "_hf.py")]
+        return {"model": model, "code": code} if model else None
     weights = _stat(WEIGHTS / f"{name}.safetensors")
     code = Path(__file__).with_name("_builtin_models.py")  # the builtins' datasets are written there
     return {"weights": weights, "code": _stat(code)} if weights else None
