@@ -16,6 +16,7 @@ from conftest import ROOT
 from theorycraft.api import score_run
 from theorycraft.errors import ArgumentError, TargetError
 from theorycraft.spec import load_theory, parse_theory
+from theorycraft._html import esc
 from theorycraft.targets import UserModel, as_target
 
 VOCAB, T = 40, 8
@@ -272,7 +273,8 @@ def test_diagnose_reads_pattern_sites_per_head_and_decodes_tokens(bridge):
     from theorycraft.targets import decoder
 
     theory = parse_theory(PATTERN, "p.yaml")
-    fitted, card = tc.infer(theory, target=bridge, dataset=lm_data, max_steps=50, progress=False, log=lambda m: None)
+    fitted, card = tc.infer(theory, target=bridge, dataset=lm_data, max_steps=50, out_dir="pat", progress=False,
+                            log=lambda m: None)
     acts = tc.capture(theory, target=bridge, dataset=lm_data, progress=False)
     decode = decoder(as_target(bridge, dataset=lm_data))
     report = diagnose(fitted, acts, worst=2, decode=decode)["pattern"]
@@ -287,3 +289,15 @@ def test_diagnose_reads_pattern_sites_per_head_and_decodes_tokens(bridge):
     assert np.array(worst["network"]).shape == (4, T, T) == np.array(worst["theory"]).shape
     assert worst["tokens"] == [bridge.tokenizer.decode([t]) for t in worst["input"]]
     assert "R² per head: 0: " in render({"pattern": report})
+
+    # the report draws each head's patterns, the network's beside the theory's, and shows the text
+    import json
+    from pathlib import Path
+
+    from theorycraft._report import report_html
+
+    Path("pat/diagnosis.json").write_text(json.dumps({"pattern": report}))
+    page = report_html("pat")
+    assert page.count('<figure><img alt="attention patterns of pattern, example #') == 2
+    text = repr("".join(worst["tokens"]))[1:-1]
+    assert esc(text[:40]) in page and "<td>R² (validation)</td>" not in page and "R² (validation)" in page

@@ -200,8 +200,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
+    from theorycraft.targets import decoder
+
     report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
-                      vocabulary=vocabulary)
+                      vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")

@@ -90,6 +90,17 @@ def resolve_model_path(address: str) -> Path:
                       f"{DOWNLOAD_ENV}=1 (or huggingface-cli download {address}); nothing is downloaded without it")
 
 
+def local_tokenizer(address: str):
+    """The tokenizer of ``hf:ADDRESS`` where it is on this machine (else None: examples then show ids)."""
+    try:
+        import transformers
+
+        path = local_model_path(address)
+        return None if path is None else transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (ImportError, OSError, ValueError, TargetError):
+        return None
+
+
 def minilm_path() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)  # locates it without importing it
     if spec is None or not spec.submodule_search_locations:

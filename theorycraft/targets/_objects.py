@@ -41,8 +41,12 @@ TransformerLens config's, or the first ``nn.Embedding``'s size)."""
 
 
 def decoder(target) -> Optional[Callable[[int], str]]:
-    """token id -> its text, for a target with a tokenizer (a text model); else None."""
+    """token id -> its text, for a target with a tokenizer (a text model), or a reference to an
+    ``hf:`` model whose tokenizer is on this machine; else None."""
     tokenizer = getattr(target, "tokenizer", None)
+    if tokenizer is None and getattr(target, "scheme", None) == "hf":
+        from ._hf import local_tokenizer
+        tokenizer = local_tokenizer(target.address)
     return None if tokenizer is None else (lambda token: tokenizer.decode([token]))
 
 
