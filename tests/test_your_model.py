@@ -15,7 +15,7 @@ import theorycraft as tc
 from conftest import ROOT
 from theorycraft.api import score_run
 from theorycraft.errors import ArgumentError, TargetError
-from theorycraft.spec import load_theory, parse_theory
+from theorycraft.spec import HookPoint, parse_theory
 from theorycraft._html import esc
 from theorycraft.targets import UserModel, as_target
 
@@ -301,3 +301,23 @@ def test_diagnose_reads_pattern_sites_per_head_and_decodes_tokens(bridge):
     assert page.count('<figure><img alt="attention patterns of pattern, example #') == 2
     text = repr("".join(worst["tokens"]))[1:-1]
     assert esc(text[:40]) in page and "<td>R² (validation)</td>" not in page and "R² (validation)" in page
+
+
+def test_a_transformers_model_object_is_read_as_hf_loads_one():
+    """A transformers model object (what from_pretrained returns): TransformerLens-style aliases
+    and pattern sites as for hf:, judged by next-token loss."""
+    pytest.importorskip("transformers", reason="the minilm extra is not installed")
+    spec = importlib.util.spec_from_file_location("make_tiny_lm", ROOT / "examples" / "lm" / "make_tiny_lm.py")
+    make_tiny_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tiny_lm)
+    model = make_tiny_lm.tiny_model("gpt2", VOCAB * 4, positions=T)
+    target = as_target(model, dataset=lm_data)
+    hooks = target.hooks()
+    assert hooks["blocks.0.hook_resid_post"] == (T, 32) and hooks["blocks.1.attn.hook_pattern"] == (4, T, T)
+    assert target.task.output == "logits" and target.vocab_size == VOCAB * 4
+    inputs = lm_data(4, 0)
+    recorded, logits = target.intervene(inputs, [HookPoint.parse("blocks.0.hook_resid_post")])
+    with torch.no_grad():
+        clean = model(input_ids=torch.from_numpy(inputs), output_hidden_states=True)
+    np.testing.assert_allclose(logits, clean.logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(next(iter(recorded.values())), clean.hidden_states[1].numpy(), atol=1e-5)

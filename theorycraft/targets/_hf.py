@@ -288,7 +288,24 @@ def _add_pattern_hooks(model) -> None:
             module.hook_pattern = nn.Identity()  # no parameters: the weights' identity is unchanged
 
 
-def _is_causal_lm(config) -> bool:
+def hf_forward(causal: bool):
+    """How a Hugging Face model runs on token ids: a causal LM's logits [batch, T, vocab] (no cache
+    of keys and values), an encoder's output."""
+    if causal:
+        return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits
+    return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))
+
+
+def prepare_model(model) -> None:
+    """A loaded model's attention made observable: the hooked attention (sdpa unless a site reads
+    the pattern, the same numbers) and an identity ``hook_pattern`` in each attention module."""
+    implementation = _attention_implementation()
+    if implementation != "eager" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(implementation)
+    _add_pattern_hooks(model)
+
+
+def is_causal_lm(config) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
 
 
@@ -321,7 +338,7 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
     transformers.logging.disable_progress_bar()
     try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-        causal = _is_causal_lm(config)
+        causal = is_causal_lm(config)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
         model = auto.from_pretrained(str(path), local_files_only=True, attn_implementation=_attention_implementation())
@@ -338,12 +355,8 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
     def dataset(n, seed):
         return token_windows(tokenizer, corpus, n, length, cls_sep)
 
-    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
-    else:
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
     target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens",
-                         vocab_size=max(tokenizer.vocab_size, len(tokenizer)), forward=forward,
+                         vocab_size=max(tokenizer.vocab_size, len(tokenizer)), forward=hf_forward(causal),
                          example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
     if causal:
         target.task = NEXT_TOKEN

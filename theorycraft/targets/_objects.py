@@ -1,8 +1,8 @@
 """A model object handed in from Python (``target=`` on ``tc.capture``, ``infer``, ``score``,
 ``check``) -> Target. Each library's knowledge is one adapter, tried in ADAPTERS' order:
 TransformerLens (a ``TransformerBridge`` or ``HookedTransformer``: its own hook names are the
-sites), nnsight (the module it wraps), and any ``torch.nn.Module`` (module paths, as for
-``torch:``). The capture is content-addressed as for every target: the weights' hash and the
+sites), nnsight (the module it wraps), a transformers model (as ``hf:`` loads one) and any
+``torch.nn.Module`` (module paths, as for ``torch:``). The capture is content-addressed as for every target: the weights' hash and the
 data's."""
 
 from __future__ import annotations
@@ -114,6 +114,26 @@ def _transformer_lens(model, dataset, output, vocab_size) -> Optional[Target]:
     return _described(target, dataset_fn, output or "next-token", vocab_size or getattr(cfg, "d_vocab", None))
 
 
+def _hugging_face(model, dataset, output, vocab_size) -> Optional[Target]:
+    """A transformers model object (``AutoModelForCausalLM.from_pretrained(...)``): as ``hf:``
+    loads one (its attention made observable in place, TransformerLens-style aliases)."""
+    if not (isinstance(model, nn.Module) and type(model).__module__.startswith("transformers.")
+            and hasattr(model, "config")):
+        return None
+    from ._hf import hf_forward, is_causal_lm, prepare_model, tl_aliases
+
+    prepare_model(model)
+    causal = is_causal_lm(model.config) or type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))  # unsaved: no architectures
+    tokenizer = getattr(model, "tokenizer", None)
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    dataset_fn = data_function(dataset, tokenizer, positions)
+    target = TorchTarget(f"model:{type(model).__name__}", model, dataset_fn, forward=hf_forward(causal),
+                         aliases=tl_aliases(model))
+    target.tokenizer = tokenizer
+    return _described(target, dataset_fn, output or ("next-token" if causal else None),
+                      vocab_size or getattr(model.config, "vocab_size", None))
+
+
 def _nnsight(model, dataset, output, vocab_size) -> Optional[Target]:
     if not type(model).__module__.startswith("nnsight"):
         return None
@@ -121,7 +141,12 @@ def _nnsight(model, dataset, output, vocab_size) -> Optional[Target]:
                  None)  # an Envoy keeps its module as _module (0.5 and later), a 0.4 NNsight as _model
     if not isinstance(inner, nn.Module):
         raise TargetError(f"target=: this nnsight {type(model).__name__} wraps no torch module")
-    return as_target(inner, dataset=dataset, output=output, vocab_size=vocab_size)
+    tokenizer = getattr(model, "tokenizer", None)  # a LanguageModel's
+    if dataset is None and tokenizer is not None:
+        dataset = data_function(None, tokenizer, getattr(getattr(inner, "config", None), "n_positions", None))
+    target = as_target(inner, dataset=dataset, output=output, vocab_size=vocab_size)
+    target.tokenizer = getattr(target, "tokenizer", None) or tokenizer
+    return target
 
 
 def _module(model, dataset, output, vocab_size) -> Optional[Target]:
@@ -135,4 +160,4 @@ def _module(model, dataset, output, vocab_size) -> Optional[Target]:
     return _described(target, dataset_fn, output, vocab_size or getattr(first, "num_embeddings", None))
 
 
-ADAPTERS: Sequence[Callable] = (_transformer_lens, _nnsight, _module)
+ADAPTERS: Sequence[Callable] = (_transformer_lens, _nnsight, _hugging_face, _module)
