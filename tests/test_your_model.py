@@ -278,6 +278,7 @@ def test_diagnose_reads_pattern_sites_per_head_and_decodes_tokens(bridge):
     acts = tc.capture(theory, target=bridge, dataset=lm_data, progress=False)
     decode = decoder(as_target(bridge, dataset=lm_data))
     report = diagnose(fitted, acts, worst=2, decode=decode)["pattern"]
+    assert report["residual_share_of_variance"] == pytest.approx(1 - card.sites["pattern"].r2_validation, abs=1e-3)
     rows = acts.split("validation")
     y = np.asarray(acts.site("blocks.1.attn.hook_pattern")[rows], np.float64)
     pred = np.asarray(fitted.predict(acts.inputs()[rows], {"pattern": y})["pattern"], np.float64)
