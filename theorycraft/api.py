@@ -171,14 +171,12 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     seq_len = _arguments.check("seq_len", seq_len, optional=True)
     shift = _arguments.shift(shift)
     device = _device(device)
-    if target is None:
-        given(None, None, dataset, output)  # dataset= and output= need target=
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
         theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
-    if target is not None:  # the model given: the theory's sites (or sites=) on it
-        theory, made = given(theory_or_target if isinstance(theory_or_target, Theory) else None, target, dataset, output)
+    theory, made = given(theory_or_target if isinstance(theory_or_target, Theory) else None, target, dataset, output)
+    if made is not None:  # the model given: the theory's sites (or sites=) on it
         sites = sites if sites is not None or theory is None else [s.hook for s in theory.sites.values()]
         theory_or_target = made
     if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
