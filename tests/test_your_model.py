@@ -17,7 +17,8 @@ from theorycraft.api import score_run
 from theorycraft.errors import ArgumentError, TargetError
 from theorycraft.spec import HookPoint, parse_theory
 from theorycraft._html import esc
-from theorycraft.targets import UserModel, as_target
+from theorycraft.spec._model import TargetRef
+from theorycraft.targets import UserModel, as_target, decoder
 
 VOCAB, T = 40, 8
 MODADD = """\
@@ -214,6 +215,8 @@ def test_hf_name_resolves_from_the_cache_offline(tmp_path, monkeypatch):
     assert hf.resolve_model_path("tiny-org/tiny-gpt2") == snapshot
     target = tc.load_target("hf:tiny-org/tiny-gpt2")
     assert target.name == "hf:tiny-org/tiny-gpt2" and "blocks.0.hook_resid_post" in target.hooks()
+    decode = decoder(TargetRef("hf", "tiny-org/tiny-gpt2"))  # what theorycraft diagnose shows a run's examples with
+    assert [decode(t) for t in target.dataset(1, 0)[0]] == [target.tokenizer.decode([t]) for t in target.dataset(1, 0)[0]]
     monkeypatch.setattr(hf, "_download", lambda name: pytest.fail("downloaded without the opt-in"))
     with pytest.raises(TargetError, match=r"not in the Hugging Face cache.*THEORYCRAFT_DOWNLOAD=1"):
         tc.load_target("hf:tiny-org/absent")
@@ -270,7 +273,6 @@ def test_diagnose_reads_pattern_sites_per_head_and_decodes_tokens(bridge):
     """An attention site's diagnosis: each head's R² (the theory's heads against the network's,
     SST around the train mean) and the worst examples' patterns, both; tokens read as text."""
     from theorycraft.refine import diagnose, render
-    from theorycraft.targets import decoder
 
     theory = parse_theory(PATTERN, "p.yaml")
     fitted, card = tc.infer(theory, target=bridge, dataset=lm_data, max_steps=50, out_dir="pat", progress=False,
