@@ -32,7 +32,7 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
         if not str(ref).startswith("hf:"):
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
             raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
-        from theorycraft.targets._hf import load_hf_model
+        from theorycraft.targets import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
@@ -222,7 +222,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None, target=None, dataset=None,
+          processes: int = 1, seq_len: int | None = None, restarts: int = 1, target=None, dataset=None,
           output: str | None = None, device: str | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
@@ -279,6 +279,9 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    restarts : int
+        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
+        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
     target : model, optional
         The model itself, instead of the target the theory names (see ``capture``).
     dataset : array or callable, optional
@@ -297,13 +300,13 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     _arguments.check("n", n, optional=True)
     _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                        progress=progress, mode=fit_mode, max_memory=max_memory,
-                       model_shards=model_shards)  # checked before anything loads
+                       model_shards=model_shards, restarts=restarts)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     theory, made = given(theory, target, dataset, output)
@@ -315,7 +318,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
                                                    learning_rate=learning_rate, batch_size=batch_size, progress=progress,
                                                    fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
-                                                   trust_code=trust_code), log)
+                                                   trust_code=trust_code, restarts=restarts), log)
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
@@ -379,7 +382,7 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     """
     import os
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     env = dict(os.environ)
     for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
@@ -469,7 +472,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         comparison, with ``out`` the directory written.
     """
     from theorycraft.inference import FitConfig
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 
@@ -607,7 +610,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
     from theorycraft import _artifact
     from theorycraft.scoring import Lab, check_axioms
-    from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
+    from theorycraft.scoring import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
     _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES

@@ -99,7 +99,7 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
     from theorycraft.spec import load_theory
 
     cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
@@ -115,7 +115,7 @@ def _infer(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
+                    batch_size=args.batch_size, restarts=args.restarts, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
                     fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
                     model_shards=args.model_shards, progress=leader,
                     processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
@@ -211,6 +211,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from theorycraft._report import found_variables
     from theorycraft.api import search
 
     result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
@@ -223,6 +224,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
     print(f"reported on test: {_totals(final.report)}")
+    for name, expr in found_variables(final.theory).items():
+        print(f"  variable {name} = {expr}")
     print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
           f"{', '.join(result.scorecard.covered)}")
     scaling = result.scaling
@@ -271,6 +274,8 @@ def scorecard_table(card) -> str:
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
     rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
                 f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
+        rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
     if size.bits is not None:
         given = f", inputs {size.bits_inputs:,}" if card.inputs else ""
@@ -401,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "closed form")
     inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
     inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
+    inf.add_argument("--restarts", type=flag("restarts"), default=1, help="Adam fits from this many starts (seeds "
+                     "SEED, SEED+1, ...), the best on validation kept; the fit says where they disagree")
     inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
@@ -541,7 +548,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
 def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
     """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
     --capture with any of them is a usage error."""
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
              "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
