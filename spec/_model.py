@@ -69,7 +69,8 @@ class HookPoint:
         match = _HOOK.match(text)
         if match is None:
             raise ValueError(text)
-        return cls(tuple(match["module"].split(".")), match["io"])
+        # "X:output" is what "X" names (a module's output): one spelling, so both find the same site
+        return cls(tuple(match["module"].split(".")), match["io"] if match["io"] != "output" else None)
 
     def __str__(self) -> str:
         return ".".join(self.module) + (f":{self.io}" if self.io else "")
@@ -89,15 +90,16 @@ def _hook(value: Any) -> HookPoint:
 Hook = Annotated[HookPoint, PlainValidator(_hook), PlainSerializer(str, return_type=str),
                  WithJsonSchema({"type": "string", "pattern": _HOOK.pattern})]
 
-TARGET_SCHEMES = ("builtin", "hf", "activations", "torch")
+TARGET_SCHEMES = ("builtin", "hf", "activations", "torch", "model")  # model: an object given in Python (target=)
 
 
 @dataclass(frozen=True)
 class TargetRef:
-    """What the theory explains: ``builtin:NAME``, ``hf:PATH``, ``activations:DIR`` or
-    ``torch:module.path:factory`` (the last runs user code, so it needs explicit trust)."""
+    """What the theory explains: ``builtin:NAME``, ``hf:PATH``, ``activations:DIR``,
+    ``torch:module.path:factory`` (runs user code, so it needs explicit trust) or ``model:NAME``
+    (a model object handed in from Python as ``target=``; written by a fit of one)."""
 
-    scheme: Literal["builtin", "hf", "activations", "torch"]
+    scheme: Literal["builtin", "hf", "activations", "torch", "model"]
     address: str
     base: Optional[str] = field(default=None, compare=False)  # the theory file's directory, for a relative DIR
 
@@ -135,13 +137,13 @@ def _target(value: Any) -> TargetRef:
     if scheme not in TARGET_SCHEMES or not address:
         hint = did_you_mean(scheme, TARGET_SCHEMES) if address else ""
         raise PydanticCustomError("target", "{message}", {"message": (
-            "expected a target 'SCHEME:ADDRESS' with SCHEME one of builtin, hf, activations, torch, "
+            "expected a target 'SCHEME:ADDRESS' with SCHEME one of builtin, hf, activations, torch, model, "
             f"found {describe(value)}{hint}")})
     return TargetRef(scheme, address)
 
 
 Target = Annotated[TargetRef, PlainValidator(_target), PlainSerializer(str, return_type=str),
-                   WithJsonSchema({"type": "string", "pattern": r"^(builtin|hf|activations|torch):.+$"})]
+                   WithJsonSchema({"type": "string", "pattern": r"^(builtin|hf|activations|torch|model):.+$"})]
 
 
 class _Frozen(BaseModel):

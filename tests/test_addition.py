@@ -89,7 +89,7 @@ def small_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("addition")
     data = yaml.safe_load(THEORY.read_text())
     data["axioms"]["inverted_carry_from_above"] = {  # the false twin of carry_comes_from_below
-        **data["axioms"]["carry_comes_from_below"], "changes": "lm_head[[11, 12, 13, 14]]", "at_least": 0.1}
+        **data["axioms"]["carry_comes_from_below"], "changes": "lm_head:output[[11, 12, 13, 14]]", "at_least": 0.1}
     del data["axioms"]["inverted_carry_from_above"]["invariant"]
     del data["axioms"]["inverted_carry_from_above"]["tolerance"]
     path = root / "addition.yaml"

@@ -268,16 +268,62 @@ def _diagnosis(directory: Path) -> str:
     try:
         for site, r in found.items():
             parts.append(f"<h3>{esc(site)}: the residual is {r['residual_share_of_variance']:.1%} of the variance</h3>")
-            parts.append(table(["direction", "share of the residual", "most correlated with"],
-                               [[k + 1, f"{d['variance_share']:.1%}",
-                                 ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"]) or "nothing"]
-                                for k, d in enumerate(r["directions"])]))
+            if "heads" in r:  # an attention site: each head's R², and the patterns side by side
+                parts.append(table(["head", "R² (validation)"], [[h, v] for h, v in enumerate(r["heads"])]))
+                parts += [_patterns(site, w, r["heads"]) for w in r["worst"]]
+            else:
+                parts.append(table(["direction", "share of the residual", "most correlated with"],
+                                   [[k + 1, f"{d['variance_share']:.1%}",
+                                     ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"])
+                                     or "nothing"] for k, d in enumerate(r["directions"])]))
             parts.append(table(["worst example", "squared error", "input"],
-                               [[w["example"], w["squared_error"], _short(w["input"])] for w in r["worst"]]))
+                               [[w["example"], w["squared_error"], _example_text(w)] for w in r["worst"]]))
     except (AttributeError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path}: not a diagnosis as theorycraft diagnose writes it (missing {exc}); "
                             f"run theorycraft diagnose {directory} again") from None
     return "\n".join(parts)
+
+
+def _example_text(example: dict) -> str:
+    """A worst example's input: a text model's tokens as the text they decode to, else the numbers."""
+    if "tokens" in example:
+        return _short_text("".join(example["tokens"]))
+    return _short(example["input"])
+
+
+def _short_text(text: str, limit: int = 120) -> str:
+    text = repr(text)[1:-1]  # newlines and tabs visible, on one line
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _patterns(site: str, example: dict, heads: list) -> Raw:
+    """One example's attention, per head: the network's pattern above the theory's (query rows,
+    key columns), the head's R² over it; the tokens label the axes of a text model's."""
+    def draw(path: Path) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        network, theory = example["network"], example["theory"]
+        n = len(network)
+        labels = example.get("tokens", [])[: len(network[0])]
+        fig, axes = plt.subplots(2, n, figsize=(2.2 * n + 0.6, 4.6), squeeze=False)
+        for h in range(n):
+            for row, (name, pattern) in enumerate((("network", network[h]), ("theory", theory[h]))):
+                ax = axes[row][h]
+                ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
+                ax.set_title(f"head {h} {name}" + (f"\nR² {heads[h]:.2f}" if row == 0 else ""), fontsize=8)
+                ticks = range(len(labels)) if labels and len(labels) <= 16 else []
+                ax.set_xticks(list(ticks), [repr(labels[k])[1:-1] for k in ticks], rotation=90, fontsize=6)
+                ax.set_yticks(list(ticks), [repr(labels[k])[1:-1] for k in ticks], fontsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+
+    what = f"example #{example['example']}" + (f": {_short_text(''.join(example['tokens']), 80)}"
+                                                if "tokens" in example else "")
+    return _figure(draw, f"attention patterns of {site}, {what}", f"{site}, {what}: the network's pattern (top) and "
+                   f"the theory's (bottom) per head; rows are queries, columns keys")
 
 
 def _short(value, limit: int = 90) -> str:

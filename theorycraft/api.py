@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
 from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import HookPoint, TargetRef, Theory, load_theory
+from theorycraft.spec import TARGET_SCHEMES, HookPoint, TargetRef, Theory, load_theory
 from theorycraft.store import ActivationSet, cache_root, capture as _capture
-from theorycraft.targets import Target, load_target, source_identity
+from theorycraft.targets import Target, as_target, load_target, source_identity
 
 if TYPE_CHECKING:
     from theorycraft.inference import FittedTheory
@@ -23,6 +24,9 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
     if isinstance(theory_or_target, Target):
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
+    if ref is None:
+        raise ArgumentError(f"theory '{theory_or_target.name}' names no target: add 'target:' to its file, or pass "
+                            f"the model itself in Python (target=model, dataset=..., output=...)")
     if texts is not None or seq_len is not None:
         if not str(ref).startswith("hf:"):
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
@@ -33,13 +37,44 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
     return load_target(ref, trust_code=trust_code)
 
 
+def given(theory: Theory | None, target, dataset=None, output=None) -> tuple[Theory | None, Target | None]:
+    """Where ``target=`` hands in a model object: (the theory naming it, its Target; see
+    ``theorycraft.targets.as_target``); else (the theory, None)."""
+    if target is None:
+        if dataset is not None or output is not None:
+            raise ArgumentError("dataset= and output= describe a model given as target=; pass target= too")
+        return theory, None
+    made = as_target(target, dataset=dataset, output=output)
+    if theory is None:
+        return None, made
+    scheme, _, address = made.name.partition(":")
+    ref = TargetRef(scheme, address) if scheme in TARGET_SCHEMES and address else TargetRef("model", made.name)
+    return dataclasses.replace(theory, target=ref), made
+
+
+def on_device(target: Target, device: str | None) -> Target:
+    """The target with its forward passes on ``device`` (cpu, cuda, mps, auto; None: where it is,
+    the CPU unless moved); a recording runs none, and is returned as it is."""
+    if device is not None and hasattr(target, "to_device"):
+        target.to_device(device)
+    return target
+
+
+def _device(device: str | None) -> str | None:
+    """``device``, refused before anything loads where this machine has no such device."""
+    if device is not None:
+        from theorycraft.targets._device import resolve_device
+        resolve_device(device)
+    return device
+
+
 def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
     """What the store's index knows a capture by, before any target loads (None for a loaded
     target, or one only running it can identify)."""
     if isinstance(source, Target):
         return None
     ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts, seq_len)
+    identity = source_identity(ref, texts, seq_len) if ref is not None else None
     if identity is None:
         return None
     return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
@@ -72,7 +107,8 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None) -> ActivationSet | Path:
+            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None, target=None,
+            dataset=None, output: str | None = None, device: str | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. A capture the store's index knows is opened
     without loading the target.
@@ -114,9 +150,16 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
-    restarts : int
-        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
-        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
+    target : model, optional
+        The model itself (a TransformerLens model, an nnsight-wrapped module, any ``nn.Module``,
+        a ``UserModel``), instead of the target the theory names.
+    dataset : array or callable, optional
+        With ``target``: token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+        A batch then holds at most ``batch_size`` examples, fewer where they would not fit its memory.
 
     Returns
     -------
@@ -127,10 +170,15 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                            _arguments.check("batch_size", batch_size))
     seq_len = _arguments.check("seq_len", seq_len, optional=True)
     shift = _arguments.shift(shift)
+    device = _device(device)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
         theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
+    theory, made = given(theory_or_target if isinstance(theory_or_target, Theory) else None, target, dataset, output)
+    if made is not None:  # the model given: the theory's sites (or sites=) on it
+        sites = sites if sites is not None or theory is None else [s.hook for s in theory.sites.values()]
+        theory_or_target = made
     if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
         name = getattr(theory_or_target, "name", theory_or_target)
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
@@ -140,7 +188,9 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
     if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
         return acts
-    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len)
+    target = on_device(target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len), device)
+    if device is not None and hasattr(target, "batch_size"):
+        batch_size = target.batch_size(batch_size)
     acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress, shift=shift, part=part)
     if request is not None and isinstance(acts, ActivationSet):
@@ -172,7 +222,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None, restarts: int = 1) -> Inferred:
+          processes: int = 1, seq_len: int | None = None, restarts: int = 1, target=None, dataset=None,
+          output: str | None = None, device: str | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -231,6 +282,14 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     restarts : int
         Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
         kept; where their validation losses disagree, ``fit.converged`` is False and says so.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -250,8 +309,10 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
                        model_shards=model_shards, restarts=restarts)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
+    theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
+                        device=device)
     out = Path(out_dir) if out_dir is not None else None
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
@@ -272,7 +333,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
 
 
 def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
-                 seq_len=None):
+                 seq_len=None, target: Target | None = None, device: str | None = None):
     """The capture a command fits on: ``acts`` if named (then no data option may be), else the
     one the data options name (captured if the store lacks it)."""
     if acts is not None:
@@ -281,7 +342,7 @@ def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir,
                                 "--seq-len")
         return open_capture(acts, theory, cache_dir)
     return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                   progress=progress, log=log, seq_len=seq_len)
+                   progress=progress, log=log, seq_len=seq_len, target=target, device=device)
 
 
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
@@ -342,7 +403,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
            progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
            dtype: str = "float32", texts: Iterable[str] | None = None,
-           seq_len: int | None = None) -> "SearchResult":
+           seq_len: int | None = None, target=None, dataset=None, output: str | None = None,
+           device: str | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
 
     Parameters
@@ -394,6 +456,14 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         ``hf:`` targets: the texts to capture instead of the target's own data.
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -413,8 +483,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
+    theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
+                        device=device)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
@@ -486,7 +558,8 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None) -> list:
+          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None, target=None,
+          dataset=None, output: str | None = None, device: str | None = None) -> list:
     """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
     torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
     run directory.
@@ -518,6 +591,14 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     seq_len : int, optional
         Tokens per window of a new fit's capture, for an ``hf:`` target; default 128, or the
         model's positions if fewer.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -541,7 +622,9 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
-    target = target_of(theory, trust_code=trust_code, seq_len=seq_len)
+    device = _device(device)
+    theory, made = given(theory, target, dataset, output)
+    target = on_device(made or target_of(theory, trust_code=trust_code, seq_len=seq_len), device)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
                        f"a runnable target (builtin:, hf:, torch:)")
@@ -550,7 +633,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
         fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
                        progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed,
-                       seq_len=seq_len).fitted
+                       seq_len=seq_len, target=made, device=device).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -582,7 +665,8 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
               limit: int | None = None, shift: str | None = None, n: int | None = None,
               max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
               texts: Iterable[str] | None = None, data_seed: int | None = None,
-              dtype: str | None = None, log=print) -> "Scorecard":
+              dtype: str | None = None, log=print, target=None, output: str | None = None,
+              device: str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
 
     Parameters
@@ -618,6 +702,12 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     log : callable, optional
         Told what the earlier scorecard held that this score keeps (splice, counterfactual
         fidelity, the prequential code: whatever this score does not measure again).
+    target : model, optional
+        The model itself (a run fitted on a model given in Python splices only with it).
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -640,9 +730,11 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)
-    target = None
-    if (splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    target = as_target(target, dataset=acts.inputs(), output=output) if target is not None else None
+    runnable = fitted.theory.target is not None and fitted.theory.target.scheme in ("builtin", "hf", "torch")
+    if target is None and (splice or (shift and not texts)) and runnable:
         target = target_of(fitted.theory, trust_code=trust_code)
+    target = on_device(target, _device(device)) if target is not None else None
     try:  # what was scored before is kept where this score does not measure it again
         earlier = Scorecard.load(run_dir)
     except ArtifactError:  # a card this version cannot read holds nothing to keep

@@ -144,7 +144,8 @@ def _check(args: argparse.Namespace) -> int:
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len)
+                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len,
+                    device=args.device)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -202,8 +203,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
+    from theorycraft.targets import decoder
+
     report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
-                      vocabulary=vocabulary)
+                      vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
     (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")
@@ -473,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
                      "(which examples, their order, the test split)")
     _seq_len(chk)
+    _device_flag(chk)
     _max_memory(chk)
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
@@ -542,6 +546,12 @@ def _seq_len(sub: argparse.ArgumentParser) -> None:
                      "the capture's key (default: 128, or the model's positions if fewer)")
 
 
+def _device_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--device", choices=("cpu", "cuda", "mps", "auto"), default=None, help="where the target's "
+                     "forward passes run (capture, splice, axioms; default cpu); auto: a GPU where there is one. "
+                     "A batch holds fewer examples where they would not fit the device's memory")
+
+
 def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
                 seed_alias: bool = False) -> None:
     """The data flags capture, infer, search and score share (on score they choose the data of
@@ -552,6 +562,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
                      f"split; part of the capture's key (default {'the run' + chr(39) + 's' if shifted else '0'})")
     sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
                      f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
+    _device_flag(sub)
     sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
                      + (" (scored as --shift NAME, default 'text', in windows as long as the run's)" if shifted else ""))
     sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
@@ -577,6 +588,8 @@ def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
             raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
                                 "and --seq-len")
         given["acts"] = args.capture
+    if getattr(args, "device", None) is not None:  # not data: with --capture too (splicing runs the target)
+        given["device"] = args.device
     return given
 
 

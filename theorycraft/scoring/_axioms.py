@@ -170,7 +170,7 @@ class Lab:
         def replace(activation: torch.Tensor) -> torch.Tensor:
             new = activation.clone()
             values = (new[:, where.position] if where.position is not None else new).float().cpu().numpy()
-            changed = torch.from_numpy(intervention.apply(values, source)).to(new.dtype)
+            changed = torch.from_numpy(intervention.apply(values, source)).to(new.device, new.dtype)
             if where.position is None:
                 new[...] = changed
             else:

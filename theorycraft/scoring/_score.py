@@ -103,8 +103,9 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
         The theory and its parameters.
     acts : ActivationSet
         The capture it was fitted on (its splits are fixed per capture).
-    target : Target, optional
-        A runnable model: adds splice and counterfactual fidelity.
+    target : Target or model, optional
+        A runnable model: adds splice and counterfactual fidelity. A model object (TransformerLens,
+        nnsight, any ``nn.Module``; a ``UserModel`` to say what its output is) runs on ``acts``' inputs.
     bits : bool
         Add size (bits) and MDL.
     prequential : bool
@@ -126,6 +127,9 @@ def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = F
     Scorecard
         Fidelity on every split, and what ``bits``, ``target`` and ``prequential`` add.
     """
+    if target is not None:  # a model object (TransformerLens, nnsight, nn.Module) is run on the capture's inputs
+        from theorycraft.targets import as_target
+        target = as_target(target, dataset=acts.inputs())
     examples = examples_of(fitted, acts, data, limit)
     card = fidelity(fitted, examples)
     if bits or prequential:  # the online code is a part of the MDL record

