@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +17,7 @@ import numpy as np
 import optax
 
 from theorycraft import _arguments
+from theorycraft._files import replacing
 from theorycraft._metrics import Metrics
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, TheoryError
@@ -183,9 +183,8 @@ class Checkpoint:
         leaves, _ = jax.tree_util.tree_flatten(state["tree"])
         arrays = {f"leaf{k}": np.asarray(v) for k, v in enumerate(leaves)}
         meta = json.dumps({k: v for k, v in state.items() if k != "tree"} | {"fingerprint": self.fingerprint})
-        tmp = self.path.with_name(f".{self.path.stem}.tmp.npz")
-        np.savez(tmp, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+            np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
 
     def load(self, like: dict) -> dict | None:
         if self.path is None or not self.path.exists():

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from theorycraft import _artifact
+from theorycraft._files import replacing, write_atomically
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, parse_theory
 
@@ -195,12 +196,13 @@ class FittedTheory:
     def save(self, directory) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "theory.yaml").write_text(self.theory.to_yaml())
+        write_atomically(directory / "theory.yaml", self.theory.to_yaml())
         tensors = _flatten(self.params) | {f"__mean__/{s}": np.asarray(m, np.float32) for s, m in self.means.items()}
-        save_file(tensors, str(directory / "params.safetensors"),
-                  metadata={"format": str(ARTIFACT_FORMAT),
-                            "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
-                            "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
+        with replacing(directory / "params.safetensors") as tmp:
+            save_file(tensors, str(tmp),
+                      metadata={"format": str(ARTIFACT_FORMAT),
+                                "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
+                                "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
         _artifact.record(directory, *ARTIFACT_FILES)
         return directory
 

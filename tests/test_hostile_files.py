@@ -130,6 +130,18 @@ def test_a_scorecard_and_a_report_never_write_through_planted_links(tmp_path):
     (run / "diagnosis.json").symlink_to(target)  # read by the report: refused, not read through
     with pytest.raises(ArtifactError, match="symbolic link"):
         report(run)
+    # the artifact itself, the metrics log and a checkpoint, each a planted link: none written through
+    for name in ("theory.yaml", "params.safetensors", "metrics.jsonl", "checkpoint.npz"):
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(target)
+    fit_again = lambda: api.infer(ROOT / "examples" / "superposition.yaml", out_dir=run, n=400, max_steps=30,  # noqa
+                                  cache_dir=tmp_path / "c", progress=False, log=lambda m: None)
+    with pytest.raises(UnsafeFileError, match="metrics.jsonl: expected a file to append to, found a symbolic link"):
+        fit_again()  # a log is appended to, so a link there is refused rather than replaced
+    (run / "metrics.jsonl").unlink()
+    fit_again()
+    assert target.read_text() == VICTIM
+    assert not (run / "theory.yaml").is_symlink() and not (run / "params.safetensors").is_symlink()
 
 
 def test_a_store_lock_that_is_a_link_is_refused_and_its_target_kept(tmp_path):

@@ -5,7 +5,6 @@ and verified before any of them is read, so a torn or corrupted artifact is repo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from theorycraft._files import write_atomically

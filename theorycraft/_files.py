@@ -16,15 +16,14 @@ import json
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from theorycraft.errors import ArtifactError, UnsafeFileError
 
 _KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"))
 MAX_JSON_BYTES = 64 << 20  # a manifest, a config, a scorecard: never near this
-
-
-class UnsafeFileError(ValueError):
-    """A path that is not the regular file it must be (a FIFO, a link, a device, a directory)."""
 
 
 def what_is(mode: int) -> str:
@@ -71,28 +70,47 @@ def read_json(path, follow: bool = True, limit: int = MAX_JSON_BYTES):
         raise ValueError(f"{path}: JSON nested too deeply to read") from None
 
 
-def write_atomically(path, data: bytes | str) -> None:
-    """``path`` gets ``data`` whole or not at all, through an unguessable temporary file in the same
-    directory; a symlink planted at ``path`` is replaced, never written through."""
+@contextmanager
+def replacing(path):
+    """A fresh temporary file beside ``path`` (unguessable, made with O_EXCL) for a writer that
+    wants a file name (safetensors, numpy); renamed over ``path`` when the block ends well, removed
+    otherwise. A symlink planted at ``path`` is replaced, never written through."""
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_atomically(path, data: bytes | str) -> None:
+    """``path`` gets ``data`` whole or not at all (see ``replacing``), fsync'd before the rename."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def append_line(path, line: str) -> None:
+    """One whole line appended to ``path`` (made if missing), never through a planted link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if os.path.islink(path):
+            raise UnsafeFileError(f"{path}: expected a file to append to, found a symbolic link") from None
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
 def output_directory(path) -> Path:
     """``path`` as a directory to write into, made if missing; a file or a FIFO there is refused
     (before any work is done), never overwritten."""
-    from theorycraft.errors import ArtifactError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path}: expected a directory to write into (or none yet), found "
