@@ -18,8 +18,7 @@ import jax
 import numpy as np
 
 from theorycraft.errors import TargetError
-from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import FitConfig, fit, site_shapes
 from theorycraft.scoring import Scorecard, score, score_shifted
 from theorycraft.spec import load_theory
 
@@ -249,7 +248,7 @@ def markdown(rows: Sequence[Row]) -> str:
                  f"the fit" if shift else "*shifted*: no named shift")
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
-                  "site spliced in (README, Scores)")
+                  "site spliced in (docs/scores.md)")
         lines += [f"### {target}", "", about, "",
                   "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
                   f"compression | coverage, seeds {SEEDS[0]}–{SEEDS[-1]} | compression, seeds {SEEDS[0]}–{SEEDS[-1]} | "

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from theorycraft import _artifact
-from theorycraft._files import replacing, write_atomically
+from theorycraft.files import replacing, write_atomically
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, parse_theory
 

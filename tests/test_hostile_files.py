@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from theorycraft._files import UnsafeFileError, open_lock, read_json, write_atomically
+from theorycraft.files import UnsafeFileError, open_lock, read_json, write_atomically
 from theorycraft._processes import WORKER
 from theorycraft.cli import main
 from theorycraft.errors import ArtifactError, StoreError, TargetError

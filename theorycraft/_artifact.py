@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from theorycraft._files import write_atomically
+from theorycraft.files import write_atomically
 from theorycraft.errors import ArtifactError
 from theorycraft.store import file_sha256
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from theorycraft.errors import StoreError
-from theorycraft._files import read_json
+from theorycraft.files import read_json
 from theorycraft.store import FORMAT_VERSION, ActivationSet, _lock_file, cache_root, write_json
 
 INDEX = "index"

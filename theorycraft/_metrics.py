@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from theorycraft._files import append_line
+from theorycraft.files import append_line
 
 FILE = "metrics.jsonl"
 TENSORBOARD_ENV = "THEORYCRAFT_TENSORBOARD"  # "0": never write TensorBoard events

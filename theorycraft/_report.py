@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from theorycraft import _artifact
-from theorycraft._files import read_bytes, read_json, write_atomically
+from theorycraft.files import read_bytes, read_json, write_atomically
 from theorycraft._html import Raw, code, esc, fixed, num, table, verdict
 from theorycraft.errors import ArtifactError
 
@@ -173,7 +173,7 @@ def _run_page(directory: Path):
 
 def _run_sections(directory: Path, card, prefix: str = "") -> list:
     from theorycraft.benchmarks.plots import fidelity_bars
-    from theorycraft.scoring._card import scorecard_html
+    from theorycraft.scoring import scorecard_html
 
     axioms = _axioms(directory)
     overview = [("test coverage, teacher-forced", num(card.coverage)), ("test coverage, free-running",
@@ -284,7 +284,7 @@ def _short(value, limit: int = 90) -> str:
 
 def _search_page(directory: Path):
     from theorycraft.refine import SearchResult
-    from theorycraft.refine._trail import plot_trail
+    from theorycraft.refine import plot_trail
 
     result = _parsed(directory / "trail.json", SearchResult, "a search trail as theorycraft search writes it",
                      "run the search again")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
-from theorycraft._files import output_directory, write_atomically
+from theorycraft.files import output_directory, write_atomically
 from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
@@ -28,7 +28,7 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
         if not str(ref).startswith("hf:"):
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
             raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
-        from theorycraft.targets._hf import load_hf_model
+        from theorycraft.targets import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
@@ -233,7 +233,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     from theorycraft.inference import FitConfig, fit
     from theorycraft.scoring import score
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     _arguments.check("n", n, optional=True)
     _arguments.check("processes", processes)
@@ -311,7 +311,7 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     """
     import os
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     env = dict(os.environ)
     for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
@@ -392,7 +392,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         comparison, with ``out`` the directory written.
     """
     from theorycraft.inference import FitConfig
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 
@@ -519,7 +519,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
     from theorycraft import _artifact
     from theorycraft.scoring import Lab, check_axioms
-    from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
+    from theorycraft.scoring import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
     _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES

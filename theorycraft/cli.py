@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from theorycraft import __version__
 from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
-from theorycraft._files import write_atomically
+from theorycraft.files import write_atomically
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
 from theorycraft.store import DTYPES
@@ -100,7 +100,7 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
     from theorycraft.spec import load_theory
 
     cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
@@ -531,7 +531,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
 def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
     """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
     --capture with any of them is a usage error."""
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     given = {"data_seed": args.data_seed, "dtype": args.dtype,
              "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,

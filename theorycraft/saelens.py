@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from theorycraft._files import replacing, write_atomically
+from theorycraft.files import replacing, write_atomically
 from theorycraft.errors import ArtifactError
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"

@@ -29,7 +29,7 @@ import numpy as np
 import xxhash
 
 from theorycraft import _arguments
-from theorycraft._files import open_lock, open_regular, read_json
+from theorycraft.files import open_lock, open_regular, read_json
 from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
@@ -639,7 +639,7 @@ class ActivationSet:
     def site(self, site: str) -> np.ndarray:
         """All of one site in memory, float32 ``[N, *shape]``."""
         if site not in self.sites:
-            from theorycraft.spec._diagnostics import did_you_mean
+            from theorycraft.spec import did_you_mean
             raise StoreError(f"site '{site}' is not in this capture{did_you_mean(site, self.sites)}; "
                              f"captured: {', '.join(self.sites)}")
         return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])

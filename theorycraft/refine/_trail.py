@@ -14,12 +14,12 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from theorycraft import _artifact
-from theorycraft._files import write_atomically
+from theorycraft.files import write_atomically
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import Scorecard, score
 
-from theorycraft.scoring._size import unclaimed_heads
+from theorycraft.scoring import unclaimed_heads
 
 from ._proxy import probe
 from ._scaling import fit_scaling

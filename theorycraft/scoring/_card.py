@@ -1,5 +1,5 @@
 """The scorecard: typed, frozen records of every score of one fitted theory, written as
-``scorecard.json`` with a format version. Definitions: the README's "Scores"."""
+``scorecard.json`` with a format version. Definitions: docs/scores.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from theorycraft import _artifact
-from theorycraft._files import write_atomically
+from theorycraft.files import write_atomically
 from theorycraft.errors import ArtifactError
 
 SCORECARD_FORMAT = 3  # 3: free-running fidelity beside teacher-forced; bits of declared inputs

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theorycraft._files import read_bytes, read_json
+from theorycraft.files import read_bytes, read_json
 from theorycraft.spec import HookPoint
 
 from ._base import NEXT_TOKEN, TargetError, TorchTarget

@@ -1,5 +1,5 @@
 """Reading and writing files that someone else may have placed: a run directory, a model
-directory, a recording, a store. Nothing here follows a planted link when writing, blocks on a
+directory, a recording, a store (public: every stage reads and writes through it). Nothing here follows a planted link when writing, blocks on a
 FIFO or a device when reading, or reads a file larger than the caller can use.
 
 - ``write_atomically``: the new content lands whole under the name, through a fresh temporary
