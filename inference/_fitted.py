@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from theorycraft import _artifact
+from theorycraft.files import replacing, write_atomically
 from theorycraft.errors import FitError
 from theorycraft.spec import TargetRef, Theory, parse_theory
 
@@ -223,12 +224,13 @@ class FittedTheory:
         directory.mkdir(parents=True, exist_ok=True)
         target = self.theory.target  # a relative path, as located: the run's theory names it from its own directory
         located = dataclasses.replace(self.theory, target=TargetRef(target.scheme, target.located))
-        (directory / "theory.yaml").write_text(located.to_yaml())
+        write_atomically(directory / "theory.yaml", located.to_yaml())
         tensors = _flatten(self.params) | {f"__mean__/{s}": np.asarray(m, np.float32) for s, m in self.means.items()}
-        save_file(tensors, str(directory / "params.safetensors"),
-                  metadata={"format": str(ARTIFACT_FORMAT),
-                            "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
-                            "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
+        with replacing(directory / "params.safetensors") as tmp:
+            save_file(tensors, str(tmp),
+                      metadata={"format": str(ARTIFACT_FORMAT),
+                                "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
+                                "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
         _artifact.record(directory, *ARTIFACT_FILES)
         return directory
 

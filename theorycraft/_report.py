@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from theorycraft import _artifact
+from theorycraft.files import read_bytes, read_json, write_atomically
 from theorycraft._html import Raw, code, esc, fixed, num, table, verdict
 from theorycraft.errors import ArtifactError
 
@@ -61,10 +62,8 @@ def report(directory, out=None) -> Path:
     """
     page = report_html(directory)
     out = Path(out) if out else Path(directory) / REPORT
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(out)
+        write_atomically(out, page)
     except OSError as exc:
         raise ArtifactError(f"{out}: cannot write the report ({exc.strerror}); choose another --out") from None
     return out
@@ -74,9 +73,20 @@ def report(directory, out=None) -> Path:
 
 def _json(path: Path, fix: str):
     try:
-        return json.loads(path.read_text())
+        return read_json(path, follow=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not readable JSON ({exc}); {fix}") from None
+
+
+def _checked_text(directory: Path, name: str) -> str:
+    """A text file of a directory theorycraft wrote: checked against its checksum where one was
+    recorded, never read through a link or from a FIFO."""
+    if name in _artifact._recorded(directory):
+        _artifact.verify(directory, [name])
+    try:
+        return read_bytes(directory / name, follow=False).decode("utf-8")
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{directory / name}: not readable ({exc})") from None
 
 
 def _parsed(path: Path, cls, what: str, fix: str):
@@ -377,8 +387,8 @@ def _search_page(directory: Path):
     if found:
         sections.append(_section("variables", "Variables found", table(
             ["variable", "what it computes"], [[name, code(text)] for name, text in found.items()])))
-    if (directory / "theory.yaml").is_file():
-        sections.append(_section("found", "Found theory", _pre((directory / "theory.yaml").read_text())))
+    if (directory / "theory.yaml").exists():
+        sections.append(_section("found", "Found theory", _pre(_checked_text(directory, "theory.yaml"))))
     fitted = directory / "fitted"
     if (fitted / "scorecard.json").is_file():
         from theorycraft.scoring import Scorecard

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
+from theorycraft.files import output_directory, write_atomically
 from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import TARGET_SCHEMES, HookPoint, TargetRef, Theory, load_theory
@@ -309,11 +310,11 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
                        model_shards=model_shards, restarts=restarts)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
+    out = output_directory(out_dir) if out_dir is not None else None  # before the capture: a bad --out wastes nothing
     theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
                         trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
                         device=device)
-    out = Path(out_dir) if out_dir is not None else None
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
                                                    learning_rate=learning_rate, batch_size=batch_size, progress=progress,
@@ -322,8 +323,6 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
     card = score(fitted, acts, bits=False)  # every process scores its own shards; the sums are shared
     if out is not None and _distributed.is_leader():  # process 0 writes
@@ -494,7 +493,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+    out = output_directory(out_dir or Path("runs") / f"search-{theory.name}")
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
                  progress=progress, metrics=Metrics(out))
@@ -645,8 +644,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
     results = check_axioms(lab)
     path = Path(run_dir) / "axioms.json"
-    path.write_text(json.dumps({"theory": theory.name, "target": str(theory.target),
-                                "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
+    write_atomically(path, json.dumps({"theory": theory.name, "target": str(theory.target),
+                                       "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
     _artifact.record(run_dir, path.name)
     return results
 

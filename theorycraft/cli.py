@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from theorycraft import __version__
 from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
+from theorycraft.files import write_atomically
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
 from theorycraft.store import DTYPES
@@ -121,7 +122,7 @@ def _infer(args: argparse.Namespace) -> int:
                     processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
     if not leader:  # process 0 reports and writes
         return EXIT_OK
-    (out / "log.txt").write_text("\n".join(lines) + "\n")
+    write_atomically(out / "log.txt", "\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
     return EXIT_OK
@@ -207,7 +208,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
                       vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
-    (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_atomically(run / "diagnosis.json", json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")
     return EXIT_OK

@@ -13,6 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from theorycraft import _artifact
+from theorycraft.files import write_atomically
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import Scorecard, score
@@ -144,8 +146,8 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     comments += [f"# {h['site']} head {h['head']} is left to its mean pattern; of the vocabulary's rules it is "
                  f"closest to {h['rule_name']} ({h['rule']}), cosine {h['cosine']:.2f}" for h in heads]
     found = judge.judged(result.best.theory)  # over the sites the trail's figures cover
-    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + found.to_yaml())
-    (out / "vocabulary.yaml").write_text(result.vocabulary.text)
+    write_atomically(out / "theory.yaml", "\n".join(comments) + "\n" + found.to_yaml())
+    write_atomically(out / "vocabulary.yaml", result.vocabulary.text)
     fitted = fit(found, judge.acts, config, data=judge.data)  # as infer fits it
     card = score(fitted, judge.acts, data=judge.data)
     fitted.save(out / "fitted")
@@ -153,7 +155,8 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     summary = SearchResult(start_path, result.stopped, {"seed": config.seed, "max_steps": config.max_steps},
                            result.trail, card, scaling_of(result.trail, target_coverage), reference, tuple(heads),
                            str(out))
-    (out / "trail.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+    write_atomically(out / "trail.json", json.dumps(summary.to_json(), indent=1) + "\n")
+    _artifact.record(out, "theory.yaml", "vocabulary.yaml", "trail.json")  # the report reads them back
     plot_trail(result.trail, summary.scaling, out / "trail.png")
     return summary
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from theorycraft import _artifact
+from theorycraft.files import write_atomically
 from theorycraft.errors import ArtifactError
 
 from ._intervals import SMALL_TEST
@@ -267,9 +268,7 @@ class Scorecard:
     def save(self, directory) -> Path:
         """Write ``scorecard.json`` atomically (a temporary file, then a rename)."""
         path = Path(directory) / "scorecard.json"
-        tmp = path.with_name(".scorecard.tmp.json")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        tmp.replace(path)
+        write_atomically(path, json.dumps(self.to_json(), indent=1) + "\n")
         _artifact.record(path.parent, path.name)
         return path
 

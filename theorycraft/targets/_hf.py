@@ -12,6 +12,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+import pickle
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from theorycraft.files import read_bytes, read_json
 from theorycraft.spec import HookPoint
 
 from ._base import NEXT_TOKEN, Shift, TargetError, Task, TorchTarget
@@ -97,7 +99,7 @@ def local_tokenizer(address: str):
         import transformers
 
         path = local_model_path(address)
-        return None if path is None else transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return None if path is None else transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (ImportError, OSError, ValueError, TargetError):
         return None
 
@@ -132,19 +134,60 @@ def stdlib_docstrings() -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _text_file(path) -> str:
+    """A user's text file, read whole: a regular file of UTF-8 (a FIFO or a device is refused, not waited on)."""
+    try:
+        data = read_bytes(path)
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"{path}: expected a readable text file ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TargetError(f"{path}:{line}: expected UTF-8 text, found the byte {data[exc.start]:#04x} "
+                          f"(byte {exc.start})") from None
+
+
+def _document(path, line: int, text) -> str:
+    """One document as the tokenizer needs it: a string of valid Unicode (no lone surrogates)."""
+    where = f"{path}:{line}" if line else str(path)
+    if not isinstance(text, str):
+        raise TargetError(f"{where}: expected a JSON object with a string \"text\" field, found "
+                          f"{'null' if text is None else type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TargetError(f"{where}: expected valid Unicode text, found a lone surrogate "
+                          f"{text[exc.start]!r} at character {exc.start}") from None
+    return text
+
+
 def read_texts(text_files=(), jsonl_files=()) -> tuple[str, ...]:
     """User data: plain text files (one document each) and JSONL files with a "text" field."""
-    texts = []
-    for path in text_files:
-        texts.append(Path(path).read_text(encoding="utf-8"))
+    texts = [_document(path, 0, _text_file(path)) for path in text_files]
     for path in jsonl_files:
-        for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+        for k, line in enumerate(_text_file(path).splitlines()):
             if line.strip():
                 try:
-                    texts.append(json.loads(line)["text"])
-                except (ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise TargetError(f"{path}:{k + 1}: expected a JSON object with a \"text\" field, found "
+                                      f"invalid (or too deeply nested) JSON") from None
+                if not isinstance(record, dict) or "text" not in record:
                     raise TargetError(f"{path}:{k + 1}: expected a JSON object with a \"text\" field") from None
+                texts.append(_document(path, k + 1, record["text"]))
     return tuple(texts)
+
+
+def _prefix(text: str, tokens: int) -> str:
+    """Enough of ``text`` to give ``tokens`` tokens, cut before whitespace so the words kept split
+    as they do in the whole text: a 50 MB line is not tokenized whole when a few windows are asked
+    for (a token is rarely more than 8 characters; the caller asks again for more if not)."""
+    size = tokens * 8 + 1024
+    if len(text) <= size:
+        return text
+    cut = max(text.rfind(" ", 0, size), text.rfind("\n", 0, size))
+    return text[: cut if cut > 0 else size]
 
 
 def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_sep: bool = True) -> np.ndarray:
@@ -155,7 +198,13 @@ def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_s
     separator = tokenizer.sep_token_id if cls_sep else tokenizer.eos_token_id
     ids: list[int] = []
     for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        need = None if n is None else n * body - len(ids)
+        part = text if need is None else _prefix(text, need)
+        tokens = tokenizer(part, add_special_tokens=False)["input_ids"]
+        while len(part) < len(text) and len(tokens) < need:  # not enough yet: a longer prefix
+            part = _prefix(text, 4 * max(need, len(part)))
+            tokens = tokenizer(part, add_special_tokens=False)["input_ids"]
+        ids.extend(tokens)
         if separator is not None:
             ids.append(separator)
         if n is not None and len(ids) >= n * body:
@@ -332,6 +381,29 @@ def _window_length(address: str, config, seq_len: int | None, cls_sep: bool) -> 
     return seq_len
 
 
+CODE_KEYS = ("auto_map",)  # where a Hugging Face directory names Python code of its own to run
+
+
+def _refuse_shipped_code(address: str, path: Path) -> None:
+    """A model directory that ships code (its config or tokenizer config names classes of its own,
+    ``auto_map``) is refused: theorycraft never runs code from a model directory, with or without
+    --trust-code (that flag is for code the user names: torch:FILE:factory, kind: module:attr)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        if not (path / name).exists():
+            continue
+        try:
+            config = read_json(path / name)
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"hf:{address}: {path / name}: expected a JSON object ({exc})") from None
+        found = [k for k in CODE_KEYS if isinstance(config, dict) and k in config]
+        if found:
+            raise TargetError(
+                f"hf:{address}: {path / name} names code shipped inside the model directory ({found[0]}: "
+                f"{json.dumps(config[found[0]])[:200]}); theorycraft never runs a model directory's own code. "
+                f"Load it another way: write a factory that builds the model with code you have read, and "
+                f"pass torch:FILE.py:FACTORY --trust-code")
+
+
 def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None, *,
                   problems: Callable[[int | None, int], np.ndarray] | None = None,
                   shifts: Mapping[str, Shift] | None = None, task: Task | None = None,
@@ -349,15 +421,18 @@ def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: i
     path = resolve_model_path(address)
     if not (path / "config.json").exists():
         raise TargetError(f"hf:{address}: expected a local Hugging Face model directory with config.json at {path}")
+    _refuse_shipped_code(address, path)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         causal = is_causal_lm(config)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
-        model = auto.from_pretrained(str(path), local_files_only=True, attn_implementation=_attention_implementation())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        model = auto.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                     attn_implementation=_attention_implementation())
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
+        # a pickled checkpoint refused by weights_only, weights whose shapes the config does not fit
         raise TargetError(f"hf:{address}: {path} is not a loadable Hugging Face model directory (expected "
                           f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
                           f"{exc}") from None
