@@ -120,7 +120,8 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
     one = tc.infer(theory, acts, max_steps=60, batch_size=64, learning_rate=0.03, progress=False, log=lambda m: None)
     two, card = FittedTheory.load(tmp_path / "two"), Scorecard.load(tmp_path / "two")
     assert two.fit_info["data"] | {"capture": None, "cache": None} == {"capture": None, "cache": None, "n": 600,
-                                                                    "processes": 2, "examples_read": 300}
+                                                                    "processes": 2, "examples_read": 300,
+                                                                    "inputs": {"dtype": "int32", "shape": [3]}}
     assert two.fit_info["gradient"]["devices"] == 2
     for key in ("steps", "best_validation_loss"):  # the same steps, stopped at the same one
         assert two.fit_info["gradient"][key] == pytest.approx(one.fitted.fit_info["gradient"][key], rel=1e-5)

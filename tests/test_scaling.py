@@ -73,7 +73,7 @@ def test_near_coincident_or_narrow_points_are_no_result_and_the_cli_says_why(cap
     scaling = scaling_of(totals, 0.99)
     assert scaling["notes"]
     code = SimpleNamespace(coverage=1.0, coverage_free=None, bits_theory=1, bits_total=1)
-    step = SimpleNamespace(selection=code, report=code, params=1)
+    step = SimpleNamespace(selection=code, report=code, params=1, theory="")  # theory: the step's YAML text
     card = Scorecard("t", "builtin:x", ("a",), (), {}, 1.0, 1.0, 1.0, 1.0, SizeScore(1))
     found = SimpleNamespace(final=step, trail=[step, step], stopped="done", out="o", scorecard=card, scaling=scaling,
                             reference=None, heads_left_to_mean=[])
