@@ -329,7 +329,7 @@ def _scaling(scaling) -> str:
 
 def _bench_page(directory: Path):
     from theorycraft.benchmarks import plots
-    from theorycraft.benchmarks.coverage import SEEDS, BenchResult, spread
+    from theorycraft.benchmarks.coverage import BenchResult, seeds_label, spread
 
     result = _parsed(directory / "results.json", BenchResult, "benchmark results as theorycraft bench writes them",
                      "run theorycraft bench again")
@@ -359,8 +359,8 @@ def _bench_page(directory: Path):
                          ", ".join(f"{v:.3f}" for v in recovered) or "–", fixed(r.seconds, 1)])
         tables.append(f"<h3>{esc(target)}</h3>" + table(
             ["theory", "family", "params", "bits", "coverage", "free", "shifted", "counterfactual R²",
-             "counterfactual KL", "compression", f"coverage, seeds {SEEDS[0]}–{SEEDS[-1]}",
-             f"compression, seeds {SEEDS[0]}–{SEEDS[-1]}", "splice loss recovered", "fit + score s"], body))
+             "counterfactual KL", "compression", f"coverage, {seeds_label(rows)}",
+             f"compression, {seeds_label(rows)}", "splice loss recovered", "fit + score s"], body))
     return ("coverage benchmark", [_section("summary", "Summary", about, validity, skipped),
                                    _section("pareto", "Pareto panels", *panels),
                                    _section("table", "Every theory", *tables)])
