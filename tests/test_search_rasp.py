@@ -52,3 +52,33 @@ def test_a_variable_built_on_a_count_is_offered_once_the_count_is_found(tmp_path
     width = next(c for c in candidates(vocab, hist_start, state={}) if c.name == "target_pos_code")
     grown = width.apply(hist_start)
     assert {c.site for c in candidates(vocab, grown, state={}) if c.name == "sort_code"} == set(hist_start.sites)
+
+
+# the vocabulary of a search that can take a map: tables of RASP variables at every site, and a map
+MAP_OR_TABLES = """\
+vocabulary: map-or-tables
+variables: {tok: "token[i]", pos: i, hist: "count(j: j > 0 and token[j] == token[i])"}
+components:
+""" + "".join(f"""\
+  tables_{s}: {{kind: lookup, of: {{each: {{tok_code: tok, pos_code: pos}}}}, size: 7, predicts: {s}}}
+  hist_{s}: {{kind: lookup, of: {{each: {{hist_code: hist}}}}, size: 7, predicts: {s}}}
+""" for s in ("resid_0", "resid_1", "resid_2")) + """\
+  resid_0_to_resid_1: {kind: linear, from: resid_0, predicts: resid_1}
+"""
+
+
+def test_a_map_greedy_search_keeps_is_replaced_by_computed_variables(tmp_path, hist_start):
+    """Greedy search takes the map resid_0 -> resid_1 first (the residual stream keeps the embedding:
+    it explains most of resid_1 at once) and never lets it go; changing its mind, the search drops
+    it and grows what computes resid_1 instead, and keeps that because its free-running validation
+    total is lower."""
+    (tmp_path / "vocab.yaml").write_text(MAP_OR_TABLES)
+    result = search(hist_start, vocabulary=str(tmp_path / "vocab.yaml"), out_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache", max_steps=300, log=lambda m: None, progress=False)
+    *greedy, final = result.trail
+    assert "resid_0_to_resid_1" in parse_theory(greedy[-1].theory).components  # what greedy search ends with
+    assert final.action.startswith("replace resid_0_to_resid_1 by computed variables")
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert not found.inputs and "resid_0_to_resid_1" not in found.components
+    assert final.selection.bits_total_free < greedy[-1].selection.bits_total_free  # what decided: validation
+    assert final.report.coverage_free >= 0.999
