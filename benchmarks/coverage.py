@@ -66,7 +66,8 @@ QUICK_SEEDS = SEEDS[:2]
 QUICK = ("quick: 2 fit seeds (not 3), about half the Adam steps (steps_quick), 48 MiniLM windows (not 256), one SAE "
          "setting per target (not two), no prequential compression; the full benchmark: theorycraft bench")
 RIVALS = ("memorisation", "probe", "sae")  # other explanations; mean and random are controls
-BENCH_FORMAT = 2  # 2: validation coverage per row; seeds of the close comparison
+BENCH_FORMAT = 3  # 3: coverage intervals, free R² per site, declared inputs (optional: format 2 still reads)
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,26 @@ class Row:
     shift: str | None = None  # the suite's named shift
     coverage_shifted: float | None = None  # teacher-forced, on the shifted capture's test examples new to the fit
     counterfactual: Mapping[str, float | None] = field(default_factory=dict)  # "r2", "kl": under the standard interventions
+    coverage_interval: tuple[float, float] | None = None  # 95% bootstrap over test examples
+    r2_free: Mapping[str, float] = field(default_factory=dict)  # site -> test R², free-running
+    given: tuple[str, ...] = ()  # declared inputs, counted at R² 0 in the coverage
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
         shift, shifted = next(iter(card.shifted.items()), (None, None))
         return cls(target, reference, card.theory, family, card.size.params, card.size.bits, card.coverage,
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
-                   {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
+                   {s: _plain(dataclasses.asdict(v)) for s, v in card.splice.items()}, card.mdl.prequential_compression,
                    seconds=round(seconds, 1), coverage_free=card.coverage_free, shift=shift,
                    coverage_shifted=shifted.coverage if shifted else None,
-                   counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {})
+                   counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {},
+                   coverage_interval=card.coverage_interval, r2_free={s: v.r2_test_free for s, v in card.sites.items()},
+                   given=card.unexplained)
+
+
+def _plain(record: dict) -> dict:
+    """A record as its JSON reads back (intervals as lists), so a row equals its reloaded self."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
 @dataclass(frozen=True)
@@ -122,9 +133,12 @@ class BenchResult:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "BenchResult":
-        if data.get("format") != BENCH_FORMAT:
-            raise ValueError(f"expected benchmark results format {BENCH_FORMAT}, found {data.get('format', 1)}")
-        rows = tuple(Row(**{**r, "seeds": {k: tuple(v) for k, v in r["seeds"].items()}}) for r in data["rows"])
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"expected benchmark results format {' or '.join(map(str, READABLE_FORMATS))}, found "
+                             f"{data.get('format', 1)}")
+        rows = tuple(Row(**{**r, "seeds": {k: tuple(v) for k, v in r["seeds"].items()}, "given": tuple(r.get("given", ())),
+                            "coverage_interval": tuple(r["coverage_interval"]) if r.get("coverage_interval") else None})
+                     for r in data["rows"])
         return cls(data["quick"], data["seconds"], data["machine"], rows, data["skipped"], tuple(data["validity"]))
 
 
@@ -251,30 +265,67 @@ def seeds_label(rows: Sequence[Row]) -> str:
     return f"seeds {SEEDS[0]}–{SEEDS[n - 1]}"
 
 
+def coverage_text(row: Row) -> str:
+    """Test coverage with its 95% interval."""
+    interval = row.coverage_interval
+    return f"{row.coverage:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def worst_text(row: Row) -> str:
+    """The row's worst site by free-running test R² (teacher-forced where not recorded), flagged
+    when it is predicted worse than its mean."""
+    scores = row.r2_free or row.r2
+    if len(scores) < 2:
+        return "-"
+    site, value = min(scores.items(), key=lambda kv: kv[1])
+    return f"{site} {value:.3f}" + (" (worse than its mean)" if value < 0 else "")
+
+
+def splice_text(row: Row) -> str:
+    """Per spliced site: top-1 agreement / KL / loss recovered (the last flagged when mean ablation
+    barely moves the loss)."""
+    from theorycraft.scoring import SpliceScore
+
+    parts = []
+    for site, fields in row.splice.items():
+        s = SpliceScore(**{k: v for k, v in fields.items() if k in SpliceScore.__dataclass_fields__})
+        figures = [_short(s.top1_agreement), _short(s.kl), _short(s.loss_recovered) + (" (small gap)" if s.small_gap else "")]
+        parts.append((f"{site}: " if len(row.splice) > 1 else "") + " / ".join(figures))
+    return "; ".join(parts) or "-"
+
+
+def _short(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def markdown(rows: Sequence[Row], quick: bool = False) -> str:
     lines = [QUICK, ""] if quick else []
-    seeds = seeds_label(rows)
+    over_seeds = seeds_label(rows)
     for target in dict.fromkeys(r.target for r in rows):
         shift = next((r.shift for r in rows if r.target == target and r.shift), None)
         about = (f"*shifted*: test coverage on `--shift {shift}`, over the shifted capture's test examples new to "
                  f"the fit" if shift else "*shifted*: no named shift")
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
-                  "site spliced in (docs/scores.md)")
+                  "site spliced in (docs/scores.md); *coverage*: over every site the theory names, a declared input "
+                  "(*given*) counting at R² 0, with its 95% bootstrap interval over test examples; *worst site*: the "
+                  "lowest free-running test R²; *splice*: per site, top-1 agreement, KL and loss recovered, \"small gap\" "
+                  "where mean ablation raises the loss by under a quarter of the clean loss")
         lines += [f"### {target}", "", about, "",
-                  "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
-                  f"compression | coverage, {seeds} | compression, {seeds} | "
-                  "splice loss recovered | fit+score s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| theory | family | params | bits | coverage [95%] | free | worst site (free R²) | given | shifted | "
+                  "counterfactual R² | counterfactual KL | "
+                  f"compression | coverage, {over_seeds} | compression, {over_seeds} | "
+                  "splice: top-1 / KL / loss recovered | fit+score s |",
+                  "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
-            recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
-            splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
             name = f"**{r.theory}**" if r.family == "reference" else r.theory
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
             free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
-            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {free} | "
+            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {coverage_text(r)} | {free} | "
+                         f"{worst_text(r)} | {', '.join(r.given) or '-'} | "
                          f"{_number(r.coverage_shifted)} | {_number(r.counterfactual.get('r2'))} | "
-                         f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
+                         f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice_text(r)} | "
+                         f"{r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -111,7 +111,7 @@ def test_a_mutant_is_refused_at_a_position_without_traceback(path, run, case, tm
     assert "Traceback" not in captured.out + captured.err
     assert seconds < 5
     if code == 0:  # a mutant that is still a valid theory: only a number where any number is fine
-        assert (kind, key[-1]) in ALLOWED, captured.out
+        assert (kind, key[-1]) in ALLOWED or (kind, key[-2]) in ALLOWED, captured.out  # one of a list of positions
         return
     assert code == 1, captured.err
     assert ERROR_LINE.search(captured.err), captured.err

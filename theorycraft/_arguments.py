@@ -40,6 +40,8 @@ RANGES = {
     "batch_size": Range(True, 1),
     "max_steps": Range(True, 1),
     "learning_rate": Range(False, 0, low_open=True),
+    "tolerance": Range(False, 0),
+    "restarts": Range(True, 1),
     "limit": Range(True, 1),
     "top": Range(True, 1),
     "worst": Range(True, 0),

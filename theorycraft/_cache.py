@@ -17,13 +17,15 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from theorycraft.errors import StoreError
-from theorycraft.store import FORMAT_VERSION, ActivationSet, cache_root, write_json
+from theorycraft.files import read_json
+from theorycraft.store import FORMAT_VERSION, ActivationSet, _lock_file, cache_root, write_json
 
 INDEX = "index"
 
@@ -126,14 +128,26 @@ def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
+CAPTURE_NAME = re.compile(r"[0-9a-f]{20}(\.part-\d+-of-\d+)?")  # CaptureKey.digest(), or one part of it
+
+
+def is_capture(directory: Path) -> bool:
+    """A directory the store made: named by a capture key, not a link, and holding a capture's
+    manifest, or the progress or lock of one being written. Nothing else in a store is listed or removed,
+    so a --cache pointed at the wrong directory lists nothing and deletes nothing."""
+    return (CAPTURE_NAME.fullmatch(directory.name) is not None and not directory.is_symlink() and directory.is_dir()
+            and any((directory / name).is_file() and not (directory / name).is_symlink()
+                    for name in ("manifest.json", "progress.json", ".lock")))
+
+
 def held(cache_dir=None) -> list[Held]:
     """Every capture directory in the store (incomplete ones too), oldest first."""
     root = cache_root(cache_dir)
     out = []
-    for directory in sorted(p for p in root.iterdir() if p.is_dir() and p.name != INDEX) if root.is_dir() else ():
+    for directory in sorted(p for p in root.iterdir() if is_capture(p)) if root.is_dir() else ():
         manifest_path = directory / "manifest.json"
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = read_json(manifest_path, follow=False)
             dataset = manifest["dataset"]
             out.append(Held(directory.name, _size(directory), True, manifest["target"]["name"],
                             tuple(manifest["sites"]), manifest["n_examples"], dataset.get("seed"), manifest["dtype"],
@@ -177,8 +191,8 @@ def remove(key: str, cache_dir=None) -> Held:
     victim = matches[0]
     directory = root / victim.key
     lock_path = directory / ".lock"
-    if lock_path.exists():
-        with open(lock_path) as lock:
+    if lock_path.exists() or lock_path.is_symlink():
+        with _lock_file(directory) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
+from theorycraft.files import output_directory, write_atomically
 from theorycraft._metrics import Metrics
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import HookPoint, Theory, load_theory
+from theorycraft.spec import TARGET_SCHEMES, HookPoint, TargetRef, Theory, load_theory
 from theorycraft.store import ActivationSet, cache_root, capture as _capture
-from theorycraft.targets import Target, load_target, source_identity
+from theorycraft.targets import Target, as_target, load_target, source_identity
 
 if TYPE_CHECKING:
     from theorycraft.inference import FittedTheory
@@ -23,13 +25,48 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
     if isinstance(theory_or_target, Target):
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
+    if ref is None:
+        raise ArgumentError(f"theory '{theory_or_target.name}' names no target: add 'target:' to its file, or pass "
+                            f"the model itself in Python (target=model, dataset=..., output=...)")
     if texts is not None or seq_len is not None:
         if not str(ref).startswith("hf:"):
             what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
             raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
         from theorycraft.targets import load_hf_model
-        return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
+        address = ref.located if isinstance(ref, TargetRef) else str(ref).split(":", 1)[1]  # read from its file
+        return load_hf_model(address, texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
+
+
+def given(theory: Theory | None, target, dataset=None, output=None) -> tuple[Theory | None, Target | None]:
+    """Where ``target=`` hands in a model object: (the theory naming it, its Target; see
+    ``theorycraft.targets.as_target``); else (the theory, None)."""
+    if target is None:
+        if dataset is not None or output is not None:
+            raise ArgumentError("dataset= and output= describe a model given as target=; pass target= too")
+        return theory, None
+    made = as_target(target, dataset=dataset, output=output)
+    if theory is None:
+        return None, made
+    scheme, _, address = made.name.partition(":")
+    ref = TargetRef(scheme, address) if scheme in TARGET_SCHEMES and address else TargetRef("model", made.name)
+    return dataclasses.replace(theory, target=ref), made
+
+
+def on_device(target: Target, device: str | None) -> Target:
+    """The target with its forward passes on ``device`` (cpu, cuda, mps, auto; None: where it is,
+    the CPU unless moved); a recording runs none, and is returned as it is."""
+    if device is not None and hasattr(target, "to_device"):
+        target.to_device(device)
+    return target
+
+
+def _device(device: str | None) -> str | None:
+    """``device``, refused before anything loads where this machine has no such device."""
+    if device is not None:
+        from theorycraft.targets._device import resolve_device
+        resolve_device(device)
+    return device
 
 
 def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
@@ -38,7 +75,7 @@ def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cac
     if isinstance(source, Target):
         return None
     ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts, seq_len)
+    identity = source_identity(ref, texts, seq_len) if ref is not None else None
     if identity is None:
         return None
     return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
@@ -71,7 +108,8 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
             n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
             trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
             progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None) -> ActivationSet | Path:
+            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None, target=None,
+            dataset=None, output: str | None = None, device: str | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. A capture the store's index knows is opened
     without loading the target.
@@ -113,6 +151,17 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    target : model, optional
+        The model itself (a TransformerLens model, an nnsight-wrapped module, any ``nn.Module``,
+        a ``UserModel``), instead of the target the theory names.
+    dataset : array or callable, optional
+        With ``target``: token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+        A batch then holds at most ``batch_size`` examples, fewer where they would not fit its memory.
+
     Returns
     -------
     ActivationSet or Path
@@ -122,10 +171,15 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                            _arguments.check("batch_size", batch_size))
     seq_len = _arguments.check("seq_len", seq_len, optional=True)
     shift = _arguments.shift(shift)
+    device = _device(device)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
         theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
+    theory, made = given(theory_or_target if isinstance(theory_or_target, Theory) else None, target, dataset, output)
+    if made is not None:  # the model given: the theory's sites (or sites=) on it
+        sites = sites if sites is not None or theory is None else [s.hook for s in theory.sites.values()]
+        theory_or_target = made
     if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
         name = getattr(theory_or_target, "name", theory_or_target)
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
@@ -135,7 +189,9 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
     if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
         return acts
-    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len)
+    target = on_device(target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len), device)
+    if device is not None and hasattr(target, "batch_size"):
+        batch_size = target.batch_size(batch_size)
     acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
                     progress=progress, shift=shift, part=part)
     if request is not None and isinstance(acts, ActivationSet):
@@ -167,7 +223,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
           log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
           dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None) -> Inferred:
+          processes: int = 1, seq_len: int | None = None, restarts: int = 1, target=None, dataset=None,
+          output: str | None = None, device: str | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -223,6 +280,18 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
 
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    restarts : int
+        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
+        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+
     Returns
     -------
     Inferred
@@ -238,22 +307,22 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     _arguments.check("processes", processes)
     config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                        progress=progress, mode=fit_mode, max_memory=max_memory,
-                       model_shards=model_shards)  # checked before anything loads
+                       model_shards=model_shards, restarts=restarts)  # checked before anything loads
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
+    out = output_directory(out_dir) if out_dir is not None else None  # before the capture: a bad --out wastes nothing
+    theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
-    out = Path(out_dir) if out_dir is not None else None
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
+                        device=device)
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
         return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
                                                    learning_rate=learning_rate, batch_size=batch_size, progress=progress,
                                                    fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
-                                                   trust_code=trust_code), log)
+                                                   trust_code=trust_code, restarts=restarts), log)
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     fitted = fit(theory, acts, config, out_dir=out, log=log)
     card = score(fitted, acts, bits=False)  # every process scores its own shards; the sums are shared
     if out is not None and _distributed.is_leader():  # process 0 writes
@@ -263,7 +332,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
 
 
 def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
-                 seq_len=None):
+                 seq_len=None, target: Target | None = None, device: str | None = None):
     """The capture a command fits on: ``acts`` if named (then no data option may be), else the
     one the data options name (captured if the store lacks it)."""
     if acts is not None:
@@ -272,7 +341,7 @@ def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir,
                                 "--seq-len")
         return open_capture(acts, theory, cache_dir)
     return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                   progress=progress, log=log, seq_len=seq_len)
+                   progress=progress, log=log, seq_len=seq_len, target=target, device=device)
 
 
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
@@ -333,7 +402,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
            include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
            progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
            dtype: str = "float32", texts: Iterable[str] | None = None,
-           seq_len: int | None = None) -> "SearchResult":
+           seq_len: int | None = None, target=None, dataset=None, output: str | None = None,
+           device: str | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
 
     Parameters
@@ -385,6 +455,14 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         ``hf:`` targets: the texts to capture instead of the target's own data.
     seq_len : int, optional
         Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -404,8 +482,10 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
     config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
+    theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
+                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
+                        device=device)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
@@ -413,7 +493,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+    out = output_directory(out_dir or Path("runs") / f"search-{theory.name}")
     result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
                  budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
                  progress=progress, metrics=Metrics(out))
@@ -477,7 +557,8 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
           cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None) -> list:
+          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None, target=None,
+          dataset=None, output: str | None = None, device: str | None = None) -> list:
     """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
     torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
     run directory.
@@ -509,6 +590,14 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     seq_len : int, optional
         Tokens per window of a new fit's capture, for an ``hf:`` target; default 128, or the
         model's positions if fewer.
+    target : model, optional
+        The model itself, instead of the target the theory names (see ``capture``).
+    dataset : array or callable, optional
+        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
@@ -532,7 +621,9 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
-    target = target_of(theory, trust_code=trust_code, seq_len=seq_len)
+    device = _device(device)
+    theory, made = given(theory, target, dataset, output)
+    target = on_device(made or target_of(theory, trust_code=trust_code, seq_len=seq_len), device)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
                        f"a runnable target (builtin:, hf:, torch:)")
@@ -541,7 +632,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
         fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
                        progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed,
-                       seq_len=seq_len).fitted
+                       seq_len=seq_len, target=made, device=device).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -553,8 +644,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
     results = check_axioms(lab)
     path = Path(run_dir) / "axioms.json"
-    path.write_text(json.dumps({"theory": theory.name, "target": str(theory.target),
-                                "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
+    write_atomically(path, json.dumps({"theory": theory.name, "target": str(theory.target),
+                                       "axioms": [dataclasses.asdict(r) for r in results]}, indent=1) + "\n")
     _artifact.record(run_dir, path.name)
     return results
 
@@ -565,7 +656,7 @@ def _structure(theory: Theory) -> dict:
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items() if k != "doc"}
         return [strip(v) for v in node] if isinstance(node, list) else node
-    data = theory.to_dict()
+    data = theory.to_dict() | {"target": f"{theory.target.scheme}:{theory.target.located}"}  # wherever written
     return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
@@ -573,7 +664,8 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
               limit: int | None = None, shift: str | None = None, n: int | None = None,
               max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
               texts: Iterable[str] | None = None, data_seed: int | None = None,
-              dtype: str | None = None) -> "Scorecard":
+              dtype: str | None = None, log=print, target=None, output: str | None = None,
+              device: str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
 
     Parameters
@@ -606,11 +698,21 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
         Data seed of the shifted capture; default the run's.
     dtype : str, optional
         Storage dtype of the shifted capture; default the run's.
+    log : callable, optional
+        Told what the earlier scorecard held that this score keeps (splice, counterfactual
+        fidelity, the prequential code: whatever this score does not measure again).
+    target : model, optional
+        The model itself (a run fitted on a model given in Python splices only with it).
+    output : str, optional
+        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
+    device : {"cpu", "cuda", "mps", "auto"}, optional
+        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
 
     Returns
     -------
     Scorecard
-        The scorecard, as written.
+        The scorecard, as written: this score's figures, with the earlier ones it did not
+        measure again.
     """
     from theorycraft.scoring import Scorecard, score
 
@@ -627,31 +729,60 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)
-    target = None
-    if (splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    target = as_target(target, dataset=acts.inputs(), output=output) if target is not None else None
+    runnable = fitted.theory.target is not None and fitted.theory.target.scheme in ("builtin", "hf", "torch")
+    if target is None and (splice or (shift and not texts)) and runnable:
         target = target_of(fitted.theory, trust_code=trust_code)
-    try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
-        shifted = dict(Scorecard.load(run_dir).shifted)
-    except ArtifactError:
-        shifted = {}
+    target = on_device(target, _device(device)) if target is not None else None
+    try:  # what was scored before is kept where this score does not measure it again
+        earlier = Scorecard.load(run_dir)
+    except ArtifactError:  # a card this version cannot read holds nothing to keep
+        earlier = None
+    shifted = dict(earlier.shifted) if earlier is not None else {}
     if shift is not None:
         shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
-                                     data_seed=data_seed, dtype=dtype)
+                                     data_seed=data_seed, dtype=dtype, splice=splice)
     card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
                  max_memory=max_memory)
-    card = card.replace(shifted=shifted)
+    card, kept = _keep_earlier(card.replace(shifted=shifted), earlier)
+    if kept:
+        log(f"kept from the earlier score of {run_dir}: {', '.join(kept)} (not measured this time; a score that "
+            f"measures them again replaces them)")
     card.save(run_dir)
     return card
 
 
+def _keep_earlier(card: "Scorecard", earlier: "Scorecard | None") -> tuple["Scorecard", list[str]]:
+    """``card`` with what ``earlier`` (the run's scorecard before this score) measured and this
+    score did not: splice and counterfactual fidelity, the prequential code. Fidelity, size and
+    MDL are always measured again, so they replace the earlier ones."""
+    import dataclasses
+
+    kept: list[str] = []
+    if earlier is None:
+        return card, kept
+    if not card.splice and earlier.splice:
+        card, kept = card.replace(splice=earlier.splice), kept + ["splice"]
+    if card.counterfactual is None and earlier.counterfactual is not None:
+        card, kept = card.replace(counterfactual=earlier.counterfactual), kept + ["counterfactual fidelity"]
+    old, new = earlier.mdl, card.mdl
+    if new is not None and old is not None and new.prequential_bits is None and old.prequential_bits is not None:
+        online = {f: getattr(old, f) for f in ("prequential_bits", "prequential_baseline_bits",
+                                              "prequential_compression", "prequential_blocks")}
+        card, kept = card.replace(mdl=dataclasses.replace(new, **online)), kept + ["prequential code"]
+    return card, kept
+
+
 def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, target: Target | None = None,
                 n: int | None = None, trust_code: bool = False, progress: bool = True,
-                texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None):
+                texts: Iterable[str] | None = None, data_seed: int | None = None, dtype: str | None = None,
+                splice: bool = False):
     """The coverage of ``fitted`` (fitted on ``acts``) on the named shift of its target, or (with
     ``texts``, an hf: target) on that text, entered under ``shift``: its sites captured there
     (``n`` examples, default ``acts.n``; data seed and dtype default to ``acts``'s; ``texts`` cut into
     windows as long as ``acts``'s; same store), scored by the one scorer on that capture's test
-    examples the fit never saw (a ``ShiftScore``)."""
+    examples the fit never saw (a ``ShiftScore``); with ``splice`` (and a ``target``), splice
+    fidelity there too."""
     from theorycraft.scoring import score_shifted
 
     texts = tuple(texts) if texts else None
@@ -662,4 +793,4 @@ def score_shift(fitted: "FittedTheory", acts: ActivationSet, shift: str, *, targ
                       n=n or acts.n, seed=acts.manifest["dataset"]["seed"] if data_seed is None else data_seed,
                       dtype=dtype or acts.manifest["dtype"], cache_dir=acts.directory.parent, progress=progress,
                       shift=None if texts else shift, texts=texts, trust_code=trust_code, seq_len=seq_len)
-    return score_shifted(fitted, shifted, acts)
+    return score_shifted(fitted, shifted, acts, target if splice else None)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from theorycraft import __version__
 from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
+from theorycraft.files import write_atomically
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
 from theorycraft.store import DTYPES
@@ -115,13 +116,13 @@ def _infer(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
+                    batch_size=args.batch_size, restarts=args.restarts, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
                     fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
                     model_shards=args.model_shards, progress=leader,
                     processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
     if not leader:  # process 0 reports and writes
         return EXIT_OK
-    (out / "log.txt").write_text("\n".join(lines) + "\n")
+    write_atomically(out / "log.txt", "\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
     return EXIT_OK
@@ -133,7 +134,7 @@ def _score(args: argparse.Namespace) -> int:
     data = _data(args)
     card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
                      limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory, cache_dir=args.cache,
-                     acts=args.capture, **data)
+                     acts=args.capture, log=_say, **data)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -144,7 +145,8 @@ def _check(args: argparse.Namespace) -> int:
 
     results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len)
+                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len,
+                    device=args.device)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -155,12 +157,15 @@ def _check(args: argparse.Namespace) -> int:
 def axioms_table(results) -> str:
     """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
     theory's predicted effect, and the judged quantity against its bound."""
-    rows = [f"{'axiom':<40} {'measure':<18} {'network [95% interval]':>28} {'theory':>10}  {'judged':>10}  result"]
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
+
+    rows = [f"{'axiom':<40} {'measure':<18} {'network effect [95%]':>28} {'theory pred.':>12}  {'judged':>10}  result"]
     for r in results:
         theory = "-" if r.theory is None else f"{r.theory:.4g}"
-        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>10}  "
+        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>12}  "
                     f"{r.judged:>10.4g}  {'pass' if r.passed else 'FAIL'}")
         rows.append(f"    {r.claim}")
+    rows += [f"{name}: {meaning}" for name, meaning in COLUMNS]
     return "\n".join(rows)
 
 
@@ -199,15 +204,18 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
+    from theorycraft.targets import decoder
+
     report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
-                      vocabulary=vocabulary)
-    (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
+                      vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
+    write_atomically(run / "diagnosis.json", json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")
     return EXIT_OK
 
 
 def _search(args: argparse.Namespace) -> int:
+    from theorycraft._report import found_variables
     from theorycraft.api import search
 
     result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
@@ -220,17 +228,25 @@ def _search(args: argparse.Namespace) -> int:
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
     print(f"reported on test: {_totals(final.report)}")
-    print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
-          f"{', '.join(result.scorecard.covered)}")
+    for name, expr in found_variables(final.theory).items():
+        print(f"  variable {name} = {expr}")
+    card = result.scorecard
+    given = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
+    print(f"refitted on train + validation (as infer fits it): test {card.headline()}; over "
+          f"{', '.join((*card.covered, *card.unexplained))}{given}")
+    for warning in card.warnings():
+        print(f"warning: {warning}")
     scaling = result.scaling
-    if scaling:
+    if scaling and scaling.get("notes"):
+        print(f"scaling curve: no result ({len(scaling['notes'])} reason{'s' * (len(scaling['notes']) > 1)}):")
+        for note in scaling["notes"]:
+            print(f"  it {note}")
+    elif scaling:
         need, se = scaling["bits_for_target"], scaling.get("errors") or {}
         print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
               f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
               f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
-        for note in scaling.get("notes", ()):
-            print(f"  scaling curve: {note}")
     ref = result.reference
     if ref:
         print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
@@ -259,15 +275,24 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
+    from theorycraft.scoring import interval_text, splice_figure
+
     rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
-            "prediction of it, from the input alone)",
-            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'free test':>10} {'n test':>8}"]
+            "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
+            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'[95% interval]':>20} {'free test':>10} "
+            f"{'[95% interval]':>20} {'n test':>8}"]
+    flagged = set(card.below_mean())
     for site, s in card.sites.items():
-        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.r2_test_free:>10.4f} "
-                    f"{s.n_test:>8}")
+        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} "
+                    f"{interval_text(s.r2_test_interval).strip():>20} {s.r2_test_free:>10.4f} "
+                    f"{interval_text(s.r2_test_free_interval).strip():>20} {s.n_test:>8}"
+                    + ("  <- worse than its mean" if site in flagged else ""))
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
-    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
-                f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    rows.append(f"test {card.headline()}")
+    rows.append(f"  over {', '.join((*card.covered, *card.unexplained))}{inputs}   params {card.size.params:,}   "
+                f"fit {card.fit.get('seconds', 0):.1f}s")
+    if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
+        rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
     if size.bits is not None:
         given = f", inputs {size.bits_inputs:,}" if card.inputs else ""
@@ -287,11 +312,24 @@ def scorecard_table(card) -> str:
     for name, s in card.shifted.items():
         rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
                     f"free {s.coverage_free:.4f}")
-    for site, s in card.splice.items():
-        rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
-                    f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
-                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+        rows += [_splice_row(f"  splice {site} ({name}; {sp.n} examples)", sp) for site, sp in s.splice.items()]
+    rows += [_splice_row(f"splice {site} ({s.n} test examples)", s) for site, s in card.splice.items()]
+    rows += [f"warning: {w}" for w in card.warnings()]
     return "\n".join(rows)
+
+
+def _splice_row(label: str, s) -> str:
+    from theorycraft.scoring import splice_figure
+
+    row = (f"{label}: top-1 agreement {splice_figure(s.top1_agreement, s.top1_agreement_interval)}  "
+           f"KL {splice_figure(s.kl, s.kl_interval)}  "
+           f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
+           f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+    if s.exact_match_spliced is not None:  # a task whose rows are answers: each row's accuracy
+        digits = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
+        row += (f"\n{' ' * len(label)}  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f}); "
+                f"accuracy per answer row {digits(s.answer_accuracy_spliced)} (clean {digits(s.answer_accuracy_clean)})")
+    return row
 
 
 # Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
@@ -398,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "closed form")
     inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
     inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
+    inf.add_argument("--restarts", type=flag("restarts"), default=1, help="Adam fits from this many starts (seeds "
+                     "SEED, SEED+1, ...), the best on validation kept; the fit says where they disagree")
     inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
                      help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
                           "that read it (default); joint: every site at once, end to end through shared components")
@@ -437,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
                      "(which examples, their order, the test split)")
     _seq_len(chk)
+    _device_flag(chk)
     _max_memory(chk)
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
@@ -506,6 +547,12 @@ def _seq_len(sub: argparse.ArgumentParser) -> None:
                      "the capture's key (default: 128, or the model's positions if fewer)")
 
 
+def _device_flag(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--device", choices=("cpu", "cuda", "mps", "auto"), default=None, help="where the target's "
+                     "forward passes run (capture, splice, axioms; default cpu); auto: a GPU where there is one. "
+                     "A batch holds fewer examples where they would not fit the device's memory")
+
+
 def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
                 seed_alias: bool = False) -> None:
     """The data flags capture, infer, search and score share (on score they choose the data of
@@ -516,6 +563,7 @@ def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: b
                      f"split; part of the capture's key (default {'the run' + chr(39) + 's' if shifted else '0'})")
     sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
                      f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
+    _device_flag(sub)
     sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
                      + (" (scored as --shift NAME, default 'text', in windows as long as the run's)" if shifted else ""))
     sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
@@ -541,6 +589,8 @@ def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
             raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
                                 "and --seq-len")
         given["acts"] = args.capture
+    if getattr(args, "device", None) is not None:  # not data: with --capture too (splicing runs the target)
+        given["device"] = args.device
     return given
 
 

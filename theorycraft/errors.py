@@ -26,4 +26,9 @@ class ArgumentError(ValueError):
     prints for the matching flag."""
 
 
-USER_ERRORS = (TheoryError, TargetError, StoreError, FitError, EvaluationError)
+class UnsafeFileError(ValueError):
+    """A path that is not the regular file it must be: a FIFO, a device, a directory, or a symbolic
+    link where theorycraft writes or reads its own files; the message names what was found."""
+
+
+USER_ERRORS = (TheoryError, TargetError, StoreError, FitError, EvaluationError, UnsafeFileError)

@@ -29,6 +29,7 @@ import numpy as np
 import xxhash
 
 from theorycraft import _arguments
+from theorycraft.files import open_lock, open_regular, read_json
 from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
@@ -48,7 +49,18 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         import platformdirs
 
         root = platformdirs.user_cache_dir("theorycraft", appauthor=False)
-    return Path(root).expanduser()
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: expected a directory for the activation store (--cache or THEORYCRAFT_CACHE), "
+                         f"found a file")
+    return root
+
+
+def _lock_file(directory: Path):
+    try:
+        return open_lock(directory / ".lock")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{directory / '.lock'}: cannot lock the capture ({exc}); remove what is there") from None
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -170,7 +182,7 @@ def manifest_digest(manifest: dict) -> str:
 def file_sha256(path: Path) -> str:
     """sha256 of a file (artifacts and recorded activations; a capture's files use ``file_digest``)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO is refused, not waited on
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -315,7 +327,7 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: i
             raise _arguments.ArgumentError(f"expected a part K/N with 0 <= K < N, found {part[0]}/{part[1]}")
         directory = directory.with_name(f"{directory.name}.part-{part[0]}-of-{part[1]}")
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
+    with _lock_file(directory) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
         if (directory / "manifest.json").exists():
             return ActivationSet(directory)
@@ -473,7 +485,7 @@ def _adopt_parts(directory: Path, key: CaptureKey, bounds: list, files: set) -> 
 def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey, bounds: list, files: set) -> dict:
     """Shards an interrupted capture finished, each re-verified; anything doubtful is redone."""
     try:
-        state = json.loads(progress_path.read_text())
+        state = read_json(progress_path, follow=False)
     except (OSError, ValueError):
         return {}
     if not isinstance(state, dict) or state.get("key") != json.loads(json.dumps(key.__dict__)):
@@ -539,7 +551,7 @@ class ActivationSet:
         self.directory = Path(directory)
         path = self.directory / "manifest.json"
         try:
-            self.manifest = json.loads(path.read_text())
+            self.manifest = read_json(path)
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: not a readable capture manifest ({exc}); {self._fix}") from None
         _check_manifest(self.manifest, path, self._fix)

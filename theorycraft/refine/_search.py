@@ -45,6 +45,7 @@ from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bit
 from theorycraft.spec import Theory
 
 from . import _proxy
+from ._propose import proposals
 from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
@@ -504,11 +505,12 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         memo: dict = {}  # estimates on site residuals a step left unchanged are kept (``_proxy``)
         while not out_of_time():
             current = best["now"]
-            offered = [c for c in candidates(vocab, current.theory, state=state) if allowed(c)]
-            if not offered:
-                return "the vocabulary is exhausted"
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
+            offered = [c for c in candidates(vocab, current.theory, state=state) + proposals(vocab, current, judge, rows, write)
+                       if allowed(c)]
+            if not offered:
+                return "the vocabulary is exhausted"
             step("estimating", [])
             ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop, memo=memo), tries)
             write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
