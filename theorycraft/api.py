@@ -64,7 +64,7 @@ def on_device(target: Target, device: str | None) -> Target:
 def _device(device: str | None) -> str | None:
     """``device``, refused before anything loads where this machine has no such device."""
     if device is not None:
-        from theorycraft.targets._device import resolve_device
+        from theorycraft.targets import resolve_device
         resolve_device(device)
     return device
 

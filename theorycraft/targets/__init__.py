@@ -12,10 +12,11 @@ knowledge lives here, not in the store or the engine.
 from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
+from ._device import resolve_device
 from ._hf import load_hf_model, minilm_path, read_texts
 from ._load import load_target, source_identity
 from ._objects import as_target, decoder
 from ._user import UserModel
 
-__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "as_target", "decoder", "load_hf_model", "load_target",
+__all__ = ["resolve_device", "Target", "TargetError", "TorchTarget", "UserModel", "as_target", "decoder", "load_hf_model", "load_target",
            "minilm_path", "read_texts", "source_identity"]
