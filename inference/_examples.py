@@ -48,7 +48,8 @@ def train_means(plan: Plan, data, index: np.ndarray) -> dict[str, np.ndarray]:
         total, count = 0.0, 0
         for rows in chunks(index, rows_per_example(plan.site_shapes[s])):
             y = site_rows(plan, s, data[s][rows])
-            total, count = total + y.sum(0, dtype=np.float64), count + len(y)
+            # float32 within a batch (4x faster than a float64 sum of float32), float64 across: as _ridge.Stats
+            total, count = total + y.sum(0).astype(np.float64), count + len(y)
         total, count = _distributed.allsum(total), int(_distributed.allsum(np.asarray(count, np.int64)))  # Σ over processes
         means[s] = (total / max(count, 1)).astype(np.float32)
     return means

@@ -423,7 +423,7 @@ def _scaling(scaling) -> str:
 
 def _bench_page(directory: Path):
     from theorycraft.benchmarks import plots
-    from theorycraft.benchmarks.coverage import SEEDS, BenchResult, coverage_text, splice_text, spread, worst_text
+    from theorycraft.benchmarks.coverage import BenchResult, coverage_text, seeds_label, splice_text, spread, worst_text
 
     result = _parsed(directory / "results.json", BenchResult, "benchmark results as theorycraft bench writes them",
                      "run theorycraft bench again")
@@ -452,8 +452,8 @@ def _bench_page(directory: Path):
                          splice_text(r), fixed(r.seconds, 1)])
         tables.append(f"<h3>{esc(target)}</h3>" + table(
             ["theory", "family", "params", "bits", "coverage [95%]", "free", "worst site (free R²)", "given",
-             "shifted", "counterfactual R²", "counterfactual KL", "compression", f"coverage, seeds {SEEDS[0]}–{SEEDS[-1]}",
-             f"compression, seeds {SEEDS[0]}–{SEEDS[-1]}", "splice: top-1 / KL / loss recovered", "fit + score s"], body))
+             "shifted", "counterfactual R²", "counterfactual KL", "compression", f"coverage, {seeds_label(rows)}",
+             f"compression, {seeds_label(rows)}", "splice: top-1 / KL / loss recovered", "fit + score s"], body))
     return ("coverage benchmark", [_section("summary", "Summary", about, validity, skipped),
                                    _section("pareto", "Pareto panels", *panels),
                                    _section("table", "Every theory", *tables)])
