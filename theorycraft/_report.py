@@ -185,7 +185,7 @@ def _run_sections(directory: Path, card, prefix: str = "") -> list:
                          f"{num(card.coverage_given)} / {num(card.coverage_free_given)}"))
     worst = card.worst_site(free=True)
     if worst is not None and len(card.sites) > 1:
-        overview.append((f"worst site (free-running R²)" + (", worse than its mean" if worst[1] < 0 else ""),
+        overview.append(("worst site (free-running R²)" + (", worse than its mean" if worst[1] < 0 else ""),
                          f"{worst[0]}: {num(worst[1])}"))
     overview.append(("parameters", num(card.size.params)))
     if card.size.bits is not None:

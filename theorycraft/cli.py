@@ -275,7 +275,7 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
-    from theorycraft.scoring import interval_text, splice_figure
+    from theorycraft.scoring import interval_text
 
     rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
             "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
