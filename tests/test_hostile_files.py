@@ -244,7 +244,7 @@ def test_fifos_are_refused_within_seconds(tmp_path, capsys):
         finishes_within(10, lambda: __import__("theorycraft.targets", fromlist=["load_target"]).load_target(
             f"activations:{fifo_site}"))
     os.mkfifo(tmp_path / "text.txt")
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
     with pytest.raises(TargetError, match="FIFO"):
         finishes_within(10, lambda: read_texts([tmp_path / "text.txt"]))
     store = tmp_path / "store" / "0123456789abcdef0123"
@@ -257,7 +257,7 @@ def test_fifos_are_refused_within_seconds(tmp_path, capsys):
 
 
 def test_a_huge_one_line_text_is_tokenized_only_as_far_as_the_windows_need(monkeypatch):
-    from theorycraft.targets._hf import token_windows
+    from theorycraft.targets._texts import token_windows
 
     seen = []
 
@@ -286,7 +286,7 @@ def test_a_huge_one_line_text_is_tokenized_only_as_far_as_the_windows_need(monke
     (b'{"text": "ok \xff\xfe bad"}\n', "expected UTF-8"),
 ])
 def test_malformed_jsonl_and_text_say_where(tmp_path, content, said):
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     path = tmp_path / "data.jsonl"
     path.write_bytes(b'{"text": "a fine line"}\n' + content)

@@ -10,15 +10,13 @@ Plots are drawn from the directory's JSON by ``theorycraft.benchmarks.plots`` (a
 
 from __future__ import annotations
 
-import base64
 import json
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 from theorycraft import _artifact
 from theorycraft.files import read_bytes, read_json, write_atomically
-from theorycraft._html import Raw, code, esc, fixed, num, table, verdict
+from theorycraft._html import (Raw, big, code, details, esc, figure, fixed, note, num, page, pre, section, table,
+                               verdict)
 from theorycraft.errors import ArtifactError
 
 REPORT = "report.html"
@@ -42,7 +40,9 @@ def report_html(directory) -> str:
     directory = Path(directory)
     pages = {"run": _run_page, "search": _search_page, "bench": _bench_page}
     title, sections = pages[kind_of_directory(directory)](directory)
-    return _page(title, directory, sections)
+    from theorycraft import __version__
+
+    return page(title, f"{code(directory)} · theorycraft {esc(__version__)}", sections)
 
 
 def report(directory, out=None) -> Path:
@@ -97,71 +97,6 @@ def _parsed(path: Path, cls, what: str, fix: str):
         raise ArtifactError(f"{path}: not {what} ({exc}); {fix}") from None
 
 
-def _figure(draw: Callable[[Path], None], alt: str, caption: str = "") -> Raw:
-    """A plot drawn to a temporary PNG by ``draw(path)``, embedded in the page (nothing if
-    there was nothing to draw)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "plot.png"
-        draw(path)
-        if not path.exists():
-            return Raw("")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return Raw(f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>')
-
-
-def _section(anchor: str, title: str, *parts) -> tuple[str, str, str]:
-    return anchor, title, "\n".join(str(p) for p in parts if p)
-
-
-def _note(text) -> Raw:
-    return Raw(f'<p class="note">{text}</p>')
-
-
-def _pre(text: str) -> Raw:
-    return Raw(f"<pre>{esc(text)}</pre>")
-
-
-def _details(summary: str, body) -> Raw:
-    return Raw(f"<details><summary>{esc(summary)}</summary>{body}</details>")
-
-
-STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fff}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:15px;margin:20px 0 6px}.sub{color:#666;margin:0 0 14px}
-nav a{margin-right:14px;color:#245;text-decoration:none}nav{margin:8px 0 18px;font-size:13px}
-table.tc{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-table.tc caption{text-align:left;color:#555;font-size:12px;padding:2px 0 4px;caption-side:top}
-table.tc th,table.tc td{border:1px solid #d8d8d8;padding:3px 8px;vertical-align:top}
-table.tc th{background:#f3f4f6;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#11711c;font-weight:600}.fail{color:#b3141b;font-weight:700}
-.note{color:#555;background:#f7f7f2;border-left:3px solid #cbb;padding:6px 10px}
-.figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:8px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{color:#555;font-size:12px;max-width:900px}pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px}
-.big{display:flex;gap:14px;flex-wrap:wrap;margin:10px 0}.big div{border:1px solid #e2e2e2;border-radius:6px;padding:8px 14px}
-.big b{display:block;font-size:20px}.big span{color:#666;font-size:12px}code{background:#f3f3f3;padding:0 3px}
-"""
-
-
-def _page(title: str, directory: Path, sections) -> str:
-    from theorycraft import __version__
-
-    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
-    body = "\n".join(f'<section id="{a}"><h2>{esc(t)}</h2>\n{html}</section>' for a, t, html in sections)
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body><main>"
-            f"<h1>{esc(title)}</h1><p class=\"sub\">{code(directory)} · theorycraft {esc(__version__)}</p>"
-            f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
-
-
-def _big(*figures: tuple[str, str]) -> Raw:
-    return Raw('<div class="big">' + "".join(f"<div><b>{esc(v)}</b><span>{esc(k)}</span></div>"
-                                             for k, v in figures) + "</div>")
-
-
 # --- a run ------------------------------------------------------------------------------------
 
 def _run_page(directory: Path):
@@ -198,22 +133,22 @@ def _run_sections(directory: Path, card, prefix: str = "") -> list:
     if "converged" in card.fit:
         overview.append(("fit converged", "no" if unfinished else "yes"))
     sites = {s: {"teacher-forced": v.r2_test, "free-running": v.r2_test_free} for s, v in card.sites.items()}
-    fidelity = _figure(lambda p: fidelity_bars(sites, p, f"{card.theory}: test R² per site"),
+    fidelity = figure(lambda p: fidelity_bars(sites, p, f"{card.theory}: test R² per site"),
                        "test R² per site, teacher-forced and free-running",
                        "Teacher-forced: each recorded site a component reads is the network's own; free-running: "
                        "the theory's own prediction of it, from the input (and its declared inputs) alone.")
-    warning = [_note(esc(f"The fit did not converge, so these figures may measure its step budget rather than "
+    warning = [note(esc(f"The fit did not converge, so these figures may measure its step budget rather than "
                          f"the theory: {card.fit.get('convergence', '')}"))] if unfinished else []
-    sections = [_section(f"{prefix}fidelity", "Fidelity per site", _big(*overview), *warning, fidelity,
+    sections = [section(f"{prefix}fidelity", "Fidelity per site", big(*overview), *warning, fidelity,
                          scorecard_html(card)),
-                _section(f"{prefix}bits", "Bits", _bits(card)),
-                _section(f"{prefix}axioms", "Axioms", _axioms_html(axioms, directory, card)),
-                _section(f"{prefix}diagnosis", "Diagnosis: where the residual lies", _diagnosis(directory))]
+                section(f"{prefix}bits", "Bits", _bits(card)),
+                section(f"{prefix}axioms", "Axioms", _axioms_html(axioms, directory, card)),
+                section(f"{prefix}diagnosis", "Diagnosis: where the residual lies", _diagnosis(directory))]
     theory = directory / "theory.yaml"
     if theory.is_file():
         _artifact.verify(directory, [theory.name])
-        fit = _details("how it was fitted (the engine's record)", _pre(json.dumps(card.fit, indent=1)))
-        sections.append(_section(f"{prefix}theory", "Theory", _pre(theory.read_text()), fit))
+        fit = details("how it was fitted (the engine's record)", pre(json.dumps(card.fit, indent=1)))
+        sections.append(section(f"{prefix}theory", "Theory", pre(theory.read_text()), fit))
     return sections
 
 
@@ -222,16 +157,16 @@ def _bits(card) -> str:
 
     size, mdl = card.size, card.mdl
     if size.bits is None:
-        return _note(f"Bits are not measured yet: run {code('theorycraft score RUN_DIR')} to add size, MDL and "
+        return note(f"Bits are not measured yet: run {code('theorycraft score RUN_DIR')} to add size, MDL and "
                      f"splice fidelity to the scorecard.")
     parts = {"spec (compressed text)": size.bits_spec, "parameters (quantized)": size.bits_params,
              "latent codes (test examples)": size.bits_latents, "declared inputs": size.bits_inputs}
     parts = {k: v or 0 for k, v in parts.items()}
-    figures = [_figure(lambda p: bits_bars(parts, p, f"the theory: {size.bits:,} bits"), "bits of the theory by part")]
+    figures = [figure(lambda p: bits_bars(parts, p, f"the theory: {size.bits:,} bits"), "bits of the theory by part")]
     if mdl is not None:
         code_parts = {"theory": mdl.bits_theory, "residual given the theory": mdl.bits_residual,
                       "theory + residual": mdl.bits_total, "mean only + residual (baseline)": mdl.bits_baseline}
-        figures.append(_figure(lambda p: bits_bars(code_parts, p, f"the test activations ({mdl.n_examples} examples)"
+        figures.append(figure(lambda p: bits_bars(code_parts, p, f"the test activations ({mdl.n_examples} examples)"
                                                    f": compression {mdl.compression:.3f}"),
                                "two-part code of the test activations against the mean-only baseline"))
     return '<div class="figs">' + "".join(figures) + "</div>"
@@ -251,11 +186,11 @@ def _axioms(directory: Path) -> dict | None:
 
 def _axioms_html(data: dict | None, directory: Path, card) -> str:
     if data is None:
-        return _note(f"No axioms.json: {code(f'theorycraft check THEORY.yaml --run {directory}')} checks the "
+        return note(f"No axioms.json: {code(f'theorycraft check THEORY.yaml --run {directory}')} checks the "
                      f"theory's axioms on the network and on the theory under the same interventions.")
     rows = data["axioms"]
     if not rows:
-        return _note("The theory states no axioms.")
+        return note("The theory states no axioms.")
     failed = [r["name"] for r in rows if not r["passed"]]
     head = (f"<p>{len(rows) - len(failed)} of {len(rows)} axioms hold on {rows[0].get('n', '?')} held-out examples"
             + (f"; failed: {esc(', '.join(failed))}" if failed else "") + ".</p>")
@@ -271,7 +206,7 @@ def _axioms_html(data: dict | None, directory: Path, card) -> str:
 def _diagnosis(directory: Path) -> str:
     path = directory / "diagnosis.json"
     if not path.is_file():
-        return _note(f"No diagnosis.json: {code(f'theorycraft diagnose {directory}')} finds the residual's top "
+        return note(f"No diagnosis.json: {code(f'theorycraft diagnose {directory}')} finds the residual's top "
                      f"directions, what they correlate with, and the worst examples.")
     found = _json(path, f"run theorycraft diagnose {directory} again")
     parts = ["<p>On validation examples (what it points at steers the next theory, a choice).</p>"]
@@ -332,7 +267,7 @@ def _patterns(site: str, example: dict, heads: list) -> Raw:
 
     what = f"example #{example['example']}" + (f": {_short_text(''.join(example['tokens']), 80)}"
                                                 if "tokens" in example else "")
-    return _figure(draw, f"attention patterns of {site}, {what}", f"{site}, {what}: the network's pattern (top) and "
+    return figure(draw, f"attention patterns of {site}, {what}", f"{site}, {what}: the network's pattern (top) and "
                    f"the theory's (bottom) per head; rows are queries, columns keys")
 
 
@@ -353,7 +288,7 @@ def _search_page(directory: Path):
     result = _parsed(directory / "trail.json", SearchResult, "a search trail as theorycraft search writes it",
                      "run the search again")
     final = result.final
-    overview = _big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
+    overview = big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
                     ("theory bits (last step)", num(round(final.report.bits_theory))),
                     ("refitted test coverage", num(result.scorecard.coverage)))
     from theorycraft.refine import given_of
@@ -366,29 +301,29 @@ def _search_page(directory: Path):
                    "test total", "test coverage", "test coverage, free", "given (inputs, at R² 0)", "seconds"],
                   trail_rows, "each accepted step: its code on validation (what chose it) and on test (reported only); "
                   "coverage over every explained site, a site handed in as an input counting as unexplained")
-    plot = _figure(lambda p: plot_trail(result.trail, result.scaling, p), "the search trail and its scaling curve",
+    plot = figure(lambda p: plot_trail(result.trail, result.scaling, p), "the search trail and its scaling curve",
                    "Left: each step's total bits and test coverage. Right: the trail's (theory bits, 1 − validation "
                    "coverage) and the saturating power law L(N) = E + A·N^−α fitted to them.")
-    sections = [_section("trail", "Search trail", Raw(f"<p>From {code(result.start)}; stopped: {esc(result.stopped)}."
+    sections = [section("trail", "Search trail", Raw(f"<p>From {code(result.start)}; stopped: {esc(result.stopped)}."
                                                        f"</p>"), overview, plot, trail),
-                _section("scaling", "Scaling curve", _scaling(result.scaling))]
+                section("scaling", "Scaling curve", _scaling(result.scaling))]
     if result.reference:
         ref = result.reference
-        sections.append(_section("reference", "Against the reference theory", table(
+        sections.append(section("reference", "Against the reference theory", table(
             ["theory", "split", "theory bits", "total bits", "coverage"],
             [[name, split, round(t.bits_theory), round(t.bits_total), t.coverage]
              for name, totals in ((ref["theory"], ref), ("found", {"validation": final.selection, "test": final.report}))
              for split, t in (("validation", totals["validation"]), ("test", totals["test"]))])))
     if result.heads_left_to_mean:
-        sections.append(_section("heads", "Heads left to their mean pattern", table(
+        sections.append(section("heads", "Heads left to their mean pattern", table(
             ["site", "head", "closest rule", "rule", "cosine"],
             [[h["site"], h["head"], h["rule_name"], h["rule"], h["cosine"]] for h in result.heads_left_to_mean])))
     found = found_variables(final.theory)
     if found:
-        sections.append(_section("variables", "Variables found", table(
+        sections.append(section("variables", "Variables found", table(
             ["variable", "what it computes"], [[name, code(text)] for name, text in found.items()])))
     if (directory / "theory.yaml").exists():
-        sections.append(_section("found", "Found theory", _pre(_checked_text(directory, "theory.yaml"))))
+        sections.append(section("found", "Found theory", pre(_checked_text(directory, "theory.yaml"))))
     fitted = directory / "fitted"
     if (fitted / "scorecard.json").is_file():
         from theorycraft.scoring import Scorecard
@@ -408,9 +343,9 @@ def found_variables(theory_yaml: str) -> dict[str, str]:
 
 def _scaling(scaling) -> str:
     if not scaling:
-        return _note("Fewer than three trail points with theory bits: no curve was fitted.")
+        return note("Fewer than three trail points with theory bits: no curve was fitted.")
     if scaling.get("notes"):
-        return _note("No scaling result: the curve fitted to the trail is not one, because it "
+        return note("No scaling result: the curve fitted to the trail is not one, because it "
                      + esc("; and it ".join(scaling["notes"])) + ". The plot shows it dotted, for reference only.")
     need = scaling.get("bits_for_target")
     return (f"<p>L(N) = {num(scaling['floor'], 4)} + {scaling['scale']:.4g}·N<sup>−{scaling['exponent']:.3f}</sup> "
@@ -435,12 +370,12 @@ def _bench_page(directory: Path):
     skipped = "".join(f"<p class=\"note\">skipped {esc(t)}: {esc(why)}</p>" for t, why in result.skipped.items())
     about = (f"<p>{'Quick' if result.quick else 'Full'} run: {len(rows)} theories in {result.seconds:,.0f} s on "
              f"{esc(result.machine)}.</p>")
-    panels = [_figure(lambda p: plots.pareto_plot(rows, p), "coverage against bits, one panel per target",
+    panels = [figure(lambda p: plots.pareto_plot(rows, p), "coverage against bits, one panel per target",
                       "Test coverage against size in bits (log scale), with each reference's Pareto frontier."),
-              _figure(lambda p: plots.counterfactual_plot(rows, p), "counterfactual and shifted fidelity",
+              figure(lambda p: plots.counterfactual_plot(rows, p), "counterfactual and shifted fidelity",
                       "Top: counterfactual fidelity under the standard interventions (R², or the KL of outputs where no "
                       "intervention moves another site). Bottom: coverage on the target's named shift."),
-              _figure(lambda p: plots.site_bars(rows, p), "test R² per site", "Test R² per site, every theory.")]
+              figure(lambda p: plots.site_bars(rows, p), "test R² per site", "Test R² per site, every theory.")]
     tables = []
     for target in dict.fromkeys(r.target for r in rows):
         body = []
@@ -454,6 +389,6 @@ def _bench_page(directory: Path):
             ["theory", "family", "params", "bits", "coverage [95%]", "free", "worst site (free R²)", "given",
              "shifted", "counterfactual R²", "counterfactual KL", "compression", f"coverage, {seeds_label(rows)}",
              f"compression, {seeds_label(rows)}", "splice: top-1 / KL / loss recovered", "fit + score s"], body))
-    return ("coverage benchmark", [_section("summary", "Summary", about, validity, skipped),
-                                   _section("pareto", "Pareto panels", *panels),
-                                   _section("table", "Every theory", *tables)])
+    return ("coverage benchmark", [section("summary", "Summary", about, validity, skipped),
+                                   section("pareto", "Pareto panels", *panels),
+                                   section("table", "Every theory", *tables)])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
 from ._device import resolve_device
-from ._hf import load_hf_model, minilm_path, read_texts
+from ._hf import load_hf_model, minilm_path
+from ._texts import read_texts
 from ._load import load_target, source_identity
 from ._objects import as_target, decoder
 from ._user import UserModel
