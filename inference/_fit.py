@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
@@ -17,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from theorycraft import _arguments
 from theorycraft._metrics import Metrics
+from theorycraft.configs import FitConfig  # defined with the other stages' configs
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, TheoryError
 
@@ -28,33 +27,6 @@ from ._compile import Plan, fixed_inputs, init_params, make_plan, predict_site, 
 from . import _stream
 from ._stream import Windows, capture_rows, chunks, picked, rows_per_example, take
 from .kinds import kind_of
-
-@dataclass(frozen=True)
-class FitConfig:
-    seed: int = 0
-    max_steps: int = 2000
-    batch_size: int = 512  # examples per step
-    learning_rate: float = 3e-3
-    eval_every: int = 100
-    patience: int = 5  # evaluations without improvement before stopping
-    checkpoint_every: int = 200
-    progress: bool = True
-    mode: str = "stagewise"  # or "joint": every site at once, end to end through shared components
-    # closed-form fits choose their strength on validation, then refit on train + validation; a
-    # judge comparing theories on validation needs fits that never saw it
-    refit_on_validation: bool = True
-    # bytes a fit may use (or text like "4G"); None: what the machine has free. A theory over it is
-    # refused by its plan, before anything is allocated
-    max_memory: int | str | None = None
-    model_shards: int = 1  # devices along the mesh's `model` axis: large parameters are split over them
-
-    def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
-        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards"):
-            _arguments.check(name, getattr(self, name))
-        object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
-        if self.mode not in ("stagewise", "joint"):
-            raise _arguments.ArgumentError(f"expected a fit mode 'stagewise' or 'joint', found {self.mode!r}")
-
 
 # --- data -----------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments, _cache
 from theorycraft._metrics import Metrics
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import HookPoint, Theory, load_theory
 from theorycraft.store import ActivationSet, cache_root, capture as _capture
@@ -25,23 +26,24 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
     if texts is not None or seq_len is not None:
         if not str(ref).startswith("hf:"):
-            what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
-            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
+            what = "{texts} are the data" if texts is not None else "{seq_len} sets the windows"
+            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own", params=("texts", "seq_len"))
         from theorycraft.targets._hf import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
 
-def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
+def _request(source, hooks, config: CaptureConfig, texts) -> "_cache.Request | None":
     """What the store's index knows a capture by, before any target loads (None for a loaded
     target, or one only running it can identify)."""
     if isinstance(source, Target):
         return None
     ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts, seq_len)
+    identity = source_identity(ref, texts, config.seq_len)
     if identity is None:
         return None
-    return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
+    return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), config.n, config.seed, config.dtype,
+                          config.shift)
 
 
 def _reuse(request: "_cache.Request", cache_dir, log) -> ActivationSet | None:
@@ -68,10 +70,11 @@ def _reuse(request: "_cache.Request", cache_dir, log) -> ActivationSet | None:
 
 
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
-            n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
-            trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None) -> ActivationSet | Path:
+            config: CaptureConfig | None = None, cache_dir=None, trust_code: bool = False,
+            texts: Iterable[str] | None = None, progress: bool = True, include_paths: Sequence[str] = (),
+            log=None, part: tuple[int, int] | None = None, n: int | None = None, seed: int | None = None,
+            dtype: str | None = None, batch_size: int | None = None, shift: str | None = None,
+            seq_len: int | None = None) -> ActivationSet | Path:
     """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
     same (target, sites, data) if there is one. A capture the store's index knows is opened
     without loading the target.
@@ -83,25 +86,19 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         like ``builtin:induction``) with ``sites``.
     sites : sequence of str or HookPoint, optional
         Hook points to record; default the theory's (a target needs them).
-    n : int, optional
-        Number of examples; default the target's dataset. With None, a stored capture of these
-        sites at another size is reused, and ``log`` says which.
-    seed : int
-        The data seed: which examples, in which order, and so the test split.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of the activations.
+    config : CaptureConfig, optional
+        Which examples and how they are stored (``n``, ``seed``, ``dtype``, ``batch_size``,
+        ``seq_len``, ``shift``: see ``theorycraft.configs.CaptureConfig``); default its defaults.
+        With ``n`` None, a stored capture of these sites at another size is reused, and ``log``
+        says which.
     cache_dir : str or Path, optional
         The activation store; default ``$THEORYCRAFT_CACHE`` or the user cache directory.
     trust_code : bool
         Let ``torch:`` targets run their Python.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to run instead of the target's own data.
-    batch_size : int
-        Examples per forward pass.
     progress : bool
         A progress bar on stderr.
-    shift : str, optional
-        One of the target's named shifted datasets (``target.shifts()``) instead of its own.
     include_paths : sequence of str
         Directories a theory file's includes may read from, besides its own.
     log : callable, optional
@@ -110,18 +107,16 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         ``(K, N)``: only every N-th shard from the K-th (K from 0), into a partial store; a capture
         of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
         what they lack.
+    n, seed, dtype, batch_size, shift, seq_len
+        Each, where not None, replaces that field of ``config``.
 
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
     Returns
     -------
     ActivationSet or Path
         The capture, on disk in the store; with ``part``, the partial store's directory.
     """
-    n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
-                           _arguments.check("batch_size", batch_size))
-    seq_len = _arguments.check("seq_len", seq_len, optional=True)
-    shift = _arguments.shift(shift)
+    config = CaptureConfig.of(config, n=n, seed=seed, dtype=dtype, batch_size=batch_size, shift=shift,
+                              seq_len=seq_len)
     if sites is not None:
         sites = [_arguments.site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
@@ -132,12 +127,12 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                             f"theorycraft sites {name} lists them), or capture a theory file")
     texts = tuple(texts) if texts else None
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
+    request = None if part else _request(theory_or_target, hooks, config, texts)
     if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
         return acts
-    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len)
-    acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift, part=part)
+    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=config.seq_len)
+    acts = _capture(target, hooks, n=config.n, seed=config.seed, dtype=config.dtype, cache_dir=cache_dir,
+                    batch_size=config.batch_size, progress=progress, shift=config.shift, part=part)
     if request is not None and isinstance(acts, ActivationSet):
         _cache.remember(request, acts, cache_dir)
     return acts
@@ -162,12 +157,13 @@ class Inferred(NamedTuple):
     scorecard: "Scorecard"
 
 
-def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, out_dir=None, seed: int = 0,
-          max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
-          cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
-          dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None) -> Inferred:
+def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, config: FitConfig | None = None,
+          data: CaptureConfig | None = None, out_dir=None, cache_dir=None, trust_code: bool = False, log=print,
+          include_paths: Sequence[str] = (), texts: Iterable[str] | None = None, processes: int = 1,
+          progress: bool | None = None, seed: int | None = None, max_steps: int | None = None,
+          learning_rate: float | None = None, batch_size: int | None = None, fit_mode: str | None = None,
+          max_memory: int | str | None = None, model_shards: int | None = None, n: int | None = None,
+          data_seed: int | None = None, dtype: str | None = None, seq_len: int | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -178,77 +174,60 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     acts : ActivationSet, str or Path, optional
         A capture to fit on (an ActivationSet, or its key or directory); default the capture that
         ``n``, ``data_seed``, ``dtype`` and ``texts`` name (reused if stored).
+    config : FitConfig, optional
+        How the theory is fitted (seed, Adam's steps, learning rate and batch size, stagewise or
+        joint, memory bound, model shards: see ``theorycraft.configs.FitConfig``); default its defaults.
+    data : CaptureConfig, optional
+        The capture to fit on when ``acts`` is not given (reused if stored; see
+        ``theorycraft.configs.CaptureConfig``); default its defaults. With ``n`` None, a stored
+        capture of these sites at any size is reused.
     out_dir : str or Path, optional
         Where the fit is checkpointed (a rerun resumes) and saved as an artifact with its scorecard
         and ``metrics.jsonl``; default nowhere.
-    seed : int
-        Seed of the fit only, never of the data.
-    max_steps : int
-        Adam steps for parts without a closed form.
-    learning_rate : float
-        Adam learning rate.
-    batch_size : int
-        Examples per Adam step.
-    n : int, optional
-        Examples to capture; default the target's dataset (or a stored capture of any size).
     cache_dir : str or Path, optional
         The activation store.
     trust_code : bool
         Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    progress : bool
-        Progress bars on stderr.
-    fit_mode : {"stagewise", "joint"}
-        "stagewise": each component fitted to the site it predicts, then held fixed for the sites
-        that read it; "joint": every site at once, end to end through the components they share.
     log : callable, optional
         Called with each line of the fit's log.
-    max_memory : int or str, optional
-        Bytes, or text like "4G"; a theory whose fit would need more is refused first. Default
-        what the machine has free.
     include_paths : sequence of str
         Directories the theory file's includes may read from, besides its own.
-    data_seed : int
-        Seed of the data: which examples, in which order, and so the test split.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of a new capture.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
-    model_shards : int
-        Devices along the mesh's ``model`` axis, over which large parameters are split.
     processes : int
         Fit on N processes joined by ``jax.distributed``, each reading its own shards of the
         capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
         here. In a process that has joined one (``join()``), every process fits and scores (the
         same numbers) and only process 0 writes.
+    progress : bool, optional
+        Progress bars on stderr; default ``config.progress``.
+    seed, max_steps, learning_rate, batch_size, fit_mode, max_memory, model_shards
+        Each, where not None, replaces that field of ``config`` (``fit_mode``: its ``mode``).
+    n, data_seed, dtype, seq_len
+        Each, where not None, replaces that field of ``data`` (``data_seed``: its ``seed``).
 
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
     Returns
     -------
     Inferred
         ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split), alike
         on every process.
     """
-    from theorycraft.inference import FitConfig, fit
+    from theorycraft.inference import _distributed, fit
     from theorycraft.scoring import score
 
-    from theorycraft.inference import _distributed
-
-    _arguments.check("n", n, optional=True)
     _arguments.check("processes", processes)
-    config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory,
-                       model_shards=model_shards)  # checked before anything loads
+    config = FitConfig.of(config, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                          progress=progress, mode=fit_mode, max_memory=max_memory,
+                          model_shards=model_shards)  # checked before anything loads
+    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len)
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
-    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
+    acts = _activations(theory, acts, data, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
+                        progress=config.progress, log=log)
     out = Path(out_dir) if out_dir is not None else None
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
-        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
-                                                   learning_rate=learning_rate, batch_size=batch_size, progress=progress,
-                                                   fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
-                                                   trust_code=trust_code), log)
+        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, config=config,
+                                                   progress=config.progress, trust_code=trust_code), log)
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
@@ -262,17 +241,26 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     return Inferred(fitted, card)
 
 
-def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
-                 seq_len=None):
-    """The capture a command fits on: ``acts`` if named (then no data option may be), else the
-    one the data options name (captured if the store lacks it)."""
+def _data(data: CaptureConfig | None, acts, texts, **given) -> CaptureConfig | None:
+    """The capture config of a command that fits (``data`` with the ``given`` fields), or None
+    with a named capture ``acts``, which is its own data: then none of them may be given."""
+    if acts is None:
+        return CaptureConfig.of(data, **given)
+    named = [name for name, value in {"data": data, "texts": texts or None, **given}.items() if value is not None]
+    if named:
+        names = ["data_seed" if n == "seed" else n for n in named]
+        raise ArgumentError(f"a named capture ({{acts}}) is its own data: leave out "
+                            f"{', '.join('{' + n + '}' for n in names)}", params=("acts", *names))
+    return None
+
+
+def _activations(theory: Theory, acts, data: CaptureConfig | None, *, texts, cache_dir, trust_code, progress, log):
+    """The capture a command fits on: ``acts`` if named, else the one ``data`` names (captured
+    if the store lacks it)."""
     if acts is not None:
-        if n is not None or texts or seq_len is not None:
-            raise ArgumentError("a named capture (--capture) is its own data: leave out --n, --text, --data and "
-                                "--seq-len")
         return open_capture(acts, theory, cache_dir)
-    return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                   progress=progress, log=log, seq_len=seq_len)
+    return capture(theory, config=data, texts=texts, cache_dir=cache_dir, trust_code=trust_code, progress=progress,
+                   log=log)
 
 
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
@@ -326,14 +314,15 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     _distributed.initialize(cluster)
 
 
-def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
-           budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
-           target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
-           trust_code: bool = False, log=print, max_memory: int | str | None = None,
-           include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
-           progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
-           dtype: str = "float32", texts: Iterable[str] | None = None,
-           seq_len: int | None = None) -> "SearchResult":
+def search(start: Theory | str, *, vocabulary: str | None = None, config: SearchConfig | None = None,
+           fit: FitConfig | None = None, data: CaptureConfig | None = None, out_dir=None, compare: str | None = None,
+           cache_dir=None, trust_code: bool = False, log=print, include_paths: Sequence[str] = (),
+           progress: bool = True, acts: ActivationSet | str | Path | None = None, texts: Iterable[str] | None = None,
+           budget_bits: float | None = None, budget_minutes: float | None = None, tries: int | None = None,
+           target_coverage: float | None = None, judge_cache: int | str | None = None, seed: int | None = None,
+           max_steps: int | None = None, learning_rate: float | None = None, batch_size: int | None = None,
+           max_memory: int | str | None = None, n: int | None = None, data_seed: int | None = None,
+           dtype: str | None = None, seq_len: int | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
 
     Parameters
@@ -342,49 +331,39 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         The theory to start from (its sites; components optional), or its file.
     vocabulary : str, optional
         A vocabulary YAML file of candidate components; default generated for the target's sites.
+    config : SearchConfig, optional
+        Budgets, tries per step, the scaling curve's target coverage, the judge's cache (see
+        ``theorycraft.configs.SearchConfig``); default its defaults.
+    fit : FitConfig, optional
+        How each candidate (and the found theory) is fitted: seed, Adam's steps, learning rate and
+        batch size, mode, memory bound; without its progress bars. Default its defaults.
+    data : CaptureConfig, optional
+        The capture to search on when ``acts`` is not given, as for ``infer``.
     out_dir : str or Path, optional
         Where the found theory, the trail, its plot, ``metrics.jsonl`` and the fitted artifact go;
         default ``runs/search-THEORY_NAME``.
-    budget_bits : float, optional
-        Never grow the theory past this many bits.
-    budget_minutes : float, optional
-        Stop after this many minutes.
-    tries : int
-        Best-estimated candidates fitted and scored per step.
-    seed : int
-        Seed of the fits only, never of the data.
-    max_steps : int
-        Adam steps per fit.
-    target_coverage : float
-        The coverage the scaling curve is asked about, in (0, 1).
     compare : str, optional
         A theory file over the same sites, judged the same way, for reference.
-    n : int, optional
-        Examples to capture; default the target's dataset.
     cache_dir : str or Path, optional
         The activation store.
     trust_code : bool
         Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
     log : callable, optional
         Called with each line of the search's log.
-    max_memory : int or str, optional
-        Refuse a fit that would need more memory than this (bytes or text like "4G").
     include_paths : sequence of str
         Directories the theory files' includes may read from, besides their own.
-    judge_cache : int or str, optional
-        Bytes of judged theories' parameters kept for reuse; default 256 MB.
     progress : bool
         A bar over the steps (and one over the captures) on stderr.
     acts : ActivationSet, str or Path, optional
         A capture to search on (or its key or directory), as for ``infer``.
-    data_seed : int
-        Seed of the data, as for ``infer``.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of a new capture.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
+    budget_bits, budget_minutes, tries, target_coverage, judge_cache
+        Each, where not None, replaces that field of ``config``.
+    seed, max_steps, learning_rate, batch_size, max_memory
+        Each, where not None, replaces that field of ``fit``.
+    n, data_seed, dtype, seq_len
+        Each, where not None, replaces that field of ``data`` (``data_seed``: its ``seed``).
 
     Returns
     -------
@@ -392,37 +371,37 @@ def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, 
         The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
         comparison, with ``out`` the directory written.
     """
-    from theorycraft.inference import FitConfig
     from theorycraft.inference._fit import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 
-    for name, value in {"budget_bits": budget_bits, "budget_minutes": budget_minutes, "n": n}.items():
-        _arguments.check(name, value, optional=True)
-    _arguments.check("tries", tries)
-    _arguments.check("target_coverage", target_coverage)
-    config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
+    config = SearchConfig.of(config, budget_bits=budget_bits, budget_minutes=budget_minutes, tries=tries,
+                             target_coverage=target_coverage, judge_cache=judge_cache)
+    fit = FitConfig.of(fit, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                       max_memory=max_memory, progress=False)  # one bar, over the search's steps
+    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
-    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len)
+    acts = _activations(theory, acts, data, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
+                        progress=progress, log=log)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
         _vocabulary_known(theory, acts)
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
-    judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
+    judge = Judge(theory, acts, explained_sites(theory, vocab), fit, cache_bytes=config.judge_cache)
     out = Path(out_dir or Path("runs") / f"search-{theory.name}")
-    result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
-                 budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
-                 progress=progress, metrics=Metrics(out))
+    result = run(theory, acts, vocab, judge=judge, budget_bits=config.budget_bits,
+                 budget_seconds=config.budget_minutes * 60 if config.budget_minutes else None, tries=config.tries,
+                 log=log, progress=progress, metrics=Metrics(out))
     reference = None
     if compare:
         judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
         reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
-    return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
-                        config=config, reference=reference)
+    return write_search(result, judge, out, start_path=path, target_coverage=config.target_coverage,
+                        config=fit, reference=reference)
+
 
 
 def _vocabulary_known(theory: Theory, acts: ActivationSet) -> None:
@@ -475,9 +454,10 @@ def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
     return FittedTheory.load(run_dir, trust_code=trust_code)
 
 
-def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
-          cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None) -> list:
+def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None,
+          seed: int | None = None, cache_dir=None, trust_code: bool = False, log=print,
+          max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int | None = None,
+          seq_len: int | None = None) -> list:
     """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
     torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
     run directory.
@@ -492,8 +472,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         Examples to capture for a new fit; default the target's dataset.
     limit : int, optional
         Held-out examples to check on; default 512.
-    seed : int
-        Seed of the fit and of the resampling.
+    seed : int, optional
+        Seed of the fit and of the resampling; default a FitConfig's.
     cache_dir : str or Path, optional
         The activation store.
     trust_code : bool
@@ -504,8 +484,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         Refuse a fit that would need more memory than this.
     include_paths : sequence of str
         Directories the theory file's includes may read from, besides its own.
-    data_seed : int
-        Seed of a new fit's data (which examples, and so the test split).
+    data_seed : int, optional
+        Seed of a new fit's data (which examples, and so the test split); default a CaptureConfig's.
     seq_len : int, optional
         Tokens per window of a new fit's capture, for an ``hf:`` target; default 128, or the
         model's positions if fewer.
@@ -522,26 +502,25 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     from theorycraft.scoring import Lab, check_axioms
     from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
-    _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
-    max_memory = _arguments.memory(max_memory, optional=True)
-    seq_len = _arguments.check("seq_len", seq_len, optional=True)
-    if (n is not None or seq_len is not None) and run_dir is not None:
-        raise ArgumentError("--n and --seq-len set the data of a new fit; with --run the run's own capture is used")
+    config = FitConfig.of(seed=seed, max_memory=max_memory, progress=False)
+    data = CaptureConfig.of(n=n, seed=data_seed, seq_len=seq_len)
+    if (n is not None or seq_len is not None or data_seed is not None) and run_dir is not None:
+        raise ArgumentError("{n}, {data_seed} and {seq_len} set the data of a new fit; with {run_dir} the run's own "
+                            "capture is used", params=("n", "data_seed", "seq_len", "run_dir"))
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
-    target = target_of(theory, trust_code=trust_code, seq_len=seq_len)
+    target = target_of(theory, trust_code=trust_code, seq_len=data.seq_len)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
                        f"a runnable target (builtin:, hf:, torch:)")
     if run_dir is None:
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
-        fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
-                       progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed,
-                       seq_len=seq_len).fitted
+        fitted = infer(theory, config=config, data=data, out_dir=run_dir, cache_dir=cache_dir, trust_code=trust_code,
+                       log=lambda m: None).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -550,7 +529,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     fitted = fitted.with_theory(theory)  # the file's axioms, the run's parameters
     acts = run_activations(fitted, Path(run_dir), cache_dir)
     inputs = acts.inputs()
-    lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
+    lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]],
+              seed=config.seed)
     results = check_axioms(lab)
     path = Path(run_dir) / "axioms.json"
     path.write_text(json.dumps({"theory": theory.name, "target": str(theory.target),
@@ -569,32 +549,23 @@ def _structure(theory: Theory) -> dict:
     return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
-def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
-              limit: int | None = None, shift: str | None = None, n: int | None = None,
-              max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
-              texts: Iterable[str] | None = None, data_seed: int | None = None,
-              dtype: str | None = None) -> "Scorecard":
+def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = False, cache_dir=None,
+              acts: ActivationSet | str | Path | None = None, texts: Iterable[str] | None = None,
+              prequential: bool | None = None, splice: bool | None = None, limit: int | None = None,
+              shift: str | None = None, n: int | None = None, max_memory: int | str | None = None,
+              data_seed: int | None = None, dtype: str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
 
     Parameters
     ----------
     run_dir : str or Path
         An artifact directory written by ``infer``.
-    prequential : bool
-        Also the prequential (online) code: refits the theory on growing prefixes of the data.
-    splice : bool
-        Run the target with each site replaced by the theory's prediction (runnable targets).
+    config : ScoreConfig, optional
+        What to add (prequential code, splices), on how many examples, and a shift to score on
+        too (``shift``, ``n``, ``data_seed``, ``dtype``: earlier shifts' entries are kept); see
+        ``theorycraft.configs.ScoreConfig``. Default its defaults.
     trust_code : bool
         Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    limit : int, optional
-        Score on the first ``limit`` validation and test examples.
-    shift : str, optional
-        Also capture the theory's sites on this named shift of its target (into the same store)
-        and add the coverage there to the scorecard's ``shifted`` (earlier shifts' entries are kept).
-    n : int, optional
-        Examples of the shifted capture; default as many as the run's own capture.
-    max_memory : int or str, optional
-        Bounds the prequential refits; default what the machine has free.
     cache_dir : str or Path, optional
         The activation store to look the run's capture up in first.
     acts : ActivationSet, str or Path, optional
@@ -602,10 +573,8 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     texts : iterable of str, optional
         ``hf:`` targets: score on this text too, entered as ``shift`` (default "text"), in windows
         as long as the run's.
-    data_seed : int, optional
-        Data seed of the shifted capture; default the run's.
-    dtype : str, optional
-        Storage dtype of the shifted capture; default the run's.
+    prequential, splice, limit, shift, n, max_memory, data_seed, dtype
+        Each, where not None, replaces that field of ``config``.
 
     Returns
     -------
@@ -614,31 +583,29 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     """
     from theorycraft.scoring import Scorecard, score
 
-    _arguments.check("limit", limit, optional=True)
-    _arguments.check("n", n, optional=True)
-    max_memory = _arguments.memory(max_memory, optional=True)
-    shift = _arguments.shift(shift)
+    config = ScoreConfig.of(config, prequential=prequential, splice=splice, limit=limit, shift=shift, n=n,
+                            max_memory=max_memory, data_seed=data_seed, dtype=dtype)
     texts = tuple(texts) if texts else None
-    if texts and shift is None:
-        shift = "text"
-    if shift is None and (n is not None or data_seed is not None or dtype is not None):
-        raise ArgumentError("n, the data seed and dtype size the shifted capture: give a shift too (--shift NAME, "
-                            "or --text/--data), or leave them out")
+    shift = config.shift or ("text" if texts else None)
+    if shift is None and (config.n is not None or config.data_seed is not None or config.dtype is not None):
+        raise ArgumentError("{n}, the data seed ({data_seed}) and {dtype} size the shifted capture: give a shift too "
+                            "({shift} NAME, or {texts}), or leave them out",
+                            params=("n", "data_seed", "dtype", "shift", "texts"))
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)
     target = None
-    if (splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    if (config.splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
         target = target_of(fitted.theory, trust_code=trust_code)
     try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
         shifted = dict(Scorecard.load(run_dir).shifted)
     except ArtifactError:
         shifted = {}
     if shift is not None:
-        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
-                                     data_seed=data_seed, dtype=dtype)
-    card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
-                 max_memory=max_memory)
+        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=config.n, trust_code=trust_code,
+                                     texts=texts, data_seed=config.data_seed, dtype=config.dtype)
+    card = score(fitted, acts, target=target if config.splice else None, prequential=config.prequential,
+                 limit=config.limit, max_memory=config.max_memory)
     card = card.replace(shifted=shifted)
     card.save(run_dir)
     return card

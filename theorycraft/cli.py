@@ -12,10 +12,11 @@ import sys
 from typing import Callable, Sequence
 
 from theorycraft import __version__
-from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
+from theorycraft import configs
+from theorycraft._arguments import flag, include_path_flag, part_flag, site_flag
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig, add_flags, from_args
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
-from theorycraft.store import DTYPES
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEBUG_ENV = "THEORYCRAFT_DEBUG"
@@ -80,10 +81,9 @@ def _capture(args: argparse.Namespace) -> int:
     from theorycraft.api import capture
     from theorycraft.store import ActivationSet
 
-    data = _data(args)
-    acts = capture(args.source, sites=args.sites, n=args.n, seed=data.pop("data_seed", 0), **data,
-                   cache_dir=args.cache, trust_code=args.trust_code, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path, part=args.part, log=_say)
+    acts = capture(args.source, sites=args.sites, config=from_args(CaptureConfig, args), texts=_texts(args),
+                   cache_dir=args.cache, trust_code=args.trust_code, include_paths=args.include_path, part=args.part,
+                   log=_say)
     if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
         print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
               f"infer) merges the parts and records what they lack")
@@ -114,11 +114,9 @@ def _infer(args: argparse.Namespace) -> int:
         lines.append(message)
         print(message, file=sys.stderr)
 
-    _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                    batch_size=args.batch_size, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
-                    model_shards=args.model_shards, progress=leader,
-                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
+    _, card = infer(theory, config=from_args(FitConfig, args, progress=leader), out_dir=out, cache_dir=args.cache,
+                    trust_code=args.trust_code, log=log if leader else (lambda m: None),
+                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args))
     if not leader:  # process 0 reports and writes
         return EXIT_OK
     (out / "log.txt").write_text("\n".join(lines) + "\n")
@@ -130,10 +128,8 @@ def _infer(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from theorycraft.api import score_run
 
-    data = _data(args)
-    card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
-                     limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory, cache_dir=args.cache,
-                     acts=args.capture, **data)
+    card = score_run(args.run_dir, config=from_args(ScoreConfig, args), trust_code=args.trust_code,
+                     cache_dir=args.cache, acts=args.capture, texts=_texts(args))
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -142,9 +138,11 @@ def _score(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from theorycraft.api import check
 
-    results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len)
+    given = {dest: getattr(args, dest) for dest in configs.given(args, ("n", "data_seed", "seq_len", "seed",
+                                                                         "max_memory"))}
+    results = check(args.theory, run_dir=args.run_dir, limit=args.limit, cache_dir=args.cache,
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr),
+                    include_paths=args.include_path, **given)
     print(axioms_table(results))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
@@ -210,12 +208,10 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from theorycraft.api import search
 
-    result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
-                    budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
-                    target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, judge_cache=args.judge_cache, progress=not args.no_progress,
-                    **_data(args, named=True))
+    result = search(args.start, vocabulary=args.vocabulary, config=from_args(SearchConfig, args),
+                    fit=from_args(FitConfig, args), out_dir=args.out, compare=args.compare, cache_dir=args.cache,
+                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr),
+                    include_paths=args.include_path, progress=not args.no_progress, **_data(args))
     final, out = result.final, result.out
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
@@ -378,11 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
                      help="hook points to record (default: the theory's; a target needs them)")
-    cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
-    _data_flags(cap, seed_alias=True)
-    cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
-    cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
-                     "(theorycraft shifts TARGET lists them)")
+    add_flags(cap, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "batch_size", "shift",
+              aliases={"data_seed": ("--seed",)})
+    _data_flags(cap)
     cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
                      "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
                      "without --part merges them")
@@ -392,38 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
                   ["theory"])
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
-    inf.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit (initialisation, minibatches); "
-                     "never of the data (--data-seed)")
-    inf.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps for parts without a "
-                     "closed form")
-    inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
-    inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
-    inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
-                     help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
-                          "that read it (default); joint: every site at once, end to end through shared components")
-    inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
-                     "sites already in the store, else the target's dataset)")
+    add_flags(inf, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "fit_mode", "max_memory",
+              "model_shards")
+    add_flags(inf, CaptureConfig, "n", "data_seed", "dtype", "seq_len")
     _data_flags(inf, named=True)
-    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
-                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
     inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
                      "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
                      "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
-    _max_memory(inf)
     _common(inf)
 
     sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
     sc.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
-    sc.add_argument("--prequential", action="store_true", help="also the prequential (online) code: refits the "
-                    "theory on growing prefixes of the data")
-    sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
-    sc.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="score on the first N test examples")
-    sc.add_argument("--shift", metavar="NAME", help="also capture the theory's sites on this named shift of its target "
-                    "and report coverage there (theorycraft shifts TARGET lists them)")
-    sc.add_argument("--n", type=flag("n"), default=None, help="examples of the shifted capture (default: as many as "
-                    "the run's capture)")
+    add_flags(sc, ScoreConfig, "prequential", "splice", "limit", "shift", "n", "data_seed", "dtype", "max_memory")
     _data_flags(sc, named=True, shifted=True)
-    _max_memory(sc)
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _cache_flag(sc)
 
@@ -431,13 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on held-out examples; exit 1 if one fails", ["theory"])
     chk.add_argument("theory", metavar="THEORY.yaml")
     chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
-    chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
     chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
-    chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
-    chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
-                     "(which examples, their order, the test split)")
-    _seq_len(chk)
-    _max_memory(chk)
+    add_flags(chk, FitConfig, "seed", "max_memory")  # of the fit when there is no --run; the seed resamples too
+    add_flags(chk, CaptureConfig, "n", "data_seed", "seq_len")
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
@@ -455,25 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("start", metavar="START.yaml", help="the theory to start from (its sites; components optional)")
     se.add_argument("--vocabulary", metavar="VOCAB.yaml", help="candidate components (default: generated for the "
                     "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
-    budget = se.add_mutually_exclusive_group()
-    budget.add_argument("--budget-bits", type=flag("budget_bits"), metavar="B", help="never grow the theory past B bits")
-    budget.add_argument("--budget-minutes", type=flag("budget_minutes"), metavar="M",
-                        help="stop after M minutes of search: the step in flight stops at it, the best so far is kept")
+    add_flags(se.add_mutually_exclusive_group(), SearchConfig, "budget_bits", "budget_minutes")
+    add_flags(se, SearchConfig, "tries", "target_coverage", "judge_cache")
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
-    se.add_argument("--tries", type=flag("tries"), default=4, help="best-estimated candidates fitted and scored per step")
-    se.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps per fit (re-infer with the same)")
-    se.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fits, never of the data (--data-seed)")
-    se.add_argument("--target-coverage", type=flag("target_coverage"), default=0.99, help="the coverage the scaling curve is asked "
-                    "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
-    se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
-                    "sites already in the store, else the target's dataset)")
+    add_flags(se, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "fit_mode", "max_memory")
+    add_flags(se, CaptureConfig, "n", "data_seed", "dtype", "seq_len")
     _data_flags(se, named=True)
-    se.add_argument("--judge-cache", type=memory_flag("judge_cache"), default=None, metavar="SIZE",
-                    help="parameters of judged theories kept for reuse, least recently used out first, e.g. 1G "
-                         "(default: 256M)")
     se.add_argument("--no-progress", action="store_true", help="no progress bar over the steps")
-    _max_memory(se)
     _common(se)
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
@@ -501,47 +461,36 @@ def _cache_flag(sub: argparse.ArgumentParser) -> None:
                      "directory: ~/.cache/theorycraft on Linux)")
 
 
-def _seq_len(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window; part of "
-                     "the capture's key (default: 128, or the model's positions if fewer)")
-
-
-def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
-                seed_alias: bool = False) -> None:
-    """The data flags capture, infer, search and score share (on score they choose the data of
-    the shifted capture); ``named``: also --capture KEY|DIR, an existing capture instead."""
-    what = "the shifted capture's" if shifted else "the captured"
-    sub.add_argument("--data-seed", *(["--seed"] if seed_alias else []), dest="data_seed", type=flag("seed"),
-                     default=None, metavar="SEED", help=f"seed of {what} data: which examples, their order, the test "
-                     f"split; part of the capture's key (default {'the run' + chr(39) + 's' if shifted else '0'})")
-    sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
-                     f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
+def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False) -> None:
+    """The data flags that are no config's: --text and --data (the data of hf: targets; on score,
+    the text scored as a shift); ``named``: also --capture KEY|DIR, an existing capture instead."""
     sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
                      + (" (scored as --shift NAME, default 'text', in windows as long as the run's)" if shifted else ""))
     sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
-    if not shifted:  # score's text is cut into the run's windows: its sites are scored position by position
-        _seq_len(sub)
     if named:
         sub.add_argument("--capture", metavar="KEY|DIR", help="use this capture (a key from theorycraft cache ls, or a "
                          "capture's directory)" + (" instead of the run's own" if shifted else
                                                    "; the data flags then stay out"))
 
 
-def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
-    """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
-    --capture with any of them is a usage error."""
+def _texts(args: argparse.Namespace) -> tuple[str, ...] | None:
     from theorycraft.targets._hf import read_texts
 
-    given = {"data_seed": args.data_seed, "dtype": args.dtype,
-             "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
-             "seq_len": getattr(args, "seq_len", None)}
-    given = {k: v for k, v in given.items() if v is not None}
-    if named and args.capture:
-        if given or args.n is not None:
+    return read_texts(args.text, args.data) if (args.text or args.data) else None
+
+
+DATA = ("n", "data_seed", "dtype", "seq_len")  # the CaptureConfig flags of infer and search
+
+
+def _data(args: argparse.Namespace) -> dict:
+    """infer's and search's data, as keyword arguments of the api: the capture the data flags
+    name, or the one --capture names (then a data flag is a usage error)."""
+    if args.capture:
+        if configs.given(args, DATA) or args.text or args.data:
             raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
                                 "and --seq-len")
-        given["acts"] = args.capture
-    return given
+        return {"acts": args.capture}
+    return {"data": from_args(CaptureConfig, args), "texts": _texts(args)}
 
 
 def _say(message: str) -> None:
@@ -621,9 +570,19 @@ def _include_path(sub: argparse.ArgumentParser) -> None:
                           "(repeatable); includes never leave these")
 
 
-def _max_memory(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--max-memory", type=memory_flag("max_memory"), metavar="SIZE", help="refuse a theory whose fit would need "
-                     "more memory than this, e.g. 4G or 512M (default: what the machine has free)")
+# parameters the library's errors name that are no config's field, as the CLI spells them
+FLAGS = {"texts": "--text and --data", "acts": "--capture", "run_dir": "--run", "processes": "--processes",
+         "sites": "--sites", "part": "--part"}
+
+
+def _flag(name: str) -> str:
+    """A library parameter as the command line spells it: a config field's flag (``learning_rate``
+    -> ``--lr``), else FLAGS'."""
+    for config in configs.CONFIGS:
+        known = configs.params(config)
+        if name in known:
+            return configs.flag_of(*known[name])
+    return FLAGS.get(name, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -636,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     except ArgumentError as exc:  # an argument the parser could not judge alone: a usage error too
         args.parser.print_usage(sys.stderr)
-        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {exc.said(_flag)}", file=sys.stderr)
         return EXIT_USAGE
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ import numpy as np
 import xxhash
 
 from theorycraft import _arguments
+from theorycraft.configs import DTYPES
 from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
@@ -37,7 +38,6 @@ CHECKSUM = "xxh3_128"  # what a manifest's per-file "digest" fields are (new_dig
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.2  # drawn from all examples, kept where not test: ~16% of them
 SHARD_BYTES = 64 << 20  # ~64 MiB of activations per shard
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

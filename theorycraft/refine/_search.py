@@ -32,6 +32,7 @@ from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference._stream import resident
 from theorycraft.inference.kinds import kind_of
 from theorycraft._arguments import bytes_text, memory
+from theorycraft.configs import SearchConfig
 from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, squared_errors, total_bits
 from theorycraft.spec import Theory
@@ -40,7 +41,7 @@ from . import _proxy
 from ._vocabulary import Vocabulary, drop_reads, candidates, readout_name, rebuild
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
-CACHE_BYTES = 256 * 10 ** 6  # parameters the judge keeps of theories it has assessed (``--judge-cache``)
+CACHE_BYTES = SearchConfig().judge_cache  # parameters the judge keeps of theories it has assessed
 
 
 @dataclass(frozen=True)
