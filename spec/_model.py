@@ -89,7 +89,31 @@ def _hook(value: Any) -> HookPoint:
 Hook = Annotated[HookPoint, PlainValidator(_hook), PlainSerializer(str, return_type=str),
                  WithJsonSchema({"type": "string", "pattern": _HOOK.pattern})]
 
-TARGET_SCHEMES = ("builtin", "hf", "activations", "torch")
+@dataclass(frozen=True)
+class Scheme:
+    """A kind of target reference, ``SCHEME:ADDRESS``: what its address is and what it can do.
+    The one table of them is ``SCHEMES``; the adapters that load each are in theorycraft.targets."""
+
+    name: str
+    address: str  # what follows the colon
+    runnable: bool  # a model that runs (splices, axioms, shifts); else a recording that only replays
+    runs_code: bool = False  # runs the user's Python: needs explicit trust
+    texts: bool = False  # its data can be the user's texts, cut into windows (--text, --data, --seq-len)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.address}"
+
+
+SCHEMES = {s.name: s for s in (Scheme("builtin", "NAME", runnable=True), Scheme("hf", "PATH", runnable=True, texts=True),
+                                Scheme("activations", "DIR", runnable=False),
+                                Scheme("torch", "module:factory", runnable=True, runs_code=True))}
+TARGET_SCHEMES = tuple(SCHEMES)
+
+
+def schemes_text(schemes=None, *, bare: bool = False) -> str:
+    """'builtin:NAME, hf:PATH, activations:DIR or torch:module:factory' (``bare``: 'builtin:, hf:')."""
+    names = [f"{s.name}:" if bare else str(s) for s in (schemes or SCHEMES.values())]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @dataclass(frozen=True)
@@ -97,7 +121,7 @@ class TargetRef:
     """What the theory explains: ``builtin:NAME``, ``hf:PATH``, ``activations:DIR`` or
     ``torch:module.path:factory`` (the last runs user code, so it needs explicit trust)."""
 
-    scheme: Literal["builtin", "hf", "activations", "torch"]
+    scheme: str  # a name in SCHEMES
     address: str
     base: Optional[str] = field(default=None, compare=False)  # the theory file's directory, for a relative DIR
 
@@ -123,13 +147,13 @@ def _target(value: Any) -> TargetRef:
     if scheme not in TARGET_SCHEMES or not address:
         hint = did_you_mean(scheme, TARGET_SCHEMES) if address else ""
         raise PydanticCustomError("target", "{message}", {"message": (
-            "expected a target 'SCHEME:ADDRESS' with SCHEME one of builtin, hf, activations, torch, "
+            f"expected a target 'SCHEME:ADDRESS' with SCHEME one of {', '.join(SCHEMES)}, "
             f"found {describe(value)}{hint}")})
     return TargetRef(scheme, address)
 
 
 Target = Annotated[TargetRef, PlainValidator(_target), PlainSerializer(str, return_type=str),
-                   WithJsonSchema({"type": "string", "pattern": r"^(builtin|hf|activations|torch):.+$"})]
+                   WithJsonSchema({"type": "string", "pattern": f"^({'|'.join(SCHEMES)}):.+$"})]
 
 
 class _Frozen(BaseModel):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
-from theorycraft import _arguments, _cache
+from theorycraft import _arguments
 from theorycraft._metrics import Metrics
 from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import HookPoint, Theory, load_theory
-from theorycraft.store import ActivationSet, cache_root, capture as _capture
+from theorycraft.spec import SCHEMES, HookPoint, Theory, load_theory, schemes_text
+from theorycraft.store import ActivationSet, Request, Store, cache_root
 from theorycraft.targets import Target, load_target, source_identity
 
 if TYPE_CHECKING:
@@ -25,15 +25,25 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
         return theory_or_target
     ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
     if texts is not None or seq_len is not None:
-        if not str(ref).startswith("hf:"):
+        scheme = str(ref).partition(":")[0]
+        if not (scheme in SCHEMES and SCHEMES[scheme].texts):
             what = "{texts} are the data" if texts is not None else "{seq_len} sets the windows"
-            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own", params=("texts", "seq_len"))
+            raise ArgumentError(f"{what} of {schemes_text(_texts_schemes(), bare=True)} targets; {ref} brings its own",
+                                params=("texts", "seq_len"))
         from theorycraft.targets._hf import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 
 
-def _request(source, hooks, config: CaptureConfig, texts) -> "_cache.Request | None":
+def _texts_schemes():
+    return [s for s in SCHEMES.values() if s.texts]
+
+
+def _runnable():
+    return [s for s in SCHEMES.values() if s.runnable]
+
+
+def _request(source, hooks, config: CaptureConfig, texts) -> Request | None:
     """What the store's index knows a capture by, before any target loads (None for a loaded
     target, or one only running it can identify)."""
     if isinstance(source, Target):
@@ -42,31 +52,8 @@ def _request(source, hooks, config: CaptureConfig, texts) -> "_cache.Request | N
     identity = source_identity(ref, texts, config.seq_len)
     if identity is None:
         return None
-    return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), config.n, config.seed, config.dtype,
+    return Request(identity, tuple(sorted({str(h) for h in hooks})), config.n, config.seed, config.dtype,
                           config.shift)
-
-
-def _reuse(request: "_cache.Request", cache_dir, log) -> ActivationSet | None:
-    """A capture in the store that answers ``request``: the one it led to before, one of the same
-    data holding more sites, or (no n asked for) one of another size, said through ``log``.
-    None if a new capture is needed; ``log`` then hears of the sizes the store holds."""
-    acts = _cache.recall(request, cache_dir)
-    if acts is not None:
-        return acts
-    others = _cache.compatible(request, cache_dir)
-    same = [acts for other, acts in others if other.n == request.n]
-    if same:
-        return same[0]
-    held = ", ".join(f"{acts.key} ({acts.n} examples)" for _, acts in others)
-    if others and request.n is None:
-        acts = others[0][1]
-        log(f"using capture {acts.key} of these sites ({acts.n} examples, data seed {request.seed}), as --n was not "
-            f"given; pass --n N for a capture of N examples" + (f" (the store holds: {held})" if len(others) > 1 else ""))
-        return acts
-    if others:
-        log(f"capturing {request.n} examples anew; the store holds these sites with data seed {request.seed} at "
-            f"other sizes: {held} (reuse one with --capture KEY)")
-    return None
 
 
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
@@ -127,21 +114,17 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
                             f"theorycraft sites {name} lists them), or capture a theory file")
     texts = tuple(texts) if texts else None
     hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    request = None if part else _request(theory_or_target, hooks, config, texts)
-    if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
+    store, request = Store(cache_dir), None if part else _request(theory_or_target, hooks, config, texts)
+    if request is not None and (acts := store.reuse(request, log or (lambda message: None))) is not None:
         return acts
     target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=config.seq_len)
-    acts = _capture(target, hooks, n=config.n, seed=config.seed, dtype=config.dtype, cache_dir=cache_dir,
-                    batch_size=config.batch_size, progress=progress, shift=config.shift, part=part)
-    if request is not None and isinstance(acts, ActivationSet):
-        _cache.remember(request, acts, cache_dir)
-    return acts
+    return store.capture(target, hooks, config, request=request, progress=progress, part=part)
 
 
 def open_capture(capture: ActivationSet | str | Path, theory: Theory | None = None, cache_dir=None) -> ActivationSet:
     """A capture named by key (or a unique prefix) in the store, or by its directory; with
     ``theory``, checked to hold every site it names."""
-    acts = capture if isinstance(capture, ActivationSet) else _cache.find(capture, cache_dir)
+    acts = capture if isinstance(capture, ActivationSet) else Store(cache_dir).find(capture)
     if theory is not None:
         missing = sorted({str(s.hook) for s in theory.sites.values()} - set(acts.sites))
         if missing:
@@ -515,7 +498,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     target = target_of(theory, trust_code=trust_code, seq_len=data.seq_len)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
-                       f"a runnable target (builtin:, hf:, torch:)")
+                       f"a runnable target ({schemes_text(_runnable(), bare=True)})")
     if run_dir is None:
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
@@ -595,7 +578,7 @@ def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = 
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)
     target = None
-    if (config.splice or (shift and not texts)) and fitted.theory.target.scheme in ("builtin", "hf", "torch"):
+    if (config.splice or (shift and not texts)) and SCHEMES[fitted.theory.target.scheme].runnable:
         target = target_of(fitted.theory, trust_code=trust_code)
     try:  # the shifts scored before are kept (a card this version cannot read holds none to keep)
         shifted = dict(Scorecard.load(run_dir).shifted)

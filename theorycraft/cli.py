@@ -16,7 +16,7 @@ from theorycraft import configs
 from theorycraft._arguments import flag, include_path_flag, part_flag, site_flag
 from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig, add_flags, from_args
 from theorycraft.errors import USER_ERRORS, ArgumentError
-from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
+from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline, schemes_text
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEBUG_ENV = "THEORYCRAFT_DEBUG"
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", _schema, "print the JSON Schema of the theory language")
 
     sites = command("sites", _sites, "list a target's sites (hook points) with their per-example shapes")
-    sites.add_argument("target", metavar="TARGET", help="builtin:NAME, hf:PATH, activations:DIR or torch:module:factory")
+    sites.add_argument("target", metavar="TARGET", help=schemes_text())
     sites.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     shf = command("shifts", _shifts, "list a target's named shifts (off-distribution data for --shift)")
@@ -516,50 +516,50 @@ def _cache_commands(command: Callable) -> None:
 
 
 def _cache_ls(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
     from theorycraft._arguments import bytes_text
-    from theorycraft.store import cache_root
+    from theorycraft.store import Store, date_text
 
-    held = _cache.held(args.cache)
+    store = Store(args.cache)
+    held = store.held()
     print(f"{'key':<20}  {'size':>9}  {'captured':<16}  {'target':<24} {'n':>7} {'seed':>4} {'dtype':<8}  sites")
     for h in held:
         if not h.complete:
             why = ("a partial store (capture --part): the capture without --part merges it" if ".part-" in h.key else
                    f"an interrupted capture: run it again to resume, or theorycraft cache rm {h.key}")
-            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  incomplete ({why})")
+            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {date_text(h.modified):<16}  incomplete ({why})")
             continue
         shift = f" (shift {h.shift})" if h.shift else ""
-        print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  {h.target + shift:<24} "
+        print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {date_text(h.modified):<16}  {h.target + shift:<24} "
               f"{h.n:>7} {h.seed if h.seed is not None else '-':>4} {h.dtype:<8}  {', '.join(h.sites)}")
-    print(f"{len(held)} capture{'s' * (len(held) != 1)}, {bytes_text(sum(h.bytes for h in held))} in {cache_root(args.cache)}")
+    print(f"{len(held)} capture{'s' * (len(held) != 1)}, {bytes_text(sum(h.bytes for h in held))} in {store.root}")
     return EXIT_OK
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
     from theorycraft.errors import StoreError
-    from theorycraft.store import cache_root
+    from theorycraft.store import Store
 
-    root, bad = cache_root(args.cache), 0
-    keys = args.keys or [h.key for h in _cache.held(args.cache)]
+    store, bad = Store(args.cache), 0
+    keys = args.keys or [h.key for h in store.held()]
     for key in keys:
         try:
-            acts = _cache.find(key, args.cache)
+            acts = store.find(key)
             acts.verify()  # every file read and checked now
             print(f"{acts.key}  ok ({acts.n} examples, {len(acts.sites)} sites)")
         except StoreError as exc:
             bad += 1
             print(f"{key}  FAILED: {exc}")
-    print(f"{len(keys) - bad} of {len(keys)} captures in {root} verified" + (f"; {bad} failed" if bad else ""))
+    print(f"{len(keys) - bad} of {len(keys)} captures in {store.root} verified" + (f"; {bad} failed" if bad else ""))
     return EXIT_INVALID if bad else EXIT_OK
 
 
 def _cache_rm(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
     from theorycraft._arguments import bytes_text
+    from theorycraft.store import Store
 
+    store = Store(args.cache)
     for key in args.keys:
-        gone = _cache.remove(key, args.cache)
+        gone = store.remove(key)
         print(f"removed {gone.key} ({bytes_text(gone.bytes)}, {gone.target})")
     return EXIT_OK
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
 from ._load import load_target, source_identity
+from ._recorded import write_recording
 from ._user import UserModel
 
-__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target", "source_identity"]
+__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target", "source_identity", "write_recording"]

@@ -1,4 +1,5 @@
-"""``activations:DIR``: activations recorded elsewhere, brought into the store.
+"""``activations:DIR``: activations recorded elsewhere, brought into the store; ``write_recording``
+writes one, ``RecordedTarget`` reads it.
 
 The format (documented in the README): ``DIR/manifest.json`` with at least
 ``{"sites": ["blocks.0.hook_resid_post", ...]}`` (optionally ``"target"``, a free-text identity,
@@ -11,14 +12,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-
-from theorycraft.store import file_sha256
+from theorycraft.store import file_sha256, site_filename, write_array, write_json
 
 from ._base import Target, TargetError
+
+
+def write_recording(directory: str | os.PathLike, inputs: np.ndarray, sites: Mapping[str, np.ndarray], *,
+                    target: str | None = None, vocab_size: int | None = None) -> Path:
+    """Write an ``activations:DIR`` recording: ``inputs`` (``[N, T]`` token ids or ``[N, D]``
+    floats) and each site's array (``[N, D]``, ``[N, T, D]`` or a pattern ``[N, H, T, T]``),
+    with ``target`` (free text: what recorded them) and ``vocab_size`` in its manifest. Arrays
+    are written as given, each file atomically; they are checked when the recording is read
+    (``load_target('activations:DIR')``). The site files of a recording there before are
+    removed, so the directory holds this recording alone. Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {f"{site_filename(site)}.npy": np.asarray(array) for site, array in sites.items()}
+    if (directory / "manifest.json").exists():  # a recording before: its other sites would change its identity
+        for old in directory.glob("*.npy"):
+            if old.name not in files and old.name != "inputs.npy":
+                old.unlink()
+    write_array(directory / "inputs.npy", np.asarray(inputs))
+    for name, array in files.items():
+        write_array(directory / name, array)
+    manifest = {"sites": [str(site) for site in sites]}
+    manifest.update({k: v for k, v in (("target", target), ("vocab_size", vocab_size)) if v is not None})
+    write_json(directory / "manifest.json", manifest)
+    return directory
 
 
 class RecordedTarget(Target):
@@ -45,7 +71,7 @@ class RecordedTarget(Target):
         self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if tokens else None)
         self.arrays = {}
         for site in sites:
-            path = directory / f"{str(site).replace(':', '@')}.npy"
+            path = directory / f"{site_filename(site)}.npy"
             array = self._load(path)
             pattern = array.ndim == 4 and array.shape[2] == array.shape[3]  # attention [N, head, query, key]
             if len(array) != len(self.inputs) or not (array.ndim in (2, 3) or pattern) or \
