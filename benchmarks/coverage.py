@@ -249,7 +249,7 @@ def markdown(rows: Sequence[Row]) -> str:
                  f"the fit" if shift else "*shifted*: no named shift")
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
-                  "site spliced in (README, Scores)")
+                  "site spliced in (docs/scores.md)")
         lines += [f"### {target}", "", about, "",
                   "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
                   f"compression | coverage, seeds {SEEDS[0]}–{SEEDS[-1]} | compression, seeds {SEEDS[0]}–{SEEDS[-1]} | "

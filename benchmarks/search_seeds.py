@@ -1,4 +1,4 @@
-"""A found theory against a hand-written one, over several seeds: the close comparison the README
+"""A found theory against a hand-written one, over several seeds: the close comparison docs/results.md
 quotes, as mean and spread. Each seed is a whole search (its own capture shuffle, split and fits);
 the hand theory is judged by the same judge on the same split.
 

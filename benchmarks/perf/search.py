@@ -2,7 +2,7 @@
 
     python benchmarks/perf/search.py [--rounds 2] [--only modadd superposition induction]
 
-Each bundled search as the README runs it (``examples/search_modadd.yaml`` with
+Each bundled search as docs/search.md runs it (``examples/search_modadd.yaml`` with
 ``--budget-bits 324000``; ``search_superposition.yaml``; ``search_induction.yaml`` with
 ``--max-steps 500 --tries 3``), seed 0, its capture and default vocabulary prepared once outside
 the timings. Two variants, alternated in rounds in one process after a warm-up:
@@ -42,7 +42,7 @@ from theorycraft.refine import Judge, default_vocabulary, explained_sites, parse
 
 from _rounds import ratio
 
-SEARCHES = {  # name: (start theory, search arguments, fit arguments), as the README runs them
+SEARCHES = {  # name: (start theory, search arguments, fit arguments), as docs/search.md runs them
     "modadd": ("examples/search_modadd.yaml", {"budget_bits": 324_000}, {}),
     "superposition": ("examples/search_superposition.yaml", {}, {}),
     "induction": ("examples/search_induction.yaml", {"tries": 3}, {"max_steps": 500}),

@@ -1,5 +1,5 @@
 """Scoring: the one scorer. What a fitted theory predicts on each split, what it costs in bits,
-and how much it compresses the activations. Definitions: DESIGN.md and the README's "Scores".
+and how much it compresses the activations. Definitions: docs/design.md and docs/scores.md.
 
     score(fitted, acts) -> Scorecard: fidelity (R² per split, coverage), size (params, bits),
                            mdl (two-part code vs mean only; optionally prequential), splice,

@@ -1,5 +1,5 @@
 """The scorecard: typed, frozen records of every score of one fitted theory, written as
-``scorecard.json`` with a format version. Definitions: the README's "Scores"."""
+``scorecard.json`` with a format version. Definitions: docs/scores.md."""
 
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def _superposition_with(density: float = SUPERPOSITION_DENSITY, low: float = 0.0
 # (n, rng) -> inputs with a line saying what changes. The induction model's learned positional
 # embeddings stop at 24 positions, so its shifts change what repeats, not the length. Modular
 # addition has only P² inputs and a theory's capture holds all of them: its shifts re-weight the
-# pairs (the scorer keeps only shifted test examples the fit never saw; see the README's Scores).
+# pairs (the scorer keeps only shifted test examples the fit never saw; see docs/targets.md, Shifts).
 _SHIFTS = {
     "modadd-p113": {
         "held-out": (f"only the {P * P - int(MODADD_TRAIN_FRACTION * P * P):,} pairs the model was never trained "

@@ -1,7 +1,7 @@
 """``activations:DIR``: activations recorded elsewhere, brought into the store; ``write_recording``
 writes one, ``RecordedTarget`` reads it.
 
-The format (documented in the README): ``DIR/manifest.json`` with at least
+The format (documented in docs/targets.md): ``DIR/manifest.json`` with at least
 ``{"sites": ["blocks.0.hook_resid_post", ...]}`` (optionally ``"target"``, a free-text identity,
 and ``"vocab_size"``), ``DIR/inputs.npy`` (``[N, T]`` int token ids, or ``[N, D]`` floats) and
 one ``DIR/SITE.npy`` per site (``[N, T, D]``, ``[N, D]`` or a pattern ``[N, H, T, T]``, any float dtype), where SITE is the
