@@ -268,11 +268,12 @@ def add_flags(parser, config: type[Config], *dests: str, aliases: dict[str, tupl
         f, p = known[dest]
         if not p.cli:
             raise ValueError(f"{config.__name__}.{f.name} is a library setting, not a flag")
-        help = p.help + ("" if f.default is None or isinstance(f.default, bool) else f" (default: {_shown(f, p)})")
+        # the parser's help formatter says a default; a size is said here, in its units
+        help = p.help + (f" (default: {_shown(f, p)})" if p.memory and f.default is not None else "")
         options = dict(dest=dest, action=_Given, default=f.default, help=help)
         if isinstance(f.default, bool):  # a switch: --X turns on a default off, --no-X off a default on
             options.update(nargs=0, const=not f.default)
-            options["help"] = (help if not f.default else f"do not: {help[0].lower()}{help[1:]} (default: do)")
+            options["help"] = help if not f.default else f"do not {help[0].lower()}{help[1:]} (default: on)"
         elif p.choices is not None:
             options["choices"] = p.choices
         elif p.range is not None or p.memory:
@@ -282,11 +283,10 @@ def add_flags(parser, config: type[Config], *dests: str, aliases: dict[str, tupl
         parser.add_argument(flag_of(f, p), *(aliases or {}).get(dest, ()), **options)
 
 
-def _shown(f: dataclasses.Field, p: Param) -> str:
-    if p.memory:
-        from theorycraft._arguments import bytes_text
-        return bytes_text(f.default)
-    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+def _shown(f: dataclasses.Field, p: Param) -> str:  # a size in its units
+    from theorycraft._arguments import bytes_text
+
+    return bytes_text(f.default)
 
 
 def _flags_key(config: type[Config]) -> str:
