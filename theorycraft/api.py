@@ -1,4 +1,5 @@
-"""The library's front: parse -> capture -> infer -> score, one small function each."""
+"""The library's front: parse -> capture -> infer -> score, one small function each (capture and
+the front's other data access are in theorycraft._captures, re-exported here)."""
 
 from __future__ import annotations
 
@@ -6,131 +7,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments
-from theorycraft._metrics import Metrics
-from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig
+from theorycraft._captures import (_activations, _data, _runnable, capture, load_run, open_capture, run_activations,
+                                   target_of)
+from theorycraft._searching import search
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import SCHEMES, HookPoint, Theory, load_theory, schemes_text
-from theorycraft.store import ActivationSet, Request, Store, cache_root
-from theorycraft.targets import Target, load_target, source_identity
+from theorycraft.spec import SCHEMES, Theory, load_theory, schemes_text
+from theorycraft.store import ActivationSet
+from theorycraft.targets import Target
 
 if TYPE_CHECKING:
     from theorycraft.inference import FittedTheory
-    from theorycraft.refine import SearchResult
     from theorycraft.scoring import Scorecard
 
-
-def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None,
-              seq_len: int | None = None) -> Target:
-    if isinstance(theory_or_target, Target):
-        return theory_or_target
-    ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
-    if texts is not None or seq_len is not None:
-        scheme = str(ref).partition(":")[0]
-        if not (scheme in SCHEMES and SCHEMES[scheme].texts):
-            what = "{texts} are the data" if texts is not None else "{seq_len} sets the windows"
-            raise ArgumentError(f"{what} of {schemes_text(_texts_schemes(), bare=True)} targets; {ref} brings its own",
-                                params=("texts", "seq_len"))
-        from theorycraft.targets._hf import load_hf_model
-        return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
-    return load_target(ref, trust_code=trust_code)
-
-
-def _texts_schemes():
-    return [s for s in SCHEMES.values() if s.texts]
-
-
-def _runnable():
-    return [s for s in SCHEMES.values() if s.runnable]
-
-
-def _request(source, hooks, config: CaptureConfig, texts) -> Request | None:
-    """What the store's index knows a capture by, before any target loads (None for a loaded
-    target, or one only running it can identify)."""
-    if isinstance(source, Target):
-        return None
-    ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts, config.seq_len)
-    if identity is None:
-        return None
-    return Request(identity, tuple(sorted({str(h) for h in hooks})), config.n, config.seed, config.dtype,
-                          config.shift)
-
-
-def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
-            config: CaptureConfig | None = None, cache_dir=None, trust_code: bool = False,
-            texts: Iterable[str] | None = None, progress: bool = True, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None, n: int | None = None, seed: int | None = None,
-            dtype: str | None = None, batch_size: int | None = None, shift: str | None = None,
-            seq_len: int | None = None) -> ActivationSet | Path:
-    """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one. A capture the store's index knows is opened
-    without loading the target.
-
-    Parameters
-    ----------
-    theory_or_target : Theory, Target or str
-        A theory (or a theory file, ``.yaml``) whose sites to record, or a target (or a reference
-        like ``builtin:induction``) with ``sites``.
-    sites : sequence of str or HookPoint, optional
-        Hook points to record; default the theory's (a target needs them).
-    config : CaptureConfig, optional
-        Which examples and how they are stored (``n``, ``seed``, ``dtype``, ``batch_size``,
-        ``seq_len``, ``shift``: see ``theorycraft.configs.CaptureConfig``); default its defaults.
-        With ``n`` None, a stored capture of these sites at another size is reused, and ``log``
-        says which.
-    cache_dir : str or Path, optional
-        The activation store; default ``$THEORYCRAFT_CACHE`` or the user cache directory.
-    trust_code : bool
-        Let ``torch:`` targets run their Python.
-    texts : iterable of str, optional
-        ``hf:`` targets: the texts to run instead of the target's own data.
-    progress : bool
-        A progress bar on stderr.
-    include_paths : sequence of str
-        Directories a theory file's includes may read from, besides its own.
-    log : callable, optional
-        Called with one message when another stored capture is reused; default silent.
-    part : (int, int), optional
-        ``(K, N)``: only every N-th shard from the K-th (K from 0), into a partial store; a capture
-        of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
-        what they lack.
-    n, seed, dtype, batch_size, shift, seq_len
-        Each, where not None, replaces that field of ``config``.
-
-    Returns
-    -------
-    ActivationSet or Path
-        The capture, on disk in the store; with ``part``, the partial store's directory.
-    """
-    config = CaptureConfig.of(config, n=n, seed=seed, dtype=dtype, batch_size=batch_size, shift=shift,
-                              seq_len=seq_len)
-    if sites is not None:
-        sites = [_arguments.site(s) for s in sites]  # checked before any target loads
-    if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
-        theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
-    if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
-        name = getattr(theory_or_target, "name", theory_or_target)
-        raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
-                            f"theorycraft sites {name} lists them), or capture a theory file")
-    texts = tuple(texts) if texts else None
-    hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    store, request = Store(cache_dir), None if part else _request(theory_or_target, hooks, config, texts)
-    if request is not None and (acts := store.reuse(request, log or (lambda message: None))) is not None:
-        return acts
-    target = target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=config.seq_len)
-    return store.capture(target, hooks, config, request=request, progress=progress, part=part)
-
-
-def open_capture(capture: ActivationSet | str | Path, theory: Theory | None = None, cache_dir=None) -> ActivationSet:
-    """A capture named by key (or a unique prefix) in the store, or by its directory; with
-    ``theory``, checked to hold every site it names."""
-    acts = capture if isinstance(capture, ActivationSet) else Store(cache_dir).find(capture)
-    if theory is not None:
-        missing = sorted({str(s.hook) for s in theory.sites.values()} - set(acts.sites))
-        if missing:
-            raise ArgumentError(f"capture {acts.key} ({acts.directory}) lacks site(s) {', '.join(missing)} of theory "
-                                f"'{theory.name}'; it holds: {', '.join(acts.sites)}")
-    return acts
+__all__ = ["Inferred", "capture", "check", "infer", "join", "load_run", "open_capture", "run_activations", "score_run",
+           "score_shift", "search", "target_of"]
 
 
 class Inferred(NamedTuple):
@@ -224,28 +115,6 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     return Inferred(fitted, card)
 
 
-def _data(data: CaptureConfig | None, acts, texts, **given) -> CaptureConfig | None:
-    """The capture config of a command that fits (``data`` with the ``given`` fields), or None
-    with a named capture ``acts``, which is its own data: then none of them may be given."""
-    if acts is None:
-        return CaptureConfig.of(data, **given)
-    named = [name for name, value in {"data": data, "texts": texts or None, **given}.items() if value is not None]
-    if named:
-        names = ["data_seed" if n == "seed" else n for n in named]
-        raise ArgumentError(f"a named capture ({{acts}}) is its own data: leave out "
-                            f"{', '.join('{' + n + '}' for n in names)}", params=("acts", *names))
-    return None
-
-
-def _activations(theory: Theory, acts, data: CaptureConfig | None, *, texts, cache_dir, trust_code, progress, log):
-    """The capture a command fits on: ``acts`` if named, else the one ``data`` names (captured
-    if the store lacks it)."""
-    if acts is not None:
-        return open_capture(acts, theory, cache_dir)
-    return capture(theory, config=data, texts=texts, cache_dir=cache_dir, trust_code=trust_code, progress=progress,
-                   log=log)
-
-
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
     """``infer`` on local workers (theorycraft._processes); the result is read from the artifact
     process 0 writes (to a temporary folder without ``out_dir``)."""
@@ -295,146 +164,6 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
         raise ArgumentError(f"expected a coordinator address (host:port) to join, as coordinator= or in "
                             f"{_distributed.COORDINATOR}; found neither")
     _distributed.initialize(cluster)
-
-
-def search(start: Theory | str, *, vocabulary: str | None = None, config: SearchConfig | None = None,
-           fit: FitConfig | None = None, data: CaptureConfig | None = None, out_dir=None, compare: str | None = None,
-           cache_dir=None, trust_code: bool = False, log=print, include_paths: Sequence[str] = (),
-           progress: bool = True, acts: ActivationSet | str | Path | None = None, texts: Iterable[str] | None = None,
-           budget_bits: float | None = None, budget_minutes: float | None = None, tries: int | None = None,
-           target_coverage: float | None = None, judge_cache: int | str | None = None, seed: int | None = None,
-           max_steps: int | None = None, learning_rate: float | None = None, batch_size: int | None = None,
-           max_memory: int | str | None = None, n: int | None = None, data_seed: int | None = None,
-           dtype: str | None = None, seq_len: int | None = None) -> "SearchResult":
-    """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
-
-    Parameters
-    ----------
-    start : Theory or str
-        The theory to start from (its sites; components optional), or its file.
-    vocabulary : str, optional
-        A vocabulary YAML file of candidate components; default generated for the target's sites.
-    config : SearchConfig, optional
-        Budgets, tries per step, the scaling curve's target coverage, the judge's cache (see
-        ``theorycraft.configs.SearchConfig``); default its defaults.
-    fit : FitConfig, optional
-        How each candidate (and the found theory) is fitted: seed, Adam's steps, learning rate and
-        batch size, mode, memory bound; without its progress bars. Default its defaults.
-    data : CaptureConfig, optional
-        The capture to search on when ``acts`` is not given, as for ``infer``.
-    out_dir : str or Path, optional
-        Where the found theory, the trail, its plot, ``metrics.jsonl`` and the fitted artifact go;
-        default ``runs/search-THEORY_NAME``.
-    compare : str, optional
-        A theory file over the same sites, judged the same way, for reference.
-    cache_dir : str or Path, optional
-        The activation store.
-    trust_code : bool
-        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    log : callable, optional
-        Called with each line of the search's log.
-    include_paths : sequence of str
-        Directories the theory files' includes may read from, besides their own.
-    progress : bool
-        A bar over the steps (and one over the captures) on stderr.
-    acts : ActivationSet, str or Path, optional
-        A capture to search on (or its key or directory), as for ``infer``.
-    texts : iterable of str, optional
-        ``hf:`` targets: the texts to capture instead of the target's own data.
-    budget_bits, budget_minutes, tries, target_coverage, judge_cache
-        Each, where not None, replaces that field of ``config``.
-    seed, max_steps, learning_rate, batch_size, max_memory
-        Each, where not None, replaces that field of ``fit``.
-    n, data_seed, dtype, seq_len
-        Each, where not None, replaces that field of ``data`` (``data_seed``: its ``seed``).
-
-    Returns
-    -------
-    SearchResult
-        The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
-        comparison, with ``out`` the directory written.
-    """
-    from theorycraft.inference._fit import site_shapes
-    from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
-                                    search as run, write_search)
-
-    config = SearchConfig.of(config, budget_bits=budget_bits, budget_minutes=budget_minutes, tries=tries,
-                             target_coverage=target_coverage, judge_cache=judge_cache)
-    fit = FitConfig.of(fit, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       max_memory=max_memory, progress=False)  # one bar, over the search's steps
-    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len)
-    path = start if isinstance(start, str) else "<theory>"
-    theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
-    acts = _activations(theory, acts, data, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                        progress=progress, log=log)
-    if vocabulary:
-        vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
-    else:
-        _vocabulary_known(theory, acts)
-        text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
-        vocab = parse_vocabulary(text, "<default vocabulary>", theory)
-    judge = Judge(theory, acts, explained_sites(theory, vocab), fit, cache_bytes=config.judge_cache)
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
-    result = run(theory, acts, vocab, judge=judge, budget_bits=config.budget_bits,
-                 budget_seconds=config.budget_minutes * 60 if config.budget_minutes else None, tries=config.tries,
-                 log=log, progress=progress, metrics=Metrics(out))
-    reference = None
-    if compare:
-        judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
-        reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
-    return write_search(result, judge, out, start_path=path, target_coverage=config.target_coverage,
-                        config=fit, reference=reference)
-
-
-
-def _vocabulary_known(theory: Theory, acts: ActivationSet) -> None:
-    """The default search vocabulary has tables of the input's tokens, sized by the target's
-    vocabulary: a token target that declares none is refused before any fit, saying how to declare it."""
-    import numpy as np
-
-    if acts.vocab_size is None and np.issubdtype(acts.inputs().dtype, np.integer):
-        raise FitError(f"{theory.target} declares no vocabulary, and the default search vocabulary has tables of its "
-                       f"tokens: return theorycraft.targets.UserModel(module, dataset_fn, vocab_size=V) from the "
-                       f"factory (V token ids), or pass --vocabulary VOCAB.yaml with a size on each lookup")
-
-
-def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
-    from theorycraft.errors import FitError
-
-    if theory.target != start.target or any(start.sites.get(n) != s for n, s in theory.sites.items()):
-        raise FitError(f"{path}: a theory to compare with must have the start's target and sites "
-                       f"({start.target}: {', '.join(start.sites)})")
-    return theory
-
-
-def run_activations(fitted: "FittedTheory", run_dir: Path, cache_dir=None,
-                    acts: ActivationSet | str | Path | None = None) -> ActivationSet:
-    """The capture a fitted theory was fitted on: named by key in its fit record, looked up in the
-    store (``cache_dir``, else $THEORYCRAFT_CACHE, else the user cache), then in the store it was
-    fitted from; or ``acts`` (a capture, its key or directory) when given."""
-    if acts is not None:
-        return open_capture(acts, fitted.theory, cache_dir)
-    data = fitted.fit_info.get("data", {})
-    key, directory = data.get("capture"), data.get("directory")  # "directory": written before captures had keys
-    if not key and not directory:
-        raise FitError(f"{run_dir} does not say which activations it was fitted on; rerun theorycraft infer")
-    places = [cache_root(cache_dir) / key, Path(data.get("cache", "")) / key] if key else [Path(directory)]
-    for place in places:
-        if (place / "manifest.json").exists():
-            return ActivationSet(place)
-    raise FitError(f"the capture {run_dir} was fitted on ({key or directory}) is not in "
-                   f"{' nor '.join(str(p.parent) for p in places)}; name the store that holds it (--cache DIR) or "
-                   f"the capture (--capture KEY|DIR), or rerun theorycraft infer")
-
-
-def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
-    """The fitted theory of an artifact directory, every file of it (the scorecard too) verified
-    against its recorded checksum first."""
-    from theorycraft import _artifact
-    from theorycraft.inference import FittedTheory
-
-    _artifact.verify(run_dir)
-    return FittedTheory.load(run_dir, trust_code=trust_code)
 
 
 def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None,
