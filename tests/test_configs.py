@@ -136,3 +136,10 @@ def test_the_library_keyword_arguments_default_to_the_configs():
                 assert signature.parameters[name].default is None, (function.__name__, name)
         assert stage.__name__ in function.__doc__
     assert {f.name for f in dataclasses.fields(FitConfig)} >= {"learning_rate", "batch_size", "mode"}
+
+
+def test_check_with_a_run_refuses_the_settings_of_a_new_fit(capsys, at_root):
+    with pytest.raises(ArgumentError, match=r"^n, data_seed, seq_len and max_memory are of a new fit; with run_dir "):
+        api.check("examples/induction.yaml", run_dir="runs/x", max_memory="4G")
+    assert main(["check", "examples/induction.yaml", "--run", "runs/x", "--data-seed", "1"]) == 2
+    assert "--n, --data-seed, --seq-len and --max-memory are of a new fit; with --run" in capsys.readouterr().err

@@ -217,9 +217,9 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
     config = FitConfig.of(seed=seed, max_memory=max_memory, progress=False)
     data = CaptureConfig.of(n=n, seed=data_seed, seq_len=seq_len)
-    if (n is not None or seq_len is not None or data_seed is not None) and run_dir is not None:
-        raise ArgumentError("{n}, {data_seed} and {seq_len} set the data of a new fit; with {run_dir} the run's own "
-                            "capture is used", params=("n", "data_seed", "seq_len", "run_dir"))
+    if (n is not None or seq_len is not None or data_seed is not None or max_memory is not None) and run_dir is not None:
+        raise ArgumentError("{n}, {data_seed}, {seq_len} and {max_memory} are of a new fit; with {run_dir} the run's "
+                            "own fit and capture are used", params=("n", "data_seed", "seq_len", "max_memory", "run_dir"))
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from theorycraft import _arguments
-from theorycraft.configs import DTYPES
+from theorycraft.configs import DTYPES, CaptureConfig  # the defaults of capture's arguments
 from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
@@ -27,8 +27,9 @@ from ._reading import CHECKSUM, FORMAT_VERSION, ActivationSet, CaptureKey, cache
 
 SHARD_BYTES = 64 << 20  # ~64 MiB of activations per shard
 
-def capture(target, hooks: Sequence[HookPoint], *, n: int | None = None, seed: int = 0,
-            dtype: str = "float32", cache_dir=None, batch_size: int = 256, progress: bool = True,
+def capture(target, hooks: Sequence[HookPoint], *, n: int | None = CaptureConfig.n, seed: int = CaptureConfig.seed,
+            dtype: str = CaptureConfig.dtype, cache_dir=None, batch_size: int = CaptureConfig.batch_size,
+            progress: bool = True,
             shard_rows: int | None = None, shift: str | None = None,
             part: tuple[int, int] | None = None) -> "ActivationSet | Path":
     """Record ``hooks`` of ``target`` over its dataset (n examples, shuffled once with ``seed``;
