@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from theorycraft.configs import CONFIGS, COUNT, SEED, Range, memory, params
+from theorycraft.configs import CONFIGS, COUNT, SEED, Range, memory, params, site
 from theorycraft.errors import ArgumentError
 
 
@@ -52,33 +52,11 @@ def flag(name: str):
     return parse
 
 
-def site(text):
-    """A site (hook point) named by the user, parsed once; a malformed name is an ArgumentError."""
-    from theorycraft.spec import HookPoint
-
-    if isinstance(text, HookPoint):
-        return text
-    try:
-        return HookPoint.parse(text)
-    except (ValueError, TypeError):
-        raise ArgumentError(f"expected a site (hook point) like 'blocks.0.mlp.hook_post' or "
-                            f"'encoder.layer.3.output:input', got {text!r}") from None
-
-
 def site_flag(text: str):
     try:
         return site(text)
     except ArgumentError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def shift(name):
-    """A shift's name (``--shift NAME``), or None for the target's own data; the target checks
-    that it knows the name."""
-    if name is None or (isinstance(name, str) and name):
-        return name
-    raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft shifts "
-                        f"TARGET lists them), got {name!r}")
 
 
 def memory_flag(name: str) -> Callable[[str], int]:
@@ -91,15 +69,6 @@ def memory_flag(name: str) -> Callable[[str], int]:
     parse.__name__ = name
     return parse
 
-
-def bytes_text(n: float) -> str:
-    """A size for messages: '812 bytes', '6.0 KB', '4.3 GB' (powers of 1000)."""
-    unit = "bytes"
-    for bigger in ("KB", "MB", "GB", "TB", "PB", "EB"):
-        if n < 1000:
-            break
-        n, unit = n / 1000, bigger
-    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
 
 def include_path_flag(text: str) -> str:
     """``--include-path DIR``: a directory theory files may include from (besides their own)."""

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from theorycraft import _arguments
-from theorycraft.configs import CaptureConfig
+from theorycraft.configs import CaptureConfig, site
 from theorycraft.errors import ArgumentError, FitError
 from theorycraft.spec import SCHEMES, HookPoint, Theory, load_theory, schemes_text
 from theorycraft.store import ActivationSet, Request, Store, cache_root
@@ -103,7 +102,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
     config = CaptureConfig.of(config, n=n, seed=seed, dtype=dtype, batch_size=batch_size, shift=shift,
                               seq_len=seq_len)
     if sites is not None:
-        sites = [_arguments.site(s) for s in sites]  # checked before any target loads
+        sites = [site(s) for s in sites]  # checked before any target loads
     if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
         theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
     if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
@@ -111,7 +110,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
                             f"theorycraft sites {name} lists them), or capture a theory file")
     texts = tuple(texts) if texts else None
-    hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
+    hooks = [s.hook for s in theory_or_target.sites.values()] if sites is None else sites
     store, request = Store(cache_dir), None if part else _request(theory_or_target, hooks, config, texts)
     if request is not None and (acts := store.reuse(request, log or (lambda message: None))) is not None:
         return acts

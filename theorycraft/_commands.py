@@ -310,7 +310,7 @@ def _say(message: str) -> None:
 # --- theorycraft cache ls | verify | rm ------------------------------------------------------------
 
 def _cache_ls(args: argparse.Namespace) -> int:
-    from theorycraft._arguments import bytes_text
+    from theorycraft.configs import bytes_text
     from theorycraft.store import Store, date_text
 
     store = Store(args.cache)
@@ -348,7 +348,7 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 
 def _cache_rm(args: argparse.Namespace) -> int:
-    from theorycraft._arguments import bytes_text
+    from theorycraft.configs import bytes_text
     from theorycraft.store import Store
 
     store = Store(args.cache)

@@ -119,9 +119,7 @@ class CaptureConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.shift is not None and not (isinstance(self.shift, str) and self.shift):
-            raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft "
-                                f"shifts TARGET lists them), got {self.shift!r}")
+        _check_shift(self.shift)
 
 
 @dataclass(frozen=True)
@@ -176,9 +174,7 @@ class ScoreConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.shift is not None and not (isinstance(self.shift, str) and self.shift):
-            raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft "
-                                f"shifts TARGET lists them), got {self.shift!r}")
+        _check_shift(self.shift)
 
 
 @dataclass(frozen=True)
@@ -196,6 +192,13 @@ class SearchConfig(Config):
 
 
 CONFIGS = (CaptureConfig, FitConfig, ScoreConfig, SearchConfig)
+
+
+def _check_shift(name) -> None:
+    """A shift's name, or None for the target's own data; the target checks that it knows the name."""
+    if name is not None and not (isinstance(name, str) and name):
+        raise ArgumentError(f"shift must be the name of one of the target's shifts, like 'dense' (theorycraft "
+                            f"shifts TARGET lists them), got {name!r}")
 
 
 # --- sizes ------------------------------------------------------------------------------------------
@@ -220,6 +223,29 @@ def memory(value, *, optional: bool = False, name: str = "max_memory"):
         raise ArgumentError(f"{name} must be a size in bytes like 4G, 512M, 1.5GB or 2GiB (at least 1 byte), "
                             f"got {value!r}")
     return int(size)
+
+
+def bytes_text(n: float) -> str:
+    """A size for messages: '812 bytes', '6.0 KB', '4.3 GB' (powers of 1000)."""
+    unit = "bytes"
+    for bigger in ("KB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1000:
+            break
+        n, unit = n / 1000, bigger
+    return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+
+
+def site(text):
+    """A site (hook point) named by the user, parsed once; a malformed name is an ArgumentError."""
+    from theorycraft.spec import HookPoint
+
+    if isinstance(text, HookPoint):
+        return text
+    try:
+        return HookPoint.parse(text)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"expected a site (hook point) like 'blocks.0.mlp.hook_post' or "
+                            f"'encoder.layer.3.output:input', got {text!r}") from None
 
 
 # --- the CLI's flags --------------------------------------------------------------------------------
@@ -284,8 +310,6 @@ def add_flags(parser, config: type[Config], *dests: str, aliases: dict[str, tupl
 
 
 def _shown(f: dataclasses.Field, p: Param) -> str:  # a size in its units
-    from theorycraft._arguments import bytes_text
-
     return bytes_text(f.default)
 
 

@@ -60,9 +60,9 @@ def _candidates(fitted, batch: dict, site: str, vocab=None) -> dict[str, np.ndar
 def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, vocabulary=None) -> dict:
     """A report per coded (non-pattern) site, on up to ``limit`` validation examples; ``vocabulary``
     (a search vocabulary) adds its candidate features to what residual directions are compared with."""
-    from theorycraft import _arguments
+    from theorycraft.configs import COUNT, SEED
 
-    top, worst, limit = _arguments.check("top", top), _arguments.check("worst", worst), _arguments.check("limit", limit)
+    top, worst, limit = COUNT.check("top", top), SEED.check("worst", worst), COUNT.check("limit", limit)
     data = load_examples(fitted.theory, acts)
     rows = acts.split("validation")[:limit]
     batch = {k: v[rows] for k, v in data.items()}

@@ -31,8 +31,7 @@ from theorycraft.inference._fit import FitConfig, Stopped, fit, load_examples, s
 from theorycraft.inference._fitted import FittedTheory, count_params
 from theorycraft.inference._stream import resident
 from theorycraft.inference.kinds import kind_of
-from theorycraft._arguments import bytes_text, memory
-from theorycraft.configs import SearchConfig
+from theorycraft.configs import SearchConfig, bytes_text, memory
 from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, squared_errors, total_bits
 from theorycraft.spec import Theory

@@ -16,9 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from theorycraft import _arguments
-from theorycraft.configs import DTYPES, CaptureConfig  # the defaults of capture's arguments
-from theorycraft.errors import StoreError
+from theorycraft.configs import CaptureConfig, bytes_text, site
+from theorycraft.errors import ArgumentError, StoreError
 from theorycraft.spec import HookPoint
 
 from ._durable import (TMP_SUFFIX, _Writer, file_digest, manifest_digest, site_filename,
@@ -37,16 +36,13 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = CaptureConfig
     already there. ``part=(K, N)``: only shards K, K + N, K + 2N, ... into a partial store beside
     the capture's (``KEY.part-K-of-N``), whose path is returned; the capture of the same key
     without a part adopts every part's verified shards and records only what they lack."""
-    if dtype not in DTYPES:
-        raise StoreError(f"expected dtype one of {', '.join(DTYPES)}, found '{dtype}'")
-    n, seed = _arguments.check("n", n, optional=True), _arguments.check("seed", seed)
-    batch_size = _arguments.check("batch_size", batch_size)
+    checked = CaptureConfig(n=n, seed=seed, dtype=dtype, batch_size=batch_size, shift=shift)  # each in its range
+    n, seed, batch_size, shift = checked.n, checked.seed, checked.batch_size, checked.shift
     if shard_rows is not None and shard_rows < 1:
-        raise _arguments.ArgumentError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
-    hooks = sorted(set(_arguments.site(h) for h in hooks), key=str)
+        raise ArgumentError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
+    hooks = sorted(set(site(h) for h in hooks), key=str)
     if not hooks:
-        raise _arguments.ArgumentError("name at least one site to capture")
-    shift = _arguments.shift(shift)
+        raise ArgumentError("name at least one site to capture")
     target.check_hooks(hooks)
     dataset = np.asarray(target.dataset(n, seed, shift=shift))
     content = hashlib.sha256(np.ascontiguousarray(dataset).tobytes()).hexdigest()[:16]  # what was fed, exactly
@@ -57,7 +53,7 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = CaptureConfig
         return ActivationSet(directory)
     if part is not None:
         if not (len(part) == 2 and 0 <= part[0] < part[1]):
-            raise _arguments.ArgumentError(f"expected a part K/N with 0 <= K < N, found {part[0]}/{part[1]}")
+            raise ArgumentError(f"expected a part K/N with 0 <= K < N, found {part[0]}/{part[1]}")
         directory = directory.with_name(f"{directory.name}.part-{part[0]}-of-{part[1]}")
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as lock:
@@ -164,7 +160,7 @@ def _out_of_space(directory: Path, needed: int) -> StoreError:
                       f"bigger disk, then run the same command again: the shards already written are kept")
 
 
-_size = _arguments.bytes_text  # one way to write a size in a message
+_size = bytes_text  # one way to write a size in a message
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
