@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from theorycraft.configs import CaptureConfig, site
+from theorycraft.configs import CaptureConfig, document, site
 from theorycraft.errors import ArgumentError, FitError
 from theorycraft.spec import SCHEMES, HookPoint, Theory, load_theory, schemes_text
 from theorycraft.store import ActivationSet, Request, Store, cache_root
@@ -53,6 +53,7 @@ def _request(source, hooks, config: CaptureConfig, texts) -> Request | None:
                           config.shift)
 
 
+@document(CaptureConfig, "config", n=None, seed="data_seed", dtype=None, batch_size=None, shift=None, seq_len=None)
 def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
             config: CaptureConfig | None = None, cache_dir=None, trust_code: bool = False,
             texts: Iterable[str] | None = None, progress: bool = True, include_paths: Sequence[str] = (),
@@ -91,8 +92,7 @@ def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookP
         ``(K, N)``: only every N-th shard from the K-th (K from 0), into a partial store; a capture
         of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
         what they lack.
-    n, seed, dtype, batch_size, shift, seq_len
-        Each, where not None, replaces that field of ``config``.
+    {config: CaptureConfig}
 
     Returns
     -------

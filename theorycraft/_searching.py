@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from theorycraft._captures import _activations, _data
 from theorycraft._metrics import Metrics
-from theorycraft.configs import CaptureConfig, FitConfig, SearchConfig
+from theorycraft.configs import CaptureConfig, FitConfig, SearchConfig, document
 from theorycraft.errors import FitError
 from theorycraft.spec import Theory, load_theory
 from theorycraft.store import ActivationSet
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from theorycraft.refine import SearchResult
 
 
+@document(SearchConfig, "config", budget_bits=None, budget_minutes=None, tries=None, target_coverage=None,
+          judge_cache=None)
+@document(FitConfig, "fit", seed=None, max_steps=None, learning_rate=None, batch_size=None, max_memory=None)
+@document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None)
 def search(start: Theory | str, *, vocabulary: str | None = None, config: SearchConfig | None = None,
            fit: FitConfig | None = None, data: CaptureConfig | None = None, out_dir=None, compare: str | None = None,
            cache_dir=None, trust_code: bool = False, log=print, include_paths: Sequence[str] = (),
@@ -61,12 +65,9 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
         A capture to search on (or its key or directory), as for ``infer``.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
-    budget_bits, budget_minutes, tries, target_coverage, judge_cache
-        Each, where not None, replaces that field of ``config``.
-    seed, max_steps, learning_rate, batch_size, max_memory
-        Each, where not None, replaces that field of ``fit``.
-    n, data_seed, dtype, seq_len
-        Each, where not None, replaces that field of ``data`` (``data_seed``: its ``seed``).
+    {config: SearchConfig}
+    {fit: FitConfig}
+    {data: CaptureConfig}
 
     Returns
     -------

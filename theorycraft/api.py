@@ -10,7 +10,7 @@ from theorycraft import _arguments
 from theorycraft._captures import (_activations, _data, _runnable, capture, load_run, open_capture, run_activations,
                                    target_of)
 from theorycraft._searching import search
-from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, document
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
 from theorycraft.spec import SCHEMES, Theory, load_theory, schemes_text
 from theorycraft.store import ActivationSet
@@ -31,6 +31,9 @@ class Inferred(NamedTuple):
     scorecard: "Scorecard"
 
 
+@document(FitConfig, "config", seed=None, max_steps=None, learning_rate=None, batch_size=None, fit_mode=None,
+          max_memory=None, model_shards=None)
+@document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None)
 def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, config: FitConfig | None = None,
           data: CaptureConfig | None = None, out_dir=None, cache_dir=None, trust_code: bool = False, log=print,
           include_paths: Sequence[str] = (), texts: Iterable[str] | None = None, processes: int = 1,
@@ -75,10 +78,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         same numbers) and only process 0 writes.
     progress : bool, optional
         Progress bars on stderr; default ``config.progress``.
-    seed, max_steps, learning_rate, batch_size, fit_mode, max_memory, model_shards
-        Each, where not None, replaces that field of ``config`` (``fit_mode``: its ``mode``).
-    n, data_seed, dtype, seq_len
-        Each, where not None, replaces that field of ``data`` (``data_seed``: its ``seed``).
+    {config: FitConfig}
+    {data: CaptureConfig}
 
     Returns
     -------
@@ -261,6 +262,8 @@ def _structure(theory: Theory) -> dict:
     return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
+@document(ScoreConfig, "config", prequential=None, splice=None, limit=None, shift=None, n=None, max_memory=None,
+          data_seed=None, dtype=None)
 def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = False, cache_dir=None,
               acts: ActivationSet | str | Path | None = None, texts: Iterable[str] | None = None,
               prequential: bool | None = None, splice: bool | None = None, limit: int | None = None,
@@ -285,8 +288,7 @@ def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = 
     texts : iterable of str, optional
         ``hf:`` targets: score on this text too, entered as ``shift`` (default "text"), in windows
         as long as the run's.
-    prequential, splice, limit, shift, n, max_memory, data_seed, dtype
-        Each, where not None, replaces that field of ``config``.
+    {config: ScoreConfig}
 
     Returns
     -------

@@ -330,7 +330,33 @@ def given(args: argparse.Namespace, dests: Iterable[str]) -> list[str]:
     return [d for d in dests if d in typed]
 
 
-# --- the documentation --------------------------------------------------------------------------------
+# --- the documentation ------------------------------------------------------------------------------
+
+def document(config: type[Config], where: str, **keywords: str):
+    """Fill the ``{where}`` line of a library function's docstring with one numpy-style entry per
+    keyword argument that replaces a field of ``config`` (``keywords``: keyword -> its dest, where
+    they differ), its type and help taken from the field."""
+    def fill(function):
+        known, lines = params(config), []
+        for keyword, dest in keywords.items():
+            f, p = known[dest or keyword]
+            lines += [f"    {keyword} : {_type_text(f, p)}, optional",
+                      f"        {p.help[0].upper()}{p.help[1:]}. Given, it replaces ``{where}.{f.name}``."]
+        marker = f"    {{{where}: {config.__name__}}}\n"
+        assert marker in function.__doc__, (function.__name__, marker)
+        function.__doc__ = function.__doc__.replace(marker, "\n".join(lines) + "\n")
+        return function
+    return fill
+
+
+def _type_text(f: dataclasses.Field, p: Param) -> str:
+    if isinstance(f.default, bool):
+        return "bool"
+    if p.memory:
+        return "int or str"
+    if p.range is not None:
+        return "int" if p.range.integer else "float"
+    return "str"
 
 def table() -> str:
     """Every stage's fields as Markdown: the library's name, the CLI's flag, default, range, help."""
