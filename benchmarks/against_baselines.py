@@ -19,8 +19,7 @@ import numpy as np
 
 from theorycraft.benchmarks.baselines import Context, mean_only, probe, saes
 from theorycraft.benchmarks.coverage import Row
-from theorycraft.inference import FitConfig, FittedTheory, fit
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import FitConfig, FittedTheory, fit, site_shapes
 from theorycraft.scoring import score
 from theorycraft.api import run_activations
 

@@ -25,9 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from theorycraft.inference.kinds import kind_of
-from theorycraft.spec import Theory, declare_inputs, parse_theory
-from theorycraft.spec._expr import random_offsets
-from theorycraft.spec._yaml import dump as dump_yaml
+from theorycraft.spec import Theory, declare_inputs, dump as dump_yaml, parse_theory, random_offsets
 
 MAX_TABLE_PARAMS = 50_000_000  # memorisation tables larger than this are not built
 

@@ -18,8 +18,7 @@ import jax
 import numpy as np
 
 from theorycraft.errors import TargetError
-from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import FitConfig, fit, site_shapes
 from theorycraft.scoring import Scorecard, score, score_shifted
 from theorycraft.spec import load_theory
 

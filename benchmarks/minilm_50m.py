@@ -64,8 +64,7 @@ def peak_bytes() -> int:
 
 def run(layers: int, n: int, out: Path | None = None, cache_dir=None, progress: bool = True, acts=None,
         bits: bool = True) -> dict:
-    from theorycraft.inference import FitConfig, fit
-    from theorycraft.inference._fitted import count_params
+    from theorycraft.inference.engine import FitConfig, count_params, fit
     from theorycraft.scoring import score
     from theorycraft.spec import parse_theory
 

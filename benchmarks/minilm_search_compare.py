@@ -40,8 +40,7 @@ def summary(card, seconds: float | None = None) -> dict:
 def fit_rival(run: Path, name: str, steps: int, batch_size: int, capture: str | None = None) -> dict:
     from theorycraft.api import run_activations
     from theorycraft.benchmarks.baselines import Context, saes
-    from theorycraft.inference import FitConfig, FittedTheory, fit
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import FitConfig, FittedTheory, fit, site_shapes
     from theorycraft.scoring import score
     from theorycraft.spec import parse_theory
 

@@ -1,4 +1,5 @@
 """The JAX engine: component kinds (``kinds/``, one module each), theory -> predict function, fitting.
+Other packages use it through ``theorycraft.inference.engine``, its one public interface.
 
 Names load on first use, so that the parser can import ``theorycraft.inference.kinds`` (the
 kinds' schemas) without importing jax and optax."""

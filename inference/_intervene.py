@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theorycraft.errors import FitError
-from theorycraft.spec import evaluate, evaluate_variables, position_env
-from theorycraft.spec._theory import walk_reads
+from theorycraft.spec import evaluate, evaluate_variables, position_env, walk_reads
 
 from ._compile import GIVEN_VARIABLES, component_output
 from .kinds import kind_of

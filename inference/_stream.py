@@ -140,6 +140,13 @@ def chunks(index: np.ndarray, per_example: int = 1, rows: int | None = None) -> 
         yield index[start:start + size]
 
 
+def batches(site_shapes: Mapping[str, tuple], index: np.ndarray, scale: int = 1) -> list[np.ndarray]:
+    """``index`` in pieces of at most ``scale`` x ``ROWS`` rows over all the sites together, so a
+    batch's recorded sites and predictions stay bounded however many sites there are."""
+    per_example = sum(rows_per_example(shape) for shape in site_shapes.values())
+    return list(chunks(index, per_example, scale * ROWS))
+
+
 class Windows:
     """The examples of each Adam step (positions into the training split), seeded; see the module
     docstring. ``window`` examples are held at once (all of them: ``resident``)."""

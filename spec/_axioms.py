@@ -31,7 +31,7 @@ from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema, mod
 from pydantic_core import PydanticCustomError
 
 from ._diagnostics import describe
-from ._model import Doc, Expression, HookPoint, Name, NonNegativeFloat, _Frozen, _list_of
+from ._model import Doc, Expression, HookPoint, Name, NonNegativeFloat, _Frozen, list_of
 
 OUTPUT = "output"  # the target's final output, judged by its task
 INTERVENTIONS = ("input", "zero", "mean", "resample", "patch", "keep", "project_out")
@@ -118,7 +118,7 @@ class Axiom(_Frozen):
     project_out: Optional[PlaceRef] = None
     from_: Optional[Expression] = Field(None, alias="from", description="patch: the paired example's tokens")
     subspace: Optional[Name] = Field(None, description="keep / project_out: the component whose features span it")
-    theory: _list_of(Name, min_length=0) = Field((), description="what stands for the place in the theory")
+    theory: list_of(Name, min_length=0) = Field((), description="what stands for the place in the theory")
     invariant: Optional[PlaceRef] = None
     changes: Optional[PlaceRef] = None
     predicted_by_theory: Optional[PlaceRef] = None

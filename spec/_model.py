@@ -32,7 +32,7 @@ def _as_list(value: Any) -> Any:
     return [value] if not isinstance(value, (list, tuple)) else value
 
 
-def _list_of(item: Any, *, min_length: int = 1) -> Any:
+def list_of(item: Any, *, min_length: int = 1) -> Any:
     return Annotated[tuple[item, ...], Field(min_length=min_length),
                      BeforeValidator(_as_list, json_schema_input_type=Union[item, list[item]])]
 
@@ -180,7 +180,7 @@ SiteEntry = Annotated[Site, BeforeValidator(_site_shorthand, json_schema_input_t
 
 # --- components ---------------------------------------------------------------------------------
 
-Refs = _list_of(Name)
+Refs = list_of(Name)
 
 
 def _one_or_several(value: Any) -> Any:
@@ -228,7 +228,7 @@ class Fragment(_Frozen):
     """A file of shared parts, pulled in by ``include:``."""
 
     description: Doc = None
-    include: _list_of(StrictStr, min_length=0) = ()
+    include: list_of(StrictStr, min_length=0) = ()
     sites: dict[Name, SiteEntry] = {}
     variables: dict[Name, Expression] = {}
     components: dict[Name, ComponentSpec] = {}  # validated per kind by _parse
@@ -240,7 +240,7 @@ class TheoryFile(Fragment):
 
     theory: TheoryName
     target: Target
-    inputs: _list_of(Name, min_length=0) = ()
+    inputs: list_of(Name, min_length=0) = ()
     axioms: dict[Name, Any] = {}  # each validated by spec._axioms.Axiom (by _parse, one at a time)
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from typing import Union
 
+from ._registry import kind_of
 from ._theory import Theory
 
 Width = Union[int, str]
-
-
-def _kind(component):
-    from theorycraft.inference.kinds import kind_of  # late: the kinds' schemas import spec
-    return kind_of(component)
 
 
 def feature_width(theory: Theory, name: str) -> Width:
@@ -22,7 +18,7 @@ def feature_width(theory: Theory, name: str) -> Width:
     if name in theory.sites:
         return f"D({name})"
     c = theory.components[name]
-    return _kind(c).features(c, lambda r: feature_width(theory, r))
+    return kind_of(c).features(c, lambda r: feature_width(theory, r))
 
 
 def input_width(theory: Theory, component) -> Width:
@@ -33,7 +29,7 @@ def input_width(theory: Theory, component) -> Width:
 def parameter_shapes(theory: Theory, name: str) -> dict[str, str]:
     """Named parameter shapes of a component, as text (none for fixed features)."""
     c = theory.components[name]
-    return _kind(c).parameter_shapes(c, input_width(theory, c), feature_width(theory, name))
+    return kind_of(c).parameter_shapes(c, input_width(theory, c), feature_width(theory, name))
 
 
 def outline(theory: Theory) -> str:

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from ._axioms import Axiom
 from ._model import ComponentSpec, Doc, Expression, Fragment, Name, TheoryFile
+from ._registry import KINDS
 
 _EACH = {  # a vocabulary field's choices: a list, named items, or a range of integers "1..56"
     "type": "object", "required": ["each"], "additionalProperties": False,
@@ -29,8 +30,6 @@ _EACH = {  # a vocabulary field's choices: a list, named items, or a range of in
 
 def json_schema() -> dict:
     from typing import Literal
-
-    from theorycraft.inference.kinds import KINDS  # late: the kinds' schemas import spec
 
     kinds = {name: create_model(kind.schema.__name__, __base__=kind.schema, kind=(Literal[name], ...))
              for name, kind in sorted(KINDS.items())}

@@ -2,15 +2,14 @@
 
 Loaded in YAML as ``kind: custom_kind:Square`` (with trust) or registered as ``square``."""
 
-from theorycraft.inference.kinds import Kind
-from theorycraft.spec import ComponentSpec
-from theorycraft.spec._model import Expression, _list_of
+from theorycraft.inference.kinds import Example, Kind, Shapes
+from theorycraft.spec import ComponentSpec, Expression, list_of
 
 
 class SquareSpec(ComponentSpec):
     """x² for each expression x in ``of``."""
 
-    of: _list_of(Expression)
+    of: list_of(Expression)
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))
@@ -26,3 +25,6 @@ class Square(Kind):
 
     def apply(self, params, spec, inputs):
         return inputs[0].astype("float32") ** 2
+
+    def example(self, rng):  # what check_kind runs it on
+        return Example({"of": ["a", "b"]}, Shapes((2,), 2), [rng.normal(size=(8, 2)).astype("float32")])

@@ -186,7 +186,7 @@ def test_a_soft_select_moves_values_into_the_residual(tmp_path, mode):
 def test_a_fit_of_one_head_reads_only_that_head_and_trains_as_on_the_whole_pattern(tmp_path, monkeypatch):
     """A head kept from an earlier fit is a constant of the next: the loss leaves its columns out
     (``varying_columns``), and the head being fitted learns what it learns with them in."""
-    from theorycraft.inference import _fit
+    from theorycraft.inference import _examples
     from theorycraft.inference._compile import make_plan, varying_columns
 
     r = np.random.default_rng(5)
@@ -215,7 +215,7 @@ components:
     np.testing.assert_array_equal(varying_columns(make_plan(theory, shapes, V, keep), "pattern"),
                                   np.arange(T * T, 2 * T * T))  # head 1's columns only
     narrow = fit(theory, acts, config, keep=keep)
-    monkeypatch.setattr(_fit, "varying_columns", lambda plan, site: None)  # every head in the loss
+    monkeypatch.setattr(_examples, "varying_columns", lambda plan, site: None)  # every head in the loss
     whole = fit(theory, acts, config, keep=keep)
     for name in ("sharpness", "prior"):
         np.testing.assert_allclose(narrow.params["previous"][name], whole.params["previous"][name], rtol=1e-4, atol=1e-5)

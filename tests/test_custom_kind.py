@@ -11,7 +11,7 @@ import pytest
 
 import theorycraft as tc
 from theorycraft.cli import main
-from theorycraft.inference.kinds import KINDS
+from theorycraft.inference.kinds import KINDS, KindCheckError
 from theorycraft.targets import write_recording
 
 from custom_kind import Square
@@ -102,3 +102,43 @@ def test_the_schema_covers_registered_kinds():
 
     schema = json.dumps(json_schema())
     assert '"const": "square"' in schema and '"const": "fourier"' in schema
+
+
+def test_a_custom_kind_passes_the_library_s_conformance_checks():
+    tc.check_kind(Square())  # as scikit-learn's check_estimator: the checks every built-in kind passes
+
+
+def test_check_kind_reports_every_check_a_broken_kind_fails():
+    import jax.numpy as jnp
+    from pydantic import ConfigDict
+
+    from custom_kind import SquareSpec
+
+    class Loose(SquareSpec):
+        model_config = ConfigDict(extra="allow", frozen=True)  # unknown keys silently accepted
+
+    class Broken(Square):
+        schema, fixed = Loose, False
+
+        def init(self, key, spec, shapes):  # drawn without the key: not deterministic
+            return {"w": jnp.asarray(np.random.default_rng().normal(size=(shapes.out + 1,)), jnp.float32)}
+
+        def apply(self, params, spec, inputs):  # a column too many, and NaN
+            return jnp.log(-jnp.abs(inputs[0][:, :1] * params["w"]) - 1.0)
+
+    with pytest.raises(KindCheckError) as failed:
+        tc.check_kind(Broken())
+    message = str(failed.value)
+    assert message.startswith("Broken fails ")
+    for check in ("init is deterministic", "apply has its shape and is finite", "misuse fails clearly"):
+        assert f"\n  {check}: " in message, message
+    assert "expected an output of shape (8, 2), found (8, 3)" in message and "refuse an unknown key" in message
+
+
+def test_check_kind_without_an_example_says_what_to_write():
+    class Bare(tc.Kind):
+        def apply(self, params, spec, inputs):
+            return inputs[0]
+
+    with pytest.raises(AssertionError, match=r"Bare gives no example .*define example\(self, rng\)"):
+        tc.check_kind(Bare())

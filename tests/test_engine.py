@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from theorycraft.errors import FitError
-from theorycraft.inference import KINDS, FitConfig, FittedTheory, Shapes, fit, register_kind
+from theorycraft.inference import KINDS, FitConfig, FittedTheory, fit, register_kind
+from theorycraft.inference.kinds import check_kind
 from theorycraft.inference import _ridge
 from theorycraft.scoring import Scorecard, score
 from theorycraft.spec import TheoryError
@@ -22,23 +23,8 @@ from custom_kind import Square
 
 # --- the conformance suite: every registered kind ---------------------------------------------------
 
-ROWS, T = 8, 4  # rows: 2 sequences of T positions
-CASES = {  # kind -> (spec keys, shapes, inputs)
-    "fourier": ({"of": ["a", "b"], "modulus": 7, "frequencies": [1, 3]}, Shapes((2,), 8),
-                lambda r: [r.integers(0, 7, (ROWS, 2)).astype(np.float32)]),
-    "rule": ({"when": ["a > 1"]}, Shapes((1,), 1), lambda r: [r.random((ROWS, 1)) > 0.5]),
-    "product": ({"of": "x"}, Shapes((4,), 10), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "lookup": ({"of": "a", "size": 7}, Shapes((7,), 3), lambda r: [r.integers(0, 7, (ROWS, 1))]),
-    "linear": ({"from": "x", "rank": 2}, Shapes((4,), 3), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "mlp": ({"from": "x", "hidden": [5]}, Shapes((4,), 3), lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "dictionary": ({"from": "x", "width": 8, "k": 2}, Shapes((4,), 4),
-                   lambda r: [r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "attention": ({"rule": "j == i - 1", "predicts": "p"}, Shapes((T * T,), T * T),
-                  lambda r: [r.random((ROWS, T, T)) > 0.5]),
-    "aggregate": ({"rule": "j <= i", "value": "x", "width": 4}, Shapes((4,), 4),
-                  lambda r: [r.random((ROWS, T)) > 0.5, r.normal(size=(ROWS, 4)).astype(np.float32)]),
-    "square": ({"of": ["a", "b"]}, Shapes((2,), 2), lambda r: [r.normal(size=(ROWS, 2)).astype(np.float32)]),
-}
+ROWS, T = 8, 4  # rows of each kind's example: 2 sequences of T positions
+NAMES = sorted({*KINDS, "square"})  # the built-in kinds and tests/custom_kind.py's
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,83 +36,30 @@ def square_registered():
 
 
 def _case(name):
-    keys, shapes, make_inputs = CASES[name]
-    spec = KINDS[name].schema.model_validate({"kind": name, **keys})
-    return KINDS[name], spec, shapes, [jnp.asarray(x) for x in make_inputs(np.random.default_rng(0))]
+    example = KINDS[name].example(np.random.default_rng(0))
+    spec = KINDS[name].schema.model_validate({"kind": name, **example.keys})
+    return KINDS[name], spec, example.shapes, [jnp.asarray(x) for x in example.inputs]
 
 
 def test_every_registered_kind_has_a_case():
-    assert set(KINDS) == set(CASES)
+    assert set(KINDS) == set(NAMES) and all(KINDS[n].example(np.random.default_rng(0)) for n in NAMES)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", NAMES)
 def test_kind_conformance(name):
-    kind, spec, shapes, inputs = _case(name)
-    params = kind.init(jax.random.PRNGKey(0), spec, shapes)
-    again = kind.init(jax.random.PRNGKey(0), spec, shapes)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)  # deterministic for a key
-    assert (params == {}) == kind.fixed
-    out = kind.apply(params, spec, inputs)
-    jitted = jax.jit(lambda p, x: kind.apply(p, spec, x))(params, inputs)
-    assert out.shape == (ROWS, shapes.out)
-    assert bool(jnp.all(jnp.isfinite(out)))
-    np.testing.assert_allclose(np.asarray(jitted), np.asarray(out), rtol=1e-5, atol=1e-6)
-    if not kind.fixed:  # gradients flow to every parameter
-        grads = jax.grad(lambda p: jnp.sum(kind.apply(p, spec, inputs) ** 2))(params)
-        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
-    width = kind.features(spec, lambda r: 4)  # the outline's width agrees with the engine's, where known
-    assert width == shapes.out or isinstance(width, str) or not kind.fixed
-    assert isinstance(kind.parameter_shapes(spec, 4, shapes.out), dict)
-    assert kind.penalty(params, spec) is not None
+    """The library's own checks (``check_kind``): jit, finite outputs, shapes, determinism for a
+    key, pricing and size hooks consistent with ``init``, clear failure when misused."""
+    check_kind(KINDS[name])
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_kind_pricing_hooks(name):
-    """What the scorer sends is what it receives back; kinds with latents send sparse codes."""
-    kind, spec, shapes, inputs = _case(name)
+def test_a_dictionary_sends_at_most_k_codes_a_row():
+    kind, spec, shapes, inputs = _case("dictionary")
     params = jax.device_get(kind.init(jax.random.PRNGKey(1), spec, shapes))
-    if "table" in params:
-        params = {"table": np.random.default_rng(0).normal(size=params["table"].shape).astype(np.float32)}
-    back = kind.receive(kind.send(params))
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), back, params)
-    if kind.latents:
-        codes = np.asarray(kind.codes(params, spec, inputs))
-        assert codes.shape == (ROWS, spec.width) and ((codes != 0).sum(1) <= spec.k).all()
-    else:
-        with pytest.raises(NotImplementedError, match="no per-example codes"):
-            kind.codes(params, spec, inputs)
+    codes = np.asarray(kind.codes(params, spec, inputs))
+    assert codes.shape == (ROWS, spec.width) and ((codes != 0).sum(1) <= spec.k).all()
 
 
-class _OnePlan:
-    """What a kind's size hooks read of a plan, for one component 'c' reading fixed features."""
-
-    def __init__(self, shapes):
-        from types import SimpleNamespace
-
-        self._shapes, self.widths = shapes, {"c": shapes.out}
-        self.theory, self.fixed = SimpleNamespace(variables={}, sites={}), frozenset({"x"})
-
-    def shapes(self, name):
-        return self._shapes
-
-    def rows_per_example(self, name):
-        return T
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_kind_size_hooks(name):
-    """A kind's parameter count is what its init allocates (and what the default, tracing init
-    without allocating, counts); its bytes per example are positive."""
-    from theorycraft.inference import Kind
-
-    kind, spec, shapes, _ = _case(name)
-    plan = _OnePlan(shapes)
-    leaves = jax.tree_util.tree_leaves(kind.init(jax.random.PRNGKey(0), spec, shapes))
-    assert kind.param_count("c", spec, plan) == sum(leaf.size for leaf in leaves) == Kind.param_count(kind, "c", spec, plan)
-    assert kind.row_bytes("c", spec, plan) >= 4 * shapes.out and kind.solve_bytes("c", spec, plan) >= 0
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", NAMES)
 def test_kind_estimate_hooks(name):
     """Every kind estimates a search candidate to a finite gain and a count of nearly free
     parameters (fixed features are estimated by ridge together: their hook says 0)."""
@@ -326,10 +259,10 @@ components:
 
 @pytest.mark.parametrize("solver", ["Cholesky", "conjugate gradients"])
 def test_tables_of_correlated_keys_reach_the_exact_ridge_solution(tmp_path, monkeypatch, solver):
-    from theorycraft.inference.kinds import lookup
+    from theorycraft.inference import _solvers
 
     if solver == "conjugate gradients":  # what a table too large to factorise is solved by
-        monkeypatch.setattr(lookup, "DIRECT_COLUMNS", 0)
+        monkeypatch.setattr(_solvers, "DIRECT_COLUMNS", 0)
     theory = _correlated_tables(tmp_path)
     acts = captured(tmp_path, theory)
     log = []

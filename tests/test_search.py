@@ -15,7 +15,7 @@ from theorycraft._metrics import read_metrics
 from theorycraft.api import search
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import Stopped, site_shapes
 from theorycraft.inference.kinds.linear import mechanism_gain
 from theorycraft.inference.kinds.lookup import lookup_gain
 from theorycraft.refine import SearchResult, Step
@@ -338,7 +338,7 @@ def test_the_time_budget_stops_the_step_in_flight_and_keeps_the_best_so_far(tmp_
     def watched(*args, **kwargs):
         try:
             return fit_gradient(*args, **kwargs)
-        except _fit.Stopped:
+        except Stopped:
             stopped_in_adam.append(True)
             raise
 

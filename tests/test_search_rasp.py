@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from theorycraft.api import capture, load_theory, search
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import site_shapes
 from theorycraft.refine._vocabulary import candidates, default_vocabulary, parse_vocabulary
 from theorycraft.spec import parse_theory
 

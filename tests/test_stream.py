@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from theorycraft.inference import FitConfig, _fit, _stream, fit
-from theorycraft.inference._fit import load_examples
+from theorycraft.inference import FitConfig, _examples, _stream, fit
+from theorycraft.inference.engine import load_examples
 from theorycraft.inference._stream import Windows, picked
 from theorycraft.scoring import score
 from theorycraft.spec import parse_theory
@@ -181,7 +181,7 @@ def test_a_site_s_batches_read_only_what_it_reads(tmp_path, monkeypatch):
             return out
 
     rows = _stream.capture_rows
-    monkeypatch.setattr(_fit, "capture_rows", lambda t, a: {k: Counted(k, v) for k, v in rows(t, a).items()})
+    monkeypatch.setattr(_examples, "capture_rows", lambda t, a: {k: Counted(k, v) for k, v in rows(t, a).items()})
     fitted = fit(theory, acts, FitConfig(progress=False))
     train, validation = len(acts.split("train")), len(acts.split("validation"))
     # each site is read once for its training mean, and once by the one fit that reads it (y's

@@ -27,7 +27,7 @@ def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = Fal
             what = "{texts} are the data" if texts is not None else "{seq_len} sets the windows"
             raise ArgumentError(f"{what} of {schemes_text(_texts_schemes(), bare=True)} targets; {ref} brings its own",
                                 params=("texts", "seq_len"))
-        from theorycraft.targets._hf import load_hf_model
+        from theorycraft.targets import load_hf_model
         return load_hf_model(str(ref).split(":", 1)[1], texts=texts, seq_len=seq_len)
     return load_target(ref, trust_code=trust_code)
 

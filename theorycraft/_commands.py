@@ -91,7 +91,7 @@ def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from theorycraft.api import infer
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
     from theorycraft.spec import load_theory
 
     cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
@@ -284,7 +284,7 @@ def scorecard_table(card) -> str:
 
 # Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
 def _texts(args: argparse.Namespace) -> tuple[str, ...] | None:
-    from theorycraft.targets._hf import read_texts
+    from theorycraft.targets import read_texts
 
     return read_texts(args.text, args.data) if (args.text or args.data) else None
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from theorycraft.errors import USER_ERRORS, FitError
-from theorycraft.inference._distributed import COORDINATOR, NUM_PROCESSES, PROCESS_ID
+from theorycraft.inference.engine import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 
 
 LOG = "theorycraft-log: "  # process 0's log lines on its stdout (JAX and gloo may print there too)
@@ -97,11 +97,11 @@ def _wait(workers) -> int | None:
 
 def _worker(path: str) -> int:
     from theorycraft import api
-    from theorycraft.inference import _distributed
+    from theorycraft.inference.engine import cluster_from_environment, initialize, is_leader
 
-    _distributed.initialize(_distributed.cluster_from_environment())
+    initialize(cluster_from_environment())
     job = pickle.loads(Path(path).read_bytes())
-    leader = _distributed.is_leader()
+    leader = is_leader()
     progress = job.pop("progress", False) and leader  # one bar, process 0's
     try:
         api.infer(**job, log=(lambda m: print(LOG + m, flush=True)) if leader else (lambda m: None), progress=progress)

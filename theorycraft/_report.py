@@ -163,7 +163,7 @@ def _run_page(directory: Path):
 
 def _run_sections(directory: Path, card, prefix: str = "") -> list:
     from theorycraft.benchmarks.plots import fidelity_bars
-    from theorycraft.scoring._card import scorecard_html
+    from theorycraft.scoring import scorecard_html
 
     axioms = _axioms(directory)
     overview = [("test coverage, teacher-forced", num(card.coverage)), ("test coverage, free-running",
@@ -274,7 +274,7 @@ def _short(value, limit: int = 90) -> str:
 
 def _search_page(directory: Path):
     from theorycraft.refine import SearchResult
-    from theorycraft.refine._trail import plot_trail
+    from theorycraft.refine import plot_trail
 
     result = _parsed(directory / "trail.json", SearchResult, "a search trail as theorycraft search writes it",
                      "run the search again")

@@ -75,7 +75,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
         The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
         comparison, with ``out`` the directory written.
     """
-    from theorycraft.inference._fit import site_shapes
+    from theorycraft.inference.engine import site_shapes
     from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
                                     search as run, write_search)
 

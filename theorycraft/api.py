@@ -87,7 +87,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split), alike
         on every process.
     """
-    from theorycraft.inference import _distributed, fit
+    from theorycraft.inference import engine as _distributed  # its cluster functions
+    from theorycraft.inference import fit
     from theorycraft.scoring import score
 
     _arguments.check("processes", processes)
@@ -153,7 +154,7 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     """
     import os
 
-    from theorycraft.inference import _distributed
+    from theorycraft.inference import engine as _distributed  # its cluster functions
 
     env = dict(os.environ)
     for name, value in ((_distributed.COORDINATOR, coordinator), (_distributed.NUM_PROCESSES, num_processes),
@@ -213,7 +214,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
 
     from theorycraft import _artifact
     from theorycraft.scoring import Lab, check_axioms
-    from theorycraft.scoring._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES
+    from theorycraft.scoring import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
     config = FitConfig.of(seed=seed, max_memory=max_memory, progress=False)

@@ -33,8 +33,7 @@ import transformers
 
 from theorycraft.spec import HookPoint
 from theorycraft.store import capture
-from theorycraft.targets._base import TorchTarget
-from theorycraft.targets._hf import load_hf_model, minilm_path
+from theorycraft.targets import TorchTarget, load_hf_model, minilm_path
 
 from _rounds import ratio, rounds
 

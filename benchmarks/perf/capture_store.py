@@ -22,7 +22,7 @@ import numpy as np
 
 from theorycraft.spec import HookPoint
 from theorycraft.store import capture
-from theorycraft.targets._base import Target
+from theorycraft.targets import Target
 
 N, BATCH, SITES, SHAPE = 256, 64, 6, (128, 384)
 

@@ -25,8 +25,7 @@ import torch
 
 import theorycraft.store as store
 from theorycraft.spec import HookPoint
-from theorycraft.targets._base import TorchTarget
-from theorycraft.targets._hf import load_hf_model
+from theorycraft.targets import TorchTarget, load_hf_model
 
 from _rounds import ratio, rounds
 

@@ -35,10 +35,8 @@ import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
 
 import theorycraft as tc
-from theorycraft.inference import FitConfig, fit
+from theorycraft.inference.engine import ALPHAS, FitConfig, fit, load_examples
 from theorycraft.targets import write_recording
-from theorycraft.inference._fit import load_examples
-from theorycraft.inference._ridge import ALPHAS
 from theorycraft.spec import parse_theory
 
 from _rounds import ratio, rounds

@@ -10,7 +10,7 @@ squared reconstruction error; no auxiliary dead-latent loss), Adam. Every step t
 from the same pool of 8 batches. Variants:
 
 - theorycraft: one step of ``fit_gradient``'s loop as ``theorycraft infer`` runs it with
-  ``--batch-size 4096``: the minibatch gathered from the training rows (``_gather``), put on the
+  ``--batch-size 4096``: the minibatch gathered from the training rows (``minibatch``), put on the
   device mesh (``jax.device_put`` with the data sharding), the jitted Adam step of
   ``make_loss`` + ``make_step`` (warm-up-cosine schedule), and the loss read back (its
   divergence check). It decodes only the k active decoder rows and back-propagates through the k
@@ -40,8 +40,8 @@ import optax
 import torch
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from theorycraft.inference._compile import init_params, make_plan
-from theorycraft.inference._fit import FitConfig, _fixed_by_site, _gather, make_loss, make_step
+from theorycraft.inference.engine import (FitConfig, fixed_by_site, init_params, make_loss, make_plan, make_step,
+                                          minibatch)
 from theorycraft.spec import parse_theory
 
 from _rounds import ratio, rounds
@@ -67,7 +67,7 @@ def batches():
 
 
 def theorycraft_step(x: np.ndarray):
-    """The body of ``fit_gradient``'s loop (inference/_fit.py), on one theory with a dictionary."""
+    """The body of ``fit_gradient``'s loop (inference/_adam.py), on one theory with a dictionary."""
     theory = parse_theory(f"""
 theory: sae
 target: activations:unused
@@ -77,7 +77,7 @@ components:
 """)
     plan = make_plan(theory, {"resid": (D_IN,)}, None)
     params = init_params(plan, jax.random.PRNGKey(0))
-    fixed_train = _fixed_by_site(plan, {"resid": x}, ["resid"])
+    fixed_train = fixed_by_site(plan, {"resid": x}, ["resid"])
     variance = float(x.var(0).sum())
     loss = make_loss(plan, ["resid"], {"resid": variance}, {"resid": jnp.asarray(x.mean(0))})
     config = FitConfig(learning_rate=LR, batch_size=BATCH)
@@ -91,7 +91,7 @@ components:
     order = batches()
 
     def run():
-        batch = jax.device_put(_gather(fixed_train, plan, ["resid"], next(order)), shard)
+        batch = jax.device_put(minibatch(fixed_train, plan, ["resid"], next(order)), shard)
         state["params"], state["opt"], value = step(state["params"], state["opt"], batch)
         if not np.isfinite(float(value)):
             raise FloatingPointError("diverged")

@@ -34,8 +34,7 @@ def main(argv=None) -> None:
     parser.add_argument("capture", type=Path)
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    from theorycraft.inference import FitConfig, fit
-    from theorycraft.inference._fitted import FittedTheory
+    from theorycraft.inference.engine import FitConfig, FittedTheory, fit
     from theorycraft.scoring import score
     from theorycraft.spec import parse_theory
     from theorycraft.store import ActivationSet

@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 
 from theorycraft.api import capture, load_theory
-from theorycraft.inference import FitConfig
-from theorycraft.inference._fit import site_shapes
+from theorycraft.inference.engine import FitConfig, site_shapes
 from theorycraft.refine import Judge, default_vocabulary, explained_sites, parse_vocabulary, search
 
 from _rounds import ratio

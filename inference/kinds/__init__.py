@@ -1,5 +1,7 @@
 """Component kinds: one module per kind holding everything it means (``_base.Kind`` lists the
-hooks), and ONE registry, consulted by the parser, the engine, the scorer and the search.
+hooks). They register into the one registry, which the language owns (``theorycraft.spec``'s
+registry: the parser, the engine, the scorer and the search consult it); this package is
+imported with ``theorycraft``, so a theory always parses against the built-in kinds.
 
 A component's ``kind:`` is a registry key: a built-in name (``fourier``), a name registered from
 Python (``theorycraft.register_kind``), or ``package.module:attr``, a Kind object in a module
@@ -10,76 +12,15 @@ Importing this package does not import jax (see ``_base``), so the parser can.
 
 from __future__ import annotations
 
-import importlib
-import re
+from theorycraft.spec import KINDS, KindError, define_kind, is_reference, kind_of, register_kind, resolve
 
-from ._base import Kind, Shapes, Width
+from ._base import Example, Kind, Shapes, Width
+from ._check import KindCheckError, check_kind
 from . import aggregate, attention, dictionary, fourier, linear, lookup, mlp, product, rule
 
-KINDS: dict[str, Kind] = {m.__name__.rsplit(".", 1)[1]: m.KIND
-                          for m in (lookup, linear, fourier, rule, product, attention, aggregate, dictionary, mlp)}
-_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+define_kind(Kind)
+for _module in (lookup, linear, fourier, rule, product, attention, aggregate, dictionary, mlp):
+    register_kind(_module.__name__.rsplit(".", 1)[1], _module.KIND)
 
-
-class KindError(ValueError):
-    """A ``kind:`` that names no usable kind; the message says why and what to do."""
-
-
-def register_kind(name: str, kind: Kind) -> Kind:
-    """Make ``kind`` available to theories as ``kind: NAME``. Re-registering a name replaces it.
-
-    Parameters
-    ----------
-    name : str
-        Letters, digits and '_' (or ``module:attr``).
-    kind : Kind
-        The kind: its schema and its init/apply pair.
-
-    Returns
-    -------
-    Kind
-        ``kind``, so that this can decorate.
-    """
-    if not isinstance(kind, Kind):
-        raise TypeError(f"expected a theorycraft Kind instance for kind '{name}', found {type(kind).__name__}")
-    if not (isinstance(name, str) and (re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name) or _REFERENCE.match(name))):
-        raise ValueError(f"expected a kind name of letters, digits and '_' (or 'module:attr'), found {name!r}")
-    KINDS[name] = kind
-    return kind
-
-
-def is_reference(name: str) -> bool:
-    """``package.module:attr``: a kind defined in Python, loaded by importing its module."""
-    return bool(_REFERENCE.match(name))
-
-
-def resolve(name: str, *, trust_code: bool = False) -> Kind:
-    """The kind a component names. A ``module:attr`` kind not yet registered is imported and
-    registered only when ``trust_code``; otherwise nothing runs and KindError says why."""
-    if name in KINDS:
-        return KINDS[name]
-    if not is_reference(name):
-        raise KindError(f"unknown component kind '{name}'")
-    if not trust_code:
-        raise KindError(f"component kind '{name}' is Python code (module '{name.split(':')[0]}'); "
-                        f"pass --trust-code (library: trust_code=True) to import it if you trust it")
-    module, _, attr = name.partition(":")
-    try:
-        kind = getattr(importlib.import_module(module), attr)
-    except ImportError as exc:
-        raise KindError(f"cannot import module '{module}' of component kind '{name}': {exc}") from None
-    except AttributeError:
-        raise KindError(f"module '{module}' has no '{attr}' (component kind '{name}')") from None
-    if isinstance(kind, type) and issubclass(kind, Kind):
-        kind = kind()
-    if not isinstance(kind, Kind):
-        raise KindError(f"'{name}' is a {type(kind).__name__}; expected a theorycraft Kind (a subclass or an instance)")
-    return register_kind(name, kind)
-
-
-def kind_of(component) -> Kind:
-    """The registered kind of a parsed component (or of a kind name)."""
-    return KINDS[component if isinstance(component, str) else component.kind]
-
-
-__all__ = ["KINDS", "Kind", "KindError", "Shapes", "Width", "is_reference", "kind_of", "register_kind", "resolve"]
+__all__ = ["KINDS", "Example", "Kind", "KindCheckError", "KindError", "Shapes", "Width", "check_kind", "is_reference", "kind_of",
+           "register_kind", "resolve"]

@@ -12,6 +12,7 @@ means differently. The hooks, by stage:
     engine     init, apply, fixed, penalty, warm_start, closed_form (-> a site solver)
     scoring    send / receive (parameters as coded), latents + codes (per-example codes)
     search     merges, takes_head, estimate
+    checks     example (a small instance, for ``check_kind``)
 
 jax is imported inside the engine hooks, never at the top of a kind module: the parser imports
 every kind for its schema, and ``theorycraft validate`` must not pay ~1 s for jax.
@@ -22,10 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional, Union
+from typing import Callable, ClassVar, Mapping, Optional, Union
 
-from theorycraft.spec._expr import POSITION_NAMES
-from theorycraft.spec._model import ComponentSpec
+from theorycraft.spec import ComponentSpec, POSITION_NAMES
 
 Width = Union[int, str]  # an int, or a symbol such as 'D(mlp)' before activations are seen
 
@@ -34,6 +34,16 @@ Width = Union[int, str]  # an int, or a symbol such as 'D(mlp)' before activatio
 class Shapes:
     inputs: tuple[int, ...]  # width of each input, in order
     out: int  # width of the output
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small instance of a kind, for ``check_kind``: its component's keys (``kind`` aside), the
+    shapes it is built for, and inputs of a few rows as ``apply`` receives them."""
+
+    keys: Mapping
+    shapes: Shapes
+    inputs: list
 
 
 class Kind:
@@ -135,11 +145,10 @@ class Kind:
         """Parameters to start the gradient fit from, given the predicted site's training mean."""
         return params
 
-    def closed_form(self, spec, plan, predictors: int) -> Optional[Callable]:
-        """A solver ``(plan, site, names, data, train_idx, val_idx, refit) -> (params by name, strength,
-        how the solve went)``
-        when a site predicted by ``predictors`` components of this kind has an exact solution
-        (``refit``: refit on train + validation once the strength is chosen)."""
+    def closed_form(self, spec, plan, predictors: int, solvers) -> Optional[Callable]:
+        """The engine's solver of ``solvers`` (``ridge``: plain linear maps of fixed features;
+        ``tables``: a sum of lookup tables and such maps) when a site predicted by ``predictors``
+        components of this kind has an exact solution; None: fitted by Adam."""
         return None
 
     # --- scoring --------------------------------------------------------------------------------
@@ -169,6 +178,13 @@ class Kind:
         """(squared-error gain on the residual, parameters it adds that cost ~nothing) of a
         candidate ``data`` that is not a fixed feature (those are estimated together, by ridge)."""
         return 0.0, 0
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def example(self, rng) -> Optional[Example]:
+        """A small instance of the kind (``rng``: numpy's, for its inputs), which ``check_kind``
+        runs through the conformance checks; None: the kind gives none."""
+        return None
 
 
 def dense(key, n_in: int, n_out: int):

@@ -15,10 +15,9 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from theorycraft.spec._expr import PAIR_NAMES, random_offsets
-from theorycraft.spec._model import ComponentSpec, Expression, Name, PositiveInt
+from theorycraft.spec import ComponentSpec, Expression, Name, PAIR_NAMES, PositiveInt, random_offsets
 
-from ._base import Kind, Shapes
+from ._base import Example, Kind, Shapes
 
 
 class Aggregate(ComponentSpec):
@@ -118,6 +117,10 @@ class AggregateKind(Kind):
         rule = str(data.get("rule", ""))
         drawn = random_offsets(rule, rng)
         return {**data, "rule": drawn} if drawn != rule else None
+
+    def example(self, rng):
+        return Example({"rule": "j <= i", "value": "x", "width": 4}, Shapes((4,), 4),
+                       [rng.random((8, 4)) > 0.5, rng.normal(size=(8, 4)).astype("float32")])
 
 
 KIND = AggregateKind()

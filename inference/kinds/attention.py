@@ -11,10 +11,9 @@ from typing import Annotated, Optional
 import numpy as np
 from pydantic import Field, StrictBool, StrictInt
 
-from theorycraft.spec._expr import PAIR_NAMES, random_offsets
-from theorycraft.spec._model import ComponentSpec, Expression
+from theorycraft.spec import ComponentSpec, Expression, PAIR_NAMES, random_offsets
 
-from ._base import Kind, Shapes
+from ._base import Example, Kind, Shapes
 
 
 class Attention(ComponentSpec):
@@ -119,6 +118,10 @@ class AttentionKind(Kind):
         """The same rule with its offset constants drawn anew; None for a rule with none."""
         rule = str(data["rule"])
         return {**data, "rule": random_offsets(rule, rng)} if re.search(r"[-+] \d+", rule) else None
+
+    def example(self, rng):
+        return Example({"rule": "j == i - 1", "predicts": "p"}, Shapes((16,), 16),  # a head of 4 x 4 pairs
+                       [rng.random((8, 4, 4)) > 0.5])
 
 
 def attention_gain(rule: np.ndarray, y: np.ndarray, pred: np.ndarray, causal: bool) -> float:

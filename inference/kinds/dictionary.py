@@ -13,9 +13,9 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+from theorycraft.spec import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
 
-from ._base import Kind, concat, dense
+from ._base import Example, Kind, Shapes, concat, dense
 
 
 class Dictionary(ComponentSpec):
@@ -100,6 +100,10 @@ class DictionaryKind(Kind):
     def estimate(self, data, ctx):
         """The top k principal components of the residual: what k directions per row at least buy."""
         return pca_gain(ctx.residual, data.get("k") or 1), 0
+
+    def example(self, rng):
+        return Example({"from": "x", "width": 8, "k": 2}, Shapes((4,), 4),
+                       [rng.normal(size=(8, 4)).astype(np.float32)])
 
 
 def _centred(params, inputs):

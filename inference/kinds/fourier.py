@@ -8,17 +8,17 @@ import numpy as np
 
 from pydantic import Field, StrictInt
 
-from theorycraft.spec._model import ComponentSpec, Expression, PositiveInt, _list_of
+from theorycraft.spec import ComponentSpec, Expression, PositiveInt, list_of
 
-from ._base import Kind, array_module, concat
+from ._base import Example, Kind, Shapes, array_module, concat
 
 
 class Fourier(ComponentSpec):
     """cos and sin of 2*pi*f*x/modulus for each expression x in ``of`` and each frequency f."""
 
-    of: _list_of(Expression)
+    of: list_of(Expression)
     modulus: Annotated[StrictInt, Field(ge=2)]
-    frequencies: _list_of(PositiveInt)
+    frequencies: list_of(PositiveInt)
 
     def expressions(self):
         return tuple((("of", k), e) for k, e in enumerate(self.of))
@@ -48,6 +48,10 @@ class FourierKind(Kind):
         """As many frequencies, drawn from those the component does not use."""
         pool = [f for f in range(1, data["modulus"] // 2 + 1) if f not in data["frequencies"]]
         return {**data, "frequencies": sorted(int(f) for f in rng.choice(pool, len(data["frequencies"]), replace=False))}
+
+    def example(self, rng):
+        return Example({"of": ["a", "b"], "modulus": 7, "frequencies": [1, 3]}, Shapes((2,), 8),
+                       [rng.integers(0, 7, (8, 2)).astype(np.float32)])
 
 
 KIND = FourierKind()

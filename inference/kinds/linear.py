@@ -1,20 +1,20 @@
 """``linear``: an affine map of the features it reads, optionally low-rank or L1-sparse,
 optionally followed by a nonlinearity (one layer: ``ReLU(W x + b)``).
 
-Where a site is predicted by plain linear maps of fixed features, it is solved exactly: ridge
-from streamed sufficient statistics (reduced-rank ridge for one low-rank map).
+Where a site is predicted by plain linear maps of fixed features, it is solved exactly: the
+engine's ridge (streamed sufficient statistics; reduced-rank ridge for one low-rank map).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Optional
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, StrictBool
 
-from theorycraft.spec._model import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
+from theorycraft.spec import ComponentSpec, NonNegativeFloat, PositiveInt, Refs
 
-from ._base import Kind, activation, concat, dense
+from ._base import Example, Kind, Shapes, activation, concat, dense
 
 
 class Linear(ComponentSpec):
@@ -57,7 +57,7 @@ class LinearKind(Kind):
     def solve_bytes(self, name, spec, plan):
         """The exact ridge holds XᵀX (float64) for train, validation and both, and its
         eigendecomposition; and XᵀY for each."""
-        if self.closed_form(spec, plan, 1) is None:
+        if not exact(spec, plan, 1):
             return 0
         n_in, out = sum(plan.shapes(name).inputs), plan.widths[name]
         return 8 * (4 * n_in * n_in + 3 * n_in * out)
@@ -85,12 +85,8 @@ class LinearKind(Kind):
 
         return spec.l1 * sum(jnp.abs(v).sum() for k, v in params.items() if k != "bias") if spec.l1 else 0.0
 
-    def closed_form(self, spec, plan, predictors):
-        """Exact ridge for plain maps of fixed features; a low-rank map only alone on its site."""
-        theory = plan.theory
-        plain = (not spec.rank or predictors == 1) and not spec.l1 and not spec.activation
-        fixed = all(r in plan.fixed or r in theory.variables or r in theory.sites for r in spec.reads())
-        return fit_ridge_site if plain and fixed else None
+    def closed_form(self, spec, plan, predictors, solvers):
+        return solvers.ridge if exact(spec, plan, predictors) else None
 
     def estimate(self, data, ctx):
         """Reduced-rank regression of the residual on the sites it reads: the top ``rank``
@@ -108,6 +104,17 @@ class LinearKind(Kind):
                 ctx.shared[key] = whiten(x[:ctx.max_rows], ctx.ridge)
             ctx.memo[key] = whitened_spectrum(*ctx.shared[key], ctx.residual)
         return float(ctx.memo[key][:data.get("rank")].sum()), 0
+
+    def example(self, rng):
+        return Example({"from": "x", "rank": 2}, Shapes((4,), 3),
+                       [rng.normal(size=(8, 4)).astype(np.float32)])
+
+
+def exact(spec, plan, predictors: int) -> bool:
+    """Solved by ridge: a plain map of fixed features (a low-rank map only alone on its site)."""
+    theory = plan.theory
+    plain = (not spec.rank or predictors == 1) and not spec.l1 and not spec.activation
+    return plain and all(r in plan.fixed or r in theory.variables or r in theory.sites for r in spec.reads())
 
 
 def _as_list(value):
@@ -139,70 +146,6 @@ def whitened_spectrum(x: np.ndarray, factor: np.ndarray, r: np.ndarray) -> np.nd
 
     cross = solve_triangular(factor, (x.T @ np.asarray(r, np.float32)).astype(np.float64), lower=True)
     return np.maximum(np.linalg.eigvalsh(cross.T @ cross)[::-1], 0)
-
-
-# --- the exact solve: ridge from streamed sufficient statistics -----------------------------------
-
-def _design(plan, names: list[str], fixed: Mapping[str, np.ndarray]) -> np.ndarray:
-    cols = [np.asarray(fixed[r], np.float32) for n in names for r in plan.theory.components[n].reads()]
-    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
-
-
-def fit_ridge_site(plan, site: str, names: list[str], data, train_idx, val_idx, refit: bool = True,
-                   batch_rows: int | None = None):
-    """Accumulate train and validation batches (at most ``batch_rows`` rows of the site each, read
-    from the memory-mapped shards) into sufficient statistics; solve; split the weights back into
-    each component's parameters."""
-    import jax.numpy as jnp
-
-    from .. import _distributed, _ridge
-    from .._compile import fixed_inputs, site_rows
-    from .._stream import ROWS, chunks, rows_per_example, take
-
-    stats = {"train": _ridge.Stats(), "val": _ridge.Stats()}
-    per_example = rows_per_example(plan.site_shapes[site])
-    for split, index in (("train", train_idx), ("val", val_idx)):
-        for rows in chunks(index, per_example, batch_rows or ROWS):
-            batch = take(data, rows)
-            fixed = fixed_inputs(plan, batch, site)
-            stats[split].add(_design(plan, names, fixed), site_rows(plan, site, batch[site]))
-    stats = {split: _distributed.reduce_stats(part) for split, part in stats.items()}  # Σ over processes
-    biased = [n for n in names if plan.theory.components[n].bias]
-    w, b, alpha = _ridge.solve(stats["train"], stats["val"], intercept=bool(biased), refit=refit)
-    rank = plan.theory.components[names[0]].rank
-    if rank:
-        return ({names[0]: _reduced_rank(w, stats["train"], stats["val"] if refit else None, rank, bool(biased))}, alpha,
-                f"a direct solve of the normal equations, projected to rank {rank}")
-    params, offset = {}, 0
-    for n in names:
-        c = plan.theory.components[n]
-        width = sum(plan.widths[r] for r in c.reads())
-        params[n] = {"weight": jnp.asarray(w[offset:offset + width], jnp.float32)}
-        if c.bias:  # one intercept for the site: the first biased predictor holds it
-            params[n]["bias"] = jnp.asarray(b if n == biased[0] else np.zeros_like(b), jnp.float32)
-        offset += width
-    return params, alpha, "a direct solve of the normal equations"
-
-
-def _reduced_rank(w, train, val, rank: int, intercept: bool) -> dict:
-    """Reduced-rank ridge: the full map projected on the top ``rank`` principal directions of its
-    fitted values (Izenman 1975), as ``down`` [in, rank] and ``up`` [rank, out]."""
-    import jax.numpy as jnp
-
-    from .. import _ridge
-
-    merged = _ridge.Stats()
-    merged += train
-    if val is not None:
-        merged += val
-    cxx = merged.centred(intercept)[0]
-    _, vectors = np.linalg.eigh(w.T @ cxx @ w)
-    top = vectors[:, ::-1][:, :rank]  # [out, rank]
-    mx, my = (merged.sx / merged.n, merged.sy / merged.n) if intercept else (0.0, 0.0)
-    params = {"down": jnp.asarray(w @ top, jnp.float32), "up": jnp.asarray(top.T, jnp.float32)}
-    if intercept:
-        params["bias"] = jnp.asarray(my - mx @ (w @ top @ top.T), jnp.float32)
-    return params
 
 
 KIND = LinearKind()

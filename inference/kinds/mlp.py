@@ -6,9 +6,9 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from theorycraft.spec._model import ComponentSpec, PositiveInt, Refs, _list_of
+from theorycraft.spec import ComponentSpec, PositiveInt, Refs, list_of
 
-from ._base import Kind, activation, concat, dense
+from ._base import Example, Kind, Shapes, activation, concat, dense
 from .linear import KIND as LINEAR
 
 
@@ -16,7 +16,7 @@ class MLP(ComponentSpec):
     """An honest black box: a multilayer perceptron, paid for at full price."""
 
     from_: Refs = Field(alias="from")
-    hidden: _list_of(PositiveInt)
+    hidden: list_of(PositiveInt)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     width: Optional[PositiveInt] = None
 
@@ -55,6 +55,10 @@ class MLPKind(Kind):
 
     def estimate(self, data, ctx):
         return LINEAR.estimate(data, ctx)  # at least what a linear map of the same inputs buys
+
+    def example(self, rng):
+        return Example({"from": "x", "hidden": [5]}, Shapes((4,), 3),
+                       [rng.normal(size=(8, 4)).astype("float32")])
 
 
 KIND = MLPKind()

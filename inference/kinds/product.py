@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from math import prod
 
-from theorycraft.spec._model import ComponentSpec, Refs
+from theorycraft.spec import ComponentSpec, Refs
 
-from ._base import Kind
+from ._base import Example, Kind, Shapes
 
 
 class Product(ComponentSpec):
@@ -43,6 +43,10 @@ class ProductKind(Kind):
         for x in inputs[1:]:
             out = (out[:, :, None] * x[:, None, :]).reshape(out.shape[0], -1)
         return out
+
+    def example(self, rng):
+        return Example({"of": "x"}, Shapes((4,), 10),
+                       [rng.normal(size=(8, 4)).astype("float32")])
 
 
 KIND = ProductKind()

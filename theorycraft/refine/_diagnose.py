@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theorycraft.inference._compile import fixed_inputs, site_rows
-from theorycraft.inference._fit import load_examples
+from theorycraft.inference.engine import fixed_inputs, load_examples, site_rows
 from theorycraft.scoring import r2, spreads, squared_errors
 from theorycraft.inference.kinds import kind_of
 

@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.inference._compile import fixed_inputs, make_plan, site_rows
-from theorycraft.inference._fit import Stopped
+from theorycraft.inference.engine import Stopped, fixed_inputs, make_plan, site_rows
 from theorycraft.inference.kinds import kind_of
 from ._vocabulary import Candidate, _used_variables, rebuild, spec_of
 

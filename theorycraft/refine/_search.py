@@ -26,10 +26,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from theorycraft.inference._compile import make_plan, site_rows
-from theorycraft.inference._fit import FitConfig, Stopped, fit, load_examples, site_shapes
-from theorycraft.inference._fitted import FittedTheory, count_params
-from theorycraft.inference._stream import resident
+from theorycraft.inference.engine import (FitConfig, FittedTheory, Stopped, count_params, fit, load_examples, make_plan, resident,
+                                         site_rows, site_shapes)
 from theorycraft.inference.kinds import kind_of
 from theorycraft.configs import SearchConfig, bytes_text, memory
 from theorycraft._metrics import Metrics

@@ -17,7 +17,7 @@ from theorycraft.inference import FitConfig, fit
 from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import Scorecard, score
 
-from theorycraft.scoring._size import unclaimed_heads
+from theorycraft.scoring import unclaimed_heads
 
 from ._proxy import probe
 from ._scaling import fit_scaling

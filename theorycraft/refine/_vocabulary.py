@@ -30,12 +30,10 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from theorycraft.spec import ExprError, Theory, TheoryError, declare_inputs, parse_expr, parse_theory
-from theorycraft.spec._diagnostics import Diagnostic, describe, did_you_mean
 from theorycraft.inference.kinds import kind_of
-from theorycraft.spec._model import Name
-from theorycraft.spec._parse import validate_component
-from theorycraft.spec._yaml import SourceMap, dump as dump_yaml, load_yaml, read_limited
+from theorycraft.spec import (Diagnostic, ExprError, Name, SourceMap, Theory, TheoryError, declare_inputs, describe,
+                              did_you_mean, dump as dump_yaml, load_yaml, parse_expr, parse_theory, read_limited,
+                              validate_component)
 
 TOP_KEYS = ("vocabulary", "description", "variables", "components")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")

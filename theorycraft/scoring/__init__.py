@@ -13,17 +13,20 @@ test examples are only reported on.
 
 from __future__ import annotations
 
-from ._axioms import AxiomResult, Lab, check_axioms, counterfactual_fidelity
-from ._card import CounterfactualScore, MDLScore, Scorecard, ShiftScore, SiteScore, SizeScore, SpliceScore
+from ._axioms import CHECK_EXAMPLES, TRAIN_EXAMPLES, AxiomResult, Lab, check_axioms
+from ._card import (CounterfactualScore, MDLScore, Scorecard, ShiftScore, SiteScore, SizeScore, SpliceScore,
+                    scorecard_html)
+from ._counterfactual import counterfactual_fidelity
 from ._codes import entropy_bits, gaussian_bits, spec_bits, subset_bits
 from ._fidelity import PRECISION, Examples, coverage, examples_of, r2, spreads, squared_errors
 from ._mdl import block_edges, mdl, prequential, residual_bits, total_bits
 from ._score import fidelity, score, score_shifted
-from ._size import R2_TOLERANCE, Size, measure
+from ._size import R2_TOLERANCE, Size, measure, unclaimed_heads
 from ._splice import splice_scores
 
-__all__ = ["AxiomResult", "CounterfactualScore", "Lab", "MDLScore", "PRECISION", "R2_TOLERANCE", "Examples",
+__all__ = ["AxiomResult", "CHECK_EXAMPLES", "TRAIN_EXAMPLES", "CounterfactualScore", "Lab", "MDLScore", "PRECISION", "R2_TOLERANCE", "Examples",
            "Scorecard", "ShiftScore", "SiteScore", "Size", "SizeScore", "SpliceScore", "block_edges",
            "check_axioms", "counterfactual_fidelity", "coverage", "entropy_bits", "examples_of", "fidelity",
            "gaussian_bits", "mdl", "measure", "prequential", "r2", "residual_bits", "score", "score_shifted",
-           "spec_bits", "splice_scores", "spreads", "squared_errors", "subset_bits", "total_bits"]
+           "scorecard_html", "spec_bits", "splice_scores", "spreads", "squared_errors", "subset_bits", "total_bits",
+           "unclaimed_heads"]

@@ -1,5 +1,5 @@
-"""Axioms checked on the network, and counterfactual fidelity: the network and the theory under
-the same intervention, side by side on held-out examples.
+"""Axioms checked on the network (counterfactual fidelity, in ``_counterfactual``, uses the same
+lab): the network and the theory under the same intervention, side by side on held-out examples.
 
 The network runs with a torch hook at the intervened place; the theory runs free from the input
 (``inference._intervene``) with the same intervention at what stands for that place in it. The
@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from theorycraft.errors import FitError
-from theorycraft.inference._compile import component_output, site_rows
-from theorycraft.inference._intervene import SUBSPACE, Intervention, predict_intervened, subspace_basis, transformed_inputs
-from theorycraft.spec import HookPoint, Site, evaluate_variables
-from theorycraft.spec._axioms import OUTPUT, Place
+from theorycraft.inference.engine import (SUBSPACE, Intervention, component_output, predict_intervened, subspace_basis,
+                                         transformed_inputs)
+from theorycraft.spec import HookPoint, OUTPUT, Place, Site, evaluate_variables
 
-from ._card import CounterfactualScore
 from ._fidelity import r2
 from ._splice import _put, kl_rows, row_losses
 
@@ -354,73 +352,3 @@ def _output_effect(lab: Lab, outcome: Outcome, theory_before, metric: Optional[s
     s_rows1, s1 = _metric_rows(task, spliced1, outcome.inputs, metric, s_rows0)
     fit = r2(float(((s_rows1 - rows1) ** 2).sum()), float(((rows1 - rows0.mean(0)) ** 2).sum()))
     return _Effect(f"{metric} change", float(m1.mean() - m0.mean()), low, high, float(s1.mean() - s0.mean()), fit)
-
-
-# --- counterfactual fidelity --------------------------------------------------------------------
-
-def standard_interventions(sites: Mapping[str, Site], shapes: Mapping[str, tuple]) -> list[tuple[str, Site, tuple]]:
-    """The interventions every theory of a target is judged under, over the target's sites (the
-    reference theory's: every baseline faces the same ones): resample each site (from another
-    held-out example), and interchange its last position with another example's (sites over
-    positions; of a pattern, the last query's row). (label, site, index) each."""
-    out = []
-    for name, site in sites.items():
-        out.append((f"resample {name}", site, ()))
-        if len(shapes[name]) >= 2:
-            out.append((f"interchange {name}[last]", site, (-1,) if len(shapes[name]) == 2 else (None, -1)))
-    return out
-
-
-def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None) -> CounterfactualScore:
-    """How well the theory, run free under each standard intervention (over ``sites``, default
-    its own covered ones), predicts the intervened network: R² pooled over the interventions and
-    the covered sites each one moves (not the site intervened on: that is fidelity on other
-    examples), SST around the train mean as everywhere; and, for a target with logits, the mean
-    KL from the intervened network's output to the output with the theory's prediction spliced in
-    at its last site. A site the theory does not model carries no change on in it; an
-    intervention the theory cannot express is skipped (and listed)."""
-    fitted, theory = lab.fitted, lab.theory
-    plan = fitted.plan
-    sites = dict(sites) if sites is not None else {s: theory.sites[s] for s in theory.covered}
-    hooks = [theory.sites[s].hook for s in theory.covered]
-    clean_sites = lab.theory_sites(lab.inputs)
-    shapes = {n: _shape(lab, site) for n, site in sites.items()}
-    last = theory.sites[theory.site_order()[0][-1]]
-    sse = sst = 0.0
-    kls, names, skipped = [], [], []
-    logits = lab.target.task.output == "logits"
-    for name, intervened, index in standard_interventions(sites, shapes):
-        moved = [s for s in theory.covered if (theory.sites[s].hook, theory.sites[s].position)
-                 != (intervened.hook, intervened.position)]
-        if not moved and not logits:
-            continue  # nothing of this theory downstream to score, and no output to compare
-        lab.reseed(name)
-        place = Place(str(intervened.hook), ((intervened.position,) if intervened.position is not None else ()) + index)
-        try:
-            outcome = lab.apply("resample", place, name, clean_sites=clean_sites)
-        except FitError:
-            skipped.append(name)
-            continue
-        recorded, output = lab.record(outcome.inputs, hooks, outcome.replace)
-        names.append(name)
-        for s in moved:
-            site = theory.sites[s]
-            after, before = site_rows(plan, s, lab.at(recorded, site)), site_rows(plan, s, clean_sites[s])
-            spread = float(((after - fitted.means[s]) ** 2).sum())
-            if float(((after - before) ** 2).sum()) <= 1e-9 * max(spread, 1e-30):
-                continue  # not downstream of the intervention: nothing counterfactual to predict
-            sse += float(((site_rows(plan, s, outcome.theory[s]) - after) ** 2).sum())
-            sst += spread
-        if logits:
-            rows, _ = lab.target.task.read(output, outcome.inputs)
-            spliced, _ = lab.target.task.read(lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1],
-                                              outcome.inputs)
-            kls.append(float(kl_rows(rows, spliced).mean()))
-    return CounterfactualScore(round(r2(sse, sst), 6) if sst > 0 else None,
-                               round(float(np.mean(kls)), 6) if kls else None, tuple(names), len(lab.inputs),
-                               tuple(skipped))
-
-
-def _shape(lab: Lab, site: Site) -> tuple:
-    values = lab.record(lab.inputs[:2], [site.hook])[0][site.hook]
-    return values.shape[2:] if site.position is not None else values.shape[1:]

@@ -13,9 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from theorycraft.inference._compile import site_rows
-from theorycraft.inference._fit import load_examples
-from theorycraft.inference import _distributed, _stream
+from theorycraft.inference.engine import RESIDENT_BYTES, allsum, batches as site_batches, load_examples, own as own_examples, site_rows
 
 PRECISION = 0.01  # residuals are coded to 1% of their site's standard deviation (on the non-test examples)
 SPLITS = ("train", "validation", "test")
@@ -52,25 +50,24 @@ def examples_of(fitted, acts, data: Mapping[str, np.ndarray] | None = None, limi
     index = {split: acts.split(split) for split in SPLITS}
     if limit:
         index |= {split: index[split][:limit] for split in ("validation", "test")}
-    own = {split: _distributed.own(acts, rows) for split, rows in index.items()}
+    own = {split: own_examples(acts, rows) for split, rows in index.items()}
     sst = {split: summed(spreads(fitted, data, rows)) for split, rows in own.items()}
     seen = np.flatnonzero(~acts.is_test)
     precision = {s: PRECISION * max(np.sqrt(v / values_of(fitted, s, len(seen))), 1e-12)
-                 for s, v in summed(spreads(fitted, data, _distributed.own(acts, seen))).items()}
+                 for s, v in summed(spreads(fitted, data, own_examples(acts, seen))).items()}
     return Examples(data, index, own, sst, precision)
 
 
 def summed(values: Mapping[str, float]) -> dict[str, float]:
     """Per-site sums over this process's examples -> over every process's (as is, on one)."""
-    totals = _distributed.allsum(np.array(list(values.values()), np.float64))
+    totals = allsum(np.array(list(values.values()), np.float64))
     return {s: float(v) for s, v in zip(values, totals)}
 
 
 def batches(fitted, index: np.ndarray) -> list[np.ndarray]:
     """``index`` in pieces of at most 4 x ``ROWS`` rows over all the theory's sites together, so
     a batch's recorded sites and predictions stay bounded however many sites there are."""
-    per_example = sum(_stream.rows_per_example(shape) for shape in fitted.plan.site_shapes.values())
-    return list(_stream.chunks(index, per_example, 4 * _stream.ROWS))
+    return site_batches(fitted.plan.site_shapes, index, 4)
 
 
 def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
@@ -89,7 +86,7 @@ class Kept:
     quantization search scores one theory at a dozen steps, and rules over positions cost more
     to evaluate than the prediction."""
 
-    budget: int = _stream.RESIDENT_BYTES
+    budget: int = RESIDENT_BYTES
     batches: dict = field(default_factory=dict)  # batch number -> (targets, given)
     held: int = 0  # bytes
 

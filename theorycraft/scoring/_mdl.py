@@ -8,8 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from theorycraft.inference._compile import site_rows
-from theorycraft.inference._fit import train_means
+from theorycraft.inference.engine import site_rows, train_means
 
 from ._codes import FLOAT_BITS, gaussian_bits
 from ._card import MDLScore

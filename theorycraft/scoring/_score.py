@@ -8,11 +8,10 @@ import dataclasses
 import numpy as np
 
 from theorycraft.errors import FitError
-from theorycraft.inference import FitConfig, fit
-from theorycraft.inference._fit import load_examples
-from theorycraft.inference._fitted import count_params
+from theorycraft.inference.engine import FitConfig, count_params, fit, load_examples
 
-from ._axioms import Lab, counterfactual_fidelity
+from ._axioms import Lab
+from ._counterfactual import counterfactual_fidelity
 from ._card import Scorecard, ShiftScore, SiteScore, SizeScore
 from ._fidelity import SPLITS, Examples, coverage, examples_of, r2, spreads, squared_errors, summed
 from ._mdl import mdl, prequential as prequential_code

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theorycraft.inference._compile import component_output, fixed_inputs
+from theorycraft.inference.engine import component_output, fixed_inputs
 from theorycraft.inference.kinds import kind_of
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
@@ -54,7 +54,7 @@ def input_bits(fitted, examples: Examples) -> dict[str, float]:
     hook) is given to every theory: it costs nothing."""
     from ._codes import gaussian_bits
     from ._fidelity import PRECISION, values_of
-    from theorycraft.inference._compile import site_rows
+    from theorycraft.inference.engine import site_rows
 
     def spread(s, index):  # Σ (y − train mean)², batch by batch
         return sum(float(((site_rows(fitted.plan, s, data[s][rows]) - fitted.means[s]) ** 2).sum())

@@ -198,7 +198,7 @@ class ActivationSet:
     def site(self, site: str) -> np.ndarray:
         """All of one site in memory, float32 ``[N, *shape]``."""
         if site not in self.sites:
-            from theorycraft.spec._diagnostics import did_you_mean
+            from theorycraft.spec import did_you_mean
             raise StoreError(f"site '{site}' is not in this capture{did_you_mean(site, self.sites)}; "
                              f"captured: {', '.join(self.sites)}")
         return np.concatenate([np.asarray(self._shard_array(s, site), np.float32) for s in self.manifest["shards"]])

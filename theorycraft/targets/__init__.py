@@ -10,8 +10,10 @@ knowledge lives here, not in the store or the engine.
 from __future__ import annotations
 
 from ._base import Target, TargetError, TorchTarget
+from ._hf import load_hf_model, minilm_path, read_texts
 from ._load import load_target, source_identity
 from ._recorded import write_recording
 from ._user import UserModel
 
-__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_target", "source_identity", "write_recording"]
+__all__ = ["Target", "TargetError", "TorchTarget", "UserModel", "load_hf_model", "load_target", "minilm_path", "read_texts",
+           "source_identity", "write_recording"]

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from theorycraft.errors import TargetError
-from theorycraft.spec import HookPoint
-from theorycraft.spec._diagnostics import did_you_mean
+from theorycraft.spec import HookPoint, did_you_mean
 
 
 @dataclass(frozen=True)

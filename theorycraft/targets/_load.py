@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from theorycraft.spec import SCHEMES, TargetRef
-from theorycraft.spec._diagnostics import did_you_mean
+from theorycraft.spec import SCHEMES, TargetRef, did_you_mean
 
 from ._base import Target, TargetError, TorchTarget
 
