@@ -225,7 +225,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                                   max(_stream.RESIDENT_BYTES // per_example, 1))
     gather = (lambda batch: minibatch(batch[0], plan, sites, batch[1])) if on_device else None
     state = {"tree": {"params": params, "opt": optimiser.init(params), "best": params},
-             "step": 0, "best_val": float("inf"), "stale": 0}
+             "step": 0, "best_val": float("inf"), "stale": 0, "history": []}
     step = make_step(loss, optimiser, layout.shardings((state["tree"]["params"], state["tree"]["opt"])), gather)
     resumed = checkpoint.load(state["tree"])
     if not _distributed.agree(-1 if resumed is None else resumed["step"]):
@@ -268,6 +268,7 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
                 checked, value = state, float(losses[-1])
                 current = float(evaluated) if on_device else val_loss(new_params)
                 bar.set_postfix(loss=f"{value:.4f}", val=f"{current:.4f}")
+                state["history"] = [*state.get("history", []), current]  # a resumed older checkpoint has none
                 if current < state["best_val"] - 1e-7:
                     state.update(best_val=current, stale=0)
                     state["tree"]["best"] = new_params
@@ -286,5 +287,33 @@ def fit_gradient(plan: Plan, params: dict, sites: list[str], data, train_idx, va
         bar.close()
     checkpoint.save(state | {"tree": _distributed.to_host(state["tree"])})
     best = _distributed.to_host(state["tree"]["best"] if np.isfinite(state["best_val"]) else state["tree"]["params"])
+    history = state.get("history", [])
+    converged, reason = convergence(history, state["stale"] >= config.patience, len(sites), config)
     return best, {"steps": state["step"], "best_validation_loss": state["best_val"], "devices": len(devices),
-                  "mesh": dict(layout.mesh.shape), "sharded_on_model": layout.split(params)}
+                  "mesh": dict(layout.mesh.shape), "sharded_on_model": layout.split(params), "converged": converged,
+                  "convergence": reason, "validation_losses": [round(v, 6) for v in history]}
+
+
+CONVERGENCE_WINDOW = 3  # evaluations, at least, over which a fit's validation loss must have stopped falling
+
+
+def convergence(history: list[float], stopped: bool, sites: int, config) -> tuple[bool, str]:
+    """(converged, why) of an Adam fit from its validation loss at each evaluation (``history``;
+    ``stopped``: early stopping ended it; ``config``: its FitConfig). A fit that stopped early has
+    converged. One that ran to ``max_steps`` has when its best validation loss over the last
+    quarter of its evaluations (at least ``CONVERGENCE_WINDOW``) is at most ``config.tolerance``
+    per site below its best before them; with fewer evaluations than that window and one more, it
+    cannot tell, and says so."""
+    if stopped:
+        return True, (f"stopped early: no better validation loss in its last {config.patience} evaluations "
+                      f"(every {config.eval_every} steps)")
+    window = max(CONVERGENCE_WINDOW, len(history) // 4)
+    if len(history) <= window:
+        return False, (f"cannot tell: {len(history)} validation evaluation(s) in {config.max_steps} steps, "
+                       f"{window + 1} needed (one every {config.eval_every} steps); raise --max-steps")
+    before, after = min(history[:-window]), min(history[-window:])
+    span = f"{before:.4g} -> {after:.4g} over its last {window} evaluations"
+    if before - after > config.tolerance * sites:
+        return False, (f"validation loss still falling at step {config.max_steps}: {span} (more than "
+                       f"{config.tolerance:g} per site); more steps (--max-steps) may reach further")
+    return True, f"validation loss flat at step {config.max_steps}: {span} (at most {config.tolerance:g} per site)"

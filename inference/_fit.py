@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -18,11 +19,12 @@ from theorycraft.spec import Theory
 
 from . import _distributed
 from ._adam import Checkpoint, check_stop, fit_gradient
-from ._compile import Plan, init_params, make_plan
+from ._compile import Plan, fixed_inputs, init_params, make_plan, read_input, site_rows
 from ._examples import check_inputs, load_examples, shard_blocks, site_shapes, train_means
 from ._memory import Budget, data_bytes
 from ._solvers import SOLVERS
-from .kinds import kind_of
+from ._stream import take
+from .kinds import Kind, Start, kind_of
 
 
 # --- closed form ----------------------------------------------------------------------------------
@@ -90,10 +92,13 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
     means = train_means(plan, data, train_idx)
     learnable = [n for n in plan.theory.components if n not in plan.fixed]
 
-    def initialise(names) -> None:  # starting points only where a gradient fit needs them (init compiles per shape)
+    def starts(names, staged: Plan, seed: int) -> dict:  # where the data points them (init compiles per shape)
+        return warm_start(staged, init_params(staged, jax.random.PRNGKey(seed), only=names), means, data, every_train)
+
+    def initialise(names, staged: Plan) -> None:  # starts only where a gradient fit needs them
         missing = [n for n in names if n not in params]
         if missing:
-            params.update(warm_start(plan, init_params(plan, jax.random.PRNGKey(config.seed), only=missing), means))
+            params.update(starts(missing, staged, config.seed))
 
     summary: dict = {"mode": config.mode, "closed_form": {}, "gradient": None, "stages": [], "kept": []}
     keep = {n: p for n, p in (keep or {}).items() if n in learnable}
@@ -115,30 +120,64 @@ def fit(theory: Theory, acts, config: FitConfig = FitConfig(), out_dir: Path | N
             log(f"site {site}: exact ridge over {', '.join(names)} (strength {strength:g}): {method}")
             metrics.write("closed_form", k, site=site, components=names, ridge_strength=strength, method=method)
         rest = [s for s in stage if s not in closed]
-        initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed])
+        initialise([n for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed], staged)
         learning = {n: params[n] for n in _upstream_all(staged, rest) if n in learnable and n not in staged.fixed}
         if learning:
-            name = "checkpoint.npz" if k == 0 else f"checkpoint.stage{k}.npz"
-            checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
-            learned, info = fit_gradient(staged, learning, rest, data, every_train, val_idx, means, config, checkpoint,
+            runs = []
+            for r in range(config.restarts):  # restart r: seed + r, its own starts, batches and checkpoint
+                restart = config if r == 0 else replace(config, seed=config.seed + r)
+                begin = learning if r == 0 else starts(list(learning), staged, restart.seed)
+                name = ("checkpoint" if k == 0 else f"checkpoint.stage{k}") + (f".restart{r}" if r else "") + ".npz"
+                checkpoint = Checkpoint(out_dir, fingerprint(theory, acts, config), name)
+                runs.append(fit_gradient(staged, begin, rest, data, every_train, val_idx, means, restart, checkpoint,
                                          log, metrics, stage=k, stop=stop, blocks=shard_blocks(acts, every_train),
-                                         own_train=train_idx, validation=int(validating.sum()))
+                                         own_train=train_idx, validation=int(validating.sum())))
+            learned, info = chosen(runs, len(rest), config)
             params.update({n: learned[n] for n in learning})
             summary["gradient"] = info  # the last stage's; each stage's below
-            log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s)")
+            log(f"sites {', '.join(rest)}: Adam, {info['steps']} steps on {info['devices']} device(s); "
+                f"{'converged' if info['converged'] else 'NOT converged'}: {info['convergence']}")
         summary["stages"].append({"sites": list(stage), "closed_form": list(closed),
                                   "gradient": info if learning else None})
         frozen |= {n: params[n] for n in _upstream_all(plan, stage) if n in params}
-    initialise(learnable)  # a component no fit reached keeps its start
+    initialise(learnable, plan)  # a component no fit reached keeps its start
+    summary |= finished(summary["stages"])
     params = {n: params[n] for n in learnable}
     # examples_read: those of this process's own shards (Adam's steps read their slices wherever they lie)
+    inputs = acts.inputs()
     data = {"capture": acts.key, "n": acts.n, "cache": str(acts.directory.parent),  # by key; the cache a last resort
-            "processes": _distributed.process_count(), "examples_read": len(local)}
+            "processes": _distributed.process_count(), "examples_read": len(local),
+            "inputs": {"shape": [int(d) for d in inputs.shape[1:]], "dtype": str(inputs.dtype)}}  # what predict takes
     summary |= {"seconds": round(time.time() - start, 2), "data": data}
     metrics.write("fit_done", len(summary["stages"]), seconds=summary["seconds"], mode=config.mode)
     return FittedTheory(theory, plan, jax.device_get(params), {s: np.asarray(m) for s, m in means.items()},
                         acts.vocab_size, summary)
 
+
+
+def chosen(runs: list[tuple[dict, dict]], sites: int, config: FitConfig) -> tuple[dict, dict]:
+    """Of restarts' (params, summary), the best on validation; it has not converged where the
+    restarts' best validation losses span more than ``config.tolerance`` per site (another start
+    may find better still)."""
+    params, info = min(runs, key=lambda run: run[1]["best_validation_loss"])
+    if len(runs) == 1:
+        return params, info
+    losses = [run[1]["best_validation_loss"] for run in runs]
+    info = info | {"restarts": len(runs), "restart_validation_losses": [round(v, 6) for v in losses]}
+    if max(losses) - min(losses) > config.tolerance * sites:
+        info |= {"converged": False, "convergence": f"restarts disagree: best validation losses "
+                 f"{', '.join(f'{v:.4g}' for v in losses)} (the best kept); another start may reach lower"}
+    return params, info
+
+
+def finished(stages: list[dict]) -> dict:
+    """``converged``: whether every Adam fit of the stages finished (a closed-form solve is exact),
+    and ``convergence``: why, naming each fit's sites (those that did not finish, where any)."""
+    adam = [(", ".join(s for s in st["sites"] if s not in st["closed_form"]), st["gradient"])
+            for st in stages if st["gradient"] is not None]
+    unfinished = [(sites, info) for sites, info in adam if not info["converged"]]
+    reasons = "; ".join(f"sites {sites}: {info['convergence']}" for sites, info in unfinished or adam)
+    return {"converged": not unfinished, "convergence": reasons or "no Adam fit (closed-form solves are exact)"}
 
 
 def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:
@@ -160,13 +199,34 @@ def fit_stages(plan: Plan, mode: str = "stagewise") -> list[list[str]]:
     return stages
 
 
-def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray]) -> dict:
-    """Each kind's start from its predicted site's training mean (an attention prior starts at
-    the log of its head's mean pattern, so the rule only explains what position does not)."""
-    params = dict(params)
+START_BYTES = 32 << 20  # a predicted site's recorded rows that a start reads, at most (and START_EXAMPLES)
+START_EXAMPLES = 256
+
+
+def warm_start(plan: Plan, params: dict, means: Mapping[str, np.ndarray], data=None,
+               index: np.ndarray | None = None) -> dict:
+    """Each kind's start where the recorded data points it (``Kind.warm_start``): its predicted
+    site's training mean, and on the first training examples of ``index`` (as many as
+    ``START_BYTES`` of the site allow, up to ``START_EXAMPLES``; the same on every process) its
+    inputs, where none is learned, and the site's recorded rows."""
+    params, samples = dict(params), {}
     for name, c in plan.theory.components.items():
-        if name in params and c.predicts:
-            params[name] = kind_of(c).warm_start(params[name], c, means[c.predicts], plan.site_shapes[c.predicts])
+        if name not in params or not c.predicts:
+            continue
+        site, reads_data = c.predicts, type(kind_of(c)).warm_start is not Kind.warm_start  # else nothing to read
+        if reads_data and data is not None and index is not None and len(index) and site not in samples:
+            per_example = 4 * int(np.prod(plan.site_shapes[site]))
+            batch = take(data, index[:max(1, min(START_EXAMPLES, START_BYTES // per_example))])
+            samples[site] = (fixed_inputs(plan, batch, site), site_rows(plan, site, batch[site]))
+        fixed, target = samples.get(site, (None, None))
+        inputs = None
+        if fixed is not None:
+            wanted = ([f"{name}/expr"] if c.expressions() else []) + list(c.reads())
+            if all(w in fixed for w in wanted):  # nothing it reads is learned
+                inputs = ([fixed[f"{name}/expr"]] if c.expressions() else []) + [read_input(c, r, fixed) for r in c.reads()]
+        start = Start(np.asarray(means[site]), plan.site_shapes[site], inputs, target if inputs is not None else None,
+                      plan.theory.predictors(site) == (name,))
+        params[name] = kind_of(c).warm_start(params[name], c, start)
     return params
 
 

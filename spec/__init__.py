@@ -16,6 +16,7 @@ from ._outline import feature_width, outline, parameter_shapes
 from ._schema import json_schema
 from ._theory import Theory, walk_reads
 from ._validate import validate_component
+from ._vocabulary import VOCABULARY_KEYS, Grammar, each_items
 from ._yaml import SourceMap, dump, load_yaml, read_limited
 
 __all__ = ["Diagnostic", "EvaluationError", "Expr", "ExprError", "ComponentSpec", "HookPoint", "Site", "TargetRef", "Theory",
@@ -28,6 +29,8 @@ __all__ = ["Diagnostic", "EvaluationError", "Expr", "ExprError", "ComponentSpec"
            # positioned YAML and messages, theories' reads, axioms' places
            "OUTPUT", "Place", "SourceMap", "describe", "did_you_mean", "dump", "load_yaml", "read_limited",
            "validate_component", "walk_reads",
+           # the search vocabulary language
+           "VOCABULARY_KEYS", "Grammar", "each_items",
            # the registry of component kinds (the kinds register into it)
            "KINDS", "KindError", "define_kind", "is_reference", "kind_of", "register_kind", "resolve",
            # the one table of target schemes

@@ -19,13 +19,7 @@ from pydantic.json_schema import models_json_schema
 from ._axioms import Axiom
 from ._model import ComponentSpec, Doc, Expression, Fragment, Name, TheoryFile
 from ._registry import KINDS
-
-_EACH = {  # a vocabulary field's choices: a list, named items, or a range of integers "1..56"
-    "type": "object", "required": ["each"], "additionalProperties": False,
-    "description": "one candidate per item: a list, a mapping of named items, or a range like \"1..56\"",
-    "properties": {"each": {"anyOf": [{"type": "array", "minItems": 1}, {"type": "object", "minProperties": 1},
-                                      {"type": "string", "pattern": r"^\s*-?\d+\s*\.\.\s*-?\d+\s*$"}]}},
-}
+from ._vocabulary import EACH_SCHEMA, Grammar
 
 
 def json_schema() -> dict:
@@ -37,7 +31,8 @@ def json_schema() -> dict:
     part_file = create_model("PartFile", __base__=Fragment)
     vocabulary_file = create_model(
         "VocabularyFile", __config__=ConfigDict(extra="forbid"), vocabulary=(Optional[StrictStr], None),
-        description=(Doc, None), variables=(dict[Name, Expression], {}), components=(dict[Name, ComponentSpec], ...))
+        description=(Doc, None), variables=(dict[Name, Expression], {}), grammar=(Optional[Grammar], None),
+        components=(dict[Name, ComponentSpec], {}))
     models = [theory_file, part_file, vocabulary_file, *kinds.values()]
     _, top = models_json_schema([(m, "validation") for m in models], by_alias=True, ref_template="#/$defs/{model}")
     defs = top["$defs"]
@@ -47,11 +42,12 @@ def json_schema() -> dict:
         defs[f"{model.__name__}Template"] = _template(defs[model.__name__])
     defs["Template"] = _discriminated({n: f"#/$defs/{m.__name__}Template" for n, m in kinds.items()},
                                       "a vocabulary's template: a component whose fields may hold {each: ...}")
-    defs["Each"] = _EACH
+    defs["Each"] = EACH_SCHEMA
     _point(defs["TheoryFile"], "#/$defs/Component")
     _point(defs["PartFile"], "#/$defs/Component")
     _point(defs["VocabularyFile"], "#/$defs/Template")
     defs["VocabularyFile"]["properties"]["components"]["minProperties"] = 1
+    defs["VocabularyFile"]["anyOf"] = [{"required": ["components"]}, {"required": ["grammar"]}]  # templates, a grammar, or both
     defs.pop("ComponentSpec", None)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "theorycraft theory, part or vocabulary",

@@ -14,7 +14,7 @@ BROKEN = sorted((ROOT / "tests" / "data" / "broken").glob("*.yaml"))
 # collected first, so that `make test` (-n 2 --dist loadfile --no-loadscope-reorder: files handed
 # out in this order) starts each at once on its own worker and the other files fill in around
 # them. xdist's own order (files with the most tests first) handed them out last, to end the suite.
-SLOWEST_FIRST = ("test_bench.py", "test_crash.py")
+SLOWEST_FIRST = ("test_bench.py", "test_crash.py", "test_rasp_suite.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -217,8 +217,8 @@ components:
     narrow = fit(theory, acts, config, keep=keep)
     monkeypatch.setattr(_examples, "varying_columns", lambda plan, site: None)  # every head in the loss
     whole = fit(theory, acts, config, keep=keep)
-    for name in ("sharpness", "prior"):
-        np.testing.assert_allclose(narrow.params["previous"][name], whole.params["previous"][name], rtol=1e-4, atol=1e-5)
+    for name in ("sharpness", "prior"):  # "j == i - 1" is positional: its sharpness starts (and stays) near 0
+        np.testing.assert_allclose(narrow.params["previous"][name], whole.params["previous"][name], rtol=1e-4, atol=1e-4)
     assert narrow.fit_info["gradient"]["steps"] == whole.fit_info["gradient"]["steps"]  # the same early stop
 
 

@@ -190,6 +190,37 @@ def test_an_attention_theory_of_a_grouped_query_model(tokenizer, tmp_path):
     assert splice.loss_spliced == pytest.approx(splice.loss_mean_ablated, abs=1e-4)
 
 
+RULES_THEORY = """\
+theory: tiny-lm-rules
+target: hf:{path}
+sites:
+  pattern: {{hook: blocks.0.attn.hook_pattern, doc: "# [batch, head, query, key]"}}
+components:  # issue 26's rules for layer 0's heads
+  self:     {{kind: attention, rule: "j == i", head: 0, predicts: pattern}}
+  previous: {{kind: attention, rule: "j == i - 1", head: 1, predicts: pattern}}
+  first:    {{kind: attention, rule: "j == 0", head: 2, predicts: pattern}}
+  same:     {{kind: attention, rule: "token[j] == token[i]", head: 3, predicts: pattern}}
+"""
+
+
+def test_attention_rules_on_layer_0_reach_at_default_steps_what_ten_times_the_steps_reach(tokenizer, tmp_path):
+    """Issue 26, small: four rules for a random GPT-2's layer-0 heads started at sharpness 8 and sat
+    there (at 2,000 steps, test R² -160 in the issue); started where the recorded patterns point,
+    the default fit reaches what ten times the steps reach. (The trained model's case, measured at
+    full size, is in docs/trust.md; at this size its two fits took 7.5 minutes on a loaded machine.)"""
+    from theorycraft.inference import FitConfig, fit
+
+    make_tiny_lm.save_tiny_lm("gpt2", tmp_path / "gpt2", tokenizer, steps=0)
+    target = load_hf_model(str(tmp_path / "gpt2"), texts=TEXTS, seq_len=T)
+    acts = capture(target, [HookPoint.parse("blocks.0.attn.hook_pattern")], cache_dir=tmp_path, batch_size=16,
+                   progress=False)
+    (tmp_path / "rules.yaml").write_text(RULES_THEORY.format(path=tmp_path / "gpt2"))
+    theory = load_theory(str(tmp_path / "rules.yaml"))
+    r2 = [score(fit(theory, acts, FitConfig(progress=False, max_steps=m)), acts, bits=False).sites["pattern"].r2_test
+          for m in (2000, 20000)]
+    assert r2[0] > -0.05 and r2[0] == pytest.approx(r2[1], abs=0.02)
+
+
 def test_cli_lists_aliases_and_captures_with_a_window_length(tokenizer, tmp_path, capsys, monkeypatch):
     import theorycraft.targets._hf as hf
 
@@ -366,11 +397,10 @@ def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(t
     assert main(["search", "start.yaml", "--out", "found", *args]) == 0
     found = load_theory("found/theory.yaml", trust_code=True)
     tables = [c for c in found.components.values() if c.kind == "lookup" and c.predicts == "embed"]
-    assert [[e.text for e in c.of] for c in tables] == [["tok"]] and tables[0].size is None  # sized by the vocabulary
-    assert found.variables["tok"].text == "token[i]"
+    assert [[e.text for e in c.of] for c in tables] == [["token[i]"]] and tables[0].size is None  # sized by the vocabulary
     assert "test coverage 1.0000" in capsys.readouterr().out
-    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "tok_code" in k}
-    assert list(rows.values()) == [(11 + 1, 8)], rows  # a row per declared token id, one for none (outside: row)
+    rows = {k: v.shape for k, v in load_file("found/fitted/params.safetensors").items() if "token_code" in k}
+    assert list(rows.values()) == [(11, 8)], rows  # a row per declared token id
 
     (tmp_path / "bare.yaml").write_text("theory: bare\ntarget: torch:mymodel:undeclared\nsites: {embed: embed}\n")
     assert main(["search", "bare.yaml", "--out", "bare", *args]) == 1

@@ -19,6 +19,7 @@ from theorycraft.inference.engine import Stopped, site_shapes
 from theorycraft.inference.kinds.linear import mechanism_gain
 from theorycraft.inference.kinds.lookup import lookup_gain
 from theorycraft.refine import SearchResult, Step
+from theorycraft.refine._propose import proposals
 from theorycraft.refine._proxy import ridge_gains
 from theorycraft.refine._search import Judge, explained_sites
 from theorycraft.scoring import Scorecard, score
@@ -123,6 +124,9 @@ def test_search_command_reports_the_trail(tmp_path, capsys):
      "expected a number > 0, found -2"),
     ("components:\n  t: {kind: lookup, of: a, predicts: w}\n", "2:38", "expected a site of the start theory"),
     ("components:\n  t: {kind: lookp, of: a, predicts: u}\n", "2:13", "did you mean 'lookup'"),
+    ("grammar: {sites: [w]}\n", "1:19", "expected a site of the start theory"),  # a grammar alone is a vocabulary
+    ("grammar: {sites: [u], shfts: [1]}\n", "1:23", "unknown key 'shfts' in 'grammar:' (did you mean 'shifts'?)"),
+    ("grammar: {sites: [u], generated: 0}\n", "1:34", "grammar 'generated': input should be greater than 0"),
 ])
 def test_vocabulary_errors_name_the_place(tmp_path, text, where, message):
     start = start_theory(recorded_target(tmp_path, y_width=Y_WIDTH))
@@ -158,10 +162,15 @@ def test_default_tables_of_previous_tokens_fit_where_there_is_no_previous_token(
     start = parse_theory(f"theory: s\ntarget: activations:{directory}\nsites: {{h: h}}\n", path="s.yaml")
     acts = captured(tmp_path, start)
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
-    tables = {c.label: c for c in candidates(vocab, start, state={}) if c.kind == "lookup"}
-    assert {"prev_code", "prev2_code"} <= set(tables)
-    for label in ("prev_code", "prev2_code"):  # token[i - 1], token[i - 2] read -1 at the first positions
-        fitted = fit(tables[label].apply(start), acts, FitConfig(progress=False))
+    judge = Judge(start, acts, explained_sites(start, vocab))
+    rows = np.sort(judge.examples.train)
+    first = {c.variables.get(c.label) for c in proposals(vocab, judge.assess(start), judge, rows)[:3]}
+    assert "token[i - 1]" in first  # h reads the previous token: the data ranks its table among the first
+    every = dataclasses.replace(vocab, grammar=vocab.grammar.model_copy(update={"estimated": 10 ** 4}))
+    tables = {c.variables.get(c.label): c for c in proposals(every, judge.assess(start), judge, rows) if c.kind == "lookup"}
+    for text in ("token[i - 1]", "token[i - 2]"):  # both read -1 at the first positions: the outside row
+        assert tables[text].data["outside"] == "row"
+        fitted = fit(tables[text].apply(start), acts, FitConfig(progress=False))
         assert r2_test(fitted, acts, "h") > 0
 
 

@@ -198,6 +198,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from theorycraft._report import found_variables
     from theorycraft.api import search
 
     result = search(args.start, vocabulary=args.vocabulary, config=from_args(SearchConfig, args),
@@ -208,6 +209,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
           f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
     print(f"reported on test: {_totals(final.report)}")
+    for name, expr in found_variables(final.theory).items():
+        print(f"  variable {name} = {expr}")
     print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
           f"{', '.join(result.scorecard.covered)}")
     scaling = result.scaling
@@ -256,6 +259,8 @@ def scorecard_table(card) -> str:
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
     rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
                 f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
+        rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
     if size.bits is not None:
         given = f", inputs {size.bits_inputs:,}" if card.inputs else ""

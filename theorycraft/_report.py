@@ -174,12 +174,18 @@ def _run_sections(directory: Path, card, prefix: str = "") -> list:
         overview.append(("MDL compression", num(card.mdl.compression, 3)))
     if axioms:
         overview.append(("axioms that hold", f"{sum(a['passed'] for a in axioms['axioms'])} of {len(axioms['axioms'])}"))
+    unfinished = card.fit.get("converged") is False  # absent: a scorecard from before fits said
+    if "converged" in card.fit:
+        overview.append(("fit converged", "no" if unfinished else "yes"))
     sites = {s: {"teacher-forced": v.r2_test, "free-running": v.r2_test_free} for s, v in card.sites.items()}
     fidelity = _figure(lambda p: fidelity_bars(sites, p, f"{card.theory}: test R² per site"),
                        "test R² per site, teacher-forced and free-running",
                        "Teacher-forced: each recorded site a component reads is the network's own; free-running: "
                        "the theory's own prediction of it, from the input (and its declared inputs) alone.")
-    sections = [_section(f"{prefix}fidelity", "Fidelity per site", _big(*overview), fidelity, scorecard_html(card)),
+    warning = [_note(esc(f"The fit did not converge, so these figures may measure its step budget rather than "
+                         f"the theory: {card.fit.get('convergence', '')}"))] if unfinished else []
+    sections = [_section(f"{prefix}fidelity", "Fidelity per site", _big(*overview), *warning, fidelity,
+                         scorecard_html(card)),
                 _section(f"{prefix}bits", "Bits", _bits(card)),
                 _section(f"{prefix}axioms", "Axioms", _axioms_html(axioms, directory, card)),
                 _section(f"{prefix}diagnosis", "Diagnosis: where the residual lies", _diagnosis(directory))]
@@ -305,6 +311,10 @@ def _search_page(directory: Path):
         sections.append(_section("heads", "Heads left to their mean pattern", table(
             ["site", "head", "closest rule", "rule", "cosine"],
             [[h["site"], h["head"], h["rule_name"], h["rule"], h["cosine"]] for h in result.heads_left_to_mean])))
+    found = found_variables(final.theory)
+    if found:
+        sections.append(_section("variables", "Variables found", table(
+            ["variable", "what it computes"], [[name, code(text)] for name, text in found.items()])))
     if (directory / "theory.yaml").is_file():
         sections.append(_section("found", "Found theory", _pre((directory / "theory.yaml").read_text())))
     fitted = directory / "fitted"
@@ -313,6 +323,15 @@ def _search_page(directory: Path):
         sections += [(a, f"Refitted: {t.lower()}", h) for a, t, h in _run_sections(fitted, Scorecard.load(fitted), "fitted-")
                      if a != "fitted-theory"]
     return f"{result.scorecard.theory}: found by search", sections
+
+
+def found_variables(theory_yaml: str) -> dict[str, str]:
+    """A found theory's variables as expressions (name -> text), as its trail step wrote them."""
+    import yaml
+
+    data = yaml.safe_load(theory_yaml)
+    variables = data.get("variables") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {}
 
 
 def _scaling(scaling) -> str:

@@ -32,7 +32,7 @@ class Inferred(NamedTuple):
 
 
 @document(FitConfig, "config", seed=None, max_steps=None, learning_rate=None, batch_size=None, fit_mode=None,
-          max_memory=None, model_shards=None)
+          max_memory=None, model_shards=None, restarts=None)
 @document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None)
 def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, config: FitConfig | None = None,
           data: CaptureConfig | None = None, out_dir=None, cache_dir=None, trust_code: bool = False, log=print,
@@ -40,7 +40,8 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
           progress: bool | None = None, seed: int | None = None, max_steps: int | None = None,
           learning_rate: float | None = None, batch_size: int | None = None, fit_mode: str | None = None,
           max_memory: int | str | None = None, model_shards: int | None = None, n: int | None = None,
-          data_seed: int | None = None, dtype: str | None = None, seq_len: int | None = None) -> Inferred:
+          data_seed: int | None = None, dtype: str | None = None, seq_len: int | None = None,
+          restarts: int | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -94,7 +95,7 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     _arguments.check("processes", processes)
     config = FitConfig.of(config, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                           progress=progress, mode=fit_mode, max_memory=max_memory,
-                          model_shards=model_shards)  # checked before anything loads
+                          model_shards=model_shards, restarts=restarts)  # checked before anything loads
     data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len)
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                   ["theory"])
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
-    add_flags(inf, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "fit_mode", "max_memory",
+    add_flags(inf, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "restarts", "fit_mode", "max_memory",
               "model_shards")
     add_flags(inf, CaptureConfig, "n", "data_seed", "dtype", "seq_len")
     _data_flags(inf, named=True)

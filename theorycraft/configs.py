@@ -134,6 +134,13 @@ class FitConfig(Config):
                                  flag="--lr", metavar="LR")
     eval_every: int = param(100, "Adam steps between validation losses", range=COUNT, cli=False)
     patience: int = param(5, "validation losses without improvement before Adam stops", range=COUNT, cli=False)
+    # a fit that ends at max_steps has converged when its best validation loss (the sum over its
+    # sites of 1 - R2) fell by at most this per site over the last quarter of its evaluations
+    tolerance: float = param(1e-3, "a fit ending at max_steps converged if its validation loss fell by at most "
+                                   "this per site over its last quarter; restarts disagree past it", range=Range(False, 0),
+                             cli=False)
+    restarts: int = param(1, "Adam fits from this many starts (seeds SEED, SEED+1, ...), the best on validation kept; "
+                             "the fit says where they disagree", range=COUNT)
     checkpoint_every: int = param(200, "Adam steps between checkpoints (with an output directory)", range=COUNT,
                                   cli=False)
     progress: bool = param(True, "progress bars on stderr", cli=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from theorycraft.spec import KINDS, KindError, define_kind, is_reference, kind_of, register_kind, resolve
 
-from ._base import Example, Kind, Shapes, Width
+from ._base import Example, Kind, Shapes, Start, Width
 from ._check import KindCheckError, check_kind
 from . import aggregate, attention, dictionary, fourier, linear, lookup, mlp, product, rule
 
@@ -22,5 +22,5 @@ define_kind(Kind)
 for _module in (lookup, linear, fourier, rule, product, attention, aggregate, dictionary, mlp):
     register_kind(_module.__name__.rsplit(".", 1)[1], _module.KIND)
 
-__all__ = ["KINDS", "Example", "Kind", "KindCheckError", "KindError", "Shapes", "Width", "check_kind", "is_reference", "kind_of",
+__all__ = ["KINDS", "Example", "Kind", "KindCheckError", "KindError", "Shapes", "Start", "Width", "check_kind", "is_reference", "kind_of",
            "register_kind", "resolve"]

@@ -46,6 +46,20 @@ class Example:
     inputs: list
 
 
+@dataclass(frozen=True)
+class Start:
+    """What a component's gradient fit may start from (``Kind.warm_start``): its predicted site's
+    training mean row and per-example shape, and on a sample of training examples, ``inputs``
+    (what ``apply`` reads, where none of it is learned; else None) and ``target`` (the site's
+    recorded rows there, in the same rows)."""
+
+    site_mean: np.ndarray  # [width] of the site's rows
+    site_shape: tuple[int, ...]
+    inputs: Optional[list] = None
+    target: Optional[np.ndarray] = None  # [rows, width]
+    sole: bool = False  # the only component that predicts the site: ``target`` is all its to explain
+
+
 class Kind:
     """One component kind. Subclass it, set ``schema``, write ``init``/``apply``; register an
     instance with ``theorycraft.register_kind``."""
@@ -141,8 +155,9 @@ class Kind:
         """Added to the training loss (e.g. an L1 penalty)."""
         return 0.0
 
-    def warm_start(self, params, spec, site_mean, site_shape) -> dict:
-        """Parameters to start the gradient fit from, given the predicted site's training mean."""
+    def warm_start(self, params, spec, start: "Start") -> dict:
+        """Parameters to start the gradient fit from, where the recorded data points them (the
+        predicted site's training mean; its inputs and recorded rows on a few training examples)."""
         return params
 
     def closed_form(self, spec, plan, predictors: int, solvers) -> Optional[Callable]:

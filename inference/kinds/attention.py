@@ -1,6 +1,7 @@
 """``attention``: an attention pattern, softmax(sharpness × rule + prior[i, j]) over the allowed
-keys; predicts one head of a pattern site ``[head, query, key]``. The positional prior starts at
-the log of its head's mean pattern, so the rule only has to explain what position does not."""
+keys; predicts one head of a pattern site ``[head, query, key]``. A fit starts where the head's
+recorded patterns point: the sharpness and prior that match its mean pattern and its recorded
+mass on the rule's keys, so the rule only has to explain what position does not."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class AttentionKind(Kind):
         import jax.numpy as jnp
 
         t = math.isqrt(shapes.out)
-        # start sharp; the positional prior starts uniform (warm_start sets it from the head's mean)
+        # start sharp; the positional prior starts uniform (where it predicts a head, warm_start
+        # sets both from the head's recorded patterns)
         return {"sharpness": jnp.asarray(8.0), "prior": jnp.zeros((t, t), jnp.float32)}
 
     def apply(self, params, spec, inputs):
@@ -92,11 +94,22 @@ class AttentionKind(Kind):
         logits = jnp.where(allowed, params["sharpness"] * rule + params["prior"], -jnp.inf)
         return jax.nn.softmax(logits, axis=-1).reshape(rows, -1)
 
-    def warm_start(self, params, spec, site_mean, site_shape):
+    def warm_start(self, params, spec, start):
+        """Where the recorded patterns point: the sharpness and prior that match the head's
+        recorded mass on the rule's keys and its mean pattern (``matched_start``); the prior alone
+        from the mean where no recorded rows are given."""
         import jax.numpy as jnp
 
-        head = np.asarray(site_mean).reshape(site_shape)[spec.head or 0]
-        return {**params, "prior": jnp.asarray(np.log(np.maximum(head, 1e-6)), jnp.float32)}
+        head = spec.head or 0
+        mean = np.asarray(start.site_mean).reshape(start.site_shape)[head]
+        t = mean.shape[-1]
+        allowed = np.tril(np.ones((t, t), bool)) if spec.causal else np.ones((t, t), bool)
+        if start.inputs is None or start.target is None:
+            return {**params, "prior": jnp.asarray(np.log(np.maximum(mean, FLOOR)), jnp.float32)}
+        rule = np.asarray(start.inputs[0], np.float32).reshape(-1, t, t)
+        recorded = np.asarray(start.target, np.float32).reshape(-1, *start.site_shape)[:, head]
+        sharpness, prior = matched_start(rule, recorded, mean, allowed)
+        return {**params, "sharpness": jnp.asarray(sharpness, jnp.float32), "prior": jnp.asarray(prior, jnp.float32)}
 
     def estimate(self, data, ctx):
         """The head's error now minus with attention spread evenly on the rule's keys. The rule's
@@ -131,6 +144,41 @@ def attention_gain(rule: np.ndarray, y: np.ndarray, pred: np.ndarray, causal: bo
     counts = keys.sum(-1, keepdims=True)
     spread = np.where(counts > 0, keys / np.maximum(counts, 1), pred)
     return float(((pred - y) ** 2).sum() - ((spread - y) ** 2).sum())
+
+
+FLOOR = 1e-6  # the smallest attention weight a start reads as a logarithm
+SHARPEST = 20.0  # |sharpness| a start stops at: e^20 against one key is hard attention
+
+
+def matched_start(rule: np.ndarray, recorded: np.ndarray, mean: np.ndarray, allowed: np.ndarray,
+                  iterations: int = 40) -> tuple[float, np.ndarray]:
+    """(sharpness, prior [T, T]) of softmax(sharpness × rule + prior) fitted to one head's recorded
+    patterns (``rule``, ``recorded``: [n, T, T]; ``mean``: the head's training mean pattern) by
+    cross-entropy with the recorded weights as soft labels. That fit is convex, and at its optimum
+    the predicted mean pattern is the recorded one and the predicted mass on the rule's keys is the
+    recorded mass: each round takes a Newton step in the sharpness (the Hessian is the variance of
+    the rule under the predicted pattern) and an iterative-scaling step in the prior."""
+    target = np.log(np.maximum(mean, FLOOR))
+    prior, sharpness = np.where(allowed, target, np.log(FLOOR)), 0.0
+    mass = float((rule * recorded).sum(-1).mean())  # recorded weight on the rule's keys, per query
+    for _ in range(iterations):
+        p = _softmax(sharpness * rule + prior, allowed)
+        held = (rule * p).sum(-1)  # [n, T]
+        spread = float(((rule * rule * p).sum(-1) - held ** 2).mean())
+        if spread > 1e-9:
+            sharpness = float(np.clip(sharpness - np.clip((held.mean() - mass) / spread, -4, 4), -SHARPEST, SHARPEST))
+        p = _softmax(sharpness * rule + prior, allowed)
+        step = np.where(allowed, target - np.log(np.maximum(p.mean(0), FLOOR)), 0.0)
+        prior = np.clip(prior + step, np.log(FLOOR) - SHARPEST, SHARPEST)
+        if np.abs(step).max() < 1e-4 and abs(float(held.mean()) - mass) < 1e-5:
+            break
+    return sharpness, prior.astype(np.float32)
+
+
+def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    logits = np.where(allowed, logits, -np.inf)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 KEPT_RULE_BYTES = 16 << 20  # a rule's truth values kept from one step's estimates to the next up to this size

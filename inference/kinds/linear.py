@@ -74,6 +74,34 @@ class LinearKind(Kind):
             params["bias"] = jnp.zeros((out,), jnp.float32)
         return params
 
+    def warm_start(self, params, spec, start):
+        """A map that alone predicts its site, reading nothing learned (one the closed form does
+        not solve: a nonlinearity, an L1 penalty), starts at the least-squares fit of the site's
+        recorded rows before its nonlinearity (ridge; reduced-rank for a low-rank map): a ReLU
+        read-out starts with its units live, not wherever a random draw put them."""
+        if start.inputs is None or start.target is None or not start.sole:
+            return params
+        import jax.numpy as jnp
+
+        x = np.asarray(concat([np.asarray(v) for v in start.inputs]), np.float64)
+        y = np.asarray(start.target, np.float64)
+        if len(x) <= 2 * x.shape[1]:  # too few rows to say much about the map
+            return params
+        mx, my = (x.mean(0), y.mean(0)) if spec.bias else (np.zeros(x.shape[1]), np.zeros(y.shape[1]))
+        xc = x - mx
+        gram = xc.T @ xc
+        gram += (1e-3 * np.trace(gram) / len(gram) + 1e-9) * np.eye(len(gram))
+        w = np.linalg.solve(gram, xc.T @ (y - my))
+        if spec.rank:  # the top directions of its fitted values (reduced-rank regression)
+            top = np.linalg.svd(xc @ w, full_matrices=False)[2][:spec.rank].T  # [out, rank]
+            start_params = {"down": w @ top, "up": top.T}
+            w = w @ top @ top.T
+        else:
+            start_params = {"weight": w}
+        if spec.bias:
+            start_params["bias"] = my - mx @ w
+        return {k: jnp.asarray(v, jnp.float32) for k, v in start_params.items()}
+
     def apply(self, params, spec, inputs):
         x = concat(inputs)
         y = (x @ params["down"]) @ params["up"] if "down" in params else x @ params["weight"]

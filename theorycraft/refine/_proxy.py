@@ -200,10 +200,18 @@ def rank(offered: list[Candidate], current, judge, rows: np.ndarray,
     scored = []
     site_sse = {s: float((r ** 2).sum()) for s, r in residual.items()}
     for k, cand in enumerate(offered):
-        sse = site_sse[cand.site]
-        gain = min(max(gains[k], 0.0), sse * (1 - 1e-9))
-        values = len(judge.examples.validation) * int(np.prod(judge.shapes[cand.site]))  # the split that decides
-        bits = values / 2 * math.log2(sse / (sse - gain)) if sse > 0 else 0.0
+        bits = float(gain_bits(gains[k], site_sse[cand.site], residual[cand.site].size, judge, cand.site))
         added = _param_count(cand.apply(theory), judge) - base_params - unseen[k]
         scored.append((cand, bits - per_param * max(added, 0)))
     return sorted(scored, key=lambda s: -s[1])
+
+
+def gain_bits(gain: float, sse: float, count: int, judge, site: str) -> float:
+    """A gain in squared error on ``count`` residual values whose squared error is ``sse``, in
+    bits of the Gaussian residual code of the split that decides (validation). Below the site's
+    precision a residual costs nothing (``gaussian_bits``' floor), so nothing is gained there:
+    a site explained to its precision offers no bits for explaining its rounding."""
+    floor = max(count * judge.examples.precision[site] ** 2 / (2 * math.pi * math.e), 1e-300)
+    gain = np.clip(gain, 0.0, sse)  # (an array of gains gives an array of bits)
+    values = len(judge.examples.validation) * int(np.prod(judge.shapes[site]))
+    return values / 2 * np.log2(max(sse, floor) / np.maximum(sse - gain, floor))

@@ -12,6 +12,16 @@ records both totals.
 
 Totals are comparable across steps because the sites being explained stay fixed: a site the
 theory does not predict yet is sent as its training mean plus the residual around it.
+
+Greedy acceptance can lock in a linear map between recorded sites (the residual stream keeps
+the embedding: a map from it explains most of every later site at once), and with it the site
+it reads as a declared input; the computation that explains both never pays for itself one
+step at a time beside it. So when greedy growth stops on its own, the search changes its mind
+(``change_mind``): it drops every such map, grows again from what remains with candidates that
+compute from the input alone, and keeps whichever of the two theories has the lower
+*free-running* validation total (a theory built from the input is meant to run free: each site
+predicted from the input, not from the recorded sites before it). That is taken where every
+site the maps predict has a template that computes it, and never under a bit budget.
 """
 
 from __future__ import annotations
@@ -31,11 +41,12 @@ from theorycraft.inference.engine import (FitConfig, FittedTheory, Stopped, coun
 from theorycraft.inference.kinds import kind_of
 from theorycraft.configs import SearchConfig, bytes_text, memory
 from theorycraft._metrics import Metrics
-from theorycraft.scoring import coverage, examples_of, measure, r2, squared_errors, total_bits
+from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bits, squared_errors, total_bits
 from theorycraft.spec import Theory
 
 from . import _proxy
-from ._vocabulary import Vocabulary, drop_reads, candidates, readout_name, rebuild
+from ._propose import proposals
+from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
 CACHE_BYTES = SearchConfig().judge_cache  # parameters the judge keeps of theories it has assessed
@@ -49,22 +60,30 @@ class Totals:
     bits_residual: float
     coverage: float  # over the judge's explained sites
     r2: dict[str, float]
-    coverage_free: float | None = None  # the same, free-running: from the input alone (reported, never chosen on)
+    coverage_free: float | None = None  # the same, free-running: from the input alone
+    bits_residual_free: float | None = None  # the residual's bits, free-running
 
     @property
     def bits_total(self) -> float:
         return self.bits_theory + self.bits_residual
 
+    @property
+    def bits_total_free(self) -> float:
+        """The two-part code with every site the theory predicts predicted from its inputs alone:
+        what a theory meant to run free is judged on (the teacher-forced total where not measured)."""
+        return self.bits_theory + (self.bits_residual if self.bits_residual_free is None else self.bits_residual_free)
+
     def as_dict(self) -> dict:
         return {"bits_theory": round(self.bits_theory), "bits_residual": round(self.bits_residual),
                 "bits_total": round(self.bits_total), "coverage": round(self.coverage, 6),
                 "r2": {s: round(v, 6) for s, v in self.r2.items()},
-                **({} if self.coverage_free is None else {"coverage_free": round(self.coverage_free, 6)})}
+                **({} if self.coverage_free is None else {"coverage_free": round(self.coverage_free, 6)}),
+                **({} if self.bits_residual_free is None else {"bits_residual_free": round(self.bits_residual_free)})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Totals":
         return cls(data["bits_theory"], data["bits_residual"], data["coverage"], dict(data["r2"]),
-                   data.get("coverage_free"))
+                   data.get("coverage_free"), data.get("bits_residual_free"))
 
 
 @dataclass(frozen=True)
@@ -231,13 +250,15 @@ class Judge:
             # an explained site the theory neither predicts nor is given is sent as its mean (a given
             # one is already paid for in the theory's bits, coded the same way)
             given = set(fitted.theory.inputs)
-            residual += sum(self.mean_bits[split][s] for s in self.explained if s not in covered | given)
+            at_mean = sum(self.mean_bits[split][s] for s in self.explained if s not in covered | given)
+            residual += at_mean
             sse = {s: size.sse[split][s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             sst = self.examples.sst[split]
             free = squared_errors(fitted, self.examples.data, self.examples.index[split], free=True)
+            residual_free = at_mean + residual_bits(fitted, free, len(self.examples.index[split]), self.examples.precision)
             free = {s: free[s] if s in covered else self.mean_sse[split][s] for s in self.explained}
             totals[split] = Totals(bits, residual, coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in self.explained},
-                                   coverage(free, sst))
+                                   coverage(free, sst), residual_free)
         result = Assessment(theory, fitted, totals["validation"], totals["test"], count_params(fitted.params),
                             size.params)
         self._keep(result)
@@ -359,12 +380,50 @@ def explained_sites(start: Theory, vocab: Vocabulary) -> list[str]:
     return list(dict.fromkeys(vocab.sites + [s for s in start.sites if start.predictors(s)]))
 
 
+def maps_of(theory: Theory) -> list[str]:
+    """The components that take a recorded site as their input: maps between sites (the site they
+    read is declared an input where nothing predicts it)."""
+    return [n for n, c in theory.components.items() if set(c.reads()) & set(theory.sites)]
+
+
+def computes(cand: Candidate, sites) -> bool:
+    """Whether a candidate reads no recorded site: it computes from the input and the theory's variables."""
+    return not set(spec_of(cand.data).reads()) & set(sites)
+
+
+def replaceable(theory: Theory, vocab: Vocabulary) -> list[str]:
+    """The maps between recorded sites a search may try to replace: all of them, where every site
+    they predict has a template that computes it from the input."""
+    maps = maps_of(theory)
+    computing = {t.site for t in vocab.templates.values()
+                 if computes(Candidate(t.name, t.kind, t.site, t.name, next(t.items())[0], {}, {}), theory.sites)}
+    predicted = {s for n in maps for s in theory.components[n].predicted()}
+    return maps if maps and predicted <= computing else []
+
+
+def without(theory: Theory, names: list[str]) -> Theory:
+    """``theory`` with components ``names`` gone (and what only they fed)."""
+    data = theory.to_dict()
+    components = dict(data["components"])
+    for name in names:
+        components.pop(name)
+        drop_reads(components, name)
+    return rebuild({**data, "components": components})
+
+
+def rethought(greedy: Assessment, alternative: Assessment) -> bool:
+    """Whether the alternative replaces the greedy theory: a lower free-running validation total
+    (theories here are meant to run free: the alternative reads no recorded site)."""
+    return alternative.selection.bits_total_free < greedy.selection.bits_total_free
+
+
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
-           progress: bool = True, metrics: Metrics | None = None) -> Found:
+           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True) -> Found:
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
-    on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0)."""
+    on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0).
+    ``rethink=False``: greedy growth alone, never changing its mind (for comparison)."""
     from theorycraft._progress import above, bar as progress_bar
 
     began = time.time()
@@ -417,6 +476,17 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
     record("start", current)
     best = {"now": current}  # the latest accepted theory, kept if the search is interrupted
 
+    branch: dict = {"steps": None}  # while rethinking: the steps of the alternative, recorded only if it wins
+
+    def accept(action: str, a: Assessment) -> None:
+        best["now"] = a
+        if branch["steps"] is None:
+            record(action, a)
+        else:
+            branch["steps"].append(action)
+            write(f"  [rethinking] {action}: validation {a.selection.bits_total:,.0f} bits, coverage "
+                  f"{a.selection.coverage:.4f}; {a.params:,} params")
+
     def prune(protect: str = "") -> None:
         while not out_of_time():
             offered = removals(best["now"].theory, protect)
@@ -427,20 +497,20 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             action, smaller = min(options, key=lambda o: o[1].selection.bits_total)
             if smaller.selection.bits_total >= best["now"].selection.bits_total:
                 return
-            best["now"] = smaller
-            record(action, smaller)
+            accept(action, smaller)
 
-    def grow() -> str:
+    def grow(allowed: Callable[[Candidate], bool] = lambda c: True) -> str:
         prune()
         rng = np.random.default_rng(0)
         memo: dict = {}  # estimates on site residuals a step left unchanged are kept (``_proxy``)
         while not out_of_time():
             current = best["now"]
-            offered = candidates(vocab, current.theory, state=state)
-            if not offered:
-                return "the vocabulary is exhausted"
             train = judge.examples.train
             rows = np.sort(rng.choice(train, min(PROXY_SAMPLE, len(train)), replace=False))
+            offered = [c for c in candidates(vocab, current.theory, state=state) + proposals(vocab, current, judge, rows, write)
+                       if allowed(c)]
+            if not offered:
+                return "the vocabulary is exhausted"
             step("estimating", [])
             ranked = shortlist(_proxy.rank(offered, current, judge, rows, stop=stop, memo=memo), tries)
             write("  best estimates: " + ", ".join(f"{c.description} {g:+,.0f}" for c, g in ranked))
@@ -455,16 +525,52 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             if chosen is None:
                 return ("nothing within the bit budget pays for itself" if budget_bits is not None
                         else "nothing in the vocabulary pays for itself")
-            cand, best["now"] = chosen
+            cand, a = chosen
             for old in cand.replaces:
                 state.pop(old, None)
             state[cand.name] = cand.template
-            record(f"add {cand.description}", best["now"])
+            accept(f"add {cand.description}", a)
             prune(protect=cand.name)
         return "time budget spent"
 
+    def change_mind() -> str:
+        """Change its mind about the maps between recorded sites (and the inputs they declare): the
+        theory without them, grown again from what the input computes alone, replaces the greedy
+        one if its free-running validation total is lower (``rethought``)."""
+        main, main_state = best["now"], dict(state)
+        maps = replaceable(main.theory, vocab)
+        if not maps or budget_bits is not None:
+            return ""
+        write(f"rethinking: {', '.join(maps)} (maps between recorded sites) replaced by computed variables")
+        branch["steps"] = []
+
+        def choose() -> str:
+            steps, branch["steps"] = branch["steps"], None
+            alternative = best["now"]
+            if not rethought(main, alternative):
+                best["now"] = main
+                state.clear()
+                state.update(main_state)
+                return (f"; kept {', '.join(maps)}: without them {alternative.selection.bits_total_free:,.0f} free-running "
+                        f"validation bits against {main.selection.bits_total_free:,.0f}")
+            record(f"replace {', '.join(maps)} by computed variables: " + "; ".join(steps), alternative)
+            return f"; replaced {', '.join(maps)} by computed variables"
+
+        try:
+            for name in maps:
+                state.pop(name, None)
+            step("rethinking", [None])
+            best["now"] = judged(f"remove {', '.join(maps)}", without(main.theory, maps), main)
+            grow(allowed=lambda c: computes(c, main.theory.sites))
+        except (Stopped, KeyboardInterrupt):  # the better of the two so far is kept
+            choose()
+            raise
+        return choose()
+
     try:
         stopped = grow()
+        if rethink and not stopped.startswith("time budget"):
+            stopped += change_mind()
     except Stopped:  # mid-step: that step's fits are dropped, the theory last accepted is the result
         stopped = f"time budget spent ({budget_seconds:g} s): the step in flight was stopped at it"
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far

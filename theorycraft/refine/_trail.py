@@ -19,6 +19,8 @@ from theorycraft.scoring import Scorecard, score
 
 from theorycraft.scoring import unclaimed_heads
 
+from ._grammar import slug
+from ._propose import head_rules
 from ._proxy import probe
 from ._scaling import fit_scaling
 from ._search import Found, Step, Totals
@@ -96,6 +98,12 @@ def head_names(result: Found, judge, sample: int = 1024) -> list[dict]:
             continue
         actual = np.asarray(batch[site], np.float64).reshape(len(rows), *shape)
         heads = unclaimed_heads(fitted, site) if theory.predictors(site) else list(range(shape[0]))
+        grammar = result.vocabulary.grammar
+        if grammar is not None and site in grammar.patterns:  # the grammar's closest select
+            rules = head_rules(result.vocabulary, theory, np.asarray(batch["inputs"]), actual)
+            out += [{"site": site, "head": h, "rule_name": slug(rules[h][0], rules[h][0]), "rule": rules[h][0],
+                     "cosine": round(rules[h][1], 4)} for h in heads]
+            continue
         offered = [c for c in candidates(result.vocabulary, theory, state={}) if c.site == site and kind_of(c.kind).takes_head]
         for head in heads:
             best = None

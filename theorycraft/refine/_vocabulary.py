@@ -34,9 +34,7 @@ from theorycraft.inference.kinds import kind_of
 from theorycraft.spec import (Diagnostic, ExprError, Name, SourceMap, Theory, TheoryError, declare_inputs, describe,
                               did_you_mean, dump as dump_yaml, load_yaml, parse_expr, parse_theory, read_limited,
                               validate_component)
-
-TOP_KEYS = ("vocabulary", "description", "variables", "components")
-_RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
+from theorycraft.spec import VOCABULARY_KEYS, Grammar, each_items
 
 
 @dataclass(frozen=True)
@@ -71,10 +69,12 @@ class Vocabulary:
     variables: dict[str, str]
     templates: dict[str, Template]
     text: str = field(default="", compare=False)
+    grammar: Grammar | None = None  # RASP's primitives over the theory's variables (``_propose``)
 
     @property
     def sites(self) -> list[str]:
-        return list(dict.fromkeys(t.site for t in self.templates.values()))
+        grown = list(self.grammar.sites + self.grammar.patterns) if self.grammar else []
+        return list(dict.fromkeys([t.site for t in self.templates.values()] + grown))
 
     def beside(self, start: Theory) -> "Vocabulary":
         """The start theory's variables beside this vocabulary's own: a template may read either, and
@@ -84,28 +84,6 @@ class Vocabulary:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-
-def _each(value: Any) -> tuple[list, list[str]] | None:
-    """The items of an ``{each: ...}`` field (None for a plain field)."""
-    if not (isinstance(value, dict) and list(value) == ["each"]):
-        return None
-    items = value["each"]
-    if isinstance(items, str) and _RANGE.match(items):
-        lo, hi = map(int, _RANGE.match(items).groups())
-        items = list(range(lo, hi + 1))
-    if isinstance(items, dict):
-        return list(items.values()), [str(k) for k in items]
-    if not isinstance(items, list) or not items:
-        raise ValueError(f"expected 'each:' to hold a non-empty list, a mapping of named items or a range "
-                         f"'LO..HI', found {describe(items)}")
-    return items, [_label(v, k) for k, v in enumerate(items)]
-
-
-def _label(value: Any, index: int) -> str:
-    if value is None:
-        return "full"
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else str(index)
-
 
 def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | None = None, *,
                      trust_code: bool = False) -> Vocabulary:
@@ -120,10 +98,10 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
     if problems:
         raise TheoryError(problems)
     for key in data:
-        if key not in TOP_KEYS:
+        if key not in VOCABULARY_KEYS:
             problems.append(source.diagnostic((key,), f"unknown key '{key}' in a vocabulary"
-                                                      f"{did_you_mean(key, TOP_KEYS)}; expected one of: "
-                                                      f"{', '.join(TOP_KEYS)}", key=True))
+                                                      f"{did_you_mean(key, VOCABULARY_KEYS)}; expected one of: "
+                                                      f"{', '.join(VOCABULARY_KEYS)}", key=True))
     variables = data.get("variables") or {}
     if not isinstance(variables, dict):
         problems.append(source.diagnostic(("variables",), f"expected a mapping of names to expressions, "
@@ -134,11 +112,13 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
             parse_expr(expr)
         except ExprError as exc:
             problems.append(source.diagnostic(("variables", name), exc.message, offset=exc.offset))
+    grammar = _grammar(data.get("grammar"), source, problems)
     templates = {}
     components = data.get("components")
-    if not isinstance(components, dict) or not components:
+    if (not isinstance(components, dict) or not components) and (data.get("grammar") is None or components is not None):
         problems.append(source.diagnostic(("components",), f"expected 'components:' holding at least one "
-                                                          f"template, found {describe(components)}"))
+                                                          f"template (or a 'grammar:'), found {describe(components)}"))
+    if not isinstance(components, dict):
         components = {}
     for name, raw in components.items():
         template = _template(name, raw, source, problems, trust_code)
@@ -146,10 +126,35 @@ def parse_vocabulary(text: str, path: str = "<vocabulary>", theory: Theory | Non
             templates[name] = template
     if problems:
         raise TheoryError(problems)
-    vocab = Vocabulary(str(data.get("vocabulary", path)), {k: str(v) for k, v in variables.items()}, templates, text)
+    vocab = Vocabulary(str(data.get("vocabulary", path)), {k: str(v) for k, v in variables.items()}, templates, text,
+                       grammar)
     if theory is not None:
         check_against(vocab, theory, source)
     return vocab
+
+
+def _grammar(raw: Any, source: SourceMap, problems: list) -> Grammar | None:
+    """The ``grammar:`` section, or None; its first problem reported at its place."""
+    if raw is None:
+        return None
+    keys = list(Grammar.model_fields)
+    if not isinstance(raw, dict):
+        problems.append(source.diagnostic(("grammar",), f"expected 'grammar:' to be a mapping (of {', '.join(keys)}), "
+                                                        f"found {describe(raw)}"))
+        return None
+    try:
+        return Grammar.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0])
+        if error["type"] == "extra_forbidden":
+            problems.append(source.diagnostic(("grammar", key), f"unknown key '{key}' in 'grammar:'"
+                                                                f"{did_you_mean(key, keys)}; expected one of: "
+                                                                f"{', '.join(keys)}", key=True))
+        else:
+            problems.append(source.diagnostic(("grammar",) + tuple(error["loc"]), f"grammar '{key}': "
+                                              f"{error['msg'][0].lower() + error['msg'][1:]}, found {describe(error['input'])}"))
+        return None
 
 
 def _valid_component(raw: Any, source: SourceMap, path: tuple, problems: list, trust_code: bool) -> bool:
@@ -180,7 +185,7 @@ def _template(name: str, raw: Any, source: SourceMap, problems: list, trust_code
     choices, labels, named = {}, {}, False
     for key, value in raw.items():
         try:
-            each = _each(value)
+            each = each_items(value)
         except ValueError as exc:
             problems.append(source.diagnostic(path + (key, "each"), str(exc)))
             return None
@@ -210,6 +215,11 @@ def check_against(vocab: Vocabulary, theory: Theory, source: SourceMap | None = 
     def error(path, message):
         problems.append(source.diagnostic(path, message) if source else Diagnostic(vocab.name, 1, 1, "error", message))
 
+    for field_name in ("sites", "patterns"):
+        for k, site in enumerate(getattr(vocab.grammar, field_name, ())):
+            if site not in theory.sites:
+                error(("grammar", field_name, k), f"expected a site of the start theory ({', '.join(theory.sites)}), "
+                      f"found {describe(site)}{did_you_mean(site, list(theory.sites))}")
     for name, t in vocab.templates.items():
         if t.site not in theory.sites:
             error(("components", name, "predicts"), f"expected a site of the start theory "
@@ -261,7 +271,9 @@ class Candidate:
             return f"{self.name} -> {self.extends}"
         if kind_of(self.kind).merges:
             return f"{self.name} += {self.label}"
-        return f"{self.name} ({self.kind}{', replaces ' + ', '.join(self.replaces) if self.replaces else ''})"
+        # a variable the candidate brings in is shown as what it computes
+        computes = f" of {self.label} = {self.variables[self.label]}" if self.label in self.variables else ""
+        return f"{self.name} ({self.kind}{computes}{', replaces ' + ', '.join(self.replaces) if self.replaces else ''})"
 
     def apply(self, theory: Theory) -> Theory:
         data = theory.to_dict()
@@ -371,8 +383,8 @@ def candidates(vocab: Vocabulary, theory: Theory, *, templates=None, state: dict
 
 def _grown(data: dict, variables: dict[str, str], held) -> bool:
     """Whether the vocabulary variables the candidate reads are built only on what the theory
-    holds: a variable defined through a computed one (a reduction: ``sort`` through the count
-    ``target_pos``) is offered once a candidate has brought that one in, as RASP programs compose."""
+    holds: a variable defined through a computed one (an aggregate selecting by a count) is offered
+    once a candidate has brought that one in, as RASP programs compose."""
     reads = set(re.findall(r"[A-Za-z_]\w*", " ".join(str(data.get(k, "")) for k in ("of", "from", "when", "rule"))))
     for v in reads & set(variables):
         for w in set(re.findall(r"[A-Za-z_]\w*", variables[v])) & set(variables) - {v}:
@@ -409,10 +421,6 @@ def as_list(value) -> list:
 
 # --- defaults --------------------------------------------------------------------------------------
 
-RULE_OFFSETS = {"previous_token": "j == i - 1", "same_position": "j == i", "two_back": "j == i - 2",
-                "first_token": "j == 0", "same_token": "token[j] == token[i] and j < i",
-                "induction": "token[j - 1] == token[i] and j < i",
-                "induction_2": "token[j - 2] == token[i - 1] and j < i"}
 MECHANISM_RANKS = (8, 32, 64, 128)
 
 
@@ -446,58 +454,29 @@ def _token_templates(site: str, tokens: np.ndarray, variables: dict) -> dict[str
     return out
 
 
-MAX_SHARE_TOKENS = 16  # a share per token value (frac_prevs) only for vocabularies this small
-
-
-def _position_templates(site: str, length: int, tokens: np.ndarray, variables: dict) -> dict[str, dict]:
-    """Templates for a site with a row per position: RASP's constructs read off the input. The
-    token, its two predecessors and the position (tables); selector widths (``hist``: how many
-    tokens equal this one, ``target_pos``: how many are smaller, as tables); an aggregate selecting
-    by a width (``sort``: the token whose ``target_pos`` is this index, a table); and numeric
-    aggregates (the share of the tokens up to here that are ``K``, or smaller than this one) read
-    out linearly. Items are named by their variable, the same at every site, so a component found
-    at one site is offered at another as an extension (``candidates``), not derived anew. A first
-    token that never varies is a beginning-of-sequence marker: selections leave it out and the
-    index of position ``i`` is ``i - 1``."""
-    bos = len(np.unique(tokens[:, 0])) == 1 and tokens.shape[1] > 1
-    keys, index = ("j > 0 and ", "i - 1") if bos else ("", "i")
-    tables = {"tok": "token[i]", "prev": "token[i - 1]", "prev2": "token[i - 2]",
-              "sort": f"aggregate(j: {keys}target_pos[j] == {index}, token[j])"}
-    counts = {"hist": f"count(j: {keys}token[j] == token[i])", "target_pos": f"count(j: {keys}token[j] < token[i])"}
-    shares = {"smaller_share": f"aggregate(j: {keys}j <= i, token[j] < token[i])"}
-    values = np.unique(tokens[:, 1:] if bos else tokens)
-    if len(values) <= MAX_SHARE_TOKENS:
-        shares.update({f"frac_{k}": f"aggregate(j: {keys}j <= i, token[j] == {k})" for k in values})
-    variables.update(tables, **counts, **shares, pos="i")
-    code = lambda names: {"each": {f"{v}_code": v for v in names}}  # noqa: E731
-    return {  # token[i - 1], token[i - 2] read -1 before the sequence starts, an aggregate of
-        # several tokens is not one: one shared row for those
-        f"{site}_tables": {"kind": "lookup", "of": code(tables), "outside": "row", "predicts": site},
-        f"{site}_counts": {"kind": "lookup", "of": code(counts), "size": length + 1, "predicts": site},
-        f"{site}_pos": {"kind": "lookup", "of": code(["pos"]), "size": length, "predicts": site},
-        f"{site}_shares": {"kind": "linear", "from": code(shares), "predicts": site}}
-
-
 def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndarray | None) -> str:
     """A vocabulary for a bare target, as YAML text: per site, by what its shape and inputs allow.
     Token sites at one position: lookups of each varying token, Fourier features of numeric
     tokens at every frequency and their products, equality and comparison rules. Token sites over
-    positions, every one of them: RASP's constructs (``_position_templates``). Pattern sites: attention
-    rules from a small grammar, for every head. Vector sites: linear maps (full and low rank) from
-    each site before them."""
+    positions, every one of them: the grammar of RASP's primitives over the theory's variables
+    (``grammar: sites``, proposed step by step by ``_propose``). Pattern sites: the grammar's
+    selects as attention rules, proposed for each head by its recorded pattern (``grammar:
+    patterns``). Vector sites: linear maps (full and low rank) from each site
+    before them."""
     variables: dict[str, str] = {}
     components: dict[str, dict] = {}
     token_inputs = inputs is not None and np.issubdtype(np.asarray(inputs).dtype, np.integer)
     names = list(theory.sites)
+    grown: list[str] = []
+    patterns: list[str] = []
     for k, (site, spec) in enumerate(theory.sites.items()):
         shape = shapes[site]
         upstream = [u for u in names[:k] if len(shapes[u]) == len(shape) and len(shape) in (1, 2)]
-        if len(shape) == 3:  # [head, query, key]
-            components[f"{site}_heads"] = {"kind": "attention", "rule": {"each": dict(RULE_OFFSETS)},
-                                           "head": {"each": f"0..{shape[0] - 1}"}, "predicts": site}
+        if len(shape) == 3:  # [head, query, key]: each head's pattern proposes the grammar's selects
+            patterns.append(site)
             continue
         if token_inputs and len(shape) == 2:  # one row per position: what the input computes, at every site
-            components.update(_position_templates(site, shape[0], np.asarray(inputs), variables))
+            grown.append(site)
         elif token_inputs and len(shape) == 1:  # one row per example (a position kept, or a vector)
             components.update(_token_templates(site, np.asarray(inputs), variables))
         width = shape[-1] if shape else 1
@@ -512,5 +491,8 @@ def default_vocabulary(theory: Theory, shapes: dict[str, tuple], inputs: np.ndar
            "description": "generated by theorycraft search from the start theory's sites and inputs"}
     if variables:
         doc["variables"] = variables
-    doc["components"] = components
+    if grown or patterns:
+        doc["grammar"] = {**({"sites": grown} if grown else {}), **({"patterns": patterns} if patterns else {})}
+    if components:
+        doc["components"] = components
     return dump_yaml(doc, sort_keys=False, width=110, default_flow_style=None)

@@ -1,0 +1,130 @@
+"""The grammar of RASP's primitives (``refine/_grammar.py``): every variable it proposes is an
+expression of the theory language whose values (computed by the grammar in bulk) are the
+language's own; it composes with the theory's variables; the data ranks its proposals; and no
+program is written into the search's code."""
+
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from theorycraft.refine._grammar import is_bos, propose
+from theorycraft.spec import evaluate, evaluate_variables, parse_expr, position_env
+from theorycraft.spec._vocabulary import Grammar
+
+ROOT = Path(__file__).resolve().parents[1]
+# variables of the programs the examples ship (tracr's hist, sort_unique, frac_prevs) and rules
+# the attention vocabulary once listed by name
+PROGRAM_NAMES = re.compile(r"\b(hist|target_pos|sort|sort_unique|frac_\w*|frac|smaller_share|induction\w*|"
+                           r"previous_token|bos_share|is_one)\b")
+
+
+def tokens(n=40, length=6, vocab=4, seed=0, bos=True):
+    x = np.random.default_rng(seed).integers(0, vocab, (n, length))
+    if bos:
+        x[:, 0] = vocab
+    return x
+
+
+def language_values(x, expression, variables=None):
+    held = evaluate_variables(variables or {}, x, np)
+    return np.asarray(evaluate(parse_expr(expression), position_env(x, np, held)), np.float64)
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_every_proposal_is_an_expression_whose_values_are_the_languages(bos):
+    x = tokens(bos=bos)
+    found, enumerated = propose(x, {}, Grammar(sites=("s",)), is_bos(x))
+    assert is_bos(x) == bos and enumerated >= len(found) > 100
+    kinds = {p.kind for p in found}
+    assert {"categorical", "numerical", "boolean", "pair"} <= kinds
+    for p in found:
+        if p.kind == "pair":
+            continue
+        np.testing.assert_allclose(p.values, language_values(x, p.expression), atol=1e-9, err_msg=p.expression)
+    texts = {p.expression for p in found}
+    key = "j > 0 and " if bos else ""
+    assert f"count(j: {key}token[j] == token[i])" in texts  # a selector width
+    assert f"count(j: {key}token[j] < token[i])" in texts
+    assert "token[i - 1]" in texts and "token[i] == 1" in texts  # a read back, a rule
+    assert f"aggregate(j: {key}j <= i, token[j] == 1)" in texts  # a numerical aggregate of a rule
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", p.name) and len(p.name) <= 64 for p in found)
+
+
+def test_a_held_variable_composes_and_the_proposals_are_new():
+    x = np.stack([np.concatenate([[8], np.random.default_rng(k).permutation(8)[:5]]) for k in range(60)])
+    held = {"w": parse_expr("count(j: j > 0 and token[j] < token[i])")}
+    found, _ = propose(x, held, Grammar(sites=("s",)), True)
+    texts = {p.expression: p for p in found}
+    move = "aggregate(j: j > 0 and w[j] == i - 1, token[j])"  # the token whose count is this index
+    assert move in texts and texts[move].kind == "categorical"
+    np.testing.assert_allclose(texts[move].values, language_values(x, move, held))
+    for p in found:  # values are the language's with the held variable too
+        if p.kind != "pair":
+            np.testing.assert_allclose(p.values, language_values(x, p.expression, held), atol=1e-9, err_msg=p.expression)
+    # nothing categorical that a table of the token, the position or w already says
+    assert not any(p.kind == "categorical" and p.expression.startswith("count(j: j > 0 and token[j] > token[i]")
+                   for p in found)  # = 4 - w on distinct tokens: the same table
+
+
+def test_the_budget_bounds_the_enumeration():
+    x = tokens()
+    found, enumerated = propose(x, {}, Grammar(sites=("s",), generated=50), True)
+    assert enumerated == 50 and len(found) < 60
+
+
+def test_no_program_is_written_into_the_search_code():
+    """The search's vocabulary code names no program's variable: what it finds, it derives."""
+    for path in (ROOT / "theorycraft" / "refine").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        words = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        words += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
+        words += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and not isinstance(n.value, ast.Name)]
+        found = sorted({m for w in words for m in PROGRAM_NAMES.findall(w)})
+        assert not found, f"{path.name} names {found}"
+
+
+def test_each_heads_recorded_pattern_proposes_the_select_that_explains_it(tmp_path):
+    """A recorded pattern site: head 0 attends evenly to the keys after an earlier copy of the
+    query's token (a rule over both sides), head 1 to the same token before the query. The
+    grammar's selects, judged against each head, propose those rules and no others first."""
+    import json
+
+    from conftest import captured
+    from theorycraft.refine._propose import proposals
+    from theorycraft.refine._search import Judge, explained_sites
+    from theorycraft.refine._vocabulary import default_vocabulary, parse_vocabulary
+    from theorycraft.inference._fit import site_shapes
+    from theorycraft.spec import parse_theory
+
+    n, t = 300, 8
+    x = np.random.default_rng(3).integers(0, 3, (n, t))
+    rules = ["token[j - 1] == token[i] and j < i", "token[j] == token[i] and j < i"]
+    pattern = np.zeros((n, 2, t, t), np.float32)
+    for h, rule in enumerate(rules):
+        mask = _pair_values(x, rule)
+        mask[:, np.arange(t), np.arange(t)] |= mask.sum(-1) == 0  # nothing selected: the query itself
+        pattern[:, h] = mask / mask.sum(-1, keepdims=True)
+    d = tmp_path / "attn"
+    d.mkdir()
+    np.save(d / "inputs.npy", x.astype(np.int32))
+    np.save(d / "pattern.npy", pattern)
+    (d / "manifest.json").write_text(json.dumps({"sites": ["pattern"]}))
+    start = parse_theory(f"theory: p\ntarget: activations:{d}\nsites: {{pattern: pattern}}\n", path="p.yaml")
+    acts = captured(tmp_path, start)
+    vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()), "d", start)
+    assert vocab.grammar.patterns == ("pattern",) and not vocab.templates
+    judge = Judge(start, acts, explained_sites(start, vocab))
+    offered = proposals(vocab, judge.assess(start), judge, np.sort(judge.examples.train))
+    for h, rule in enumerate(rules):
+        first = next(c for c in offered if c.data["head"] == h)
+        np.testing.assert_array_equal(_pair_values(x, str(first.data["rule"])), _pair_values(x, rule))
+
+
+def _pair_values(x, rule):
+    from theorycraft.spec import pair_env
+
+    env = pair_env(x, {}, np)
+    return np.asarray(evaluate(parse_expr(rule), env)).astype(bool).copy()

@@ -1,0 +1,294 @@
+"""A grammar of RASP's primitives over a theory's variables: what a search may compute next.
+
+The building blocks (*terms*) at a step are the input's atoms (the token and the position) and
+every variable the theory holds, each also read ``k`` positions back (``x[i - k]``). From them,
+one step of the grammar derives:
+
+- rules: a term compared with a constant it takes, or with another term (booleans);
+- selects: a key-side term (read at ``j``) compared by ``== < <= > >= !=`` with an affine
+  expression of a query-side term (``x + c``, small offsets) or with a constant; and ``always``;
+- ``count`` of a select (its width), and ``aggregate`` of a value over it: a numerical or boolean
+  term (a rule included) averaged, a categorical one moved as its code (only where the select
+  picks at most one key);
+- the terms themselves and reads of them at another position, as tables; tables of two terms.
+
+Every expression is written in the theory language (``spec/_expr.py``) and its values computed
+here at once in numpy, with the language's semantics (a read outside the sequence is -1, an
+aggregate selecting nothing 0), so thousands are valued in a second; ``tests`` check those values
+against the language's own evaluation. A variable the search accepts becomes a term of the next
+step, so depth comes from composition. Nothing here names a program: names are spelt from the
+expressions (``count_token_lt_token``).
+
+A first token that never varies is a beginning-of-sequence marker: selects leave its key out
+(``j > 0 and ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from theorycraft.spec import Grammar, evaluate_variables
+
+OPS = {"==": ("eq", np.equal), "<": ("lt", np.less), "<=": ("le", np.less_equal), ">": ("gt", np.greater),
+       ">=": ("ge", np.greater_equal), "!=": ("ne", np.not_equal)}
+MAX_CODES = 64  # a term with at most this many integer values is categorical (a table); else numerical
+MAX_CONSTANTS = 8  # a term compared with each of its values where it takes at most this many
+MAX_NAME = 64
+WORDS = {**{op: word for op, (word, _) in OPS.items()}, "-": "minus", "+": "plus"}  # operators, spelt in names
+ATOMS = {"token": "token[i]", "pos": "i"}  # the input's atoms, by name: what they read at the query  # longer names are cut and end in a digest of the expression
+
+
+@dataclass
+class Term:
+    """A value at every position: how it reads at the query (``i``) and at a key (``j``)."""
+
+    name: str
+    query: str  # text at the query position: token[i], i, x, token[i - 1]
+    key: str  # text at the key position: token[j], j, x[j], token[j - 1]
+    values: np.ndarray  # [N, T] on the sample
+    kind: str = ""  # categorical | numerical | boolean (from the values)
+    definition: str | None = None  # the expression of a new variable; None for an atom or a held variable
+    shift_of: str | None = None  # the term it reads k positions back
+
+    def __post_init__(self):
+        if not self.kind:
+            self.kind = kind_of_values(self.values)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A variable the grammar offers: its expression, its values on the sample, how it is read out."""
+
+    name: str
+    expression: str  # in the theory language, over the query position i
+    values: np.ndarray = field(compare=False, repr=False)
+    kind: str = "categorical"
+    reads: tuple[str, ...] = ()  # for a table of two terms: what each reads at the query (the lookup's ``of``)
+    parts: tuple[str, ...] = ()  # and their names
+    codes: np.ndarray | None = field(default=None, compare=False, repr=False)  # a table's cell of each position
+
+
+def kind_of_values(values: np.ndarray) -> str:
+    v = np.asarray(values)
+    if v.dtype == bool or set(np.unique(v).tolist()) <= {0, 1}:
+        return "boolean"
+    if np.all(v == np.round(v)) and len(np.unique(v)) <= MAX_CODES:
+        return "categorical"
+    return "numerical"
+
+
+def slug(name: str, expression: str) -> str:
+    """A valid variable name, at most MAX_NAME characters (cut names end in the expression's digest)."""
+    name = re.sub(r"==|!=|<=|>=|<|>|-|\+", lambda m: f"_{WORDS[m[0]]}_", name)
+    name = re.sub(r"_+", "_", re.sub(r"\W", "_", name)).strip("_") or "v"
+    name = name if name[0].isalpha() else f"v_{name}"
+    if len(name) <= MAX_NAME:
+        return name
+    return f"{name[:MAX_NAME - 9]}_{hashlib.blake2b(expression.encode(), digest_size=4).hexdigest()}"
+
+
+def shifted(values: np.ndarray, k: int) -> np.ndarray:
+    """x[i - k]: -1 where i - k is outside the sequence (the language's rule)."""
+    out = np.full_like(values, -1)
+    out[:, k:] = values[:, :-k] if k else values
+    return out
+
+
+def terms(tokens: np.ndarray, variables, config: Grammar) -> list[Term]:
+    """The atoms, the theory's variables (``variables``: name -> Expr, in dependency order), and
+    reads of the categorical ones ``k`` positions back."""
+    n, t = tokens.shape
+    tokens = np.asarray(tokens)
+    out = [Term("token", ATOMS["token"], "token[j]", tokens.astype(np.float64), "categorical"),
+           Term("pos", ATOMS["pos"], "j", np.broadcast_to(np.arange(t, dtype=np.float64), (n, t)).copy(), "categorical")]
+    values = evaluate_variables(dict(variables), tokens, np) if variables else {}
+    for name, value in values.items():
+        out.append(Term(name, name, f"{name}[j]", np.broadcast_to(np.asarray(value, np.float64), (n, t)).copy()))
+    for term in list(out):
+        if term.name == "pos" or term.kind != "categorical":
+            continue
+        for k in config.shifts:
+            if k >= t:
+                continue
+            at = "token" if term.name == "token" else term.name
+            out.append(Term(f"{term.name}_prev{k}", f"{at}[i - {k}]", f"{at}[j - {k}]",
+                            shifted(term.values, k), "categorical", definition=f"{at}[i - {k}]", shift_of=term.name))
+    return out
+
+
+def constants_of(term: Term) -> list[int]:
+    values = np.unique(term.values)
+    values = values[values >= 0]
+    return [int(v) for v in values] if len(values) <= MAX_CONSTANTS and term.kind != "numerical" else []
+
+
+def rules(atoms: list[Term]) -> list[Term]:
+    """A categorical term compared with each constant it takes, and two compared with each other."""
+    out = []
+    codes = [a for a in atoms if a.kind == "categorical"]
+    for x in codes:
+        for c in constants_of(x):
+            for op in ("==", "<"):
+                word, f = OPS[op]
+                out.append(Term(f"{x.name}_{word}_{c}", f"{x.query} {op} {c}", f"{x.key} {op} {c}",
+                                f(x.values, c), "boolean", definition=f"{x.query} {op} {c}", shift_of=x.shift_of))
+    for x, y in itertools.combinations(codes, 2):
+        for op in ("==", "<"):
+            word, f = OPS[op]
+            out.append(Term(f"{x.name}_{word}_{y.name}", f"{x.query} {op} {y.query}", f"{x.key} {op} {y.key}",
+                            f(x.values, y.values), "boolean", definition=f"{x.query} {op} {y.query}",
+                            shift_of=x.shift_of or y.shift_of))
+    return out
+
+
+def _plus(text: str, c: int) -> str:
+    return text if c == 0 else f"{text} + {c}" if c > 0 else f"{text} - {-c}"
+
+
+def _offset_name(c: int) -> str:
+    return "" if c == 0 else f"_plus{c}" if c > 0 else f"_minus{-c}"
+
+
+def selects(atoms: list[Term], bos: bool, config: Grammar):
+    """(name, condition text, mask [N, T_query, T_key]) of every select: always; a key-side term
+    against a query-side one, the theory's own variables first (newest first: depth grows from
+    them), ``==`` and ``!=`` at every offset, ``< <= > >=`` at offset 0 (on integers an offset
+    only turns one into another); a key-side term against each constant it takes."""
+    n, t = atoms[0].values.shape
+    keep = np.ones((1, 1, t), bool)
+    keep[..., 0] = not bos
+    prefix = "j > 0 and " if bos else ""
+    yield "all", "j > 0" if bos else "true", np.broadcast_to(keep, (n, t, t))
+    sides = [a for a in atoms if a.kind != "numerical" and not (a.definition and a.shift_of not in ATOMS)]
+    held = [a for a in sides if a.name not in ATOMS and a.definition is None][::-1]
+    pairs = [(k, q) for k in sides for q in sides]
+    pairs.sort(key=lambda kq: min([held.index(a) for a in kq if a in held], default=len(held)))
+    for c in config.offsets:
+        for key, query in pairs:
+            for op, (word, f) in OPS.items():
+                if c != 0 and op not in ("==", "!="):
+                    continue
+                yield (f"{key.name}_{word}_{query.name}{_offset_name(c)}",
+                       f"{prefix}{key.key} {op} {_plus(query.query, c)}",
+                       f(key.values[:, None, :], query.values[:, :, None] + c) & keep)
+    for key in sides:
+        for c in constants_of(key):
+            for op, (word, f) in OPS.items():
+                yield (f"{key.name}_{word}_{c}", f"{prefix}{key.key} {op} {c}",
+                       np.broadcast_to(f(key.values[:, None, :], c) & keep, (n, t, t)))
+
+
+def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[list[Proposal], int]:
+    """What one step of the grammar derives from the theory's ``variables`` (name -> Expr, in
+    dependency order) over ``tokens`` (the sample): the terms themselves (tables), tables of two
+    terms, rules, counts and aggregates; simplest first, at most ``config.generated`` enumerated.
+    Kept only where new: a categorical variable that is a function of the token, the position or
+    a variable held (a table of that says as much) or that splits the positions as an earlier one
+    does, or a numerical one that is an affine map of an earlier one, is left out. Returns
+    (proposals, how many were enumerated)."""
+    atoms = terms(tokens, variables, config)
+    derived = rules(atoms)
+    held = [partition(a.values) for a in atoms if a.definition is None and a.kind == "categorical"]
+    seen: set[str] = set()
+    out: list[Proposal] = []
+    count = [0]
+
+    def new(values: np.ndarray, kind: str, z: np.ndarray | None):
+        """None where not new; else the partition the values make (None for a numerical one)."""
+        codes = None
+        if kind == "numerical":
+            z = _standard(values[..., None])[..., 0] if z is None else z
+            if not z.any():
+                return None
+            key = _digest(z)
+        else:
+            codes = partition(values)
+            if codes.max() == 0 or (kind == "categorical" and any(_function_of(codes, h) for h in held)):
+                return None
+            key = _digest(codes)
+        if key in seen:
+            return None
+        seen.add(key)
+        return codes if codes is not None else False
+
+    def offer(name: str, expression: str, values: np.ndarray, kind: str, reads=(), z=None, parts=()) -> bool:
+        count[0] += 1
+        codes = partition(values) if reads else new(values, kind, z)
+        if codes is not None:
+            out.append(Proposal(slug(name, expression), expression, values, kind, reads, parts,
+                                codes if codes is not False else None))
+        return count[0] < config.generated
+
+    for term in atoms:  # the terms themselves, as tables (a held variable's: its component)
+        codes = partition(term.values) if term.kind != "numerical" else None
+        seen.add(_digest(codes) if codes is not None else "")
+        out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind, codes=codes))
+    if config.pairs:
+        codes = [a for a in atoms if a.kind == "categorical"]
+        for x, y in itertools.combinations(codes, 2):
+            joint = (x.values + 1) * (y.values.max() + 2) + (y.values + 1)
+            if not offer(f"{x.name}_by_{y.name}", f"{x.query}, {y.query}", joint, "pair", (x.query, y.query),
+                         parts=(x.name, y.name)):
+                return out, count[0]
+    for rule in derived:
+        if not offer(rule.name, rule.definition, rule.values, "boolean"):
+            return out, count[0]
+    # averaged: numerical and boolean terms, and rules of unshifted terms; moved as a code: categorical terms
+    averaged = [a for a in atoms if a.kind in ("numerical", "boolean")]
+    averaged += [r for r in derived if r.shift_of is None and not r.name.startswith("pos_")]
+    codes = [a for a in atoms if a.kind == "categorical"]
+    for name, condition, mask in selects(atoms, bos, config):
+        width = mask.sum(-1)
+        if not offer(f"count_{name}", f"count(j: {condition})", width.astype(np.float64), "categorical"):
+            return out, count[0]
+        values = averaged + (codes if width.max() <= 1 else [])
+        means = np.einsum("nqk,nkv->nqv", mask.astype(np.float64), np.stack([v.values for v in values], -1))
+        means = np.where(width[..., None] > 0, means / np.maximum(width, 1)[..., None], 0.0)
+        standard = _standard(means)
+        for k, value in enumerate(values):
+            kind = "categorical" if value.kind == "categorical" else "numerical"
+            if not offer(f"{value.name}_where_{name}", f"aggregate(j: {condition}, {value.key})", means[..., k], kind,
+                         z=standard[..., k]):
+                return out, count[0]
+    return out, count[0]
+
+
+def _standard(values: np.ndarray) -> np.ndarray:
+    """Each column of ``values [..., V]`` centred, scaled and signed (its first nonzero value
+    positive), rounded: equal for two columns that are affine maps of each other; 0 where constant."""
+    flat = values.reshape(-1, values.shape[-1])
+    spread = flat.std(0)
+    z = np.round((flat - flat.mean(0)) / np.where(spread > 1e-9, spread, np.inf), 6)
+    first = z[np.argmax(z != 0, axis=0), np.arange(z.shape[1])]
+    return (z * np.where(first < 0, -1.0, 1.0)).reshape(values.shape) + 0.0
+
+
+def partition(values: np.ndarray) -> np.ndarray:
+    """The partition ``values`` make of the positions, labelled in order of first appearance (the
+    same for any one-to-one relabelling of the values)."""
+    _, first, inverse = np.unique(values.reshape(-1), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def _function_of(codes: np.ndarray, of: np.ndarray) -> bool:
+    """Whether ``codes`` is a function of ``of`` (each value of ``of`` goes with one of ``codes``)."""
+    width = int(codes.max()) + 1
+    return np.count_nonzero(np.bincount(of * width + codes)) == int(of.max()) + 1
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(np.asarray(values, np.float32)).view(np.uint8).reshape(-1),
+                           digest_size=16).hexdigest()
+
+
+def is_bos(tokens: np.ndarray) -> bool:
+    """A first token that never varies (and sequences longer than it) marks the beginning."""
+    tokens = np.asarray(tokens)
+    return tokens.ndim == 2 and tokens.shape[1] > 1 and len(np.unique(tokens[:, 0])) == 1
