@@ -18,10 +18,11 @@ from theorycraft import configs
 from theorycraft._arguments import flag, include_path_flag, part_flag, site_flag
 from theorycraft._commands import (EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_USAGE, _bench, _cache_ls, _cache_rm,
                                    _cache_verify, _capture, _check, _diagnose, _explain, _infer, _report, _schema,
-                                   _search, _shifts, _sites, _score, _validate)
+                                   _search, _shifts, _sites, _score, _validate, axioms_table, scorecard_table)
 from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig, add_flags
 from theorycraft.errors import USER_ERRORS, ArgumentError
 from theorycraft.spec import TheoryError, load_theory, schemes_text
+__all__ = ["axioms_table", "build_parser", "main", "scorecard_table"]  # the tables: as the terminal shows them
 DEBUG_ENV = "THEORYCRAFT_DEBUG"
 TRUST_HELP = "allow torch: targets and 'kind: module:attr' components to run their Python"
 
