@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,minilm
+EXTRAS ?= test,minilm,lens
 
 .PHONY: demo test
 

@@ -38,7 +38,7 @@ class Suite:
     sae: tuple[tuple[int, int], ...] = ((2, 4), (8, 16))  # (width multiple, k)
     sae_quick: tuple[tuple[int, int], ...] = ((2, 4),)
     steps: int = 2000  # Adam steps for what has no closed form
-    steps_quick: int = 600
+    steps_quick: int = 300
     batch_size: int = 512  # examples per Adam step (a site over positions has T rows per example)
     mechanism_known: bool = True  # its reference theories must come first (the benchmark's validity)
     shift: str | None = None  # the named shift every row is also scored on (``theorycraft shifts TARGET``)
@@ -53,16 +53,21 @@ SUITES = (
     # modular addition: the pairs the model never trained on; scored where new to the fit too
     Suite("builtin:modadd-p113", ("modadd_fourier.yaml",), shift="held-out", n_shift=None),
     Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000, shift="dense"),
-    Suite("builtin:induction", ("induction.yaml",), steps_quick=1000, shift="short-repeats"),
+    Suite("builtin:induction", ("induction.yaml",), steps_quick=500, shift="short-repeats"),
     Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=256, n_quick=48,
-          sae=((2, 16), (4, 32)), sae_quick=((2, 16),), steps=600, steps_quick=300, batch_size=16,
+          sae=((2, 16), (4, 32)), sae_quick=((2, 16),), steps=600, steps_quick=150, batch_size=16,
           mechanism_known=False),
 )
 
 
 SEEDS = (0, 1, 2)  # fit seeds of the close comparison: the reference and its best rival
+QUICK_SEEDS = SEEDS[:2]
+# what --quick leaves out (the validity check and every column stay), said in its output
+QUICK = ("quick: 2 fit seeds (not 3), about half the Adam steps (steps_quick), 48 MiniLM windows (not 256), one SAE "
+         "setting per target (not two), no prequential compression; the full benchmark: theorycraft bench")
 RIVALS = ("memorisation", "probe", "sae")  # other explanations; mean and random are controls
-BENCH_FORMAT = 2  # 2: validation coverage per row; seeds of the close comparison
+BENCH_FORMAT = 3  # 3: coverage intervals, free R² per site, declared inputs (optional: format 2 still reads)
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -88,16 +93,26 @@ class Row:
     shift: str | None = None  # the suite's named shift
     coverage_shifted: float | None = None  # teacher-forced, on the shifted capture's test examples new to the fit
     counterfactual: Mapping[str, float | None] = field(default_factory=dict)  # "r2", "kl": under the standard interventions
+    coverage_interval: tuple[float, float] | None = None  # 95% bootstrap over test examples
+    r2_free: Mapping[str, float] = field(default_factory=dict)  # site -> test R², free-running
+    given: tuple[str, ...] = ()  # declared inputs, counted at R² 0 in the coverage
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
         shift, shifted = next(iter(card.shifted.items()), (None, None))
         return cls(target, reference, card.theory, family, card.size.params, card.size.bits, card.coverage,
                    card.mdl.compression, {s: v.r2_test for s, v in card.sites.items()}, card.coverage_validation,
-                   {s: dataclasses.asdict(v) for s, v in card.splice.items()}, card.mdl.prequential_compression,
+                   {s: _plain(dataclasses.asdict(v)) for s, v in card.splice.items()}, card.mdl.prequential_compression,
                    seconds=round(seconds, 1), coverage_free=card.coverage_free, shift=shift,
                    coverage_shifted=shifted.coverage if shifted else None,
-                   counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {})
+                   counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {},
+                   coverage_interval=card.coverage_interval, r2_free={s: v.r2_test_free for s, v in card.sites.items()},
+                   given=card.unexplained)
+
+
+def _plain(record: dict) -> dict:
+    """A record as its JSON reads back (intervals as lists), so a row equals its reloaded self."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
 @dataclass(frozen=True)
@@ -118,9 +133,12 @@ class BenchResult:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "BenchResult":
-        if data.get("format") != BENCH_FORMAT:
-            raise ValueError(f"expected benchmark results format {BENCH_FORMAT}, found {data.get('format', 1)}")
-        rows = tuple(Row(**{**r, "seeds": {k: tuple(v) for k, v in r["seeds"].items()}}) for r in data["rows"])
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"expected benchmark results format {' or '.join(map(str, READABLE_FORMATS))}, found "
+                             f"{data.get('format', 1)}")
+        rows = tuple(Row(**{**r, "seeds": {k: tuple(v) for k, v in r["seeds"].items()}, "given": tuple(r.get("given", ())),
+                            "coverage_interval": tuple(r["coverage_interval"]) if r.get("coverage_interval") else None})
+                     for r in data["rows"])
         return cls(data["quick"], data["seconds"], data["machine"], rows, data["skipped"], tuple(data["validity"]))
 
 
@@ -177,18 +195,19 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         # the close comparison: the reference against the best rival explanation, chosen on validation
         rivals = [(r, t) for r, t in fitted_baselines if r.family in RIVALS]
         best = max(rivals, key=lambda rt: rt[0].coverage_validation)[0] if rivals else None
-        rows.append(dataclasses.replace(ref_row, seeds=_over_seeds(reference, acts, config, ref_row)))
-        rows += [dataclasses.replace(r, seeds=_over_seeds(t, acts, config, r)) if r is best else r
+        seeds = QUICK_SEEDS if quick else SEEDS
+        rows.append(dataclasses.replace(ref_row, seeds=_over_seeds(reference, acts, config, ref_row, seeds)))
+        rows += [dataclasses.replace(r, seeds=_over_seeds(t, acts, config, r, seeds)) if r is best else r
                  for r, t in fitted_baselines]
         done(reference.name)
     return rows
 
 
-def _over_seeds(theory, acts, config: FitConfig, seed0: Row) -> dict[str, tuple[float, ...]]:
-    """Test coverage and compression of the theory fitted with each seed of SEEDS (seed 0 is
+def _over_seeds(theory, acts, config: FitConfig, seed0: Row, seeds=SEEDS) -> dict[str, tuple[float, ...]]:
+    """Test coverage and compression of the theory fitted with each of ``seeds`` (seed 0 is
     ``seed0``). A fit with no Adam part does not depend on the seed: it is not repeated."""
     coverage, compression = [seed0.coverage], [seed0.compression]
-    for seed in SEEDS[1:]:
+    for seed in seeds[1:]:
         fitted = fit(theory, acts, dataclasses.replace(config, seed=seed))
         if fitted.fit_info["gradient"] is None:
             coverage.append(seed0.coverage)
@@ -240,29 +259,73 @@ def spread(values) -> str:
     return f"{values.mean():.4f} ± {(values.max() - values.min()) / 2:.4f}"
 
 
-def markdown(rows: Sequence[Row]) -> str:
-    lines = []
+def seeds_label(rows: Sequence[Row]) -> str:
+    """"seeds 0–2": the fit seeds the rows' close comparison ran (fewer in a quick run)."""
+    n = max((len(r.seeds["coverage"]) for r in rows if r.seeds), default=len(SEEDS))
+    return f"seeds {SEEDS[0]}–{SEEDS[n - 1]}"
+
+
+def coverage_text(row: Row) -> str:
+    """Test coverage with its 95% interval."""
+    interval = row.coverage_interval
+    return f"{row.coverage:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def worst_text(row: Row) -> str:
+    """The row's worst site by free-running test R² (teacher-forced where not recorded), flagged
+    when it is predicted worse than its mean."""
+    scores = row.r2_free or row.r2
+    if len(scores) < 2:
+        return "-"
+    site, value = min(scores.items(), key=lambda kv: kv[1])
+    return f"{site} {value:.3f}" + (" (worse than its mean)" if value < 0 else "")
+
+
+def splice_text(row: Row) -> str:
+    """Per spliced site: top-1 agreement / KL / loss recovered (the last flagged when mean ablation
+    barely moves the loss)."""
+    from theorycraft.scoring import SpliceScore
+
+    parts = []
+    for site, fields in row.splice.items():
+        s = SpliceScore(**{k: v for k, v in fields.items() if k in SpliceScore.__dataclass_fields__})
+        figures = [_short(s.top1_agreement), _short(s.kl), _short(s.loss_recovered) + (" (small gap)" if s.small_gap else "")]
+        parts.append((f"{site}: " if len(row.splice) > 1 else "") + " / ".join(figures))
+    return "; ".join(parts) or "-"
+
+
+def _short(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def markdown(rows: Sequence[Row], quick: bool = False) -> str:
+    lines = [QUICK, ""] if quick else []
+    over_seeds = seeds_label(rows)
     for target in dict.fromkeys(r.target for r in rows):
         shift = next((r.shift for r in rows if r.target == target and r.shift), None)
         about = (f"*shifted*: test coverage on `--shift {shift}`, over the shifted capture's test examples new to "
                  f"the fit" if shift else "*shifted*: no named shift")
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
-                  "site spliced in (docs/scores.md)")
+                  "site spliced in (docs/scores.md); *coverage*: over every site the theory names, a declared input "
+                  "(*given*) counting at R² 0, with its 95% bootstrap interval over test examples; *worst site*: the "
+                  "lowest free-running test R²; *splice*: per site, top-1 agreement, KL and loss recovered, \"small gap\" "
+                  "where mean ablation raises the loss by under a quarter of the clean loss")
         lines += [f"### {target}", "", about, "",
-                  "| theory | family | params | bits | coverage | free | shifted | counterfactual R² | counterfactual KL | "
-                  f"compression | coverage, seeds {SEEDS[0]}–{SEEDS[-1]} | compression, seeds {SEEDS[0]}–{SEEDS[-1]} | "
-                  "splice loss recovered | fit+score s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| theory | family | params | bits | coverage [95%] | free | worst site (free R²) | given | shifted | "
+                  "counterfactual R² | counterfactual KL | "
+                  f"compression | coverage, {over_seeds} | compression, {over_seeds} | "
+                  "splice: top-1 / KL / loss recovered | fit+score s |",
+                  "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
-            recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
-            splice = ", ".join(f"{v:.3f}" for v in recovered) if recovered else "-"
             name = f"**{r.theory}**" if r.family == "reference" else r.theory
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
             free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
-            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {r.coverage:.4f} | {free} | "
+            lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {coverage_text(r)} | {free} | "
+                         f"{worst_text(r)} | {', '.join(r.given) or '-'} | "
                          f"{_number(r.coverage_shifted)} | {_number(r.counterfactual.get('r2'))} | "
-                         f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice} | {r.seconds:.1f} |")
+                         f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice_text(r)} | "
+                         f"{r.seconds:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -283,6 +346,8 @@ def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = 
     suites = [s for s in SUITES if not targets or s.name in targets or s.target in targets]
     bar = progress_bar(sum(len(s.references) for s in suites), desc="bench", unit="reference", shown=progress)
     log = above(bar, log)
+    if quick:
+        log(QUICK)
 
     def done(reference: str) -> None:
         bar.set_postfix_str(f"last {reference}", refresh=False)
@@ -300,7 +365,7 @@ def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = 
     result = BenchResult(quick, round(time.time() - start, 1), _machine(), tuple(rows), skipped,
                          tuple(validity([r for r in rows if r.target in known])))
     (out / "results.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    (out / "results.md").write_text(markdown(rows))
+    (out / "results.md").write_text(markdown(rows, quick))
     from .plots import counterfactual_plot, pareto_plot, site_bars
     pareto_plot(rows, out / "pareto.png")
     site_bars(rows, out / "sites.png")

@@ -4,7 +4,6 @@ stopping on validation, resumable from its checkpoints; and the loss it descends
 from __future__ import annotations
 
 import json
-import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from theorycraft.files import replacing
 from theorycraft._metrics import Metrics
 from theorycraft.errors import FitError
 
@@ -61,9 +61,8 @@ class Checkpoint:
         leaves, _ = jax.tree_util.tree_flatten(state["tree"])
         arrays = {f"leaf{k}": np.asarray(v) for k, v in enumerate(leaves)}
         meta = json.dumps({k: v for k, v in state.items() if k != "tree"} | {"fingerprint": self.fingerprint})
-        tmp = self.path.with_name(f".{self.path.stem}.tmp.npz")
-        np.savez(tmp, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+            np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
 
     def load(self, like: dict) -> dict | None:
         if self.path is None or not self.path.exists():

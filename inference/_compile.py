@@ -93,10 +93,11 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
                               f"to predict it", "predicts")
     for site, shape in site_shapes.items():
         for name in sorted(theory.upstream(site)):
-            if kind_of(theory.components[name]).per_position and len(shape) != 2:
+            if kind_of(theory.components[name]).per_position and (len(shape) != 2 or
+                                                                   theory.sites[site].position is not None):
                 ctx.problem(name, f"'{name}' reads values at every position of a sequence, so it can feed only "
                                   f"sites over every position ([T, D]); site '{site}' has per-example shape "
-                                  f"{list(shape)}", key=True)
+                                  f"{list(shape)}" + (" (its kept positions)" if len(shape) == 2 else ""), key=True)
     if ctx.problems:
         raise TheoryError(ctx.problems)
     plan = Plan(theory, dict(site_shapes), widths, frozenset(fixed), ctx.lookup_sizes, frozen)
@@ -108,10 +109,13 @@ def make_plan(theory: Theory, site_shapes: Mapping[str, tuple[int, ...]], vocab_
 
 # --- rows and fixed inputs --------------------------------------------------------------------
 
-def _at_rows(values: np.ndarray, site_shape: tuple, position: int | None) -> np.ndarray:
-    """Per-position values [N, T, ...] read in a site's rows: one position, or all flattened."""
-    if position is not None:
+def _at_rows(values: np.ndarray, site_shape: tuple, position: int | list[int] | None) -> np.ndarray:
+    """Per-position values [N, T, ...] read in a site's rows: one position, or all (or the kept
+    ones) flattened."""
+    if isinstance(position, int):
         return values[:, position]
+    if position is not None:
+        values = values[:, position]  # [N, P, ...]: the kept positions
     if len(site_shape) == 2:  # [T, D]: a row per position
         return values.reshape(-1, *values.shape[2:])
     return values[:, -1]
@@ -125,7 +129,7 @@ class ExpressionContext:
     tokens: np.ndarray | None
     variables: Mapping[str, np.ndarray]
     site_shape: tuple[int, ...]
-    position: int | None
+    position: int | list[int] | None
 
     def rows(self, exprs) -> np.ndarray:
         """Expressions over positions, read in the site's rows: [rows, len(exprs)]."""
@@ -155,7 +159,7 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
     variables = (evaluate_variables(theory.variables, tokens, np, batch.get(GIVEN_VARIABLES))
                  if token_inputs and theory.variables else {})
     for name, values in variables.items():
-        out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.position)[:, None]
+        out[name] = _at_rows(np.asarray(values, np.float32), shape, spec.kept)[:, None]
     # only what this site's prediction depends on, in its rows (another site's components may have
     # other rows), and free-standing components (a search probe's candidate), in this site's rows
     readers = {r for c in theory.components.values() for r in c.reads()}
@@ -173,7 +177,7 @@ def fixed_inputs(plan: Plan, batch: Mapping[str, np.ndarray], site: str) -> dict
             out[name] = site_rows(plan, name, batch[name])
         if f"{name}/recorded" in batch and name in read:  # free-running: what an autoencoder of it reads
             out[f"{name}/recorded"] = site_rows(plan, name, batch[f"{name}/recorded"])
-    expressions = ExpressionContext(plan, tokens, variables, shape, spec.position)
+    expressions = ExpressionContext(plan, tokens, variables, shape, spec.kept)
     for name, c in theory.components.items():
         if name not in computed:
             continue

@@ -110,8 +110,8 @@ def reduce_stats(stats):
     f, d = (allmax(-1 if m is None else len(m)) for m in (stats.sx, stats.sy))
     if f < 0:
         return stats  # no process has rows
-    names = ("sx", "sy", "yy", "xtx", "xty")
-    shapes = {"sx": (f,), "sy": (d,), "yy": (d,), "xtx": (f, f), "xty": (f, d)}
+    names = ("sx", "sy", "xtx", "xty")
+    shapes = {"sx": (f,), "sy": (d,), "xtx": (f, f), "xty": (f, d)}
     local = {k: np.zeros(shapes[k]) if getattr(stats, k) is None else getattr(stats, k) for k in names}
     return Stats(int(allsum(np.asarray(stats.n, np.int64))), **{k: allsum(v) for k, v in local.items()})
 

@@ -5,6 +5,7 @@ Scores are the scorer's (``scorecard.json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Mapping
@@ -16,8 +17,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from theorycraft import _artifact
+from theorycraft.files import replacing, write_atomically
 from theorycraft.errors import FitError
-from theorycraft.spec import Theory, parse_theory
+from theorycraft.spec import TargetRef, Theory, parse_theory
 
 from ._compile import Plan, fixed_inputs, make_plan, predict_site
 
@@ -125,6 +127,7 @@ class FittedTheory:
         the input alone; only the declared ``inputs`` (and an autoencoder's own site, whose
         codes are paid for) are read from ``sites``."""
         sites = dict(sites or {})
+        self._check_batch(inputs, sites)
         autoencoded = self._autoencoded()
         needed = ([*self.theory.inputs, *autoencoded] if free else
                   sorted(set().union(*(self.theory.site_reads(s) for s in self.sites)) | set(autoencoded)))
@@ -138,6 +141,30 @@ class FittedTheory:
             return self.predict_given(self.given(inputs, sites), len(inputs))
         batch = self.run_free(self.free_batch(inputs, sites), len(inputs))
         return {s: batch[s] for s in self.sites}
+
+    def _check_batch(self, inputs, sites: Mapping) -> None:
+        """Inputs and recorded sites shaped (and typed) as the fit's, or a FitError naming what
+        was expected and what was found."""
+        problems = []
+        fitted_on = self.fit_info.get("data", {}).get("inputs")
+        found = np.asarray(inputs)
+        if fitted_on is not None:
+            shape, dtype = tuple(fitted_on["shape"]), np.dtype(fitted_on["dtype"])
+            if found.ndim != len(shape) + 1 or found.shape[1:] != shape:
+                problems.append(f"inputs of shape [N, {', '.join(map(str, shape))}], found {list(found.shape)}")
+            elif np.issubdtype(dtype, np.integer) != np.issubdtype(found.dtype, np.integer):
+                problems.append(f"inputs of {'integer (token ids)' if np.issubdtype(dtype, np.integer) else 'float'} "
+                                f"dtype like {dtype}, found {found.dtype}")
+        for name, values in sites.items():
+            if name not in self.plan.site_shapes:
+                continue  # a site it does not name: not read
+            shape, got = tuple(self.plan.site_shapes[name]), np.shape(values)
+            n = len(found) if found.ndim and not problems else "N"
+            if got[1:] != shape or (n != "N" and got and got[0] != n):
+                problems.append(f"site '{name}' of shape [{n}, {', '.join(map(str, shape))}], found {list(got)}")
+        if problems:
+            raise FitError(f"theory '{self.theory.name}' predicts from what it was fitted on: expected "
+                           + "; expected ".join(problems))
 
     def given(self, inputs: np.ndarray, sites: Mapping[str, np.ndarray]) -> dict[str, dict]:
         """What each site's predictors are given teacher-forced on a batch (``fixed``). It does
@@ -195,12 +222,15 @@ class FittedTheory:
     def save(self, directory) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "theory.yaml").write_text(self.theory.to_yaml())
+        target = self.theory.target  # a relative path, as located: the run's theory names it from its own directory
+        located = dataclasses.replace(self.theory, target=TargetRef(target.scheme, target.located))
+        write_atomically(directory / "theory.yaml", located.to_yaml())
         tensors = _flatten(self.params) | {f"__mean__/{s}": np.asarray(m, np.float32) for s, m in self.means.items()}
-        save_file(tensors, str(directory / "params.safetensors"),
-                  metadata={"format": str(ARTIFACT_FORMAT),
-                            "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
-                            "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
+        with replacing(directory / "params.safetensors") as tmp:
+            save_file(tensors, str(tmp),
+                      metadata={"format": str(ARTIFACT_FORMAT),
+                                "site_shapes": json.dumps({s: list(v) for s, v in self.plan.site_shapes.items()}),
+                                "vocab_size": json.dumps(self.vocab_size), "fit": json.dumps(self.fit_info)})
         _artifact.record(directory, *ARTIFACT_FILES)
         return directory
 

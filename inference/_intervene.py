@@ -28,7 +28,8 @@ SUBSPACE = ("keep", "project_out")
 class Intervention:
     """``how`` (zero, mean, resample, patch, keep, project_out) at ``index`` (numpy, after the
     example axis). ``mean``: the place's training mean per example; ``basis``: orthonormal rows
-    spanning a subspace of the flattened example, or (``per_row``) of the last axis."""
+    spanning a subspace of the flattened example, or (``per_row``) of the last axis. A ``mean``
+    is the training mean per position, here as on every component and variable intervened on."""
 
     how: str
     index: tuple = ()
@@ -86,18 +87,31 @@ def predict_intervened(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarra
     plan = fitted.plan
     theory = plan.theory
     batch = fitted.free_batch(inputs, sites)
-    source_batch = fitted.run_free(fitted.free_batch(*source), len(source[0])) if intervention.how in SOURCED else None
+    if intervention.how == "mean" and source is None and (components or variables):
+        raise FitError("a 'mean' intervention on components or variables needs the training examples its mean is "
+                       "taken over: pass source=(train inputs, their recorded sites)")
+    reads_source = intervention.how in SOURCED or (intervention.how == "mean" and source is not None)
+    source_batch = fitted.run_free(fitted.free_batch(*source), len(source[0])) if reads_source else None
     # what stands in for each intervened component in a site's rows, given its clean value there
     overrides: dict[str, Callable] = {}
 
     def sourced(name):
         return lambda x, clean: component_output(plan, fitted.params, name, fitted.fixed(source_batch, x), {})
 
+    def train_mean(name):  # its mean over the training examples, per row position (per position of a sequence)
+        def value(x, clean):
+            out = np.asarray(component_output(plan, fitted.params, name, fitted.fixed(source_batch, x), {}))
+            n_train, shape = len(source[0]), np.shape(clean())
+            per_position = out.reshape(n_train, -1, out.shape[-1]).mean(0)
+            return jnp.asarray(np.broadcast_to(per_position, (len(inputs), *per_position.shape)).reshape(shape))
+        return value
+
     for name in (c for c in theory.components if c.split("@")[0] in components):
-        overrides[name] = sourced(name) if intervention.how in SOURCED else _by_value(intervention, name)
+        overrides[name] = (sourced(name) if intervention.how in SOURCED else
+                           train_mean(name) if intervention.how == "mean" else _by_value(intervention, name))
     if variables:
         batch[GIVEN_VARIABLES] = _variables_under(theory, intervention, variables, inputs,
-                                                  source_batch["inputs"] if source_batch else None)
+                                                  source_batch["inputs"] if source_batch is not None else None)
     if site is not None and site in theory.inputs:  # a given input: intervened before anything reads it
         batch[site] = intervention.apply(batch[site], source_batch[site] if source_batch else None)
 
@@ -118,18 +132,19 @@ def predict_intervened(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarra
 def _by_value(intervention: Intervention, name: str) -> Callable:
     if intervention.how == "zero":
         return lambda x, clean: jnp.zeros_like(clean())
-    if intervention.how == "mean":  # over the examples of the batch, per row position
-        return lambda x, clean: jnp.broadcast_to(clean().mean(0), clean().shape)
     raise FitError(f"'{intervention.how}' cannot act on component '{name}' (only on a site's values)")
 
 
 def _variables_under(theory, intervention: Intervention, names, tokens, source_tokens) -> dict:
-    """Intervened variables' values [N, T]: from the source examples, zero, or their mean per position."""
-    values = evaluate_variables(theory.variables, np.asarray(source_tokens if intervention.how in SOURCED else tokens), np)
+    """Intervened variables' values [N, T]: from the source examples, zero, or their mean per
+    position over the training examples (``source_tokens``, for ``mean``)."""
+    read = intervention.how in SOURCED or intervention.how == "mean"
+    values = evaluate_variables(theory.variables, np.asarray(source_tokens if read else tokens), np)
     if intervention.how == "zero":
         return {v: np.zeros_like(values[v]) for v in names}
     if intervention.how == "mean":
-        return {v: np.broadcast_to(np.asarray(values[v], np.float32).mean(0), np.shape(values[v])) for v in names}
+        shape = np.shape(tokens)
+        return {v: np.broadcast_to(np.asarray(values[v], np.float32).mean(0), shape) for v in names}
     if intervention.how in SOURCED:
         return {v: values[v] for v in names}
     raise FitError(f"'{intervention.how}' cannot act on variables ({', '.join(names)})")

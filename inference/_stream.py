@@ -29,11 +29,11 @@ class ShardRows:
     """One ``[N, ...]`` array of a capture, read from its memory-mapped shards where indexed
     (``position``: the one position kept of ``[N, T, ...]``); sites read as float32."""
 
-    def __init__(self, parts: Sequence[tuple[int, int, np.ndarray]], position: int | None = None,
+    def __init__(self, parts: Sequence[tuple[int, int, np.ndarray]], position: int | list[int] | None = None,
                  dtype=np.float32):
         self.parts = list(parts)  # (first example, end, memory-mapped array)
         first = self.parts[0][2]
-        tail = first.shape[1:] if position is None else first.shape[2:]
+        tail = first.shape[1:] if position is None else first[:1, position].shape[1:]
         self.n = self.parts[-1][1]
         self.shape = (self.n, *tail)
         self.dtype = np.dtype(dtype if dtype is not None else first.dtype)
@@ -60,7 +60,7 @@ class ShardRows:
             inside = np.flatnonzero((rows >= start) & (rows < stop))
             if len(inside):
                 local = rows[inside] - start
-                out[inside] = array[local] if self.position is None else array[local, self.position]
+                out[inside] = array[local] if self.position is None else array[local][:, self.position]
                 release(array)
         return out
 
@@ -87,7 +87,7 @@ def capture_rows(theory, acts) -> dict[str, ShardRows]:
         if hook not in acts.sites:
             acts.site(hook)  # the store's error, naming what was captured
         parts = [(*shard["rows"], acts._shard_array(shard, hook)) for shard in acts.manifest["shards"]]
-        data[name] = ShardRows(parts, site.position)
+        data[name] = ShardRows(parts, site.kept)
     return data
 
 

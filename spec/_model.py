@@ -69,7 +69,8 @@ class HookPoint:
         match = _HOOK.match(text)
         if match is None:
             raise ValueError(text)
-        return cls(tuple(match["module"].split(".")), match["io"])
+        # "X:output" is what "X" names (a module's output): one spelling, so both find the same site
+        return cls(tuple(match["module"].split(".")), match["io"] if match["io"] != "output" else None)
 
     def __str__(self) -> str:
         return ".".join(self.module) + (f":{self.io}" if self.io else "")
@@ -89,6 +90,7 @@ def _hook(value: Any) -> HookPoint:
 Hook = Annotated[HookPoint, PlainValidator(_hook), PlainSerializer(str, return_type=str),
                  WithJsonSchema({"type": "string", "pattern": _HOOK.pattern})]
 
+
 @dataclass(frozen=True)
 class Scheme:
     """A kind of target reference, ``SCHEME:ADDRESS``: what its address is and what it can do.
@@ -99,6 +101,7 @@ class Scheme:
     runnable: bool  # a model that runs (splices, axioms, shifts); else a recording that only replays
     runs_code: bool = False  # runs the user's Python: needs explicit trust
     texts: bool = False  # its data can be the user's texts, cut into windows (--text, --data, --seq-len)
+    given: bool = False  # an object handed in from Python (target=); its address only names it, nothing loads it
 
     def __str__(self) -> str:
         return f"{self.name}:{self.address}"
@@ -106,20 +109,22 @@ class Scheme:
 
 SCHEMES = {s.name: s for s in (Scheme("builtin", "NAME", runnable=True), Scheme("hf", "PATH", runnable=True, texts=True),
                                 Scheme("activations", "DIR", runnable=False),
-                                Scheme("torch", "module:factory", runnable=True, runs_code=True))}
-TARGET_SCHEMES = tuple(SCHEMES)
+                                Scheme("torch", "module:factory", runnable=True, runs_code=True),
+                                Scheme("model", "NAME", runnable=True, given=True))}
 
 
 def schemes_text(schemes=None, *, bare: bool = False) -> str:
-    """'builtin:NAME, hf:PATH, activations:DIR or torch:module:factory' (``bare``: 'builtin:, hf:')."""
-    names = [f"{s.name}:" if bare else str(s) for s in (schemes or SCHEMES.values())]
+    """'builtin:NAME, hf:PATH, activations:DIR or torch:module:factory' (``bare``: 'builtin:, hf:'); by default
+    the schemes a reference can load (not ``model:``, an object given in Python)."""
+    names = [f"{s.name}:" if bare else str(s) for s in (schemes or [s for s in SCHEMES.values() if not s.given])]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @dataclass(frozen=True)
 class TargetRef:
-    """What the theory explains: ``builtin:NAME``, ``hf:PATH``, ``activations:DIR`` or
-    ``torch:module.path:factory`` (the last runs user code, so it needs explicit trust)."""
+    """What the theory explains: ``builtin:NAME``, ``hf:PATH``, ``activations:DIR``,
+    ``torch:module.path:factory`` (runs user code, so it needs explicit trust) or ``model:NAME``
+    (a model object handed in from Python as ``target=``; written by a fit of one)."""
 
     scheme: str  # a name in SCHEMES
     address: str
@@ -130,22 +135,34 @@ class TargetRef:
 
     @property
     def located(self) -> str:
-        """The address, a relative ``activations:DIR`` read from the theory file's directory (like ``include:``)."""
-        return os.path.join(self.base, self.address) if self.base else self.address
+        """The address, a relative path (``activations:DIR``, ``hf:PATH``) read from the theory
+        file's directory, like ``include:``."""
+        return os.path.normpath(os.path.join(self.base, self.address)) if self.base else self.address
+
+    @property
+    def is_path(self) -> bool:
+        """Does the address name a file or directory? ``activations:DIR`` always; ``hf:`` when it
+        has a path separator or starts with '.' or '~' (a bare word is a model's name: ``hf:minilm``)."""
+        if self.scheme == "activations":
+            return True
+        return self.scheme == "hf" and ("/" in self.address or os.sep in self.address
+                                        or self.address.startswith((".", "~")))
 
     def relative_to(self, theory_file: str) -> "TargetRef":
-        """This reference as written in ``theory_file``: a relative recording directory is read from its directory."""
-        if self.scheme != "activations" or os.path.isabs(self.address):
-            return self
-        return TargetRef(self.scheme, self.address, os.path.dirname(os.path.abspath(theory_file)))
+        """This reference as written in ``theory_file``: every relative path in a theory file is
+        read from the file's directory (the one rule for targets, includes and recordings)."""
+        address = os.path.expanduser(self.address) if self.is_path else self.address
+        if not self.is_path or os.path.isabs(address):
+            return TargetRef(self.scheme, address) if address != self.address else self
+        return TargetRef(self.scheme, address, os.path.dirname(os.path.abspath(theory_file)))
 
 
 def _target(value: Any) -> TargetRef:
     if isinstance(value, TargetRef):
         return value
     scheme, _, address = value.partition(":") if isinstance(value, str) else ("", "", "")
-    if scheme not in TARGET_SCHEMES or not address:
-        hint = did_you_mean(scheme, TARGET_SCHEMES) if address else ""
+    if scheme not in SCHEMES or not address:
+        hint = did_you_mean(scheme, SCHEMES) if address else ""
         raise PydanticCustomError("target", "{message}", {"message": (
             f"expected a target 'SCHEME:ADDRESS' with SCHEME one of {', '.join(SCHEMES)}, "
             f"found {describe(value)}{hint}")})
@@ -166,13 +183,36 @@ def _site_shorthand(value: Any) -> Any:
     return {"hook": value} if isinstance(value, str) else value
 
 
+def _distinct_positions(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(set(value)) != len(value):
+        raise ValueError(f"expected distinct positions, found {list(value)}")
+    return value
+
+
+Positions = Annotated[tuple[StrictInt, ...], Field(min_length=1), BeforeValidator(_distinct_positions)]
+
+
 class Site(_Frozen):
     """A named activation of the target. ``position`` keeps one position of each sequence
-    (negative counts from the end); without it every position is predicted."""
+    (negative counts from the end), or a list of them (``[11, 12, 13]``: the answer positions a
+    format fixes; the site then has a row per example and kept position, like a site over every
+    position); without it every position is predicted."""
 
     hook: Hook
-    position: Optional[StrictInt] = None
+    position: Optional[Union[StrictInt, Positions]] = None
     doc: Doc = None
+
+    @property
+    def kept(self) -> "int | list[int] | None":
+        """The kept positions as an index into ``[N, T, ...]`` after the example axis: an int (one
+        position, its axis dropped), a list (several, the axis kept) or None (all)."""
+        return list(self.position) if isinstance(self.position, tuple) else self.position
+
+    def kept_shape(self, shape: tuple) -> tuple:
+        """A hook's per-example shape ``[T, ...]`` after the position selection."""
+        if self.position is None:
+            return tuple(shape)
+        return tuple(shape[1:]) if isinstance(self.position, int) else (len(self.position), *shape[1:])
 
 
 SiteEntry = Annotated[Site, BeforeValidator(_site_shorthand, json_schema_input_type=Union[str, Site])]

@@ -41,7 +41,8 @@ def outline(theory: Theory) -> str:
         lines.append(f"  {theory.description.strip()}")
     lines.append("sites:")
     for name, site in theory.sites.items():
-        where = f" at position {site.position}" if site.position is not None else ""
+        where = (f" at position {site.position}" if isinstance(site.position, int) else
+                 f" at positions {list(site.position)}" if site.position is not None else "")
         by = ", ".join(theory.predictors(name)) or "nothing (input only)"
         lines.append(f"  {name:<12} {site.hook}{where}   predicted by: {by}")
     if theory.variables:

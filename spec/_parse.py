@@ -151,10 +151,8 @@ class _Reader:
                 self.top[(key, source.path)] = value
                 if root:
                     self.top[key] = value
-        for key in ("theory", "target") if root else ():
-            if key not in data:
-                what = "the theory's name" if key == "theory" else "what it explains, e.g. builtin:modadd-p113"
-                self.error(source, (), f"missing required key '{key}' ({what})")
+        if root and "theory" not in data:  # target: may be left out, for a model given in Python (target=)
+            self.error(source, (), "missing required key 'theory' (the theory's name)")
 
     def read_section(self, section: str, entries: Any, source: SourceMap) -> None:
         if entries is None:
@@ -274,7 +272,7 @@ def check_theory(path: str, text: Optional[str] = None, *, trust_code: bool = Fa
     variable_order = dependency_order(groups["variables"], lambda p: [n for n, _ in p.value.names])
     component_order = dependency_order(groups["components"], lambda p: list(p.value.reads()))
     theory = Theory(
-        name=reader.top["theory"], target=reader.top["target"].relative_to(path), description=reader.top.get("description"),
+        name=reader.top["theory"], target=reader.top["target"].relative_to(path) if "target" in reader.top else None, description=reader.top.get("description"),
         sites={n: p.value for n, p in groups["sites"].items()},
         variables={n: groups["variables"][n].value for n in variable_order},
         components={n: groups["components"][n].value for n in component_order},

@@ -166,6 +166,11 @@ def check_axioms(parts: dict[str, Part], axioms: dict, inputs: tuple[str, ...], 
                           offset)
         if axiom.place is not None and axiom.place.name == OUTPUT:
             error(origin, (axiom.intervention,), "the output is observed, not intervened on; name a site or hook")
+        for key, place in ((axiom.intervention, axiom.place), (axiom.expectation, axiom.observed)):
+            if place is not None and place.name != OUTPUT and names_a_site(place.name) and place.name not in sites:
+                error(origin, (key,), f"undefined site '{place.name}'{did_you_mean(place.name, sites)}; expected one "
+                                      f"of the theory's sites ({', '.join(sorted(sites)) or 'none'}), a hook path "
+                                      f"('blocks.0.attn.hook_z', 'hook_input') or 'output'")
         if axiom.subspace is not None and axiom.subspace not in components:
             error(origin, ("subspace",), f"undefined component '{axiom.subspace}'{did_you_mean(axiom.subspace, components)}; "
                                          f"a subspace is the span of a component's features")
@@ -185,6 +190,12 @@ def check_axioms(parts: dict[str, Part], axioms: dict, inputs: tuple[str, ...], 
             what = "is given to the theory (an input)" if observed in sites else "is not a site of the theory"
             error(origin, ("predicted_by_theory",), f"'{observed}' {what}; it predicts only its sites "
                                                     f"({', '.join(predicted)}) and the output")
+
+
+def names_a_site(name: str) -> bool:
+    """A place written as a plain word is a site's name; a hook is a module path (with a '.' or
+    ':') or a top-level ``hook_*`` point (``hook_input``)."""
+    return not any(c in name for c in ".:") and not name.startswith("hook_")
 
 
 def _upstream_sites(name: str, components: dict[str, Part]) -> set[str]:

@@ -62,15 +62,18 @@ def is_reference(name: str) -> bool:
 
 
 def resolve(name: str, *, trust_code: bool = False):
-    """The kind a component names. A ``module:attr`` kind not yet registered is imported and
-    registered only when ``trust_code``; otherwise nothing runs and KindError says why."""
-    if name in KINDS:
+    """The kind a component names. A ``module:attr`` kind is Python code: it is imported (once)
+    and used only when ``trust_code``, at every use (imported with trust earlier in the process
+    is no trust now); otherwise nothing runs and KindError says why."""
+    if name in KINDS and not is_reference(name):
         return KINDS[name]
     if not is_reference(name):
         raise KindError(f"unknown component kind '{name}'")
     if not trust_code:
         raise KindError(f"component kind '{name}' is Python code (module '{name.split(':')[0]}'); "
                         f"pass --trust-code (library: trust_code=True) to import it if you trust it")
+    if name in KINDS:
+        return KINDS[name]
     module, _, attr = name.partition(":")
     try:
         kind = getattr(importlib.import_module(module), attr)

@@ -45,7 +45,7 @@ class Theory:
     thing, wherever it was written; ``origins`` only serve error messages."""
 
     name: str
-    target: TargetRef
+    target: Optional[TargetRef]  # None: left out of the file, for a model given in Python (target=)
     sites: Mapping[str, Site]
     variables: Mapping[str, Expr]  # in dependency order
     components: Mapping[str, object]  # name -> a component kind model, in dependency order
@@ -57,6 +57,39 @@ class Theory:
     def __post_init__(self):
         for name in ("sites", "variables", "components", "axioms", "origins"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def _part_rows(self) -> tuple[list[list[str]], list[list[str]]]:
+        """(sites: name, hook, predicted by; components: name, kind, reads, predicts), as text."""
+        sites = [[name, str(site.hook) + (f" @ position {site.position}" if site.position is not None else ""),
+                  "given (input)" if name in self.inputs else ", ".join(self.predictors(name)) or "its training mean"]
+                 for name, site in self.sites.items()]
+        components = [[name, c.kind, ", ".join([str(e) for _, e in c.expressions()] + list(c.reads())),
+                       ", ".join(c.predicted()) or "-"] for name, c in self.components.items()]
+        return sites, components
+
+    def __repr__(self) -> str:
+        sites, components = self._part_rows()
+        counts = f"{len(sites)} sites, {len(self.variables)} variables, {len(components)} components, {len(self.axioms)} axioms"
+        lines = [f"Theory({self.name!r} on {self.target or 'the model given in Python'}: {counts})"]
+        lines += [f"  site {r[0]} = {r[1]}  <- {r[2]}" for r in sites]
+        lines += [f"  {name} = {expr}" for name, expr in self.variables.items()]
+        lines += [f"  {r[0]}: {r[1]} of {r[2] or '-'} -> {r[3]}" for r in components]
+        lines += [f"  axiom {name}" for name in self.axioms]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from theorycraft._html import code, esc, table
+
+        sites, components = self._part_rows()
+        head = (f"<p><b>Theory</b> {code(self.name)} on {code(self.target or 'the model given in Python')}"
+                + (f": {esc(self.description.strip())}" if self.description else "") + "</p>")
+        parts = [head, table(["site", "hook", "predicted by"], sites)]
+        if self.variables:
+            parts.append(table(["variable", "expression"], [[n, e.text] for n, e in self.variables.items()]))
+        parts.append(table(["component", "kind", "reads", "predicts"], components))
+        if self.axioms:
+            parts.append(table(["axiom", "doc"], [[n, getattr(a, "doc", None) or ""] for n, a in self.axioms.items()]))
+        return "\n".join(parts)
 
     def predictors(self, site: str) -> tuple[str, ...]:
         """Components whose outputs add up to the prediction of ``site``."""
@@ -133,7 +166,8 @@ class Theory:
         out: dict = {"theory": self.name}
         if self.description:
             out["description"] = self.description
-        out["target"] = str(self.target)
+        if self.target is not None:
+            out["target"] = str(self.target)
         if self.sites:
             out["sites"] = {n: _site_data(s) for n, s in self.sites.items()}
         if self.variables:

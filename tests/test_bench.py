@@ -1,13 +1,11 @@
 """The coverage benchmark: its Pareto logic, and its validity on the targets whose mechanism is
 known: the reference theory must be ranked first, or the benchmark is broken."""
 
-import dataclasses
 import json
 
 import pytest
 
-from theorycraft.benchmarks import coverage
-from theorycraft.benchmarks.coverage import RIVALS, SEEDS, BenchResult, Row, pareto_front, run_bench, validity
+from theorycraft.benchmarks.coverage import QUICK_SEEDS, RIVALS, BenchResult, Row, pareto_front, run_bench, validity
 
 TOY_TARGETS = ["modadd-p113", "superposition", "induction"]
 
@@ -34,14 +32,8 @@ def test_validity_catches_a_reference_that_is_not_first():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    # two fit seeds here (the benchmark runs three), and half the quick Adam steps on induction and
-    # on modular addition (there only the SAE, a rival, has an Adam part): the suite stays fast
-    halved = ("induction", "modadd-p113")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(coverage, "SEEDS", SEEDS[:2])
-        patch.setattr(coverage, "SUITES", tuple(dataclasses.replace(s, steps_quick=s.steps_quick // 2)
-                                                if s.name in halved else s for s in coverage.SUITES))
-        result = run_bench(quick=True, out=out, targets=TOY_TARGETS, cache_dir=out / "cache", log=lambda m: None)
+    # the quick benchmark as shipped (2 fit seeds, the quick Adam steps) on the toy targets
+    result = run_bench(quick=True, out=out, targets=TOY_TARGETS, cache_dir=out / "cache", log=lambda m: None)
     return out, result
 
 
@@ -54,6 +46,7 @@ def test_reference_theories_are_ranked_first_on_known_mechanisms(bench):
         assert {"reference", "mean", "random"} <= {r.family for r in pool}
         # the close comparison, over seeds: the reference and the rival best on validation
         compared = [r for r in pool if r.seeds]
+        assert all(len(r.seeds["coverage"]) == len(QUICK_SEEDS) for r in compared)
         rivals = [r for r in pool if r.family in RIVALS]
         assert [r.family for r in compared][:1] == ["reference"] and len(compared) == 1 + bool(rivals)
         if rivals:

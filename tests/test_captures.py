@@ -112,10 +112,14 @@ def test_artifacts_name_their_capture_by_key(theory_file, tmp_path):
 def test_cache_ls_verify_rm(theory_file, tmp_path, capsys):
     cache = tmp_path / "cache"
     acts = api.capture(load_theory(theory_file), n=120, cache_dir=cache, progress=False)
-    (cache / "0000interrupted").mkdir()
+    interrupted = "0000aaaa0000aaaa0000"  # killed after taking its lock (what capture makes first), before a shard
+    (cache / interrupted).mkdir()
+    (cache / interrupted / ".lock").touch()
+    (cache / "not-a-capture").mkdir()  # listed by nothing, removed by nothing (issue 29)
     assert main(["cache", "ls", "--cache", str(cache)]) == 0
     listed = capsys.readouterr().out
-    assert acts.key in listed and "x, y" in listed and " 120 " in listed and "0000interrupted" in listed
+    assert acts.key in listed and "x, y" in listed and " 120 " in listed and interrupted in listed
+    assert "not-a-capture" not in listed
     assert "incomplete" in listed and "2 captures" in listed
     assert main(["cache", "verify", acts.key, "--cache", str(cache)]) == 0
     shard = next(cache.glob(f"{acts.key}/shard-*/y.npy"))

@@ -38,7 +38,7 @@ def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root
                  "--cache", str(tmp_path / "cache")])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "R2 train" in printed and "coverage (test, over h, out) (given: x): teacher-forced" in printed
+    assert "R2 train" in printed and "teacher-forced [" in printed and "test coverage " in printed and "over h, out (given: x)" in printed
     card = json.loads((out / "scorecard.json").read_text())
     assert card["sites"]["h"]["r2_test"] > 0.999  # h = W x exactly: the closed form finds it
     assert card["covered"] == ["h", "out"] and card["size"]["bits"] is None  # bits: theorycraft score
@@ -49,7 +49,7 @@ def test_infer_writes_an_artifact_and_prints_the_table(tmp_path, capsys, at_root
     # score the artifact: bits, MDL and splicing land in its scorecard and are printed
     assert main(["score", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "MDL on" in printed and "splice out:" in printed
+    assert "MDL on" in printed and "splice out (" in printed
     scored = json.loads((out / "scorecard.json").read_text())
     assert scored["sites"] == card["sites"]  # fidelity is the same, computed again
     parts = sum(scored["size"][k] for k in ("bits_spec", "bits_params", "bits_latents"))

@@ -137,7 +137,8 @@ def test_a_declared_input_is_given_and_paid_for(tmp_path):
     assert theory.inputs == ("r0",) and theory.covered == ("r1",)
     acts = captured(tmp_path, theory)
     card = score(fit(theory, acts, FitConfig(progress=False)), acts)
-    assert card.coverage_free == card.coverage > 0.99  # given, the input is the same in both modes
+    assert card.coverage_free_given == card.coverage_given > 0.99  # given, the input is the same in both modes
+    assert card.unexplained == ("r0",) and card.coverage_free == card.coverage < card.coverage_given  # r0 at R² 0
     assert card.size.bits_inputs > 1000
     assert card.size.bits == card.size.bits_spec + card.size.bits_params + card.size.bits_latents + card.size.bits_inputs
 

@@ -77,7 +77,9 @@ def test_a_python_kind_fits_and_scores(tmp_path):
     assert card.sites["q"].r2_test > 0.99
     card = tc.score(fitted, acts)
     assert card.size.bits > card.size.bits_spec > 0
-    reloaded = tc.FittedTheory.load(tmp_path / "run")  # registered in this process: no import needed
+    with pytest.raises(tc.TheoryError, match="--trust-code"):  # imported with trust before is no trust now
+        tc.FittedTheory.load(tmp_path / "run")
+    reloaded = tc.FittedTheory.load(tmp_path / "run", trust_code=True)
     np.testing.assert_allclose(reloaded.predict(acts.inputs()[:5])["q"], fitted.predict(acts.inputs()[:5])["q"],
                                rtol=1e-5, atol=1e-5)
 

@@ -117,7 +117,8 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
     one = tc.infer(theory, acts, max_steps=60, batch_size=64, learning_rate=0.03, progress=False, log=lambda m: None)
     two, card = FittedTheory.load(tmp_path / "two"), Scorecard.load(tmp_path / "two")
     assert two.fit_info["data"] | {"capture": None, "cache": None} == {"capture": None, "cache": None, "n": 600,
-                                                                    "processes": 2, "examples_read": 300}
+                                                                    "processes": 2, "examples_read": 300,
+                                                                    "inputs": {"dtype": "int32", "shape": [3]}}
     assert two.fit_info["gradient"]["devices"] == 2
     for key in ("steps", "best_validation_loss"):  # the same steps, stopped at the same one
         assert two.fit_info["gradient"][key] == pytest.approx(one.fitted.fit_info["gradient"][key], rel=1e-5)
@@ -131,7 +132,11 @@ def test_two_processes_fit_and_score_like_one(tmp_path):
     assert card.sites["u"].r2_test > 0.2
     assert set(card.sites) == set(one.scorecard.sites) == {"y", "z", "u"}
     for site in card.sites:  # every figure of the scorecard, summed over the two processes' shards
-        assert asdict(card.sites[site]) == pytest.approx(asdict(one.scorecard.sites[site]), abs=1e-5), site
+        two_site, one_site = asdict(card.sites[site]), asdict(one.scorecard.sites[site])
+        figures = [k for k, v in one_site.items() if not isinstance(v, tuple)]  # intervals: a bootstrap's draws
+        assert {k: two_site[k] for k in figures} == pytest.approx({k: one_site[k] for k in figures}, abs=1e-5), site
+        for k in set(one_site) - set(figures):
+            assert two_site[k] == pytest.approx(one_site[k], abs=5e-3), (site, k)
     for field in ("coverage", "coverage_validation", "coverage_free", "coverage_validation_free"):
         assert getattr(card, field) == pytest.approx(getattr(one.scorecard, field), abs=1e-5), field
     assert card.size == one.scorecard.size

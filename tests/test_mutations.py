@@ -52,7 +52,7 @@ def mutants(data: dict, top: bool):
     """(kind, key path, new value) for one file's data."""
     out = []
     if top:
-        out += [("drop required", (key,), _DROP) for key in ("theory", "target")]
+        out += [("drop required", ("theory",), _DROP)]  # target: may be left out (the model given as target=)
     for name, comp in (data.get("components") or {}).items():
         out.append(("drop required", ("components", name, "kind"), _DROP))
         out.append(("wrong type", ("components", name, "kind"), {"not": "a kind"}))
@@ -111,7 +111,7 @@ def test_a_mutant_is_refused_at_a_position_without_traceback(path, run, case, tm
     assert "Traceback" not in captured.out + captured.err
     assert seconds < 5
     if code == 0:  # a mutant that is still a valid theory: only a number where any number is fine
-        assert (kind, key[-1]) in ALLOWED, captured.out
+        assert (kind, key[-1]) in ALLOWED or (kind, key[-2]) in ALLOWED, captured.out  # one of a list of positions
         return
     assert code == 1, captured.err
     assert ERROR_LINE.search(captured.err), captured.err

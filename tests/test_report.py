@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +101,78 @@ def pages(run, search_dir, bench_dir, tmp_path_factory):
             "bench": report(bench_dir, out / "bench.html")}
 
 
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A language-model run: a tiny GPT-2 object (random weights, a BPE tokenizer trained on a few
+    sentences; no download) fitted on its first block's stream and a pattern site, diagnosed with
+    its tokens decoded."""
+    import importlib.util
+
+    import torch
+
+    pytest.importorskip("transformers", reason="the minilm extra is not installed")
+    import theorycraft as tc
+    from theorycraft.refine import diagnose
+    from theorycraft.targets import as_target, decoder
+
+    spec = importlib.util.spec_from_file_location("make_tiny_lm", ROOT / "examples" / "lm" / "make_tiny_lm.py")
+    make_tiny_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tiny_lm)
+    torch.manual_seed(0)
+    tokenizer = make_tiny_lm.tiny_tokenizer()
+    model = make_tiny_lm.tiny_model("gpt2", len(tokenizer), positions=8)
+    model.tokenizer = tokenizer
+    ids = tokenizer(" ".join(make_tiny_lm.SENTENCES * 12))["input_ids"]
+    tokens = np.array(ids[: len(ids) // 8 * 8]).reshape(-1, 8)
+    theory = tc.parse_theory(textwrap.dedent("""\
+        theory: tiny-lm
+        sites:
+          resid0:  {hook: blocks.0.hook_resid_post}
+          pattern: {hook: blocks.1.attn.hook_pattern}
+        variables:
+          tok: token[i]
+          pos: i
+        components:
+          by_token:    {kind: lookup, of: tok, predicts: resid0}
+          by_position: {kind: lookup, of: pos, size: 8, predicts: resid0}
+          first:       {kind: attention, rule: "j == 0", head: 0, predicts: pattern}
+        """), "tiny_lm.yaml")
+    out = tmp_path_factory.mktemp("lm") / "run"
+    store = tmp_path_factory.mktemp("lm-store")
+    fitted, _ = tc.infer(theory, target=model, dataset=tokens, max_steps=30, out_dir=out, cache_dir=store,
+                         progress=False, log=lambda m: None)
+    acts = tc.capture(theory, target=model, dataset=tokens, cache_dir=store, progress=False)
+    found = diagnose(fitted, acts, worst=2, decode=decoder(as_target(model, dataset=tokens)))
+    (out / "diagnosis.json").write_text(json.dumps(found))
+    return out
+
+
+def test_a_language_model_report_shows_text_and_patterns_per_head(lm_run):
+    page = report(lm_run).read_text()
+    diagnosis = json.loads((lm_run / "diagnosis.json").read_text())
+    worst = diagnosis["pattern"]["worst"]
+    assert page.count('alt="attention patterns of pattern, example #') == len(worst) == 2
+    for example in worst + diagnosis["resid0"]["worst"]:  # each worst example as the text its tokens decode to
+        assert html.escape(repr("".join(example["tokens"]))[1:-1][:60]) in page
+    for head, r2 in enumerate(diagnosis["pattern"]["heads"]):
+        assert re.search(rf'<td class="n">{head}</td><td class="n">{re.escape(_num(r2))}</td>', page)
+    assert fetched(page) == []
+
+
+def _num(value) -> str:
+    from theorycraft._html import num
+    return num(value)
+
+
 @pytest.fixture
 def page_of(request):
-    """The report page a browser test renders: one of ``pages``, or the tiny real search's."""
+    """The report page a browser test renders: one of ``pages``, the tiny real search's, or a
+    language-model run's (decoded text, attention patterns per head)."""
     def of(name):
         if name == "searched":
             return report(request.getfixturevalue("searched"))
+        if name == "lm":
+            return report(request.getfixturevalue("lm_run"))
         return request.getfixturevalue("pages")[name]
     return of
 
@@ -138,7 +205,9 @@ def test_search_report_shows_the_trail_scaling_curve_and_the_refitted_run(search
     trail = json.loads((search_dir / "trail.json").read_text())
     for step in trail["trail"]:
         assert f"<td>{step['action']}</td>" in page
-    assert trail["scaling"] and f"The floor E = {trail['scaling']['floor']:.4g}" in page
+    scaling = trail["scaling"]  # printed as a result only when it is one; otherwise the page says why not
+    assert scaling and (f"The floor E = {scaling['floor']:.4g}" in page if not scaling["notes"] else
+                        "No scaling result" in page and "The floor E" not in page)
     assert "Refitted: fidelity per site" in page and "Refitted: axioms" in page
     assert page.count("data:image/png;base64,") == 4 and fetched(page) == []  # trail + the run's three
 
@@ -209,7 +278,7 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install -y chromium): the report is not rendered in a browser")
 
 
-@pytest.mark.parametrize("name", ["run", "searched", "bench"])  # searched: written by a real search
+@pytest.mark.parametrize("name", ["run", "searched", "bench", "lm"])  # searched: written by a real search
 def test_the_page_loads_in_chromium_without_errors_and_is_not_blank(page_of, name, tmp_path):
     from PIL import Image
 

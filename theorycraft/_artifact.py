@@ -5,9 +5,9 @@ and verified before any of them is read, so a torn or corrupted artifact is repo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from theorycraft.files import write_atomically
 from theorycraft.errors import ArtifactError
 from theorycraft.store import file_sha256
 
@@ -35,9 +35,7 @@ def record(directory, *names: str) -> None:
     """Record the sha256 of ``names`` (files just written into ``directory``) in its checksums.json."""
     directory = Path(directory)
     sums = _recorded(directory) | {name: file_sha256(directory / name) for name in names}
-    tmp = directory / f".{CHECKSUMS}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
-    tmp.replace(directory / CHECKSUMS)
+    write_atomically(directory / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True) + "\n")
 
 
 def verify(directory, names=None) -> None:

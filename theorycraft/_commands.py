@@ -10,6 +10,7 @@ import sys
 from theorycraft import configs
 from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig, from_args
 from theorycraft.errors import ArgumentError
+from theorycraft.files import write_atomically
 from theorycraft.spec import check_theory, json_schema, outline
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -111,7 +112,7 @@ def _infer(args: argparse.Namespace) -> int:
                     processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args))
     if not leader:  # process 0 reports and writes
         return EXIT_OK
-    (out / "log.txt").write_text("\n".join(lines) + "\n")
+    write_atomically(out / "log.txt", "\n".join(lines) + "\n")
     print(scorecard_table(card))
     print(f"artifact: {out}")
     return EXIT_OK
@@ -121,7 +122,7 @@ def _score(args: argparse.Namespace) -> int:
     from theorycraft.api import score_run
 
     card = score_run(args.run_dir, config=from_args(ScoreConfig, args), trust_code=args.trust_code,
-                     cache_dir=args.cache, acts=args.capture, texts=_texts(args))
+                     cache_dir=args.cache, acts=args.capture, texts=_texts(args), log=_say)
     print(scorecard_table(card))
     print(f"scorecard: {args.run_dir}/scorecard.json")
     return EXIT_OK
@@ -131,7 +132,7 @@ def _check(args: argparse.Namespace) -> int:
     from theorycraft.api import check
 
     given = {dest: getattr(args, dest) for dest in configs.given(args, ("n", "data_seed", "seq_len", "seed",
-                                                                         "max_memory"))}
+                                                                         "max_memory", "device"))}
     results = check(args.theory, run_dir=args.run_dir, limit=args.limit, cache_dir=args.cache,
                     trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr),
                     include_paths=args.include_path, **given)
@@ -145,12 +146,15 @@ def _check(args: argparse.Namespace) -> int:
 def axioms_table(results) -> str:
     """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
     theory's predicted effect, and the judged quantity against its bound."""
-    rows = [f"{'axiom':<40} {'measure':<18} {'network [95% interval]':>28} {'theory':>10}  {'judged':>10}  result"]
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
+
+    rows = [f"{'axiom':<40} {'measure':<18} {'network effect [95%]':>28} {'theory pred.':>12}  {'judged':>10}  result"]
     for r in results:
         theory = "-" if r.theory is None else f"{r.theory:.4g}"
-        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>10}  "
+        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>12}  "
                     f"{r.judged:>10.4g}  {'pass' if r.passed else 'FAIL'}")
         rows.append(f"    {r.claim}")
+    rows += [f"{name}: {meaning}" for name, meaning in COLUMNS]
     return "\n".join(rows)
 
 
@@ -189,9 +193,11 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.vocabulary:
         from theorycraft.refine import load_vocabulary
         vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
+    from theorycraft.targets import decoder
+
     report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
-                      vocabulary=vocabulary)
-    (run / "diagnosis.json").write_text(json.dumps(report, indent=1) + "\n")
+                      vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
+    write_atomically(run / "diagnosis.json", json.dumps(report, indent=1) + "\n")
     print(render(report))
     print(f"diagnosis: {run}/diagnosis.json")
     return EXIT_OK
@@ -211,17 +217,23 @@ def _search(args: argparse.Namespace) -> int:
     print(f"reported on test: {_totals(final.report)}")
     for name, expr in found_variables(final.theory).items():
         print(f"  variable {name} = {expr}")
-    print(f"refitted on train + validation (as infer fits it): test coverage {result.scorecard.coverage:.4f} over "
-          f"{', '.join(result.scorecard.covered)}")
+    card = result.scorecard
+    given = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
+    print(f"refitted on train + validation (as infer fits it): test {card.headline()}; over "
+          f"{', '.join((*card.covered, *card.unexplained))}{given}")
+    for warning in card.warnings():
+        print(f"warning: {warning}")
     scaling = result.scaling
-    if scaling:
+    if scaling and scaling.get("notes"):
+        print(f"scaling curve: no result ({len(scaling['notes'])} reason{'s' * (len(scaling['notes']) > 1)}):")
+        for note in scaling["notes"]:
+            print(f"  it {note}")
+    elif scaling:
         need, se = scaling["bits_for_target"], scaling.get("errors") or {}
         print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
               f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
               f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
               + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
-        for note in scaling.get("notes", ()):
-            print(f"  scaling curve: {note}")
     ref = result.reference
     if ref:
         print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
@@ -250,15 +262,22 @@ def _number(value) -> str:
 
 def scorecard_table(card) -> str:
     """A Scorecard as the terminal shows it."""
+    from theorycraft.scoring import interval_text
+
     rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
-            "prediction of it, from the input alone)",
-            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'free test':>10} {'n test':>8}"]
+            "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
+            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'[95% interval]':>20} {'free test':>10} "
+            f"{'[95% interval]':>20} {'n test':>8}"]
+    flagged = set(card.below_mean())
     for site, s in card.sites.items():
-        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} {s.r2_test_free:>10.4f} "
-                    f"{s.n_test:>8}")
+        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} "
+                    f"{interval_text(s.r2_test_interval).strip():>20} {s.r2_test_free:>10.4f} "
+                    f"{interval_text(s.r2_test_free_interval).strip():>20} {s.n_test:>8}"
+                    + ("  <- worse than its mean" if site in flagged else ""))
     inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
-    rows.append(f"coverage (test, over {', '.join(card.covered)}){inputs}: teacher-forced {card.coverage:.4f}, "
-                f"free {card.coverage_free:.4f}   params {card.size.params:,}   fit {card.fit.get('seconds', 0):.1f}s")
+    rows.append(f"test {card.headline()}")
+    rows.append(f"  over {', '.join((*card.covered, *card.unexplained))}{inputs}   params {card.size.params:,}   "
+                f"fit {card.fit.get('seconds', 0):.1f}s")
     if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
         rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
     size, mdl = card.size, card.mdl
@@ -280,21 +299,33 @@ def scorecard_table(card) -> str:
     for name, s in card.shifted.items():
         rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
                     f"free {s.coverage_free:.4f}")
-    for site, s in card.splice.items():
-        rows.append(f"splice {site}: KL {_number(s.kl)}  top-1 agreement {_number(s.top1_agreement)}  "
-                    f"loss recovered {_number(s.loss_recovered)}  (clean {s.loss_clean:.4g}, spliced "
-                    f"{s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+        rows += [_splice_row(f"  splice {site} ({name}; {sp.n} examples)", sp) for site, sp in s.splice.items()]
+    rows += [_splice_row(f"splice {site} ({s.n} test examples)", s) for site, s in card.splice.items()]
+    rows += [f"warning: {w}" for w in card.warnings()]
     return "\n".join(rows)
 
 
-# Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
+def _splice_row(label: str, s) -> str:
+    from theorycraft.scoring import splice_figure
+
+    row = (f"{label}: top-1 agreement {splice_figure(s.top1_agreement, s.top1_agreement_interval)}  "
+           f"KL {splice_figure(s.kl, s.kl_interval)}  "
+           f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
+           f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
+    if s.exact_match_spliced is not None:  # a task whose rows are answers: each row's accuracy
+        digits = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
+        row += (f"\n{' ' * len(label)}  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f}); "
+                f"accuracy per answer row {digits(s.answer_accuracy_spliced)} (clean {digits(s.answer_accuracy_clean)})")
+    return row
+
+
 def _texts(args: argparse.Namespace) -> tuple[str, ...] | None:
     from theorycraft.targets import read_texts
 
     return read_texts(args.text, args.data) if (args.text or args.data) else None
 
 
-DATA = ("n", "data_seed", "dtype", "seq_len")  # the CaptureConfig flags of infer and search
+DATA = ("n", "data_seed", "dtype", "seq_len", "device")  # the CaptureConfig flags of infer and search
 
 
 def _data(args: argparse.Namespace) -> dict:
@@ -302,8 +333,8 @@ def _data(args: argparse.Namespace) -> dict:
     name, or the one --capture names (then a data flag is a usage error)."""
     if args.capture:
         if configs.given(args, DATA) or args.text or args.data:
-            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
-                                "and --seq-len")
+            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data, "
+                                "--seq-len and --device (nothing runs the target)")
         return {"acts": args.capture}
     return {"data": from_args(CaptureConfig, args), "texts": _texts(args)}
 

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from theorycraft.files import append_line
+
 FILE = "metrics.jsonl"
 TENSORBOARD_ENV = "THEORYCRAFT_TENSORBOARD"  # "0": never write TensorBoard events
 
@@ -38,8 +40,7 @@ class Metrics:
         if self.path is None:
             return
         record = {"event": event, "step": int(step), "time": round(time.time(), 3), **values}
-        with self.path.open("a", encoding="utf-8") as file:  # one whole line per write
-            file.write(json.dumps(record, default=float) + "\n")
+        append_line(self.path, json.dumps(record, default=float) + "\n")  # one whole line per write
         if self._board is not None:
             for name, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

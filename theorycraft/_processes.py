@@ -3,7 +3,7 @@
 worker here and a task of a Slurm or Kubernetes job run the same code. The parent only starts
 them, relays process 0's log, and reads the artifact process 0 writes.
 
-Run as ``python -m theorycraft._processes JOB``: one worker (JOB: the pickled call, written by
+Each worker runs ``WORKER`` with JOB (JOB: the pickled call, written by
 ``spawn`` to a private temporary folder)."""
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from theorycraft.errors import USER_ERRORS, FitError
 from theorycraft.inference.engine import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 
 
+# A worker's command. Not ``python -m``: that puts the working directory first on the import path,
+# so a numpy.py (or any module) lying there would run in every worker, untrusted. ``-c`` puts ''
+# there instead, which is removed before anything is imported.
+WORKER = "import sys; sys.path.pop(0); from theorycraft._processes import _worker; sys.exit(_worker(sys.argv[1]))"
 LOG = "theorycraft-log: "  # process 0's log lines on its stdout (JAX and gloo may print there too)
 
 
@@ -46,7 +50,7 @@ def spawn(processes: int, job: dict, log) -> None:
                                       PROCESS_ID: str(k)})
             out = open(Path(folder) / f"worker{k}.txt", "w+")
             outputs.append(out)
-            workers.append(subprocess.Popen([sys.executable, "-m", "theorycraft._processes", str(path)], env=env,
+            workers.append(subprocess.Popen([sys.executable, "-c", WORKER, str(path)], env=env,
                                              stdout=subprocess.PIPE if k == 0 else out, stderr=out, text=True))
         relay = threading.Thread(target=lambda: [log(line[len(LOG):].rstrip("\n")) for line in workers[0].stdout
                                                  if line.startswith(LOG)], daemon=True)
@@ -110,6 +114,3 @@ def _worker(path: str) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1]))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from theorycraft import _artifact
+from theorycraft.files import read_bytes, read_json, write_atomically
 from theorycraft._html import Raw, code, esc, fixed, num, table, verdict
 from theorycraft.errors import ArtifactError
 
@@ -61,10 +62,8 @@ def report(directory, out=None) -> Path:
     """
     page = report_html(directory)
     out = Path(out) if out else Path(directory) / REPORT
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(out)
+        write_atomically(out, page)
     except OSError as exc:
         raise ArtifactError(f"{out}: cannot write the report ({exc.strerror}); choose another --out") from None
     return out
@@ -74,16 +73,27 @@ def report(directory, out=None) -> Path:
 
 def _json(path: Path, fix: str):
     try:
-        return json.loads(path.read_text())
+        return read_json(path, follow=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not readable JSON ({exc}); {fix}") from None
+
+
+def _checked_text(directory: Path, name: str) -> str:
+    """A text file of a directory theorycraft wrote: checked against its checksum where one was
+    recorded, never read through a link or from a FIFO."""
+    if name in _artifact._recorded(directory):
+        _artifact.verify(directory, [name])
+    try:
+        return read_bytes(directory / name, follow=False).decode("utf-8")
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{directory / name}: not readable ({exc})") from None
 
 
 def _parsed(path: Path, cls, what: str, fix: str):
     """``cls.from_json`` of a JSON file; a file that is JSON but not ``what`` is said as such."""
     try:
         return cls.from_json(_json(path, fix))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, ArtifactError) as exc:
         raise ArtifactError(f"{path}: not {what} ({exc}); {fix}") from None
 
 
@@ -165,9 +175,19 @@ def _run_sections(directory: Path, card, prefix: str = "") -> list:
     from theorycraft.benchmarks.plots import fidelity_bars
     from theorycraft.scoring import scorecard_html
 
+    from theorycraft.scoring import interval_text
+
     axioms = _axioms(directory)
-    overview = [("test coverage, teacher-forced", num(card.coverage)), ("test coverage, free-running",
-                num(card.coverage_free)), ("parameters", num(card.size.params))]
+    overview = [("test coverage, teacher-forced" + interval_text(card.coverage_interval), num(card.coverage)),
+                ("test coverage, free-running" + interval_text(card.coverage_free_interval), num(card.coverage_free))]
+    if card.unexplained and card.coverage_given is not None:
+        overview.append((f"coverage given {', '.join(card.unexplained)} (teacher-forced / free)",
+                         f"{num(card.coverage_given)} / {num(card.coverage_free_given)}"))
+    worst = card.worst_site(free=True)
+    if worst is not None and len(card.sites) > 1:
+        overview.append(("worst site (free-running R²)" + (", worse than its mean" if worst[1] < 0 else ""),
+                         f"{worst[0]}: {num(worst[1])}"))
+    overview.append(("parameters", num(card.size.params)))
     if card.size.bits is not None:
         overview.append(("bits", num(card.size.bits)))
     if card.mdl is not None:
@@ -239,11 +259,13 @@ def _axioms_html(data: dict | None, directory: Path, card) -> str:
     failed = [r["name"] for r in rows if not r["passed"]]
     head = (f"<p>{len(rows) - len(failed)} of {len(rows)} axioms hold on {rows[0].get('n', '?')} held-out examples"
             + (f"; failed: {esc(', '.join(failed))}" if failed else "") + ".</p>")
-    return head + table(["axiom", "claim", "measure", "network", "95% interval", "theory", "judged", "bound", "result"],
+    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
+
+    return head + table(["axiom", "claim", "measure", "network effect", "95% interval", "theory's predicted effect",
+                         "judged", "bound", "result"],
                         [[r["name"], r["claim"], r["measure"], r["network"], f"[{num(r['low'])}, {num(r['high'])}]",
                           r["theory"], r["judged"], r["threshold"], verdict(r["passed"])] for r in rows],
-                        "network: the intervention's effect on the network; theory: the effect the theory predicts; "
-                        "judged: what is compared with the bound")
+                        "; ".join(f"{name}: {meaning}" for name, meaning in COLUMNS))
 
 
 def _diagnosis(directory: Path) -> str:
@@ -256,16 +278,62 @@ def _diagnosis(directory: Path) -> str:
     try:
         for site, r in found.items():
             parts.append(f"<h3>{esc(site)}: the residual is {r['residual_share_of_variance']:.1%} of the variance</h3>")
-            parts.append(table(["direction", "share of the residual", "most correlated with"],
-                               [[k + 1, f"{d['variance_share']:.1%}",
-                                 ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"]) or "nothing"]
-                                for k, d in enumerate(r["directions"])]))
+            if "heads" in r:  # an attention site: each head's R², and the patterns side by side
+                parts.append(table(["head", "R² (validation)"], [[h, v] for h, v in enumerate(r["heads"])]))
+                parts += [_patterns(site, w, r["heads"]) for w in r["worst"]]
+            else:
+                parts.append(table(["direction", "share of the residual", "most correlated with"],
+                                   [[k + 1, f"{d['variance_share']:.1%}",
+                                     ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"])
+                                     or "nothing"] for k, d in enumerate(r["directions"])]))
             parts.append(table(["worst example", "squared error", "input"],
-                               [[w["example"], w["squared_error"], _short(w["input"])] for w in r["worst"]]))
+                               [[w["example"], w["squared_error"], _example_text(w)] for w in r["worst"]]))
     except (AttributeError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path}: not a diagnosis as theorycraft diagnose writes it (missing {exc}); "
                             f"run theorycraft diagnose {directory} again") from None
     return "\n".join(parts)
+
+
+def _example_text(example: dict) -> str:
+    """A worst example's input: a text model's tokens as the text they decode to, else the numbers."""
+    if "tokens" in example:
+        return _short_text("".join(example["tokens"]))
+    return _short(example["input"])
+
+
+def _short_text(text: str, limit: int = 120) -> str:
+    text = repr(text)[1:-1]  # newlines and tabs visible, on one line
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _patterns(site: str, example: dict, heads: list) -> Raw:
+    """One example's attention, per head: the network's pattern above the theory's (query rows,
+    key columns), the head's R² over it; the tokens label the axes of a text model's."""
+    def draw(path: Path) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        network, theory = example["network"], example["theory"]
+        n = len(network)
+        labels = example.get("tokens", [])[: len(network[0])]
+        fig, axes = plt.subplots(2, n, figsize=(2.2 * n + 0.6, 4.6), squeeze=False)
+        for h in range(n):
+            for row, (name, pattern) in enumerate((("network", network[h]), ("theory", theory[h]))):
+                ax = axes[row][h]
+                ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
+                ax.set_title(f"head {h} {name}" + (f"\nR² {heads[h]:.2f}" if row == 0 else ""), fontsize=8)
+                ticks = range(len(labels)) if labels and len(labels) <= 16 else []
+                ax.set_xticks(list(ticks), [repr(labels[k])[1:-1] for k in ticks], rotation=90, fontsize=6)
+                ax.set_yticks(list(ticks), [repr(labels[k])[1:-1] for k in ticks], fontsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+
+    what = f"example #{example['example']}" + (f": {_short_text(''.join(example['tokens']), 80)}"
+                                                if "tokens" in example else "")
+    return _figure(draw, f"attention patterns of {site}, {what}", f"{site}, {what}: the network's pattern (top) and "
+                   f"the theory's (bottom) per head; rows are queries, columns keys")
 
 
 def _short(value, limit: int = 90) -> str:
@@ -288,12 +356,16 @@ def _search_page(directory: Path):
     overview = _big(("steps", str(len(result.trail) - 1)), ("test coverage (last step)", num(final.report.coverage)),
                     ("theory bits (last step)", num(round(final.report.bits_theory))),
                     ("refitted test coverage", num(result.scorecard.coverage)))
+    from theorycraft.refine import given_of
+
     trail_rows = [[k, s.action, s.params, round(s.selection.bits_theory), round(s.selection.bits_total),
-                   s.selection.coverage, round(s.report.bits_total), s.report.coverage, s.report.coverage_free, fixed(s.seconds, 1)]
+                   s.selection.coverage, round(s.report.bits_total), s.report.coverage, s.report.coverage_free,
+                   ", ".join(given_of(s)) or "–", fixed(s.seconds, 1)]
                   for k, s in enumerate(result.trail)]
     trail = table(["step", "action", "params", "theory bits", "validation total", "validation coverage",
-                   "test total", "test coverage", "test coverage, free", "seconds"], trail_rows,
-                  "each accepted step: its code on validation (what chose it) and on test (reported only)")
+                   "test total", "test coverage", "test coverage, free", "given (inputs, at R² 0)", "seconds"],
+                  trail_rows, "each accepted step: its code on validation (what chose it) and on test (reported only); "
+                  "coverage over every explained site, a site handed in as an input counting as unexplained")
     plot = _figure(lambda p: plot_trail(result.trail, result.scaling, p), "the search trail and its scaling curve",
                    "Left: each step's total bits and test coverage. Right: the trail's (theory bits, 1 − validation "
                    "coverage) and the saturating power law L(N) = E + A·N^−α fitted to them.")
@@ -315,8 +387,8 @@ def _search_page(directory: Path):
     if found:
         sections.append(_section("variables", "Variables found", table(
             ["variable", "what it computes"], [[name, code(text)] for name, text in found.items()])))
-    if (directory / "theory.yaml").is_file():
-        sections.append(_section("found", "Found theory", _pre((directory / "theory.yaml").read_text())))
+    if (directory / "theory.yaml").exists():
+        sections.append(_section("found", "Found theory", _pre(_checked_text(directory, "theory.yaml"))))
     fitted = directory / "fitted"
     if (fitted / "scorecard.json").is_file():
         from theorycraft.scoring import Scorecard
@@ -337,6 +409,9 @@ def found_variables(theory_yaml: str) -> dict[str, str]:
 def _scaling(scaling) -> str:
     if not scaling:
         return _note("Fewer than three trail points with theory bits: no curve was fitted.")
+    if scaling.get("notes"):
+        return _note("No scaling result: the curve fitted to the trail is not one, because it "
+                     + esc("; and it ".join(scaling["notes"])) + ". The plot shows it dotted, for reference only.")
     need = scaling.get("bits_for_target")
     return (f"<p>L(N) = {num(scaling['floor'], 4)} + {scaling['scale']:.4g}·N<sup>−{scaling['exponent']:.3f}</sup> "
             f"(fitted on validation). The floor E = {scaling['floor']:.4g} is the loss this vocabulary cannot pass; "
@@ -348,7 +423,7 @@ def _scaling(scaling) -> str:
 
 def _bench_page(directory: Path):
     from theorycraft.benchmarks import plots
-    from theorycraft.benchmarks.coverage import SEEDS, BenchResult, spread
+    from theorycraft.benchmarks.coverage import BenchResult, coverage_text, seeds_label, splice_text, spread, worst_text
 
     result = _parsed(directory / "results.json", BenchResult, "benchmark results as theorycraft bench writes them",
                      "run theorycraft bench again")
@@ -370,16 +445,15 @@ def _bench_page(directory: Path):
     for target in dict.fromkeys(r.target for r in rows):
         body = []
         for r in sorted((r for r in rows if r.target == target), key=lambda r: (r.reference, r.bits)):
-            recovered = [s["loss_recovered"] for s in r.splice.values() if s.get("loss_recovered") is not None]
             body.append([Raw(f"<b>{esc(r.theory)}</b>") if r.family == "reference" else r.theory, r.family, r.params,
-                         r.bits, r.coverage, r.coverage_free, r.coverage_shifted, r.counterfactual.get("r2"),
-                         r.counterfactual.get("kl"), r.compression,
+                         r.bits, coverage_text(r), r.coverage_free, worst_text(r), ", ".join(r.given) or "–",
+                         r.coverage_shifted, r.counterfactual.get("r2"), r.counterfactual.get("kl"), r.compression,
                          spread(r.seeds["coverage"]) if r.seeds else "–", spread(r.seeds["compression"]) if r.seeds else "–",
-                         ", ".join(f"{v:.3f}" for v in recovered) or "–", fixed(r.seconds, 1)])
+                         splice_text(r), fixed(r.seconds, 1)])
         tables.append(f"<h3>{esc(target)}</h3>" + table(
-            ["theory", "family", "params", "bits", "coverage", "free", "shifted", "counterfactual R²",
-             "counterfactual KL", "compression", f"coverage, seeds {SEEDS[0]}–{SEEDS[-1]}",
-             f"compression, seeds {SEEDS[0]}–{SEEDS[-1]}", "splice loss recovered", "fit + score s"], body))
+            ["theory", "family", "params", "bits", "coverage [95%]", "free", "worst site (free R²)", "given",
+             "shifted", "counterfactual R²", "counterfactual KL", "compression", f"coverage, {seeds_label(rows)}",
+             f"compression, {seeds_label(rows)}", "splice: top-1 / KL / loss recovered", "fit + score s"], body))
     return ("coverage benchmark", [_section("summary", "Summary", about, validity, skipped),
                                    _section("pareto", "Pareto panels", *panels),
                                    _section("table", "Every theory", *tables)])

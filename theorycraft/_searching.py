@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from theorycraft._captures import _activations, _data
+from theorycraft._captures import _activations, _data, document_model, given
 from theorycraft._metrics import Metrics
 from theorycraft.configs import CaptureConfig, FitConfig, SearchConfig, document
 from theorycraft.errors import FitError
+from theorycraft.files import output_directory
 from theorycraft.spec import Theory, load_theory
 from theorycraft.store import ActivationSet
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 @document(SearchConfig, "config", budget_bits=None, budget_minutes=None, tries=None, target_coverage=None,
           judge_cache=None)
 @document(FitConfig, "fit", seed=None, max_steps=None, learning_rate=None, batch_size=None, max_memory=None)
-@document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None)
+@document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None, device=None)
+@document_model()
 def search(start: Theory | str, *, vocabulary: str | None = None, config: SearchConfig | None = None,
            fit: FitConfig | None = None, data: CaptureConfig | None = None, out_dir=None, compare: str | None = None,
            cache_dir=None, trust_code: bool = False, log=print, include_paths: Sequence[str] = (),
@@ -29,7 +31,8 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
            target_coverage: float | None = None, judge_cache: int | str | None = None, seed: int | None = None,
            max_steps: int | None = None, learning_rate: float | None = None, batch_size: int | None = None,
            max_memory: int | str | None = None, n: int | None = None, data_seed: int | None = None,
-           dtype: str | None = None, seq_len: int | None = None) -> "SearchResult":
+           dtype: str | None = None, seq_len: int | None = None, target=None, dataset=None,
+           output: str | None = None, device: str | None = None) -> "SearchResult":
     """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
 
     Parameters
@@ -65,6 +68,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
         A capture to search on (or its key or directory), as for ``infer``.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
+    {model}
     {config: SearchConfig}
     {fit: FitConfig}
     {data: CaptureConfig}
@@ -83,11 +87,12 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
                              target_coverage=target_coverage, judge_cache=judge_cache)
     fit = FitConfig.of(fit, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                        max_memory=max_memory, progress=False)  # one bar, over the search's steps
-    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len)
+    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len, device=device)
     path = start if isinstance(start, str) else "<theory>"
     theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
+    theory, made = given(theory, target, dataset, output)
     acts = _activations(theory, acts, data, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                        progress=progress, log=log)
+                        progress=progress, log=log, target=made)
     if vocabulary:
         vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
     else:
@@ -95,7 +100,7 @@ def search(start: Theory | str, *, vocabulary: str | None = None, config: Search
         text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
         vocab = parse_vocabulary(text, "<default vocabulary>", theory)
     judge = Judge(theory, acts, explained_sites(theory, vocab), fit, cache_bytes=config.judge_cache)
-    out = Path(out_dir or Path("runs") / f"search-{theory.name}")
+    out = output_directory(out_dir or Path("runs") / f"search-{theory.name}")
     result = run(theory, acts, vocab, judge=judge, budget_bits=config.budget_bits,
                  budget_seconds=config.budget_minutes * 60 if config.budget_minutes else None, tries=config.tries,
                  log=log, progress=progress, metrics=Metrics(out))

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
                      help="hook points to record (default: the theory's; a target needs them)")
-    add_flags(cap, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "batch_size", "shift",
+    add_flags(cap, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "batch_size", "shift", "device",
               aliases={"data_seed": ("--seed",)})
     _data_flags(cap)
     cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
     add_flags(inf, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "restarts", "fit_mode", "max_memory",
               "model_shards")
-    add_flags(inf, CaptureConfig, "n", "data_seed", "dtype", "seq_len")
+    add_flags(inf, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "device")
     _data_flags(inf, named=True)
     inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
                      "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
     sc.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
-    add_flags(sc, ScoreConfig, "prequential", "splice", "limit", "shift", "n", "data_seed", "dtype", "max_memory")
+    add_flags(sc, ScoreConfig, "prequential", "splice", "limit", "shift", "n", "data_seed", "dtype", "max_memory",
+              "device")
     _data_flags(sc, named=True, shifted=True)
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _cache_flag(sc)
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
     chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
     add_flags(chk, FitConfig, "seed", "max_memory")  # of the fit when there is no --run; the seed resamples too
-    add_flags(chk, CaptureConfig, "n", "data_seed", "seq_len")
+    add_flags(chk, CaptureConfig, "n", "data_seed", "seq_len", "device")
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
     add_flags(se, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "fit_mode", "max_memory")
-    add_flags(se, CaptureConfig, "n", "data_seed", "dtype", "seq_len")
+    add_flags(se, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "device")
     _data_flags(se, named=True)
     se.add_argument("--no-progress", action="store_true", help="no progress bar over the steps")
     _common(se)

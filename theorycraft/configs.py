@@ -17,6 +17,7 @@ from theorycraft.errors import ArgumentError
 
 DTYPES = ("float32", "float16", "bfloat16")  # storage dtypes of a capture
 FIT_MODES = ("stagewise", "joint")
+DEVICES = ("cpu", "cuda", "mps", "auto")  # where a target's forward passes run (theorycraft.targets.resolve_device)
 
 
 class Range(NamedTuple):
@@ -49,6 +50,8 @@ class Range(NamedTuple):
 
 
 COUNT, SEED, POSITIVE = Range(True, 1), Range(True, 0), Range(False, 0, low_open=True)
+DEVICE_HELP = ("where the target's forward passes run (capture, splice, axioms; default cpu); auto: a GPU where "
+               "there is one. A batch holds fewer examples where they would not fit the device's memory")
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class CaptureConfig(Config):
                                       "the model's positions if fewer)", range=Range(True, 2), metavar="T")
     shift: str | None = param(None, "one of the target's named shifted datasets instead of its own (theorycraft "
                                     "shifts TARGET lists them)", metavar="NAME")
+    device: str | None = param(None, DEVICE_HELP, choices=DEVICES)  # not of the capture's key: the same activations
 
     def __post_init__(self):
         super().__post_init__()
@@ -178,6 +182,7 @@ class ScoreConfig(Config):
                               choices=DTYPES)
     max_memory: int | None = param(None, "bound the prequential refits' memory, e.g. 4G (default: what the "
                                          "machine has free)", memory=True, metavar="SIZE")
+    device: str | None = param(None, DEVICE_HELP, choices=DEVICES)  # the splices' and the shift's forward passes
 
     def __post_init__(self):
         super().__post_init__()
@@ -339,17 +344,22 @@ def given(args: argparse.Namespace, dests: Iterable[str]) -> list[str]:
 
 # --- the documentation ------------------------------------------------------------------------------
 
-def document(config: type[Config], where: str, **keywords: str):
+def document(config: type[Config], where: str | None, **keywords: str):
     """Fill the ``{where}`` line of a library function's docstring with one numpy-style entry per
     keyword argument that replaces a field of ``config`` (``keywords``: keyword -> its dest, where
-    they differ), its type and help taken from the field."""
+    they differ), its type and help taken from the field. ``where`` None: a function that takes
+    no such config, only the keywords (its line is ``{CONFIG_NAME}``)."""
+    import textwrap
+
     def fill(function):
         known, lines = params(config), []
         for keyword, dest in keywords.items():
             f, p = known[dest or keyword]
+            replaces = f" Given, it replaces ``{where}.{f.name}``." if where else ""
             lines += [f"    {keyword} : {_type_text(f, p)}, optional",
-                      f"        {p.help[0].upper()}{p.help[1:]}. Given, it replaces ``{where}.{f.name}``."]
-        marker = f"    {{{where}: {config.__name__}}}\n"
+                      *textwrap.wrap(f"{p.help[0].upper()}{p.help[1:]}.{replaces}", 100, initial_indent=" " * 8,
+                                     subsequent_indent=" " * 8)]
+        marker = f"    {{{where}: {config.__name__}}}\n" if where else f"    {{{config.__name__}}}\n"
         assert marker in function.__doc__, (function.__name__, marker)
         function.__doc__ = function.__doc__.replace(marker, "\n".join(lines) + "\n")
         return function

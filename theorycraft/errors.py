@@ -38,4 +38,9 @@ class ArgumentError(ValueError):
         return text
 
 
-USER_ERRORS = (TheoryError, TargetError, StoreError, FitError, EvaluationError)
+class UnsafeFileError(ValueError):
+    """A path that is not the regular file it must be: a FIFO, a device, a directory, or a symbolic
+    link where theorycraft writes or reads its own files; the message names what was found."""
+
+
+USER_ERRORS = (TheoryError, TargetError, StoreError, FitError, EvaluationError, UnsafeFileError)

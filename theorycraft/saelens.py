@@ -24,6 +24,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from theorycraft.files import replacing, write_atomically
 from theorycraft.errors import ArtifactError
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
@@ -153,8 +154,9 @@ def write_saelens(fitted, component: str, directory, *, hook: str | None = None)
                         "model_name": str(fitted.theory.target)}}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({saelens: np.ascontiguousarray(params[ours]) for saelens, ours in NAMES.items()}, str(directory / WEIGHTS))
-    (directory / CFG).write_text(json.dumps(cfg, indent=2) + "\n")
+    with replacing(directory / WEIGHTS) as tmp:
+        save_file({saelens: np.ascontiguousarray(params[ours]) for saelens, ours in NAMES.items()}, str(tmp))
+    write_atomically(directory / CFG, json.dumps(cfg, indent=2) + "\n")
     return directory
 
 

@@ -44,15 +44,21 @@ def start(python: str, n: int, cache: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="a Python whose theorycraft is the version to compare with")
+    parser.add_argument("--before", help="a Python whose theorycraft is the version to compare with")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=64, help="examples in the cached capture")
+    parser.add_argument("--smoke", action="store_true", help="this Python as --before, 8 examples, 1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.before, args.n, args.rounds = args.before or sys.executable, 8, 1
+    elif not args.before:
+        parser.error("--before is required (a Python whose theorycraft is the version to compare with)")
     with tempfile.TemporaryDirectory() as cache:
         keys = {start(python, args.n, cache) for python in (sys.executable, args.before)}  # captures once
         assert len(keys) == 1, f"the two versions name different captures: {keys}"
         times = rounds({"before": lambda: start(args.before, args.n, cache),
-                        "after": lambda: start(sys.executable, args.n, cache)}, n_rounds=args.rounds)
+                        "after": lambda: start(sys.executable, args.n, cache)}, n_rounds=args.rounds,
+                       warmup=0 if args.smoke else 1)
     for name, seconds in times.items():
         print(f"{name}: median {statistics.median(seconds):.2f}s  (rounds: {', '.join(f'{s:.2f}' for s in seconds)})")
     print(f"speed-up after/before, median [min, max] of {args.rounds} paired rounds: {ratio(times, 'after', 'before')}")

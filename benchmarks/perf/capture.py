@@ -90,19 +90,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 batches, 2 rounds")
+    parser.add_argument("--smoke", action="store_true", help="1 batch of 4 windows, 1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
-    n_batches, n_rounds = (2, 2) if args.quick else (args.batches, args.rounds)
+    n_batches, n_rounds = (1, 1) if args.smoke else (2, 2) if args.quick else (args.batches, args.rounds)
+    batch = 4 if args.smoke else BATCH
     model = load_hf_model("minilm")
-    windows = model.dataset(n_batches * BATCH, 0)  # tokenised once, outside the timings
+    windows = model.dataset(n_batches * batch, 0)  # tokenised once, outside the timings
     target = TorchTarget("hf:minilm", model.module, lambda n_, seed: windows, forward=model._forward)
     target.hooks()  # shapes, once
     tmp = Path(tempfile.mkdtemp())
     try:
-        times = rounds(capture_variants(target, windows, tmp), n_rounds=n_rounds)
+        times = rounds(capture_variants(target, windows, tmp), n_rounds=n_rounds, warmup=0 if args.smoke else 1)
     finally:
         shutil.rmtree(tmp)
     tokens = windows.size
-    print(f"\n{n_rounds} rounds of {n_batches} batches of {BATCH} x {windows.shape[1]} tokens "
+    print(f"\n{n_rounds} rounds of {n_batches} batches of {batch} x {windows.shape[1]} tokens "
           f"({tokens * 384 * 4 * LAYERS / 1e6:.0f} MB "
           f"per capture); torch threads {torch.get_num_threads()}\n")
     print("| variant | tokens/s (this run) | throughput ÷ sdpa forward | throughput ÷ adapter's forward |")

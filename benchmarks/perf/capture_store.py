@@ -45,11 +45,11 @@ class Ready(Target):
         return {h: self.values[:len(rows)].copy() for h in hooks}
 
 
-def once(target: Ready) -> tuple[float, float]:
+def once(target: Ready, n: int = N) -> tuple[float, float]:
     cache = Path(tempfile.mkdtemp())
     try:
         cpu, wall = time.process_time(), time.perf_counter()
-        capture(target, [HookPoint.parse(h) for h in target.hooks()], n=N, cache_dir=cache, batch_size=BATCH,
+        capture(target, [HookPoint.parse(h) for h in target.hooks()], n=n, cache_dir=cache, batch_size=BATCH,
                 progress=False)
         return time.process_time() - cpu, time.perf_counter() - wall
     finally:
@@ -59,14 +59,17 @@ def once(target: Ready) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="1 round of 2 batches, no warm-up: CI's check that it runs")
     args = parser.parse_args()
+    n, n_rounds = (2 * BATCH, 1) if args.smoke else (N, args.rounds)
     target = Ready()
-    once(target)  # warm-up
-    cpu, wall = zip(*(once(target) for _ in range(args.rounds)))
-    size = N * SITES * int(np.prod(SHAPE)) * 4
+    if not args.smoke:
+        once(target)  # warm-up
+    cpu, wall = zip(*(once(target, n) for _ in range(n_rounds)))
+    size = n * SITES * int(np.prod(SHAPE)) * 4
     for name, values in (("CPU seconds", cpu), ("wall seconds", wall)):
         print(f"{name} per capture of {size / 1e6:.0f} MB: {statistics.median(values):.2f} "
-              f"[{min(values):.2f}, {max(values):.2f}] over {args.rounds} rounds")
+              f"[{min(values):.2f}, {max(values):.2f}] over {n_rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -65,9 +65,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated variant names (memory and disk are always run)")
+    parser.add_argument("--smoke", action="store_true", help="1 batch of 4 windows, 1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
+    batch = 4 if args.smoke else BATCH
+    if args.smoke:
+        args.batches, args.rounds = 1, 1
     model = load_hf_model("minilm")
-    windows = model.dataset(args.batches * BATCH, 0)
+    windows = model.dataset(args.batches * batch, 0)
     target = TorchTarget("hf:minilm", model.module, lambda n_, seed: windows, forward=model._forward)
     target.hooks()
     tmp = Path(tempfile.mkdtemp())
@@ -76,10 +80,10 @@ def main() -> None:
         if args.only:
             keep = {"memory", "disk", *args.only.split(",")}
             runs = {name: run for name, run in runs.items() if name in keep}
-        times = rounds(runs, n_rounds=args.rounds)
+        times = rounds(runs, n_rounds=args.rounds, warmup=0 if args.smoke else 1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{args.rounds} rounds of {args.batches} batches of {BATCH} x {windows.shape[1]} tokens; "
+    print(f"\n{args.rounds} rounds of {args.batches} batches of {batch} x {windows.shape[1]} tokens; "
           f"torch threads {torch.get_num_threads()}\n")
     print("| variant | median s | throughput ÷ memory | throughput ÷ disk |")
     print("|---|---:|---:|---:|")

@@ -28,7 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--other", help="another theorycraft executable to compare infer with")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
+    n_rounds, warmup = (1, 0) if args.smoke else (args.rounds, 1)
     ours = shutil.which("theorycraft", path=str(Path(sys.executable).parent)) or "theorycraft"
     with tempfile.TemporaryDirectory() as tmp:
         bad = Path(tmp) / "bad.yaml"
@@ -40,7 +42,7 @@ def main() -> None:
         variants = {"infer": run(ours, "infer"), "validate": run(ours, "validate")}
         if args.other:
             variants["other infer"] = run(args.other, "infer")
-        times = rounds(variants, n_rounds=args.rounds)
+        times = rounds(variants, n_rounds=n_rounds, warmup=warmup)
     for name, seconds in times.items():
         print(f"{name}: median {statistics.median(seconds):.2f} s [{min(seconds):.2f}, {max(seconds):.2f}]")
     print(f"infer / validate time: {ratio(times, 'validate', 'infer')}")

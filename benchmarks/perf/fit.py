@@ -55,6 +55,7 @@ def make_capture(n: int, f: int, root: Path):
 theory: ridge-{f}
 target: activations:{recorded}
 sites: {{x: x, y: y}}
+inputs: [x]
 components:
   map: {{kind: linear, from: x, predicts: y}}
 """)
@@ -139,14 +140,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="N = 40,000 and 2 rounds")
+    parser.add_argument("--smoke", action="store_true", help="N = 1,000, F = 16, 1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
-    n, n_rounds = (40_000, 2) if args.quick else (args.n, args.rounds)
+    n, n_rounds = (1_000, 1) if args.smoke else (40_000, 2) if args.quick else (args.n, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        for f in (64, 512):
+        for f in (16,) if args.smoke else (64, 512):
             theory, acts = make_capture(n, f, Path(tmp))
             peers, split = peer_variants(theory, acts)
             check_same_answer(theory, acts, split)
-            times = rounds(engine_variants(theory, acts, Path(tmp) / f"run-{f}") | peers, n_rounds=n_rounds)
+            times = rounds(engine_variants(theory, acts, Path(tmp) / f"run-{f}") | peers, n_rounds=n_rounds,
+                           warmup=0 if args.smoke else 1)
             report(f, n, times)
             del peers, split
 

@@ -30,27 +30,47 @@ def script():
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("fit", "score"))
-    parser.add_argument("capture", type=Path)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("what", nargs="?", choices=("fit", "score"))
+    parser.add_argument("capture", nargs="?", type=Path)
+    parser.add_argument("run_dir", nargs="?", type=Path)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the embeddings-only theory on 4 windows captured here, fitted and scored in this "
+                             "process: CI's check that it runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke()
+    if args.run_dir is None:
+        parser.error("give fit|score CAPTURE_DIR RUN_DIR (or --smoke)")
+    print(json.dumps(measure(args.what, args.capture, args.run_dir, layers=6)))
+
+
+def smoke() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        acts = script().capture(0, 4, cache_dir=Path(tmp) / "cache", progress=False)
+        for what in ("fit", "score"):
+            print(json.dumps(measure(what, acts.directory, Path(tmp) / "run", layers=0)))
+
+
+def measure(what: str, capture: Path, run_dir: Path, layers: int) -> dict:
     from theorycraft.inference.engine import FitConfig, FittedTheory, fit
     from theorycraft.scoring import score
     from theorycraft.spec import parse_theory
     from theorycraft.store import ActivationSet
 
-    acts = ActivationSet(args.capture)
+    acts = ActivationSet(capture)
     start = time.perf_counter()
-    if args.what == "fit":
-        theory = parse_theory(script().theory_text(6), path="<minilm-50m>")
-        fit(theory, acts, FitConfig(progress=False)).save(args.run_dir)
+    if what == "fit":
+        theory = parse_theory(script().theory_text(layers), path="<minilm-50m>")
+        fit(theory, acts, FitConfig(progress=False)).save(run_dir)
         out = {}
     else:
-        card = score(FittedTheory.load(args.run_dir), acts, bits=True)
+        card = score(FittedTheory.load(run_dir), acts, bits=True)
         out = {"coverage": card.coverage, "bits": card.size.bits}
     out |= {"seconds": round(time.perf_counter() - start, 1),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

@@ -110,23 +110,28 @@ def main() -> None:
                         help="each variant's warm-up search stops after this long (compiles what the search jits)")
     parser.add_argument("--only", nargs="+", choices=list(SEARCHES), default=list(SEARCHES))
     parser.add_argument("--against", metavar="DIR", help="a checkout (with its .venv) whose full search to compare with")
+    parser.add_argument("--smoke", action="store_true",
+                        help="superposition only, 1 round, no warm-up, each search stopped after 2 s: CI's check that it runs")
     parser.add_argument("--worker", nargs=3, metavar=("SEARCH", "VARIANT", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker[0], args.worker[1], float(args.worker[2]))
     if args.against:
         return against(args)
+    budget = 2.0 if args.smoke else None
+    if args.smoke:
+        args.only, args.rounds = ["superposition"], 1
     print("| search | steps | s/step incremental | s/step full | speed-up (full ÷ incremental) | same steps |\n"
           "|---|---:|---:|---:|---:|---|", flush=True)
     for name in args.only:
         prepared = prepare(name)
-        for incremental in VARIANTS.values():  # warm-up: jit compilation out of the timings
+        for incremental in VARIANTS.values() if budget is None else ():  # warm-up: jit compilation out of the timings
             run_once(prepared, incremental, budget_seconds=args.warmup_seconds)
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         trails: dict[str, list] = {v: [] for v in VARIANTS}
         for _ in range(args.rounds):
             for variant, incremental in VARIANTS.items():
-                per_step, trail = run_once(prepared, incremental)
+                per_step, trail = run_once(prepared, incremental, budget_seconds=budget)
                 times[variant].append(per_step)
                 trails[variant].append(trail)
         same = all([(s.action, round(s.selection.bits_total)) for s in a] == [(s.action, round(s.selection.bits_total))

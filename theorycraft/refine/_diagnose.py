@@ -56,9 +56,39 @@ def _candidates(fitted, batch: dict, site: str, vocab=None) -> dict[str, np.ndar
     return out
 
 
-def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, vocabulary=None) -> dict:
-    """A report per coded (non-pattern) site, on up to ``limit`` validation examples; ``vocabulary``
-    (a search vocabulary) adds its candidate features to what residual directions are compared with."""
+PATTERN_EXAMPLES = 3  # worst examples whose patterns (the network's and the theory's) a pattern site's report keeps
+PATTERN_POSITIONS = 32  # of at most this many query and key positions each
+
+
+def _pattern_report(fitted, site: str, y: np.ndarray, pred: np.ndarray, rows: np.ndarray, worst: int,
+                    inputs: np.ndarray, decode) -> dict:
+    """An attention site ([example, head, query, key]): the R² of each head (SST around its train
+    mean, as the scorer's), and for the worst examples both patterns per head, for the report's panels."""
+    mean = np.asarray(fitted.means[site], np.float64).reshape(y.shape[1:])
+    sse = ((y - pred) ** 2).sum(axis=(0, 2, 3))
+    sst = ((y - mean) ** 2).sum(axis=(0, 2, 3))
+    per_example = ((y - pred) ** 2).reshape(len(y), -1).sum(1)
+    shown = PATTERN_POSITIONS
+    return {"residual_share_of_variance": round(float(sse.sum() / max(sst.sum(), 1e-30)), 4),
+            "heads": [round(r2(float(a), float(b)), 4) for a, b in zip(sse, sst)],
+            "worst": [{"example": int(rows[k]), "squared_error": round(float(per_example[k]), 4),
+                       "input": inputs[k].round(4).tolist(), **_text(decode, inputs[k]),
+                       "network": y[k, :, :shown, :shown].round(3).tolist(),
+                       "theory": pred[k, :, :shown, :shown].round(3).tolist()}
+                      for k in np.argsort(-per_example)[:min(worst, PATTERN_EXAMPLES)]]}
+
+
+def _text(decode, tokens) -> dict:
+    """A text model's example as its tokens read: ``{"tokens": [...]}``, or nothing without a decoder."""
+    return {} if decode is None else {"tokens": [decode(int(t)) for t in np.asarray(tokens).reshape(-1)]}
+
+
+def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, vocabulary=None, decode=None) -> dict:
+    """A report per site, on up to ``limit`` validation examples: of a coded site, its residual's
+    top directions and what they correlate with; of an attention site, each head's R²; of both,
+    the worst examples. ``vocabulary`` (a search vocabulary) adds its candidate features to what
+    residual directions are compared with; ``decode`` (token id -> text, a text model's tokenizer)
+    adds each worst example's tokens as text."""
     from theorycraft.configs import COUNT, SEED
 
     top, worst, limit = COUNT.check("top", top), SEED.check("worst", worst), COUNT.check("limit", limit)
@@ -70,8 +100,11 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
     report = {}
     for site in fitted.sites:
         shape = fitted.plan.site_shapes[site]
-        if len(shape) == 3:
-            continue  # attention patterns: rows are not examples of one distribution
+        if len(shape) == 3:  # attention patterns: rows are not examples of one distribution, heads are read apart
+            report[site] = _pattern_report(fitted, site, np.asarray(batch[site], np.float64),
+                                           np.asarray(preds[site], np.float64), rows, worst,
+                                           np.asarray(batch["inputs"]), decode)
+            continue
         y = site_rows(fitted.plan, site, batch[site])
         residual = y - site_rows(fitted.plan, site, preds[site])
         centred = residual - residual.mean(0)
@@ -90,7 +123,7 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
         report[site] = {"residual_share_of_variance": round(1 - r2(sse[site], sst[site]), 4),
                         "directions": components,
                         "worst": [{"example": int(rows[k]), "squared_error": round(float(per_example[k]), 4),
-                                   "input": inputs[k].round(4).tolist()} for k in order]}
+                                   "input": inputs[k].round(4).tolist(), **_text(decode, inputs[k])} for k in order]}
     return report
 
 
@@ -98,10 +131,13 @@ def render(report: dict) -> str:
     lines = []
     for site, r in report.items():
         lines.append(f"site {site}: residual = {r['residual_share_of_variance']:.1%} of the variance (validation)")
-        for k, d in enumerate(r["directions"]):
+        if "heads" in r:
+            lines.append("  R² per head: " + ", ".join(f"{h}: {v:.3f}" for h, v in enumerate(r["heads"])))
+        for k, d in enumerate(r.get("directions", ())):
             near = ", ".join(f"{c['name']} ({c['correlation']:+.2f})" for c in d["correlated"]) or "nothing"
             lines.append(f"  direction {k + 1}: {d['variance_share']:.1%} of the residual; correlated with {near}")
         lines.append("  worst validation examples:")
         for w in r["worst"]:
-            lines.append(f"    #{w['example']}: squared error {w['squared_error']:.4g}, input {w['input']}")
+            shown = repr("".join(w["tokens"])) if "tokens" in w else w["input"]
+            lines.append(f"    #{w['example']}: squared error {w['squared_error']:.4g}, input {shown}")
     return "\n".join(lines)

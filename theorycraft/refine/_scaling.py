@@ -5,7 +5,8 @@ The fit is ``scipy.optimize.least_squares`` (trust-region reflective, bounds E �
 ``ALPHA_RANGE``) in relative error, started from the best of a coarse grid over α with E and A in
 closed form. Its standard errors come from the Jacobian at the optimum (s²·(JᵀJ)⁻¹, s² the residual
 variance over n − 3 degrees of freedom), and it says so, in ``notes``, when a figure is not a result:
-fewer than ``MIN_POINTS`` points, or α at the edge of its range (the points do not pin it down)."""
+fewer than ``MIN_POINTS`` distinct sizes, sizes spanning less than ``MIN_SPREAD``×, or α at the
+edge of its range (the points do not pin it down). A curve with notes is printed as no result."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 ALPHA_RANGE = (0.02, 4.0)  # exponents allowed
-MIN_POINTS = 5  # fewer: 3 parameters leave at most one degree of freedom, the errors mean little
+MIN_POINTS = 5  # fewer distinct sizes: 3 parameters leave at most one degree of freedom, the errors mean little
+DISTINCT = 0.05  # sizes within 5% of each other count as one point
+MIN_SPREAD = 4.0  # the sizes must span at least this factor for an exponent to mean anything
 _START = np.geomspace(*ALPHA_RANGE, 40)  # coarse grid of starting exponents
 
 
@@ -73,14 +76,28 @@ def fit_scaling(sizes: Sequence[float], losses: Sequence[float]) -> ScalingCurve
     scale = a * scale_n ** alpha  # back to A of N itself
     errors = _errors(fit, len(n), scale_n)
     notes = []
-    if len(n) < MIN_POINTS:
-        notes.append(f"rests on {len(n)} points (fewer than {MIN_POINTS}): "
+    distinct = distinct_sizes(n)
+    if distinct < MIN_POINTS:
+        notes.append(f"rests on {distinct} distinct sizes (fewer than {MIN_POINTS}; sizes within {DISTINCT:.0%} of each "
+                     f"other count as one, of {len(n)} points): "
                      + ("its errors cannot be estimated" if errors is None else "its errors mean little"))
+    if n.max() < MIN_SPREAD * n.min():
+        notes.append(f"its sizes span only {n.max() / n.min():.2f}x (less than {MIN_SPREAD:g}x): too narrow a range "
+                     f"to extrapolate from")
     edge = next((b for b in ALPHA_RANGE if abs(math.log(alpha / b)) < 0.01), None)
     if edge is not None:
         notes.append(f"α = {alpha:.2f} sits at the edge of its range [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}]: "
                      f"the points do not pin it down, so α, A and the size for a target are not results")
     return ScalingCurve(floor, float(scale), alpha, errors, len(n), tuple(notes))
+
+
+def distinct_sizes(sizes) -> int:
+    """How many of ``sizes`` differ from the next smaller kept one by more than ``DISTINCT``."""
+    count, last = 0, None
+    for size in np.sort(np.asarray(sizes, np.float64)):
+        if last is None or size > last * (1 + DISTINCT):
+            count, last = count + 1, size
+    return count
 
 
 def _closed_form(n, loss, weight, alpha) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from theorycraft import _artifact
+from theorycraft.files import write_atomically
 from theorycraft.inference import FitConfig, fit
 from theorycraft.inference.kinds import kind_of
 from theorycraft.scoring import Scorecard, score
@@ -57,7 +59,8 @@ class SearchResult:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         reference = self.reference and {**self.reference, "validation": self.reference["validation"].as_dict(),
                                          "test": self.reference["test"].as_dict()}
-        return data | {"trail": [step.as_dict() for step in self.trail], "scorecard": self.scorecard.to_json(),
+        steps = [step.as_dict() | {"given": list(given_of(step))} for step in self.trail]  # inputs: at R² 0
+        return data | {"trail": steps, "scorecard": self.scorecard.to_json(),
                        "reference": reference, "heads_left_to_mean": list(self.heads_left_to_mean)}
 
     @classmethod
@@ -71,6 +74,15 @@ class SearchResult:
         return cls(data["start"], data["stopped"], data["fit"], tuple(Step.from_json(s) for s in data["trail"]),
                    Scorecard.from_json(data["scorecard"]), data.get("scaling"), reference,
                    tuple(data.get("heads_left_to_mean", ())), data.get("out", ""))
+
+
+def given_of(step: Step) -> tuple[str, ...]:
+    """The recorded sites a step's theory was handed (its declared ``inputs``): its trail
+    coverage counts each at R² 0."""
+    import yaml
+
+    data = yaml.safe_load(step.theory) if step.theory else None
+    return tuple(data.get("inputs") or ()) if isinstance(data, dict) else ()
 
 
 def scaling_of(trail: Sequence[Step], target_coverage: float) -> dict | None:
@@ -134,8 +146,8 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     comments += [f"# {h['site']} head {h['head']} is left to its mean pattern; of the vocabulary's rules it is "
                  f"closest to {h['rule_name']} ({h['rule']}), cosine {h['cosine']:.2f}" for h in heads]
     found = judge.judged(result.best.theory)  # over the sites the trail's figures cover
-    (out / "theory.yaml").write_text("\n".join(comments) + "\n" + found.to_yaml())
-    (out / "vocabulary.yaml").write_text(result.vocabulary.text)
+    write_atomically(out / "theory.yaml", "\n".join(comments) + "\n" + found.to_yaml())
+    write_atomically(out / "vocabulary.yaml", result.vocabulary.text)
     fitted = fit(found, judge.acts, config, data=judge.data)  # as infer fits it
     card = score(fitted, judge.acts, data=judge.data)
     fitted.save(out / "fitted")
@@ -145,7 +157,8 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     summary = SearchResult(start_path, result.stopped, fit_record,
                            result.trail, card, scaling_of(result.trail, target_coverage), reference, tuple(heads),
                            str(out))
-    (out / "trail.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+    write_atomically(out / "trail.json", json.dumps(summary.to_json(), indent=1) + "\n")
+    _artifact.record(out, "theory.yaml", "vocabulary.yaml", "trail.json")  # the report reads them back
     plot_trail(result.trail, summary.scaling, out / "trail.png")
     return summary
 

@@ -22,9 +22,21 @@ from theorycraft.inference.engine import (SUBSPACE, Intervention, component_outp
 from theorycraft.spec import HookPoint, OUTPUT, Place, Site, evaluate_variables
 
 from ._fidelity import r2
+from ._intervals import ratio_intervals
 from ._splice import _put, kl_rows, row_losses
 
-BOOTSTRAP = 1000  # resamples of the held-out examples for each interval
+# what each column of an axiom's result means, as the CLI and the report define them
+COLUMNS = (
+    ("network effect", "the intervention's effect on the network: the share of the observed site's variance it "
+                       "moves, or the change of the output's metric; [95% bootstrap interval over held-out examples]"),
+    ("theory's predicted effect", "the same effect as the theory predicts it: its own intervened run against its own "
+                                  "clean run (free-running, the same intervention at what stands for the place in it)"),
+    ("judged", "what is compared with the bound: the network effect (invariant, changes); for predicted_by_theory, "
+               "the R² of the theory's intervened prediction against the intervened network, or with a metric the "
+               "relative error of its predicted change"),
+    ("mean", "a 'mean' intervention writes the training mean per position (of the place, component or variable "
+             "intervened on), on the network and on the theory alike"),
+)
 CHECK_EXAMPLES = 512  # held-out examples an axiom is checked on (theorycraft check --limit)
 TRAIN_EXAMPLES = 1024  # training examples means and subspaces are measured on
 RELATIVE_FLOOR = 1e-3  # `within` compares changes relative to the network's, or to this where it barely moves
@@ -100,7 +112,7 @@ class Lab:
         index = place.numpy_index
         site = self.theory.sites.get(place.name)
         if site is not None:
-            where = _Where(place, site.hook, site.position, place.name, index)
+            where = _Where(place, site.hook, site.kept, place.name, index)
         else:
             hook = HookPoint.parse(place.name)
             self.target.check_hooks([hook])
@@ -111,10 +123,11 @@ class Lab:
                     continue
                 if spec.position is None:
                     where = _Where(place, hook, None, s, index)
-                elif index and isinstance(index[0], int) and length and index[0] % length == spec.position % length:
+                elif (isinstance(spec.position, int) and index and isinstance(index[0], int) and length
+                      and index[0] % length == spec.position % length):
                     where = _Where(place, hook, spec.position, s, index[1:])
         shape = self.target.hooks()[str(where.hook)]
-        shape = shape[1:] if where.position is not None else shape
+        shape = Site(hook=where.hook, position=where.position).kept_shape(shape)
         try:
             np.empty(shape)[where.index]
         except IndexError as exc:
@@ -157,7 +170,7 @@ class Lab:
         def replace(activation: torch.Tensor) -> torch.Tensor:
             new = activation.clone()
             values = (new[:, where.position] if where.position is not None else new).float().cpu().numpy()
-            changed = torch.from_numpy(intervention.apply(values, source)).to(new.dtype)
+            changed = torch.from_numpy(intervention.apply(values, source)).to(new.device, new.dtype)
             if where.position is None:
                 new[...] = changed
             else:
@@ -180,6 +193,8 @@ class Lab:
         source_inputs = (inputs[self.derangement(len(inputs))] if how == "resample" else
                          self.tokens(expr, inputs, name) if how == "patch" else None)
         source = self.at(self.record(source_inputs, [where.hook])[0], where) if source_inputs is not None else None
+        if how == "mean":  # the theory's counterparts take their own training means (per position), too
+            source_inputs = self.train_inputs
         counterpart = counterpart or ((where.site,) if where.site else ())
         theory = self.theory
         predicted = predict_intervened(
@@ -195,7 +210,7 @@ class Lab:
         the theory has already said what it says (its prediction carries the intervention or not)."""
         name = next(n for n, s in self.theory.sites.items() if s == site)
         replace = {h: fn for h, fn in outcome.replace.items() if self.fires_before(h, site.hook)}
-        return {**replace, site.hook: _put(outcome.theory[name], site.position)}
+        return {**replace, site.hook: _put(outcome.theory[name], site.kept)}
 
     def fires_before(self, first: HookPoint, second: HookPoint) -> bool:
         """Does ``first`` run before ``second`` in the network's forward pass (the order in which a
@@ -244,14 +259,9 @@ def component_features(fitted, inputs: np.ndarray, sites: Mapping[str, np.ndarra
 # --- measures -----------------------------------------------------------------------------------
 
 def _interval(numerator: np.ndarray, denominator: Optional[np.ndarray], rng) -> tuple[float, float]:
-    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``)."""
-    n = len(numerator)
-    if n == 0:
-        return float("nan"), float("nan")
-    draws = rng.integers(0, n, size=(BOOTSTRAP, n))
-    num = numerator[draws].sum(1)
-    values = num / np.maximum(denominator[draws].sum(1), 1e-30) if denominator is not None else num / n
-    low, high = np.percentile(values, [2.5, 97.5])
+    """95% bootstrap interval of Σ numerator / Σ denominator (or of the mean of ``numerator``),
+    over the held-out examples, drawn from the axiom's own ``rng``."""
+    low, high = ratio_intervals(numerator, denominator, seed=int(rng.integers(2 ** 32)))[0]
     return float(low), float(high)
 
 
@@ -346,7 +356,7 @@ def _output_effect(lab: Lab, outcome: Outcome, theory_before, metric: Optional[s
         (low0, high0), (low1, high1) = _interval(m0, None, lab.rng), _interval(m1, None, lab.rng)
         low, high = low1 - high0, high1 - low0
     last = theory.sites[theory.site_order()[0][-1]]
-    spliced0 = lab.record(lab.inputs, [], {last.hook: _put(theory_before[theory.site_order()[0][-1]], last.position)})[1]
+    spliced0 = lab.record(lab.inputs, [], {last.hook: _put(theory_before[theory.site_order()[0][-1]], last.kept)})[1]
     spliced1 = lab.record(outcome.inputs, [], lab.spliced(outcome, last))[1]
     s_rows0, s0 = _metric_rows(task, spliced0, lab.inputs, metric)
     s_rows1, s1 = _metric_rows(task, spliced1, outcome.inputs, metric, s_rows0)

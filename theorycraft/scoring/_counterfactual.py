@@ -53,7 +53,7 @@ def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None
         if not moved and not logits:
             continue  # nothing of this theory downstream to score, and no output to compare
         lab.reseed(name)
-        place = Place(str(intervened.hook), ((intervened.position,) if intervened.position is not None else ()) + index)
+        place = Place(str(intervened.hook), _hook_index(intervened, index))
         try:
             outcome = lab.apply("resample", place, name, clean_sites=clean_sites)
         except FitError:
@@ -79,6 +79,15 @@ def counterfactual_fidelity(lab: Lab, sites: Optional[Mapping[str, Site]] = None
                                tuple(skipped))
 
 
+def _hook_index(site: Site, index: tuple) -> tuple:
+    """An index into a site's per-example values as an index into its hook's (positions first)."""
+    if site.position is None:
+        return index
+    if isinstance(site.position, int):
+        return (site.position, *index)
+    return (site.position[index[0]], *index[1:]) if index else (site.position,)
+
+
 def _shape(lab: Lab, site: Site) -> tuple:
     values = lab.record(lab.inputs[:2], [site.hook])[0][site.hook]
-    return values.shape[2:] if site.position is not None else values.shape[1:]
+    return site.kept_shape(values.shape[1:])

@@ -70,13 +70,26 @@ def batches(fitted, index: np.ndarray) -> list[np.ndarray]:
     return site_batches(fitted.plan.site_shapes, index, 4)
 
 
-def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
-    """Per covered site, Σ (y − train mean)² over examples ``index``: the SST of R²."""
-    out = {s: 0.0 for s in fitted.sites}
+def spreads(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *, sites=None,
+            per_example: bool = False) -> dict:
+    """Per covered site (or per site of ``sites``), Σ (y − train mean)² over examples ``index``:
+    the SST of R²; ``per_example``: each example's sum, an array over ``index``."""
+    parts = {s: [] for s in (fitted.sites if sites is None else sites)}
     for rows in batches(fitted, index):
-        for s in out:
-            out[s] += float(((site_rows(fitted.plan, s, data[s][rows]) - fitted.means[s]) ** 2).sum())
-    return out
+        for s in parts:
+            parts[s].append(_per_example((site_rows(fitted.plan, s, data[s][rows]) - fitted.means[s]) ** 2, len(rows)))
+    return _totals(parts, per_example)
+
+
+def _per_example(squares: np.ndarray, n: int) -> np.ndarray:
+    """A batch's squares in a site's rows (example-major) -> their sum per example, in float64."""
+    return squares.reshape(n, -1).sum(1, dtype=np.float64)
+
+
+def _totals(parts: Mapping[str, list], per_example: bool) -> dict:
+    if per_example:
+        return {s: np.concatenate(v) if v else np.zeros(0) for s, v in parts.items()}
+    return {s: float(sum(float(a.sum()) for a in v)) for s, v in parts.items()}
 
 
 @dataclass
@@ -99,13 +112,14 @@ class Kept:
 
 
 def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *,
-                   free: bool = False, kept: Kept | None = None) -> dict[str, float]:
+                   free: bool = False, kept: Kept | None = None, per_example: bool = False) -> dict:
     """Per covered site, the summed squared error of ``fitted`` over examples ``index`` (a site it
     does not predict is predicted by its training mean), teacher-forced (every site a component
     reads is the recorded one) or ``free`` (the theory's own prediction of it, from the input).
     Batch by batch (``batches``), read from the shards. ``kept`` (teacher-forced, for models of one
-    plan over one ``index``): batches read before are taken from it, and new ones kept in it."""
-    sse = {s: 0.0 for s in fitted.sites}
+    plan over one ``index``): batches read before are taken from it, and new ones kept in it.
+    ``per_example``: each example's sum, an array over ``index`` (what intervals resample)."""
+    sse = {s: [] for s in fitted.sites}
     for b, rows in enumerate(batches(fitted, index)):
         if not free and kept is not None and b in kept.batches:
             targets, given = kept.batches[b]
@@ -118,8 +132,22 @@ def squared_errors(fitted, data: Mapping[str, np.ndarray], index: np.ndarray, *,
         preds = (fitted.predict(data["inputs"][rows], recorded, free=True) if free else
                  fitted.predict_given(given, len(rows)))
         for s in sse:
-            sse[s] += float(((site_rows(fitted.plan, s, preds[s]) - targets[s]) ** 2).sum())
-    return sse
+            sse[s].append(_per_example((site_rows(fitted.plan, s, preds[s]) - targets[s]) ** 2, len(rows)))
+    return _totals(sse, per_example)
+
+
+def unexplained_inputs(fitted, data: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """The declared inputs the headline coverage counts as unexplained (R² 0): every recorded
+    site the theory is handed, except one that holds exactly the network's input (a vector
+    input's hook), which every theory is given and none could explain."""
+    return tuple(s for s in fitted.theory.inputs if not is_network_input(fitted, data, s))
+
+
+def is_network_input(fitted, data: Mapping[str, np.ndarray], s: str) -> bool:
+    """Does site ``s`` hold exactly the network's input, on every example?"""
+    every = np.arange(len(data["inputs"]))
+    return np.shape(data[s]) == np.shape(data["inputs"]) and all(
+        np.array_equal(data[s][rows], data["inputs"][rows]) for rows in batches(fitted, every))
 
 
 def values_of(fitted, s: str, n_examples: int) -> int:
@@ -127,10 +155,12 @@ def values_of(fitted, s: str, n_examples: int) -> int:
     return n_examples * int(np.prod(fitted.plan.site_shapes[s]))
 
 
-def coverage(sse: Mapping[str, float], sst: Mapping[str, float]) -> float:
-    """Variance-weighted mean R² over the sites of ``sse`` = 1 − ΣSSE / ΣSST."""
-    total = sum(sst[s] for s in sse)
-    return 1.0 - sum(sse.values()) / total if total > 0 else 0.0
+def coverage(sse: Mapping[str, float], sst: Mapping[str, float], unexplained=()) -> float:
+    """Variance-weighted mean R² over the sites of ``sse`` = 1 − ΣSSE / ΣSST; each site of
+    ``unexplained`` (a declared input) counts too, at R² 0 (its SSE is its SST)."""
+    total = sum(sst[s] for s in (*sse, *unexplained))
+    missed = sum(sse.values()) + sum(sst[s] for s in unexplained)
+    return 1.0 - missed / total if total > 0 else 0.0
 
 
 def r2(sse: float, sst: float) -> float:

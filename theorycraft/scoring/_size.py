@@ -17,7 +17,7 @@ from theorycraft.inference.kinds import kind_of
 
 from ._codes import FLOAT_BITS, entropy_bits, spec_bits, subset_bits
 from ._card import SizeScore
-from ._fidelity import Examples, Kept, batches, coverage, squared_errors
+from ._fidelity import Examples, Kept, batches, coverage, squared_errors, unexplained_inputs
 
 R2_TOLERANCE = 0.001  # the most validation coverage quantization may cost
 LOG2_SCALES = (-20.0, 2.0)  # step sizes searched, relative to each tensor's RMS
@@ -62,11 +62,7 @@ def input_bits(fitted, examples: Examples) -> dict[str, float]:
 
     seen = np.union1d(examples.train, examples.validation)
     data, out = examples.data, {"validation": 0.0, "test": 0.0}
-    everything = np.arange(len(data["inputs"]))
-    for s in fitted.theory.inputs:
-        if np.shape(data[s]) == np.shape(data["inputs"]) and all(
-                np.array_equal(data[s][rows], data["inputs"][rows]) for rows in batches(fitted, everything)):
-            continue
+    for s in unexplained_inputs(fitted, data):
         precision = PRECISION * max(np.sqrt(spread(s, seen) / values_of(fitted, s, len(seen))), 1e-12)
         for split in out:
             index = examples.index[split]

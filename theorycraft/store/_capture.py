@@ -18,9 +18,10 @@ import numpy as np
 
 from theorycraft.configs import CaptureConfig, bytes_text, site
 from theorycraft.errors import ArgumentError, StoreError
+from theorycraft.files import read_json
 from theorycraft.spec import HookPoint
 
-from ._durable import (TMP_SUFFIX, _Writer, file_digest, manifest_digest, site_filename,
+from ._durable import (TMP_SUFFIX, _Writer, lock_file, file_digest, manifest_digest, site_filename,
                        write_array, write_json)
 from ._reading import CHECKSUM, FORMAT_VERSION, ActivationSet, CaptureKey, cache_root, numpy_dtype
 
@@ -56,7 +57,7 @@ def capture(target, hooks: Sequence[HookPoint], *, n: int | None = CaptureConfig
             raise ArgumentError(f"expected a part K/N with 0 <= K < N, found {part[0]}/{part[1]}")
         directory = directory.with_name(f"{directory.name}.part-{part[0]}-of-{part[1]}")
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
+    with lock_file(directory) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second capture of the same key waits, then reuses
         if (directory / "manifest.json").exists():
             return ActivationSet(directory)
@@ -190,7 +191,7 @@ def _adopt_parts(directory: Path, key: CaptureKey, bounds: list, files: set) -> 
     written them and been interrupted; a part whose shards are all adopted is removed."""
     path = directory / "progress.json"
     for folder in sorted(directory.parent.glob(f"{directory.name}.part-*-of-*")):
-        with open(folder / ".lock", "a") as lock:
+        with lock_file(folder) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a part still being captured: wait for it
             found = _finished_shards(folder, folder / "progress.json", key, bounds, files)
         inputs = found.pop("__inputs__", None)
@@ -214,7 +215,7 @@ def _adopt_parts(directory: Path, key: CaptureKey, bounds: list, files: set) -> 
 def _finished_shards(directory: Path, progress_path: Path, key: CaptureKey, bounds: list, files: set) -> dict:
     """Shards an interrupted capture finished, each re-verified; anything doubtful is redone."""
     try:
-        state = json.loads(progress_path.read_text())
+        state = read_json(progress_path, follow=False)
     except (OSError, ValueError):
         return {}
     if not isinstance(state, dict) or state.get("key") != json.loads(json.dumps(key.__dict__)):

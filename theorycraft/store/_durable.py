@@ -1,5 +1,5 @@
-"""Durable writes of a capture's files: each written to a temporary name, fsync'd and renamed,
-so a file either is complete or is not there; checksums hashed from the bytes in hand; the
+"""Durable writes of a capture's files: each written to a fresh, unguessable temporary name
+(``theorycraft.files``), fsync'd and renamed, so a file either is complete or is not there; checksums hashed from the bytes in hand; the
 background writer that lands shards while the target runs."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from theorycraft.files import open_lock, open_regular, replacing, temporary_beside
+from theorycraft.errors import StoreError
 from theorycraft.spec import HookPoint
 
 def _fsync_dir(path: Path) -> None:
@@ -25,7 +27,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".tmp"  # what theorycraft.files names its temporaries with: an interrupted write leaves one
+
+
+def lock_file(directory: Path):
+    """``directory/.lock`` opened for ``fcntl.flock``, never through a planted link."""
+    try:
+        return open_lock(directory / ".lock")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{directory / '.lock'}: cannot lock the capture ({exc}); remove what is there") from None
 
 
 def _write_file(tmp: Path, chunks) -> None:
@@ -38,15 +48,10 @@ def _write_file(tmp: Path, chunks) -> None:
 
 
 def _write_atomically(path: Path, chunks) -> None:
-    """``path`` gets ``chunks`` whole or not at all: written to a temporary name (removed again
+    """``path`` gets ``chunks`` whole or not at all: written to a fresh temporary name (removed again
     on any failure, a full disk included), then renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
-    try:
+    with replacing(path) as tmp:
         _write_file(tmp, chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def new_digest():
@@ -101,7 +106,7 @@ def manifest_digest(manifest: dict) -> str:
 def file_sha256(path: Path) -> str:
     """sha256 of a file (artifacts and recorded activations; a capture's files use ``file_digest``)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO is refused, not waited on
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -111,7 +116,7 @@ class _OpenFile:
     """One site's file of the shard being written: a temporary name, its checksum so far."""
 
     def __init__(self, path: Path, dtype: np.dtype, shape: tuple):
-        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
+        self.path, self.tmp = path, temporary_beside(path)
         self.digest, self.file = new_digest(), open(self.tmp, "wb")
         self.header = _npy_header(dtype, shape)
         self.digest.update(self.header)

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,12 +26,23 @@ from pathlib import Path
 from typing import Callable
 
 from theorycraft.errors import StoreError
+from theorycraft.files import read_json
 
 from ._capture import capture
-from ._durable import write_json
+from ._durable import lock_file, write_json
 from ._reading import FORMAT_VERSION, ActivationSet, cache_root
 
 INDEX = "index"
+CAPTURE_NAME = re.compile(r"[0-9a-f]{20}(\.part-\d+-of-\d+)?")  # CaptureKey.digest(), or one part of it
+
+
+def is_capture(directory: Path) -> bool:
+    """A directory the store made: named by a capture key, not a link, and holding a capture's
+    manifest, or the progress or lock of one being written. Nothing else in a store is listed or removed,
+    so a --cache pointed at the wrong directory lists nothing and deletes nothing."""
+    return (CAPTURE_NAME.fullmatch(directory.name) is not None and not directory.is_symlink() and directory.is_dir()
+            and any((directory / name).is_file() and not (directory / name).is_symlink()
+                    for name in ("manifest.json", "progress.json", ".lock")))
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ class Store:
     def recall(self, request: Request) -> ActivationSet | None:
         """The capture this exact request led to before, if it is still whole in the store."""
         try:
-            entry = json.loads((self.root / INDEX / f"{request.digest()}.json").read_text())
+            entry = read_json(self.root / INDEX / f"{request.digest()}.json")
         except (OSError, ValueError):
             return None
         return self._open(str(entry.get("key")), request) if isinstance(entry, dict) else None
@@ -144,7 +156,7 @@ class Store:
     def _entries(self):
         for path in sorted((self.root / INDEX).glob("*.json")):
             try:
-                entry = json.loads(path.read_text())
+                entry = read_json(path)
                 request = Request(**{**entry["request"], "hooks": tuple(entry["request"]["hooks"])})
                 yield path, request, str(entry["key"])
             except (OSError, ValueError, KeyError, TypeError):
@@ -168,10 +180,10 @@ class Store:
         """Every capture directory in the store (incomplete ones too), oldest first."""
         out = []
         root = self.root
-        for directory in sorted(p for p in root.iterdir() if p.is_dir() and p.name != INDEX) if root.is_dir() else ():
+        for directory in sorted(p for p in root.iterdir() if is_capture(p)) if root.is_dir() else ():
             manifest_path = directory / "manifest.json"
             try:
-                manifest = json.loads(manifest_path.read_text())
+                manifest = read_json(manifest_path, follow=False)
                 dataset = manifest["dataset"]
                 out.append(Held(directory.name, _size(directory), True, manifest["target"]["name"],
                                 tuple(manifest["sites"]), manifest["n_examples"], dataset.get("seed"),
@@ -214,8 +226,8 @@ class Store:
         victim = matches[0]
         directory = root / victim.key
         lock_path = directory / ".lock"
-        if lock_path.exists():
-            with open(lock_path) as lock:
+        if lock_path.exists() or lock_path.is_symlink():
+            with lock_file(directory) as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from theorycraft.errors import StoreError
+from theorycraft.files import read_json
 
 from ._durable import file_digest, manifest_digest
 
@@ -30,7 +31,11 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         import platformdirs
 
         root = platformdirs.user_cache_dir("theorycraft", appauthor=False)
-    return Path(root).expanduser()
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: expected a directory for the activation store (--cache or THEORYCRAFT_CACHE), "
+                         f"found a file")
+    return root
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -110,7 +115,7 @@ class ActivationSet:
         self.directory = Path(directory)
         path = self.directory / "manifest.json"
         try:
-            self.manifest = json.loads(path.read_text())
+            self.manifest = read_json(path)
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: not a readable capture manifest ({exc}); {self._fix}") from None
         _check_manifest(self.manifest, path, self._fix)

@@ -20,10 +20,12 @@ class Task:
     returns (rows [M, C], references): for ``"logits"`` rows are class scores (compared by KL and
     top-1) and references the true labels [M] (or None: the loss is then the KL to the clean
     output); for ``"vector"`` rows are compared by mean squared error to references [M, C], or to
-    the clean output where references are None."""
+    the clean output where references are None. ``answers``: the rows of each example are its
+    answer (an arithmetic model's digits), so an example is right when all of them are."""
 
     output: str  # "logits" | "vector": what the target's final output is
     read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    answers: bool = False  # rows come as one equal group per example, its answer: exact match is defined
 
 
 def _whole_output(output: np.ndarray, inputs: np.ndarray):
@@ -145,6 +147,23 @@ class TorchTarget(Target):
         self.identity = weights_identity(module.state_dict())
         self._hooks: dict[str, tuple[int, ...]] | None = None
         self.task = OUTPUT_ONLY
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str) -> "TorchTarget":
+        """Run the forward passes on ``device`` (cpu, cuda, mps, auto); activations come back as
+        numpy on the host wherever they were computed."""
+        from ._device import resolve_device
+
+        self.device = resolve_device(device)
+        self.module.to(self.device)
+        return self
+
+    def batch_size(self, requested: int) -> int:
+        """``requested``, or fewer where a batch's activations would not fit the device's memory."""
+        from ._device import fitted_batch, free_bytes
+
+        free = free_bytes(self.device)
+        return requested if free is None else fitted_batch(requested, self.hooks(), free)
 
     def dataset(self, n: int | None, seed: int, shift: str | None = None) -> np.ndarray:
         self.check_shift(shift)
@@ -155,7 +174,7 @@ class TorchTarget(Target):
 
     def to_torch(self, inputs: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.array(inputs))  # a copy: inputs may be a read-only memory map
-        return tensor.to(INPUT_DTYPES[self.input_kind])
+        return tensor.to(self.device, INPUT_DTYPES[self.input_kind])
 
     def hooks(self) -> dict[str, tuple[int, ...]]:
         if self._hooks is None:

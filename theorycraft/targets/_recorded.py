@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from theorycraft.files import open_regular, read_json
 from theorycraft.store import file_sha256, site_filename, write_array, write_json
 
 from ._base import Target, TargetError
@@ -33,7 +34,7 @@ def write_recording(directory: str | os.PathLike, inputs: np.ndarray, sites: Map
     removed, so the directory holds this recording alone. Returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files = {f"{site_filename(site)}.npy": np.asarray(array) for site, array in sites.items()}
+    files = {_site_file(directory, str(site)).name: np.asarray(array) for site, array in sites.items()}
     if (directory / "manifest.json").exists():  # a recording before: its other sites would change its identity
         for old in directory.glob("*.npy"):
             if old.name not in files and old.name != "inputs.npy":
@@ -47,16 +48,30 @@ def write_recording(directory: str | os.PathLike, inputs: np.ndarray, sites: Map
     return directory
 
 
+def _site_file(directory: Path, site) -> Path:
+    """Where a recorded site's array lies: a file directly in the recording's directory, named by the
+    site (':' as '@'); a name that would lead elsewhere (a path, '..') is refused."""
+    if not isinstance(site, str) or not site:
+        raise ValueError(f"expected site names as strings, found {site!r}")
+    name = f"{site_filename(site)}.npy"
+    if "/" in site or "\\" in site or "\x00" in site or site in (".", "..") or Path(name).name != name:
+        raise ValueError(f"expected a site name (a module path like blocks.0.hook_resid_post), found {site!r}: "
+                         f"a site's array must lie in {directory} itself")
+    return directory / name
+
+
 class RecordedTarget(Target):
     def __init__(self, directory: Path):
         self.directory = directory
         manifest_path = directory / "manifest.json"
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = read_json(manifest_path)
             sites = manifest["sites"]
             sites = list(sites) if isinstance(sites, (dict, list)) else None
             if not sites:
                 raise ValueError("expected a non-empty 'sites' list")
+            for site in sites:
+                _site_file(directory, site)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TargetError(f"{manifest_path}: expected a manifest.json with a 'sites' list ({exc})") from None
         self.name = f"activations:{directory}"
@@ -71,7 +86,7 @@ class RecordedTarget(Target):
         self.vocab_size = manifest.get("vocab_size") or (int(self.inputs.max()) + 1 if tokens else None)
         self.arrays = {}
         for site in sites:
-            path = directory / f"{site_filename(site)}.npy"
+            path = _site_file(directory, site)
             array = self._load(path)
             pattern = array.ndim == 4 and array.shape[2] == array.shape[3]  # attention [N, head, query, key]
             if len(array) != len(self.inputs) or not (array.ndim in (2, 3) or pattern) or \
@@ -82,12 +97,16 @@ class RecordedTarget(Target):
             self.arrays[str(site)] = array
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
         for path in sorted(directory.glob("*.npy")):  # by content: the same recording, the same identity
-            digest.update(f"{path.name}:{file_sha256(path)}".encode())
+            try:
+                digest.update(f"{path.name}:{file_sha256(path)}".encode())
+            except (OSError, ValueError) as exc:
+                raise TargetError(f"{path}: expected a .npy array ({exc})") from None
         self.identity = digest.hexdigest()[:32]
 
     @staticmethod
     def _load(path: Path) -> np.ndarray:
         try:
+            open_regular(path).close()  # a FIFO or a device is refused here, not waited on by np.load
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise TargetError(f"{path}: expected a .npy array ({exc})") from None
