@@ -143,3 +143,29 @@ def test_check_with_a_run_refuses_the_settings_of_a_new_fit(capsys, at_root):
         api.check("examples/induction.yaml", run_dir="runs/x", max_memory="4G")
     assert main(["check", "examples/induction.yaml", "--run", "runs/x", "--data-seed", "1"]) == 2
     assert "--n, --data-seed, --seq-len and --max-memory are of a new fit; with --run" in capsys.readouterr().err
+
+
+def test_a_named_capture_refuses_a_device_it_would_not_use(tmp_path, capsys, at_root):
+    """With a named capture, infer and search run no forward pass: --device is refused, not dropped;
+    score keeps it (its splices run the target), as a field of its own config."""
+    with pytest.raises(ArgumentError, match=r"^a named capture \(acts\) is its own data: leave out device$"):
+        theorycraft.infer("examples/superposition.yaml", "somekey", device="cpu", cache_dir=tmp_path)
+    assert main(["infer", "examples/superposition.yaml", "--capture", "somekey", "--device", "cpu",
+                 "--cache", str(tmp_path)]) == 2
+    assert "--seq-len and --device (nothing runs the target)" in capsys.readouterr().err
+    assert configs.from_args(ScoreConfig, build_parser().parse_args(["score", "r", "--device", "auto"])).device == "auto"
+
+
+def test_the_model_object_parameters_are_said_once():
+    """target=, dataset= and output= are objects, no config's fields: each function that takes them
+    has the one entry of theorycraft._captures.MODEL_PARAMETERS for each."""
+    import inspect
+
+    from theorycraft._captures import MODEL_PARAMETERS
+
+    for function in (api.capture, api.infer, api.check, api.search, api.score_run):
+        doc = inspect.getdoc(function)
+        for name in set(MODEL_PARAMETERS) & set(inspect.signature(function).parameters):
+            kind, text = MODEL_PARAMETERS[name]
+            assert doc.count(f"\n{name} : ") == 1 and " ".join(text.split()[:6]) in " ".join(doc.split()), \
+                (function.__name__, name)
