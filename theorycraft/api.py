@@ -230,7 +230,7 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     data = CaptureConfig.of(n=n, seed=data_seed, seq_len=seq_len, device=device)  # the device: of the axioms too
     if (n is not None or seq_len is not None or data_seed is not None or max_memory is not None) and run_dir is not None:
         raise ArgumentError("{n}, {data_seed}, {seq_len} and {max_memory} are of a new fit; with {run_dir} the run's "
-                            "own fit and capture are used", params=("n", "data_seed", "seq_len", "max_memory", "run_dir"))
+                            "own capture is used, and its fit", params=("n", "data_seed", "seq_len", "max_memory", "run_dir"))
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
