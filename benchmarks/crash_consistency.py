@@ -37,7 +37,7 @@ SHARD_BYTES = 16_000  # 160 examples of superposition's two sites (5 + 20 floats
 CAPTURE = ["builtin:superposition", "--sites", "hook_hidden", "hook_output", "--n", "3000", "--batch-size", "40"]
 INFER = [str(ROOT / "examples" / "superposition.yaml"), "--n", "1000", "--max-steps", "600"]
 # the CLI, with small shards (the store's module constant; everything else as a user runs it)
-WRAPPER = ("import sys, theorycraft.store as store; store.SHARD_BYTES = int(sys.argv[1]); "
+WRAPPER = ("import sys, theorycraft.store._capture as store; store.SHARD_BYTES = int(sys.argv[1]); "
            "from theorycraft.cli import main; sys.exit(main(sys.argv[2:]))")
 
 

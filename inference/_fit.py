@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 import jax
 import numpy as np
 
-from theorycraft import _arguments
 from theorycraft._metrics import Metrics
+from theorycraft.configs import FitConfig  # defined with the other stages' configs
 from theorycraft.spec import Theory
 
 from . import _distributed
@@ -25,42 +25,6 @@ from ._memory import Budget, data_bytes
 from ._solvers import SOLVERS
 from ._stream import take
 from .kinds import Kind, Start, kind_of
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    seed: int = 0
-    max_steps: int = 2000
-    batch_size: int = 512  # examples per step
-    learning_rate: float = 3e-3
-    eval_every: int = 100
-    patience: int = 5  # evaluations without improvement before stopping
-    # a fit that ends at max_steps has converged when its best validation loss (Σ over its sites of
-    # squared error ÷ the site's variance: 1 − R² each) fell by at most this per site over the last
-    # quarter of its evaluations (at least CONVERGENCE_WINDOW); else it says it was still falling
-    tolerance: float = 1e-3
-    # Adam fits from this many starts (seeds seed, seed + 1, ...), the best on validation kept; where
-    # their best validation losses differ by more than the tolerance per site, the fit says so
-    restarts: int = 1
-    checkpoint_every: int = 200
-    progress: bool = True
-    mode: str = "stagewise"  # or "joint": every site at once, end to end through shared components
-    # closed-form fits choose their strength on validation, then refit on train + validation; a
-    # judge comparing theories on validation needs fits that never saw it
-    refit_on_validation: bool = True
-    # bytes a fit may use (or text like "4G"); None: what the machine has free. A theory over it is
-    # refused by its plan, before anything is allocated
-    max_memory: int | str | None = None
-    model_shards: int = 1  # devices along the mesh's `model` axis: large parameters are split over them
-
-    def __post_init__(self):  # a bad value is an ArgumentError before anything is fitted
-        for name in ("seed", "max_steps", "batch_size", "learning_rate", "model_shards", "tolerance", "restarts"):
-            _arguments.check(name, getattr(self, name))
-        object.__setattr__(self, "max_memory", _arguments.memory(self.max_memory, optional=True))
-        if self.mode not in ("stagewise", "joint"):
-            raise _arguments.ArgumentError(f"expected a fit mode 'stagewise' or 'joint', found {self.mode!r}")
-
-
 
 
 # --- closed form ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from theorycraft._arguments import bytes_text
+from theorycraft.configs import bytes_text
 from theorycraft.spec import TheoryError
 
 from .kinds import kind_of

@@ -90,7 +90,34 @@ def _hook(value: Any) -> HookPoint:
 Hook = Annotated[HookPoint, PlainValidator(_hook), PlainSerializer(str, return_type=str),
                  WithJsonSchema({"type": "string", "pattern": _HOOK.pattern})]
 
-TARGET_SCHEMES = ("builtin", "hf", "activations", "torch", "model")  # model: an object given in Python (target=)
+
+@dataclass(frozen=True)
+class Scheme:
+    """A kind of target reference, ``SCHEME:ADDRESS``: what its address is and what it can do.
+    The one table of them is ``SCHEMES``; the adapters that load each are in theorycraft.targets."""
+
+    name: str
+    address: str  # what follows the colon
+    runnable: bool  # a model that runs (splices, axioms, shifts); else a recording that only replays
+    runs_code: bool = False  # runs the user's Python: needs explicit trust
+    texts: bool = False  # its data can be the user's texts, cut into windows (--text, --data, --seq-len)
+    given: bool = False  # an object handed in from Python (target=); its address only names it, nothing loads it
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.address}"
+
+
+SCHEMES = {s.name: s for s in (Scheme("builtin", "NAME", runnable=True), Scheme("hf", "PATH", runnable=True, texts=True),
+                                Scheme("activations", "DIR", runnable=False),
+                                Scheme("torch", "module:factory", runnable=True, runs_code=True),
+                                Scheme("model", "NAME", runnable=True, given=True))}
+
+
+def schemes_text(schemes=None, *, bare: bool = False) -> str:
+    """'builtin:NAME, hf:PATH, activations:DIR or torch:module:factory' (``bare``: 'builtin:, hf:'); by default
+    the schemes a reference can load (not ``model:``, an object given in Python)."""
+    names = [f"{s.name}:" if bare else str(s) for s in (schemes or [s for s in SCHEMES.values() if not s.given])]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +126,7 @@ class TargetRef:
     ``torch:module.path:factory`` (runs user code, so it needs explicit trust) or ``model:NAME``
     (a model object handed in from Python as ``target=``; written by a fit of one)."""
 
-    scheme: Literal["builtin", "hf", "activations", "torch", "model"]
+    scheme: str  # a name in SCHEMES
     address: str
     base: Optional[str] = field(default=None, compare=False)  # the theory file's directory, for a relative DIR
 
@@ -134,16 +161,16 @@ def _target(value: Any) -> TargetRef:
     if isinstance(value, TargetRef):
         return value
     scheme, _, address = value.partition(":") if isinstance(value, str) else ("", "", "")
-    if scheme not in TARGET_SCHEMES or not address:
-        hint = did_you_mean(scheme, TARGET_SCHEMES) if address else ""
+    if scheme not in SCHEMES or not address:
+        hint = did_you_mean(scheme, SCHEMES) if address else ""
         raise PydanticCustomError("target", "{message}", {"message": (
-            "expected a target 'SCHEME:ADDRESS' with SCHEME one of builtin, hf, activations, torch, model, "
+            f"expected a target 'SCHEME:ADDRESS' with SCHEME one of {', '.join(SCHEMES)}, "
             f"found {describe(value)}{hint}")})
     return TargetRef(scheme, address)
 
 
 Target = Annotated[TargetRef, PlainValidator(_target), PlainSerializer(str, return_type=str),
-                   WithJsonSchema({"type": "string", "pattern": r"^(builtin|hf|activations|torch|model):.+$"})]
+                   WithJsonSchema({"type": "string", "pattern": f"^({'|'.join(SCHEMES)}):.+$"})]
 
 
 class _Frozen(BaseModel):

@@ -1,4 +1,3 @@
-import json
 import os
 import textwrap
 from pathlib import Path
@@ -45,13 +44,9 @@ def recorded_target(tmp_path, n=600, seed=0, noise=0.05, y_width=4):
     angle = 2 * np.pi * tokens[:, :2] / 7
     u = r.normal(size=(7, 3)).astype(np.float32)[tokens[:, 0]]  # exactly a table of token[0]
     z = np.stack([np.cos(angle[:, 0]) + 2 * np.sin(angle[:, 1]), np.tanh(x[:, 0] * x[:, 1])], 1).astype(np.float32)
-    d = tmp_path / "recorded"
-    d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "inputs.npy", tokens)
-    for name, a in {"x": x, "y": y, "z": z, "u": u}.items():
-        np.save(d / f"{name}.npy", a)
-    (d / "manifest.json").write_text(json.dumps({"sites": ["x", "y", "z", "u"]}))
-    return d
+    from theorycraft.targets import write_recording
+
+    return write_recording(tmp_path / "recorded", tokens, {"x": x, "y": y, "z": z, "u": u})
 
 
 def per_position_target(tmp_path, n=400, t=5):
@@ -60,12 +55,9 @@ def per_position_target(tmp_path, n=400, t=5):
     tokens = r.integers(0, 7, size=(n, t))
     prev = np.concatenate([np.full((n, 1), 7), tokens[:, :-1]], axis=1)  # row 7: before the start
     h = r.normal(size=(7, 2))[tokens] + r.normal(size=(8, 2))[prev]
-    d = tmp_path / "positions"
-    d.mkdir()
-    np.save(d / "inputs.npy", tokens.astype(np.int32))
-    np.save(d / "h.npy", h.astype(np.float32))
-    (d / "manifest.json").write_text(json.dumps({"sites": ["h"]}))
-    return d
+    from theorycraft.targets import write_recording
+
+    return write_recording(tmp_path / "positions", tokens.astype(np.int32), {"h": h.astype(np.float32)})
 
 
 def theory_for(directory, components, extra_sites="", sites="x: x, y: y, z: z"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import recorded_target
-from theorycraft import api
+from theorycraft import _captures, api
 from theorycraft.cli import main
 from theorycraft.errors import ArgumentError, FitError
 from theorycraft.spec import load_theory
@@ -73,7 +73,7 @@ def test_a_cached_capture_opens_without_loading_its_target(theory_file, tmp_path
     def no_loading(*args, **kwargs):
         raise AssertionError("the target was loaded")
 
-    monkeypatch.setattr(api, "target_of", no_loading)
+    monkeypatch.setattr(_captures, "target_of", no_loading)  # where capture finds it
     assert api.capture(theory, n=100, cache_dir=cache, progress=False).key == made.key
     x = theory_file.parent / "recorded" / "x.npy"  # a changed recording is a new request: the target loads
     os.utime(x, ns=(x.stat().st_atime_ns, x.stat().st_mtime_ns + 10**9))

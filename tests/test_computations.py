@@ -1,7 +1,6 @@
 """Theories that compute: reductions over positions, variables at other positions, one component
 predicting several sites, values moved between positions, and free-running evaluation."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from theorycraft.inference import FitConfig, fit
 from theorycraft.scoring import score
 from theorycraft.spec import TheoryError, check_theory, parse_theory
+from theorycraft.targets import write_recording
 
 from conftest import captured
 
@@ -33,12 +33,8 @@ def _program_target(tmp_path):
 
 def _recording(out, tokens, **sites):
     """An ``activations:DIR`` recording of ``sites`` over ``tokens``."""
-    out.mkdir()
-    np.save(out / "inputs.npy", tokens.astype(np.int32))
-    for name, values in sites.items():
-        np.save(out / f"{name}.npy", values.astype(np.float32))
-    (out / "manifest.json").write_text(json.dumps({"sites": list(sites), "vocab_size": V}))
-    return out
+    return write_recording(out, tokens.astype(np.int32), {name: v.astype(np.float32) for name, v in sites.items()},
+                           vocab_size=V)
 
 
 PROGRAM = """\

@@ -12,6 +12,7 @@ import pytest
 import theorycraft as tc
 from theorycraft.cli import main
 from theorycraft.inference.kinds import KINDS, KindCheckError
+from theorycraft.targets import write_recording
 
 from custom_kind import Square
 
@@ -33,12 +34,7 @@ def squares_target(tmp_path, n=2000):
     tokens = r.integers(0, 7, size=(n, 3)).astype(np.int32)
     q = tokens[:, :2].astype(np.float32) ** 2 @ r.normal(size=(2, 16)) + 0.5 * r.normal(size=(n, 16))
     q = q.astype(np.float32)
-    d = tmp_path / "squares"
-    d.mkdir()
-    np.save(d / "inputs.npy", tokens)
-    np.save(d / "q.npy", q)
-    (d / "manifest.json").write_text(json.dumps({"sites": ["q"]}))
-    return d
+    return write_recording(tmp_path / "squares", tokens, {"q": q})
 
 
 def theory_text(directory, kind=REFERENCE):

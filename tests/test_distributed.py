@@ -24,12 +24,9 @@ def table_target(directory, n=512, keys=64, width=32):
     tokens = r.integers(0, keys, size=(n, 2)).astype(np.int32)
     x = r.normal(size=(n, 4)).astype(np.float32)
     y = r.normal(size=(keys, width))[tokens[:, 0]] + np.tanh(x) @ r.normal(size=(4, width))
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "inputs.npy", tokens)
-    np.save(directory / "x.npy", x)
-    np.save(directory / "y.npy", y.astype(np.float32))
-    (directory / "manifest.json").write_text(json.dumps({"sites": ["x", "y"]}))
-    return directory
+    from theorycraft.targets import write_recording
+
+    return write_recording(directory, tokens, {"x": x, "y": y.astype(np.float32)})
 
 
 def table_theory(directory):

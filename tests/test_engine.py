@@ -16,6 +16,7 @@ from theorycraft.inference.kinds import check_kind
 from theorycraft.inference import _ridge
 from theorycraft.scoring import Scorecard, score
 from theorycraft.spec import TheoryError
+from theorycraft.targets import write_recording
 
 from conftest import captured, per_position_target, r2_test, recorded_target, theory_for
 from custom_kind import Square
@@ -243,11 +244,7 @@ def _correlated_tables(tmp_path, m=13, n=2000):
     a = r.integers(0, m, n)
     b = (a + r.integers(0, 2, n)) % m
     y = r.normal(size=(m, 3))[a] + r.normal(size=(m, 3))[b] + 0.01 * r.normal(size=(n, 3))
-    d = tmp_path / "correlated"
-    d.mkdir()
-    np.save(d / "inputs.npy", np.stack([a, b], 1).astype(np.int32))
-    np.save(d / "y.npy", y.astype(np.float32))
-    (d / "manifest.json").write_text(json.dumps({"sites": ["y"]}))
+    d = write_recording(tmp_path / "correlated", np.stack([a, b], 1).astype(np.int32), {"y": y.astype(np.float32)})
     from theorycraft.spec import parse_theory
     return parse_theory(f"""\
 theory: correlated

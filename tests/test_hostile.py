@@ -11,6 +11,7 @@ import pytest
 from theorycraft.cli import main
 from theorycraft.errors import ArgumentError, StoreError
 from theorycraft.store import ActivationSet, capture
+from theorycraft.targets import write_recording
 
 from test_store import HOOKS, Counting
 
@@ -86,7 +87,7 @@ def test_a_resumed_capture_removes_stale_temporaries(tmp_path):
 
 
 def test_a_full_disk_stops_the_capture_cleanly_and_says_how_much_space(tmp_path, capsys, monkeypatch):
-    from theorycraft import store
+    from theorycraft.store import _durable as store  # where a capture's files are written
 
     real = store._OpenFile.append
 
@@ -249,12 +250,7 @@ def test_an_unexpected_exception_is_an_internal_error_exit_3(monkeypatch, capsys
 # --- recorded activations -----------------------------------------------------------------------
 
 def _recording(tmp_path, inputs, site):
-    d = tmp_path / "recorded"
-    d.mkdir()
-    np.save(d / "inputs.npy", inputs)
-    np.save(d / "x.npy", site)
-    (d / "manifest.json").write_text(json.dumps({"sites": ["x"]}))
-    return d
+    return write_recording(tmp_path / "recorded", inputs, {"x": site})
 
 
 @pytest.mark.parametrize("inputs, site, message", [

@@ -46,7 +46,7 @@ def test_too_few_points_and_an_exponent_at_the_grid_edge_are_said():
 def test_the_search_records_the_errors_and_the_notes():
     from types import SimpleNamespace
 
-    from theorycraft.cli import _pm
+    from theorycraft._commands import _pm
     from theorycraft.refine._trail import scaling_of
 
     steps = [SimpleNamespace(selection=SimpleNamespace(bits_theory=b, coverage=1 - loss))

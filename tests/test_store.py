@@ -11,7 +11,7 @@ from torch import nn
 from theorycraft.errors import StoreError, TargetError
 from theorycraft.spec import HookPoint
 from theorycraft.store import ActivationSet, capture, split_is_test
-from theorycraft.targets import TorchTarget, load_target
+from theorycraft.targets import TorchTarget, load_target, write_recording
 
 HOOKS = [HookPoint.parse("hidden"), HookPoint.parse("out")]
 
@@ -147,12 +147,8 @@ def test_half_precision_halves_the_disk(tmp_path):
 
 def test_bring_your_own_activations_round_trip(tmp_path):
     acts = capture(Counting(), HOOKS, n=64, cache_dir=tmp_path / "cache", progress=False)
-    own = tmp_path / "recorded"
-    own.mkdir()
-    np.save(own / "inputs.npy", acts.inputs())
-    for site in acts.sites:
-        np.save(own / f"{site}.npy", acts.site(site))
-    (own / "manifest.json").write_text(json.dumps({"sites": list(acts.sites), "target": "tiny, elsewhere"}))
+    own = write_recording(tmp_path / "recorded", acts.inputs(), {site: acts.site(site) for site in acts.sites},
+                          target="tiny, elsewhere")
     target = load_target(f"activations:{own}")
     assert target.hooks() == {"hidden": (5, 3), "out": (5, 2)}
     again = capture(target, HOOKS, cache_dir=tmp_path / "cache", progress=False)

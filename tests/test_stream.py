@@ -12,7 +12,7 @@ from theorycraft.inference._stream import Windows, picked
 from theorycraft.scoring import score
 from theorycraft.spec import parse_theory
 from theorycraft.store import capture
-from theorycraft.targets import load_target
+from theorycraft.targets import load_target, write_recording
 
 from conftest import per_position_target, recorded_target, theory_for
 
@@ -144,11 +144,8 @@ def _resident_kib(path) -> int:
 def test_a_pass_over_the_shards_leaves_none_of_them_resident(tmp_path):
     """Pages of the memory-mapped shards are dropped from the process once a batch is copied out:
     its resident set grows with the batch, not with how much of the capture it has read."""
-    d = tmp_path / "wide"
-    d.mkdir()
-    np.save(d / "inputs.npy", np.zeros((512, 1), np.int32))
-    np.save(d / "h.npy", np.random.default_rng(0).normal(size=(512, 2048)).astype(np.float32))  # 4 MiB
-    (d / "manifest.json").write_text('{"sites": ["h"]}')
+    d = write_recording(tmp_path / "wide", np.zeros((512, 1), np.int32),
+                        {"h": np.random.default_rng(0).normal(size=(512, 2048)).astype(np.float32)})  # 4 MiB
     theory = parse_theory(f"theory: w\ntarget: activations:{d}\nsites: {{h: h}}\ncomponents: {{}}\n", path="w.yaml")
     acts = _sharded(tmp_path, theory, shard_rows=256)
     data = load_examples(theory, acts)

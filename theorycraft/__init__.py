@@ -9,6 +9,7 @@ from theorycraft.inference import kinds as _kinds  # the built-in kinds register
 if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names below
     from theorycraft._report import report
     from theorycraft.api import capture, check, infer, join, search
+    from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig
     from theorycraft.inference import FittedTheory
     from theorycraft.inference.kinds import Kind, check_kind, register_kind
     from theorycraft.refine import SearchResult
@@ -17,9 +18,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names below
     from theorycraft.store import ActivationSet
     from theorycraft.targets import load_target
 
-__all__ = ["ActivationSet", "FittedTheory", "Kind", "Scorecard", "SearchResult", "Theory", "TheoryError", "capture",
-           "check", "check_kind", "check_theory", "infer", "join", "load_target", "load_theory", "parse_theory",
-           "read_saelens", "register_kind", "report", "score", "search", "write_saelens"]
+__all__ = ["ActivationSet", "CaptureConfig", "FitConfig", "FittedTheory", "Kind", "ScoreConfig", "Scorecard",
+           "SearchConfig", "SearchResult", "Theory", "TheoryError", "capture", "check", "check_kind", "check_theory",
+           "infer", "join", "load_target", "load_theory", "parse_theory", "read_saelens", "register_kind", "report",
+           "score", "search", "write_saelens"]
 __version__ = "0.1.0"
 
 # torch and jax load only when a name that needs them is used, so `theorycraft validate` stays quick
@@ -28,7 +30,8 @@ _LAZY = {"capture": "theorycraft.api", "check": "theorycraft.api", "infer": "the
          "SearchResult": "theorycraft.refine", "load_target": "theorycraft.targets",
          "Kind": "theorycraft.inference.kinds", "check_kind": "theorycraft.inference.kinds",
          "register_kind": "theorycraft.inference.kinds",
-         "read_saelens": "theorycraft.saelens", "report": "theorycraft._report", "write_saelens": "theorycraft.saelens"}
+         "read_saelens": "theorycraft.saelens", "report": "theorycraft._report", "write_saelens": "theorycraft.saelens",
+         **dict.fromkeys(("CaptureConfig", "FitConfig", "ScoreConfig", "SearchConfig"), "theorycraft.configs")}
 
 
 def __getattr__(name):

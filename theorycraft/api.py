@@ -1,214 +1,28 @@
-"""The library's front: parse -> capture -> infer -> score, one small function each."""
+"""The library's front: parse -> capture -> infer -> score, one small function each (capture and
+the front's other data access are in theorycraft._captures, re-exported here)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
-from theorycraft import _arguments, _cache
-from theorycraft.files import output_directory, write_atomically
-from theorycraft._metrics import Metrics
+from theorycraft import _arguments
+from theorycraft._captures import (_activations, _data, _runnable, capture, checked_device, document_model, given,
+                                   load_run, on_device, open_capture, run_activations, target_of)
+from theorycraft._searching import search
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, document
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
-from theorycraft.spec import TARGET_SCHEMES, HookPoint, TargetRef, Theory, load_theory
-from theorycraft.store import ActivationSet, cache_root, capture as _capture
-from theorycraft.targets import Target, as_target, load_target, source_identity
+from theorycraft.files import output_directory, write_atomically
+from theorycraft.spec import Theory, load_theory, schemes_text
+from theorycraft.store import ActivationSet
+from theorycraft.targets import Target, as_target
 
 if TYPE_CHECKING:
     from theorycraft.inference import FittedTheory
-    from theorycraft.refine import SearchResult
     from theorycraft.scoring import Scorecard
 
-
-def target_of(theory_or_target: Theory | Target | str, *, trust_code: bool = False, texts=None,
-              seq_len: int | None = None) -> Target:
-    if isinstance(theory_or_target, Target):
-        return theory_or_target
-    ref = theory_or_target.target if isinstance(theory_or_target, Theory) else theory_or_target
-    if ref is None:
-        raise ArgumentError(f"theory '{theory_or_target.name}' names no target: add 'target:' to its file, or pass "
-                            f"the model itself in Python (target=model, dataset=..., output=...)")
-    if texts is not None or seq_len is not None:
-        if not str(ref).startswith("hf:"):
-            what = "--text and --data are the data" if texts is not None else "--seq-len sets the windows"
-            raise ArgumentError(f"{what} of hf: targets; {ref} brings its own")
-        from theorycraft.targets import load_hf_model
-        address = ref.located if isinstance(ref, TargetRef) else str(ref).split(":", 1)[1]  # read from its file
-        return load_hf_model(address, texts=texts, seq_len=seq_len)
-    return load_target(ref, trust_code=trust_code)
-
-
-def given(theory: Theory | None, target, dataset=None, output=None) -> tuple[Theory | None, Target | None]:
-    """Where ``target=`` hands in a model object: (the theory naming it, its Target; see
-    ``theorycraft.targets.as_target``); else (the theory, None)."""
-    if target is None:
-        if dataset is not None or output is not None:
-            raise ArgumentError("dataset= and output= describe a model given as target=; pass target= too")
-        return theory, None
-    made = as_target(target, dataset=dataset, output=output)
-    if theory is None:
-        return None, made
-    scheme, _, address = made.name.partition(":")
-    ref = TargetRef(scheme, address) if scheme in TARGET_SCHEMES and address else TargetRef("model", made.name)
-    return dataclasses.replace(theory, target=ref), made
-
-
-def on_device(target: Target, device: str | None) -> Target:
-    """The target with its forward passes on ``device`` (cpu, cuda, mps, auto; None: where it is,
-    the CPU unless moved); a recording runs none, and is returned as it is."""
-    if device is not None and hasattr(target, "to_device"):
-        target.to_device(device)
-    return target
-
-
-def _device(device: str | None) -> str | None:
-    """``device``, refused before anything loads where this machine has no such device."""
-    if device is not None:
-        from theorycraft.targets import resolve_device
-        resolve_device(device)
-    return device
-
-
-def _request(source, hooks, n, seed, dtype, shift, texts, seq_len=None) -> "_cache.Request | None":
-    """What the store's index knows a capture by, before any target loads (None for a loaded
-    target, or one only running it can identify)."""
-    if isinstance(source, Target):
-        return None
-    ref = source.target if isinstance(source, Theory) else source
-    identity = source_identity(ref, texts, seq_len) if ref is not None else None
-    if identity is None:
-        return None
-    return _cache.Request(identity, tuple(sorted({str(h) for h in hooks})), n, seed, dtype, shift)
-
-
-def _reuse(request: "_cache.Request", cache_dir, log) -> ActivationSet | None:
-    """A capture in the store that answers ``request``: the one it led to before, one of the same
-    data holding more sites, or (no n asked for) one of another size, said through ``log``.
-    None if a new capture is needed; ``log`` then hears of the sizes the store holds."""
-    acts = _cache.recall(request, cache_dir)
-    if acts is not None:
-        return acts
-    others = _cache.compatible(request, cache_dir)
-    same = [acts for other, acts in others if other.n == request.n]
-    if same:
-        return same[0]
-    held = ", ".join(f"{acts.key} ({acts.n} examples)" for _, acts in others)
-    if others and request.n is None:
-        acts = others[0][1]
-        log(f"using capture {acts.key} of these sites ({acts.n} examples, data seed {request.seed}), as --n was not "
-            f"given; pass --n N for a capture of N examples" + (f" (the store holds: {held})" if len(others) > 1 else ""))
-        return acts
-    if others:
-        log(f"capturing {request.n} examples anew; the store holds these sites with data seed {request.seed} at "
-            f"other sizes: {held} (reuse one with --capture KEY)")
-    return None
-
-
-def capture(theory_or_target: Theory | Target | str, sites: Sequence[str | HookPoint] | None = None, *,
-            n: int | None = None, seed: int = 0, dtype: str = "float32", cache_dir=None,
-            trust_code: bool = False, texts: Iterable[str] | None = None, batch_size: int = 256,
-            progress: bool = True, shift: str | None = None, include_paths: Sequence[str] = (),
-            log=None, part: tuple[int, int] | None = None, seq_len: int | None = None, target=None,
-            dataset=None, output: str | None = None, device: str | None = None) -> ActivationSet | Path:
-    """Record a theory's sites (or ``sites`` of a target) into the store; reuse a capture of the
-    same (target, sites, data) if there is one. A capture the store's index knows is opened
-    without loading the target.
-
-    Parameters
-    ----------
-    theory_or_target : Theory, Target or str
-        A theory (or a theory file, ``.yaml``) whose sites to record, or a target (or a reference
-        like ``builtin:induction``) with ``sites``.
-    sites : sequence of str or HookPoint, optional
-        Hook points to record; default the theory's (a target needs them).
-    n : int, optional
-        Number of examples; default the target's dataset. With None, a stored capture of these
-        sites at another size is reused, and ``log`` says which.
-    seed : int
-        The data seed: which examples, in which order, and so the test split.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of the activations.
-    cache_dir : str or Path, optional
-        The activation store; default ``$THEORYCRAFT_CACHE`` or the user cache directory.
-    trust_code : bool
-        Let ``torch:`` targets run their Python.
-    texts : iterable of str, optional
-        ``hf:`` targets: the texts to run instead of the target's own data.
-    batch_size : int
-        Examples per forward pass.
-    progress : bool
-        A progress bar on stderr.
-    shift : str, optional
-        One of the target's named shifted datasets (``target.shifts()``) instead of its own.
-    include_paths : sequence of str
-        Directories a theory file's includes may read from, besides its own.
-    log : callable, optional
-        Called with one message when another stored capture is reused; default silent.
-    part : (int, int), optional
-        ``(K, N)``: only every N-th shard from the K-th (K from 0), into a partial store; a capture
-        of the same key without ``part`` (or ``infer``) merges the parts it finds and records only
-        what they lack.
-
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
-    target : model, optional
-        The model itself (a TransformerLens model, an nnsight-wrapped module, any ``nn.Module``,
-        a ``UserModel``), instead of the target the theory names.
-    dataset : array or callable, optional
-        With ``target``: token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
-    output : str, optional
-        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
-    device : {"cpu", "cuda", "mps", "auto"}, optional
-        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
-        A batch then holds at most ``batch_size`` examples, fewer where they would not fit its memory.
-
-    Returns
-    -------
-    ActivationSet or Path
-        The capture, on disk in the store; with ``part``, the partial store's directory.
-    """
-    n, seed, batch_size = (_arguments.check("n", n, optional=True), _arguments.check("seed", seed),
-                           _arguments.check("batch_size", batch_size))
-    seq_len = _arguments.check("seq_len", seq_len, optional=True)
-    shift = _arguments.shift(shift)
-    device = _device(device)
-    if sites is not None:
-        sites = [_arguments.site(s) for s in sites]  # checked before any target loads
-    if isinstance(theory_or_target, str) and theory_or_target.endswith((".yaml", ".yml")):
-        theory_or_target = load_theory(theory_or_target, include_paths=include_paths)
-    theory, made = given(theory_or_target if isinstance(theory_or_target, Theory) else None, target, dataset, output)
-    if made is not None:  # the model given: the theory's sites (or sites=) on it
-        sites = sites if sites is not None or theory is None else [s.hook for s in theory.sites.values()]
-        theory_or_target = made
-    if sites is None and not isinstance(theory_or_target, Theory):  # said before any target loads
-        name = getattr(theory_or_target, "name", theory_or_target)
-        raise ArgumentError(f"name the sites to capture from {name} (--sites, or sites=[...] in Python; "
-                            f"theorycraft sites {name} lists them), or capture a theory file")
-    texts = tuple(texts) if texts else None
-    hooks = [site.hook for site in theory_or_target.sites.values()] if sites is None else sites
-    request = None if part else _request(theory_or_target, hooks, n, seed, dtype, shift, texts, seq_len)
-    if request is not None and (acts := _reuse(request, cache_dir, log or (lambda message: None))) is not None:
-        return acts
-    target = on_device(target_of(theory_or_target, trust_code=trust_code, texts=texts, seq_len=seq_len), device)
-    if device is not None and hasattr(target, "batch_size"):
-        batch_size = target.batch_size(batch_size)
-    acts = _capture(target, hooks, n=n, seed=seed, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size,
-                    progress=progress, shift=shift, part=part)
-    if request is not None and isinstance(acts, ActivationSet):
-        _cache.remember(request, acts, cache_dir)
-    return acts
-
-
-def open_capture(capture: ActivationSet | str | Path, theory: Theory | None = None, cache_dir=None) -> ActivationSet:
-    """A capture named by key (or a unique prefix) in the store, or by its directory; with
-    ``theory``, checked to hold every site it names."""
-    acts = capture if isinstance(capture, ActivationSet) else _cache.find(capture, cache_dir)
-    if theory is not None:
-        missing = sorted({str(s.hook) for s in theory.sites.values()} - set(acts.sites))
-        if missing:
-            raise ArgumentError(f"capture {acts.key} ({acts.directory}) lacks site(s) {', '.join(missing)} of theory "
-                                f"'{theory.name}'; it holds: {', '.join(acts.sites)}")
-    return acts
+__all__ = ["Inferred", "capture", "check", "infer", "join", "load_run", "open_capture", "run_activations", "score_run",
+           "score_shift", "search", "target_of"]
 
 
 class Inferred(NamedTuple):
@@ -218,13 +32,19 @@ class Inferred(NamedTuple):
     scorecard: "Scorecard"
 
 
-def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, out_dir=None, seed: int = 0,
-          max_steps: int = 2000, learning_rate: float = 3e-3, batch_size: int = 512, n: int | None = None,
-          cache_dir=None, trust_code: bool = False, progress: bool = True, fit_mode: str = "stagewise",
-          log=print, max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int = 0,
-          dtype: str = "float32", texts: Iterable[str] | None = None, model_shards: int = 1,
-          processes: int = 1, seq_len: int | None = None, restarts: int = 1, target=None, dataset=None,
-          output: str | None = None, device: str | None = None) -> Inferred:
+@document_model()
+@document(FitConfig, "config", seed=None, max_steps=None, learning_rate=None, batch_size=None, fit_mode=None,
+          max_memory=None, model_shards=None, restarts=None)
+@document(CaptureConfig, "data", n=None, data_seed=None, dtype=None, seq_len=None, device=None)
+def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, *, config: FitConfig | None = None,
+          data: CaptureConfig | None = None, out_dir=None, cache_dir=None, trust_code: bool = False, log=print,
+          include_paths: Sequence[str] = (), texts: Iterable[str] | None = None, processes: int = 1,
+          progress: bool | None = None, seed: int | None = None, max_steps: int | None = None,
+          learning_rate: float | None = None, batch_size: int | None = None, fit_mode: str | None = None,
+          max_memory: int | str | None = None, model_shards: int | None = None, n: int | None = None,
+          data_seed: int | None = None, dtype: str | None = None, seq_len: int | None = None,
+          restarts: int | None = None, target=None, dataset=None, output: str | None = None,
+          device: str | None = None) -> Inferred:
     """Fit ``theory`` to its target's activations (captured first if the store lacks them) and
     score its fidelity.
 
@@ -235,62 +55,36 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
     acts : ActivationSet, str or Path, optional
         A capture to fit on (an ActivationSet, or its key or directory); default the capture that
         ``n``, ``data_seed``, ``dtype`` and ``texts`` name (reused if stored).
+    config : FitConfig, optional
+        How the theory is fitted (seed, Adam's steps, learning rate and batch size, stagewise or
+        joint, memory bound, model shards: see ``theorycraft.configs.FitConfig``); default its defaults.
+    data : CaptureConfig, optional
+        The capture to fit on when ``acts`` is not given (reused if stored; see
+        ``theorycraft.configs.CaptureConfig``); default its defaults. With ``n`` None, a stored
+        capture of these sites at any size is reused.
     out_dir : str or Path, optional
         Where the fit is checkpointed (a rerun resumes) and saved as an artifact with its scorecard
         and ``metrics.jsonl``; default nowhere.
-    seed : int
-        Seed of the fit only, never of the data.
-    max_steps : int
-        Adam steps for parts without a closed form.
-    learning_rate : float
-        Adam learning rate.
-    batch_size : int
-        Examples per Adam step.
-    n : int, optional
-        Examples to capture; default the target's dataset (or a stored capture of any size).
     cache_dir : str or Path, optional
         The activation store.
     trust_code : bool
         Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    progress : bool
-        Progress bars on stderr.
-    fit_mode : {"stagewise", "joint"}
-        "stagewise": each component fitted to the site it predicts, then held fixed for the sites
-        that read it; "joint": every site at once, end to end through the components they share.
     log : callable, optional
         Called with each line of the fit's log.
-    max_memory : int or str, optional
-        Bytes, or text like "4G"; a theory whose fit would need more is refused first. Default
-        what the machine has free.
     include_paths : sequence of str
         Directories the theory file's includes may read from, besides its own.
-    data_seed : int
-        Seed of the data: which examples, in which order, and so the test split.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of a new capture.
     texts : iterable of str, optional
         ``hf:`` targets: the texts to capture instead of the target's own data.
-    model_shards : int
-        Devices along the mesh's ``model`` axis, over which large parameters are split.
     processes : int
         Fit on N processes joined by ``jax.distributed``, each reading its own shards of the
         capture; without a cluster environment (THEORYCRAFT_COORDINATOR, ...) they are started
         here. In a process that has joined one (``join()``), every process fits and scores (the
         same numbers) and only process 0 writes.
-
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
-    restarts : int
-        Adam fits from this many starts (seeds ``seed``, ``seed + 1``, ...), the best on validation
-        kept; where their validation losses disagree, ``fit.converged`` is False and says so.
-    target : model, optional
-        The model itself, instead of the target the theory names (see ``capture``).
-    dataset : array or callable, optional
-        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
-    output : str, optional
-        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
-    device : {"cpu", "cuda", "mps", "auto"}, optional
-        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+    progress : bool, optional
+        Progress bars on stderr; default ``config.progress``.
+    {model}
+    {config: FitConfig}
+    {data: CaptureConfig}
 
     Returns
     -------
@@ -298,28 +92,24 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         ``(fitted, scorecard)``: the FittedTheory and its Scorecard (fidelity on every split), alike
         on every process.
     """
-    from theorycraft.inference import FitConfig, fit
+    from theorycraft.inference import engine as _distributed  # its cluster functions
+    from theorycraft.inference import fit
     from theorycraft.scoring import score
 
-    from theorycraft.inference import engine as _distributed  # its cluster functions
-
-    _arguments.check("n", n, optional=True)
     _arguments.check("processes", processes)
-    config = FitConfig(seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                       progress=progress, mode=fit_mode, max_memory=max_memory,
-                       model_shards=model_shards, restarts=restarts)  # checked before anything loads
+    config = FitConfig.of(config, seed=seed, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                          progress=progress, mode=fit_mode, max_memory=max_memory,
+                          model_shards=model_shards, restarts=restarts)  # checked before anything loads
+    data = _data(data, acts, texts, n=n, seed=data_seed, dtype=dtype, seq_len=seq_len, device=device)
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     out = output_directory(out_dir) if out_dir is not None else None  # before the capture: a bad --out wastes nothing
     theory, made = given(theory, target, dataset, output)
-    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
-                        device=device)
+    acts = _activations(theory, acts, data, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
+                        progress=config.progress, log=log, target=made)
     if processes > 1 and _distributed.cluster_from_environment() is None:  # start them here, on this machine
-        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, seed=seed, max_steps=max_steps,
-                                                   learning_rate=learning_rate, batch_size=batch_size, progress=progress,
-                                                   fit_mode=fit_mode, max_memory=max_memory, model_shards=model_shards,
-                                                   trust_code=trust_code, restarts=restarts), log)
+        return _infer_on_processes(processes, dict(theory=theory, acts=acts, out_dir=out, config=config,
+                                                   progress=config.progress, trust_code=trust_code), log)
     if processes > 1 and processes != _distributed.process_count():
         raise ArgumentError(f"processes={processes}, but the cluster this process joined has "
                             f"{_distributed.process_count()} (THEORYCRAFT_NUM_PROCESSES)")
@@ -329,19 +119,6 @@ def infer(theory: Theory | str, acts: ActivationSet | str | Path | None = None, 
         fitted.save(out)
         card.save(out)
     return Inferred(fitted, card)
-
-
-def _activations(theory: Theory, acts, *, n, data_seed, dtype, texts, cache_dir, trust_code, progress, log,
-                 seq_len=None, target: Target | None = None, device: str | None = None):
-    """The capture a command fits on: ``acts`` if named (then no data option may be), else the
-    one the data options name (captured if the store lacks it)."""
-    if acts is not None:
-        if n is not None or texts or seq_len is not None:
-            raise ArgumentError("a named capture (--capture) is its own data: leave out --n, --text, --data and "
-                                "--seq-len")
-        return open_capture(acts, theory, cache_dir)
-    return capture(theory, n=n, seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir, trust_code=trust_code,
-                   progress=progress, log=log, seq_len=seq_len, target=target, device=device)
 
 
 def _infer_on_processes(processes: int, job: dict, log) -> Inferred:
@@ -395,170 +172,13 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     _distributed.initialize(cluster)
 
 
-def search(start: Theory | str, *, vocabulary: str | None = None, out_dir=None, budget_bits: float | None = None,
-           budget_minutes: float | None = None, tries: int = 4, seed: int = 0, max_steps: int = 2000,
-           target_coverage: float = 0.99, compare: str | None = None, n: int | None = None, cache_dir=None,
-           trust_code: bool = False, log=print, max_memory: int | str | None = None,
-           include_paths: Sequence[str] = (), judge_cache: int | str | None = None,
-           progress: bool = True, acts: ActivationSet | str | Path | None = None, data_seed: int = 0,
-           dtype: str = "float32", texts: Iterable[str] | None = None,
-           seq_len: int | None = None, target=None, dataset=None, output: str | None = None,
-           device: str | None = None) -> "SearchResult":
-    """Grow and prune a theory from ``start`` by held-out MDL, with candidates from ``vocabulary``.
-
-    Parameters
-    ----------
-    start : Theory or str
-        The theory to start from (its sites; components optional), or its file.
-    vocabulary : str, optional
-        A vocabulary YAML file of candidate components; default generated for the target's sites.
-    out_dir : str or Path, optional
-        Where the found theory, the trail, its plot, ``metrics.jsonl`` and the fitted artifact go;
-        default ``runs/search-THEORY_NAME``.
-    budget_bits : float, optional
-        Never grow the theory past this many bits.
-    budget_minutes : float, optional
-        Stop after this many minutes.
-    tries : int
-        Best-estimated candidates fitted and scored per step.
-    seed : int
-        Seed of the fits only, never of the data.
-    max_steps : int
-        Adam steps per fit.
-    target_coverage : float
-        The coverage the scaling curve is asked about, in (0, 1).
-    compare : str, optional
-        A theory file over the same sites, judged the same way, for reference.
-    n : int, optional
-        Examples to capture; default the target's dataset.
-    cache_dir : str or Path, optional
-        The activation store.
-    trust_code : bool
-        Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    log : callable, optional
-        Called with each line of the search's log.
-    max_memory : int or str, optional
-        Refuse a fit that would need more memory than this (bytes or text like "4G").
-    include_paths : sequence of str
-        Directories the theory files' includes may read from, besides their own.
-    judge_cache : int or str, optional
-        Bytes of judged theories' parameters kept for reuse; default 256 MB.
-    progress : bool
-        A bar over the steps (and one over the captures) on stderr.
-    acts : ActivationSet, str or Path, optional
-        A capture to search on (or its key or directory), as for ``infer``.
-    data_seed : int
-        Seed of the data, as for ``infer``.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype of a new capture.
-    texts : iterable of str, optional
-        ``hf:`` targets: the texts to capture instead of the target's own data.
-    seq_len : int, optional
-        Tokens per window of an ``hf:`` target; default 128, or the model's positions if fewer.
-    target : model, optional
-        The model itself, instead of the target the theory names (see ``capture``).
-    dataset : array or callable, optional
-        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
-    output : str, optional
-        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
-    device : {"cpu", "cuda", "mps", "auto"}, optional
-        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
-
-    Returns
-    -------
-    SearchResult
-        The trail, the final theory's totals, its refitted scorecard, the scaling curve and the
-        comparison, with ``out`` the directory written.
-    """
-    from theorycraft.inference import FitConfig
-    from theorycraft.inference.engine import site_shapes
-    from theorycraft.refine import (Judge, default_vocabulary, explained_sites, load_vocabulary, parse_vocabulary,
-                                    search as run, write_search)
-
-    for name, value in {"budget_bits": budget_bits, "budget_minutes": budget_minutes, "n": n}.items():
-        _arguments.check(name, value, optional=True)
-    _arguments.check("tries", tries)
-    _arguments.check("target_coverage", target_coverage)
-    config = FitConfig(seed=seed, max_steps=max_steps, progress=False, max_memory=max_memory)
-    path = start if isinstance(start, str) else "<theory>"
-    theory = load_theory(start, trust_code=trust_code, include_paths=include_paths) if isinstance(start, str) else start
-    theory, made = given(theory, target, dataset, output)
-    acts = _activations(theory, acts, n=n, data_seed=data_seed, dtype=dtype, texts=texts, cache_dir=cache_dir,
-                        trust_code=trust_code, progress=progress, log=log, seq_len=seq_len, target=made,
-                        device=device)
-    if vocabulary:
-        vocab = load_vocabulary(vocabulary, theory, trust_code=trust_code)
-    else:
-        _vocabulary_known(theory, acts)
-        text = default_vocabulary(theory, site_shapes(theory, acts.sites), acts.inputs())
-        vocab = parse_vocabulary(text, "<default vocabulary>", theory)
-    judge = Judge(theory, acts, explained_sites(theory, vocab), config, **({"cache_bytes": judge_cache} if judge_cache else {}))
-    out = output_directory(out_dir or Path("runs") / f"search-{theory.name}")
-    result = run(theory, acts, vocab, judge=judge, budget_bits=budget_bits,
-                 budget_seconds=budget_minutes * 60 if budget_minutes else None, tries=tries, log=log,
-                 progress=progress, metrics=Metrics(out))
-    reference = None
-    if compare:
-        judged = judge.assess(_same_sites(load_theory(compare, trust_code=trust_code, include_paths=include_paths), theory, compare))
-        reference = {"theory": compare, "validation": judged.selection, "test": judged.report, "params": judged.params}
-    return write_search(result, judge, out, start_path=path, target_coverage=target_coverage,
-                        config=config, reference=reference)
-
-
-def _vocabulary_known(theory: Theory, acts: ActivationSet) -> None:
-    """The default search vocabulary has tables of the input's tokens, sized by the target's
-    vocabulary: a token target that declares none is refused before any fit, saying how to declare it."""
-    import numpy as np
-
-    if acts.vocab_size is None and np.issubdtype(acts.inputs().dtype, np.integer):
-        raise FitError(f"{theory.target} declares no vocabulary, and the default search vocabulary has tables of its "
-                       f"tokens: return theorycraft.targets.UserModel(module, dataset_fn, vocab_size=V) from the "
-                       f"factory (V token ids), or pass --vocabulary VOCAB.yaml with a size on each lookup")
-
-
-def _same_sites(theory: Theory, start: Theory, path: str) -> Theory:
-    from theorycraft.errors import FitError
-
-    if theory.target != start.target or any(start.sites.get(n) != s for n, s in theory.sites.items()):
-        raise FitError(f"{path}: a theory to compare with must have the start's target and sites "
-                       f"({start.target}: {', '.join(start.sites)})")
-    return theory
-
-
-def run_activations(fitted: "FittedTheory", run_dir: Path, cache_dir=None,
-                    acts: ActivationSet | str | Path | None = None) -> ActivationSet:
-    """The capture a fitted theory was fitted on: named by key in its fit record, looked up in the
-    store (``cache_dir``, else $THEORYCRAFT_CACHE, else the user cache), then in the store it was
-    fitted from; or ``acts`` (a capture, its key or directory) when given."""
-    if acts is not None:
-        return open_capture(acts, fitted.theory, cache_dir)
-    data = fitted.fit_info.get("data", {})
-    key, directory = data.get("capture"), data.get("directory")  # "directory": written before captures had keys
-    if not key and not directory:
-        raise FitError(f"{run_dir} does not say which activations it was fitted on; rerun theorycraft infer")
-    places = [cache_root(cache_dir) / key, Path(data.get("cache", "")) / key] if key else [Path(directory)]
-    for place in places:
-        if (place / "manifest.json").exists():
-            return ActivationSet(place)
-    raise FitError(f"the capture {run_dir} was fitted on ({key or directory}) is not in "
-                   f"{' nor '.join(str(p.parent) for p in places)}; name the store that holds it (--cache DIR) or "
-                   f"the capture (--capture KEY|DIR), or rerun theorycraft infer")
-
-
-def load_run(run_dir, *, trust_code: bool = False) -> "FittedTheory":
-    """The fitted theory of an artifact directory, every file of it (the scorecard too) verified
-    against its recorded checksum first."""
-    from theorycraft import _artifact
-    from theorycraft.inference import FittedTheory
-
-    _artifact.verify(run_dir)
-    return FittedTheory.load(run_dir, trust_code=trust_code)
-
-
-def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None, seed: int = 0,
-          cache_dir=None, trust_code: bool = False, log=print, max_memory: int | str | None = None,
-          include_paths: Sequence[str] = (), data_seed: int = 0, seq_len: int | None = None, target=None,
-          dataset=None, output: str | None = None, device: str | None = None) -> list:
+@document_model()
+@document(CaptureConfig, None, device=None)
+def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: int | None = None,
+          seed: int | None = None, cache_dir=None, trust_code: bool = False, log=print,
+          max_memory: int | str | None = None, include_paths: Sequence[str] = (), data_seed: int | None = None,
+          seq_len: int | None = None, target=None, dataset=None, output: str | None = None,
+          device: str | None = None) -> list:
     """Check every axiom of ``theory`` on held-out (test) examples: the network intervened on with
     torch hooks, the theory run free under the same intervention. Writes ``axioms.json`` into the
     run directory.
@@ -573,8 +193,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         Examples to capture for a new fit; default the target's dataset.
     limit : int, optional
         Held-out examples to check on; default 512.
-    seed : int
-        Seed of the fit and of the resampling.
+    seed : int, optional
+        Seed of the fit and of the resampling; default a FitConfig's.
     cache_dir : str or Path, optional
         The activation store.
     trust_code : bool
@@ -585,19 +205,13 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
         Refuse a fit that would need more memory than this.
     include_paths : sequence of str
         Directories the theory file's includes may read from, besides its own.
-    data_seed : int
-        Seed of a new fit's data (which examples, and so the test split).
+    data_seed : int, optional
+        Seed of a new fit's data (which examples, and so the test split); default a CaptureConfig's.
     seq_len : int, optional
         Tokens per window of a new fit's capture, for an ``hf:`` target; default 128, or the
         model's positions if fewer.
-    target : model, optional
-        The model itself, instead of the target the theory names (see ``capture``).
-    dataset : array or callable, optional
-        With ``target``: its data, token ids [N, T] or vectors [N, D], or ``(n, seed) -> inputs``.
-    output : str, optional
-        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
-    device : {"cpu", "cuda", "mps", "auto"}, optional
-        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+    {model}
+    {CaptureConfig}
 
     Returns
     -------
@@ -611,28 +225,27 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     from theorycraft.scoring import Lab, check_axioms
     from theorycraft.scoring import CHECK_EXAMPLES, TRAIN_EXAMPLES
 
-    _arguments.check("n", n, optional=True)
     limit = _arguments.check("limit", limit, optional=True) or CHECK_EXAMPLES
-    max_memory = _arguments.memory(max_memory, optional=True)
-    seq_len = _arguments.check("seq_len", seq_len, optional=True)
-    if (n is not None or seq_len is not None) and run_dir is not None:
-        raise ArgumentError("--n and --seq-len set the data of a new fit; with --run the run's own capture is used")
+    config = FitConfig.of(seed=seed, max_memory=max_memory, progress=False)
+    data = CaptureConfig.of(n=n, seed=data_seed, seq_len=seq_len, device=device)  # the device: of the axioms too
+    if (n is not None or seq_len is not None or data_seed is not None or max_memory is not None) and run_dir is not None:
+        raise ArgumentError("{n}, {data_seed}, {seq_len} and {max_memory} are of a new fit; with {run_dir} the run's "
+                            "own capture is used, and its fit", params=("n", "data_seed", "seq_len", "max_memory", "run_dir"))
     theory = (load_theory(str(theory), trust_code=trust_code, include_paths=include_paths)
               if isinstance(theory, (str, Path)) else theory)
     if not theory.axioms:
         raise FitError(f"theory '{theory.name}' states no axioms (add an 'axioms:' section; see spec/README.md)")
-    device = _device(device)
+    checked_device(data.device)
     theory, made = given(theory, target, dataset, output)
-    target = on_device(made or target_of(theory, trust_code=trust_code, seq_len=seq_len), device)
+    target = on_device(made or target_of(theory, trust_code=trust_code, seq_len=data.seq_len), data.device)
     if not hasattr(target, "intervene"):  # said before anything is fitted
         raise FitError(f"axioms intervene on the network, and {target.name} is a recording: point the theory at "
-                       f"a runnable target (builtin:, hf:, torch:)")
+                       f"a runnable target ({schemes_text(_runnable(), bare=True)})")
     if run_dir is None:
         run_dir = Path("runs") / theory.name
         log(f"fitting {theory.name} into {run_dir} (pass --run RUN_DIR to check an existing fit)")
-        fitted = infer(theory, out_dir=run_dir, seed=seed, n=n, cache_dir=cache_dir, trust_code=trust_code,
-                       progress=False, log=lambda m: None, max_memory=max_memory, data_seed=data_seed,
-                       seq_len=seq_len, target=made, device=device).fitted
+        fitted = infer(theory, config=config, data=data, out_dir=run_dir, cache_dir=cache_dir, trust_code=trust_code,
+                       log=lambda m: None, target=made).fitted
     else:
         fitted = load_run(run_dir, trust_code=trust_code)
         if _structure(fitted.theory) != _structure(theory):
@@ -641,7 +254,8 @@ def check(theory: Theory | str, *, run_dir=None, n: int | None = None, limit: in
     fitted = fitted.with_theory(theory)  # the file's axioms, the run's parameters
     acts = run_activations(fitted, Path(run_dir), cache_dir)
     inputs = acts.inputs()
-    lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]], seed=seed)
+    lab = Lab(fitted, target, inputs[acts.split("test")[:limit]], inputs[acts.split("train")[:TRAIN_EXAMPLES]],
+              seed=config.seed)
     results = check_axioms(lab)
     path = Path(run_dir) / "axioms.json"
     write_atomically(path, json.dumps({"theory": theory.name, "target": str(theory.target),
@@ -660,11 +274,14 @@ def _structure(theory: Theory) -> dict:
     return strip({k: v for k, v in data.items() if k not in ("theory", "description", "axioms")})
 
 
-def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_code: bool = False,
+@document_model("target", "output")
+@document(ScoreConfig, "config", prequential=None, splice=None, limit=None, shift=None, n=None, max_memory=None,
+          data_seed=None, dtype=None, device=None)
+def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = False, cache_dir=None,
+              acts: ActivationSet | str | Path | None = None, texts: Iterable[str] | None = None, log=print,
+              target=None, output: str | None = None, prequential: bool | None = None, splice: bool | None = None,
               limit: int | None = None, shift: str | None = None, n: int | None = None,
-              max_memory: int | str | None = None, cache_dir=None, acts: ActivationSet | str | Path | None = None,
-              texts: Iterable[str] | None = None, data_seed: int | None = None,
-              dtype: str | None = None, log=print, target=None, output: str | None = None,
+              max_memory: int | str | None = None, data_seed: int | None = None, dtype: str | None = None,
               device: str | None = None) -> "Scorecard":
     """Score the artifact in ``run_dir`` and write the result into its scorecard.json.
 
@@ -672,21 +289,12 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     ----------
     run_dir : str or Path
         An artifact directory written by ``infer``.
-    prequential : bool
-        Also the prequential (online) code: refits the theory on growing prefixes of the data.
-    splice : bool
-        Run the target with each site replaced by the theory's prediction (runnable targets).
+    config : ScoreConfig, optional
+        What to add (prequential code, splices), on how many examples, and a shift to score on
+        too (``shift``, ``n``, ``data_seed``, ``dtype``: earlier shifts' entries are kept); see
+        ``theorycraft.configs.ScoreConfig``. Default its defaults.
     trust_code : bool
         Let ``torch:`` targets and ``kind: module:attr`` components run their Python.
-    limit : int, optional
-        Score on the first ``limit`` validation and test examples.
-    shift : str, optional
-        Also capture the theory's sites on this named shift of its target (into the same store)
-        and add the coverage there to the scorecard's ``shifted`` (earlier shifts' entries are kept).
-    n : int, optional
-        Examples of the shifted capture; default as many as the run's own capture.
-    max_memory : int or str, optional
-        Bounds the prequential refits; default what the machine has free.
     cache_dir : str or Path, optional
         The activation store to look the run's capture up in first.
     acts : ActivationSet, str or Path, optional
@@ -694,19 +302,11 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     texts : iterable of str, optional
         ``hf:`` targets: score on this text too, entered as ``shift`` (default "text"), in windows
         as long as the run's.
-    data_seed : int, optional
-        Data seed of the shifted capture; default the run's.
-    dtype : str, optional
-        Storage dtype of the shifted capture; default the run's.
     log : callable, optional
         Told what the earlier scorecard held that this score keeps (splice, counterfactual
         fidelity, the prequential code: whatever this score does not measure again).
-    target : model, optional
-        The model itself (a run fitted on a model given in Python splices only with it).
-    output : str, optional
-        With ``target``: what its output is (``"next-token"``, ``"logits"``, ``"regression"``).
-    device : {"cpu", "cuda", "mps", "auto"}, optional
-        Where the target's forward passes run (default the CPU); "auto": a GPU where there is one.
+    {model}
+    {config: ScoreConfig}
 
     Returns
     -------
@@ -716,34 +316,33 @@ def score_run(run_dir, *, prequential: bool = False, splice: bool = True, trust_
     """
     from theorycraft.scoring import Scorecard, score
 
-    _arguments.check("limit", limit, optional=True)
-    _arguments.check("n", n, optional=True)
-    max_memory = _arguments.memory(max_memory, optional=True)
-    shift = _arguments.shift(shift)
+    config = ScoreConfig.of(config, prequential=prequential, splice=splice, limit=limit, shift=shift, n=n,
+                            max_memory=max_memory, data_seed=data_seed, dtype=dtype, device=device)
     texts = tuple(texts) if texts else None
-    if texts and shift is None:
-        shift = "text"
-    if shift is None and (n is not None or data_seed is not None or dtype is not None):
-        raise ArgumentError("n, the data seed and dtype size the shifted capture: give a shift too (--shift NAME, "
-                            "or --text/--data), or leave them out")
+    shift = config.shift or ("text" if texts else None)
+    if shift is None and (config.n is not None or config.data_seed is not None or config.dtype is not None):
+        raise ArgumentError("{n}, the data seed ({data_seed}) and {dtype} size the shifted capture: give a shift too "
+                            "({shift} NAME, or {texts}), or leave them out",
+                            params=("n", "data_seed", "dtype", "shift", "texts"))
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)
     target = as_target(target, dataset=acts.inputs(), output=output) if target is not None else None
-    runnable = fitted.theory.target is not None and fitted.theory.target.scheme in ("builtin", "hf", "torch")
-    if target is None and (splice or (shift and not texts)) and runnable:
+    ref = fitted.theory.target
+    runnable = ref is not None and ref.scheme in {s.name for s in _runnable()}
+    if target is None and (config.splice or (shift and not texts)) and runnable:
         target = target_of(fitted.theory, trust_code=trust_code)
-    target = on_device(target, _device(device)) if target is not None else None
+    target = on_device(target, checked_device(config.device)) if target is not None else None
     try:  # what was scored before is kept where this score does not measure it again
         earlier = Scorecard.load(run_dir)
     except ArtifactError:  # a card this version cannot read holds nothing to keep
         earlier = None
     shifted = dict(earlier.shifted) if earlier is not None else {}
     if shift is not None:
-        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=n, trust_code=trust_code, texts=texts,
-                                     data_seed=data_seed, dtype=dtype, splice=splice)
-    card = score(fitted, acts, target=target if splice else None, prequential=prequential, limit=limit,
-                 max_memory=max_memory)
+        shifted[shift] = score_shift(fitted, acts, shift, target=target, n=config.n, trust_code=trust_code,
+                                     texts=texts, data_seed=config.data_seed, dtype=config.dtype, splice=config.splice)
+    card = score(fitted, acts, target=target if config.splice else None, prequential=config.prequential,
+                 limit=config.limit, max_memory=config.max_memory)
     card, kept = _keep_earlier(card.replace(shifted=shifted), earlier)
     if kept:
         log(f"kept from the earlier score of {run_dir}: {', '.join(kept)} (not measured this time; a score that "

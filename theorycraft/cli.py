@@ -1,338 +1,32 @@
 """The ``theorycraft`` command. Exit codes: 0 ok, 1 invalid input, 2 usage error (a bad flag or
 argument), 3 internal error (a bug in theorycraft: reported without a traceback unless
-THEORYCRAFT_DEBUG=1), 130 interrupted."""
+THEORYCRAFT_DEBUG=1), 130 interrupted.
+
+Here: the parser (the stages' flags generated from theorycraft.configs) and ``main``; what each
+command does is in theorycraft._commands."""
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 from typing import Callable, Sequence
 
 from theorycraft import __version__
-from theorycraft._arguments import flag, include_path_flag, memory_flag, part_flag, site_flag
-from theorycraft.files import write_atomically
+from theorycraft import configs
+from theorycraft._arguments import flag, include_path_flag, part_flag, site_flag
+from theorycraft._commands import (EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_USAGE, _bench, _cache_ls, _cache_rm,
+                                   _cache_verify, _capture, _check, _diagnose, _explain, _infer, _report, _schema,
+                                   _search, _shifts, _sites, _score, _validate, axioms_table, scorecard_table)
+from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, SearchConfig, add_flags
 from theorycraft.errors import USER_ERRORS, ArgumentError
-from theorycraft.spec import TheoryError, check_theory, json_schema, load_theory, outline
-from theorycraft.store import DTYPES
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+from theorycraft.spec import TheoryError, load_theory, schemes_text
+__all__ = ["axioms_table", "build_parser", "main", "scorecard_table"]  # the tables: as the terminal shows them
 DEBUG_ENV = "THEORYCRAFT_DEBUG"
 TRUST_HELP = "allow torch: targets and 'kind: module:attr' components to run their Python"
 
 
-def _validate(args: argparse.Namespace) -> int:
-    status = EXIT_OK
-    for path in args.files:
-        theory, diagnostics = check_theory(path, trust_code=args.trust_code, include_paths=args.include_path)
-        for d in diagnostics:
-            print(d, file=sys.stderr)
-        if theory is None:
-            status = EXIT_INVALID
-            errors = sum(d.severity == "error" for d in diagnostics)
-            print(f"{path}: invalid ({errors} error{'s' * (errors != 1)})")
-        else:
-            print(f"{path}: ok (theory '{theory.name}', {len(theory.components)} components)")
-    return status
-
-
-def _explain(args: argparse.Namespace) -> int:
-    theory, diagnostics = check_theory(args.file, trust_code=args.trust_code, include_paths=args.include_path)
-    for d in diagnostics:
-        print(d, file=sys.stderr)
-    if theory is None:
-        return EXIT_INVALID
-    print(outline(theory))
-    return EXIT_OK
-
-
-def _schema(args: argparse.Namespace) -> int:
-    print(json.dumps(json_schema(), indent=2))
-    return EXIT_OK
-
-
-def _sites(args: argparse.Namespace) -> int:
-    from theorycraft.api import target_of
-
-    target = target_of(args.target, trust_code=args.trust_code)
-    hooks = target.hooks()
-    width = max(map(len, hooks), default=0)
-    for name, shape in hooks.items():
-        print(f"{name:<{width}}  {list(shape)}")
-    return EXIT_OK
-
-
-def _shifts(args: argparse.Namespace) -> int:
-    from theorycraft.api import target_of
-
-    target = target_of(args.target, trust_code=args.trust_code)
-    shifts = target.shifts()
-    if not shifts:
-        print(f"{target.name} has no named shifts; {target.shift_hint}")
-    width = max(map(len, shifts), default=0)
-    for name, description in shifts.items():
-        print(f"{name:<{width}}  {description}")
-    return EXIT_OK
-
-
-def _capture(args: argparse.Namespace) -> int:
-    from theorycraft.api import capture
-    from theorycraft.store import ActivationSet
-
-    data = _data(args)
-    acts = capture(args.source, sites=args.sites, n=args.n, seed=data.pop("data_seed", 0), **data,
-                   cache_dir=args.cache, trust_code=args.trust_code, batch_size=args.batch_size,
-                   shift=args.shift, include_paths=args.include_path, part=args.part, log=_say)
-    if not isinstance(acts, ActivationSet):  # a partial store (--part; a finished capture is returned whole)
-        print(f"captured part {args.part[0]} of {args.part[1]} in {acts}; the same capture without --part (or "
-              f"infer) merges the parts and records what they lack")
-        return EXIT_OK
-    print(f"captured {acts.n} examples of {len(acts.sites)} sites ({acts.manifest['dtype']}) in {acts.directory} "
-          f"(key {acts.key})")
-    for site, shape in acts.sites.items():
-        print(f"  {site}  {list(shape)}")
-    return EXIT_OK
-
-
-def _infer(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from theorycraft.api import infer
-    from theorycraft.inference import engine as _distributed  # its cluster functions
-    from theorycraft.spec import load_theory
-
-    cluster = _distributed.cluster_from_environment()  # a task of a cluster job: join it before JAX starts
-    if cluster is not None:
-        _distributed.initialize(cluster)
-    leader = cluster is None or cluster.process_id == 0
-    theory = load_theory(args.theory, trust_code=args.trust_code, include_paths=args.include_path)
-    out = Path(args.out or Path("runs") / theory.name)
-    lines: list[str] = []
-
-    def log(message: str) -> None:
-        lines.append(message)
-        print(message, file=sys.stderr)
-
-    _, card = infer(theory, out_dir=out, seed=args.seed, max_steps=args.max_steps, learning_rate=args.lr,
-                    batch_size=args.batch_size, restarts=args.restarts, n=args.n, cache_dir=args.cache, trust_code=args.trust_code,
-                    fit_mode=args.fit, log=log if leader else (lambda m: None), max_memory=args.max_memory,
-                    model_shards=args.model_shards, progress=leader,
-                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args, named=True))
-    if not leader:  # process 0 reports and writes
-        return EXIT_OK
-    write_atomically(out / "log.txt", "\n".join(lines) + "\n")
-    print(scorecard_table(card))
-    print(f"artifact: {out}")
-    return EXIT_OK
-
-
-def _score(args: argparse.Namespace) -> int:
-    from theorycraft.api import score_run
-
-    data = _data(args)
-    card = score_run(args.run_dir, prequential=args.prequential, splice=not args.no_splice, trust_code=args.trust_code,
-                     limit=args.limit, shift=args.shift, n=args.n, max_memory=args.max_memory, cache_dir=args.cache,
-                     acts=args.capture, log=_say, **data)
-    print(scorecard_table(card))
-    print(f"scorecard: {args.run_dir}/scorecard.json")
-    return EXIT_OK
-
-
-def _check(args: argparse.Namespace) -> int:
-    from theorycraft.api import check
-
-    results = check(args.theory, run_dir=args.run_dir, n=args.n, limit=args.limit, seed=args.seed, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, data_seed=args.data_seed, seq_len=args.seq_len,
-                    device=args.device)
-    print(axioms_table(results))
-    failed = [r.name for r in results if not r.passed]
-    print(f"{len(results) - len(failed)} of {len(results)} axioms hold on {results[0].n} held-out examples"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return EXIT_INVALID if failed else EXIT_OK
-
-
-def axioms_table(results) -> str:
-    """Axiom results as the terminal shows them: the network's effect with its 95% interval, the
-    theory's predicted effect, and the judged quantity against its bound."""
-    from theorycraft.scoring import AXIOM_COLUMNS as COLUMNS
-
-    rows = [f"{'axiom':<40} {'measure':<18} {'network effect [95%]':>28} {'theory pred.':>12}  {'judged':>10}  result"]
-    for r in results:
-        theory = "-" if r.theory is None else f"{r.theory:.4g}"
-        rows.append(f"{r.name:<40} {r.measure:<18} {f'{r.network:.4g} [{r.low:.4g}, {r.high:.4g}]':>28} {theory:>12}  "
-                    f"{r.judged:>10.4g}  {'pass' if r.passed else 'FAIL'}")
-        rows.append(f"    {r.claim}")
-    rows += [f"{name}: {meaning}" for name, meaning in COLUMNS]
-    return "\n".join(rows)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from theorycraft.benchmarks.coverage import run_bench
-
-    result = run_bench(quick=args.quick, out=args.out, targets=args.targets, cache_dir=args.cache,
-                       log=lambda m: print(m, file=sys.stderr), progress=not args.no_progress)
-    from pathlib import Path
-    print((Path(args.out) / "results.md").read_text())
-    for problem in result.validity:
-        print(f"validity: {problem}")
-    print(f"{len(result.rows)} theories in {result.seconds:.0f}s; results, table and plots in {args.out}/")
-    if result.validity:  # a reference theory not ranked first: the benchmark does not hold
-        print(f"error: the benchmark's validity check failed ({len(result.validity)} problems)", file=sys.stderr)
-        return EXIT_INVALID
-    return EXIT_OK
-
-
-def _report(args: argparse.Namespace) -> int:
-    from theorycraft._report import report
-
-    print(f"report: {report(args.directory, args.out)}")
-    return EXIT_OK
-
-
-def _diagnose(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from theorycraft.refine import diagnose, render
-    from theorycraft.api import load_run, run_activations
-
-    run = Path(args.run_dir)
-    fitted = load_run(run, trust_code=args.trust_code)
-    vocabulary = None
-    if args.vocabulary:
-        from theorycraft.refine import load_vocabulary
-        vocabulary = load_vocabulary(args.vocabulary, fitted.theory, trust_code=args.trust_code)
-    from theorycraft.targets import decoder
-
-    report = diagnose(fitted, run_activations(fitted, run, args.cache, args.capture), top=args.top, worst=args.worst,
-                      vocabulary=vocabulary, decode=decoder(fitted.theory.target))  # a text model's tokens as text
-    write_atomically(run / "diagnosis.json", json.dumps(report, indent=1) + "\n")
-    print(render(report))
-    print(f"diagnosis: {run}/diagnosis.json")
-    return EXIT_OK
-
-
-def _search(args: argparse.Namespace) -> int:
-    from theorycraft._report import found_variables
-    from theorycraft.api import search
-
-    result = search(args.start, vocabulary=args.vocabulary, out_dir=args.out, budget_bits=args.budget_bits,
-                    budget_minutes=args.budget_minutes, tries=args.tries, seed=args.seed, max_steps=args.max_steps,
-                    target_coverage=args.target_coverage, compare=args.compare, n=args.n, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=lambda m: print(m, file=sys.stderr), max_memory=args.max_memory,
-                    include_paths=args.include_path, judge_cache=args.judge_cache, progress=not args.no_progress,
-                    **_data(args, named=True))
-    final, out = result.final, result.out
-    print(f"found in {len(result.trail) - 1} steps ({result.stopped}), judged on validation: "
-          f"{_totals(final.selection)}, {final.params:,} params (start {result.trail[0].selection.bits_total:,.0f} bits)")
-    print(f"reported on test: {_totals(final.report)}")
-    for name, expr in found_variables(final.theory).items():
-        print(f"  variable {name} = {expr}")
-    card = result.scorecard
-    given = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
-    print(f"refitted on train + validation (as infer fits it): test {card.headline()}; over "
-          f"{', '.join((*card.covered, *card.unexplained))}{given}")
-    for warning in card.warnings():
-        print(f"warning: {warning}")
-    scaling = result.scaling
-    if scaling and scaling.get("notes"):
-        print(f"scaling curve: no result ({len(scaling['notes'])} reason{'s' * (len(scaling['notes']) > 1)}):")
-        for note in scaling["notes"]:
-            print(f"  it {note}")
-    elif scaling:
-        need, se = scaling["bits_for_target"], scaling.get("errors") or {}
-        print(f"scaling curve L(N) = {scaling['floor']:.4g}{_pm(se, 'floor')} + {scaling['scale']:.4g}{_pm(se, 'scale')}"
-              f"·N^-({scaling['exponent']:.3f}{_pm(se, 'exponent')}) (validation, {scaling.get('points', '?')} points"
-              f"{'' if se else ', errors not estimable'}): coverage {scaling['target_coverage']} needs "
-              + (f"~{need:,.0f} bits" if need else "more than this vocabulary can reach (below the floor)"))
-    ref = result.reference
-    if ref:
-        print(f"compared with {ref['theory']}, same judge: validation {_totals(ref['validation'])}; test "
-              f"{_totals(ref['test'])}; {ref['params']:,} params -> found/reference on test: coverage "
-              f"{final.report.coverage / ref['test'].coverage:.3f}x, theory bits "
-              f"{final.report.bits_theory / ref['test'].bits_theory:.2f}x")
-    for h in result.heads_left_to_mean:
-        print(f"{h['site']} head {h['head']}: left to its mean pattern, closest rule {h['rule_name']} "
-              f"({h['rule']}, cosine {h['cosine']:.2f})")
-    print(f"theory: {out}/theory.yaml  trail: {out}/trail.json, {out}/trail.png  fitted: {out}/fitted")
-    return EXIT_OK
-
-
-def _pm(errors: dict, name: str) -> str:
-    return f" ± {errors[name]:.2g}" if errors.get(name) is not None else ""
-
-
-def _totals(t) -> str:
-    free = "" if t.coverage_free is None else f" (free-running {t.coverage_free:.4f})"
-    return f"coverage {t.coverage:.4f}{free}, theory {t.bits_theory:,.0f} bits, total {t.bits_total:,.0f} bits"
-
-
-def _number(value) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def scorecard_table(card) -> str:
-    """A Scorecard as the terminal shows it."""
-    from theorycraft.scoring import interval_text
-
-    rows = ["R2 teacher-forced (each site a component reads is the recorded one) and free (the theory's own "
-            "prediction of it, from the input alone); [95% bootstrap interval over the test examples]",
-            f"{'site':<16} {'R2 train':>9} {'R2 valid':>9} {'R2 test':>9} {'[95% interval]':>20} {'free test':>10} "
-            f"{'[95% interval]':>20} {'n test':>8}"]
-    flagged = set(card.below_mean())
-    for site, s in card.sites.items():
-        rows.append(f"{site:<16} {s.r2_train:>9.4f} {s.r2_validation:>9.4f} {s.r2_test:>9.4f} "
-                    f"{interval_text(s.r2_test_interval).strip():>20} {s.r2_test_free:>10.4f} "
-                    f"{interval_text(s.r2_test_free_interval).strip():>20} {s.n_test:>8}"
-                    + ("  <- worse than its mean" if site in flagged else ""))
-    inputs = f" (given: {', '.join(card.inputs)})" if card.inputs else ""
-    rows.append(f"test {card.headline()}")
-    rows.append(f"  over {', '.join((*card.covered, *card.unexplained))}{inputs}   params {card.size.params:,}   "
-                f"fit {card.fit.get('seconds', 0):.1f}s")
-    if card.fit.get("converged") is False:  # absent: a scorecard from before fits said
-        rows.append(f"fit NOT converged: {card.fit.get('convergence', '')}")
-    size, mdl = card.size, card.mdl
-    if size.bits is not None:
-        given = f", inputs {size.bits_inputs:,}" if card.inputs else ""
-        rows.append(f"size {size.bits:,} bits (spec {size.bits_spec:,}, params {size.bits_params:,}, "
-                    f"latent codes {size.bits_latents:,}{given}; step {size.quantization} x RMS, chosen on validation)")
-    if mdl is not None:
-        rows.append(f"MDL on {mdl.n_examples} test examples: theory {mdl.bits_theory:,} + residual "
-                    f"{mdl.bits_residual:,} = {mdl.bits_total:,} bits vs mean only {mdl.bits_baseline:,}"
-                    f"  -> compression {mdl.compression:.3f}")
-        if mdl.prequential_bits is not None:
-            rows.append(f"prequential code {mdl.prequential_bits:,} bits vs mean only "
-                        f"{mdl.prequential_baseline_bits:,} -> compression {mdl.prequential_compression:.3f}")
-    if card.counterfactual is not None:
-        cf = card.counterfactual
-        rows.append(f"counterfactual fidelity on {cf.n} test examples, {len(cf.interventions)} interventions "
-                    f"({', '.join(cf.interventions)}): R2 {_number(cf.r2)}  KL of outputs {_number(cf.kl)}")
-    for name, s in card.shifted.items():
-        rows.append(f"shifted ({name}; {s.n} test examples new to the fit): coverage teacher-forced {s.coverage:.4f}, "
-                    f"free {s.coverage_free:.4f}")
-        rows += [_splice_row(f"  splice {site} ({name}; {sp.n} examples)", sp) for site, sp in s.splice.items()]
-    rows += [_splice_row(f"splice {site} ({s.n} test examples)", s) for site, s in card.splice.items()]
-    rows += [f"warning: {w}" for w in card.warnings()]
-    return "\n".join(rows)
-
-
-def _splice_row(label: str, s) -> str:
-    from theorycraft.scoring import splice_figure
-
-    row = (f"{label}: top-1 agreement {splice_figure(s.top1_agreement, s.top1_agreement_interval)}  "
-           f"KL {splice_figure(s.kl, s.kl_interval)}  "
-           f"loss recovered {splice_figure(s.loss_recovered, s.loss_recovered_interval)}  (clean "
-           f"{s.loss_clean:.4g}, spliced {s.loss_spliced:.4g}, mean-ablated {s.loss_mean_ablated:.4g})")
-    if s.exact_match_spliced is not None:  # a task whose rows are answers: each row's accuracy
-        digits = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
-        row += (f"\n{' ' * len(label)}  exact match {s.exact_match_spliced:.4f} (clean {s.exact_match_clean:.4f}); "
-                f"accuracy per answer row {digits(s.answer_accuracy_spliced)} (clean {digits(s.answer_accuracy_clean)})")
-    return row
-
-
-# Two examples per subcommand, shown under its --help (a new subcommand adds its pair here)
 EXAMPLES = {
     "validate": ["theorycraft validate examples/*.yaml", "theorycraft validate examples/modadd_fourier.yaml --include-path examples/parts"],
     "explain": ["theorycraft explain examples/modadd_fourier.yaml", "theorycraft explain examples/induction.yaml"],
@@ -404,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", _schema, "print the JSON Schema of the theory language")
 
     sites = command("sites", _sites, "list a target's sites (hook points) with their per-example shapes")
-    sites.add_argument("target", metavar="TARGET", help="builtin:NAME, hf:PATH, activations:DIR or torch:module:factory")
+    sites.add_argument("target", metavar="TARGET", help=schemes_text())
     sites.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
     shf = command("shifts", _shifts, "list a target's named shifts (off-distribution data for --shift)")
@@ -416,11 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("source", metavar="THEORY_OR_TARGET", help="a theory .yaml, or a target like builtin:induction")
     cap.add_argument("--sites", nargs="+", type=site_flag, metavar="SITE",
                      help="hook points to record (default: the theory's; a target needs them)")
-    cap.add_argument("--n", type=flag("n"), default=None, help="number of examples (default: the target's dataset)")
-    _data_flags(cap, seed_alias=True)
-    cap.add_argument("--batch-size", type=flag("batch_size"), default=256)
-    cap.add_argument("--shift", metavar="NAME", help="the target's named shifted data instead of its own "
-                     "(theorycraft shifts TARGET lists them)")
+    add_flags(cap, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "batch_size", "shift", "device",
+              aliases={"data_seed": ("--seed",)})
+    _data_flags(cap)
     cap.add_argument("--part", type=part_flag, metavar="K/N", help="record only shards K, K+N, K+2N, ... (K from 0) "
                      "into a partial store; run parts 0/N to N-1/N anywhere on the same cache, then the capture "
                      "without --part merges them")
@@ -430,40 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
                   ["theory"])
     inf.add_argument("theory", metavar="THEORY.yaml")
     inf.add_argument("--out", metavar="DIR", help="artifact directory (default: runs/THEORY_NAME)")
-    inf.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit (initialisation, minibatches); "
-                     "never of the data (--data-seed)")
-    inf.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps for parts without a "
-                     "closed form")
-    inf.add_argument("--lr", type=flag("learning_rate"), default=3e-3, help="Adam learning rate")
-    inf.add_argument("--batch-size", type=flag("batch_size"), default=512)
-    inf.add_argument("--restarts", type=flag("restarts"), default=1, help="Adam fits from this many starts (seeds "
-                     "SEED, SEED+1, ...), the best on validation kept; the fit says where they disagree")
-    inf.add_argument("--fit", choices=("stagewise", "joint"), default="stagewise",
-                     help="stagewise: each component fitted to the site it predicts, then held fixed for the sites "
-                          "that read it (default); joint: every site at once, end to end through shared components")
-    inf.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
-                     "sites already in the store, else the target's dataset)")
+    add_flags(inf, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "restarts", "fit_mode", "max_memory",
+              "model_shards")
+    add_flags(inf, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "device")
     _data_flags(inf, named=True)
-    inf.add_argument("--model-shards", type=flag("model_shards"), default=1, metavar="M", help="devices of the mesh's "
-                     "'model' axis: large tables and maps are split over them (default 1: data-parallel only)")
     inf.add_argument("--processes", type=flag("processes"), default=None, metavar="N", help="fit on N processes "
                      "(jax.distributed), each reading its own shards: started here, or, where THEORYCRAFT_COORDINATOR, "
                      "THEORYCRAFT_NUM_PROCESSES and THEORYCRAFT_PROCESS_ID are set (a cluster job), joined")
-    _max_memory(inf)
     _common(inf)
 
     sc = command("score", _score, "score a fitted theory: bits, MDL compression, splice fidelity (into scorecard.json)")
     sc.add_argument("run_dir", metavar="RUN_DIR", help="an artifact directory written by theorycraft infer")
-    sc.add_argument("--prequential", action="store_true", help="also the prequential (online) code: refits the "
-                    "theory on growing prefixes of the data")
-    sc.add_argument("--no-splice", action="store_true", help="skip running the target with the site replaced")
-    sc.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="score on the first N test examples")
-    sc.add_argument("--shift", metavar="NAME", help="also capture the theory's sites on this named shift of its target "
-                    "and report coverage there (theorycraft shifts TARGET lists them)")
-    sc.add_argument("--n", type=flag("n"), default=None, help="examples of the shifted capture (default: as many as "
-                    "the run's capture)")
+    add_flags(sc, ScoreConfig, "prequential", "splice", "limit", "shift", "n", "data_seed", "dtype", "max_memory",
+              "device")
     _data_flags(sc, named=True, shifted=True)
-    _max_memory(sc)
     sc.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _cache_flag(sc)
 
@@ -471,14 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on held-out examples; exit 1 if one fails", ["theory"])
     chk.add_argument("theory", metavar="THEORY.yaml")
     chk.add_argument("--run", dest="run_dir", metavar="RUN_DIR", help="a fit of this theory (default: fit it into runs/THEORY_NAME)")
-    chk.add_argument("--n", type=flag("n"), default=None, help="examples to capture when fitting (default: the target's dataset)")
     chk.add_argument("--limit", type=flag("limit"), default=None, metavar="N", help="held-out examples to check on (default 512)")
-    chk.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fit and of the resampling")
-    chk.add_argument("--data-seed", type=flag("seed"), default=0, metavar="SEED", help="seed of the captured data "
-                     "(which examples, their order, the test split)")
-    _seq_len(chk)
-    _device_flag(chk)
-    _max_memory(chk)
+    add_flags(chk, FitConfig, "seed", "max_memory")  # of the fit when there is no --run; the seed resamples too
+    add_flags(chk, CaptureConfig, "n", "data_seed", "seq_len", "device")
     _common(chk)
     diag = command("diagnose", _diagnose, "where a fitted theory fails: residual directions, what they correlate "
                    "with, the worst examples (into diagnosis.json)")
@@ -496,25 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("start", metavar="START.yaml", help="the theory to start from (its sites; components optional)")
     se.add_argument("--vocabulary", metavar="VOCAB.yaml", help="candidate components (default: generated for the "
                     "target's sites: lookups, Fourier features, rules, attention rules, low-rank mechanisms)")
-    budget = se.add_mutually_exclusive_group()
-    budget.add_argument("--budget-bits", type=flag("budget_bits"), metavar="B", help="never grow the theory past B bits")
-    budget.add_argument("--budget-minutes", type=flag("budget_minutes"), metavar="M",
-                        help="stop after M minutes of search: the step in flight stops at it, the best so far is kept")
+    add_flags(se.add_mutually_exclusive_group(), SearchConfig, "budget_bits", "budget_minutes")
+    add_flags(se, SearchConfig, "tries", "target_coverage", "judge_cache")
     se.add_argument("--out", metavar="DIR", help="output directory (default: runs/search-THEORY_NAME)")
-    se.add_argument("--tries", type=flag("tries"), default=4, help="best-estimated candidates fitted and scored per step")
-    se.add_argument("--max-steps", type=flag("max_steps"), default=2000, help="Adam steps per fit (re-infer with the same)")
-    se.add_argument("--seed", type=flag("seed"), default=0, help="seed of the fits, never of the data (--data-seed)")
-    se.add_argument("--target-coverage", type=flag("target_coverage"), default=0.99, help="the coverage the scaling curve is asked "
-                    "about")
     se.add_argument("--compare", metavar="THEORY.yaml", help="also score this theory (same sites) the same way")
-    se.add_argument("--n", type=flag("n"), default=None, help="examples to capture (default: a capture of these "
-                    "sites already in the store, else the target's dataset)")
+    add_flags(se, FitConfig, "seed", "max_steps", "learning_rate", "batch_size", "fit_mode", "max_memory")
+    add_flags(se, CaptureConfig, "n", "data_seed", "dtype", "seq_len", "device")
     _data_flags(se, named=True)
-    se.add_argument("--judge-cache", type=memory_flag("judge_cache"), default=None, metavar="SIZE",
-                    help="parameters of judged theories kept for reuse, least recently used out first, e.g. 1G "
-                         "(default: 256M)")
     se.add_argument("--no-progress", action="store_true", help="no progress bar over the steps")
-    _max_memory(se)
     _common(se)
 
     bench = command("bench", _bench, "the coverage benchmark: bundled targets x reference theories x baselines")
@@ -542,60 +198,16 @@ def _cache_flag(sub: argparse.ArgumentParser) -> None:
                      "directory: ~/.cache/theorycraft on Linux)")
 
 
-def _seq_len(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--seq-len", type=flag("seq_len"), metavar="T", help="hf targets: tokens per window; part of "
-                     "the capture's key (default: 128, or the model's positions if fewer)")
-
-
-def _device_flag(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--device", choices=("cpu", "cuda", "mps", "auto"), default=None, help="where the target's "
-                     "forward passes run (capture, splice, axioms; default cpu); auto: a GPU where there is one. "
-                     "A batch holds fewer examples where they would not fit the device's memory")
-
-
-def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False,
-                seed_alias: bool = False) -> None:
-    """The data flags capture, infer, search and score share (on score they choose the data of
-    the shifted capture); ``named``: also --capture KEY|DIR, an existing capture instead."""
-    what = "the shifted capture's" if shifted else "the captured"
-    sub.add_argument("--data-seed", *(["--seed"] if seed_alias else []), dest="data_seed", type=flag("seed"),
-                     default=None, metavar="SEED", help=f"seed of {what} data: which examples, their order, the test "
-                     f"split; part of the capture's key (default {'the run' + chr(39) + 's' if shifted else '0'})")
-    sub.add_argument("--dtype", choices=DTYPES, default=None, help=f"how {what} activations are stored (default "
-                     f"{'the run' + chr(39) + 's' if shifted else 'float32'})")
-    _device_flag(sub)
+def _data_flags(sub: argparse.ArgumentParser, *, named: bool = False, shifted: bool = False) -> None:
+    """The data flags that are no config's: --text and --data (the data of hf: targets; on score,
+    the text scored as a shift); ``named``: also --capture KEY|DIR, an existing capture instead."""
     sub.add_argument("--text", nargs="+", default=[], metavar="FILE", help="hf targets: text files as the data"
                      + (" (scored as --shift NAME, default 'text', in windows as long as the run's)" if shifted else ""))
     sub.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl", help="hf targets: JSONL with a 'text' field")
-    if not shifted:  # score's text is cut into the run's windows: its sites are scored position by position
-        _seq_len(sub)
     if named:
         sub.add_argument("--capture", metavar="KEY|DIR", help="use this capture (a key from theorycraft cache ls, or a "
                          "capture's directory)" + (" instead of the run's own" if shifted else
                                                    "; the data flags then stay out"))
-
-
-def _data(args: argparse.Namespace, *, named: bool = False) -> dict:
-    """The data flags given, as keyword arguments of the api; with ``named`` (infer, search), a
-    --capture with any of them is a usage error."""
-    from theorycraft.targets import read_texts
-
-    given = {"data_seed": args.data_seed, "dtype": args.dtype,
-             "texts": read_texts(args.text, args.data) if (args.text or args.data) else None,
-             "seq_len": getattr(args, "seq_len", None)}
-    given = {k: v for k, v in given.items() if v is not None}
-    if named and args.capture:
-        if given or args.n is not None:
-            raise ArgumentError("--capture names the data: leave out --n, --data-seed, --dtype, --text, --data "
-                                "and --seq-len")
-        given["acts"] = args.capture
-    if getattr(args, "device", None) is not None:  # not data: with --capture too (splicing runs the target)
-        given["device"] = args.device
-    return given
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 # --- theorycraft cache ls | verify | rm ------------------------------------------------------------
@@ -616,64 +228,25 @@ def _cache_commands(command: Callable) -> None:
         _cache_flag(sub)
 
 
-def _cache_ls(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
-    from theorycraft._arguments import bytes_text
-    from theorycraft.store import cache_root
-
-    held = _cache.held(args.cache)
-    print(f"{'key':<20}  {'size':>9}  {'captured':<16}  {'target':<24} {'n':>7} {'seed':>4} {'dtype':<8}  sites")
-    for h in held:
-        if not h.complete:
-            why = ("a partial store (capture --part): the capture without --part merges it" if ".part-" in h.key else
-                   f"an interrupted capture: run it again to resume, or theorycraft cache rm {h.key}")
-            print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  incomplete ({why})")
-            continue
-        shift = f" (shift {h.shift})" if h.shift else ""
-        print(f"{h.key:<20}  {bytes_text(h.bytes):>9}  {_cache.date_text(h.modified):<16}  {h.target + shift:<24} "
-              f"{h.n:>7} {h.seed if h.seed is not None else '-':>4} {h.dtype:<8}  {', '.join(h.sites)}")
-    print(f"{len(held)} capture{'s' * (len(held) != 1)}, {bytes_text(sum(h.bytes for h in held))} in {cache_root(args.cache)}")
-    return EXIT_OK
-
-
-def _cache_verify(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
-    from theorycraft.errors import StoreError
-    from theorycraft.store import cache_root
-
-    root, bad = cache_root(args.cache), 0
-    keys = args.keys or [h.key for h in _cache.held(args.cache)]
-    for key in keys:
-        try:
-            acts = _cache.find(key, args.cache)
-            acts.verify()  # every file read and checked now
-            print(f"{acts.key}  ok ({acts.n} examples, {len(acts.sites)} sites)")
-        except StoreError as exc:
-            bad += 1
-            print(f"{key}  FAILED: {exc}")
-    print(f"{len(keys) - bad} of {len(keys)} captures in {root} verified" + (f"; {bad} failed" if bad else ""))
-    return EXIT_INVALID if bad else EXIT_OK
-
-
-def _cache_rm(args: argparse.Namespace) -> int:
-    from theorycraft import _cache
-    from theorycraft._arguments import bytes_text
-
-    for key in args.keys:
-        gone = _cache.remove(key, args.cache)
-        print(f"removed {gone.key} ({bytes_text(gone.bytes)}, {gone.target})")
-    return EXIT_OK
-
-
 def _include_path(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--include-path", action="append", default=[], type=include_path_flag, metavar="DIR",
                      help="a directory the theory's includes may read from, besides the theory file's own "
                           "(repeatable); includes never leave these")
 
 
-def _max_memory(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--max-memory", type=memory_flag("max_memory"), metavar="SIZE", help="refuse a theory whose fit would need "
-                     "more memory than this, e.g. 4G or 512M (default: what the machine has free)")
+# parameters the library's errors name that are no config's field, as the CLI spells them
+FLAGS = {"texts": "--text and --data", "acts": "--capture", "run_dir": "--run", "processes": "--processes",
+         "sites": "--sites", "part": "--part"}
+
+
+def _flag(name: str) -> str:
+    """A library parameter as the command line spells it: a config field's flag (``learning_rate``
+    -> ``--lr``), else FLAGS'."""
+    for config in configs.CONFIGS:
+        known = configs.params(config)
+        if name in known:
+            return configs.flag_of(*known[name])
+    return FLAGS.get(name, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     except ArgumentError as exc:  # an argument the parser could not judge alone: a usage error too
         args.parser.print_usage(sys.stderr)
-        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {exc.said(_flag)}", file=sys.stderr)
         return EXIT_USAGE
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,8 +22,20 @@ class ArtifactError(FitError):
 
 
 class ArgumentError(ValueError):
-    """An argument out of its range (``n=-5``, ``learning_rate=0``); the message is the one the CLI
-    prints for the matching flag."""
+    """An argument out of its range (``n=-5``, ``learning_rate=0``), or arguments that do not go
+    together. ``{name}`` in the message is a parameter: said by its name in Python, by its flag
+    on the command line (``said``)."""
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()):
+        self.template, self.params = message, tuple(params)
+        super().__init__(self.said(str))
+
+    def said(self, spell) -> str:
+        """The message with each parameter spelled by ``spell(name)``."""
+        text = self.template
+        for name in self.params:
+            text = text.replace("{" + name + "}", spell(name))
+        return text
 
 
 class UnsafeFileError(ValueError):

@@ -70,14 +70,21 @@ def read_json(path, follow: bool = True, limit: int = MAX_JSON_BYTES):
         raise ValueError(f"{path}: JSON nested too deeply to read") from None
 
 
-@contextmanager
-def replacing(path):
-    """A fresh temporary file beside ``path`` (unguessable, made with O_EXCL) for a writer that
-    wants a file name (safetensors, numpy); renamed over ``path`` when the block ends well, removed
-    otherwise. A symlink planted at ``path`` is replaced, never written through."""
+def temporary_beside(path) -> Path:
+    """A fresh, empty file beside ``path`` (unguessable, made with O_EXCL), named ``.NAME.*.tmp``:
+    where a writer puts content before renaming it over ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    return Path(tmp)
+
+
+@contextmanager
+def replacing(path):
+    """A fresh temporary file beside ``path`` (``temporary_beside``) for a writer that
+    wants a file name (safetensors, numpy); renamed over ``path`` when the block ends well, removed
+    otherwise. A symlink planted at ``path`` is replaced, never written through."""
+    tmp = temporary_beside(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

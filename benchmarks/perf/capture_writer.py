@@ -36,7 +36,7 @@ OUTPUTS = [HookPoint.parse(f"encoder.layer.{k}.output") for k in range(6)]
 def variants(target: TorchTarget, windows: np.ndarray, tmp: Path) -> dict:
     n, counter = len(windows), iter(range(10 ** 6))
     out = {h: np.empty((n, windows.shape[1], 384), np.float32) for h in OUTPUTS}
-    real_fsync, real_init = os.fsync, store._Writer.__init__
+    real_fsync, real_init = os.fsync, store._durable._Writer.__init__
 
     def to_memory():
         for b in range(0, n, BATCH):
@@ -45,14 +45,14 @@ def variants(target: TorchTarget, windows: np.ndarray, tmp: Path) -> dict:
 
     def to_disk(in_flight=2, fsync=True, shard_rows=None):
         def run():
-            store._Writer.__init__ = lambda self, on_done, in_flight_=2: real_init(self, on_done, in_flight)
+            store._durable._Writer.__init__ = lambda self, on_done, in_flight_=2: real_init(self, on_done, in_flight)
             os.fsync = real_fsync if fsync else (lambda fd: None)  # the store calls os.fsync
             try:
                 folder = tmp / str(next(counter))
                 store.capture(target, OUTPUTS, n=n, cache_dir=folder, batch_size=BATCH, progress=False,
                               shard_rows=shard_rows)
             finally:
-                store._Writer.__init__, os.fsync = real_init, real_fsync
+                store._durable._Writer.__init__, os.fsync = real_init, real_fsync
             shutil.rmtree(folder)
         return run
 

@@ -27,7 +27,6 @@ version of each. Prints seconds, GFLOP/s (2·N·F·(F+D), the work of one pass) 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 
 import theorycraft as tc
 from theorycraft.inference.engine import ALPHAS, FitConfig, fit, load_examples
+from theorycraft.targets import write_recording
 from theorycraft.spec import parse_theory
 
 from _rounds import ratio, rounds
@@ -48,13 +48,9 @@ QUIET = FitConfig(progress=False)
 def make_capture(n: int, f: int, root: Path):
     """A recorded ``activations:DIR`` (y a noisy linear map of x), captured into the store."""
     r = np.random.default_rng(f)
-    recorded = root / f"recorded-{f}"
-    recorded.mkdir(parents=True)
     x = r.normal(size=(n, f)).astype(np.float32)
-    np.save(recorded / "inputs.npy", np.zeros((n, 1), np.int32))
-    np.save(recorded / "x.npy", x)
-    np.save(recorded / "y.npy", x @ r.normal(size=(f, D)).astype(np.float32) + r.normal(size=(n, D)).astype(np.float32))
-    (recorded / "manifest.json").write_text(json.dumps({"sites": ["x", "y"]}))
+    y = x @ r.normal(size=(f, D)).astype(np.float32) + r.normal(size=(n, D)).astype(np.float32)
+    recorded = write_recording(root / f"recorded-{f}", np.zeros((n, 1), np.int32), {"x": x, "y": y})
     theory = parse_theory(f"""
 theory: ridge-{f}
 target: activations:{recorded}

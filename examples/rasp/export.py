@@ -20,7 +20,6 @@ sublayers where a layer has no attention or no MLP) gives no site.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -90,14 +89,10 @@ def rotation(dim, seed=0):
 
 
 def write(directory: Path, inputs, sites, target, vocab_size):
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.npy"):
-        old.unlink()
-    manifest = {"sites": list(sites), "target": target, "vocab_size": vocab_size}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    np.save(directory / "inputs.npy", inputs)
-    for site, array in sites.items():
-        np.save(directory / f"{site.replace(':', '@')}.npy", np.ascontiguousarray(array, np.float32))
+    from theorycraft.targets import write_recording
+
+    write_recording(directory, inputs, {site: np.ascontiguousarray(array, np.float32) for site, array in sites.items()},
+                    target=target, vocab_size=vocab_size)
 
 
 def export(name, out: Path = HERE):

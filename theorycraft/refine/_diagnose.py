@@ -89,9 +89,9 @@ def diagnose(fitted, acts, top: int = 3, worst: int = 5, limit: int = 4096, voca
     the worst examples. ``vocabulary`` (a search vocabulary) adds its candidate features to what
     residual directions are compared with; ``decode`` (token id -> text, a text model's tokenizer)
     adds each worst example's tokens as text."""
-    from theorycraft import _arguments
+    from theorycraft.configs import COUNT, SEED
 
-    top, worst, limit = _arguments.check("top", top), _arguments.check("worst", worst), _arguments.check("limit", limit)
+    top, worst, limit = COUNT.check("top", top), SEED.check("worst", worst), COUNT.check("limit", limit)
     data = load_examples(fitted.theory, acts)
     rows = acts.split("validation")[:limit]
     batch = {k: v[rows] for k, v in data.items()}

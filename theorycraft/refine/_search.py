@@ -39,7 +39,7 @@ import numpy as np
 from theorycraft.inference.engine import (FitConfig, FittedTheory, Stopped, count_params, fit, load_examples, make_plan, resident,
                                          site_rows, site_shapes)
 from theorycraft.inference.kinds import kind_of
-from theorycraft._arguments import bytes_text, memory
+from theorycraft.configs import SearchConfig, bytes_text, memory
 from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bits, squared_errors, total_bits
 from theorycraft.spec import Theory
@@ -49,7 +49,7 @@ from ._propose import proposals
 from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
 PROXY_SAMPLE = 4096  # training examples the candidate estimates are computed on
-CACHE_BYTES = 256 * 10 ** 6  # parameters the judge keeps of theories it has assessed (``--judge-cache``)
+CACHE_BYTES = SearchConfig().judge_cache  # parameters the judge keeps of theories it has assessed
 
 
 @dataclass(frozen=True)

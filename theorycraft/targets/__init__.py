@@ -17,7 +17,8 @@ from ._hf import load_hf_model, minilm_path
 from ._texts import read_texts
 from ._load import load_target, source_identity
 from ._objects import as_target, decoder
+from ._recorded import write_recording
 from ._user import UserModel
 
 __all__ = ["resolve_device", "Target", "TargetError", "TorchTarget", "UserModel", "as_target", "decoder", "load_hf_model", "load_target",
-           "minilm_path", "read_texts", "source_identity"]
+           "minilm_path", "read_texts", "source_identity", "write_recording"]

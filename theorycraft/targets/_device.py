@@ -8,9 +8,10 @@ from typing import Mapping
 
 import torch
 
+from theorycraft.configs import DEVICES
+
 from ._base import TargetError
 
-DEVICES = ("cpu", "cuda", "mps", "auto")
 MEMORY_FRACTION = 0.5  # of the device's free memory, a batch's activations may take (the rest: weights, workspace)
 
 

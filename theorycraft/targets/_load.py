@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from theorycraft.spec import TargetRef, did_you_mean
+from theorycraft.spec import SCHEMES, TargetRef, did_you_mean
 
 from ._base import Target, TargetError, TorchTarget
 
@@ -18,8 +18,9 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     Parameters
     ----------
     ref : TargetRef or str
-        ``builtin:NAME``, ``hf:PATH`` (or a hub name in the Hugging Face cache), ``activations:DIR`` or
-        ``torch:module:factory`` (``model:NAME``, an object given in Python, does not load: pass it as target=).
+        ``SCHEME:ADDRESS``, a scheme of ``theorycraft.spec.SCHEMES``: ``builtin:NAME``, ``hf:PATH`` (or a hub
+        name in the Hugging Face cache), ``activations:DIR`` or ``torch:module:factory`` (``model:NAME``, an
+        object given in Python, does not load: pass it as target=).
     trust_code : bool
         ``torch:`` targets run user code and need it.
 
@@ -31,15 +32,13 @@ def load_target(ref: TargetRef | str, *, trust_code: bool = False) -> Target:
     if isinstance(ref, str):
         scheme, _, address = ref.partition(":")
         ref = TargetRef(scheme, address)  # type: ignore[arg-type]
-    loaders = {"builtin": _builtin, "hf": _hugging_face, "activations": _recorded, "torch": _user_module,
-               "model": _given_in_python}
-    if ref.scheme not in loaders:
-        raise TargetError(f"unknown target scheme '{ref.scheme}'{did_you_mean(ref.scheme, loaders)}; "
-                          f"expected one of: {', '.join(loaders)}")
-    if ref.scheme == "torch" and not trust_code:
+    if ref.scheme not in SCHEMES:
+        raise TargetError(f"unknown target scheme '{ref.scheme}'{did_you_mean(ref.scheme, SCHEMES)}; "
+                          f"expected one of: {', '.join(SCHEMES)}")
+    if SCHEMES[ref.scheme].runs_code and not trust_code:
         raise TargetError(f"target '{ref}' runs your Python code; pass --trust-code (library: trust_code=True) "
                           f"if you trust it")
-    return loaders[ref.scheme](ref.located)
+    return ADAPTERS[ref.scheme][0](ref.located)
 
 
 def _addition() -> Target:
@@ -102,10 +101,10 @@ def source_identity(ref: TargetRef | str, texts: tuple[str, ...] | None = None,
     if isinstance(ref, str):
         scheme, _, address = ref.partition(":")
         ref = TargetRef(scheme, address)  # type: ignore[arg-type]
-    identities = {"builtin": _builtin_files, "hf": _hugging_face_files, "activations": _recorded_files}
-    if ref.scheme not in identities:
+    files_of = ADAPTERS.get(ref.scheme, (None, None))[1]
+    if files_of is None:
         return None
-    files = identities[ref.scheme](ref.located, texts)
+    files = files_of(ref.located, texts)
     if files is None:
         return None
     if seq_len is not None:  # hf: windows of another length than the default
@@ -161,3 +160,11 @@ def _recorded(address: str) -> Target:
     from ._recorded import RecordedTarget
 
     return RecordedTarget(Path(address))
+
+
+# each scheme of spec.SCHEMES: (its loader, the files a capture of it depends on; None where
+# only running it can tell)
+ADAPTERS = {"builtin": (_builtin, _builtin_files), "hf": (_hugging_face, _hugging_face_files),
+            "activations": (_recorded, _recorded_files), "torch": (_user_module, None),
+            "model": (_given_in_python, None)}
+assert set(ADAPTERS) == set(SCHEMES), "every target scheme has its adapter here"

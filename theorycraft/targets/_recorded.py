@@ -1,4 +1,5 @@
-"""``activations:DIR``: activations recorded elsewhere, brought into the store.
+"""``activations:DIR``: activations recorded elsewhere, brought into the store; ``write_recording``
+writes one, ``RecordedTarget`` reads it.
 
 The format (documented in docs/targets.md): ``DIR/manifest.json`` with at least
 ``{"sites": ["blocks.0.hook_resid_post", ...]}`` (optionally ``"target"``, a free-text identity,
@@ -11,15 +12,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-
 from theorycraft.files import open_regular, read_json
-from theorycraft.store import file_sha256
+from theorycraft.store import file_sha256, site_filename, write_array, write_json
 
 from ._base import Target, TargetError
+
+
+def write_recording(directory: str | os.PathLike, inputs: np.ndarray, sites: Mapping[str, np.ndarray], *,
+                    target: str | None = None, vocab_size: int | None = None) -> Path:
+    """Write an ``activations:DIR`` recording: ``inputs`` (``[N, T]`` token ids or ``[N, D]``
+    floats) and each site's array (``[N, D]``, ``[N, T, D]`` or a pattern ``[N, H, T, T]``),
+    with ``target`` (free text: what recorded them) and ``vocab_size`` in its manifest. Arrays
+    are written as given, each file atomically; they are checked when the recording is read
+    (``load_target('activations:DIR')``). The site files of a recording there before are
+    removed, so the directory holds this recording alone. Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {_site_file(directory, str(site)).name: np.asarray(array) for site, array in sites.items()}
+    if (directory / "manifest.json").exists():  # a recording before: its other sites would change its identity
+        for old in directory.glob("*.npy"):
+            if old.name not in files and old.name != "inputs.npy":
+                old.unlink()
+    write_array(directory / "inputs.npy", np.asarray(inputs))
+    for name, array in files.items():
+        write_array(directory / name, array)
+    manifest = {"sites": [str(site) for site in sites]}
+    manifest.update({k: v for k, v in (("target", target), ("vocab_size", vocab_size)) if v is not None})
+    write_json(directory / "manifest.json", manifest)
+    return directory
 
 
 def _site_file(directory: Path, site) -> Path:
@@ -27,7 +53,7 @@ def _site_file(directory: Path, site) -> Path:
     site (':' as '@'); a name that would lead elsewhere (a path, '..') is refused."""
     if not isinstance(site, str) or not site:
         raise ValueError(f"expected site names as strings, found {site!r}")
-    name = f"{site.replace(':', '@')}.npy"
+    name = f"{site_filename(site)}.npy"
     if "/" in site or "\\" in site or "\x00" in site or site in (".", "..") or Path(name).name != name:
         raise ValueError(f"expected a site name (a module path like blocks.0.hook_resid_post), found {site!r}: "
                          f"a site's array must lie in {directory} itself")
