@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from theorycraft.spec import SCHEMES, TargetRef, did_you_mean
+from theorycraft.spec import SCHEMES, TargetRef, did_you_mean, schemes_text
 
 from ._base import Target, TargetError, TorchTarget
 
@@ -84,7 +84,7 @@ def _hugging_face(address: str) -> Target:
 def _given_in_python(address: str) -> Target:
     raise TargetError(f"target 'model:{address}' is a model object given in Python: pass it again as target= "
                       f"(tc.infer(theory, target=model, dataset=...)); from the command line, name a target that "
-                      f"loads (builtin:, hf:, torch:, activations:)")
+                      f"loads ({schemes_text(bare=True)})")
 
 
 def _user_module(address: str) -> Target:
