@@ -8,7 +8,8 @@ import pytest
 
 from theorycraft.api import capture
 from theorycraft.benchmarks.baselines import Context, baselines
-from theorycraft.benchmarks.coverage import EXAMPLES, RIVALS, SUITES
+from theorycraft.benchmarks.coverage import EXAMPLES, RIVALS
+from theorycraft.benchmarks.suites import SUITES
 from theorycraft.inference.engine import FitConfig, fit, site_shapes
 from theorycraft.scoring import Lab, counterfactual_fidelity, score
 from theorycraft.spec import dump, load_theory, parse_theory
