@@ -15,8 +15,9 @@ over the same sites: what a theory must beat to count as an explanation.
   connection and the MLP's linear part); the input is a declared input, sent as data and counted
   at R² 0 like every given site, and the codes are paid for as an SAE's are;
 - random: the reference with its fixed features drawn at random (Fourier frequencies, the
-  constants of attention rules), same size; or, where it has none, its fitted parameters
-  shuffled within each tensor (same size, same bits, no structure).
+  constants of attention rules, the offsets its variables read at; a drawn variable whose values
+  leave the range the reference's take keeps its text), same size; or, where it has none, its
+  fitted parameters shuffled within each tensor (same size, same bits, no structure).
 
 Attention-pattern sites can only be predicted by attention rules, so their baselines are the
 mean and the random rules.
