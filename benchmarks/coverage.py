@@ -23,49 +23,18 @@ from theorycraft.scoring import Scorecard, score, score_shifted
 from theorycraft.spec import load_theory
 
 from .baselines import Context, baselines
+from .suites import SUITES, Suite  # noqa: F401  (the suites, declared there)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@dataclass(frozen=True)
-class Suite:
-    """One target of the benchmark and how hard to work on it."""
-
-    target: str
-    references: tuple[str, ...]  # theory files in examples/
-    n: int | None = None  # examples to capture (None: the target's dataset)
-    n_quick: int | None = None
-    sae: tuple[tuple[int, int], ...] = ((2, 4), (8, 16))  # (width multiple, k)
-    sae_quick: tuple[tuple[int, int], ...] = ((2, 4),)
-    steps: int = 2000  # Adam steps for what has no closed form
-    steps_quick: int = 300
-    batch_size: int = 512  # examples per Adam step (a site over positions has T rows per example)
-    mechanism_known: bool = True  # its reference theories must come first (the benchmark's validity)
-    shift: str | None = None  # the named shift every row is also scored on (``theorycraft shifts TARGET``)
-    n_shift: int | None = 2048  # examples of the shifted capture (None: the shift's dataset)
-
-    @property
-    def name(self) -> str:
-        return self.target.split(":", 1)[1]
-
-
-SUITES = (
-    # modular addition: the pairs the model never trained on; scored where new to the fit too
-    Suite("builtin:modadd-p113", ("modadd_fourier.yaml",), shift="held-out", n_shift=None),
-    Suite("builtin:superposition", ("superposition.yaml",), steps=4000, steps_quick=2000, shift="dense"),
-    Suite("builtin:induction", ("induction.yaml",), steps_quick=500, shift="short-repeats"),
-    Suite("hf:minilm", ("minilm_tokens.yaml", "minilm_mechanism.yaml"), n=256, n_quick=48,
-          sae=((2, 16), (4, 32)), sae_quick=((2, 16),), steps=600, steps_quick=150, batch_size=16,
-          mechanism_known=False),
-)
 
 
 SEEDS = (0, 1, 2)  # fit seeds of the close comparison: the reference and its best rival
 QUICK_SEEDS = SEEDS[:2]
 # what --quick leaves out (the validity check and every column stay), said in its output
-QUICK = ("quick: 2 fit seeds (not 3), about half the Adam steps (steps_quick), 48 MiniLM windows (not 256), one SAE "
+QUICK = ("quick: 2 fit seeds (not 3), about half the Adam steps (steps_quick), 48 MiniLM windows (not 256), 1,024 "
+         "addition problems (not 4,096), one SAE and one transcoder "
          "setting per target (not two), no prequential compression; the full benchmark: theorycraft bench")
-RIVALS = ("memorisation", "probe", "sae")  # other explanations; mean and random are controls
+RIVALS = ("memorisation", "probe", "sae", "transcoder")  # other explanations; mean and random are controls
 BENCH_FORMAT = 3  # 3: coverage intervals, free R² per site, declared inputs (optional: format 2 still reads)
 READABLE_FORMATS = (2, 3)
 
@@ -78,7 +47,7 @@ class Row:
     target: str
     reference: str  # the reference theory this row belongs to
     theory: str
-    family: str  # reference | mean | memorisation | probe | sae | random
+    family: str  # reference | found | mean | memorisation | probe | sae | transcoder | random
     params: int
     bits: int
     coverage: float  # test
@@ -96,6 +65,7 @@ class Row:
     coverage_interval: tuple[float, float] | None = None  # 95% bootstrap over test examples
     r2_free: Mapping[str, float] = field(default_factory=dict)  # site -> test R², free-running
     given: tuple[str, ...] = ()  # declared inputs, counted at R² 0 in the coverage
+    coverage_given: float | None = None  # test, over the covered sites alone (given its declared inputs)
 
     @classmethod
     def of(cls, card: Scorecard, target: str, reference: str, family: str, seconds: float) -> "Row":
@@ -107,7 +77,7 @@ class Row:
                    coverage_shifted=shifted.coverage if shifted else None,
                    counterfactual={"r2": card.counterfactual.r2, "kl": card.counterfactual.kl} if card.counterfactual else {},
                    coverage_interval=card.coverage_interval, r2_free={s: v.r2_test_free for s, v in card.sites.items()},
-                   given=card.unexplained)
+                   given=card.unexplained, coverage_given=card.coverage_given if card.unexplained else None)
 
 
 def _plain(record: dict) -> dict:
@@ -157,8 +127,10 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
     from theorycraft.api import capture, target_of
 
     references = [load_theory(EXAMPLES / name) for name in suite.references]
+    found = [load_theory(EXAMPLES / name) for name in suite.found if (EXAMPLES / name).exists()]
     target = target_of(references[0])
-    hooks = sorted({site.hook for theory in references for site in theory.sites.values()}, key=str)
+    hooks = sorted({str(site.hook) for theory in references + found for site in theory.sites.values()}
+                   | {mlp_input for _, mlp_input in suite.mlp_inputs})
     acts = capture(target, hooks, n=suite.n_quick if quick else suite.n, cache_dir=cache_dir, progress=progress)
     shifted = capture(target, hooks, n=suite.n_shift, cache_dir=cache_dir, progress=progress,
                       shift=suite.shift) if suite.shift else None
@@ -182,7 +154,8 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         shapes = site_shapes(reference, acts.sites)
         ctx = Context(shapes, np.asarray(acts.inputs()), acts.vocab_size)
         fitted_baselines = []  # (row, its theory: None where it was not fitted)
-        for baseline in baselines(reference, ctx, suite.sae_quick if quick else suite.sae):
+        mlp_inputs = dict(suite.mlp_inputs)
+        for baseline in baselines(reference, ctx, suite.sae_quick if quick else suite.sae, mlp_inputs):
             start = time.time()
             model = _shuffled(fitted) if baseline.shuffle else fit(baseline.theory, acts, config)
             card = scored(model, reference)
@@ -197,6 +170,13 @@ def run_suite(suite: Suite, quick: bool, cache_dir=None, log: Callable[[str], No
         best = max(rivals, key=lambda rt: rt[0].coverage_validation)[0] if rivals else None
         seeds = QUICK_SEEDS if quick else SEEDS
         rows.append(dataclasses.replace(ref_row, seeds=_over_seeds(reference, acts, config, ref_row, seeds)))
+        for theory in (found if reference is references[0] else []):  # beside the first reference, scored alike
+            start = time.time()
+            card = scored(fit(theory, acts, config), reference)
+            row = Row.of(card, suite.target, reference.name, "found", time.time() - start)
+            rows.append(dataclasses.replace(row, seeds=_over_seeds(theory, acts, config, row, seeds)))
+            log(f"{suite.name}: {card.theory} (found): coverage {card.coverage:.4f} (free {card.coverage_free:.4f}), "
+                f"{card.size.bits:,} bits, compression {card.mdl.compression:.3f}")
         rows += [dataclasses.replace(r, seeds=_over_seeds(t, acts, config, r, seeds)) if r is best else r
                  for r, t in fitted_baselines]
         done(reference.name)
@@ -235,7 +215,8 @@ def validity(rows: Sequence[Row]) -> list[str]:
     baseline's coverage is higher, by compression: fidelity per bit)."""
     problems = []
     for reference in [r for r in rows if r.family == "reference"]:
-        pool = [r for r in rows if r.target == reference.target and r.reference == reference.reference]
+        pool = [r for r in rows if r.target == reference.target and r.reference == reference.reference
+                and r.family != "found"]  # a found theory is a rival theory, not a baseline
         front = pareto_front([(r.bits, r.coverage) for r in pool])
         if pool.index(reference) not in front:
             problems.append(f"{reference.theory} is not on the Pareto frontier of {reference.target}")
@@ -281,6 +262,13 @@ def worst_text(row: Row) -> str:
     return f"{site} {value:.3f}" + (" (worse than its mean)" if value < 0 else "")
 
 
+def given_text(row: Row) -> str:
+    """The declared inputs, and the coverage of the covered sites given them."""
+    if not row.given:
+        return "-"
+    return ", ".join(row.given) + (f" (given them: {row.coverage_given:.4f})" if row.coverage_given is not None else "")
+
+
 def splice_text(row: Row) -> str:
     """Per spliced site: top-1 agreement / KL / loss recovered (the last flagged when mean ablation
     barely moves the loss)."""
@@ -308,7 +296,7 @@ def markdown(rows: Sequence[Row], quick: bool = False) -> str:
         about += ("; *counterfactual*: under resampling and interchange of each of the reference's sites, R² of the "
                   "theory's free-running predictions of the other sites each moves, and KL of outputs with its last "
                   "site spliced in (docs/scores.md); *coverage*: over every site the theory names, a declared input "
-                  "(*given*) counting at R² 0, with its 95% bootstrap interval over test examples; *worst site*: the "
+                  "(*given*, with the coverage of the other sites given it) counting at R² 0, with its 95% bootstrap interval over test examples; *worst site*: the "
                   "lowest free-running test R²; *splice*: per site, top-1 agreement, KL and loss recovered, \"small gap\" "
                   "where mean ablation raises the loss by under a quarter of the clean loss")
         lines += [f"### {target}", "", about, "",
@@ -322,7 +310,7 @@ def markdown(rows: Sequence[Row], quick: bool = False) -> str:
             seeds = (f"{spread(r.seeds['coverage'])} | {spread(r.seeds['compression'])}" if r.seeds else "- | -")
             free = "-" if r.coverage_free is None else f"{r.coverage_free:.4f}"
             lines.append(f"| {name} | {r.family} | {r.params:,} | {r.bits:,} | {coverage_text(r)} | {free} | "
-                         f"{worst_text(r)} | {', '.join(r.given) or '-'} | "
+                         f"{worst_text(r)} | {given_text(r)} | "
                          f"{_number(r.coverage_shifted)} | {_number(r.counterfactual.get('r2'))} | "
                          f"{_number(r.counterfactual.get('kl'))} | {r.compression:.3f} | {seeds} | {splice_text(r)} | "
                          f"{r.seconds:.1f} |")
@@ -355,6 +343,11 @@ def run_bench(quick: bool = False, out="bench", targets: Sequence[str] | None = 
 
     for suite in suites:
         bar.set_description(f"bench {suite.name}")
+        for name in suite.found:
+            if not (EXAMPLES / name).exists():
+                skipped[f"{suite.target} examples/{name}"] = ("no found theory: run theorycraft search and save the "
+                                                              f"theory it finds as examples/{name}")
+                log(f"{suite.name}: examples/{name} skipped (not there: no found theory to score)")
         try:
             rows += run_suite(suite, quick, cache_dir, log, done=done, progress=progress)
         except TargetError as exc:  # e.g. hf:minilm without its extra

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter  # noqa: E402
 
 MARKERS = {"reference": ("*", "black", 220), "mean": ("o", "tab:gray", 60), "memorisation": ("s", "tab:red", 60),
-           "probe": ("^", "tab:blue", 60), "sae": ("D", "tab:green", 50), "random": ("v", "tab:orange", 60)}
+           "probe": ("^", "tab:blue", 60), "sae": ("D", "tab:green", 50), "transcoder": ("X", "tab:purple", 60),
+           "found": ("P", "tab:brown", 120), "random": ("v", "tab:orange", 60)}
 
 
 FLOOR = -0.1  # coverage below this (worse than the mean) is drawn at the floor, its value written

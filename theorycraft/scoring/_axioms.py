@@ -70,7 +70,7 @@ class _Where:
 
     place: Place
     hook: HookPoint
-    position: Optional[int]
+    position: "int | list[int] | None"  # the site's kept position(s)
     site: Optional[str]
     index: tuple  # numpy, after the example (and position) axes
 
@@ -126,6 +126,12 @@ class Lab:
                 elif (isinstance(spec.position, int) and index and isinstance(index[0], int) and length
                       and index[0] % length == spec.position % length):
                     where = _Where(place, hook, spec.position, s, index[1:])
+                elif isinstance(spec.position, tuple) and index and length:  # positions the format fixes
+                    kept, first = [p % length for p in spec.position], index[0]
+                    if isinstance(first, list) and [p % length for p in first] == kept:  # all of them
+                        where = _Where(place, hook, spec.kept, s, index[1:])
+                    elif isinstance(first, int) and first % length in kept:  # one: its row of the site
+                        where = _Where(place, hook, spec.kept, s, (kept.index(first % length), *index[1:]))
         shape = self.target.hooks()[str(where.hook)]
         shape = Site(hook=where.hook, position=where.position).kept_shape(shape)
         try:
