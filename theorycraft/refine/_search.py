@@ -393,10 +393,11 @@ def computes(cand: Candidate, sites) -> bool:
 
 def replaceable(theory: Theory, vocab: Vocabulary) -> list[str]:
     """The maps between recorded sites a search may try to replace: all of them, where every site
-    they predict has a template that computes it from the input."""
+    they predict has a template, or is a grammar site, that computes it from the input."""
     maps = maps_of(theory)
     computing = {t.site for t in vocab.templates.values()
                  if computes(Candidate(t.name, t.kind, t.site, t.name, next(t.items())[0], {}, {}), theory.sites)}
+    computing |= set(vocab.grammar.sites if vocab.grammar else ())  # the grammar computes at its sites
     predicted = {s for n in maps for s in theory.components[n].predicted()}
     return maps if maps and predicted <= computing else []
 
