@@ -50,6 +50,11 @@ def test_every_proposal_is_an_expression_whose_values_are_the_languages(bos):
     assert f"count(j: {key}token[j] < token[i])" in texts
     assert "token[i - 1]" in texts and "token[i] == 1" in texts  # a read back, a rule
     assert f"aggregate(j: {key}j <= i, token[j] == 1)" in texts  # a numerical aggregate of a rule
+    assert "token[i] == 1 and token[i - 1] == 0" in texts  # a conjunction of rules
+    assert f"aggregate(j: {key}j == {5 + bos} - i, token[j])" in texts  # the query side reflected: reversal
+    # a variable and the position ordered together: ties broken by position, either way
+    assert f"count(j: {key}token[j] * T + j < token[i] * T + i)" in texts
+    assert any(f"{key}token[j] * T - j > token[i] * T - i" in e for e in texts)
     assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", p.name) and len(p.name) <= 64 for p in found)
 
 
