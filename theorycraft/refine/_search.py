@@ -45,6 +45,7 @@ from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bit
 from theorycraft.spec import Theory
 
 from . import _proxy
+from ._grammar import ATOMS, slug
 from ._propose import proposals
 from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
@@ -366,6 +367,43 @@ def removals(theory: Theory, protect: str = "") -> list[tuple[str, Theory]]:
     return out
 
 
+def splits(theory: Theory) -> list[tuple[str, Theory]]:
+    """Every theory with one component re-expressed by its kind's simpler parts (a table of two
+    keys as a table of each, ``Kind.parts``); a part that an existing component already is (but
+    for the sites it predicts) extends that component instead."""
+    out = []
+    data = theory.to_dict()
+    for name, c in theory.components.items():
+        parts = kind_of(c).parts(data["components"][name])
+        if not parts:
+            continue
+        components = {k: dict(v) for k, v in data["components"].items() if k != name}
+        for k, part in enumerate(parts):
+            sites = c.predicted()
+            same = next((n for n, other in components.items() if _same_but_sites(other, part)), None)
+            if same is None:
+                key = part["of"][0] if isinstance(part["of"], list) else part["of"]
+                label = f"{slug({v: k for k, v in ATOMS.items()}.get(key, key), key)}_code"
+                components[label if label not in components else f"{name}_{k}"] = part
+            else:
+                had = components[same]["predicts"]
+                had = had if isinstance(had, list) else [had]
+                merged = list(dict.fromkeys(had + list(sites)))
+                components[same] = {**components[same],
+                                    "predicts": sorted(merged, key=list(theory.sites).index)}
+        out.append((f"split {name} into {len(parts)} tables", rebuild({**data, "components": components})))
+    return out
+
+
+def _same_but_sites(a: dict, b: dict) -> bool:
+    """Two components as written are the same but for what they predict (a size one leaves to
+    its default taken as the other's)."""
+    def norm(d: dict, drop: tuple) -> dict:
+        return {k: v if isinstance(v, list) else [v] for k, v in d.items() if k not in ("predicts",) + drop}
+    drop = () if "size" in a and "size" in b else ("size",)
+    return norm(a, drop) == norm(b, drop)
+
+
 def shortlist(ranked: list, tries: int) -> list:
     """The candidates worth a real fit: the best estimate of each template (estimates compare
     poorly across kinds), then the best of the rest, ``tries`` in all, best estimate first."""
@@ -490,7 +528,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
 
     def prune(protect: str = "") -> None:
         while not out_of_time():
-            offered = removals(best["now"].theory, protect)
+            offered = removals(best["now"].theory, protect) + splits(best["now"].theory)
             step("pruning", offered)
             options = [(action, judged(action, t, best["now"])) for action, t in offered]
             if not options:
