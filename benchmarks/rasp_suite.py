@@ -210,21 +210,21 @@ def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], N
     from theorycraft.refine import Judge, default_vocabulary, explained_sites, parse_vocabulary, search
 
     start = load_theory(str(data / f"search_{name}.yaml"))
-    began = time.time()
+    began, cpu = time.time(), time.process_time()
     acts = capture(start, cache_dir=out / "cache", progress=False)
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()),
                              "<default vocabulary>", start)
     judge = Judge(start, acts, explained_sites(start, vocab), FitConfig(progress=False))
     found = search(start, acts, vocab, judge=judge, budget_seconds=minutes * 60, log=log, progress=False,
                    rethink=not greedy)
-    seconds = time.time() - began
+    seconds, cpu = time.time() - began, time.process_time() - cpu  # wall; CPU time of this process, all threads
     best = found.best
     cov, per_site = free_coverage(judge, best)
     theory = judge.judged(best.theory)
     greedy = [s for s in found.trail if not s.action.startswith("replace ")][-1]  # before it changed its mind
     return {"program": name, "free": cov, "r2_free": per_site, "params": best.params,
             "greedy": {"free": greedy.report.coverage_free, "params": greedy.params},
-            "true_params": true_params(data / name), "seconds": seconds, "stopped": found.stopped,
+            "true_params": true_params(data / name), "seconds": seconds, "cpu_seconds": cpu, "stopped": found.stopped,
             "own": not found.stopped.startswith("time budget"), "inputs": sorted(theory.inputs),
             "variables": {k: str(v) for k, v in theory.variables.items()},
             "components": {k: type(c).__name__ for k, c in theory.components.items()},
@@ -238,16 +238,20 @@ def _greedy(row: dict) -> str:
     return f"{g['free']:.4f}, {g['params']:,}" if g else "—"
 
 
+def _cpu(row: dict) -> str:
+    return f"{row['cpu_seconds']:.0f}" if "cpu_seconds" in row else "—"
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| program | free-running test coverage (inputs unexplained) | params found / true | time (s) | "
+    out = ["| program | free-running test coverage (inputs unexplained) | params found / true | wall (s) | CPU (s) | "
            "stopped on its own | inputs | greedy alone: coverage, params | variables found |",
-           "|---|---:|---:|---:|---|---|---|---|"]
+           "|---|---:|---:|---:|---:|---|---|---|---|"]
     for r in rows:
         ratio = r["params"] / max(r["true_params"], 1)
         mark = "" if r["free"] >= TARGET and ratio <= PARAMS_RATIO else " ✗"
         variables = "; ".join(f"`{k} = {v}`" for k, v in r["variables"].items()) or "—"
         out.append(f"| {r['program']}{mark} | {r['free']:.4f} | {r['params']:,} / {r['true_params']:,} "
-                   f"({ratio:.2f}×) | {r['seconds']:.0f} | {'yes' if r['own'] else 'no'} | "
+                   f"({ratio:.2f}×) | {r['seconds']:.0f} | {_cpu(r)} | {'yes' if r['own'] else 'no'} | "
                    f"{', '.join(r['inputs']) or '—'} | {_greedy(r)} | {variables} |")
     met = sum(r["free"] >= TARGET and r["params"] / max(r["true_params"], 1) <= PARAMS_RATIO for r in rows)
     out.append(f"\n{met} of {len(rows)} reach coverage ≥ {TARGET} within {PARAMS_RATIO}× the true parameters.")

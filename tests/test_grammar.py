@@ -65,6 +65,7 @@ def test_a_held_variable_composes_and_the_proposals_are_new():
     texts = {p.expression: p for p in found}
     move = "aggregate(j: j > 0 and w[j] == i - 1, token[j])"  # the token whose count is this index
     assert move in texts and texts[move].kind == "categorical"
+    assert "aggregate(j: j > 0 and w[j] == 5 - i, token[j])" in texts  # the same, read from the end
     np.testing.assert_allclose(texts[move].values, language_values(x, move, held))
     for p in found:  # values are the language's with the held variable too
         if p.kind != "pair":

@@ -178,8 +178,9 @@ def _offset_name(c: int) -> str:
 def selects(atoms: list[Term], bos: bool, config: Grammar):
     """(name, condition text, mask [N, T_query, T_key]) of every select: always; a key-side term
     against a query-side one, ``==`` and ``!=`` at every offset, ``< <= > >=`` at offset 0 (on
-    integers an offset only turns one into another); a term against its reflection
-    (``x[j] == c - x``: the query side with coefficient -1, every constant ``c`` the two sides can
+    integers an offset only turns one into another); a term against its reflection, or a
+    variable the theory holds against the position's and the position against the variable's
+    (``x[j] == c - y``: the query side with coefficient -1, every constant ``c`` the two sides can
     meet at); a term and the position ordered together (``x[j] * T + j < x * T + i``, and with the
     position's coefficient -1: ties broken by position, either way). The theory's own variables
     come first (newest first: depth grows from them), then the atoms; last, a key-side term
@@ -206,11 +207,16 @@ def selects(atoms: list[Term], bos: bool, config: Grammar):
                                       lambda key=key, query=query, f=f, c=c:
                                       f(key.values[:, None, :], query.values[:, :, None] + c)))
     later = len(config.offsets)
-    for x in sides:
-        low, high = np.min(x.values[x.values >= 0], initial=0), np.max(x.values, initial=0)
+    position = next(a for a in sides if a.name == "pos")
+    mirrored = [(x, x) for x in sides] + [(x, position) for x in held] + [(position, x) for x in held]
+    for key, query in mirrored:
+        low = min(np.min(a.values[a.values >= 0], initial=0) for a in (key, query))
+        high = max(np.max(a.values, initial=0) for a in (key, query))
         for c in range(int(2 * low), int(2 * high) + 1):
-            specs.append((rank(x), later, f"{x.name}_eq_{c}_minus_{x.name}", f"{x.key} == {c} - {_paren(x.query)}",
-                          lambda x=x, c=c: x.values[:, None, :] == c - x.values[:, :, None]))
+            specs.append((rank(key, query), later, f"{key.name}_eq_{c}_minus_{query.name}",
+                          f"{key.key} == {c} - {_paren(query.query)}",
+                          lambda key=key, query=query, c=c: key.values[:, None, :] == c - query.values[:, :, None]))
+    for x in sides:
         if x.name == "pos":
             continue
         for sign, side in ((1, "pos"), (-1, "rpos")):
