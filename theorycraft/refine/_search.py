@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -42,10 +43,10 @@ from theorycraft.inference.kinds import kind_of
 from theorycraft._arguments import bytes_text, memory
 from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bits, squared_errors, total_bits
-from theorycraft.spec import Theory
+from theorycraft.spec import Theory, TheoryError, parse_theory
 
 from . import _proxy
-from ._grammar import ATOMS, slug
+from ._grammar import ATOMS, neighbours, slug
 from ._propose import proposals
 from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
@@ -404,6 +405,15 @@ def _same_but_sites(a: dict, b: dict) -> bool:
     return norm(a, drop) == norm(b, drop)
 
 
+def rewritten(theory: Theory, name: str, new: str, expression: str) -> Theory:
+    """``theory`` with variable ``name`` computing ``expression`` instead, under the name ``new``
+    (its readers and its component ``NAME_code`` renamed with it)."""
+    text = re.sub(rf"(?<!\w){re.escape(name)}(?=_code\b|(?!\w))", new, theory.to_yaml())
+    data = parse_theory(text).to_dict()
+    data["variables"] = {**data["variables"], new: expression}
+    return rebuild(data)
+
+
 def shortlist(ranked: list, tries: int) -> list:
     """The candidates worth a real fit: the best estimate of each template (estimates compare
     poorly across kinds), then the best of the rest, ``tries`` in all, best estimate first."""
@@ -606,10 +616,46 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             raise
         return choose()
 
+    def polish() -> str:
+        """Each variable the theory holds, oldest first, rewritten one change away (a comparison
+        turned into another, a constant moved by one: ``_grammar.neighbours``) where that lowers
+        the validation total: greedy growth takes the first variable that pays, and a close
+        variant that pays more can only arrive once it is held."""
+        done = []
+        if vocab.grammar is None:
+            return ""
+        for name in list(best["now"].theory.variables):
+            theory = best["now"].theory
+            if out_of_time() or name not in theory.variables:
+                continue
+            held = {str(v) for v in theory.variables.values()}
+            offered = []
+            for new, text in neighbours(name, str(theory.variables[name])):
+                if new not in theory.variables and text not in held:
+                    try:
+                        offered.append((f"rewrite {name} as {new} = {text}", rewritten(theory, name, new, text)))
+                    except (TheoryError, ValueError):
+                        continue
+            step("polishing", offered)
+            options = []
+            for action, t in offered:
+                try:
+                    options.append((action, judged(action, t, best["now"])))
+                except TheoryError:  # a table too small for the new values, say
+                    continue
+            if options:
+                action, a = min(options, key=lambda o: o[1].selection.bits_total)
+                if a.selection.bits_total < best["now"].selection.bits_total:
+                    accept(action, a)
+                    done.append(action.split(" = ")[0].removeprefix("rewrite "))
+                    prune()
+        return f"; rewrote {', '.join(done)}" if done else ""
+
     try:
         stopped = grow()
         if rethink and not stopped.startswith("time budget"):
             stopped += change_mind()
+            stopped += polish()
     except Stopped:  # mid-step: that step's fits are dropped, the theory last accepted is the result
         stopped = f"time budget spent ({budget_seconds:g} s): the step in flight was stopped at it"
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
