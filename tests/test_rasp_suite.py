@@ -63,3 +63,17 @@ def test_pair_balance_is_computed_not_mapped(tmp_path):
     assert row["params"] <= 1.5 * row["true_params"]
     shares = [v for v in row["variables"].values() if v.startswith("aggregate(")]  # of 0s and of 1s so far
     assert all(any(f"token[j] == {k})" in v for v in shares) for k in (0, 1))
+
+
+def test_count_derives_the_count_it_was_never_told_of(tmp_path):
+    """make_count(tokens, 0), compiled by tracr (150 sequences): the default search derives the
+    selector width the program computes, count(j: j > 0 and token[j] == 0), from the grammar, and
+    reaches the suite's goal from the sites alone."""
+    pytest.importorskip("tracr", reason="tracr (tracr-pypi, in the test extra) is not installed")
+    suite = _suite()
+    small = dataclasses.replace(suite.PROGRAMS["count"], examples=150)
+    suite.export("count", tmp_path / "data", small)
+    row = suite.run("count", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None)
+    assert row["free"] >= 0.999 and row["own"] and not row["inputs"]
+    assert row["params"] <= 1.5 * row["true_params"]
+    assert "count(j: j > 0 and token[j] == 0)" in row["variables"].values()
