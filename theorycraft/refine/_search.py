@@ -468,14 +468,17 @@ def rethought(greedy: Assessment, alternative: Assessment) -> bool:
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
-           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True) -> Found:
+           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True,
+           clock: Callable[[], float] = time.time) -> Found:
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
     on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0).
-    ``rethink=False``: greedy growth alone, never changing its mind (for comparison)."""
+    ``rethink=False``: greedy growth alone, never changing its mind (for comparison). ``clock``:
+    what ``budget_seconds`` counts (wall time; ``time.process_time`` counts this process's CPU
+    time, for a machine shared with other work)."""
     from theorycraft._progress import above, bar as progress_bar
 
-    began = time.time()
+    began, started = time.time(), clock()
     vocab = vocab.beside(start)
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
@@ -495,7 +498,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
               f"test coverage {a.report.coverage:.4f}; {a.params:,} params; {judge.cache_text()}")
 
     def out_of_time() -> bool:
-        return budget_seconds is not None and time.time() - began > budget_seconds
+        return budget_seconds is not None and clock() - started > budget_seconds
 
     stop = out_of_time if budget_seconds is not None else None  # asked inside a step's estimates and fits
 
