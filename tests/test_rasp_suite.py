@@ -58,7 +58,7 @@ def test_pair_balance_is_computed_not_mapped(tmp_path):
     suite = _suite()
     small = dataclasses.replace(suite.PROGRAMS["pair_balance"], examples=150)
     suite.export("pair_balance", tmp_path / "data", small)
-    row = suite.run("pair_balance", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None)
+    row = suite.run("pair_balance", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None, cpu=True)
     assert row["free"] >= 0.999 and row["own"] and not row["inputs"]
     assert row["params"] <= 1.5 * row["true_params"]
     shares = [v for v in row["variables"].values() if v.startswith("aggregate(")]  # of 0s and of 1s so far
@@ -73,7 +73,7 @@ def test_count_derives_the_count_it_was_never_told_of(tmp_path):
     suite = _suite()
     small = dataclasses.replace(suite.PROGRAMS["count"], examples=150)
     suite.export("count", tmp_path / "data", small)
-    row = suite.run("count", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None)
+    row = suite.run("count", tmp_path / "data", tmp_path / "out", minutes=3, log=lambda m: None, cpu=True)
     assert row["free"] >= 0.999 and row["own"] and not row["inputs"]
     assert row["params"] <= 1.5 * row["true_params"]
     assert "count(j: j > 0 and token[j] == 0)" in row["variables"].values()

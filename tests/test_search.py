@@ -421,3 +421,23 @@ def test_pruning_splits_a_table_of_two_keys_where_they_act_apart(tmp_path):
     assert sorted(str(c.of[0]) for c in found.components.values()) == ["token[i - 1]", "token[i]"]
     assert summary.trail[1].params < summary.trail[0].params / 2
     assert summary.trail[1].report.coverage >= summary.trail[0].report.coverage - 1e-3
+
+
+def test_a_component_may_be_taken_over_by_anothers_extension():
+    """The last pass offers each component removed and another extended to the sites it predicted:
+    a joint table kept from early growth, replaced by a table of one variable found later."""
+    from theorycraft.refine._search import takeovers
+
+    theory = parse_theory(textwrap.dedent("""\
+        theory: t
+        target: activations:/nowhere
+        sites: {a: a, b: b}
+        variables: {c: 'count(j: token[j] == 0)'}
+        components:
+          joint: {kind: lookup, of: [i, c], size: [6, 7], predicts: b}
+          c_code: {kind: lookup, of: c, size: 7, predicts: a}
+        """), path="t.yaml")
+    offered = dict(takeovers(theory))
+    assert set(offered) == {"replace joint by c_code -> b", "replace c_code by joint -> a"}
+    taken = offered["replace joint by c_code -> b"]
+    assert set(taken.components) == {"c_code"} and list(taken.components["c_code"].predicted()) == ["a", "b"]

@@ -414,6 +414,28 @@ def rewritten(theory: Theory, name: str, new: str, expression: str) -> Theory:
     return rebuild(data)
 
 
+def takeovers(theory: Theory) -> list[tuple[str, Theory]]:
+    """Every theory with one component gone and another extended to the sites it predicted (a
+    table of one variable taking over where a joint table was kept), read-outs left alone."""
+    out = []
+    data = theory.to_dict()
+    for name, c in theory.components.items():
+        if name == readout_name(c.predicts or "") or not c.predicted():
+            continue
+        for other, d in theory.components.items():
+            sites = list(c.predicted())
+            if other == name or other == readout_name(d.predicts or "") or not d.predicted() \
+                    or set(sites) <= set(d.predicted()) or name in d.reads():
+                continue
+            components = {k: dict(v) for k, v in data["components"].items() if k != name}
+            drop_reads(components, name)
+            merged = sorted(set(d.predicted()) | set(sites), key=list(theory.sites).index)
+            components[other] = {**components[other], "predicts": merged if len(merged) > 1 else merged[0]}
+            out.append((f"replace {name} by {other} -> {', '.join(s for s in sites if s not in d.predicted())}",
+                        rebuild({**data, "components": components})))
+    return out
+
+
 def shortlist(ranked: list, tries: int) -> list:
     """The candidates worth a real fit: the best estimate of each template (estimates compare
     poorly across kinds), then the best of the rest, ``tries`` in all, best estimate first."""
@@ -623,7 +645,9 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
         """Each variable the theory holds, oldest first, rewritten one change away (a comparison
         turned into another, a constant moved by one: ``_grammar.neighbours``) where that lowers
         the validation total: greedy growth takes the first variable that pays, and a close
-        variant that pays more can only arrive once it is held."""
+        variant that pays more can only arrive once it is held. Then, while one pays, a component
+        taken over by another's extension to its sites (``takeovers``): a joint table kept from
+        early growth replaced by a table of a variable found later."""
         done = []
         if vocab.grammar is None:
             return ""
@@ -652,6 +676,23 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
                     accept(action, a)
                     done.append(action.split(" = ")[0].removeprefix("rewrite "))
                     prune()
+        while not out_of_time():  # one component taken over by another's extension, best first
+            offered = takeovers(best["now"].theory)
+            step("polishing", offered)
+            options = []
+            for action, t in offered:
+                try:
+                    options.append((action, judged(action, t, best["now"])))
+                except TheoryError:
+                    continue
+            if not options:
+                break
+            action, a = min(options, key=lambda o: o[1].selection.bits_total)
+            if a.selection.bits_total >= best["now"].selection.bits_total:
+                break
+            accept(action, a)
+            done.append(action.removeprefix("replace "))
+            prune()
         return f"; rewrote {', '.join(done)}" if done else ""
 
     try:
