@@ -441,3 +441,17 @@ def test_a_component_may_be_taken_over_by_anothers_extension():
     assert set(offered) == {"replace joint by c_code -> b", "replace c_code by joint -> a"}
     taken = offered["replace joint by c_code -> b"]
     assert set(taken.components) == {"c_code"} and list(taken.components["c_code"].predicted()) == ["a", "b"]
+
+
+def test_a_takeover_that_would_make_a_map_read_its_own_site_is_not_offered():
+    from theorycraft.refine._search import takeovers
+
+    theory = parse_theory(textwrap.dedent("""\
+        theory: t
+        target: activations:/nowhere
+        sites: {a: a, b: b}
+        components:
+          tok: {kind: lookup, of: 'token[i]', size: 7, predicts: a}
+          a_to_b: {kind: linear, from: a, predicts: b}
+        """), path="t.yaml")
+    assert [action for action, _ in takeovers(theory)] == ["replace a_to_b by tok -> b"]

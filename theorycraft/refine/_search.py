@@ -392,7 +392,10 @@ def splits(theory: Theory) -> list[tuple[str, Theory]]:
                 merged = list(dict.fromkeys(had + list(sites)))
                 components[same] = {**components[same],
                                     "predicts": sorted(merged, key=list(theory.sites).index)}
-        out.append((f"split {name} into {len(parts)} tables", rebuild({**data, "components": components})))
+        try:
+            out.append((f"split {name} into {len(parts)} tables", rebuild({**data, "components": components})))
+        except TheoryError:
+            continue
     return out
 
 
@@ -431,8 +434,11 @@ def takeovers(theory: Theory) -> list[tuple[str, Theory]]:
             drop_reads(components, name)
             merged = sorted(set(d.predicted()) | set(sites), key=list(theory.sites).index)
             components[other] = {**components[other], "predicts": merged if len(merged) > 1 else merged[0]}
-            out.append((f"replace {name} by {other} -> {', '.join(s for s in sites if s not in d.predicted())}",
-                        rebuild({**data, "components": components})))
+            try:
+                taken = rebuild({**data, "components": components})
+            except TheoryError:  # that component cannot predict those sites (a map onto the site it reads)
+                continue
+            out.append((f"replace {name} by {other} -> {', '.join(s for s in sites if s not in d.predicted())}", taken))
     return out
 
 
