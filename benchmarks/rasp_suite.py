@@ -12,10 +12,11 @@ split:
   as an input counting as unexplained (R² 0 there);
 - ``params``: the found theory's parameters against the true theory's (a table of every
   variable tracr writes, at every site that holds it, as ``examples/rasp_*.yaml`` state them);
-- the time, the variables found, and whether the search stopped on its own.
+- the wall and CPU time, the variables found, and whether the search stopped on its own.
 
     python benchmarks/rasp_suite.py                       # every program, plain and rotated
     python benchmarks/rasp_suite.py count reverse --plain --minutes 3
+    python benchmarks/rasp_suite.py --plain --cpu                 # the limit on CPU time (a shared machine)
     python benchmarks/rasp_suite.py --list
 
 One JSON line per program goes to ``--out/results.jsonl`` as it finishes; the table is printed at
@@ -204,27 +205,28 @@ def free_coverage(judge, assessment, split: str = "test") -> tuple[float, dict[s
     return coverage(sse, sst), {s: r2(sse[s], sst[s]) for s in judge.explained}
 
 
-def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], None], greedy: bool = False) -> dict:
+def run(name: str, data: Path, out: Path, minutes: float, log: Callable[[str], None], greedy: bool = False,
+        cpu: bool = False) -> dict:
     from theorycraft.api import capture, load_theory
     from theorycraft.inference.engine import FitConfig, site_shapes
     from theorycraft.refine import Judge, default_vocabulary, explained_sites, parse_vocabulary, search
 
     start = load_theory(str(data / f"search_{name}.yaml"))
-    began = time.time()
+    began, cpu_began = time.time(), time.process_time()
     acts = capture(start, cache_dir=out / "cache", progress=False)
     vocab = parse_vocabulary(default_vocabulary(start, site_shapes(start, acts.sites), acts.inputs()),
                              "<default vocabulary>", start)
     judge = Judge(start, acts, explained_sites(start, vocab), FitConfig(progress=False))
     found = search(start, acts, vocab, judge=judge, budget_seconds=minutes * 60, log=log, progress=False,
-                   rethink=not greedy)
-    seconds = time.time() - began
+                   rethink=not greedy, clock=time.process_time if cpu else time.time)
+    seconds, cpu_seconds = time.time() - began, time.process_time() - cpu_began  # wall; CPU time of this process, all threads
     best = found.best
     cov, per_site = free_coverage(judge, best)
     theory = judge.judged(best.theory)
     greedy = [s for s in found.trail if not s.action.startswith("replace ")][-1]  # before it changed its mind
     return {"program": name, "free": cov, "r2_free": per_site, "params": best.params,
             "greedy": {"free": greedy.report.coverage_free, "params": greedy.params},
-            "true_params": true_params(data / name), "seconds": seconds, "stopped": found.stopped,
+            "true_params": true_params(data / name), "seconds": seconds, "cpu_seconds": cpu_seconds, "stopped": found.stopped,
             "own": not found.stopped.startswith("time budget"), "inputs": sorted(theory.inputs),
             "variables": {k: str(v) for k, v in theory.variables.items()},
             "components": {k: type(c).__name__ for k, c in theory.components.items()},
@@ -238,16 +240,20 @@ def _greedy(row: dict) -> str:
     return f"{g['free']:.4f}, {g['params']:,}" if g else "—"
 
 
+def _cpu(row: dict) -> str:
+    return f"{row['cpu_seconds']:.0f}" if "cpu_seconds" in row else "—"
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| program | free-running test coverage (inputs unexplained) | params found / true | time (s) | "
+    out = ["| program | free-running test coverage (inputs unexplained) | params found / true | wall (s) | CPU (s) | "
            "stopped on its own | inputs | greedy alone: coverage, params | variables found |",
-           "|---|---:|---:|---:|---|---|---|---|"]
+           "|---|---:|---:|---:|---:|---|---|---|---|"]
     for r in rows:
         ratio = r["params"] / max(r["true_params"], 1)
         mark = "" if r["free"] >= TARGET and ratio <= PARAMS_RATIO else " ✗"
         variables = "; ".join(f"`{k} = {v}`" for k, v in r["variables"].items()) or "—"
         out.append(f"| {r['program']}{mark} | {r['free']:.4f} | {r['params']:,} / {r['true_params']:,} "
-                   f"({ratio:.2f}×) | {r['seconds']:.0f} | {'yes' if r['own'] else 'no'} | "
+                   f"({ratio:.2f}×) | {r['seconds']:.0f} | {_cpu(r)} | {'yes' if r['own'] else 'no'} | "
                    f"{', '.join(r['inputs']) or '—'} | {_greedy(r)} | {variables} |")
     met = sum(r["free"] >= TARGET and r["params"] / max(r["true_params"], 1) <= PARAMS_RATIO for r in rows)
     out.append(f"\n{met} of {len(rows)} reach coverage ≥ {TARGET} within {PARAMS_RATIO}× the true parameters.")
@@ -287,6 +293,8 @@ def main(argv=None) -> int:
     variant.add_argument("--rotated", action="store_true", help="only the rotated recordings")
     parser.add_argument("--greedy", action="store_true", help="greedy growth alone (the search before it could "
                         "change its mind about maps between sites: the baseline)")
+    parser.add_argument("--cpu", action="store_true", help="the time limit counts the search's CPU time (all its "
+                        "threads), not wall time: for a machine shared with other work")
     parser.add_argument("--table", action="store_true", help="print the table of --out/results.jsonl and stop")
     parser.add_argument("--against", type=Path, help="with --table: beside the rows of this run's directory")
     parser.add_argument("--list", action="store_true", help="list the programs and stop")
@@ -312,7 +320,7 @@ def main(argv=None) -> int:
             export(name, args.data)
             print(f"--- {name}{suffix}", file=sys.stderr, flush=True)
             row = run(name + suffix, args.data, args.out, args.minutes,
-                      log=lambda m: print(m, file=sys.stderr, flush=True), greedy=args.greedy)
+                      log=lambda m: print(m, file=sys.stderr, flush=True), greedy=args.greedy, cpu=args.cpu)
             rows.append(row)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")

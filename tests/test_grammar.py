@@ -50,6 +50,11 @@ def test_every_proposal_is_an_expression_whose_values_are_the_languages(bos):
     assert f"count(j: {key}token[j] < token[i])" in texts
     assert "token[i - 1]" in texts and "token[i] == 1" in texts  # a read back, a rule
     assert f"aggregate(j: {key}j <= i, token[j] == 1)" in texts  # a numerical aggregate of a rule
+    assert "token[i] == 1 and token[i - 1] == 0" in texts  # a conjunction of rules
+    assert f"aggregate(j: {key}j == {5 + bos} - i, token[j])" in texts  # the query side reflected: reversal
+    # a variable and the position ordered together: ties broken by position, either way
+    assert f"count(j: {key}token[j] * T + j < token[i] * T + i)" in texts
+    assert any(f"{key}token[j] * T - j > token[i] * T - i" in e for e in texts)
     assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", p.name) and len(p.name) <= 64 for p in found)
 
 
@@ -60,6 +65,7 @@ def test_a_held_variable_composes_and_the_proposals_are_new():
     texts = {p.expression: p for p in found}
     move = "aggregate(j: j > 0 and w[j] == i - 1, token[j])"  # the token whose count is this index
     assert move in texts and texts[move].kind == "categorical"
+    assert "aggregate(j: j > 0 and w[j] == 5 - i, token[j])" in texts  # the same, read from the end
     np.testing.assert_allclose(texts[move].values, language_values(x, move, held))
     for p in found:  # values are the language's with the held variable too
         if p.kind != "pair":
@@ -128,3 +134,28 @@ def _pair_values(x, rule):
 
     env = pair_env(x, {}, np)
     return np.asarray(evaluate(parse_expr(rule), env)).astype(bool).copy()
+
+
+def test_a_variable_one_change_away_is_written_into_the_theory_with_its_readers():
+    """The search's last pass rewrites a held variable one comparison or constant away; the name
+    follows the change where it spells it, and the variable's readers and component follow the name."""
+    from theorycraft.refine._grammar import neighbours
+    from theorycraft.refine._search import rewritten
+    from theorycraft.spec import parse_theory
+
+    near = dict((e, n) for n, e in neighbours("t_eq_1_where_pos_lt_pos", "aggregate(j: j > 0 and j < i, token[j] == 1)"))
+    assert near["aggregate(j: j > 0 and j <= i, token[j] == 1)"] == "t_eq_1_where_pos_le_pos"
+    assert near["aggregate(j: j > 0 and j < i, token[j] == 2)"] == "t_eq_2_where_pos_lt_pos"
+    assert not any(e.startswith("aggregate(j: j >= 0") or "j > 1 and" in e for e in near)  # the BOS guard stays
+    theory = parse_theory("""
+theory: t
+target: activations:/nowhere
+sites: {s: s}
+variables: {v: 'count(j: token[j] < token[i])', w: 'v + 1'}
+components:
+  v_code: {kind: lookup, of: v, size: 8, predicts: s}
+  w_lin: {kind: linear, from: w, predicts: s}
+""", path="t.yaml")
+    new = rewritten(theory, "v", "v2", "count(j: token[j] <= token[i])")
+    assert str(new.variables["v2"]) == "count(j: token[j] <= token[i])" and str(new.variables["w"]) == "v2 + 1"
+    assert set(new.components) == {"v2_code", "w_lin"} and str(new.components["v2_code"].of[0]) == "v2"

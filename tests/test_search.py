@@ -399,3 +399,59 @@ def test_a_vocabulary_may_read_the_start_theorys_variables_after_the_search_drop
     summary = run_search(tmp_path, start_theory(recorded_target(tmp_path, noise=0.05, y_width=Y_WIDTH)), vocabulary)
     found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
     assert set(found.components) == {"by_a", "x_to_y"} and len(summary.trail) == 3
+
+
+def test_pruning_splits_a_table_of_two_keys_where_they_act_apart(tmp_path):
+    """h = F[token[i]] + G[token[i - 1]]: a start holding one table of both keys (7 × 7 rows and the
+    outside row) is re-expressed as a table of each (7 + 7 + 1 rows each way), which explains h as
+    well with fewer parameters, so it codes validation in fewer bits."""
+    directory = per_position_target(tmp_path)
+    start = parse_theory(textwrap.dedent(f"""\
+        theory: s
+        target: activations:{directory}
+        sites: {{h: h}}
+        components:
+          both: {{kind: lookup, of: ['token[i]', 'token[i - 1]'], size: [7, 7], outside: row, predicts: h}}
+        """), path="s.yaml")
+    vocabulary = "vocabulary: v\ncomponents:\n  tok: {kind: lookup, of: 'token[i]', size: 7, predicts: h}\n"
+    summary = run_search(tmp_path, start, vocabulary)
+    assert summary.trail[1].action == "split both into 2 tables"
+    found = parse_theory((tmp_path / "out" / "theory.yaml").read_text())
+    assert "both" not in found.components and len(found.components) == 2
+    assert sorted(str(c.of[0]) for c in found.components.values()) == ["token[i - 1]", "token[i]"]
+    assert summary.trail[1].params < summary.trail[0].params / 2
+    assert summary.trail[1].report.coverage >= summary.trail[0].report.coverage - 1e-3
+
+
+def test_a_component_may_be_taken_over_by_anothers_extension():
+    """The last pass offers each component removed and another extended to the sites it predicted:
+    a joint table kept from early growth, replaced by a table of one variable found later."""
+    from theorycraft.refine._search import takeovers
+
+    theory = parse_theory(textwrap.dedent("""\
+        theory: t
+        target: activations:/nowhere
+        sites: {a: a, b: b}
+        variables: {c: 'count(j: token[j] == 0)'}
+        components:
+          joint: {kind: lookup, of: [i, c], size: [6, 7], predicts: b}
+          c_code: {kind: lookup, of: c, size: 7, predicts: a}
+        """), path="t.yaml")
+    offered = dict(takeovers(theory))
+    assert set(offered) == {"replace joint by c_code -> b", "replace c_code by joint -> a"}
+    taken = offered["replace joint by c_code -> b"]
+    assert set(taken.components) == {"c_code"} and list(taken.components["c_code"].predicted()) == ["a", "b"]
+
+
+def test_a_takeover_that_would_make_a_map_read_its_own_site_is_not_offered():
+    from theorycraft.refine._search import takeovers
+
+    theory = parse_theory(textwrap.dedent("""\
+        theory: t
+        target: activations:/nowhere
+        sites: {a: a, b: b}
+        components:
+          tok: {kind: lookup, of: 'token[i]', size: 7, predicts: a}
+          a_to_b: {kind: linear, from: a, predicts: b}
+        """), path="t.yaml")
+    assert [action for action, _ in takeovers(theory)] == ["replace a_to_b by tok -> b"]

@@ -74,6 +74,11 @@ class Kind:
     merges: ClassVar[Optional[str]] = None  # search: a candidate adds one item to this list key
     takes_head: ClassVar[bool] = False  # search: a candidate replaces what predicts its head
 
+    def parts(self, data: dict) -> list[dict]:
+        """Search: simpler components (as written, ``predicts`` kept) that say what this one does
+        where its effect is a sum of theirs; offered in its place when pruning. None: []."""
+        return []
+
     # --- language -----------------------------------------------------------------------------
 
     def expression_names(self) -> frozenset:

@@ -94,6 +94,16 @@ class LookupKind(Kind):
     def receive(self, sent):
         return {"table": np.asarray(sent["base"], np.float32) + np.asarray(sent["rows"], np.float32)}
 
+    def parts(self, data):
+        """A table of several keys as a table of each (their rows summed): where the keys act
+        additively, as many rows as the keys take in all instead of their product."""
+        keys = data["of"] if isinstance(data["of"], list) else [data["of"]]
+        if len(keys) < 2:
+            return []
+        sizes = data.get("size") or [None] * len(keys)
+        return [{**{k: v for k, v in data.items() if k not in ("of", "size")}, "of": key,
+                 **({"size": size} if size else {})} for key, size in zip(keys, sizes)]
+
     def estimate(self, data, ctx):
         """Shrunk per-cell sums of the residual; the table's unreached rows are nearly free."""
         plan, fixed = ctx.probe()

@@ -39,6 +39,7 @@ OPS = {"==": ("eq", np.equal), "<": ("lt", np.less), "<=": ("le", np.less_equal)
 MAX_CODES = 64  # a term with at most this many integer values is categorical (a table); else numerical
 MAX_CONSTANTS = 8  # a term compared with each of its values where it takes at most this many
 MAX_NAME = 64
+MAX_CONJUNCTIONS = 512  # pairs of rules offered as one boolean, at most
 WORDS = {**{op: word for op, (word, _) in OPS.items()}, "-": "minus", "+": "plus"}  # operators, spelt in names
 ATOMS = {"token": "token[i]", "pos": "i"}  # the input's atoms, by name: what they read at the query  # longer names are cut and end in a digest of the expression
 
@@ -146,6 +147,26 @@ def rules(atoms: list[Term]) -> list[Term]:
     return out
 
 
+def conjunctions(derived: list[Term], atoms: list[Term]) -> list[Term]:
+    """Two rules at once (``a and b``): a term equal to a constant, or a boolean variable the
+    theory holds, with another such of a different term; at most MAX_CONJUNCTIONS, the held
+    variables' first."""
+    base = lambda t: t.shift_of or t.name  # noqa: E731  (a read back is of the term it reads)
+    held = [a for a in atoms if a.kind == "boolean" and a.definition is None]
+    equal = [r for r in derived if " == " in (r.definition or "") and not re.search(r"==\s*[A-Za-z(]", r.definition)]
+    parts = held + equal
+    out = []
+    for x, y in itertools.combinations(parts, 2):
+        if base(x) == base(y) or x.name.split("_eq_")[0] == y.name.split("_eq_")[0]:
+            continue
+        out.append(Term(f"{x.name}_and_{y.name}", f"{x.query} and {y.query}", f"{x.key} and {y.key}",
+                        np.logical_and(x.values, y.values), "boolean", definition=f"{x.query} and {y.query}",
+                        shift_of=x.shift_of or y.shift_of))
+        if len(out) >= MAX_CONJUNCTIONS:
+            break
+    return out
+
+
 def _plus(text: str, c: int) -> str:
     return text if c == 0 else f"{text} + {c}" if c > 0 else f"{text} - {-c}"
 
@@ -156,9 +177,14 @@ def _offset_name(c: int) -> str:
 
 def selects(atoms: list[Term], bos: bool, config: Grammar):
     """(name, condition text, mask [N, T_query, T_key]) of every select: always; a key-side term
-    against a query-side one, the theory's own variables first (newest first: depth grows from
-    them), ``==`` and ``!=`` at every offset, ``< <= > >=`` at offset 0 (on integers an offset
-    only turns one into another); a key-side term against each constant it takes."""
+    against a query-side one, ``==`` and ``!=`` at every offset, ``< <= > >=`` at offset 0 (on
+    integers an offset only turns one into another); a term against its reflection, or a
+    variable the theory holds against the position's and the position against the variable's
+    (``x[j] == c - y``: the query side with coefficient -1, every constant ``c`` the two sides can
+    meet at); a term and the position ordered together (``x[j] * T + j < x * T + i``, and with the
+    position's coefficient -1: ties broken by position, either way). The theory's own variables
+    come first (newest first: depth grows from them), then the atoms; last, a key-side term
+    against each constant it takes."""
     n, t = atoms[0].values.shape
     keep = np.ones((1, 1, t), bool)
     keep[..., 0] = not bos
@@ -166,21 +192,55 @@ def selects(atoms: list[Term], bos: bool, config: Grammar):
     yield "all", "j > 0" if bos else "true", np.broadcast_to(keep, (n, t, t))
     sides = [a for a in atoms if a.kind != "numerical" and not (a.definition and a.shift_of not in ATOMS)]
     held = [a for a in sides if a.name not in ATOMS and a.definition is None][::-1]
-    pairs = [(k, q) for k in sides for q in sides]
-    pairs.sort(key=lambda kq: min([held.index(a) for a in kq if a in held], default=len(held)))
-    for c in config.offsets:
-        for key, query in pairs:
-            for op, (word, f) in OPS.items():
-                if c != 0 and op not in ("==", "!="):
-                    continue
-                yield (f"{key.name}_{word}_{query.name}{_offset_name(c)}",
-                       f"{prefix}{key.key} {op} {_plus(query.query, c)}",
-                       f(key.values[:, None, :], query.values[:, :, None] + c) & keep)
+
+    def rank(*used: Term) -> int:
+        return min([held.index(a) for a in used if a in held], default=len(held))
+
+    specs = []  # (rank, order, name, condition, mask of the values) before any mask is computed
+    for order, c in enumerate(config.offsets):
+        for key in sides:
+            for query in sides:
+                for op, (word, f) in OPS.items():
+                    if c == 0 or op in ("==", "!="):
+                        specs.append((rank(key, query), order, f"{key.name}_{word}_{query.name}{_offset_name(c)}",
+                                      f"{key.key} {op} {_plus(query.query, c)}",
+                                      lambda key=key, query=query, f=f, c=c:
+                                      f(key.values[:, None, :], query.values[:, :, None] + c)))
+    later = len(config.offsets)
+    position = next(a for a in sides if a.name == "pos")
+    mirrored = [(x, x) for x in sides] + [(x, position) for x in held] + [(position, x) for x in held]
+    for key, query in mirrored:
+        low = min(np.min(a.values[a.values >= 0], initial=0) for a in (key, query))
+        high = max(np.max(a.values, initial=0) for a in (key, query))
+        for c in range(int(2 * low), int(2 * high) + 1):
+            specs.append((rank(key, query), later, f"{key.name}_eq_{c}_minus_{query.name}",
+                          f"{key.key} == {c} - {_paren(query.query)}",
+                          lambda key=key, query=query, c=c: key.values[:, None, :] == c - query.values[:, :, None]))
+    for x in sides:
+        if x.name == "pos":
+            continue
+        for sign, side in ((1, "pos"), (-1, "rpos")):
+            key = x.values[:, None, :] * t + sign * np.arange(t)[None, None, :]
+            query = x.values[:, :, None] * t + sign * np.arange(t)[None, :, None]
+            for op in ("<", ">"):
+                word, f = OPS[op]
+                specs.append((rank(x), later + 1, f"{x.name}_{side}_{word}_{x.name}_{side}",
+                              f"{_paren(x.key)} * T {'+' if sign > 0 else '-'} j {op} "
+                              f"{_paren(x.query)} * T {'+' if sign > 0 else '-'} i",
+                              lambda key=key, query=query, f=f: f(key, query)))
+    specs.sort(key=lambda s: s[:2])  # stable: within a rank and an order, as enumerated
+    for _, _, name, condition, mask in specs:
+        yield name, f"{prefix}{condition}", mask() & keep
     for key in sides:
         for c in constants_of(key):
             for op, (word, f) in OPS.items():
                 yield (f"{key.name}_{word}_{c}", f"{prefix}{key.key} {op} {c}",
                        np.broadcast_to(f(key.values[:, None, :], c) & keep, (n, t, t)))
+
+
+def _paren(text: str) -> str:
+    """``text`` as an operand of ``*`` or ``-``: in parentheses where it is a sum or difference."""
+    return f"({text})" if re.search(r"\s[-+]\s", text.replace("[i - ", "[").replace("[j - ", "[")) else text
 
 
 def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[list[Proposal], int]:
@@ -235,7 +295,7 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
             if not offer(f"{x.name}_by_{y.name}", f"{x.query}, {y.query}", joint, "pair", (x.query, y.query),
                          parts=(x.name, y.name)):
                 return out, count[0]
-    for rule in derived:
+    for rule in derived + conjunctions(derived, atoms):
         if not offer(rule.name, rule.definition, rule.values, "boolean"):
             return out, count[0]
     # averaged: numerical and boolean terms, and rules of unshifted terms; moved as a code: categorical terms
@@ -292,3 +352,29 @@ def is_bos(tokens: np.ndarray) -> bool:
     """A first token that never varies (and sequences longer than it) marks the beginning."""
     tokens = np.asarray(tokens)
     return tokens.ndim == 2 and tokens.shape[1] > 1 and len(np.unique(tokens[:, 0])) == 1
+
+
+_CHANGEABLE = re.compile(r"==|!=|<=|>=|<|>|\b\d+\b")
+_BOS_KEY = re.compile(r"\(j: j > 0 and ")
+
+
+def neighbours(name: str, expression: str) -> list[tuple[str, str]]:
+    """(name, expression) of every expression one change from ``expression``: a comparison turned
+    into another, or an integer constant moved by one (the beginning-of-sequence guard
+    ``j > 0 and`` kept); the name follows where it spells the changed part once."""
+    guard = {m.start() + k for m in _BOS_KEY.finditer(expression) for k in range(len(m[0]))}
+    out = []
+    for m in _CHANGEABLE.finditer(expression):
+        if m.start() in guard:
+            continue
+        text = m[0]
+        options = [op for op in OPS if op != text] if text in OPS else [str(int(text) + d) for d in (-1, 1)
+                                                                         if int(text) + d >= 0]
+        for new in options:
+            changed = expression[:m.start()] + new + expression[m.end():]
+            old_word, new_word = (OPS[text][0], OPS[new][0]) if text in OPS else (text, new)
+            spelt = re.findall(rf"(?<=_){old_word}(?=_|$)", name)
+            renamed = (re.sub(rf"(?<=_){old_word}(?=_|$)", new_word, name) if len(spelt) == 1
+                       else slug(f"{name}_{new_word}", changed))
+            out.append((slug(renamed, changed), changed))
+    return out

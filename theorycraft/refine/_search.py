@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -42,9 +43,10 @@ from theorycraft.inference.kinds import kind_of
 from theorycraft.configs import SearchConfig, bytes_text, memory
 from theorycraft._metrics import Metrics
 from theorycraft.scoring import coverage, examples_of, measure, r2, residual_bits, squared_errors, total_bits
-from theorycraft.spec import Theory
+from theorycraft.spec import Theory, TheoryError, parse_theory
 
 from . import _proxy
+from ._grammar import ATOMS, neighbours, slug
 from ._propose import proposals
 from ._vocabulary import Candidate, Vocabulary, drop_reads, candidates, readout_name, rebuild, spec_of
 
@@ -366,6 +368,80 @@ def removals(theory: Theory, protect: str = "") -> list[tuple[str, Theory]]:
     return out
 
 
+def splits(theory: Theory) -> list[tuple[str, Theory]]:
+    """Every theory with one component re-expressed by its kind's simpler parts (a table of two
+    keys as a table of each, ``Kind.parts``); a part that an existing component already is (but
+    for the sites it predicts) extends that component instead."""
+    out = []
+    data = theory.to_dict()
+    for name, c in theory.components.items():
+        parts = kind_of(c).parts(data["components"][name])
+        if not parts:
+            continue
+        components = {k: dict(v) for k, v in data["components"].items() if k != name}
+        for k, part in enumerate(parts):
+            sites = c.predicted()
+            same = next((n for n, other in components.items() if _same_but_sites(other, part)), None)
+            if same is None:
+                key = part["of"][0] if isinstance(part["of"], list) else part["of"]
+                label = f"{slug({v: k for k, v in ATOMS.items()}.get(key, key), key)}_code"
+                components[label if label not in components else f"{name}_{k}"] = part
+            else:
+                had = components[same]["predicts"]
+                had = had if isinstance(had, list) else [had]
+                merged = list(dict.fromkeys(had + list(sites)))
+                components[same] = {**components[same],
+                                    "predicts": sorted(merged, key=list(theory.sites).index)}
+        try:
+            out.append((f"split {name} into {len(parts)} tables", rebuild({**data, "components": components})))
+        except TheoryError:
+            continue
+    return out
+
+
+def _same_but_sites(a: dict, b: dict) -> bool:
+    """Two components as written are the same but for what they predict (a size one leaves to
+    its default taken as the other's)."""
+    def norm(d: dict, drop: tuple) -> dict:
+        return {k: v if isinstance(v, list) else [v] for k, v in d.items() if k not in ("predicts",) + drop}
+    drop = () if "size" in a and "size" in b else ("size",)
+    return norm(a, drop) == norm(b, drop)
+
+
+def rewritten(theory: Theory, name: str, new: str, expression: str) -> Theory:
+    """``theory`` with variable ``name`` computing ``expression`` instead, under the name ``new``
+    (its readers and its component ``NAME_code`` renamed with it)."""
+    text = re.sub(rf"(?<!\w){re.escape(name)}(?=_code\b|(?!\w))", new, theory.to_yaml())
+    data = parse_theory(text).to_dict()
+    data["variables"] = {**data["variables"], new: expression}
+    return rebuild(data)
+
+
+def takeovers(theory: Theory) -> list[tuple[str, Theory]]:
+    """Every theory with one component gone and another extended to the sites it predicted (a
+    table of one variable taking over where a joint table was kept), read-outs left alone."""
+    out = []
+    data = theory.to_dict()
+    for name, c in theory.components.items():
+        if name == readout_name(c.predicts or "") or not c.predicted():
+            continue
+        for other, d in theory.components.items():
+            sites = list(c.predicted())
+            if other == name or other == readout_name(d.predicts or "") or not d.predicted() \
+                    or set(sites) <= set(d.predicted()) or name in d.reads():
+                continue
+            components = {k: dict(v) for k, v in data["components"].items() if k != name}
+            drop_reads(components, name)
+            merged = sorted(set(d.predicted()) | set(sites), key=list(theory.sites).index)
+            components[other] = {**components[other], "predicts": merged if len(merged) > 1 else merged[0]}
+            try:
+                taken = rebuild({**data, "components": components})
+            except TheoryError:  # that component cannot predict those sites (a map onto the site it reads)
+                continue
+            out.append((f"replace {name} by {other} -> {', '.join(s for s in sites if s not in d.predicted())}", taken))
+    return out
+
+
 def shortlist(ranked: list, tries: int) -> list:
     """The candidates worth a real fit: the best estimate of each template (estimates compare
     poorly across kinds), then the best of the rest, ``tries`` in all, best estimate first."""
@@ -393,10 +469,11 @@ def computes(cand: Candidate, sites) -> bool:
 
 def replaceable(theory: Theory, vocab: Vocabulary) -> list[str]:
     """The maps between recorded sites a search may try to replace: all of them, where every site
-    they predict has a template that computes it from the input."""
+    they predict has a template, or is a grammar site, that computes it from the input."""
     maps = maps_of(theory)
     computing = {t.site for t in vocab.templates.values()
                  if computes(Candidate(t.name, t.kind, t.site, t.name, next(t.items())[0], {}, {}), theory.sites)}
+    computing |= set(vocab.grammar.sites if vocab.grammar else ())  # the grammar computes at its sites
     predicted = {s for n in maps for s in theory.components[n].predicted()}
     return maps if maps and predicted <= computing else []
 
@@ -419,14 +496,17 @@ def rethought(greedy: Assessment, alternative: Assessment) -> bool:
 
 def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None, budget_bits: float | None = None,
            budget_seconds: float | None = None, tries: int = 4, log: Callable[[str], None] = lambda s: None,
-           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True) -> Found:
+           progress: bool = True, metrics: Metrics | None = None, rethink: bool = True,
+           clock: Callable[[], float] = time.time) -> Found:
     """Grow ``start`` greedily by held-out MDL (see the module's doc). ``progress``: a bar on
     stderr over each step's fits, with the best candidate so far and the step's ETA (shown only
     on a terminal). ``metrics``: a ``search`` record of each step (the start is step 0).
-    ``rethink=False``: greedy growth alone, never changing its mind (for comparison)."""
+    ``rethink=False``: greedy growth alone, never changing its mind (for comparison). ``clock``:
+    what ``budget_seconds`` counts (wall time; ``time.process_time`` counts this process's CPU
+    time, for a machine shared with other work)."""
     from theorycraft._progress import above, bar as progress_bar
 
-    began = time.time()
+    began, started = time.time(), clock()
     vocab = vocab.beside(start)
     judge = judge or Judge(start, acts, explained_sites(start, vocab))
     trail: list[Step] = []
@@ -446,7 +526,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
               f"test coverage {a.report.coverage:.4f}; {a.params:,} params; {judge.cache_text()}")
 
     def out_of_time() -> bool:
-        return budget_seconds is not None and time.time() - began > budget_seconds
+        return budget_seconds is not None and clock() - started > budget_seconds
 
     stop = out_of_time if budget_seconds is not None else None  # asked inside a step's estimates and fits
 
@@ -489,7 +569,7 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
 
     def prune(protect: str = "") -> None:
         while not out_of_time():
-            offered = removals(best["now"].theory, protect)
+            offered = removals(best["now"].theory, protect) + splits(best["now"].theory)
             step("pruning", offered)
             options = [(action, judged(action, t, best["now"])) for action, t in offered]
             if not options:
@@ -567,10 +647,65 @@ def search(start: Theory, acts, vocab: Vocabulary, *, judge: Judge | None = None
             raise
         return choose()
 
+    def polish() -> str:
+        """Each variable the theory holds, oldest first, rewritten one change away (a comparison
+        turned into another, a constant moved by one: ``_grammar.neighbours``) where that lowers
+        the validation total: greedy growth takes the first variable that pays, and a close
+        variant that pays more can only arrive once it is held. Then, while one pays, a component
+        taken over by another's extension to its sites (``takeovers``): a joint table kept from
+        early growth replaced by a table of a variable found later."""
+        done = []
+        if vocab.grammar is None:
+            return ""
+        for name in list(best["now"].theory.variables):
+            theory = best["now"].theory
+            if out_of_time() or name not in theory.variables:
+                continue
+            held = {str(v) for v in theory.variables.values()}
+            offered = []
+            for new, text in neighbours(name, str(theory.variables[name])):
+                if new not in theory.variables and text not in held:
+                    try:
+                        offered.append((f"rewrite {name} as {new} = {text}", rewritten(theory, name, new, text)))
+                    except (TheoryError, ValueError):
+                        continue
+            step("polishing", offered)
+            options = []
+            for action, t in offered:
+                try:
+                    options.append((action, judged(action, t, best["now"])))
+                except TheoryError:  # a table too small for the new values, say
+                    continue
+            if options:
+                action, a = min(options, key=lambda o: o[1].selection.bits_total)
+                if a.selection.bits_total < best["now"].selection.bits_total:
+                    accept(action, a)
+                    done.append(action.split(" = ")[0].removeprefix("rewrite "))
+                    prune()
+        while not out_of_time():  # one component taken over by another's extension, best first
+            offered = takeovers(best["now"].theory)
+            step("polishing", offered)
+            options = []
+            for action, t in offered:
+                try:
+                    options.append((action, judged(action, t, best["now"])))
+                except TheoryError:
+                    continue
+            if not options:
+                break
+            action, a = min(options, key=lambda o: o[1].selection.bits_total)
+            if a.selection.bits_total >= best["now"].selection.bits_total:
+                break
+            accept(action, a)
+            done.append(action.removeprefix("replace "))
+            prune()
+        return f"; rewrote {', '.join(done)}" if done else ""
+
     try:
         stopped = grow()
         if rethink and not stopped.startswith("time budget"):
             stopped += change_mind()
+            stopped += polish()
     except Stopped:  # mid-step: that step's fits are dropped, the theory last accepted is the result
         stopped = f"time budget spent ({budget_seconds:g} s): the step in flight was stopped at it"
     except KeyboardInterrupt:  # Ctrl-C: stop, and write what was found so far
