@@ -186,3 +186,11 @@ def test_a_head_that_splits_its_weight_points_at_two_selects_joined():
     assert joined > excess_mass(one, recorded)[0, at].sum() > 0
     assert joined > excess_mass(np.ones_like(one), recorded)[0, at].sum()  # every key: no excess
     np.testing.assert_allclose(joined, n * sum(1 - 2 / (q + 1) for q in at))  # all its weight, less an even share
+
+
+def test_a_held_condition_makes_tables_of_two():
+    x = tokens(bos=False, vocab=4)
+    held = {"c": parse_expr("token[i] < token[i - 1]")}
+    found, _ = propose(x, held, Grammar(sites=("s",)), False)
+    pairs = {p.reads for p in found if p.kind == "pair"}
+    assert ("c", "token[i]") in pairs or ("token[i]", "c") in pairs

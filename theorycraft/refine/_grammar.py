@@ -293,8 +293,8 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool, causal: b
         codes = partition(term.values) if term.kind != "numerical" else None
         seen.add(_digest(codes) if codes is not None else "")
         out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind, codes=codes))
-    if config.pairs:
-        codes = [a for a in atoms if a.kind == "categorical"]
+    if config.pairs:  # categorical terms, and boolean variables the theory holds (a found condition)
+        codes = [a for a in atoms if a.kind == "categorical" or (a.kind == "boolean" and a.definition is None)]
         for x, y in itertools.combinations(codes, 2):
             joint = (x.values + 1) * (y.values.max() + 2) + (y.values + 1)
             if not offer(f"{x.name}_by_{y.name}", f"{x.query}, {y.query}", joint, "pair", (x.query, y.query),
