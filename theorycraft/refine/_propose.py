@@ -18,6 +18,7 @@ how fast they were valued, and how many went on to the estimates.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import replace
 from typing import Callable
@@ -169,11 +170,13 @@ class _Design:
         return out
 
 
+TERM = re.compile(r"i|\w+(\[i( - \d+)?\])?")  # a term's own text: i, token[i], x, token[i - 1], x[i - 2]
+
+
 def repeats(found: list[Proposal]) -> np.ndarray:
     """Which proposals say nothing new on these values (a site's kept positions, where variables
     distinct over the whole sequence may coincide): a categorical one that is a function of a
-    term (the proposals that read no select: the token, the position, a held variable, a read
-    back) or that splits the rows as an earlier one does, a numerical one that is an affine map
+    term (the token, the position, a held variable, a read back: ``TERM``) or that splits the rows as an earlier one does, a numerical one that is an affine map
     of an earlier one. Each term keeps its own table; a table of two is never a repeat."""
     out = np.zeros(len(found), bool)
     seen: set[str] = set()
@@ -186,7 +189,7 @@ def repeats(found: list[Proposal]) -> np.ndarray:
         else:
             codes = partition(p.values)
             key = _digest(codes)
-            term = "(j" not in p.expression  # reads no select: what the sample's positions give
+            term = TERM.fullmatch(p.expression) is not None
             out[k] = not term and (codes.max() == 0 or any(_function_of(codes, h) for h in held))
             if term and p.kind == "categorical":
                 held.append(codes)
