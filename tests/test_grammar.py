@@ -194,3 +194,26 @@ def test_a_held_condition_makes_tables_of_two():
     found, _ = propose(x, held, Grammar(sites=("s",)), False)
     pairs = {p.reads for p in found if p.kind == "pair"}
     assert ("c", "token[i]") in pairs or ("token[i]", "c") in pairs
+
+
+def test_at_kept_positions_what_a_term_says_is_left_out():
+    """A site that keeps positions 4-5 (tokens below 4): a count equal to the position there is a repeat of the
+    position's table; a token read from elsewhere is not; a term keeps its own table."""
+    from theorycraft.refine._grammar import Proposal
+    from theorycraft.refine._propose import _at, repeats
+
+    x = tokens(bos=False, vocab=4, length=6)
+    found, _ = propose(x, {}, Grammar(sites=("s",)), False, causal=True)
+    at = [replace_values(p, _at(p.values, [4, 5])) for p in found]
+    out = dict(zip([p.expression for p in found], repeats(at)))
+    assert not out["i"] and not out["token[i]"]
+    assert out["count(j: j <= i and token[j] < i)"]  # = i + 1 where i > 3: the position's table
+    reads = [e for e in out if e.startswith("aggregate(j: j <= i and j == 4 - i, token[j])")]
+    assert reads and not out[reads[0]]
+    assert isinstance(found[0], Proposal)
+
+
+def replace_values(p, values):
+    from dataclasses import replace
+
+    return replace(p, values=values, codes=None)
