@@ -197,8 +197,8 @@ def test_a_held_condition_makes_tables_of_two():
 
 
 def test_at_kept_positions_what_a_term_says_is_left_out():
-    """A site that keeps positions 4-5 (tokens below 4): a count equal to the position there is a repeat of the
-    position's table; a token read from elsewhere is not; a term keeps its own table."""
+    """A site that keeps positions 4-5 (tokens below 4): a count equal to the position there is a
+    repeat of the position's table; a token read from elsewhere is not; a term keeps its own table."""
     from theorycraft.refine._grammar import Proposal
     from theorycraft.refine._propose import _at, repeats
 
