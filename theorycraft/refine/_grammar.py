@@ -314,7 +314,8 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool, causal: b
     keep[..., 0] = not bos
     keep = keep & (np.tril(np.ones((tokens.shape[1],) * 2, bool))[None] if causal else True)
     prefix = " and ".join((["j > 0"] if bos else []) + (["j <= i"] if causal else []))
-    found = [(name, f"{prefix} and ({condition})" if prefix else condition, mask & keep) for name, condition, mask in extra]
+    found = [(name, f"{prefix} and ({condition})" if prefix else condition, mask & keep)
+             for name, condition, mask in extra]
     for name, condition, mask in itertools.chain(found, selects(atoms, bos, config, causal)):
         width = mask.sum(-1)
         if not offer(f"count_{name}", f"count(j: {condition})", width.astype(np.float64), "categorical"):

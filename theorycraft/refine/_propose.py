@@ -28,7 +28,8 @@ import numpy as np
 from theorycraft.inference.kinds import kind_of
 from theorycraft.spec import Theory, evaluate, evaluate_variables, parse_expr, position_env
 
-from ._grammar import ATOMS, Proposal, _digest, _function_of, _standard, is_bos, partition, propose, selects, slug, terms
+from ._grammar import (ATOMS, Proposal, _digest, _function_of, _standard, is_bos, partition, propose, selects, slug,
+                       terms)
 from ._proxy import bits_per_param, gain_bits
 from ._vocabulary import Candidate, Vocabulary
 
@@ -176,7 +177,8 @@ TERM = re.compile(r"i|\w+(\[i( - \d+)?\])?")  # a term's own text: i, token[i], 
 def repeats(found: list[Proposal]) -> np.ndarray:
     """Which proposals say nothing new on these values (a site's kept positions, where variables
     distinct over the whole sequence may coincide): a categorical one that is a function of a
-    term (the token, the position, a held variable, a read back: ``TERM``) or that splits the rows as an earlier one does, a numerical one that is an affine map
+    term (the token, the position, a held variable, a read back: ``TERM``) or that splits the rows
+    as an earlier one does, a numerical one that is an affine map
     of an earlier one. Each term keeps its own table; a table of two is never a repeat."""
     out = np.zeros(len(found), bool)
     seen: set[str] = set()
