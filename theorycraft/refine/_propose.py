@@ -178,8 +178,8 @@ def repeats(found: list[Proposal]) -> np.ndarray:
     """Which proposals say nothing new on these values (a site's kept positions, where variables
     distinct over the whole sequence may coincide): a categorical one that is a function of a
     term (the token, the position, a held variable, a read back: ``TERM``) or that splits the rows
-    as an earlier one does, a numerical one that is an affine map
-    of an earlier one. Each term keeps its own table; a table of two is never a repeat."""
+    as an earlier one does, a numerical one that is an affine map of an earlier one. Each term
+    keeps its own table; a table of two is never a repeat."""
     out = np.zeros(len(found), bool)
     seen: set[str] = set()
     held = []
