@@ -137,3 +137,23 @@ def test_a_kind_that_reads_every_position_cannot_feed_kept_positions(small_run):
     with pytest.raises(TheoryError, match="reads values at every position.*its kept positions"):
         infer(str(bad), out_dir=path.parent / "bad-run", n=600, cache_dir=path.parent / "cache", progress=False,
               log=lambda m: None)
+
+
+def test_search_finds_a_computation_over_positions(tmp_path):
+    """The default search, scaled down (the shipped model on 256 problems, a budget of a few
+    steps), from a start that names layer 0's stream at the answer positions and its attention
+    patterns: it accepts a variable computed over positions (a select the heads point at, and a
+    sum over it) and predicts the stream from the tokens better than a table of the position."""
+    from theorycraft.api import search
+
+    sites = ("sites:\n  resid0: {hook: blocks.0.hook_resid_post, position: [11, 12, 13, 14, 15, 16]}\n"
+             "  pattern0: {hook: blocks.0.attn.hook_pattern}\n")
+    (tmp_path / "start.yaml").write_text(f"theory: s\ntarget: builtin:addition\n{sites}")
+    (tmp_path / "position.yaml").write_text(f"theory: p\ntarget: builtin:addition\n{sites}components:\n"
+                                            "  by_position: {kind: lookup, of: i, size: 17, predicts: resid0}\n")
+    result = search(str(tmp_path / "start.yaml"), n=256, budget_minutes=0.5, max_steps=50, out_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache", compare=str(tmp_path / "position.yaml"), progress=False,
+                    log=lambda m: None)
+    variables = yaml.safe_load(result.trail[-1].theory).get("variables") or {}
+    assert any("(j:" in str(v) for v in variables.values()), variables
+    assert result.trail[-1].report.coverage_free > result.reference["test"].coverage_free + 0.1

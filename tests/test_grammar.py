@@ -159,3 +159,92 @@ components:
     new = rewritten(theory, "v", "v2", "count(j: token[j] <= token[i])")
     assert str(new.variables["v2"]) == "count(j: token[j] <= token[i])" and str(new.variables["w"]) == "v2 + 1"
     assert set(new.components) == {"v2_code", "w_lin"} and str(new.components["v2_code"].of[0]) == "v2"
+
+
+def test_causal_selects_read_no_later_position_and_a_found_select_is_aggregated():
+    """A causal network's theory: every select has ``j <= i`` and reads no later key. A select
+    found elsewhere (as a head's pattern points at it) is aggregated first: where it picks two
+    keys, the sum of a code over them (an integer: a table); the values are the language's."""
+    x = tokens(bos=False, vocab=5, length=7)
+    t = x.shape[1]
+    both = "(j == 5 - i) or (j == 6 - i)"
+    mask = _pair_values(x, both)
+    found, _ = propose(x, {}, Grammar(sites=("s",)), False, causal=True, extra=(("two", both, mask),))
+    texts = {p.expression: p for p in found}
+    total = f"sum(j: token[j] if j <= i and ({both}) else 0)"
+    assert total in texts and texts[total].kind == "categorical"
+    ahead = np.triu(np.ones((t, t), bool), 1)
+    for p in found:
+        if p.kind == "pair":
+            continue
+        assert "(j:" not in p.expression or "j <= i" in p.expression, p.expression
+        np.testing.assert_allclose(p.values, language_values(x, p.expression), atol=1e-9, err_msg=p.expression)
+    # the sum reads no later key: changing the tokens after each query leaves it where it was
+    later = x.copy()
+    for i in range(t):
+        changed = later.copy()
+        changed[:, i + 1:] = (changed[:, i + 1:] + 1) % 5
+        np.testing.assert_array_equal(language_values(changed, total)[:, i], language_values(x, total)[:, i])
+    assert ahead.any()
+
+
+def test_held_variables_are_added_and_subtracted():
+    x = tokens(bos=False, vocab=4)
+    held = {"s": parse_expr("token[i] + token[i - 1]")}
+    found, _ = propose(x, held, Grammar(sites=("s",)), False)
+    texts = {p.expression for p in found}
+    assert "s - token[i]" in texts or "s + token[i]" in texts
+    for p in found:
+        if p.expression in ("s - token[i]", "s + token[i]", "s - i", "s + i"):
+            np.testing.assert_allclose(p.values, language_values(x, p.expression, held), err_msg=p.expression)
+
+
+def test_a_head_that_splits_its_weight_points_at_two_selects_joined():
+    """A head that puts half its weight on each of two keys the position fixes (j == 7 - i and
+    j == 9 - i, at the queries 5-7 a site keeps), the same on every example (its mean predicts
+    it: no attention rule gains): the grammar still reads what it points at, the two joined."""
+    from theorycraft.refine._propose import excess_mass
+
+    n, t = 40, 10
+    x = np.random.default_rng(1).integers(0, 4, (n, t))
+    recorded = np.tile(np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None], (n, 1, 1, 1))
+    for q in (5, 6, 7):
+        recorded[:, 0, q] = 0
+        recorded[:, 0, q, [7 - q, 9 - q]] = 0.5
+    one, two = _pair_values(x, "j == 7 - i"), _pair_values(x, "j == 9 - i")
+    at = [5, 6, 7]
+    joined = excess_mass(one | two, recorded)[0, at].sum()
+    assert joined > excess_mass(one, recorded)[0, at].sum() > 0
+    assert joined > excess_mass(np.ones_like(one), recorded)[0, at].sum()  # every key: no excess
+    np.testing.assert_allclose(joined, n * sum(1 - 2 / (q + 1) for q in at))  # all its weight, less an even share
+
+
+def test_a_held_condition_makes_tables_of_two():
+    x = tokens(bos=False, vocab=4)
+    held = {"c": parse_expr("token[i] < token[i - 1]")}
+    found, _ = propose(x, held, Grammar(sites=("s",)), False)
+    pairs = {p.reads for p in found if p.kind == "pair"}
+    assert ("c", "token[i]") in pairs or ("token[i]", "c") in pairs
+
+
+def test_at_kept_positions_what_a_term_says_is_left_out():
+    """A site that keeps positions 4-5 (tokens below 4): a count equal to the position there is a
+    repeat of the position's table; a token read from elsewhere is not; a term keeps its own table."""
+    from theorycraft.refine._grammar import Proposal
+    from theorycraft.refine._propose import _at, repeats
+
+    x = tokens(bos=False, vocab=4, length=6)
+    found, _ = propose(x, {}, Grammar(sites=("s",)), False, causal=True)
+    at = [replace_values(p, _at(p.values, [4, 5])) for p in found]
+    out = dict(zip([p.expression for p in found], repeats(at)))
+    assert not out["i"] and not out["token[i]"]
+    assert out["count(j: j <= i and token[j] < i)"]  # = i + 1 where i > 3: the position's table
+    reads = [e for e in out if e.startswith("aggregate(j: j <= i and j == 4 - i, token[j])")]
+    assert reads and not out[reads[0]]
+    assert isinstance(found[0], Proposal)
+
+
+def replace_values(p, values):
+    from dataclasses import replace
+
+    return replace(p, values=values, codes=None)

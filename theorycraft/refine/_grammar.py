@@ -20,7 +20,8 @@ step, so depth comes from composition. Nothing here names a program: names are s
 expressions (``count_token_lt_token``).
 
 A first token that never varies is a beginning-of-sequence marker: selects leave its key out
-(``j > 0 and ...``).
+(``j > 0 and ...``). Where the network is causal (its recorded attention never reads a later
+position), no select does either (``j <= i and ...``).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _offset_name(c: int) -> str:
     return "" if c == 0 else f"_plus{c}" if c > 0 else f"_minus{-c}"
 
 
-def selects(atoms: list[Term], bos: bool, config: Grammar):
+def selects(atoms: list[Term], bos: bool, config: Grammar, causal: bool = False):
     """(name, condition text, mask [N, T_query, T_key]) of every select: always; a key-side term
     against a query-side one, ``==`` and ``!=`` at every offset, ``< <= > >=`` at offset 0 (on
     integers an offset only turns one into another); a term against its reflection, or a
@@ -188,8 +189,11 @@ def selects(atoms: list[Term], bos: bool, config: Grammar):
     n, t = atoms[0].values.shape
     keep = np.ones((1, 1, t), bool)
     keep[..., 0] = not bos
-    prefix = "j > 0 and " if bos else ""
-    yield "all", "j > 0" if bos else "true", np.broadcast_to(keep, (n, t, t))
+    if causal:  # a causal network's position never reads a later one: neither does a select of its theory
+        keep = keep & np.tril(np.ones((t, t), bool))[None]
+    prefix = " and ".join((["j > 0"] if bos else []) + (["j <= i"] if causal else []))
+    yield "all", prefix or "true", np.broadcast_to(keep, (n, t, t))
+    prefix = f"{prefix} and " if prefix else ""
     sides = [a for a in atoms if a.kind != "numerical" and not (a.definition and a.shift_of not in ATOMS)]
     held = [a for a in sides if a.name not in ATOMS and a.definition is None][::-1]
 
@@ -243,14 +247,21 @@ def _paren(text: str) -> str:
     return f"({text})" if re.search(r"\s[-+]\s", text.replace("[i - ", "[").replace("[j - ", "[")) else text
 
 
-def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[list[Proposal], int]:
+def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool, causal: bool = False,
+            extra: tuple = ()) -> tuple[list[Proposal], int]:
     """What one step of the grammar derives from the theory's ``variables`` (name -> Expr, in
     dependency order) over ``tokens`` (the sample): the terms themselves (tables), tables of two
     terms, rules, counts and aggregates; simplest first, at most ``config.generated`` enumerated.
     Kept only where new: a categorical variable that is a function of the token, the position or
     a variable held (a table of that says as much) or that splits the positions as an earlier one
     does, or a numerical one that is an affine map of an earlier one, is left out. Returns
-    (proposals, how many were enumerated)."""
+    (proposals, how many were enumerated). ``extra``: selects found elsewhere (name, condition,
+    mask [N, T, T] on ``tokens``: what a head's recorded pattern points at), aggregated first.
+
+    Besides: the sum and the difference of two categorical terms of which one is a held variable
+    (``x + y``, ``x - y``); and where a select picks at most two keys, the sum of a categorical
+    value over them (``sum(j: x[j] if ... else 0)``: what a head that splits its weight between
+    two keys moves)."""
     atoms = terms(tokens, variables, config)
     derived = rules(atoms)
     held = [partition(a.values) for a in atoms if a.definition is None and a.kind == "categorical"]
@@ -288,8 +299,8 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
         codes = partition(term.values) if term.kind != "numerical" else None
         seen.add(_digest(codes) if codes is not None else "")
         out.append(Proposal(term.name, term.definition or term.query, term.values, term.kind, codes=codes))
-    if config.pairs:
-        codes = [a for a in atoms if a.kind == "categorical"]
+    if config.pairs:  # categorical terms, and boolean variables the theory holds (a found condition)
+        codes = [a for a in atoms if a.kind == "categorical" or (a.kind == "boolean" and a.definition is None)]
         for x, y in itertools.combinations(codes, 2):
             joint = (x.values + 1) * (y.values.max() + 2) + (y.values + 1)
             if not offer(f"{x.name}_by_{y.name}", f"{x.query}, {y.query}", joint, "pair", (x.query, y.query),
@@ -298,11 +309,20 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
     for rule in derived + conjunctions(derived, atoms):
         if not offer(rule.name, rule.definition, rule.values, "boolean"):
             return out, count[0]
+    for name, expression, values in arithmetic(atoms):
+        if not offer(name, expression, values, kind_of_values(values)):
+            return out, count[0]
     # averaged: numerical and boolean terms, and rules of unshifted terms; moved as a code: categorical terms
     averaged = [a for a in atoms if a.kind in ("numerical", "boolean")]
     averaged += [r for r in derived if r.shift_of is None and not r.name.startswith("pos_")]
     codes = [a for a in atoms if a.kind == "categorical"]
-    for name, condition, mask in selects(atoms, bos, config):
+    keep = np.ones((1, 1, tokens.shape[1]), bool)
+    keep[..., 0] = not bos
+    keep = keep & (np.tril(np.ones((tokens.shape[1],) * 2, bool))[None] if causal else True)
+    prefix = " and ".join((["j > 0"] if bos else []) + (["j <= i"] if causal else []))
+    found = [(name, f"{prefix} and ({condition})" if prefix else condition, mask & keep)
+             for name, condition, mask in extra]
+    for name, condition, mask in itertools.chain(found, selects(atoms, bos, config, causal)):
         width = mask.sum(-1)
         if not offer(f"count_{name}", f"count(j: {condition})", width.astype(np.float64), "categorical"):
             return out, count[0]
@@ -315,7 +335,27 @@ def propose(tokens: np.ndarray, variables, config: Grammar, bos: bool) -> tuple[
             if not offer(f"{value.name}_where_{name}", f"aggregate(j: {condition}, {value.key})", means[..., k], kind,
                          z=standard[..., k]):
                 return out, count[0]
+        if width.max() == 2:  # the sum of a code over two keys (an integer: a table's key)
+            for value in codes:
+                total = np.einsum("nqk,nk->nq", mask.astype(np.float64), value.values)
+                if not offer(f"{value.name}_sum_{name}", f"sum(j: {value.key} if {condition} else 0)", total,
+                             kind_of_values(total)):
+                    return out, count[0]
     return out, count[0]
+
+
+def arithmetic(atoms: list[Term]):
+    """(name, expression, values) of the sum and the difference of a held categorical variable and
+    another categorical term read at the query (the token, the position, a held variable after
+    it); ``x - y`` and ``y - x`` split the positions alike, so one is offered."""
+    codes = [a for a in atoms if a.kind == "categorical" and a.shift_of is None]
+    held = [a for a in codes if a.definition is None and a.name not in ATOMS]
+    for x in held:
+        for y in codes:
+            if y is x or (y in held and held.index(y) < held.index(x)):
+                continue
+            yield f"{x.name}_plus_{y.name}", f"{x.query} + {y.query}", x.values + y.values
+            yield f"{x.name}_minus_{y.name}", f"{x.query} - {_paren(y.query)}", x.values - y.values
 
 
 def _standard(values: np.ndarray) -> np.ndarray:

@@ -17,16 +17,19 @@ how fast they were valued, and how many went on to the estimates.
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from theorycraft.inference.kinds import kind_of
-from theorycraft.inference.kinds.attention import attention_gain
 from theorycraft.spec import Theory, evaluate, evaluate_variables, parse_expr, position_env
 
-from ._grammar import ATOMS, Proposal, partition, is_bos, propose, selects, slug, terms
+from ._grammar import (ATOMS, Proposal, _digest, _function_of, _standard, is_bos, partition, propose, selects, slug,
+                       terms)
 from ._proxy import bits_per_param, gain_bits
 from ._vocabulary import Candidate, Vocabulary
 
@@ -47,24 +50,48 @@ def proposals(vocab: Vocabulary, current, judge, rows: np.ndarray,
     grammar = vocab.grammar
     if grammar is None:
         return []
-    out = [c for site in grammar.patterns for c in _heads(site, vocab, current, judge, rows, log)]
-    return out + (_tables(vocab, current, judge, rows, log) if grammar.sites else [])
+    out, pointed = [], {}  # pointed: the select each head's pattern points at -> its parts
+    kept = [current.theory.sites[s].kept for s in grammar.sites]
+    queries = None if not kept or any(k is None for k in kept) else sorted({q for k in kept for q in np.atleast_1d(k)})
+    for site in grammar.patterns:
+        out += _heads(site, vocab, current, judge, rows, log, pointed, queries)
+    return out + (_tables(vocab, current, judge, rows, log, causal(judge, grammar.patterns, rows), pointed)
+                  if grammar.sites else [])
 
 
-def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Candidate]:
-    """The grammar's variables at its sites over positions, best by the data first."""
+def causal(judge, patterns, rows: np.ndarray) -> bool:
+    """Whether the network's recorded attention (its pattern sites ``patterns``, on a few
+    examples) never puts weight on a later position: then the grammar's selects do not either.
+    False without a pattern site (nothing says so)."""
+    for site in patterns:
+        shape = judge.shapes[site]  # [head, query, key]
+        recorded = np.asarray(judge.data[site][rows[:16]], np.float64).reshape(-1, *shape)
+        if np.abs(np.triu(recorded, 1)).max(initial=0.0) > 1e-6:
+            return False
+    return bool(patterns)
+
+
+def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log, causal: bool = False,
+            pointed: dict | None = None) -> list[Candidate]:
+    """The grammar's variables at its sites over positions, best by the data first (``causal``:
+    no select reads a later position; ``pointed``: selects the heads' patterns point at, condition
+    -> the conditions it joins by ``or``, aggregated before the grammar's own)."""
     grammar = vocab.grammar
     began = time.time()
     theory = current.theory
-    length = judge.shapes[grammar.sites[0]][0]
+    length = np.asarray(judge.data["inputs"][rows[:1]]).shape[1]  # the sequence, whatever positions a site keeps
     sample = rows[: max(16, SAMPLE_POSITIONS // length)]
     inputs = np.asarray(judge.data["inputs"][sample])
-    found, enumerated = propose(inputs, theory.variables, grammar, is_bos(inputs))
+    extra = _pointed(pointed or {}, theory, inputs, vocab)
+    found, enumerated = propose(inputs, theory.variables, grammar, is_bos(inputs), causal, extra)
     residual = judge.residuals(current, sample)
     per_param = bits_per_param(current)
-    design = _Design(found)
+    designs: dict = {}  # by the positions a site keeps: its rows are those positions of each example
     scored = []
     for site in grammar.sites:
+        kept = theory.sites[site].kept
+        key = None if kept is None else tuple(np.atleast_1d(kept).tolist())
+        design = designs.get(key) or designs.setdefault(key, _Design(found, kept))
         r = np.asarray(residual[site], np.float64)
         r = r - r.mean(0)
         sse = float((r ** 2).sum())
@@ -72,6 +99,7 @@ def _tables(vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Ca
         for k, parts in design.pairs:  # what a table of two buys beyond the tables of each
             gains[k] -= gains[parts].sum()
         bits = gain_bits(gains, sse, r.size, judge, site) - per_param * design.cells * r.shape[1]
+        bits[design.repeats] = -np.inf
         scored += [(b, site, p) for b, p in zip(bits.tolist(), found)]
     scored.sort(key=lambda s: -s[0])
     valued = time.time() - began
@@ -100,9 +128,14 @@ class _Design:
     cells of their tables, all in one sparse one-hot matrix (the lookup kind's estimate,
     ``lookup_gain``: Σ over reached cells ‖Σ r‖² / (count + 1), for every table in one product)."""
 
-    def __init__(self, found: list[Proposal]):
+    def __init__(self, found: list[Proposal], kept=None):
+        """``kept``: the positions a site keeps (its ``Site.kept``), None for every position."""
         from scipy import sparse
 
+        self.repeats = np.zeros(len(found), bool)
+        if kept is not None:  # a site of kept positions has a row per example and kept position
+            found = [replace(p, values=_at(p.values, kept), codes=None) for p in found]  # cells reached there
+            self.repeats = repeats(found)
         self.numeric = [k for k, p in enumerate(found) if p.kind in ("numerical", "boolean")]
         self.tables = [k for k, p in enumerate(found) if p.kind in ("categorical", "pair")]
         self.cells = np.ones(len(found), np.int64)  # parameters per output: a column, or a row per reached cell
@@ -136,6 +169,40 @@ class _Design:
             per_cell = (sums ** 2).sum(1) / (self.counts + 1.0)
             out[self.tables] = np.add.reduceat(per_cell, self.starts)
         return out
+
+
+TERM = re.compile(r"i|\w+(\[i( - \d+)?\])?")  # a term's own text: i, token[i], x, token[i - 1], x[i - 2]
+
+
+def repeats(found: list[Proposal]) -> np.ndarray:
+    """Which proposals say nothing new on these values (a site's kept positions, where variables
+    distinct over the whole sequence may coincide): a categorical one that is a function of a
+    term (the token, the position, a held variable, a read back: ``TERM``) or that splits the rows
+    as an earlier one does, a numerical one that is an affine map of an earlier one. Each term
+    keeps its own table; a table of two is never a repeat."""
+    out = np.zeros(len(found), bool)
+    seen: set[str] = set()
+    held = []
+    for k, p in enumerate(found):
+        if p.kind == "pair":
+            continue
+        if p.kind == "numerical":
+            key = _digest(_standard(p.values.reshape(-1, 1)))
+        else:
+            codes = partition(p.values)
+            key = _digest(codes)
+            term = TERM.fullmatch(p.expression) is not None
+            out[k] = not term and (codes.max() == 0 or any(_function_of(codes, h) for h in held))
+            if term and p.kind == "categorical":
+                held.append(codes)
+        out[k] |= key in seen
+        seen.add(key)
+    return out
+
+
+def _at(values: np.ndarray, kept) -> np.ndarray:
+    """``values`` [N, T] at the kept positions (an int or a list), as [N, K]."""
+    return np.asarray(values)[:, np.atleast_1d(kept)]
 
 
 class _Values:
@@ -200,9 +267,52 @@ def pattern_selects(theory: Theory, inputs: np.ndarray, vocab: Vocabulary):
             yield f"{condition} and j < i", mask & before
 
 
-def _heads(site: str, vocab: Vocabulary, current, judge, rows: np.ndarray, log) -> list[Candidate]:
+def _pointed(pointed: dict, theory: Theory, inputs: np.ndarray, vocab: Vocabulary) -> list:
+    """(name, condition, mask on ``inputs``) of each select a head's pattern points at."""
+    if not pointed:
+        return []
+    parts = {c for joined in pointed.values() for c in joined}
+    masks = {c: m for c, m in pattern_selects(theory, inputs, vocab) if c in parts}
+    return [(f"head_{slug(c, c)}", c, np.logical_or.reduce([masks[p] for p in joined]))
+            for c, joined in pointed.items() if all(p in masks for p in joined)]
+
+
+DISJUNCTS = 6  # a head's best selects of which every two are tried joined by ``or``
+
+
+def query_gains(mask: np.ndarray, recorded: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per head and query, what spreading the head evenly over the select's keys (``mask`` [n, T, T])
+    gains in squared error over ``pred`` (``recorded``, ``pred``: [n, H, T, T]): ``attention_gain``
+    by query [H, T]; 0 at a query the select leaves empty (the prediction stays there)."""
+    t = mask.shape[-1]
+    keys = np.broadcast_to(mask, (len(recorded), t, t)) & np.tril(np.ones((t, t), bool))
+    counts = keys.sum(-1, keepdims=True)
+    spread = (keys / np.maximum(counts, 1))[:, None]
+    gain = ((pred - recorded) ** 2 - (spread - recorded) ** 2).sum(-1)  # [n, H, T]
+    return np.where(counts[:, None, :, 0] > 0, gain, 0.0).sum(0)
+
+
+def excess_mass(mask: np.ndarray, recorded: np.ndarray) -> np.ndarray:
+    """Per head and query [H, T], summed over examples: the recorded weight (``recorded`` [n, H, T, T])
+    on the select's keys (``mask`` [n, T, T]) less what a head spread evenly over the keys it may
+    read would put there: how much more the head reads those keys than any others."""
+    t = mask.shape[-1]
+    causal = np.tril(np.ones((t, t), bool))
+    keys = np.broadcast_to(mask, (len(recorded), t, t)) & causal
+    share = keys.sum(-1) / causal.sum(-1)  # [n, T]
+    return (np.einsum("nqk,nhqk->hq", keys.astype(np.float64), recorded) - share.sum(0)[None])
+
+
+def _heads(site: str, vocab: Vocabulary, current, judge, rows: np.ndarray, log,
+           pointed: dict | None = None, queries=None) -> list[Candidate]:
     """Each head's recorded pattern proposes the selects that best explain what the theory does
-    not yet (the attention kind's own estimate, ``attention_gain``, on a sample)."""
+    not yet (the attention kind's own estimate, ``attention_gain``, on a sample), and two of its
+    best joined by ``or`` (a head that splits its weight between two keys). ``pointed``, where
+    given, gets what each head reads: the select (or two joined) that best describes its pattern
+    beyond a head spread evenly (``excess_mass``), at the queries the grammar's sites keep
+    (``queries``; None: every query). A head may read by a rule at the positions a format fixes,
+    where its mean already predicts it (no attention rule gains there), and do something else
+    elsewhere: condition -> its parts."""
     began = time.time()
     theory = current.theory
     shape = judge.shapes[site]
@@ -210,21 +320,37 @@ def _heads(site: str, vocab: Vocabulary, current, judge, rows: np.ndarray, log) 
     recorded = np.asarray(judge.data[site][sample], np.float64).reshape(len(sample), *shape)
     pred = recorded - judge.residuals(current, sample)[site].reshape(len(sample), *shape)
     inputs = np.asarray(judge.data["inputs"][sample])
+    at = slice(None) if queries is None else np.asarray(queries)
     best: dict[int, list] = {h: [] for h in range(shape[0])}
+    reads: dict[int, list] = {h: [] for h in range(shape[0])}
     count = 0
     for condition, mask in pattern_selects(theory, inputs, vocab):
         count += 1
-        for h in range(shape[0]):
-            best[h].append((attention_gain(mask, recorded[:, h], pred[:, h], True), condition))
-    out = []
-    for h, scored in best.items():
+        for h, (gain, describes) in enumerate(zip(query_gains(mask, recorded, pred), excess_mass(mask, recorded))):
+            best[h].append((float(gain.sum()), condition))
+            reads[h].append((float(describes[at].sum()), condition))
+    for scored in list(best.values()) + list(reads.values()):
         scored.sort(key=lambda g: -g[0])
-        for gain, rule in scored[:PER_HEAD]:
+    top = {c for scored in list(best.values()) + list(reads.values()) for _, c in scored[:DISJUNCTS]}
+    masks = {c: m for c, m in pattern_selects(theory, inputs, vocab) if c in top}
+    out = []
+    for h in best:
+        parts = {}
+        for scored, measure in ((best[h], lambda m: query_gains(m, recorded, pred)[h].sum()),
+                                (reads[h], lambda m: excess_mass(m, recorded)[h][at].sum())):
+            pairs = {f"({a}) or ({b})": (a, b) for (_, a), (_, b) in itertools.combinations(scored[:DISJUNCTS], 2)}
+            parts.update(pairs)
+            scored += [(float(measure(masks[a] | masks[b])), c) for c, (a, b) in pairs.items()]
+            scored.sort(key=lambda g: -g[0])
+        for gain, rule in best[h][:PER_HEAD]:
             if gain > 0:
                 out.append(_attention(site, h, rule, theory, vocab))
+        if pointed is not None and reads[h] and reads[h][0][0] > 0:
+            pointed[reads[h][0][1]] = parts.get(reads[h][0][1], (reads[h][0][1],))
     out = [c for c in out if c is not None]
     log(f"  grammar: {count:,} selects judged against {shape[0]} heads of {site} in {time.time() - began:.1f} s; "
-        f"proposed: " + ", ".join(f"head {c.data['head']}: {c.data['rule']}" for c in out))
+        f"proposed: " + ", ".join(f"head {c.data['head']}: {c.data['rule']}" for c in out)
+        + ("; the heads read: " + ", ".join(pointed) if pointed else ""))
     return out
 
 
