@@ -1,6 +1,6 @@
 """Ridge fit: ``theorycraft.infer`` on a captured ``activations:DIR`` target vs numpy and scikit-learn.
 
-    python benchmarks/perf/fit.py [--n 100000] [--rounds 3] [--quick]
+    python benchmarks/perf/fit.py [--n 100000] [--rounds 3] [--features 64 512] [--quick]
 
 N examples of x (F in {64, 512} features) and y (D = 384), brought as ``activations:DIR`` and
 captured into the store once, outside the timings. The theory is one ``linear`` map x -> y, which
@@ -143,12 +143,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--features", type=int, nargs="+", default=[64, 512], help="the values of F (default 64 512)")
     parser.add_argument("--quick", action="store_true", help="N = 40,000 and 2 rounds")
     parser.add_argument("--smoke", action="store_true", help="N = 1,000, F = 16, 1 round, no warm-up: CI's check that it runs")
     args = parser.parse_args()
     n, n_rounds = (1_000, 1) if args.smoke else (40_000, 2) if args.quick else (args.n, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        for f in (16,) if args.smoke else (64, 512):
+        for f in (16,) if args.smoke else args.features:
             theory, acts = make_capture(n, f, Path(tmp))
             peers, split = peer_variants(theory, acts)
             check_same_answer(theory, acts, split)
