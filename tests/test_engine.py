@@ -59,6 +59,40 @@ def test_a_dictionary_sends_at_most_k_codes_a_row():
     assert codes.shape == (ROWS, spec.width) and ((codes != 0).sum(1) <= spec.k).all()
 
 
+
+@pytest.mark.parametrize("n_in", [6, 5])  # an autoencoder (centred on the decoder bias) and a plain encoder
+def test_a_top_k_dictionarys_sparse_gradients_equal_the_dense_ones(n_in):
+    """The top-k step (k active latents gathered, the encoder's gradient summed over active pairs)
+    has the loss and every gradient, of the parameters and of the input, of the dense SAE: all
+    ``width`` codes, the non-top-k masked to zero, the input centred on the decoder bias."""
+    kind = KINDS["dictionary"]
+    spec = kind.schema.model_validate({"kind": "dictionary", "from": "x", "width": 16, "k": 3})
+    from theorycraft.inference.kinds import Shapes
+
+    r = np.random.default_rng(3)
+    params = kind.init(jax.random.PRNGKey(2), spec, Shapes((n_in,), 6))
+    params = {k: v + 0.3 * jnp.asarray(r.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    x = jnp.asarray(r.normal(size=(40, n_in)), jnp.float32)
+    y = jnp.asarray(r.normal(size=(40, 6)), jnp.float32)
+
+    def dense(params, x):
+        centred = x - params["decoder_bias"] if n_in == 6 else x
+        pre = centred @ params["encoder"] + params["encoder_bias"]
+        kth = jax.lax.top_k(pre, spec.k)[0][:, -1:]
+        codes = jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
+        return codes @ params["decoder"] + params["decoder_bias"]
+
+    def loss(apply):
+        return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum((apply(p, x) - y) ** 2), argnums=(0, 1)))
+
+    (sparse_value, (sparse_params, sparse_x)) = loss(lambda p, x: kind.apply(p, spec, [x]))(params, x)
+    (dense_value, (dense_params, dense_x)) = loss(dense)(params, x)
+    np.testing.assert_allclose(sparse_value, dense_value, rtol=1e-5)
+    for name in params:
+        np.testing.assert_allclose(sparse_params[name], dense_params[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(sparse_x, dense_x, rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(sparse_params["encoder"])).max() > 0.1  # the gradients compared are not all zero
+
 @pytest.mark.parametrize("name", NAMES)
 def test_kind_estimate_hooks(name):
     """Every kind estimates a search candidate to a finite gain and a count of nearly free

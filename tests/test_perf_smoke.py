@@ -16,7 +16,7 @@ import pytest
 PERF = Path(__file__).resolve().parents[1] / "benchmarks" / "perf"
 SCRIPTS = sorted(p.name for p in PERF.glob("*.py") if not p.name.startswith("_"))
 # the packages a script needs beyond theorycraft's test extra: its peer or its model
-NEEDS = {"sae.py": ("sae_lens",), "capture.py": ("transformers",), "capture_writer.py": ("transformers",),
+NEEDS = {"capture.py": ("transformers",), "capture_writer.py": ("transformers",),
          "cached_start.py": ("transformers",), "memory.py": ("transformers",), "score_memory.py": ("transformers",)}
 MODEL = {name for name, needs in NEEDS.items() if "transformers" in needs}  # load MiniLM: minutes under load
 

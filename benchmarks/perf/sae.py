@@ -3,7 +3,7 @@
     # in a separate environment (sae-lens is not a theorycraft dependency), e.g.
     #   python3 -m venv /work/perf-env && /work/perf-env/bin/pip install torch==2.13.0
     #   /work/perf-env/bin/pip install -e . <theorycraft's dependencies> sae-lens 'torch==2.13.0'
-    python benchmarks/perf/sae.py [--rounds 5] [--steps 3] [--quick]
+    python benchmarks/perf/sae.py [--rounds 5] [--steps 3] [--quick] [--smoke]
 
 One top-k SAE, d_in = 384, width 6144, k = 32, batch 4096, the same loss in every variant (mean
 squared reconstruction error; no auxiliary dead-latent loss), Adam. Every step takes a fresh batch
@@ -13,8 +13,9 @@ from the same pool of 8 batches. Variants:
   ``--batch-size 4096``: the minibatch gathered from the training rows (``minibatch``), put on the
   device mesh (``jax.device_put`` with the data sharding), the jitted Adam step of
   ``make_loss`` + ``make_step`` (warm-up-cosine schedule), and the loss read back (its
-  divergence check). It decodes only the k active decoder rows and back-propagates through the k
-  gathered encoder columns;
+  divergence check). One dense encoder product (no gradient) chooses the k latents and gives
+  their values; it decodes only the k active decoder rows, and the encoder's gradient is a
+  scatter-add over the k active (row, latent) pairs (``dictionary._select``), not a dense product;
 - sae-lens ``SAETrainer.step`` on a ``TopKTrainingSAE`` (its public training step), twice: its
   defaults (``rescale_acts_by_decoder_norm=True``, dense top-k codes) and configured for speed
   (``rescale_acts_by_decoder_norm=False``, as theorycraft's SAE does not rescale either, and
@@ -24,13 +25,20 @@ from the same pool of 8 batches. Variants:
   gradient, the k encoder rows gathered and recomputed, the k decoder rows gathered) in eager
   torch and under ``torch.compile``; torch's Adam.
 
+- the roofline: the dense encoder product alone (``x @ W_enc``, float32, jitted JAX), which every
+  variant computes once per step (it chooses the top k); the step's fraction of the roofline is
+  the paired ratio of its time to theorycraft's step.
+
 Variants alternate within each round after a warm-up; prints activations/s (this run's) and the
-median [min, max] of the paired speed ratios, theorycraft over each peer.
+median [min, max] of the paired speed ratios, theorycraft over each peer. sae-lens's variants
+run only where sae-lens is installed. ``--smoke`` (CI): width 256, batch 256, one round of one
+step, no torch.compile.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 
 import jax
@@ -47,6 +55,11 @@ from theorycraft.spec import parse_theory
 from _rounds import ratio, rounds
 
 D_IN, WIDTH, K, BATCH, LR, POOL = 384, 6144, 32, 4096, 3e-4, 8
+
+
+def smoke_sizes() -> None:
+    global WIDTH, BATCH, POOL
+    WIDTH, BATCH, POOL = 256, 256, 2
 
 
 def activations(seed: int = 0) -> np.ndarray:
@@ -159,8 +172,20 @@ def torch_step(x: np.ndarray, module: type, compiled: bool):
     return run
 
 
+def roofline(x: np.ndarray):
+    """The dense encoder product every variant computes once per step, alone."""
+    product = jax.jit(lambda x, w: x @ w)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(D_IN, WIDTH)).astype(np.float32))
+    order = batches()
+
+    def run():
+        product(jnp.asarray(x[next(order)]), w).block_until_ready()
+    return run
+
+
 VARIANTS = {
     "theorycraft": theorycraft_step,
+    "roofline: the dense encoder product alone": roofline,
     "sae-lens, speed-minded": lambda x: sae_lens_step(x, speed=True),
     "sae-lens, defaults": lambda x: sae_lens_step(x, speed=False),
     "torch sparse, eager": lambda x: torch_step(x, SparseTopK, compiled=False),
@@ -174,21 +199,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per variant per round")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 steps")
+    parser.add_argument("--smoke", action="store_true", help="width 256, batch 256, 1 round of 1 step, no "
+                                                             "torch.compile: CI's check that it runs")
     args = parser.parse_args()
-    n_rounds, steps = (2, 2) if args.quick else (args.rounds, args.steps)
+    n_rounds, steps = (1, 1) if args.smoke else (2, 2) if args.quick else (args.rounds, args.steps)
+    if args.smoke:
+        smoke_sizes()
     x = activations()
-    steppers = {name: make(x) for name, make in VARIANTS.items()}
+    has_sae_lens = importlib.util.find_spec("sae_lens") is not None
+    steppers = {name: make(x) for name, make in VARIANTS.items()
+                if (has_sae_lens or "sae-lens" not in name) and not (args.smoke and "compile" in name)}
 
     def repeat(run):
         return lambda: [run() for _ in range(steps)]
 
-    times = rounds({name: repeat(run) for name, run in steppers.items()}, n_rounds=n_rounds, warmup=2)
+    times = rounds({name: repeat(run) for name, run in steppers.items()}, n_rounds=n_rounds,
+                   warmup=0 if args.smoke else 2)
     print(f"\n{n_rounds} rounds of {steps} steps; torch threads {torch.get_num_threads()}, JAX devices "
-          f"{jax.devices()}\n")
+          f"{jax.devices()}; d_in {D_IN}, width {WIDTH}, k {K}, batch {BATCH}"
+          f"{'' if has_sae_lens else '; sae-lens not installed: its variants left out'}\n")
     print("| variant | activations/s (this run) | theorycraft speed-up |\n|---|---:|---:|")
     for name, t in times.items():
         speed = f"{steps * BATCH / statistics.median(t):,.0f}"
         print(f"| {name} | {speed} | {'—' if name == 'theorycraft' else ratio(times, 'theorycraft', name)} |")
+    roof = "roofline: the dense encoder product alone"
+    print(f"\ntheorycraft's step at {ratio(times, 'theorycraft', roof)} of the roofline (the time of its one dense "
+          f"encoder product, {2 * BATCH * D_IN * WIDTH / 1e9:.1f} GFLOP, over the step's; paired, median [min, max])")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """``dictionary``: a sparse code (SAE-like), ``width`` latents with at most ``k`` active per
 example; each example's active latents are paid for in bits.
 
-Top-k dictionaries pick their k latents on the full pre-activations without a gradient, then
-recompute those k values from the k gathered encoder columns and decode only the k active
-decoder rows: the backward pass touches k of ``width`` latents per row.
+Top-k dictionaries compute the full pre-activations once (one dense product), keep the k largest
+per row and decode only the k active decoder rows. The backward pass touches k of ``width``
+latents per row: the encoder's gradient is summed over the active (row, latent) pairs
+(``_select``), not a dense product with mostly-zero codes, and nothing recomputes the k values
+from gathered encoder columns (benchmarks/perf/sae.py, docs/speed.md).
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ class DictionaryKind(Kind):
             values, index = active(params, spec, inputs)
             rows = jnp.arange(values.shape[0])[:, None]
             return jnp.zeros((values.shape[0], spec.width), values.dtype).at[rows, index].set(values)
-        x = _centred(params, inputs)
+        x = concat(inputs)
+        if x.shape[-1] == params["decoder_bias"].shape[0]:  # an autoencoder: centre on the decoder bias
+            x = x - params["decoder_bias"]
         return _sent(params, jax.nn.relu(x @ params["encoder"] + params["encoder_bias"]))
 
     def estimate(self, data, ctx):
@@ -106,13 +110,6 @@ class DictionaryKind(Kind):
                        [rng.normal(size=(8, 4)).astype(np.float32)])
 
 
-def _centred(params, inputs):
-    x = concat(inputs)
-    if x.shape[-1] == params["decoder_bias"].shape[0]:  # an autoencoder: centre on the decoder bias
-        x = x - params["decoder_bias"]
-    return x
-
-
 def _sent(params, values):
     import jax.numpy as jnp
 
@@ -122,18 +119,59 @@ def _sent(params, values):
 
 
 def active(params, spec, inputs):
-    """Top-k codes as (values [rows, k], latent indices [rows, k]). The k latents are chosen on
-    the full pre-activations without a gradient; their values are recomputed from the k gathered
-    encoder columns, so the backward pass touches only the active latents (k of width)."""
+    """Top-k codes as (values [rows, k], latent indices [rows, k]). An autoencoder (input as wide as
+    its output) centres its input on the decoder bias, folded into the encoder's bias here:
+    ``(x - b_dec) @ W + b = x @ W + (b - b_dec @ W)``, so the centring's gradient is a product
+    with a vector, not with every row."""
+    import jax
+
+    x = concat(inputs)
+    bias = params["encoder_bias"]
+    if x.shape[-1] == params["decoder_bias"].shape[0]:  # an autoencoder: centre on the decoder bias
+        bias = bias - params["decoder_bias"] @ params["encoder"]
+    pre = jax.lax.stop_gradient(x @ params["encoder"] + bias)
+    index = jax.lax.top_k(pre, spec.k)[1]  # [rows, k]
+    values = jax.nn.relu(_select(x, params["encoder"], bias, index, pre))
+    return _sent(params, values), index
+
+
+def _select_forward(x, encoder, bias, index, pre):
+    import jax.numpy as jnp
+
+    return jnp.take_along_axis(pre, index, axis=-1), (x, encoder, index)
+
+
+def _select_backward(saved, grad):
+    """Gradients of the k pre-activations per row: each (row, latent) pair adds its row of ``x``
+    to its encoder column (a scatter-add over rows × k, not a product over rows × width)."""
     import jax
     import jax.numpy as jnp
 
-    x = _centred(params, inputs)
-    pre = jax.lax.stop_gradient(x @ params["encoder"] + params["encoder_bias"])
-    index = jax.lax.top_k(pre, spec.k)[1]  # [rows, k]
-    columns = params["encoder"].T[index]  # [rows, k, d_in]
-    values = jax.nn.relu(jnp.einsum("rd,rkd->rk", x, columns) + params["encoder_bias"][index])
-    return _sent(params, values), index
+    x, encoder, index = saved
+    flat, width = index.reshape(-1), encoder.shape[1]
+    d_encoder = jax.ops.segment_sum((grad[..., None] * x[:, None, :]).reshape(-1, x.shape[-1]), flat, width).T
+    d_bias = jax.ops.segment_sum(grad.reshape(-1), flat, width)
+    d_x = jnp.einsum("rk,rkd->rd", grad, encoder.T[index])  # dropped by XLA when x is data, not a parameter's output
+    return d_x, d_encoder, d_bias, None, None
+
+
+def _make_select():
+    """``take_along_axis(pre, index)`` where ``pre = x @ encoder + bias`` (already computed for the
+    top-k choice), differentiated as a function of (x, encoder, bias) with a sparse backward."""
+    import jax
+
+    select = jax.custom_vjp(lambda x, encoder, bias, index, pre: _select_forward(x, encoder, bias, index, pre)[0])
+    select.defvjp(_select_forward, _select_backward)
+    return select
+
+
+_SELECT = []
+
+
+def _select(x, encoder, bias, index, pre):
+    if not _SELECT:  # built on first use: this module imports without JAX
+        _SELECT.append(_make_select())
+    return _SELECT[0](x, encoder, bias, index, pre)
 
 
 def pca_gain(r: np.ndarray, k: int) -> float:

@@ -53,8 +53,11 @@ def examples_of(fitted, acts, data: Mapping[str, np.ndarray] | None = None, limi
     own = {split: own_examples(acts, rows) for split, rows in index.items()}
     sst = {split: summed(spreads(fitted, data, rows)) for split, rows in own.items()}
     seen = np.flatnonzero(~acts.is_test)
-    precision = {s: PRECISION * max(np.sqrt(v / values_of(fitted, s, len(seen))), 1e-12)
-                 for s, v in summed(spreads(fitted, data, own_examples(acts, seen))).items()}
+    if not limit and len(index["train"]) + len(index["validation"]) == len(seen):  # seen = train + validation
+        seen_sst = {s: sst["train"][s] + sst["validation"][s] for s in sst["train"]}
+    else:
+        seen_sst = summed(spreads(fitted, data, own_examples(acts, seen)))
+    precision = {s: PRECISION * max(np.sqrt(v / values_of(fitted, s, len(seen))), 1e-12) for s, v in seen_sst.items()}
     return Examples(data, index, own, sst, precision)
 
 

@@ -33,9 +33,12 @@ def fidelity(fitted, examples: Examples) -> Scorecard:
     each scores its own examples, and the squared errors are summed (gathered) across them."""
     data, test = examples.data, examples.own["test"]
     sse = {split: summed(squared_errors(fitted, data, examples.own[split])) for split in ("train", "validation")}
-    free = {"validation": summed(squared_errors(fitted, data, examples.own["validation"], free=True))}
-    per_example = {"sse": squared_errors(fitted, data, test, per_example=True),
-                   "free": squared_errors(fitted, data, test, free=True, per_example=True)}
+    per_example = {"sse": squared_errors(fitted, data, test, per_example=True)}
+    if runs_free_as_forced(fitted):  # the same predictions: not computed twice
+        free, per_example["free"] = {"validation": dict(sse["validation"])}, per_example["sse"]
+    else:
+        free = {"validation": summed(squared_errors(fitted, data, examples.own["validation"], free=True))}
+        per_example["free"] = squared_errors(fitted, data, test, free=True, per_example=True)
     unexplained = unexplained_inputs(fitted, data)
     per_example["sst"] = {**spreads(fitted, data, test, per_example=True),
                           **spreads(fitted, data, test, sites=unexplained, per_example=True)}
@@ -61,6 +64,14 @@ def fidelity(fitted, examples: Examples) -> Scorecard:
                      coverage_interval=intervals["coverage", "sse"], coverage_free_interval=intervals["coverage", "free"])
 
 
+def runs_free_as_forced(fitted) -> bool:
+    """Whether free-running predictions are the teacher-forced ones: no covered site's prediction
+    reads another site than a declared input (which both modes read recorded; an autoencoder's
+    own site is recorded in both too)."""
+    theory = fitted.theory
+    return set().union(*(theory.site_reads(s) for s in fitted.sites)) <= set(theory.inputs)
+
+
 def gathered(values: dict[str, np.ndarray], own: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
     """Per-example arrays over this process's examples ``own`` -> over every example of ``index``
     (each process fills its own places; the sum over processes fills them all)."""
@@ -83,14 +94,14 @@ def held_out_intervals(per_example: dict, unexplained: tuple[str, ...]) -> dict:
     sst = per_example["sst"]
     covered = list(per_example["sse"])
     n = len(next(iter(sst.values()), ()))
-    out = {}
-    for way in ("sse", "free"):
+    columns, spreads_, names = [], [], []
+    for way in ("sse", "free"):  # one call: both ways resample the same draws of the test examples
         errors = {**per_example[way], **{s: sst[s] for s in unexplained}}  # an input: its SSE is its SST
-        columns = [errors[s] for s in covered] + [sum(errors.values(), np.zeros(n))]
-        spreads_ = [sst[s] for s in covered] + [sum(sst.values(), np.zeros(n))]
-        bounds = r2_intervals(np.stack(columns, 1), np.stack(spreads_, 1))
-        out.update({(name, way): rounded(b) for name, b in zip([*covered, "coverage"], bounds)})
-    return out
+        columns += [errors[s] for s in covered] + [sum(errors.values(), np.zeros(n))]
+        spreads_ += [sst[s] for s in covered] + [sum(sst.values(), np.zeros(n))]
+        names += [(name, way) for name in [*covered, "coverage"]]
+    bounds = r2_intervals(np.stack(columns, 1), np.stack(spreads_, 1))
+    return {name: rounded(b) for name, b in zip(names, bounds)}
 
 
 def score(fitted, acts, *, target=None, bits: bool = True, prequential: bool = False, refit=None,
