@@ -139,7 +139,7 @@ def _pair_values(x, rule):
 def test_a_variable_one_change_away_is_written_into_the_theory_with_its_readers():
     """The search's last pass rewrites a held variable one comparison or constant away; the name
     follows the change where it spells it, and the variable's readers and component follow the name."""
-    from theorycraft.refine._grammar import neighbours
+    from theorycraft.refine._moves import neighbours
     from theorycraft.refine._search import rewritten
     from theorycraft.spec import parse_theory
 

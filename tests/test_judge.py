@@ -6,7 +6,7 @@ import pytest
 from theorycraft.cli import main
 from theorycraft.inference import FitConfig
 from theorycraft.refine import Judge, parse_vocabulary, search
-from theorycraft.refine._search import param_bytes
+from theorycraft.refine._judge import param_bytes
 from theorycraft.refine._vocabulary import candidates
 
 from conftest import captured, recorded_target

@@ -4,7 +4,8 @@ and diagnosis of where a fitted theory fails."""
 
 from ._diagnose import diagnose, render
 from ._scaling import ScalingCurve, fit_scaling
-from ._search import Assessment, Found, Judge, Step, Totals, explained_sites, search
+from ._judge import Assessment, Judge, Totals
+from ._search import Found, Step, explained_sites, search
 from ._trail import SearchResult, given_of, plot_trail, write_search
 from ._vocabulary import Vocabulary, default_vocabulary, load_vocabulary, parse_vocabulary
 

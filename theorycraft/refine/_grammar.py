@@ -392,29 +392,3 @@ def is_bos(tokens: np.ndarray) -> bool:
     """A first token that never varies (and sequences longer than it) marks the beginning."""
     tokens = np.asarray(tokens)
     return tokens.ndim == 2 and tokens.shape[1] > 1 and len(np.unique(tokens[:, 0])) == 1
-
-
-_CHANGEABLE = re.compile(r"==|!=|<=|>=|<|>|\b\d+\b")
-_BOS_KEY = re.compile(r"\(j: j > 0 and ")
-
-
-def neighbours(name: str, expression: str) -> list[tuple[str, str]]:
-    """(name, expression) of every expression one change from ``expression``: a comparison turned
-    into another, or an integer constant moved by one (the beginning-of-sequence guard
-    ``j > 0 and`` kept); the name follows where it spells the changed part once."""
-    guard = {m.start() + k for m in _BOS_KEY.finditer(expression) for k in range(len(m[0]))}
-    out = []
-    for m in _CHANGEABLE.finditer(expression):
-        if m.start() in guard:
-            continue
-        text = m[0]
-        options = [op for op in OPS if op != text] if text in OPS else [str(int(text) + d) for d in (-1, 1)
-                                                                         if int(text) + d >= 0]
-        for new in options:
-            changed = expression[:m.start()] + new + expression[m.end():]
-            old_word, new_word = (OPS[text][0], OPS[new][0]) if text in OPS else (text, new)
-            spelt = re.findall(rf"(?<=_){old_word}(?=_|$)", name)
-            renamed = (re.sub(rf"(?<=_){old_word}(?=_|$)", new_word, name) if len(spelt) == 1
-                       else slug(f"{name}_{new_word}", changed))
-            out.append((slug(renamed, changed), changed))
-    return out

@@ -25,7 +25,8 @@ from ._grammar import slug
 from ._propose import head_rules
 from ._proxy import probe
 from ._scaling import fit_scaling
-from ._search import Found, Step, Totals
+from ._judge import Totals
+from ._search import Found, Step
 from ._vocabulary import candidates
 
 
