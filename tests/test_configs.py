@@ -156,6 +156,19 @@ def test_a_named_capture_refuses_a_device_it_would_not_use(tmp_path, capsys, at_
     assert configs.from_args(ScoreConfig, build_parser().parse_args(["score", "r", "--device", "auto"])).device == "auto"
 
 
+def test_score_refuses_settings_it_would_not_use(tmp_path, capsys):
+    """max_memory bounds only the prequential refits, device only forward passes (splices, a
+    shift's capture): given where they do nothing, they are refused before the run is read."""
+    with pytest.raises(ArgumentError, match=r"^max_memory bounds the prequential code's refits: give prequential "):
+        api.score_run(tmp_path, max_memory="1G")
+    assert main(["score", str(tmp_path), "--max-memory", "1G"]) == 2
+    assert "error: --max-memory bounds the prequential code's refits: give --prequential" in capsys.readouterr().err
+    with pytest.raises(ArgumentError, match=r"^device is where the splices and a shift's capture run: with no splice \(splice\) and no shift, "):
+        api.score_run(tmp_path, splice=False, device="cpu")
+    assert main(["score", str(tmp_path), "--no-splice", "--device", "cpu"]) == 2
+    assert "error: --device is where the splices and a shift's capture run: with no splice (--no-splice) and no --shift" in capsys.readouterr().err
+
+
 def test_the_model_object_parameters_are_said_once():
     """target=, dataset= and output= are objects, no config's fields: each function that takes them
     has the one entry of theorycraft._captures.MODEL_PARAMETERS for each."""
