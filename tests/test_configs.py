@@ -169,6 +169,21 @@ def test_score_refuses_settings_it_would_not_use(tmp_path, capsys):
     assert "error: --device is where the splices and a shift's capture run: with no splice (--no-splice) and no --shift" in capsys.readouterr().err
 
 
+def test_infer_says_the_adam_flags_did_nothing_where_every_site_is_solved_exactly(tmp_path, capsys):
+    """--max-steps, --lr, --batch-size and --restarts set Adam: typed for a theory whose every site
+    has a closed-form solve, they are said to have done nothing, not dropped silently."""
+    theory = tmp_path / "exact.yaml"
+    theory.write_text("theory: exact\ntarget: builtin:superposition\nsites:\n  x: {hook: hook_input}\n"
+                      "  h: {hook: hook_hidden}\ninputs: [x]\ncomponents:\n"
+                      "  embed: {kind: linear, from: x, predicts: h, bias: false}\n")
+    common = [str(theory), "--n", "300", "--cache", str(tmp_path / "store"), "--out", str(tmp_path / "run")]
+    assert main(["infer", *common, "--max-steps", "5", "--lr", "0.1"]) == 0
+    assert "note: every site was solved in closed form, so no Adam fit ran: --max-steps, --lr did nothing" in \
+        capsys.readouterr().err
+    assert main(["infer", *common]) == 0
+    assert "no Adam fit ran" not in capsys.readouterr().err  # nothing typed, nothing said
+
+
 def test_the_model_object_parameters_are_said_once():
     """target=, dataset= and output= are objects, no config's fields: each function that takes them
     has the one entry of theorycraft._captures.MODEL_PARAMETERS for each."""
