@@ -184,6 +184,15 @@ def test_infer_says_the_adam_flags_did_nothing_where_every_site_is_solved_exactl
     assert "no Adam fit ran" not in capsys.readouterr().err  # nothing typed, nothing said
 
 
+def test_a_bad_output_directory_names_the_parameter_beside_the_flag(tmp_path, at_root):
+    from theorycraft.errors import ArtifactError
+
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    with pytest.raises(ArtifactError, match=r"choose another --out \(library: out_dir\)$"):
+        theorycraft.infer("examples/superposition.yaml", out_dir=taken, cache_dir=tmp_path)
+
+
 def test_the_model_object_parameters_are_said_once():
     """target=, dataset= and output= are objects, no config's fields: each function that takes them
     has the one entry of theorycraft._captures.MODEL_PARAMETERS for each."""
