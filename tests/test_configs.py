@@ -156,6 +156,43 @@ def test_a_named_capture_refuses_a_device_it_would_not_use(tmp_path, capsys, at_
     assert configs.from_args(ScoreConfig, build_parser().parse_args(["score", "r", "--device", "auto"])).device == "auto"
 
 
+def test_score_refuses_settings_it_would_not_use(tmp_path, capsys):
+    """max_memory bounds only the prequential refits, device only forward passes (splices, a
+    shift's capture): given where they do nothing, they are refused before the run is read."""
+    with pytest.raises(ArgumentError, match=r"^max_memory bounds the prequential code's refits: give prequential "):
+        api.score_run(tmp_path, max_memory="1G")
+    assert main(["score", str(tmp_path), "--max-memory", "1G"]) == 2
+    assert "error: --max-memory bounds the prequential code's refits: give --prequential" in capsys.readouterr().err
+    with pytest.raises(ArgumentError, match=r"^device is where the splices and a shift's capture run: with no splice \(splice\) and no shift, "):
+        api.score_run(tmp_path, splice=False, device="cpu")
+    assert main(["score", str(tmp_path), "--no-splice", "--device", "cpu"]) == 2
+    assert "error: --device is where the splices and a shift's capture run: with no splice (--no-splice) and no --shift" in capsys.readouterr().err
+
+
+def test_infer_says_the_adam_flags_did_nothing_where_every_site_is_solved_exactly(tmp_path, capsys):
+    """--max-steps, --lr, --batch-size and --restarts set Adam: typed for a theory whose every site
+    has a closed-form solve, they are said to have done nothing, not dropped silently."""
+    theory = tmp_path / "exact.yaml"
+    theory.write_text("theory: exact\ntarget: builtin:superposition\nsites:\n  x: {hook: hook_input}\n"
+                      "  h: {hook: hook_hidden}\ninputs: [x]\ncomponents:\n"
+                      "  embed: {kind: linear, from: x, predicts: h, bias: false}\n")
+    common = [str(theory), "--n", "300", "--cache", str(tmp_path / "store"), "--out", str(tmp_path / "run")]
+    assert main(["infer", *common, "--max-steps", "5", "--lr", "0.1"]) == 0
+    assert "note: every site was solved in closed form, so no Adam fit ran: --max-steps, --lr did nothing" in \
+        capsys.readouterr().err
+    assert main(["infer", *common]) == 0
+    assert "no Adam fit ran" not in capsys.readouterr().err  # nothing typed, nothing said
+
+
+def test_a_bad_output_directory_names_the_parameter_beside_the_flag(tmp_path, at_root):
+    from theorycraft.errors import ArtifactError
+
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    with pytest.raises(ArtifactError, match=r"choose another --out \(library: out_dir\)$"):
+        theorycraft.infer("examples/superposition.yaml", out_dir=taken, cache_dir=tmp_path)
+
+
 def test_the_model_object_parameters_are_said_once():
     """target=, dataset= and output= are objects, no config's fields: each function that takes them
     has the one entry of theorycraft._captures.MODEL_PARAMETERS for each."""

@@ -110,6 +110,7 @@ def test_search_command_reports_the_trail(tmp_path, capsys):
     assert printed.startswith("found in ") and "trail.json" in printed
     trail = json.loads((tmp_path / "out" / "trail.json").read_text())
     assert trail["trail"][0]["action"] == "start" and trail["fit"]["max_steps"] == 300
+    assert trail["fit"]["restarts"] == 1 and trail["fit"]["patience"] == 5  # every setting that moves a fit
     assert {"validation", "test"} <= set(trail["trail"][-1])  # what chose each step, and what it reports
     assert SearchResult.from_json(trail).trail == tuple(Step.from_json(s) for s in trail["trail"])
 

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from theorycraft.configs import CaptureConfig, document, site
+from theorycraft.configs import CaptureConfig, ScoreConfig, document, site
 from theorycraft.errors import ArgumentError, FitError
 from theorycraft.spec import SCHEMES, HookPoint, TargetRef, Theory, load_theory, schemes_text
 from theorycraft.store import ActivationSet, Request, Store, cache_root
@@ -220,6 +220,21 @@ def _data(data: CaptureConfig | None, acts, texts, **fields) -> CaptureConfig | 
         raise ArgumentError(f"a named capture ({{acts}}) is its own data: leave out "
                             f"{', '.join('{' + n + '}' for n in names)}", params=("acts", *names))
     return None
+
+
+def _score_settings(config: ScoreConfig, shift: str | None) -> None:
+    """An ArgumentError for a setting of ``score`` that would do nothing (``shift``: the shift it
+    scores on, a named one or "text", else None)."""
+    if shift is None and (config.n is not None or config.data_seed is not None or config.dtype is not None):
+        raise ArgumentError("{n}, the data seed ({data_seed}) and {dtype} size the shifted capture: give a shift too "
+                            "({shift} NAME, or {texts}), or leave them out",
+                            params=("n", "data_seed", "dtype", "shift", "texts"))
+    if config.max_memory is not None and not config.prequential:
+        raise ArgumentError("{max_memory} bounds the prequential code's refits: give {prequential} too, or leave it "
+                            "out", params=("max_memory", "prequential"))
+    if config.device is not None and not config.splice and shift is None:
+        raise ArgumentError("{device} is where the splices and a shift's capture run: with no splice ({splice}) and "
+                            "no {shift}, nothing runs the target; leave it out", params=("device", "splice", "shift"))
 
 
 def _activations(theory: Theory, acts, data: CaptureConfig | None, *, texts, cache_dir, trust_code, progress, log,

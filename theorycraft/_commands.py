@@ -107,9 +107,13 @@ def _infer(args: argparse.Namespace) -> int:
         lines.append(message)
         print(message, file=sys.stderr)
 
-    _, card = infer(theory, config=from_args(FitConfig, args, progress=leader), out_dir=out, cache_dir=args.cache,
-                    trust_code=args.trust_code, log=log if leader else (lambda m: None),
-                    processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args))
+    fitted, card = infer(theory, config=from_args(FitConfig, args, progress=leader), out_dir=out, cache_dir=args.cache,
+                         trust_code=args.trust_code, log=log if leader else (lambda m: None),
+                         processes=args.processes or (cluster.num_processes if cluster else 1), **_data(args))
+    adam = configs.given(args, ("max_steps", "learning_rate", "batch_size", "restarts"))
+    if adam and leader and not any(stage["gradient"] for stage in fitted.fit_info["stages"]):  # said, not dropped
+        log(f"note: every site was solved in closed form, so no Adam fit ran: "
+            f"{', '.join(configs.flag_of(*configs.params(FitConfig)[d]) for d in adam)} did nothing")
     if not leader:  # process 0 reports and writes
         return EXIT_OK
     write_atomically(out / "log.txt", "\n".join(lines) + "\n")

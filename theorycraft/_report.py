@@ -65,7 +65,7 @@ def report(directory, out=None) -> Path:
     try:
         write_atomically(out, page)
     except OSError as exc:
-        raise ArtifactError(f"{out}: cannot write the report ({exc.strerror}); choose another --out") from None
+        raise ArtifactError(f"{out}: cannot write the report ({exc.strerror}); choose another --out (library: out)") from None
     return out
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from theorycraft import _arguments
-from theorycraft._captures import (_activations, _data, _runnable, capture, checked_device, document_model, given,
-                                   load_run, on_device, open_capture, run_activations, target_of)
+from theorycraft._captures import (_activations, _data, _runnable, _score_settings, capture, checked_device,
+                                   document_model, given, load_run, on_device, open_capture, run_activations, target_of)
 from theorycraft._searching import search
 from theorycraft.configs import CaptureConfig, FitConfig, ScoreConfig, document
 from theorycraft.errors import ArgumentError, ArtifactError, FitError
@@ -320,10 +320,7 @@ def score_run(run_dir, *, config: ScoreConfig | None = None, trust_code: bool = 
                             max_memory=max_memory, data_seed=data_seed, dtype=dtype, device=device)
     texts = tuple(texts) if texts else None
     shift = config.shift or ("text" if texts else None)
-    if shift is None and (config.n is not None or config.data_seed is not None or config.dtype is not None):
-        raise ArgumentError("{n}, the data seed ({data_seed}) and {dtype} size the shifted capture: give a shift too "
-                            "({shift} NAME, or {texts}), or leave them out",
-                            params=("n", "data_seed", "dtype", "shift", "texts"))
+    _score_settings(config, shift)  # a setting that would do nothing is refused, not dropped
     run_dir = Path(run_dir)
     fitted = load_run(run_dir, trust_code=trust_code)
     acts = run_activations(fitted, run_dir, cache_dir, acts)

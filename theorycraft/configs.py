@@ -1,5 +1,6 @@
 """One config per stage (capture, fit, score, search): every field's default, range and help,
-defined here once. The library takes these (``theorycraft.infer(theory, fit=FitConfig(...))``);
+defined here once. The library takes these (``theorycraft.infer(theory, config=FitConfig(...))``,
+``theorycraft.search(start, config=SearchConfig(...), fit=FitConfig(...))``);
 the CLI's flags are generated from them (``add_flags``); a value out of range is an
 ``ArgumentError`` naming the field, which the CLI says as its flag. ``python -m
 theorycraft.configs`` prints the table docs/configs.md holds."""

@@ -121,11 +121,11 @@ def output_directory(path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path}: expected a directory to write into (or none yet), found "
-                            f"{what_is(path.stat().st_mode)}; choose another --out")
+                            f"{what_is(path.stat().st_mode)}; choose another --out (library: out_dir)")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ArtifactError(f"{path}: cannot make the directory ({exc.strerror}); choose another --out") from None
+        raise ArtifactError(f"{path}: cannot make the directory ({exc.strerror}); choose another --out (library: out_dir)") from None
     return path
 
 

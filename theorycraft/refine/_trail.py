@@ -153,8 +153,8 @@ def write_search(result: Found, judge, out: Path, *, start_path: str, target_cov
     card = score(fitted, judge.acts, data=judge.data)
     fitted.save(out / "fitted")
     card.save(out / "fitted")
-    fit_record = {"seed": config.seed, "max_steps": config.max_steps, "learning_rate": config.learning_rate,
-                  "batch_size": config.batch_size, "mode": config.mode}  # what `infer` needs to refit it alike
+    fit_record = {name: value for name, value in dataclasses.asdict(config).items()  # what `infer` needs to
+                  if name not in ("progress", "checkpoint_every")}                  # refit it alike
     summary = SearchResult(start_path, result.stopped, fit_record,
                            result.trail, card, scaling_of(result.trail, target_coverage), reference, tuple(heads),
                            str(out))

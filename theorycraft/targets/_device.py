@@ -25,9 +25,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not cuda:
         build = "this torch is a CPU build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
         raise TargetError(f"device 'cuda': no CUDA GPU is visible to torch ({build}); use --device cpu, or --device auto "
-                          f"to take a GPU where there is one")
+                          f"to take a GPU where there is one (library: device='cpu' or 'auto')")
     if name == "mps" and not mps:
-        raise TargetError("device 'mps': no Apple GPU (Metal) is visible to torch; use --device cpu or --device auto")
+        raise TargetError("device 'mps': no Apple GPU (Metal) is visible to torch; use --device cpu or --device auto "
+                          "(library: device='cpu' or 'auto')")
     return torch.device(name)
 
 

@@ -130,6 +130,6 @@ def drawn_windows(windows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """``n`` of the corpus's ``windows`` (all, with None) drawn without replacement by ``seed``:
     a data seed other than 0 chooses which windows an hf: capture holds."""
     if n is not None and n > len(windows):
-        raise TargetError(f"the text holds {len(windows)} windows; expected at least the {n} asked for (--n)")
+        raise TargetError(f"the text holds {len(windows)} windows; expected at least the {n} asked for (--n; library: n)")
     order = np.random.default_rng(seed).permutation(len(windows))
     return windows[np.sort(order[:len(windows) if n is None else n])]
