@@ -405,3 +405,19 @@ def test_search_on_a_torch_factory_sizes_its_tables_by_the_declared_vocabulary(t
     (tmp_path / "bare.yaml").write_text("theory: bare\ntarget: torch:mymodel:undeclared\nsites: {embed: embed}\n")
     assert main(["search", "bare.yaml", "--out", "bare", *args]) == 1
     assert "torch:mymodel:undeclared declares no vocabulary" in capsys.readouterr().err
+
+
+def test_a_local_models_split_does_not_depend_on_where_its_folder_lies(tokenizer, tmp_path, monkeypatch):
+    """Two clones hold the same model at different paths: the same windows, the same test split
+    (the capture's key still differs by the files, which the target's identity names)."""
+    import shutil
+
+    import theorycraft.targets._hf as hf
+
+    monkeypatch.setattr(hf, "stdlib_docstrings", lambda: TEXTS)
+    make_tiny_lm.save_tiny_lm("gpt2", tmp_path / "one" / "tiny", tokenizer)
+    shutil.copytree(tmp_path / "one" / "tiny", tmp_path / "two" / "tiny")
+    one, two = (load_hf_model(str(tmp_path / d / "tiny")) for d in ("one", "two"))
+    assert one.dataset_identity(64, 0) == two.dataset_identity(64, 0)
+    assert one.dataset_identity(64, 0) != one.dataset_identity(64, 3)  # the data seed still chooses
+    assert str(tmp_path) not in one.dataset_identity(64, 0)

@@ -345,8 +345,10 @@ def _text_target(address, model, tokenizer, config, causal, texts, seq_len, forw
 
     target = TorchTarget(f"hf:{address}", model, dataset, input_kind="tokens", vocab_size=vocab, forward=forward,
                          example_inputs=token_windows(tokenizer, corpus, 2, length, cls_sep), aliases=tl_aliases(model))
-    # the seed is part of the data (which windows) and so of the split and the capture's key
-    target.dataset_identity = lambda n, seed: (f"hf:{address}:corpus={corpus_id}:n={n}:len={length}"
+    # the seed is part of the data (which windows) and so of the split and the capture's key; a local
+    # folder is named by its own name, not where it lies, so every clone draws the same split
+    named = Path(address).name if Path(address).is_absolute() else address
+    target.dataset_identity = lambda n, seed: (f"hf:{named}:corpus={corpus_id}:n={n}:len={length}"
                                                + (f":seed={seed}" if seed else ""))
     target.shift_hint = "to capture it on a different text source, pass --text FILE or --data FILE.jsonl"
     return target
